@@ -1,0 +1,99 @@
+//! Events sent from the BPF programs to userspace through the `EVENTS` ring buffer.
+//!
+//! Every event starts with [`EventHeader`]; `kind` says which struct follows.
+
+use crate::{exec::NAME_LEN, wire_enum};
+
+/// Version of the event layout; bump on any change to these structs.
+pub const EVENT_VERSION: u32 = 1;
+/// Arguments captured per exec (`argv[0]` included).
+pub const MAX_ARGS: usize = 8;
+/// Bytes captured per argument, including the terminating NUL.
+pub const ARG_LEN: usize = 128;
+/// Path components captured per exec, innermost first.
+pub const MAX_PATH_COMPONENTS: usize = 16;
+/// Length of a task's `comm` (`TASK_COMM_LEN`, include/linux/sched.h).
+pub const COMM_LEN: usize = 16;
+
+wire_enum! {
+    /// What an event reports.
+    EventKind: "event kind" {
+        Exec = 1 => "exec",
+    }
+}
+
+wire_enum! {
+    /// The verdict an exec event records.
+    Decision: "decision" {
+        Allowed = 0 => "allowed",
+        Denied = 1 => "denied",
+        /// Audit mode: the policy denies, the exec ran.
+        AuditDenied = 2 => "auditonly",
+    }
+}
+
+/// Flags in [`ExecEvent::flags`].
+pub mod flags {
+    /// More than `MAX_ARGS` arguments, or one longer than `ARG_LEN`.
+    pub const ARGS_TRUNCATED: u32 = 1 << 0;
+    /// The path has more than `MAX_PATH_COMPONENTS` components, or one longer than `NAME_LEN`.
+    pub const PATH_TRUNCATED: u32 = 1 << 1;
+    /// The arguments could not be read (the event carries none).
+    pub const ARGS_UNAVAILABLE: u32 = 1 << 2;
+    /// The path walk crossed the root of the task's filesystem namespace view (it is complete).
+    pub const PATH_COMPLETE: u32 = 1 << 3;
+}
+
+/// The fixed header of every event.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct EventHeader {
+    /// [`EventKind`] as `u32`.
+    pub kind: u32,
+    /// [`EVENT_VERSION`].
+    pub version: u32,
+    /// `bpf_ktime_get_boot_ns()`: nanoseconds since boot, suspend included.
+    pub boot_ns: u64,
+    /// Thread group id (the process id userspace sees).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Parent's thread group id.
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// [`crate::settings::Backend`] as `u32`.
+    pub backend: u32,
+    /// Cgroup id of the task (inode number of its cgroup2 directory).
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// An exec decision.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    /// [`Decision`] as `u32`.
+    pub decision: u32,
+    /// [`crate::settings::Mode`] as `u32`.
+    pub mode: u32,
+    /// Index of the deciding rule, or [`crate::exec::RULE_DEFAULT`] / [`crate::exec::RULE_INTERNAL_ERROR`].
+    pub rule: u32,
+    /// Policy generation that decided.
+    pub generation: u32,
+    /// See [`flags`].
+    pub flags: u32,
+    /// Number of arguments the task passed (may exceed [`MAX_ARGS`]).
+    pub argc: u32,
+    /// Device (kernel `dev_t`) and inode of the executed file.
+    pub dev: u64,
+    pub ino: u64,
+    /// Number of valid entries in `path`.
+    pub path_components: u32,
+    pub _pad: u32,
+    /// Path components of the executed file, innermost (the file name) first, each NUL-terminated.
+    pub path: [[u8; NAME_LEN]; MAX_PATH_COMPONENTS],
+    /// The first arguments, each NUL-terminated.
+    pub args: [[u8; ARG_LEN]; MAX_ARGS],
+}

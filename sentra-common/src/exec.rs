@@ -1,0 +1,69 @@
+//! Keys and values of the exec rule maps.
+//!
+//! A file being executed is identified in the kernel by what `bprm->file` resolves to, never by the
+//! string the caller passed:
+//! - `EXEC_INODE_RULES`: the file's own (device, inode): denies that follow a binary through hard links.
+//! - `EXEC_NAME_RULES`: (device, inode) of its parent directory plus its name: exact paths. Keyed by the
+//!   directory, not the file, so that a package upgrade that replaces the file keeps the rule.
+//! - `EXEC_DIR_RULES`: (device, inode) of a directory: prefix rules; the nearest ancestor wins.
+//!
+//! Device numbers are the kernel's internal `dev_t` (`MAJOR << 20 | MINOR`, include/linux/kdev_t.h),
+//! which userspace derives from `stat`'s `st_dev`.
+
+/// Longest file-name component matched by a name rule, including the terminating NUL.
+pub const NAME_LEN: usize = 64;
+/// Deepest directory nesting walked when looking for directory rules.
+pub const MAX_WALK_DEPTH: u32 = 32;
+/// Rule index meaning "no rule matched, the default decided".
+pub const RULE_DEFAULT: u32 = u32::MAX;
+/// Rule index meaning "the probe failed and decided closed".
+pub const RULE_INTERNAL_ERROR: u32 = u32::MAX - 1;
+/// Rule index meaning "the path is deeper than the walk goes and no rule matched on the way": denied.
+pub const RULE_PATH_TOO_DEEP: u32 = u32::MAX - 2;
+
+/// Key of `EXEC_INODE_RULES` and `EXEC_DIR_RULES`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct InodeKey {
+    pub generation: u32,
+    pub _pad: u32,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// Key of `EXEC_NAME_RULES`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NameKey {
+    pub generation: u32,
+    pub _pad: u32,
+    pub dir_dev: u64,
+    pub dir_ino: u64,
+    /// NUL-padded file name.
+    pub name: [u8; NAME_LEN],
+}
+
+impl Default for NameKey {
+    fn default() -> Self {
+        Self { generation: 0, _pad: 0, dir_dev: 0, dir_ino: 0, name: [0; NAME_LEN] }
+    }
+}
+
+/// Value of every exec rule map.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RuleValue {
+    /// Index of the rule in the policy generation (resolved to its id by userspace).
+    pub rule: u32,
+    /// [`crate::settings::Effect`] as `u32`.
+    pub effect: u32,
+}
+
+/// Value of `GOVERNED` (key: cgroup id, the inode number of the cgroup2 directory).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GovernedCgroup {
+    /// Depth of the cgroup below the root (root = 0), as `bpf_get_current_ancestor_cgroup_id` counts.
+    pub level: u32,
+    pub _pad: u32,
+}

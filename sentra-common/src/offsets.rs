@@ -1,0 +1,50 @@
+//! Offsets of kernel struct members, read from the running kernel's BTF by userspace at load time and
+//! handed to the BPF programs as a read-only global (`KERNEL_OFFSETS`).
+//!
+//! bpf-linker emits no CO-RE relocations, so compiling offsets in would tie the object to one kernel.
+
+/// Byte offsets of the members the exec probes read. Names are `struct_member`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KernelOffsets {
+    /// `struct linux_binprm::file`
+    pub binprm_file: u32,
+    /// `struct file::f_path` + `struct path::dentry`
+    pub file_dentry: u32,
+    /// `struct file::f_path` + `struct path::mnt`
+    pub file_vfsmount: u32,
+    /// `struct dentry::d_parent`
+    pub dentry_parent: u32,
+    /// `struct dentry::d_name` + `struct qstr::name`
+    pub dentry_name: u32,
+    /// `struct dentry::d_inode`
+    pub dentry_inode: u32,
+    /// `struct inode::i_ino`
+    pub inode_ino: u32,
+    /// `struct inode::i_sb`
+    pub inode_sb: u32,
+    /// `struct super_block::s_dev`
+    pub sb_dev: u32,
+    /// `struct mount::mnt` (the `struct vfsmount` embedded in `struct mount`)
+    pub mount_vfsmount: u32,
+    /// `struct mount::mnt_parent`
+    pub mount_parent: u32,
+    /// `struct mount::mnt_mountpoint`
+    pub mount_mountpoint: u32,
+    /// `struct vfsmount::mnt_root`
+    pub vfsmount_root: u32,
+    /// `struct task_struct::real_parent`
+    pub task_real_parent: u32,
+    /// `struct task_struct::tgid`
+    pub task_tgid: u32,
+    /// `struct task_struct::mm`
+    pub task_mm: u32,
+    /// `struct mm_struct::arg_start`
+    pub mm_arg_start: u32,
+    /// `struct mm_struct::arg_end`
+    pub mm_arg_end: u32,
+    /// `struct linux_binprm::argc`
+    pub binprm_argc: u32,
+    /// Non-zero once filled by userspace; probes refuse to decide on zeroed offsets.
+    pub valid: u32,
+}

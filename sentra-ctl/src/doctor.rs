@@ -1,0 +1,99 @@
+//! `sentra-ctl doctor`: each kernel prerequisite, pass or fail, and what to do about a failure.
+
+use std::path::Path;
+
+use crate::{cgroup, kernel};
+
+/// One check's outcome.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    /// What was found.
+    pub detail: String,
+    /// What to do when it failed.
+    pub fix: Option<String>,
+}
+
+fn check(name: &'static str, result: Result<String, (String, String)>) -> Check {
+    match result {
+        Ok(detail) => Check { name, ok: true, detail, fix: None },
+        Err((detail, fix)) => Check { name, ok: false, detail, fix: Some(fix) },
+    }
+}
+
+/// Runs every check. `probe_backends` also loads and attaches the programs for real (needs root).
+#[must_use]
+pub fn run(probe_backends: bool) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let root = nix::unistd::geteuid().is_root();
+    checks.push(check(
+        "root",
+        if root {
+            Ok("running as root".into())
+        } else {
+            Err(("not root".into(), "run sentra-ctl as root (sudo): loading BPF needs CAP_BPF and CAP_PERFMON, cgroups need CAP_SYS_ADMIN".into()))
+        },
+    ));
+    checks.push(check(
+        "btf",
+        match kernel::offsets::read() {
+            Ok(_) => Ok(format!("{} present; struct offsets resolved", kernel::offsets::VMLINUX_BTF)),
+            Err(err) => Err((err.to_string(), "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (Debian, Ubuntu, Oracle UEK all are)".into())),
+        },
+    ));
+    let lsm_list = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
+    checks.push(check(
+        "bpf-lsm-listed",
+        if lsm_list.split(',').any(|m| m.trim() == "bpf") {
+            Ok(format!("active LSMs: {}", lsm_list.trim()))
+        } else if lsm_list.is_empty() {
+            Err(("/sys/kernel/security/lsm unreadable (securityfs not mounted?)".into(), "mount -t securityfs none /sys/kernel/security".into()))
+        } else {
+            Err((
+                format!("`bpf` is not among the active LSMs: {}", lsm_list.trim()),
+                format!("add bpf to the lsm= boot parameter, e.g. lsm={},bpf (GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub and reboot); until then the `signal` backend enforces", lsm_list.trim()),
+            ))
+        },
+    ));
+    checks.push(check(
+        "cgroup2",
+        match cgroup::cgroup2_root() {
+            Ok(path) => Ok(format!("cgroup v2 mounted at {}", path.display())),
+            Err(err) => Err((err.to_string(), "mount -t cgroup2 none /sys/fs/cgroup (or boot with systemd.unified_cgroup_hierarchy=1)".into())),
+        },
+    ));
+    checks.push(check(
+        "bpffs",
+        if is_bpffs(Path::new("/sys/fs/bpf")) {
+            Ok("bpffs mounted at /sys/fs/bpf".into())
+        } else {
+            Err(("/sys/fs/bpf is not a bpffs mount (needed to pin programs and maps)".into(), "mount -t bpf bpf /sys/fs/bpf".into()))
+        },
+    ));
+    if probe_backends && root {
+        for choice in [kernel::BackendChoice::Lsm, kernel::BackendChoice::Signal] {
+            let name = match choice {
+                kernel::BackendChoice::Lsm => "backend-lsm",
+                _ => "backend-signal",
+            };
+            checks.push(check(
+                name,
+                match kernel::Kernel::load(choice) {
+                    Ok(k) => Ok(format!("programs load and attach (ring buffer included); backend {} usable", k.backend.as_str())),
+                    Err(err) => Err((err.to_string(), match choice {
+                        kernel::BackendChoice::Lsm => "enable BPF LSM (see bpf-lsm-listed); kernels before BPF trampolines (arm64 < 6.0) cannot attach LSM programs: the signal backend is used there".into(),
+                        _ => "needs BTF and tp_btf support (Linux 5.5+)".into(),
+                    })),
+                },
+            ));
+        }
+    }
+    checks
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    // BPF_FS_MAGIC, include/uapi/linux/magic.h
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    nix::sys::statfs::statfs(path).is_ok_and(|s| i64::from(s.filesystem_type().0) == BPF_FS_MAGIC)
+}

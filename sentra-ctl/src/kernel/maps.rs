@@ -1,0 +1,167 @@
+//! Writing policy generations and governed cgroups into the maps (named as in `sentra-ebpf/src/maps.rs`).
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, MapData, PerCpuArray},
+};
+use sentra_common::{
+    exec::{GovernedCgroup, InodeKey, NameKey, RuleValue},
+    settings::{ActiveGeneration, Backend, GENERATIONS, Settings, stats},
+};
+
+use super::KernelError;
+use crate::policy::exec::CompiledExec;
+
+pub const EVENTS: &str = "EVENTS";
+pub const STATS: &str = "STATS";
+pub const GOVERNED: &str = "GOVERNED";
+pub const ACTIVE_GENERATION: &str = "ACTIVE_GENERATION";
+pub const SETTINGS: &str = "SETTINGS";
+pub const EXEC_INODE_RULES: &str = "EXEC_INODE_RULES";
+pub const EXEC_NAME_RULES: &str = "EXEC_NAME_RULES";
+pub const EXEC_DIR_RULES: &str = "EXEC_DIR_RULES";
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> KernelError {
+    move |err| KernelError::Map { map, detail: err.to_string() }
+}
+
+fn hash<'a, K: aya::Pod, V: aya::Pod>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<HashMap<&'a mut MapData, K, V>, KernelError> {
+    let map = ebpf.map_mut(name).ok_or(KernelError::Map { map: name, detail: "missing".into() })?;
+    HashMap::try_from(map).map_err(map_err(name))
+}
+
+fn array<'a, V: aya::Pod>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<Array<&'a mut MapData, V>, KernelError> {
+    let map = ebpf.map_mut(name).ok_or(KernelError::Map { map: name, detail: "missing".into() })?;
+    Array::try_from(map).map_err(map_err(name))
+}
+
+/// Counters summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Stats {
+    pub events_dropped: u64,
+    pub exec_decisions: u64,
+    pub exec_denied: u64,
+    pub probe_errors: u64,
+}
+
+/// Reads `STATS`.
+///
+/// # Errors
+/// The map cannot be read.
+pub fn read_stats(ebpf: &Ebpf) -> Result<Stats, KernelError> {
+    let map = ebpf.map(STATS).ok_or(KernelError::Map { map: STATS, detail: "missing".into() })?;
+    let counters: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map).map_err(map_err(STATS))?;
+    let sum = |index: u32| -> Result<u64, KernelError> {
+        Ok(counters.get(&index, 0).map_err(map_err(STATS))?.iter().sum())
+    };
+    Ok(Stats {
+        events_dropped: sum(stats::EVENTS_DROPPED)?,
+        exec_decisions: sum(stats::EXEC_DECISIONS)?,
+        exec_denied: sum(stats::EXEC_DENIED)?,
+        probe_errors: sum(stats::PROBE_ERRORS)?,
+    })
+}
+
+/// The generation currently deciding.
+///
+/// # Errors
+/// The map cannot be read.
+pub fn active_generation(ebpf: &mut Ebpf) -> Result<ActiveGeneration, KernelError> {
+    array::<ActiveGeneration>(ebpf, ACTIVE_GENERATION)?.get(&0, 0).map_err(map_err(ACTIVE_GENERATION))
+}
+
+/// Writes `compiled` as generation `generation` (not yet active), replacing whatever it held.
+///
+/// # Errors
+/// A map update fails (for instance a map is full).
+pub fn write_generation(
+    ebpf: &mut Ebpf,
+    generation: u32,
+    compiled: &CompiledExec,
+    mode: sentra_common::settings::Mode,
+) -> Result<(), KernelError> {
+    debug_assert!(generation < GENERATIONS);
+    clear_generation(ebpf, generation)?;
+    {
+        let mut map = hash::<InodeKey, RuleValue>(ebpf, EXEC_INODE_RULES)?;
+        for (id, value) in &compiled.inode {
+            let key = InodeKey { generation, _pad: 0, dev: id.dev, ino: id.ino };
+            map.insert(key, value, 0).map_err(map_err(EXEC_INODE_RULES))?;
+        }
+    }
+    {
+        let mut map = hash::<NameKey, RuleValue>(ebpf, EXEC_NAME_RULES)?;
+        for ((dir, name), value) in &compiled.name {
+            let key = NameKey { generation, _pad: 0, dir_dev: dir.dev, dir_ino: dir.ino, name: *name };
+            map.insert(key, value, 0).map_err(map_err(EXEC_NAME_RULES))?;
+        }
+    }
+    {
+        let mut map = hash::<InodeKey, RuleValue>(ebpf, EXEC_DIR_RULES)?;
+        for (id, value) in &compiled.dir {
+            let key = InodeKey { generation, _pad: 0, dev: id.dev, ino: id.ino };
+            map.insert(key, value, 0).map_err(map_err(EXEC_DIR_RULES))?;
+        }
+    }
+    let settings = Settings {
+        mode: mode as u32,
+        exec_default: sentra_common::settings::Effect::from(compiled.default_effect()) as u32,
+        _reserved: 0,
+        loaded: 1,
+    };
+    array::<Settings>(ebpf, SETTINGS)?.set(generation, settings, 0).map_err(map_err(SETTINGS))?;
+    Ok(())
+}
+
+/// Removes every entry of `generation` and marks it unloaded.
+///
+/// # Errors
+/// A map cannot be read or updated.
+pub fn clear_generation(ebpf: &mut Ebpf, generation: u32) -> Result<(), KernelError> {
+    array::<Settings>(ebpf, SETTINGS)?.set(generation, Settings::default(), 0).map_err(map_err(SETTINGS))?;
+    for name in [EXEC_INODE_RULES, EXEC_DIR_RULES] {
+        let mut map = hash::<InodeKey, RuleValue>(ebpf, name)?;
+        let stale: Vec<InodeKey> =
+            map.keys().filter_map(Result::ok).filter(|k| k.generation == generation).collect();
+        for key in stale {
+            map.remove(&key).map_err(map_err(name))?;
+        }
+    }
+    let mut map = hash::<NameKey, RuleValue>(ebpf, EXEC_NAME_RULES)?;
+    let stale: Vec<NameKey> = map.keys().filter_map(Result::ok).filter(|k| k.generation == generation).collect();
+    for key in stale {
+        map.remove(&key).map_err(map_err(EXEC_NAME_RULES))?;
+    }
+    Ok(())
+}
+
+/// Makes `generation` the deciding one, in one map update (a single 8-byte value): every later
+/// decision uses it entirely, none mixes generations.
+///
+/// # Errors
+/// The map cannot be updated.
+pub fn activate(ebpf: &mut Ebpf, generation: u32, backend: Backend) -> Result<(), KernelError> {
+    let value = ActiveGeneration { generation, backend: backend as u32 };
+    array::<ActiveGeneration>(ebpf, ACTIVE_GENERATION)?.set(0, value, 0).map_err(map_err(ACTIVE_GENERATION))
+}
+
+/// Governs a cgroup (and its descendants).
+///
+/// # Errors
+/// The map cannot be updated.
+pub fn govern(ebpf: &mut Ebpf, cgroup_id: u64, level: u32) -> Result<(), KernelError> {
+    hash::<u64, GovernedCgroup>(ebpf, GOVERNED)?
+        .insert(cgroup_id, GovernedCgroup { level, _pad: 0 }, 0)
+        .map_err(map_err(GOVERNED))
+}
+
+/// Stops governing a cgroup.
+///
+/// # Errors
+/// The map cannot be updated.
+pub fn release(ebpf: &mut Ebpf, cgroup_id: u64) -> Result<(), KernelError> {
+    hash::<u64, GovernedCgroup>(ebpf, GOVERNED)?.remove(&cgroup_id).map_err(map_err(GOVERNED))
+}

@@ -1,0 +1,164 @@
+//! The kernel side: loading the BPF object, choosing the backend, filling the maps, reading events.
+
+pub mod events;
+pub mod maps;
+pub mod offsets;
+
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    programs::{BtfTracePoint, Lsm, TracePoint},
+};
+use sentra_common::settings::Backend;
+
+/// The BPF object built by `build.rs` from `sentra-ebpf`.
+static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sentra-bpf"));
+
+/// Which backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    /// `lsm` if it loads and attaches here, else `signal`.
+    Auto,
+    Lsm,
+    Signal,
+}
+
+/// Errors of the kernel layer, naming the program or map involved.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("kernel BTF: {0}")]
+    Btf(String),
+    #[error(
+        "the BPF object is empty: this build skipped it (AYA_BUILD_SKIP); rebuild without it (needs bpf-linker and nightly)"
+    )]
+    NoObject,
+    #[error("loading the BPF object: {0}")]
+    Object(#[source] aya::EbpfError),
+    #[error("program {program} is missing from the BPF object")]
+    MissingProgram { program: &'static str },
+    #[error("program {program}: load failed: {detail}")]
+    Load { program: &'static str, detail: String },
+    #[error("program {program}: attach failed: {detail}")]
+    Attach { program: &'static str, detail: String },
+    #[error("map {map}: {detail}")]
+    Map { map: &'static str, detail: String },
+    #[error("BPF LSM is not usable here: {0}. Enable it by adding `bpf` to the `lsm=` boot parameter (e.g. lsm=lockdown,capability,landlock,yama,apparmor,bpf), or use --backend signal")]
+    LsmUnavailable(String),
+}
+
+/// The loaded object with its enforcement backend attached.
+pub struct Kernel {
+    pub ebpf: Ebpf,
+    pub backend: Backend,
+    /// Why `lsm` was not chosen under `auto`, if it was not.
+    pub lsm_refusal: Option<String>,
+}
+
+impl Kernel {
+    /// Loads the object with this kernel's offsets and attaches the chosen backend.
+    ///
+    /// # Errors
+    /// BTF missing, a program failing to load (with the verifier's log) or attach.
+    pub fn load(choice: BackendChoice) -> Result<Self, KernelError> {
+        if BPF_OBJECT.is_empty() {
+            return Err(KernelError::NoObject);
+        }
+        let offsets = offsets::read()?;
+        let btf = Btf::from_sys_fs().map_err(|err| KernelError::Btf(err.to_string()))?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .override_global("KERNEL_OFFSETS", &offsets, true)
+            .load(BPF_OBJECT)
+            .map_err(KernelError::Object)?;
+
+        let (backend, lsm_refusal) = match choice {
+            BackendChoice::Lsm => {
+                attach_lsm(&mut ebpf, &btf).map_err(|err| KernelError::LsmUnavailable(err.to_string()))?;
+                (Backend::Lsm, None)
+            }
+            BackendChoice::Signal => {
+                attach_signal(&mut ebpf, &btf)?;
+                (Backend::Signal, None)
+            }
+            BackendChoice::Auto => match attach_lsm(&mut ebpf, &btf) {
+                Ok(()) => (Backend::Lsm, None),
+                Err(err) => {
+                    tracing::info!("lsm backend unavailable ({err}); using signal");
+                    attach_signal(&mut ebpf, &btf)?;
+                    (Backend::Signal, Some(err.to_string()))
+                }
+            },
+        };
+        Ok(Self { ebpf, backend, lsm_refusal })
+    }
+}
+
+/// An aya program error with the verifier's log, when there is one.
+fn program_err(err: &aya::programs::ProgramError) -> String {
+    match err {
+        aya::programs::ProgramError::LoadError { io_error, verifier_log } => {
+            // The log's useful part (the failing instruction and the totals) is at its end.
+            let log = verifier_log.to_string();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            format!("{io_error}; verifier log (last {} of {} lines):\n{tail}", lines.len().min(40), lines.len())
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Attaches the `lsm` backend: `exec_lsm` plus the argv recorders. Test-attaches for real: the only
+/// reliable test of BPF LSM (a listed `bpf` in /sys/kernel/security/lsm does not prove trampolines work,
+/// e.g. arm64 before 6.0 loads LSM programs but cannot attach them).
+fn attach_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), KernelError> {
+    const PROGRAM: &str = "exec_lsm";
+    let program: &mut Lsm = ebpf
+        .program_mut(PROGRAM)
+        .ok_or(KernelError::MissingProgram { program: PROGRAM })?
+        .try_into()
+        .map_err(|err| KernelError::Load { program: PROGRAM, detail: format!("{err}") })?;
+    program
+        .load("bprm_check_security", btf)
+        .map_err(|err| KernelError::Load { program: PROGRAM, detail: program_err(&err) })?;
+    program
+        .attach()
+        .map_err(|err| KernelError::Attach { program: PROGRAM, detail: program_err(&err) })?;
+    for (name, syscall) in [("execve_enter", "sys_enter_execve"), ("execveat_enter", "sys_enter_execveat")] {
+        attach_tracepoint(ebpf, name, "syscalls", syscall)?;
+    }
+    Ok(())
+}
+
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    category: &str,
+    event: &str,
+) -> Result<(), KernelError> {
+    let program: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or(KernelError::MissingProgram { program: name })?
+        .try_into()
+        .map_err(|err| KernelError::Load { program: name, detail: format!("{err}") })?;
+    program.load().map_err(|err| KernelError::Load { program: name, detail: program_err(&err) })?;
+    program
+        .attach(category, event)
+        .map_err(|err| KernelError::Attach { program: name, detail: program_err(&err) })?;
+    Ok(())
+}
+
+/// Attaches the `signal` backend: `exec_signal` on `tp_btf/sched_process_exec`.
+fn attach_signal(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), KernelError> {
+    const PROGRAM: &str = "exec_signal";
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(PROGRAM)
+        .ok_or(KernelError::MissingProgram { program: PROGRAM })?
+        .try_into()
+        .map_err(|err| KernelError::Load { program: PROGRAM, detail: format!("{err}") })?;
+    program
+        .load("sched_process_exec", btf)
+        .map_err(|err| KernelError::Load { program: PROGRAM, detail: program_err(&err) })?;
+    program
+        .attach()
+        .map_err(|err| KernelError::Attach { program: PROGRAM, detail: program_err(&err) })?;
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! Sentra controller library: policy, kernel maps, cgroups, audit.
+
+pub mod audit;
+pub mod cgroup;
+pub mod doctor;
+pub mod kernel;
+pub mod policy;
+pub mod record;
+pub mod run;

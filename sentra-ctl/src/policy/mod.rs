@@ -1,0 +1,171 @@
+//! The policy: parsing with precise errors, and compilation to the kernel's maps.
+
+pub mod exec;
+pub mod model;
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
+
+pub use model::PolicyFile;
+
+/// A policy that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{file}: cannot read policy: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", Located::fmt_line(.0))]
+    Invalid(Located),
+}
+
+/// An error at a place in a policy file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub file: PathBuf,
+    /// 1-based; 0 when the place is unknown.
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl Located {
+    fn fmt_line(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for Located {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+        }
+    }
+}
+
+/// A warning about a policy that is still usable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub message: String,
+}
+
+/// A parsed policy with its source.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub file: PathBuf,
+    pub model: PolicyFile,
+    pub warnings: Vec<Warning>,
+    /// SHA-256-free content fingerprint (FNV-1a 64), reported by `status`.
+    pub hash: u64,
+}
+
+impl Policy {
+    /// Reads and parses `file`.
+    ///
+    /// # Errors
+    /// The file cannot be read, or is not a valid policy (with line and column).
+    pub fn load(file: &Path) -> Result<Self, PolicyError> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|source| PolicyError::Read { file: file.to_path_buf(), source })?;
+        Self::parse(file, &text)
+    }
+
+    /// Parses policy text; `file` names it in errors.
+    ///
+    /// # Errors
+    /// The text is not a valid policy (with line and column).
+    pub fn parse(file: &Path, text: &str) -> Result<Self, PolicyError> {
+        let model: PolicyFile = serde_yaml::from_str(text).map_err(|err| {
+            let (line, column) = err.location().map_or((0, 0), |loc| (loc.line(), loc.column()));
+            PolicyError::Invalid(Located {
+                file: file.to_path_buf(),
+                line,
+                column,
+                message: strip_location(&err.to_string()),
+            })
+        })?;
+        let mut warnings = Vec::new();
+        for (present, key) in [
+            (model.cost_routing.is_some(), "cost_routing"),
+            (model.profiles.is_some(), "profiles"),
+            (model.capabilities.is_some(), "capabilities"),
+            (model.syscall_profiles.is_some(), "syscall_profiles"),
+            (model.launcher.is_some(), "launcher"),
+        ] {
+            if present {
+                warnings.push(Warning { message: format!("section `{key}` is not implemented by this Sentra; ignored") });
+            }
+        }
+        Ok(Self { file: file.to_path_buf(), model, warnings, hash: fnv1a(text.as_bytes()) })
+    }
+
+    /// An error located at the start of the file (for semantic errors without a known place).
+    #[must_use]
+    pub fn error(&self, message: impl Into<String>) -> PolicyError {
+        PolicyError::Invalid(Located { file: self.file.clone(), line: 0, column: 0, message: message.into() })
+    }
+}
+
+/// serde_yaml appends " at line L column C" to its messages; the location is reported separately.
+fn strip_location(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(at) => message[..at].to_string(),
+        None => message.to_string(),
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Refuses a policy file that someone other than root could have changed.
+///
+/// # Errors
+/// The file cannot be inspected, is not owned by root, or is group- or world-writable.
+pub fn check_file_safety(path: &Path) -> Result<(), PolicyError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).map_err(|source| PolicyError::Read { file: path.to_path_buf(), source })?;
+    let located = |message: String| PolicyError::Invalid(Located { file: path.to_path_buf(), line: 0, column: 0, message });
+    if meta.uid() != 0 {
+        return Err(located(format!("refused: owned by uid {}, not root (anyone who can edit the policy controls the agent)", meta.uid())));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(located(format!("refused: mode {:o} lets others write it; chmod go-w", meta.mode() & 0o7777)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_rejected_with_line_and_column() {
+        let text = "version: \"2.0\"\nmode: enforce\nrules:\n  - id: a\n    match:\n      args: x\n    effect: allow\n";
+        let err = Policy::parse(Path::new("p.yaml"), text).expect_err("must fail");
+        let PolicyError::Invalid(located) = err else { panic!("wrong error kind: {err}") };
+        assert_eq!((located.line, located.column), (6, 7), "{located}");
+        assert!(located.message.contains("unknown field `args`"), "{located}");
+    }
+
+    #[test]
+    fn original_format_is_accepted_with_warnings_for_unimplemented_sections() {
+        let text = "version: \"2.0\"\nmode: audit\ndefault: deny\nrate_limit: {max_commands: 60, window_seconds: 60}\nrules:\n  - id: block_sudo\n    match: {executable: \"^sudo$\"}\n    effect: deny\n    reason: no\ncost_routing: {a: 1}\n";
+        let policy = Policy::parse(Path::new("p.yaml"), text).expect("valid");
+        assert_eq!(policy.model.rules.len(), 1);
+        assert_eq!(policy.warnings.len(), 1);
+        assert_eq!(policy.model.mode, model::Mode::Audit);
+    }
+
+    #[test]
+    fn wrong_type_is_reported() {
+        let err = Policy::parse(Path::new("p.yaml"), "mode: sometimes\n").expect_err("must fail");
+        assert!(err.to_string().starts_with("p.yaml:1:7: "), "{err}");
+    }
+}

@@ -1,0 +1,151 @@
+//! The policy file's structure. One model for both layers: the original Sentra keys (shell layer) and
+//! the kernel sections (`exec`, …). Unknown keys are errors, never silently ignored.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// `enforce` or `audit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Audit,
+}
+
+/// `allow` or `deny`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Effect {
+    Allow,
+    Deny,
+}
+
+impl Effect {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+        }
+    }
+}
+
+impl From<Mode> for sentra_common::settings::Mode {
+    fn from(mode: Mode) -> Self {
+        match mode {
+            Mode::Enforce => Self::Enforce,
+            Mode::Audit => Self::Audit,
+        }
+    }
+}
+
+impl From<Effect> for sentra_common::settings::Effect {
+    fn from(effect: Effect) -> Self {
+        match effect {
+            Effect::Allow => Self::Allow,
+            Effect::Deny => Self::Deny,
+        }
+    }
+}
+
+/// A version written as `"2.0"` or `2.0`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Version {
+    Text(String),
+    Number(f64),
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Text(text) => f.write_str(text),
+            Self::Number(number) => write!(f, "{number}"),
+        }
+    }
+}
+
+/// The whole policy file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    pub version: Option<Version>,
+    #[serde(default)]
+    pub mode: Mode,
+    /// Effect for commands no rule matches (shell layer; also the kernel's unless `exec.default` says).
+    pub default: Option<Effect>,
+    pub rate_limit: Option<RateLimit>,
+    /// The original Sentra rules: first match wins.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    /// Kernel exec governance.
+    pub exec: Option<ExecSection>,
+    /// Seccomp profiles for the launcher (parsed and kept; applied by the launcher).
+    #[serde(default)]
+    pub seccomp_profiles: BTreeMap<String, serde_yaml::Value>,
+    // Sections of the original format that this Sentra does not implement: accepted with a warning.
+    pub cost_routing: Option<serde_yaml::Value>,
+    pub profiles: Option<serde_yaml::Value>,
+    pub capabilities: Option<serde_yaml::Value>,
+    pub syscall_profiles: Option<serde_yaml::Value>,
+    pub launcher: Option<serde_yaml::Value>,
+}
+
+/// `rate_limit: {max_commands, window_seconds}`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub max_commands: u32,
+    pub window_seconds: u64,
+}
+
+/// One original rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub id: String,
+    #[serde(rename = "match", default)]
+    pub matcher: RuleMatch,
+    pub effect: Effect,
+    pub reason: Option<String>,
+}
+
+/// `match:` of an original rule; every present field must match (regexes).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleMatch {
+    pub executable: Option<String>,
+    pub args_pattern: Option<String>,
+    pub identity: Option<String>,
+}
+
+/// `exec:`: what may be executed, decided in the kernel on the file actually executed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecSection {
+    /// Effect when no exec entry covers the file; defaults to the top-level `default`, then `deny`.
+    pub default: Option<Effect>,
+    /// Directories searched, in order, for `name` entries (like `PATH`).
+    #[serde(default)]
+    pub path: Vec<String>,
+    #[serde(default)]
+    pub allow: Vec<ExecEntry>,
+    #[serde(default)]
+    pub deny: Vec<ExecEntry>,
+}
+
+/// One exec entry: exactly one of `path`, `dir`, `name`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecEntry {
+    pub id: String,
+    /// An absolute file path (symlinks resolved when the policy is loaded).
+    pub path: Option<String>,
+    /// An absolute directory: everything below it.
+    pub dir: Option<String>,
+    /// A program name, resolved through `exec.path`.
+    pub name: Option<String>,
+    pub reason: Option<String>,
+}

@@ -1,0 +1,97 @@
+//! Turning kernel events into audit records.
+
+use sentra_common::event::Decision;
+
+use crate::{
+    audit::Record,
+    kernel::events::{Exec, RuleRef},
+    policy::exec::CompiledExec,
+};
+
+/// Converts `bpf_ktime_get_boot_ns` times to wall-clock time.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// Wall-clock nanoseconds at boot.
+    boot_epoch_ns: i128,
+}
+
+impl Clock {
+    #[must_use]
+    pub fn new() -> Self {
+        let ns = |clock| {
+            nix::time::clock_gettime(clock)
+                .map_or(0, |t| i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec()))
+        };
+        let boot = ns(nix::time::ClockId::CLOCK_BOOTTIME);
+        let real = ns(nix::time::ClockId::CLOCK_REALTIME);
+        Self { boot_epoch_ns: real - boot }
+    }
+
+    /// RFC 3339 UTC time of a boot-relative timestamp.
+    #[must_use]
+    pub fn format(&self, boot_ns: u64) -> String {
+        let wall = self.boot_epoch_ns + i128::from(boot_ns);
+        let secs = i64::try_from(wall.div_euclid(1_000_000_000)).unwrap_or_default();
+        let nanos = u32::try_from(wall.rem_euclid(1_000_000_000)).unwrap_or_default();
+        chrono::DateTime::from_timestamp(secs, nanos)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The audit record of a kernel exec event; `rules` resolves its rule index.
+#[must_use]
+pub fn exec_record(event: &Exec, rules: &CompiledExec, clock: &Clock) -> Record {
+    let (rule_id, reason) = match event.rule {
+        RuleRef::Index(index) => match rules.rule(index) {
+            Some(rule) => (rule.id.clone(), rule.reason.clone()),
+            None => (format!("rule#{index}"), None),
+        },
+        RuleRef::Default => (
+            "default".to_string(),
+            Some(format!("no exec rule covers this file; default {}", rules.default_effect().as_str())),
+        ),
+        RuleRef::InternalError => {
+            ("internal_error".to_string(), Some("the kernel probe could not decide; denied (fail closed)".into()))
+        }
+        RuleRef::PathTooDeep => (
+            "path_too_deep".to_string(),
+            Some("the file is nested deeper than the kernel walk reaches; denied (fail closed)".into()),
+        ),
+    };
+    let command = if event.args.is_empty() { event.path.clone() } else { event.args.join(" ") };
+    Record {
+        timestamp: clock.format(event.boot_ns),
+        event: "exec".into(),
+        layer: "kernel",
+        action: Some("exec"),
+        command: Some(command),
+        executable: Some(event.path.clone()),
+        args: Some(event.args.iter().skip(1).cloned().collect()),
+        decision: Some(match event.decision {
+            Decision::Allowed => "allowed",
+            Decision::Denied => "denied",
+            Decision::AuditDenied => "auditonly",
+        }),
+        rule_id: Some(rule_id),
+        reason,
+        mode: Some(event.mode.as_str()),
+        backend: Some(event.backend.as_str()),
+        pid: Some(event.pid),
+        ppid: Some(event.ppid),
+        uid: Some(event.uid),
+        comm: Some(event.comm.clone()),
+        cgroup_id: Some(event.cgroup_id),
+        argc: Some(event.argc),
+        args_truncated: Some(event.args_truncated),
+        path_truncated: Some(event.path_truncated),
+        policy_generation: Some(event.generation),
+        ..Record::default()
+    }
+}

@@ -1,0 +1,207 @@
+//! `sentra-ctl run`: govern one command in a fresh cgroup until it exits.
+
+use std::{
+    os::{fd::AsRawFd as _, unix::process::ExitStatusExt as _},
+    path::{Path, PathBuf},
+    process::ExitStatus,
+};
+
+use anyhow::{Context as _, bail};
+use aya::maps::{MapData, RingBuf};
+use tokio::io::unix::AsyncFd;
+
+
+use crate::{
+    audit::{self, AuditLog, Record},
+    cgroup::{self, Cgroup},
+    kernel::{BackendChoice, Kernel, events, maps},
+    policy::{self, Policy, exec::CompiledExec},
+    record::{self, Clock},
+};
+
+/// Options of `run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub policy: PathBuf,
+    pub audit_log: PathBuf,
+    pub backend: BackendChoice,
+    pub command: Vec<String>,
+}
+
+/// Loads, checks and compiles a policy for the kernel.
+///
+/// # Errors
+/// Unsafe file ownership or permissions, parse or compile errors.
+pub fn prepare_policy(path: &Path) -> anyhow::Result<(Policy, CompiledExec)> {
+    policy::check_file_safety(path)?;
+    let policy = Policy::load(path)?;
+    let compiled = policy::exec::compile(&policy)?;
+    for warning in policy.warnings.iter().chain(&compiled.warnings) {
+        tracing::warn!("{}: {}", path.display(), warning.message);
+    }
+    Ok((policy, compiled))
+}
+
+/// Runs the command governed; returns its exit code (128 + signal when killed).
+///
+/// # Errors
+/// Anything that prevents governing the command; the command is then not started.
+pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
+    if options.command.is_empty() {
+        bail!("no command given: sentra-ctl run --policy FILE -- CMD ARGS…");
+    }
+    require_root()?;
+    let (policy, compiled) = prepare_policy(&options.policy)?;
+    let mut audit = AuditLog::open(&options.audit_log)?;
+
+    let mut kernel = Kernel::load(options.backend)?;
+    maps::write_generation(&mut kernel.ebpf, 0, &compiled, policy.model.mode.into())?;
+    maps::activate(&mut kernel.ebpf, 0, kernel.backend)?;
+
+    let root = cgroup::cgroup2_root()?;
+    let relative = PathBuf::from(format!("sentra/run-{}", std::process::id()));
+    let group = Cgroup::create(&root, &relative)?;
+    maps::govern(&mut kernel.ebpf, group.id, group.level)?;
+    tracing::info!(
+        backend = kernel.backend.as_str(),
+        cgroup = %group.path.display(),
+        "governing {:?}",
+        options.command
+    );
+
+    let clock = Clock::new();
+    audit.write(&Record {
+        timestamp: audit::now(),
+        event: "controller_start".into(),
+        layer: "kernel",
+        backend: Some(kernel.backend.as_str()),
+        mode: Some(sentra_common::settings::Mode::from(policy.model.mode).as_str()),
+        command: Some(options.command.join(" ")),
+        cgroup_id: Some(group.id),
+        detail: Some(serde_json::json!({
+            "policy": policy.file.display().to_string(),
+            "policy_hash": format!("{:016x}", policy.hash),
+            "exec_rules": compiled.rules.len(),
+            "lsm_refusal": kernel.lsm_refusal,
+        })),
+        ..Record::default()
+    })?;
+
+    let ring = kernel.ebpf.take_map(maps::EVENTS).context("map EVENTS missing")?;
+    let ring: RingBuf<MapData> = RingBuf::try_from(ring).context("map EVENTS is not a ring buffer")?;
+    // SAFETY: the ring buffer owns its map fd, which stays open and unchanged while the AsyncFd owns it.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|err| anyhow::anyhow!("polling the EVENTS ring buffer: {}", std::io::Error::from(err)))?;
+
+    let mut child = spawn_in(&group, &options.command)?;
+    let mut drain = Drainer { audit: &mut audit, compiled: &compiled, clock, written: 0, undecodable: 0 };
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status.context("waiting for the command")?,
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("polling the EVENTS ring buffer")?;
+                drain.drain(guard.get_inner_mut())?;
+                guard.clear_ready();
+            }
+        }
+    };
+    // Events of the last execs may still be in the ring: take them before reporting.
+    drain.drain(ring.get_mut())?;
+    let (written, undecodable) = (drain.written, drain.undecodable);
+
+    maps::release(&mut kernel.ebpf, group.id)?;
+    drop(group);
+    let stats = maps::read_stats(&kernel.ebpf)?;
+    audit.write(&Record {
+        timestamp: audit::now(),
+        event: "controller_stop".into(),
+        layer: "kernel",
+        backend: Some(kernel.backend.as_str()),
+        exit_code: Some(exit_code(status)),
+        detail: Some(serde_json::json!({
+            "events_written": written,
+            "events_undecodable": undecodable,
+            "events_dropped": stats.events_dropped,
+            "exec_decisions": stats.exec_decisions,
+            "exec_denied": stats.exec_denied,
+            "probe_errors": stats.probe_errors,
+        })),
+        ..Record::default()
+    })?;
+    if stats.events_dropped > 0 {
+        tracing::warn!("{} events were lost because the ring buffer was full", stats.events_dropped);
+    }
+    Ok(exit_code(status))
+}
+
+struct Drainer<'a> {
+    audit: &'a mut AuditLog,
+    compiled: &'a CompiledExec,
+    clock: Clock,
+    written: u64,
+    undecodable: u64,
+}
+
+impl Drainer<'_> {
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> anyhow::Result<()> {
+        while let Some(item) = ring.next() {
+            match events::decode(&item) {
+                Ok(event) => {
+                    self.audit.write(&record::exec_record(&event, self.compiled, &self.clock))?;
+                    self.written += 1;
+                }
+                Err(err) => {
+                    self.undecodable += 1;
+                    tracing::warn!("undecodable event: {err}");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts the command with the child moving itself into the cgroup before it execs, so the command's
+/// own exec is already governed.
+fn spawn_in(group: &Cgroup, command: &[String]) -> anyhow::Result<tokio::process::Child> {
+    let procs_path = group.procs_file();
+    let procs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&procs_path)
+        .with_context(|| format!("opening {}", procs_path.display()))?;
+    let fd = procs.as_raw_fd();
+    let mut cmd = tokio::process::Command::new(&command[0]);
+    cmd.args(&command[1..]);
+    // SAFETY: the closure only calls write(2), which is async-signal-safe; `procs` outlives the spawn.
+    unsafe {
+        cmd.pre_exec(move || {
+            // "0" moves the writing process itself (kernel/cgroup/cgroup.c, cgroup_procs_write_start).
+            if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let child = cmd.spawn().with_context(|| format!("starting {}", command[0]))?;
+    drop(procs);
+    Ok(child)
+}
+
+/// The shell convention: the exit code, or 128 + the signal that killed it.
+#[must_use]
+pub fn exit_code(status: ExitStatus) -> i32 {
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Fails unless running as root (loading BPF and creating cgroups need it).
+///
+/// # Errors
+/// Not root.
+pub fn require_root() -> anyhow::Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        bail!("sentra-ctl must run as root: it loads BPF programs and creates cgroups (try sudo)")
+    }
+}
+

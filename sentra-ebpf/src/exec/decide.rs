@@ -1,0 +1,171 @@
+//! The exec decision: what `bprm->file` is, and which rule covers it.
+//!
+//! Precedence, most specific first:
+//! 1. the file's own (device, inode) in `EXEC_INODE_RULES` (denies that follow hard links);
+//! 2. (parent directory, name) in `EXEC_NAME_RULES` (exact paths);
+//! 3. the nearest ancestor directory in `EXEC_DIR_RULES` (prefixes), crossing mount points;
+//! 4. the generation's default.
+//!
+//! Everything is resolved from the kernel's dentries, so symlinks have already been followed and the
+//! string the caller passed plays no part. The walk also records the path components for the event.
+
+use sentra_common::{
+    event::{ExecEvent, MAX_PATH_COMPONENTS, flags},
+    exec::{InodeKey, MAX_WALK_DEPTH, NAME_LEN, NameKey, RULE_DEFAULT, RULE_PATH_TOO_DEEP, RuleValue},
+    offsets::KernelOffsets,
+    settings::{Effect, Settings},
+};
+
+use crate::{
+    kernel::{self, ReadError},
+    maps::{EXEC_DIR_RULES, EXEC_INODE_RULES, EXEC_NAME_RULES},
+};
+
+/// The rule (or default) that decided, and its effect.
+#[derive(Clone, Copy)]
+pub struct Verdict {
+    pub effect: u32,
+    pub rule: u32,
+}
+
+impl From<&RuleValue> for Verdict {
+    fn from(value: &RuleValue) -> Self {
+        Self { effect: value.effect, rule: value.rule }
+    }
+}
+
+/// (device, inode) of a dentry's inode, device as the kernel's `dev_t`.
+#[inline(always)]
+fn identity(dentry: u64, off: &KernelOffsets) -> Result<(u64, u64), ReadError> {
+    let inode = kernel::read_ptr(dentry, off.dentry_inode)?;
+    let ino: u64 = kernel::read(inode, off.inode_ino)?;
+    let sb = kernel::read_ptr(inode, off.inode_sb)?;
+    let dev: u32 = kernel::read(sb, off.sb_dev)?;
+    Ok((u64::from(dev), ino))
+}
+
+#[inline(always)]
+fn dir_rule(generation: u32, dentry: u64, off: &KernelOffsets) -> Result<Option<Verdict>, ReadError> {
+    let (dev, ino) = identity(dentry, off)?;
+    let key = InodeKey { generation, _pad: 0, dev, ino };
+    // SAFETY: lookup with a stack key; the value is copied out at once.
+    Ok(unsafe { EXEC_DIR_RULES.get(&key) }.map(Verdict::from))
+}
+
+/// Records a path component (a dentry's name) at `index` of the event.
+#[inline(always)]
+fn record(event: &mut Option<&mut ExecEvent>, index: u32, dentry: u64, off: &KernelOffsets) {
+    let Some(event) = event.as_deref_mut() else { return };
+    let i = index as usize;
+    if i >= MAX_PATH_COMPONENTS {
+        event.flags |= flags::PATH_TRUNCATED;
+        return;
+    }
+    let Ok(name) = kernel::read_ptr(dentry, off.dentry_name) else {
+        event.flags |= flags::PATH_TRUNCATED;
+        return;
+    };
+    match kernel::read_str(name, &mut event.path[i]) {
+        Ok(len) => {
+            if len + 1 >= NAME_LEN {
+                event.flags |= flags::PATH_TRUNCATED;
+            }
+        }
+        Err(_) => event.path[i][0] = 0,
+    }
+    event.path_components = index + 1;
+}
+
+/// Decides the exec described by `bprm` under policy generation `generation`.
+#[inline(always)]
+pub fn decide(
+    bprm: u64,
+    off: &KernelOffsets,
+    generation: u32,
+    settings: &Settings,
+    mut event: Option<&mut ExecEvent>,
+) -> Result<Verdict, ReadError> {
+    let file = kernel::read_ptr(bprm, off.binprm_file)?;
+    let dentry = kernel::read_ptr(file, off.file_dentry)?;
+    let mut vfsmount = kernel::read_ptr(file, off.file_vfsmount)?;
+    // `struct mount` embeds the `struct vfsmount` (fs/mount.h): step back to the container.
+    let mut mount = vfsmount - u64::from(off.mount_vfsmount);
+
+    let (dev, ino) = identity(dentry, off)?;
+    if let Some(event) = event.as_deref_mut() {
+        event.dev = dev;
+        event.ino = ino;
+    }
+    record(&mut event, 0, dentry, off);
+
+    let mut verdict: Option<Verdict> = None;
+    let inode_key = InodeKey { generation, _pad: 0, dev, ino };
+    // SAFETY: lookup with a stack key.
+    if let Some(value) = unsafe { EXEC_INODE_RULES.get(&inode_key) } {
+        verdict = Some(Verdict::from(value));
+    }
+
+    let parent = kernel::read_ptr(dentry, off.dentry_parent)?;
+    if verdict.is_none() {
+        let (dir_dev, dir_ino) = identity(parent, off)?;
+        let mut key = NameKey { generation, _pad: 0, dir_dev, dir_ino, name: [0; NAME_LEN] };
+        let name = kernel::read_ptr(dentry, off.dentry_name)?;
+        // A name longer than the key holds is cut short; policy validation rejects rules on such names,
+        // so a cut name never matches a rule by accident.
+        let _ = kernel::read_str(name, &mut key.name);
+        // SAFETY: lookup with a stack key.
+        if let Some(value) = unsafe { EXEC_NAME_RULES.get(&key) } {
+            verdict = Some(Verdict::from(value));
+        }
+    }
+
+    // Walk up the directories: the first (nearest) directory rule decides; the walk goes on to the root
+    // only to record the path for the event. One component per iteration, with the component index equal
+    // to the iteration, keeps the verifier's states few enough to merge.
+    let mut current = parent;
+    let mut complete = false;
+    let mut depth: u32 = 1;
+    while depth <= MAX_WALK_DEPTH {
+        if verdict.is_none() {
+            verdict = dir_rule(generation, current, off)?;
+        } else if event.is_none() {
+            break;
+        }
+        let root = kernel::read_ptr(vfsmount, off.vfsmount_root)?;
+        if current == root {
+            // Root of this mount: go on from its mount point in the parent mount (as fs/d_path.c
+            // prepend_path does), or stop at the namespace's root mount.
+            let parent_mount = kernel::read_ptr(mount, off.mount_parent)?;
+            if parent_mount == mount {
+                complete = true;
+                break;
+            }
+            current = kernel::read_ptr(mount, off.mount_mountpoint)?;
+            mount = parent_mount;
+            vfsmount = mount + u64::from(off.mount_vfsmount);
+        }
+        record(&mut event, depth, current, off);
+        let up = kernel::read_ptr(current, off.dentry_parent)?;
+        if up == current {
+            complete = true;
+            break;
+        }
+        current = up;
+        depth += 1;
+    }
+    if let Some(event) = event.as_deref_mut() {
+        if complete {
+            event.flags |= flags::PATH_COMPLETE;
+        } else {
+            event.flags |= flags::PATH_TRUNCATED;
+        }
+    }
+
+    Ok(verdict.unwrap_or(if complete {
+        Verdict { effect: settings.exec_default, rule: RULE_DEFAULT }
+    } else {
+        // No rule found and the walk ended before the root: a directory rule above may apply. Decide
+        // closed rather than let deep nesting evade a deny rule.
+        Verdict { effect: Effect::Deny as u32, rule: RULE_PATH_TOO_DEEP }
+    }))
+}

@@ -1,0 +1,120 @@
+//! Exec governance: one decision procedure, two enforcement backends.
+
+mod args;
+mod decide;
+mod lsm;
+mod signal;
+
+use aya_ebpf::maps::ring_buf::RingBufEntry;
+use sentra_common::{
+    event::{Decision, ExecEvent},
+    exec::RULE_INTERNAL_ERROR,
+    offsets::KernelOffsets,
+    settings::{ActiveGeneration, Effect, Mode, Settings, stats},
+};
+
+use crate::{
+    kernel,
+    maps::{ACTIVE_GENERATION, EVENTS, SETTINGS, count},
+    task,
+};
+
+/// What the backend must do with the exec.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Allow,
+    Deny,
+}
+
+/// Where the arguments of the exec can be read from, which differs by hook.
+#[derive(Clone, Copy)]
+pub enum ArgSource {
+    /// The caller's `argv` array (old image still mapped): LSM backend.
+    UserArgv(u64),
+    /// `mm->arg_start..arg_end` of the new image: signal backend.
+    NewImage,
+    None,
+}
+
+/// Decides an exec by a task already known to be governed, emits its event, and returns the action.
+///
+/// `bprm` is the hook's `struct linux_binprm *`. Any failure decides closed (deny): this runs only for
+/// governed tasks, so a failure never affects the rest of the host.
+#[inline(always)]
+pub fn govern(bprm: u64, args: ArgSource) -> Action {
+    let off = kernel::offsets();
+    let Some(active) = ACTIVE_GENERATION.get(0).copied() else {
+        return fail_closed();
+    };
+    let Some(settings) = SETTINGS.get(active.generation).copied() else {
+        return fail_closed();
+    };
+    if off.valid == 0 || settings.loaded == 0 {
+        return fail_closed();
+    }
+
+    count(stats::EXEC_DECISIONS);
+    let mut entry: Option<RingBufEntry<ExecEvent>> = EVENTS.reserve::<ExecEvent>(0);
+    if entry.is_none() {
+        count(stats::EVENTS_DROPPED);
+    }
+    let event: Option<&mut ExecEvent> = entry.as_mut().map(|e| {
+        // SAFETY: the reservation is sizeof(ExecEvent) bytes; every field is written below or is an
+        // integer array for which any content is valid (userspace reads only up to the counts).
+        let event = unsafe { &mut *e.as_mut_ptr() };
+        event.flags = 0;
+        event.path_components = 0;
+        event
+    });
+
+    let verdict = decide::decide(bprm, &off, active.generation, &settings, event);
+    finish(verdict, &off, &active, &settings, args, bprm, entry)
+}
+
+/// Applies the mode to the verdict, completes and submits the event.
+#[inline(always)]
+fn finish(
+    verdict: Result<decide::Verdict, kernel::ReadError>,
+    off: &KernelOffsets,
+    active: &ActiveGeneration,
+    settings: &Settings,
+    args: ArgSource,
+    bprm: u64,
+    entry: Option<RingBufEntry<ExecEvent>>,
+) -> Action {
+    let verdict = verdict.unwrap_or_else(|_| {
+        count(stats::PROBE_ERRORS);
+        decide::Verdict { effect: Effect::Deny as u32, rule: RULE_INTERNAL_ERROR }
+    });
+    let denied = verdict.effect != Effect::Allow as u32;
+    let audit = settings.mode == Mode::Audit as u32;
+    let (decision, action) = match (denied, audit) {
+        (false, _) => (Decision::Allowed, Action::Allow),
+        (true, true) => (Decision::AuditDenied, Action::Allow),
+        (true, false) => (Decision::Denied, Action::Deny),
+    };
+    if denied {
+        count(stats::EXEC_DENIED);
+    }
+    if let Some(mut entry) = entry {
+        // SAFETY: as in `govern`.
+        let event = unsafe { &mut *entry.as_mut_ptr() };
+        task::fill_header(&mut event.header, off, active.backend);
+        event.decision = decision as u32;
+        event.mode = settings.mode;
+        event.rule = verdict.rule;
+        event.generation = active.generation;
+        event.argc = kernel::read::<i32>(bprm, off.binprm_argc).map_or(0, i32::cast_unsigned);
+        args::capture(event, off, args);
+        entry.submit(0);
+    }
+    action
+}
+
+/// Decision for a governed task when the probe cannot work (no settings, no offsets).
+#[inline(always)]
+fn fail_closed() -> Action {
+    count(stats::PROBE_ERRORS);
+    Action::Deny
+}
+

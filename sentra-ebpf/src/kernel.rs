@@ -1,0 +1,62 @@
+//! Reading kernel memory at offsets taken from the running kernel's BTF.
+
+use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes};
+use sentra_common::offsets::KernelOffsets;
+
+/// Filled by userspace from `/sys/kernel/btf/vmlinux` before load (read-only data).
+#[unsafe(no_mangle)]
+static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
+    binprm_file: 0,
+    file_dentry: 0,
+    file_vfsmount: 0,
+    dentry_parent: 0,
+    dentry_name: 0,
+    dentry_inode: 0,
+    inode_ino: 0,
+    inode_sb: 0,
+    sb_dev: 0,
+    mount_vfsmount: 0,
+    mount_parent: 0,
+    mount_mountpoint: 0,
+    vfsmount_root: 0,
+    task_real_parent: 0,
+    task_tgid: 0,
+    task_mm: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
+    binprm_argc: 0,
+    valid: 0,
+};
+
+/// The offsets, read through a volatile load so the compiler cannot fold the zero initialiser.
+#[inline(always)]
+pub fn offsets() -> KernelOffsets {
+    // SAFETY: reading a static we own.
+    unsafe { core::ptr::read_volatile(&raw const KERNEL_OFFSETS) }
+}
+
+/// Error of a failed kernel read (the helper's errno).
+pub type ReadError = i64;
+
+/// Reads a `T` at `base + off`.
+#[inline(always)]
+pub fn read<T>(base: u64, off: u32) -> Result<T, ReadError> {
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad pointer yields an error, not a fault.
+    unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const T) }.map_err(i64::from)
+}
+
+/// Reads a pointer at `base + off`; a null pointer is an error.
+#[inline(always)]
+pub fn read_ptr(base: u64, off: u32) -> Result<u64, ReadError> {
+    let ptr: u64 = read(base, off)?;
+    if ptr == 0 { Err(-14) } else { Ok(ptr) }
+}
+
+/// Reads the NUL-terminated string at `src` into `dst`; returns the length without the NUL.
+#[inline(always)]
+pub fn read_str(src: u64, dst: &mut [u8]) -> Result<usize, ReadError> {
+    // SAFETY: as for `read`.
+    unsafe { bpf_probe_read_kernel_str_bytes(src as *const u8, dst) }
+        .map(<[u8]>::len)
+        .map_err(i64::from)
+}

@@ -1,0 +1,28 @@
+//! Sentra's BPF programs.
+//!
+//! - `exec_lsm` (`lsm/bprm_check_security`): the `lsm` backend; a denied exec fails with `EPERM`.
+//! - `exec_signal` (`tp_btf/sched_process_exec`): the `signal` backend, for kernels without BPF LSM;
+//!   a denied task gets `SIGKILL` before the new image runs.
+//! - `execve_enter` / `execveat_enter` (syscall tracepoints): remember `argv` for the LSM backend, which
+//!   decides while the caller's memory is still mapped.
+//!
+//! Each program is a thin wrapper over a `try_*` function; all decisions go through [`exec::decide`].
+#![no_std]
+#![no_main]
+
+mod exec;
+mod kernel;
+mod maps;
+mod task;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any program that could reach a panic, so this is never executed.
+    loop {}
+}
+
+/// LSM programs must carry a GPL-compatible license or the kernel refuses them.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,59 @@
+//! Maps shared with userspace (named identically there, in `sentra_ctl::kernel::maps`).
+
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use sentra_common::{
+    exec::{GovernedCgroup, InodeKey, NameKey, RuleValue},
+    settings::{ActiveGeneration, GENERATIONS, Settings, stats},
+};
+
+/// Events to userspace. 4 MiB holds about 1,900 exec events.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Counters (see `sentra_common::settings::stats`).
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stats::COUNT, 0);
+
+/// Governed cgroups by id; their descendants are governed too.
+#[map]
+pub static GOVERNED: HashMap<u64, GovernedCgroup> = HashMap::with_max_entries(1024, 0);
+
+/// `[0]`: which policy generation decides, and which backend enforces.
+#[map]
+pub static ACTIVE_GENERATION: Array<ActiveGeneration> = Array::with_max_entries(1, 0);
+
+/// Settings per generation.
+#[map]
+pub static SETTINGS: Array<Settings> = Array::with_max_entries(GENERATIONS, 0);
+
+/// Rules on a file's own (device, inode).
+#[map]
+pub static EXEC_INODE_RULES: HashMap<InodeKey, RuleValue> =
+    HashMap::with_max_entries(32768, BPF_F_NO_PREALLOC);
+
+/// Rules on (parent directory, name): exact paths.
+#[map]
+pub static EXEC_NAME_RULES: HashMap<NameKey, RuleValue> =
+    HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+
+/// Rules on a directory: prefixes.
+#[map]
+pub static EXEC_DIR_RULES: HashMap<InodeKey, RuleValue> =
+    HashMap::with_max_entries(32768, BPF_F_NO_PREALLOC);
+
+/// `argv` pointer of each governed thread inside `execve`/`execveat`, keyed by pid_tgid.
+#[map]
+pub static EXEC_ARGV: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
+
+/// Adds one to a counter in `STATS`.
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(ptr) = STATS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot; BPF programs are not preempted on the same CPU within one run.
+        unsafe { *ptr += 1 };
+    }
+}
