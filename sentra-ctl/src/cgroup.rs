@@ -67,6 +67,24 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Top-level directory, under the cgroup2 root, of every cgroup the controller governs.
+pub const GOVERNED_PARENT: &str = "sentra";
+
+/// The calling process's cgroup v2 path (relative to the hierarchy root, starting with `/`), from
+/// `/proc/self/cgroup` (its `0::` line).
+#[must_use]
+pub fn own_cgroup() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    text.lines().find_map(|line| line.strip_prefix("0::")).map(str::to_string)
+}
+
+/// Whether the calling process sits in a cgroup the controller governs (anywhere under
+/// `/sentra/`). Informational (for audit records): the kernel, not this check, enforces.
+#[must_use]
+pub fn in_governed_cgroup() -> bool {
+    own_cgroup().is_some_and(|path| path.starts_with(&format!("/{GOVERNED_PARENT}/")))
+}
+
 /// A cgroup this process created and removes on drop (killing what is left in it).
 #[derive(Debug)]
 pub struct Cgroup {

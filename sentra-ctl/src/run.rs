@@ -59,7 +59,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
     maps::activate(&mut kernel.ebpf, 0, kernel.backend)?;
 
     let root = cgroup::cgroup2_root()?;
-    let relative = PathBuf::from(format!("sentra/run-{}", std::process::id()));
+    let relative = PathBuf::from(format!("{}/run-{}", cgroup::GOVERNED_PARENT, std::process::id()));
     let group = Cgroup::create(&root, &relative)?;
     maps::govern(&mut kernel.ebpf, group.id, group.level)?;
     tracing::info!(

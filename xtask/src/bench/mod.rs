@@ -1,0 +1,21 @@
+//! Benchmarks. Each one measures its baseline in the same run and prints ratios.
+
+mod exec;
+mod shell;
+
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum Bench {
+    /// fork+exec latency: no Sentra vs 10 rules vs 10,000 rules (in the VM, lsm backend).
+    Exec(exec::Args),
+    /// `sentra-shell -c true` against `sh -c true` and `bash -c true`.
+    Shell(shell::Args),
+}
+
+pub fn run(which: Bench) -> anyhow::Result<()> {
+    match which {
+        Bench::Exec(args) => exec::run(&args),
+        Bench::Shell(args) => shell::run(&args),
+    }
+}
