@@ -1,0 +1,98 @@
+//! A small program the integration tests copy, link and execute under governance.
+//!
+//! `sentra-fixture hello`                → prints "hello", exits 0
+//! `sentra-fixture exit N`               → exits N
+//! `sentra-fixture sleep SECS`           → sleeps
+//! `sentra-fixture spawn PATH [ARGS…]`   → runs PATH as a child; prints `exit=N`, `signal=N` or `exec-errno=N`
+//! `sentra-fixture storm N PATH [ARGS…]` → spawns PATH N times; prints `ok=K failed=F`
+//! `sentra-fixture subcgroup NAME PATH [ARGS…]` → moves itself into a new child cgroup NAME of its own
+//!                                          cgroup (created now), then behaves as `spawn`
+
+use std::{
+    os::unix::process::ExitStatusExt as _,
+    path::PathBuf,
+    process::{Command, ExitCode},
+};
+
+fn spawn(path: &str, args: &[String]) -> ExitCode {
+    match Command::new(path).args(args).status() {
+        Ok(status) => {
+            if let Some(code) = status.code() {
+                println!("exit={code}");
+            } else {
+                println!("signal={}", status.signal().unwrap_or(0));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            println!("exec-errno={}", err.raw_os_error().unwrap_or(-1));
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn own_cgroup_dir() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let relative = text.lines().find_map(|l| l.strip_prefix("0::"))?.to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let root = mounts.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        (right.split_whitespace().next()? == "cgroup2").then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+    })?;
+    Some(root.join(relative.trim_start_matches('/')))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = |n: usize| args.get(n..).unwrap_or_default().to_vec();
+    match args.first().map(String::as_str) {
+        Some("hello") => {
+            println!("hello");
+            ExitCode::SUCCESS
+        }
+        Some("exit") => ExitCode::from(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(0)),
+        Some("sleep") => {
+            let secs: f64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1.0);
+            std::thread::sleep(std::time::Duration::from_secs_f64(secs));
+            ExitCode::SUCCESS
+        }
+        Some("spawn") => match args.get(1) {
+            Some(path) => spawn(path, &rest(2)),
+            None => ExitCode::from(2),
+        },
+        Some("storm") => {
+            let (Some(n), Some(path)) = (args.get(1).and_then(|a| a.parse::<u32>().ok()), args.get(2)) else {
+                return ExitCode::from(2);
+            };
+            let (mut ok, mut failed) = (0, 0);
+            for _ in 0..n {
+                match Command::new(path).args(rest(3)).status() {
+                    Ok(s) if s.success() => ok += 1,
+                    _ => failed += 1,
+                }
+            }
+            println!("ok={ok} failed={failed}");
+            ExitCode::SUCCESS
+        }
+        Some("subcgroup") => {
+            let (Some(name), Some(path)) = (args.get(1), args.get(2)) else { return ExitCode::from(2) };
+            let Some(dir) = own_cgroup_dir() else {
+                eprintln!("cannot find own cgroup");
+                return ExitCode::from(3);
+            };
+            let child = dir.join(name);
+            if let Err(err) = std::fs::create_dir(&child)
+                .and_then(|()| std::fs::write(child.join("cgroup.procs"), std::process::id().to_string()))
+            {
+                eprintln!("cannot move into {}: {err}", child.display());
+                return ExitCode::from(3);
+            }
+            println!("cgroup={}", child.display());
+            spawn(path, &rest(3))
+        }
+        _ => {
+            eprintln!("usage: sentra-fixture hello|exit|sleep|spawn|storm|subcgroup …");
+            ExitCode::from(2)
+        }
+    }
+}
