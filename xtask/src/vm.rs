@@ -1,8 +1,341 @@
-//! `cargo xtask vm-test`.
+//! `cargo xtask vm-test`: the integration tests inside real kernels.
+//!
+//! Builds the controller and the test binaries, packs them with busybox into an initramfs (binaries at
+//! the same absolute paths as on the host, so compiled-in paths hold), boots each test kernel under qemu
+//! (software emulation: nested KVM does not work here), runs the tests as root inside, and reports per
+//! test and per kernel. A kernel that does not boot, or a run without its closing line, is a failure.
+
+use std::{
+    collections::BTreeSet,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
 
 #[derive(clap::Args)]
-pub struct VmTestArgs {}
+pub struct VmTestArgs {
+    /// Kernels to boot (directories under $SENTRA_CACHE/kernels).
+    #[arg(long, value_delimiter = ',', default_values_t = vec!["6.1".to_string(), "6.12".to_string()])]
+    pub kernels: Vec<String>,
+    /// Backends to test: `lsm` boots with BPF LSM active; `signal` boots with an `lsm=` list lacking bpf.
+    #[arg(long, value_delimiter = ',', default_values_t = vec!["lsm".to_string(), "signal".to_string()])]
+    pub backends: Vec<String>,
+    /// Only run tests whose name contains this.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Execs in the storm test.
+    #[arg(long, default_value_t = 1000)]
+    pub storm: u32,
+    /// Seconds before a VM is declared hung.
+    #[arg(long, default_value_t = 900)]
+    pub timeout: u64,
+}
 
-pub fn run(_args: &VmTestArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+/// The outcome of one VM boot.
+struct VmResult {
+    label: String,
+    passed: Vec<String>,
+    failed: Vec<String>,
+    completed: bool,
+    log: PathBuf,
+}
+
+pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
+    let workspace = workspace_root()?;
+    let cache = PathBuf::from(std::env::var("SENTRA_CACHE").unwrap_or_else(|_| "/var/cache/sentra-dev".into()));
+    let binaries = build(&workspace)?;
+    let out = workspace.join("target/vm");
+    std::fs::create_dir_all(&out)?;
+
+    let mut results = Vec::new();
+    for kernel in &args.kernels {
+        let vmlinuz = find_kernel(&cache, kernel)?;
+        for backend in &args.backends {
+            let label = format!("{kernel}/{backend}");
+            let initrd = out.join(format!("initrd-{kernel}-{backend}.cpio.gz"));
+            pack(&binaries, &init_script(&binaries, backend, args), &initrd)?;
+            let log = out.join(format!("{kernel}-{backend}.log"));
+            let append = match backend.as_str() {
+                "lsm" => "console=ttyS0 panic=-1 quiet".to_string(),
+                // Any LSM list without `bpf`: BPF LSM programs cannot attach, as on stock Ubuntu.
+                "signal" => "console=ttyS0 panic=-1 quiet lsm=capability,landlock,yama".to_string(),
+                other => bail!("unknown backend {other}"),
+            };
+            eprintln!("[vm-test] booting {label} ({})", vmlinuz.display());
+            let started = Instant::now();
+            boot(&vmlinuz, &initrd, &append, &log, Duration::from_secs(args.timeout))?;
+            let result = parse(&label, &log)?;
+            eprintln!(
+                "[vm-test] {label}: {} passed, {} failed{} in {:.0?}",
+                result.passed.len(),
+                result.failed.len(),
+                if result.completed { "" } else { ", RUN DID NOT COMPLETE" },
+                started.elapsed()
+            );
+            results.push(result);
+        }
+    }
+    report(&results)
+}
+
+fn workspace_root() -> anyhow::Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    Ok(manifest.parent().context("xtask has no parent directory")?.to_path_buf())
+}
+
+/// Binaries that go into the VM.
+struct Binaries {
+    sentra_ctl: PathBuf,
+    fixture: PathBuf,
+    tests: Vec<PathBuf>,
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn build(workspace: &Path) -> anyhow::Result<Binaries> {
+    let status = cargo()
+        .current_dir(workspace)
+        .args(["build", "--release", "-p", "sentra-ctl", "-p", "sentra-tests", "--bins"])
+        .status()?;
+    if !status.success() {
+        bail!("cargo build failed");
+    }
+    let output = cargo()
+        .current_dir(workspace)
+        .args(["test", "--release", "-p", "sentra-tests", "--no-run", "--message-format=json"])
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !output.status.success() {
+        bail!("building the test binaries failed");
+    }
+    let mut tests = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if message["reason"] == "compiler-artifact"
+            && message["profile"]["test"] == true
+            && message["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|v| v == "test"))
+            && let Some(path) = message["executable"].as_str()
+        {
+            tests.push(PathBuf::from(path));
+        }
+    }
+    if tests.is_empty() {
+        bail!("no integration test binaries were built");
+    }
+    let release = workspace.join("target/release");
+    Ok(Binaries { sentra_ctl: release.join("sentra-ctl"), fixture: release.join("sentra-fixture"), tests })
+}
+
+fn find_kernel(cache: &Path, version: &str) -> anyhow::Result<PathBuf> {
+    let boot = cache.join("kernels").join(version).join("boot");
+    let entries = std::fs::read_dir(&boot)
+        .with_context(|| format!("{}: no test kernel {version}; run scripts/setup.sh", boot.display()))?;
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("vmlinuz-")))
+        .with_context(|| format!("no vmlinuz-* in {}", boot.display()))
+}
+
+fn init_script(binaries: &Binaries, backend: &str, args: &VmTestArgs) -> String {
+    let mut script = String::from(
+        "#!/bin/busybox sh\n\
+         /bin/busybox --install -s /bin\n\
+         export PATH=/bin\n\
+         mount -t proc proc /proc\n\
+         mount -t sysfs sys /sys\n\
+         mount -t devtmpfs dev /dev\n\
+         mount -t securityfs none /sys/kernel/security\n\
+         mount -t tracefs none /sys/kernel/tracing\n\
+         mount -t cgroup2 none /sys/fs/cgroup\n\
+         mount -t bpf bpf /sys/fs/bpf\n\
+         mount -t tmpfs tmp /tmp\n\
+         echo SENTRA-VM-KERNEL $(uname -r) lsm=$(cat /sys/kernel/security/lsm)\n",
+    );
+    let _ = writeln!(script, "export SENTRA_CTL={}", binaries.sentra_ctl.display());
+    let _ = writeln!(script, "export SENTRA_EXPECT_BACKEND={backend} SENTRA_TEST_BACKEND=auto");
+    let _ = writeln!(script, "export SENTRA_STORM={}", args.storm);
+    let _ = writeln!(script, "{} doctor", binaries.sentra_ctl.display());
+    let filter = args.filter.as_deref().unwrap_or("");
+    for test in &binaries.tests {
+        let _ = writeln!(
+            script,
+            "echo SENTRA-VM-BEGIN {0}\n{0} --test-threads=1 {filter}\necho SENTRA-VM-EXIT $?",
+            test.display()
+        );
+    }
+    script.push_str("echo SENTRA-VM-DONE\npoweroff -f\n");
+    script
+}
+
+/// Libraries a dynamic binary needs, from `ldd`.
+fn libraries(binary: &Path) -> anyhow::Result<BTreeSet<PathBuf>> {
+    let output = Command::new("ldd").arg(binary).output()?;
+    let mut libs = BTreeSet::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let path = match line.split_once("=>") {
+            Some((_, right)) => right.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(path) = path.filter(|p| p.starts_with('/')) {
+            libs.insert(PathBuf::from(path));
+        }
+    }
+    Ok(libs)
+}
+
+fn copy_into(root: &Path, file: &Path) -> anyhow::Result<()> {
+    let target = root.join(file.strip_prefix("/").unwrap_or(file));
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::copy(file, &target).with_context(|| format!("copying {}", file.display()))?;
+    Ok(())
+}
+
+fn pack(binaries: &Binaries, init: &str, initrd: &Path) -> anyhow::Result<()> {
+    let root = initrd.with_extension("d");
+    if root.exists() {
+        std::fs::remove_dir_all(&root)?;
+    }
+    for dir in ["bin", "proc", "sys", "dev", "tmp", "etc"] {
+        std::fs::create_dir_all(root.join(dir))?;
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).context("busybox-static is required (setup.sh)")?;
+    let mut files: Vec<PathBuf> = vec![binaries.sentra_ctl.clone(), binaries.fixture.clone()];
+    files.extend(binaries.tests.iter().cloned());
+    let mut libs = BTreeSet::new();
+    for file in &files {
+        libs.extend(libraries(file)?);
+    }
+    for file in files.iter().chain(&libs) {
+        copy_into(&root, file)?;
+    }
+    let init_path = root.join("init");
+    std::fs::write(&init_path, init)?;
+    let status = Command::new("sh").arg("-c").arg(format!(
+        "cd '{}' && chmod 755 init && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
+        root.display(),
+        initrd.display()
+    ))
+    .status()?;
+    if !status.success() {
+        bail!("packing the initramfs failed");
+    }
+    Ok(())
+}
+
+fn boot(vmlinuz: &Path, initrd: &Path, append: &str, log: &Path, timeout: Duration) -> anyhow::Result<()> {
+    let log_file = std::fs::File::create(log)?;
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "1024", "-nographic", "-no-reboot"])
+        .arg("-kernel")
+        .arg(vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        .arg("-append")
+        .arg(append)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .spawn()
+        .context("starting qemu-system-x86_64 (setup.sh installs it)")?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("[vm-test] VM timed out after {timeout:?}; log: {}", log.display());
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn parse(label: &str, log: &Path) -> anyhow::Result<VmResult> {
+    let text = String::from_utf8_lossy(&std::fs::read(log)?).into_owned();
+    let mut result =
+        VmResult { label: label.to_string(), passed: Vec::new(), failed: Vec::new(), completed: false, log: log.into() };
+    let mut begun = 0;
+    let mut exited_ok = 0;
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if let Some(rest) = line.strip_prefix("test ") {
+            if let Some(name) = rest.strip_suffix(" ... ok") {
+                result.passed.push(name.to_string());
+            } else if let Some(name) = rest.strip_suffix(" ... FAILED") {
+                result.failed.push(name.to_string());
+            }
+        } else if line.starts_with("SENTRA-VM-BEGIN") {
+            begun += 1;
+        } else if let Some(code) = line.strip_prefix("SENTRA-VM-EXIT ") {
+            if code.trim() == "0" {
+                exited_ok += 1;
+            } else {
+                result.failed.push(format!("(test binary exited {code})"));
+            }
+        } else if line.starts_with("SENTRA-VM-DONE") {
+            result.completed = begun > 0;
+        }
+    }
+    if exited_ok < begun {
+        result.completed = result.completed && result.failed.iter().any(|f| f.starts_with("(test binary"));
+    }
+    if result.passed.is_empty() && result.failed.is_empty() {
+        result.completed = false;
+    }
+    Ok(result)
+}
+
+fn report(results: &[VmResult]) -> anyhow::Result<()> {
+    let mut names: BTreeSet<&str> = BTreeSet::new();
+    for r in results {
+        names.extend(r.passed.iter().map(String::as_str));
+        names.extend(r.failed.iter().map(String::as_str));
+    }
+    println!();
+    print!("{:<62}", "test");
+    for r in results {
+        print!(" {:>11}", r.label);
+    }
+    println!();
+    for name in &names {
+        print!("{name:<62}");
+        for r in results {
+            let mark = if r.failed.iter().any(|f| f == name) {
+                "FAIL"
+            } else if r.passed.iter().any(|p| p == name) {
+                "ok"
+            } else {
+                "-"
+            };
+            print!(" {mark:>11}");
+        }
+        println!();
+    }
+    let mut failed = 0;
+    let mut passed = 0;
+    for r in results {
+        passed += r.passed.len();
+        failed += r.failed.len();
+        if !r.completed {
+            failed += 1;
+            println!("{}: the VM run did not complete (no boot, hang or crash); see {}", r.label, r.log.display());
+        } else if !r.failed.is_empty() {
+            println!("{}: failures; see {}", r.label, r.log.display());
+        }
+    }
+    println!("vm-test: {passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("vm-test failed");
+    }
+    Ok(())
 }
