@@ -65,10 +65,19 @@ if ! bpf-linker --version >/dev/null 2>&1; then
     bpf-linker --version >/dev/null
 fi
 
-# --- build -------------------------------------------------------------------------------------
+# --- build and install --------------------------------------------------------------------------
 if [ "${SENTRA_SETUP_NO_BUILD:-0}" != 1 ]; then
     cd "$(dirname "$0")/.."
     log "building the workspace (release)"
-    cargo build --release --quiet -p sentra-ctl
+    cargo build --release --quiet -p sentra-ctl 2> >(grep -v '^warning: sentra-ctl@' >&2)
+    # Binaries to /usr/local/bin; shipped policies to /etc/sentra/policies (refreshed: they are ours);
+    # /etc/sentra/policy.yaml (the one sentra-shell reads by default) only if there is none yet.
+    for bin in target/release/sentra-ctl target/release/sentra target/release/sentra-shell; do
+        [ -x "$bin" ] && install -m 0755 -o root -g root "$bin" /usr/local/bin/
+    done
+    install -d -m 0755 -o root -g root /etc/sentra /etc/sentra/policies
+    install -m 0644 -o root -g root policies/*.yaml /etc/sentra/policies/
+    [ -e /etc/sentra/policy.yaml ] || install -m 0644 -o root -g root policies/default.yaml /etc/sentra/policy.yaml
+    install -d -m 0700 -o root -g root /var/log/sentra
 fi
 log "setup complete"

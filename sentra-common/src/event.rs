@@ -91,7 +91,7 @@ pub struct ExecEvent {
     pub ino: u64,
     /// Number of valid entries in `path`.
     pub path_components: u32,
-    pub _pad: u32,
+    pub pad: u32,
     /// Path components of the executed file, innermost (the file name) first, each NUL-terminated.
     pub path: [[u8; NAME_LEN]; MAX_PATH_COMPONENTS],
     /// The first arguments, each NUL-terminated.

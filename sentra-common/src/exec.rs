@@ -7,7 +7,7 @@
 //!   directory, not the file, so that a package upgrade that replaces the file keeps the rule.
 //! - `EXEC_DIR_RULES`: (device, inode) of a directory: prefix rules; the nearest ancestor wins.
 //!
-//! Device numbers are the kernel's internal `dev_t` (`MAJOR << 20 | MINOR`, include/linux/kdev_t.h),
+//! Device numbers are the kernel's internal `dev_t` (`MAJOR << 20 | MINOR`, `include/linux/kdev_t.h`),
 //! which userspace derives from `stat`'s `st_dev`.
 
 /// Longest file-name component matched by a name rule, including the terminating NUL.
@@ -26,7 +26,7 @@ pub const RULE_PATH_TOO_DEEP: u32 = u32::MAX - 2;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct InodeKey {
     pub generation: u32,
-    pub _pad: u32,
+    pub pad: u32,
     pub dev: u64,
     pub ino: u64,
 }
@@ -36,7 +36,7 @@ pub struct InodeKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NameKey {
     pub generation: u32,
-    pub _pad: u32,
+    pub pad: u32,
     pub dir_dev: u64,
     pub dir_ino: u64,
     /// NUL-padded file name.
@@ -45,7 +45,7 @@ pub struct NameKey {
 
 impl Default for NameKey {
     fn default() -> Self {
-        Self { generation: 0, _pad: 0, dir_dev: 0, dir_ino: 0, name: [0; NAME_LEN] }
+        Self { generation: 0, pad: 0, dir_dev: 0, dir_ino: 0, name: [0; NAME_LEN] }
     }
 }
 
@@ -65,5 +65,5 @@ pub struct RuleValue {
 pub struct GovernedCgroup {
     /// Depth of the cgroup below the root (root = 0), as `bpf_get_current_ancestor_cgroup_id` counts.
     pub level: u32,
-    pub _pad: u32,
+    pub pad: u32,
 }

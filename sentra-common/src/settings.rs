@@ -47,7 +47,7 @@ pub struct Settings {
     /// [`Effect`] applied when no exec rule matches, as `u32`.
     pub exec_default: u32,
     /// Rule index reported when the default decided (see [`crate::exec::RULE_DEFAULT`]).
-    pub _reserved: u32,
+    pub reserved: u32,
     /// Non-zero once userspace has filled this generation completely.
     pub loaded: u32,
 }

@@ -45,7 +45,7 @@ pub static EXEC_NAME_RULES: HashMap<NameKey, RuleValue> =
 pub static EXEC_DIR_RULES: HashMap<InodeKey, RuleValue> =
     HashMap::with_max_entries(32768, BPF_F_NO_PREALLOC);
 
-/// `argv` pointer of each governed thread inside `execve`/`execveat`, keyed by pid_tgid.
+/// `argv` pointer of each governed thread inside `execve`/`execveat`, keyed by `pid_tgid`.
 #[map]
 pub static EXEC_ARGV: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
 

@@ -25,7 +25,7 @@ pub fn is_governed() -> bool {
     // SAFETY: helper without pointer arguments.
     let own = unsafe { bpf_get_current_cgroup_id() };
     // SAFETY: map lookup with a stack key.
-    if unsafe { GOVERNED.get(&own) }.is_some() {
+    if unsafe { GOVERNED.get(own) }.is_some() {
         return true;
     }
     let mut level = 1;
@@ -37,7 +37,7 @@ pub fn is_governed() -> bool {
             return false;
         }
         // SAFETY: as above.
-        if unsafe { GOVERNED.get(&id) }.is_some() {
+        if unsafe { GOVERNED.get(id) }.is_some() {
             return true;
         }
         level += 1;

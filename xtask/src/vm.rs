@@ -45,7 +45,7 @@ struct VmResult {
 
 pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
     let workspace = workspace_root()?;
-    let cache = PathBuf::from(std::env::var("SENTRA_CACHE").unwrap_or_else(|_| "/var/cache/sentra-dev".into()));
+    let cache = cache();
     let binaries = build(&workspace)?;
     let out = workspace.join("target/vm");
     std::fs::create_dir_all(&out)?;
@@ -58,12 +58,7 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
             let initrd = out.join(format!("initrd-{kernel}-{backend}.cpio.gz"));
             pack(&binaries, &init_script(&binaries, backend, args), &initrd)?;
             let log = out.join(format!("{kernel}-{backend}.log"));
-            let append = match backend.as_str() {
-                "lsm" => "console=ttyS0 panic=-1 quiet".to_string(),
-                // Any LSM list without `bpf`: BPF LSM programs cannot attach, as on stock Ubuntu.
-                "signal" => "console=ttyS0 panic=-1 quiet lsm=capability,landlock,yama".to_string(),
-                other => bail!("unknown backend {other}"),
-            };
+            let append = append_for(backend)?;
             eprintln!("[vm-test] booting {label} ({})", vmlinuz.display());
             let started = Instant::now();
             boot(&vmlinuz, &initrd, &append, &log, Duration::from_secs(args.timeout))?;
@@ -81,23 +76,24 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
     report(&results)
 }
 
-fn workspace_root() -> anyhow::Result<PathBuf> {
+pub fn workspace_root() -> anyhow::Result<PathBuf> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     Ok(manifest.parent().context("xtask has no parent directory")?.to_path_buf())
 }
 
 /// Binaries that go into the VM.
-struct Binaries {
-    sentra_ctl: PathBuf,
-    fixture: PathBuf,
-    tests: Vec<PathBuf>,
+pub struct Binaries {
+    pub sentra_ctl: PathBuf,
+    pub fixture: PathBuf,
+    pub bench: PathBuf,
+    pub tests: Vec<PathBuf>,
 }
 
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-fn build(workspace: &Path) -> anyhow::Result<Binaries> {
+pub fn build(workspace: &Path) -> anyhow::Result<Binaries> {
     let status = cargo()
         .current_dir(workspace)
         .args(["build", "--release", "-p", "sentra-ctl", "-p", "sentra-tests", "--bins"])
@@ -128,10 +124,15 @@ fn build(workspace: &Path) -> anyhow::Result<Binaries> {
         bail!("no integration test binaries were built");
     }
     let release = workspace.join("target/release");
-    Ok(Binaries { sentra_ctl: release.join("sentra-ctl"), fixture: release.join("sentra-fixture"), tests })
+    Ok(Binaries {
+        sentra_ctl: release.join("sentra-ctl"),
+        fixture: release.join("sentra-fixture"),
+        bench: release.join("sentra-bench"),
+        tests,
+    })
 }
 
-fn find_kernel(cache: &Path, version: &str) -> anyhow::Result<PathBuf> {
+pub fn find_kernel(cache: &Path, version: &str) -> anyhow::Result<PathBuf> {
     let boot = cache.join("kernels").join(version).join("boot");
     let entries = std::fs::read_dir(&boot)
         .with_context(|| format!("{}: no test kernel {version}; run scripts/setup.sh", boot.display()))?;
@@ -142,8 +143,9 @@ fn find_kernel(cache: &Path, version: &str) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("no vmlinuz-* in {}", boot.display()))
 }
 
-fn init_script(binaries: &Binaries, backend: &str, args: &VmTestArgs) -> String {
-    let mut script = String::from(
+/// The start of every VM's /init: busybox applets and the filesystems the controller needs.
+pub fn base_init() -> String {
+    String::from(
         "#!/bin/busybox sh\n\
          /bin/busybox --install -s /bin\n\
          export PATH=/bin\n\
@@ -156,7 +158,26 @@ fn init_script(binaries: &Binaries, backend: &str, args: &VmTestArgs) -> String 
          mount -t bpf bpf /sys/fs/bpf\n\
          mount -t tmpfs tmp /tmp\n\
          echo SENTRA-VM-KERNEL $(uname -r) lsm=$(cat /sys/kernel/security/lsm)\n",
-    );
+    )
+}
+
+/// The kernel command line for a backend.
+pub fn append_for(backend: &str) -> anyhow::Result<String> {
+    Ok(match backend {
+        "lsm" => "console=ttyS0 panic=-1 quiet".to_string(),
+        // Any LSM list without `bpf`: BPF LSM programs cannot attach, as on stock Ubuntu.
+        "signal" => "console=ttyS0 panic=-1 quiet lsm=capability,landlock,yama".to_string(),
+        other => bail!("unknown backend {other}"),
+    })
+}
+
+/// The test kernels' cache directory.
+pub fn cache() -> PathBuf {
+    PathBuf::from(std::env::var("SENTRA_CACHE").unwrap_or_else(|_| "/var/cache/sentra-dev".into()))
+}
+
+fn init_script(binaries: &Binaries, backend: &str, args: &VmTestArgs) -> String {
+    let mut script = base_init();
     let _ = writeln!(script, "export SENTRA_CTL={}", binaries.sentra_ctl.display());
     let _ = writeln!(script, "export SENTRA_EXPECT_BACKEND={backend} SENTRA_TEST_BACKEND=auto");
     let _ = writeln!(script, "export SENTRA_STORM={}", args.storm);
@@ -198,7 +219,7 @@ fn copy_into(root: &Path, file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn pack(binaries: &Binaries, init: &str, initrd: &Path) -> anyhow::Result<()> {
+pub fn pack(binaries: &Binaries, init: &str, initrd: &Path) -> anyhow::Result<()> {
     let root = initrd.with_extension("d");
     if root.exists() {
         std::fs::remove_dir_all(&root)?;
@@ -207,7 +228,8 @@ fn pack(binaries: &Binaries, init: &str, initrd: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(root.join(dir))?;
     }
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).context("busybox-static is required (setup.sh)")?;
-    let mut files: Vec<PathBuf> = vec![binaries.sentra_ctl.clone(), binaries.fixture.clone()];
+    let mut files: Vec<PathBuf> =
+        vec![binaries.sentra_ctl.clone(), binaries.fixture.clone(), binaries.bench.clone()];
     files.extend(binaries.tests.iter().cloned());
     let mut libs = BTreeSet::new();
     for file in &files {
@@ -230,7 +252,7 @@ fn pack(binaries: &Binaries, init: &str, initrd: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn boot(vmlinuz: &Path, initrd: &Path, append: &str, log: &Path, timeout: Duration) -> anyhow::Result<()> {
+pub fn boot(vmlinuz: &Path, initrd: &Path, append: &str, log: &Path, timeout: Duration) -> anyhow::Result<()> {
     let log_file = std::fs::File::create(log)?;
     let mut child = Command::new("qemu-system-x86_64")
         .args(["-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "1024", "-nographic", "-no-reboot"])

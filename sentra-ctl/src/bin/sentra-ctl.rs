@@ -112,6 +112,12 @@ fn real_main() -> anyhow::Result<i32> {
                     for w in policy.warnings.iter().chain(&compiled.warnings) {
                         println!("  warning: {}", w.message);
                     }
+                    if !compiled.absent.is_empty() {
+                        println!("  deny targets not present on this machine ({}):", compiled.absent.len());
+                        for a in &compiled.absent {
+                            println!("    {a}");
+                        }
+                    }
                     Ok(0)
                 }
                 Err(err) => {

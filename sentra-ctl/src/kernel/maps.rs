@@ -88,28 +88,28 @@ pub fn write_generation(
     {
         let mut map = hash::<InodeKey, RuleValue>(ebpf, EXEC_INODE_RULES)?;
         for (id, value) in &compiled.inode {
-            let key = InodeKey { generation, _pad: 0, dev: id.dev, ino: id.ino };
+            let key = InodeKey { generation, pad: 0, dev: id.dev, ino: id.ino };
             map.insert(key, value, 0).map_err(map_err(EXEC_INODE_RULES))?;
         }
     }
     {
         let mut map = hash::<NameKey, RuleValue>(ebpf, EXEC_NAME_RULES)?;
         for ((dir, name), value) in &compiled.name {
-            let key = NameKey { generation, _pad: 0, dir_dev: dir.dev, dir_ino: dir.ino, name: *name };
+            let key = NameKey { generation, pad: 0, dir_dev: dir.dev, dir_ino: dir.ino, name: *name };
             map.insert(key, value, 0).map_err(map_err(EXEC_NAME_RULES))?;
         }
     }
     {
         let mut map = hash::<InodeKey, RuleValue>(ebpf, EXEC_DIR_RULES)?;
         for (id, value) in &compiled.dir {
-            let key = InodeKey { generation, _pad: 0, dev: id.dev, ino: id.ino };
+            let key = InodeKey { generation, pad: 0, dev: id.dev, ino: id.ino };
             map.insert(key, value, 0).map_err(map_err(EXEC_DIR_RULES))?;
         }
     }
     let settings = Settings {
         mode: mode as u32,
         exec_default: sentra_common::settings::Effect::from(compiled.default_effect()) as u32,
-        _reserved: 0,
+        reserved: 0,
         loaded: 1,
     };
     array::<Settings>(ebpf, SETTINGS)?.set(generation, settings, 0).map_err(map_err(SETTINGS))?;
@@ -154,7 +154,7 @@ pub fn activate(ebpf: &mut Ebpf, generation: u32, backend: Backend) -> Result<()
 /// The map cannot be updated.
 pub fn govern(ebpf: &mut Ebpf, cgroup_id: u64, level: u32) -> Result<(), KernelError> {
     hash::<u64, GovernedCgroup>(ebpf, GOVERNED)?
-        .insert(cgroup_id, GovernedCgroup { level, _pad: 0 }, 0)
+        .insert(cgroup_id, GovernedCgroup { level, pad: 0 }, 0)
         .map_err(map_err(GOVERNED))
 }
 

@@ -47,6 +47,8 @@ pub struct CompiledExec {
     pub name: Vec<((FileId, [u8; NAME_LEN]), RuleValue)>,
     pub dir: Vec<(FileId, RuleValue)>,
     pub warnings: Vec<Warning>,
+    /// Deny rules whose target is not on this machine (nothing to deny; listed by `policy check`).
+    pub absent: Vec<String>,
 }
 
 impl CompiledExec {
@@ -229,8 +231,9 @@ fn compile_entry(
     Ok(())
 }
 
-/// An entry whose target does not exist: an error for an allow (it would allow nothing, likely a typo),
-/// a warning for a deny (denying an absent program is harmless and common across distributions).
+/// An entry whose target does not exist: an error for an allow (it would allow nothing, likely a typo);
+/// for a deny it is noted (denying an absent program is harmless, and shipped policies list programs that
+/// only some distributions have). Installing the program later needs a reload for the deny to apply.
 fn unresolved(
     policy: &Policy,
     entry: &ExecEntry,
@@ -241,9 +244,7 @@ fn unresolved(
     match effect {
         Effect::Allow => Err(policy.error(format!("exec rule `{}`: {why}", entry.id))),
         Effect::Deny => {
-            out.warnings.push(Warning {
-                message: format!("exec rule `{}`: {why}; nothing to deny until the policy is reloaded", entry.id),
-            });
+            out.absent.push(format!("{}: {why}", entry.id));
             Ok(())
         }
     }

@@ -47,9 +47,9 @@ fn identity(dentry: u64, off: &KernelOffsets) -> Result<(u64, u64), ReadError> {
 #[inline(always)]
 fn dir_rule(generation: u32, dentry: u64, off: &KernelOffsets) -> Result<Option<Verdict>, ReadError> {
     let (dev, ino) = identity(dentry, off)?;
-    let key = InodeKey { generation, _pad: 0, dev, ino };
+    let key = InodeKey { generation, pad: 0, dev, ino };
     // SAFETY: lookup with a stack key; the value is copied out at once.
-    Ok(unsafe { EXEC_DIR_RULES.get(&key) }.map(Verdict::from))
+    Ok(unsafe { EXEC_DIR_RULES.get(key) }.map(Verdict::from))
 }
 
 /// Records a path component (a dentry's name) at `index` of the event.
@@ -99,22 +99,22 @@ pub fn decide(
     record(&mut event, 0, dentry, off);
 
     let mut verdict: Option<Verdict> = None;
-    let inode_key = InodeKey { generation, _pad: 0, dev, ino };
+    let inode_key = InodeKey { generation, pad: 0, dev, ino };
     // SAFETY: lookup with a stack key.
-    if let Some(value) = unsafe { EXEC_INODE_RULES.get(&inode_key) } {
+    if let Some(value) = unsafe { EXEC_INODE_RULES.get(inode_key) } {
         verdict = Some(Verdict::from(value));
     }
 
     let parent = kernel::read_ptr(dentry, off.dentry_parent)?;
     if verdict.is_none() {
         let (dir_dev, dir_ino) = identity(parent, off)?;
-        let mut key = NameKey { generation, _pad: 0, dir_dev, dir_ino, name: [0; NAME_LEN] };
+        let mut key = NameKey { generation, pad: 0, dir_dev, dir_ino, name: [0; NAME_LEN] };
         let name = kernel::read_ptr(dentry, off.dentry_name)?;
         // A name longer than the key holds is cut short; policy validation rejects rules on such names,
         // so a cut name never matches a rule by accident.
         let _ = kernel::read_str(name, &mut key.name);
         // SAFETY: lookup with a stack key.
-        if let Some(value) = unsafe { EXEC_NAME_RULES.get(&key) } {
+        if let Some(value) = unsafe { EXEC_NAME_RULES.get(key) } {
             verdict = Some(Verdict::from(value));
         }
     }
@@ -153,7 +153,7 @@ pub fn decide(
         current = up;
         depth += 1;
     }
-    if let Some(event) = event.as_deref_mut() {
+    if let Some(event) = event {
         if complete {
             event.flags |= flags::PATH_COMPLETE;
         } else {

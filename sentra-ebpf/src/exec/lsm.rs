@@ -1,5 +1,5 @@
 //! The `lsm` backend: `lsm/bprm_check_security` (security/security.c, called from
-//! fs/exec.c search_binary_handler for the file and again for a script's interpreter).
+//! fs/exec.c `search_binary_handler` for the file and again for a script's interpreter).
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
@@ -17,6 +17,10 @@ pub fn exec_lsm(ctx: LsmContext) -> i32 {
     try_exec_lsm(&ctx).unwrap_or(0)
 }
 
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "probe convention: a thin wrapper maps the try_ function's Err to the fail-safe value"
+)]
 fn try_exec_lsm(ctx: &LsmContext) -> Result<i32, i32> {
     // Arguments: (struct linux_binprm *bprm, int retval); retval is what earlier BPF LSM programs
     // decided: never overturn a denial.
@@ -29,7 +33,7 @@ fn try_exec_lsm(ctx: &LsmContext) -> Result<i32, i32> {
     }
     let bprm: u64 = ctx.arg(0);
     // SAFETY: lookup keyed by our own pid_tgid; the value is copied.
-    let argv = unsafe { EXEC_ARGV.get(&bpf_get_current_pid_tgid()) }
+    let argv = unsafe { EXEC_ARGV.get(bpf_get_current_pid_tgid()) }
         .copied()
         .map_or(ArgSource::None, ArgSource::UserArgv);
     match govern(bprm, argv) {
@@ -59,7 +63,7 @@ fn remember_argv(ctx: &TracePointContext, offset: usize) -> u32 {
     }
     // SAFETY: reads the tracepoint record at a fixed offset within it.
     if let Ok(argv) = unsafe { ctx.read_at::<u64>(offset) } {
-        let _ = EXEC_ARGV.insert(&bpf_get_current_pid_tgid(), &argv, 0);
+        let _ = EXEC_ARGV.insert(bpf_get_current_pid_tgid(), argv, 0);
     }
     0
 }

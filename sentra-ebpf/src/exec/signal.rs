@@ -1,8 +1,8 @@
 //! The `signal` backend, for kernels without BPF LSM: `tp_btf/sched_process_exec`.
 //!
-//! The tracepoint fires in fs/exec.c exec_binprm after the new image is set up and before the task
+//! The tracepoint fires in fs/exec.c `exec_binprm` after the new image is set up and before the task
 //! returns to user mode; a SIGKILL sent here is delivered on that return, so the new image never runs an
-//! instruction. Arguments: (struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm).
+//! instruction. Arguments: `(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`.
 //! For a script, `bprm->file` is by then the interpreter: the script itself is not judged here.
 
 use aya_ebpf::{helpers::bpf_send_signal, macros::btf_tracepoint, programs::BtfTracePointContext};
@@ -17,6 +17,10 @@ pub fn exec_signal(ctx: BtfTracePointContext) -> i32 {
     try_exec_signal(&ctx).unwrap_or(0)
 }
 
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "probe convention: a thin wrapper maps the try_ function's Err to the fail-safe value"
+)]
 fn try_exec_signal(ctx: &BtfTracePointContext) -> Result<i32, i32> {
     if !task::is_governed() {
         return Ok(0);

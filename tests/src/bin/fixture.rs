@@ -5,6 +5,7 @@
 //! `sentra-fixture sleep SECS`           → sleeps
 //! `sentra-fixture spawn PATH [ARGS…]`   → runs PATH as a child; prints `exit=N`, `signal=N` or `exec-errno=N`
 //! `sentra-fixture storm N PATH [ARGS…]` → spawns PATH N times; prints `ok=K failed=F`
+//! `sentra-fixture bench N PATH [ARGS…]` → spawns PATH N times; prints `ns_per_exec=` (mean fork+exec+wait)
 //! `sentra-fixture subcgroup NAME PATH [ARGS…]` → moves itself into a new child cgroup NAME of its own
 //!                                          cgroup (created now), then behaves as `spawn`
 
@@ -72,6 +73,21 @@ fn main() -> ExitCode {
                 }
             }
             println!("ok={ok} failed={failed}");
+            ExitCode::SUCCESS
+        }
+        Some("bench") => {
+            let (Some(n), Some(path)) = (args.get(1).and_then(|a| a.parse::<u32>().ok()), args.get(2)) else {
+                return ExitCode::from(2);
+            };
+            let extra = rest(3);
+            let start = std::time::Instant::now();
+            for _ in 0..n {
+                if !Command::new(path).args(&extra).status().is_ok_and(|s| s.success()) {
+                    eprintln!("exec of {path} failed");
+                    return ExitCode::from(1);
+                }
+            }
+            println!("ns_per_exec={}", start.elapsed().as_nanos() / u128::from(n.max(1)));
             ExitCode::SUCCESS
         }
         Some("subcgroup") => {

@@ -1,8 +1,75 @@
-//! `cargo xtask bench exec`: see issue 3.
+//! `cargo xtask bench exec`: fork+exec latency without Sentra, with a 10-rule and a 10,000-rule policy,
+//! the controller's memory, and the BPF map memory — inside the VM on a real kernel with BPF LSM
+//! (`--backend signal` boots it without), or on this machine (`--host`, signal backend).
+//!
+//! The figures come from `sentra-bench exec` (tests/src/bin/bench.rs), which measures all three cases
+//! in interleaved rounds of one run and prints ratios.
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+use crate::vm;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Execs per case and round.
+    #[arg(long, default_value_t = 2000)]
+    pub n: u32,
+    /// Rounds (the median round is reported).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Test kernel to boot.
+    #[arg(long, default_value = "6.12")]
+    pub kernel: String,
+    /// `lsm` or `signal`.
+    #[arg(long, default_value = "lsm")]
+    pub backend: String,
+    /// Run on this machine's kernel instead of a VM (signal backend).
+    #[arg(long)]
+    pub host: bool,
+}
 
-pub fn run(_args: &Args) -> anyhow::Result<()> {
-    anyhow::bail!("bench exec is not implemented yet")
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let workspace = vm::workspace_root()?;
+    let binaries = vm::build(&workspace)?;
+    if args.host {
+        let status = Command::new(&binaries.bench)
+            .args(["exec", &args.n.to_string(), &args.rounds.to_string()])
+            .env("SENTRA_TEST_BACKEND", "signal")
+            .env("SENTRA_CTL", &binaries.sentra_ctl)
+            .status()
+            .context("running sentra-bench")?;
+        if !status.success() {
+            bail!("sentra-bench failed");
+        }
+        return Ok(());
+    }
+    let out = workspace.join("target/vm");
+    std::fs::create_dir_all(&out)?;
+    let mut init = vm::base_init();
+    init.push_str(&format!(
+        "export SENTRA_CTL={} SENTRA_TEST_BACKEND={}\n{} exec {} {}\necho SENTRA-VM-DONE\npoweroff -f\n",
+        binaries.sentra_ctl.display(),
+        args.backend,
+        binaries.bench.display(),
+        args.n,
+        args.rounds
+    ));
+    let initrd = out.join("initrd-bench.cpio.gz");
+    vm::pack(&binaries, &init, &initrd)?;
+    let log = out.join(format!("bench-exec-{}-{}.log", args.kernel, args.backend));
+    let vmlinuz = vm::find_kernel(&vm::cache(), &args.kernel)?;
+    eprintln!("[bench exec] booting {} ({}), backend {}", args.kernel, vmlinuz.display(), args.backend);
+    vm::boot(&vmlinuz, &initrd, &vm::append_for(&args.backend)?, &log, std::time::Duration::from_secs(3600))?;
+    let text = String::from_utf8_lossy(&std::fs::read(&log)?).into_owned();
+    let lines: Vec<&str> = text.lines().filter_map(|l| l.trim_end_matches('\r').strip_prefix("BENCH ")).collect();
+    if lines.is_empty() {
+        bail!("the benchmark printed nothing; see {}", log.display());
+    }
+    println!("exec benchmark, kernel {} in qemu (TCG), {} backend", args.kernel, args.backend);
+    for line in lines {
+        println!("  {line}");
+    }
+    Ok(())
 }

@@ -1,0 +1,17 @@
+# Sentra demo, run governed: sentra-ctl run --policy /etc/sentra/policies/default.yaml -- /bin/sh scripts/demo.sh
+# (Run through /bin/sh: under default deny a script file outside the allowed directories cannot itself
+# be executed, which is the point.)
+echo "== inside Sentra's governed cgroup: $(cat /proc/self/cgroup)"
+echo "== allowed programs run:"
+uname -sr
+ls / > /dev/null && echo "ls: ran"
+echo "== denied programs do not (EPERM with the lsm backend, SIGKILL with signal):"
+for p in /usr/bin/sudo /usr/bin/su /usr/bin/mount /usr/bin/kmod /usr/bin/nsenter; do
+    [ -e "$p" ] || continue
+    "$p" --version > /dev/null 2>&1
+    echo "$p -> exit status $?"
+done
+cp /usr/bin/true /tmp/sentra-demo-copy && /tmp/sentra-demo-copy
+echo "/tmp/sentra-demo-copy (a copy of an allowed binary, outside the allowed directories) -> exit status $?"
+rm -f /tmp/sentra-demo-copy
+exit 0

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite (run as root on Debian 12): style, lints, unit tests, host-kernel integration
+# tests (signal backend: this machine's kernel has no BPF LSM), then the same integration tests inside
+# qemu on the Debian 6.1 and 6.12 kernels, with the lsm backend and with the signal backend.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+step() { printf '\n=== %s\n' "$*" >&2; }
+quiet_build() { grep -v '^warning: sentra-ctl@' >&2; }
+
+step "setup (idempotent)"
+bash scripts/setup.sh
+
+step "rustfmt"
+cargo +nightly fmt --all --check
+
+step "clippy (userspace, pedantic, warnings are errors)"
+cargo clippy --release --workspace --exclude sentra-ebpf --all-targets -- -D warnings 2> >(quiet_build)
+step "clippy (BPF programs)"
+(cd sentra-ebpf && cargo +nightly clippy --release -Z build-std=core -- -D warnings)
+
+step "unit tests and host-kernel integration tests"
+SENTRA_TEST_BACKEND=signal SENTRA_EXPECT_BACKEND=signal SENTRA_STORM="${SENTRA_STORM:-2000}" \
+    cargo test --release --workspace --exclude sentra-ebpf -- --test-threads=1 2> >(quiet_build)
+
+step "integration tests in qemu: Debian 6.1 and 6.12 kernels, lsm and signal backends"
+cargo xtask vm-test 2> >(quiet_build)

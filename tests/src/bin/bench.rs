@@ -1,0 +1,170 @@
+//! `sentra-bench exec`: fork+exec latency of a small binary without Sentra, governed by a 10-rule policy,
+//! and governed by a 10,000-rule policy; the controller's resident memory while governing and the BPF
+//! map memory it holds. Run by `cargo xtask bench exec` inside the VM (and usable on the host).
+//!
+//! The three cases are measured in interleaved rounds in one run, and each figure is the median of its
+//! rounds, so drift of the machine affects all three alike. Prints `BENCH key=value` lines.
+
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+/// The fixture binary, built next to this one.
+fn fixture() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.parent().context("no parent")?.join("sentra-fixture");
+    if !path.exists() {
+        bail!("{} not found (cargo build -p sentra-tests --bins)", path.display());
+    }
+    Ok(path)
+}
+
+fn main() -> anyhow::Result<()> {
+    let fixture = fixture()?;
+    let fixture = s(&fixture);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) != Some("exec") {
+        bail!("usage: sentra-bench exec [N] [ROUNDS]");
+    }
+    let n: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2000);
+    let rounds: u32 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3);
+    let backend = std::env::var("SENTRA_TEST_BACKEND").unwrap_or_else(|_| "auto".into());
+    let dir = tempfile::Builder::new().prefix("sentra-bench-").tempdir_in("/tmp")?;
+    let tool = dir.path().join("bin/tool");
+    std::fs::create_dir_all(tool.parent().context("parent")?)?;
+    std::fs::copy(fixture, &tool)?;
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755))?;
+
+    let small = write_policy(dir.path(), "p10.yaml", &policy(dir.path(), fixture, 10)?)?;
+    let large = write_policy(dir.path(), "p10k.yaml", &policy(dir.path(), fixture, 10_000)?)?;
+
+    let mut none = Vec::new();
+    let mut with10 = Vec::new();
+    let mut with10k = Vec::new();
+    let mut rss = (0, 0);
+    let mut maps = (0, 0);
+    for round in 0..rounds {
+        none.push(measure(&[fixture, "bench", &n.to_string(), s(&tool), "exit", "0"])?);
+        let (ns, r, m) = governed(&small, &backend, fixture, n, &tool)?;
+        with10.push(ns);
+        rss.0 = rss.0.max(r);
+        maps.0 = maps.0.max(m);
+        let (ns, r, m) = governed(&large, &backend, fixture, n, &tool)?;
+        with10k.push(ns);
+        rss.1 = rss.1.max(r);
+        maps.1 = maps.1.max(m);
+        eprintln!("round {round}: none {:.0} ns, 10 rules {:.0} ns, 10k rules {:.0} ns", none[none.len() - 1], with10[with10.len() - 1], with10k[with10k.len() - 1]);
+    }
+    let (a, b, c) = (median(&mut none), median(&mut with10), median(&mut with10k));
+    println!("BENCH execs_per_case={n} rounds={rounds} backend={backend}");
+    println!("BENCH exec_ns_no_sentra={a:.0}");
+    println!("BENCH exec_ns_10_rules={b:.0}");
+    println!("BENCH exec_ns_10000_rules={c:.0}");
+    println!("BENCH ratio_10_rules_over_none={:.3} (target <= 1.05)", b / a);
+    println!("BENCH ratio_10000_over_10_rules={:.3} (target <= 1.02)", c / b);
+    println!("BENCH ctl_rss_kib_10_rules={} ctl_rss_kib_10000_rules={} (target <= 30720)", rss.0, rss.1);
+    println!("BENCH bpf_map_memlock_kib_10_rules={} bpf_map_memlock_kib_10000_rules={}", maps.0 / 1024, maps.1 / 1024);
+    Ok(())
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap_or_default()
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// A policy with `count` exec rules: `count - 1` exact paths (real files) plus the tool's directory.
+fn policy(dir: &Path, fixture: &str, count: usize) -> anyhow::Result<String> {
+    let files = dir.join(format!("rules-{count}"));
+    std::fs::create_dir_all(&files)?;
+    let mut text = String::from("version: \"2.0\"\nmode: enforce\ndefault: deny\nexec:\n  allow:\n");
+    text.push_str(&format!("    - {{ id: fixture, path: {fixture} }}\n"));
+    text.push_str(&format!("    - {{ id: tools, dir: {} }}\n", dir.join("bin").display()));
+    for i in 0..count.saturating_sub(2) {
+        let file = files.join(format!("f{i}"));
+        std::fs::write(&file, b"")?;
+        text.push_str(&format!("    - {{ id: r{i}, path: {} }}\n", file.display()));
+    }
+    Ok(text)
+}
+
+fn write_policy(dir: &Path, name: &str, text: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join(name);
+    std::fs::write(&path, text)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+    Ok(path)
+}
+
+/// Runs `sentra-fixture bench` and returns its mean ns per fork+exec+wait.
+fn measure(command: &[&str]) -> anyhow::Result<f64> {
+    let output = Command::new(command[0]).args(&command[1..]).output()?;
+    parse_ns(&String::from_utf8_lossy(&output.stdout))
+        .with_context(|| format!("no ns_per_exec from {command:?}: {}", String::from_utf8_lossy(&output.stderr)))
+}
+
+fn parse_ns(stdout: &str) -> Option<f64> {
+    stdout.lines().find_map(|l| l.strip_prefix("ns_per_exec=")).and_then(|v| v.trim().parse().ok())
+}
+
+/// Runs the fixture's loop under `sentra-ctl run`; samples the controller's RSS and map memory meanwhile.
+fn governed(policy: &Path, backend: &str, fixture: &str, n: u32, tool: &Path) -> anyhow::Result<(f64, u64, u64)> {
+    let ctl = sentra_tests::sentra_ctl();
+    let audit = policy.with_extension("jsonl");
+    let mut child = Command::new(ctl)
+        .args(["run", "--policy", s(policy), "--audit-log", s(&audit), "--backend", backend, "--"])
+        .args([fixture, "bench", &n.to_string(), s(tool), "exit", "0"])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    let mut rss = 0;
+    let mut memlock = 0;
+    let started = Instant::now();
+    while child.try_wait()?.is_none() {
+        rss = rss.max(vm_rss_kib(pid));
+        memlock = memlock.max(map_memlock(pid));
+        std::thread::sleep(Duration::from_millis(20));
+        if started.elapsed() > Duration::from_secs(1800) {
+            let _ = child.kill();
+            bail!("governed run hung");
+        }
+    }
+    let output = child.wait_with_output()?;
+    let _ = std::fs::remove_file(&audit);
+    let ns = parse_ns(&String::from_utf8_lossy(&output.stdout)).context("governed run printed no ns_per_exec")?;
+    Ok((ns, rss, memlock))
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// Sum of `memlock` over the BPF map fds the process holds (fdinfo of a BPF map reports it).
+fn map_memlock(pid: u32) -> u64 {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return 0 };
+    let mut total = 0;
+    for entry in entries.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
+        if !text.contains("map_type:") {
+            continue;
+        }
+        if let Some(v) = text.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse::<u64>().ok()) {
+            total += v;
+        }
+    }
+    total
+}
