@@ -1,0 +1,354 @@
+//! The shell layer's rule matcher: the original Sentra rules (`match {executable, args_pattern,
+//! identity}`, `effect`, `reason`), first match wins, `default` when nothing matches.
+//!
+//! `sentra-shell` starts once per command, so loading must be cheap and evaluation flat as rules grow:
+//! - executable patterns that are exact literal alternations (`^sudo$`, `^(rm|rmdir)$`, `^g\+\+$`),
+//!   recognised by a scan of the pattern text, go into a hash table from name to rule indices, so most
+//!   rules cost nothing per command;
+//! - the other executable patterns share one `RegexSet`, compiled at the first evaluation that needs it;
+//! - each rule's regexes are compiled only when that rule is first a candidate. Parsing every regex
+//!   at load (even without compiling) cost more than everything else in `sentra-shell`, so full
+//!   validation is [`ShellMatcher::validate`], for `sentra --check` and policy checks; a regex that
+//!   fails to compile later fails closed: a deny rule matches, an allow rule does not.
+
+use std::{collections::HashMap, sync::OnceLock};
+
+use regex::{Regex, RegexSet};
+
+use super::{
+    Policy, PolicyError,
+    model::{Effect, Mode, Rule},
+};
+
+/// One rule, with its regexes compiled on first use.
+#[derive(Debug)]
+struct CompiledRule {
+    id: String,
+    reason: Option<String>,
+    effect: Effect,
+    executable: Option<LazyRegex>,
+    args: Option<LazyRegex>,
+    identity: Option<LazyRegex>,
+}
+
+/// A validated pattern compiled on first use.
+#[derive(Debug)]
+struct LazyRegex {
+    pattern: String,
+    compiled: OnceLock<Option<Regex>>,
+}
+
+impl LazyRegex {
+    fn new(pattern: &str) -> Self {
+        Self { pattern: pattern.to_string(), compiled: OnceLock::new() }
+    }
+
+    /// Whether `text` matches; a pattern that fails to compile gives `broken` (fail closed: true for
+    /// deny rules, false for allow rules).
+    fn is_match(&self, text: &str, broken: bool) -> bool {
+        self.compiled.get_or_init(|| Regex::new(&self.pattern).ok()).as_ref().map_or(broken, |re| re.is_match(text))
+    }
+}
+
+/// What a command looks like to the rules.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    /// Basename of the program.
+    pub executable: &'a str,
+    /// The arguments joined by spaces.
+    pub args: &'a str,
+    /// False when some argument's value is only known after expansion (`$X`, `$(…)`, appended by
+    /// `xargs`…): a deny rule with both an executable and an `args_pattern` is then assumed to match,
+    /// an allow rule not to; `args` then holds such arguments as written.
+    pub args_known: bool,
+    pub identity: &'a str,
+}
+
+/// The rule (or default) that decided a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict<'m> {
+    pub effect: Effect,
+    /// `None` when the default decided.
+    pub rule_id: Option<&'m str>,
+    pub reason: Option<&'m str>,
+    /// The rule matched only because the arguments were not known (see [`Query::args_known`]).
+    pub assumed_args: bool,
+}
+
+/// The compiled shell rules of a policy.
+#[derive(Debug)]
+pub struct ShellMatcher {
+    rules: Vec<CompiledRule>,
+    /// Exact executable names to the rules (ascending) whose pattern is a literal alternation.
+    literal: HashMap<String, Vec<u32>>,
+    /// Rules whose executable pattern is a general regex, in order; `general_set` is over their patterns.
+    general: Vec<u32>,
+    general_set: OnceLock<Option<RegexSet>>,
+    /// Rules without an executable pattern: candidates for every command.
+    always: Vec<u32>,
+    default: Effect,
+    mode: Mode,
+}
+
+impl ShellMatcher {
+    /// Compiles the shell rules of `policy`; every regex is validated now, with the rule named.
+    ///
+    /// # Errors
+    /// A regex is invalid, or there are more rules than fit in a `u32`.
+    pub fn new(policy: &Policy) -> Result<Self, PolicyError> {
+        let model = &policy.model;
+        let mut matcher = Self {
+            rules: Vec::with_capacity(model.rules.len()),
+            literal: HashMap::new(),
+            general: Vec::new(),
+            general_set: OnceLock::new(),
+            always: Vec::new(),
+            // An absent default denies: a policy that forgets it must not let everything through.
+            default: model.default.unwrap_or(Effect::Deny),
+            mode: model.mode,
+        };
+        for rule in &model.rules {
+            matcher.push(policy, rule)?;
+        }
+        Ok(matcher)
+    }
+
+    fn push(&mut self, policy: &Policy, rule: &Rule) -> Result<(), PolicyError> {
+        let index = u32::try_from(self.rules.len()).map_err(|_| policy.error("too many rules"))?;
+        match rule.matcher.executable.as_deref().map(exact_literals) {
+            None => self.always.push(index),
+            Some(Some(names)) => {
+                for name in names {
+                    let entry = self.literal.entry(name).or_default();
+                    if entry.last() != Some(&index) {
+                        entry.push(index);
+                    }
+                }
+            }
+            Some(None) => self.general.push(index),
+        }
+        self.rules.push(CompiledRule {
+            id: rule.id.clone(),
+            reason: rule.reason.clone(),
+            effect: rule.effect,
+            // Literal rules never consult their executable regex.
+            executable: rule.matcher.executable.as_deref().map(LazyRegex::new),
+            args: rule.matcher.args_pattern.as_deref().map(LazyRegex::new),
+            identity: rule.matcher.identity.as_deref().map(LazyRegex::new),
+        });
+        Ok(())
+    }
+
+    /// Compiles every regex of `policy`'s rules, naming the rule of the first that is invalid.
+    ///
+    /// # Errors
+    /// A regex does not compile.
+    pub fn validate(policy: &Policy) -> Result<(), PolicyError> {
+        for rule in &policy.model.rules {
+            let fields = [
+                ("executable", &rule.matcher.executable),
+                ("args_pattern", &rule.matcher.args_pattern),
+                ("identity", &rule.matcher.identity),
+            ];
+            for (field, pattern) in fields {
+                if let Some(pattern) = pattern
+                    && let Err(err) = Regex::new(pattern)
+                {
+                    return Err(policy.error(format!("rule `{}`: invalid {field} regex {pattern:?}: {err}", rule.id)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[must_use]
+    pub const fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    #[must_use]
+    pub const fn default_effect(&self) -> Effect {
+        self.default
+    }
+
+    #[must_use]
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Rules whose executable pattern could match `executable`, in policy order.
+    fn candidates(&self, executable: &str) -> Vec<u32> {
+        let mut out: Vec<u32> = self.literal.get(executable).cloned().unwrap_or_default();
+        if !self.general.is_empty() {
+            let set = self.general_set.get_or_init(|| {
+                RegexSet::new(self.general.iter().filter_map(|&i| {
+                    self.rules.get(i as usize).and_then(|r| r.executable.as_ref()).map(|re| re.pattern.as_str())
+                }))
+                .ok()
+            });
+            match set {
+                Some(set) => out.extend(set.matches(executable).iter().filter_map(|i| self.general.get(i))),
+                // Too large to compile as a set: fall back to each rule's own regex.
+                None => out.extend(self.general.iter().copied().filter(|&i| {
+                    self.rules.get(i as usize).is_some_and(|rule| {
+                        rule.executable.as_ref().is_some_and(|re| re.is_match(executable, rule.effect == Effect::Deny))
+                    })
+                })),
+            }
+        }
+        out.extend_from_slice(&self.always);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The first rule matching `query`, else the default.
+    #[must_use]
+    pub fn evaluate(&self, query: &Query<'_>) -> Verdict<'_> {
+        for index in self.candidates(query.executable) {
+            let Some(rule) = self.rules.get(index as usize) else { continue };
+            let deny = rule.effect == Effect::Deny;
+            if rule.identity.as_ref().is_some_and(|re| !re.is_match(query.identity, deny)) {
+                continue;
+            }
+            let mut assumed_args = false;
+            if let Some(args) = &rule.args
+                && !args.is_match(query.args, deny)
+            {
+                // A catch-all rule (no executable pattern) is matched on the arguments as written:
+                // assuming it matches would deny every line with a `$VAR` in it.
+                if query.args_known || rule.effect == Effect::Allow || rule.executable.is_none() {
+                    continue;
+                }
+                assumed_args = true;
+            }
+            return Verdict {
+                effect: rule.effect,
+                rule_id: Some(&rule.id),
+                reason: rule.reason.as_deref(),
+                assumed_args,
+            };
+        }
+        Verdict { effect: self.default, rule_id: None, reason: None, assumed_args: false }
+    }
+
+    /// Whether some rule names `executable` by its executable pattern (not a catch-all). Wrappers such
+    /// as `env` or `timeout` are judged on the program they run unless the policy names them.
+    #[must_use]
+    pub fn names(&self, executable: &str) -> bool {
+        self.candidates(executable).iter().any(|i| !self.always.contains(i))
+    }
+}
+
+/// The exact names an executable pattern matches when it is `^NAME$` or `^(NAME|NAME…)$` (also
+/// `(?:…)`), names made of letters, digits, `_`, `-` and escaped punctuation; `None` otherwise.
+fn exact_literals(pattern: &str) -> Option<Vec<String>> {
+    let body = pattern.strip_prefix('^')?.strip_suffix('$')?;
+    if body.ends_with('\\') && body.chars().rev().take_while(|&c| c == '\\').count() % 2 == 1 {
+        // `\$` is a literal dollar, not an anchor.
+        return None;
+    }
+    let body = body
+        .strip_prefix("(?:")
+        .or_else(|| body.strip_prefix('('))
+        .and_then(|b| b.strip_suffix(')'))
+        .unwrap_or(body);
+    let mut names = vec![String::new()];
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        let current = names.last_mut()?;
+        match c {
+            '|' => names.push(String::new()),
+            '\\' => match chars.next()? {
+                escaped @ ('.' | '+' | '-' | '_' | '*' | '?' | '(' | ')' | '[' | ']' | '{' | '}' | '|' | '^' | '$'
+                | '\\' | '/') => current.push(escaped),
+                _ => return None,
+            },
+            c if c.is_ascii_alphanumeric() || c == '_' || c == '-' => current.push(c),
+            _ => return None,
+        }
+    }
+    // `^(a|)$` matches the empty name; keep it exact but harmless.
+    Some(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn matcher(rules: &str) -> ShellMatcher {
+        let text = format!("version: \"2.0\"\ndefault: deny\nrules:\n{rules}");
+        let policy = Policy::parse(Path::new("p.yaml"), &text).expect("valid policy");
+        ShellMatcher::new(&policy).expect("compiles")
+    }
+
+    fn query<'a>(executable: &'a str, args: &'a str) -> Query<'a> {
+        Query { executable, args, args_known: true, identity: "agent" }
+    }
+
+    #[test]
+    fn literal_extraction() {
+        let lit = |p: &str| exact_literals(p);
+        assert_eq!(lit("^sudo$"), Some(vec!["sudo".to_string()]));
+        assert_eq!(lit("^(rm|rmdir)$"), Some(vec!["rm".to_string(), "rmdir".to_string()]));
+        assert_eq!(lit("^(?:g\\+\\+|cc)$"), Some(vec!["g++".to_string(), "cc".to_string()]));
+        assert_eq!(lit("sudo"), None, "unanchored patterns match substrings");
+        assert_eq!(lit("^python.*$"), None);
+        assert_eq!(lit("^python[23]$"), None);
+        assert_eq!(lit("^a$|^b$"), None);
+        assert_eq!(lit("^(a|b)(c|d)$"), None);
+        assert_eq!(lit("^a\\$"), None);
+    }
+
+    #[test]
+    fn first_match_wins_and_default_applies() {
+        let m = matcher(
+            "  - {id: no_force, match: {executable: '^git$', args_pattern: 'push.*--force'}, effect: deny, reason: force}\n  - {id: git, match: {executable: '^git$'}, effect: allow}\n  - {id: py, match: {executable: '^python[0-9.]*$'}, effect: allow}\n",
+        );
+        assert_eq!(m.evaluate(&query("git", "push --force origin")).rule_id, Some("no_force"));
+        assert_eq!(m.evaluate(&query("git", "status")).rule_id, Some("git"));
+        assert_eq!(m.evaluate(&query("python3.12", "-V")).rule_id, Some("py"));
+        let other = m.evaluate(&query("curl", "x"));
+        assert_eq!((other.effect, other.rule_id), (Effect::Deny, None));
+    }
+
+    #[test]
+    fn unknown_arguments_trigger_deny_rules_but_not_allow_rules() {
+        let m = matcher(
+            "  - {id: no_rf, match: {executable: '^rm$', args_pattern: '-rf /'}, effect: deny}\n  - {id: rm_tmp, match: {executable: '^rm$', args_pattern: '^/tmp/'}, effect: allow}\n",
+        );
+        let unknown = Query { args_known: false, ..query("rm", "$X") };
+        let verdict = m.evaluate(&unknown);
+        assert_eq!((verdict.rule_id, verdict.assumed_args), (Some("no_rf"), true));
+        let m = matcher("  - {id: rm_tmp, match: {executable: '^rm$', args_pattern: '^/tmp/'}, effect: allow}\n");
+        assert_eq!(m.evaluate(&unknown).rule_id, None);
+    }
+
+    #[test]
+    fn identity_and_catch_all_rules() {
+        let m = matcher(
+            "  - {id: admin, match: {identity: '^admin$'}, effect: allow}\n  - {id: ls, match: {executable: '^ls$'}, effect: allow}\n",
+        );
+        assert_eq!(m.evaluate(&Query { identity: "admin", ..query("anything", "") }).rule_id, Some("admin"));
+        assert_eq!(m.evaluate(&query("ls", "")).rule_id, Some("ls"));
+        assert_eq!(m.evaluate(&query("cat", "")).rule_id, None);
+        assert!(m.names("ls"));
+        assert!(!m.names("cat"), "a catch-all rule does not name a program");
+    }
+
+    #[test]
+    fn invalid_regex_names_the_rule_and_fails_closed() {
+        let text = "default: allow\nrules:\n  - {id: broken, match: {executable: '^(sudo$'}, effect: deny}\n  - {id: broken_allow, match: {executable: '^(rm$'}, effect: allow}\n";
+        let policy = Policy::parse(Path::new("p.yaml"), text).expect("parses");
+        let err = ShellMatcher::validate(&policy).expect_err("invalid regex");
+        assert!(err.to_string().contains("rule `broken`"), "{err}");
+        let m = ShellMatcher::new(&policy).expect("loads without compiling");
+        assert_eq!(m.evaluate(&query("ls", "")).rule_id, Some("broken"), "a broken deny rule denies");
+        let text = "default: deny\nrules:\n  - {id: broken_allow, match: {executable: '^(rm$'}, effect: allow}\n";
+        let policy = Policy::parse(Path::new("p.yaml"), text).expect("parses");
+        let m = ShellMatcher::new(&policy).expect("loads");
+        assert_eq!(m.evaluate(&query("rm", "")).rule_id, None, "a broken allow rule allows nothing");
+    }
+}

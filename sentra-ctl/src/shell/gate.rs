@@ -1,0 +1,297 @@
+//! The gate every line passes: policy verdict, rate limit, audit record, denial message. Shared by
+//! `sentra-shell` and the `sentra` REPL.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+
+use super::{
+    evaluate::{Evaluator, LineVerdict},
+    exec::Shells,
+    ratelimit::{self, Admission},
+};
+use crate::{
+    audit::{self, AuditError, AuditLog, Record},
+    policy::{
+        Policy, PolicyError,
+        model::{Mode, RateLimit},
+        shell::ShellMatcher,
+    },
+};
+
+/// Default policy path (the original's).
+pub const DEFAULT_POLICY: &str = "/etc/sentra/policy.yaml";
+/// Rule id of rate-limited commands (the original's).
+pub const RULE_RATE_LIMIT: &str = "rate_limit";
+
+/// Why the gate cannot open: the command is refused (fail closed).
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
+    #[error("{0}")]
+    Audit(#[from] AuditError),
+}
+
+/// Where the policy and log are, and who runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub policy: PathBuf,
+    pub log: PathBuf,
+    pub identity: String,
+    /// `--mode audit` overrides the policy's mode.
+    pub mode: Option<Mode>,
+    pub session_id: String,
+}
+
+impl Settings {
+    /// Resolves each setting from its flag, else its environment variable, else the default.
+    #[must_use]
+    pub fn resolve(policy: Option<PathBuf>, log: Option<PathBuf>, identity: Option<String>) -> Self {
+        let env_path = |key: &str| std::env::var_os(key).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let user = os_user();
+        Self {
+            policy: policy.or_else(|| env_path("SENTRA_POLICY")).unwrap_or_else(|| DEFAULT_POLICY.into()),
+            log: log.or_else(|| env_path("SENTRA_AUDIT_LOG")).unwrap_or_else(|| audit::DEFAULT_AUDIT_LOG.into()),
+            identity: identity
+                .or_else(|| std::env::var("SENTRA_IDENTITY").ok().filter(|v| !v.is_empty()))
+                .unwrap_or(user),
+            mode: None,
+            session_id: std::env::var("SENTRA_SESSION_ID").ok().filter(|v| !v.is_empty()).unwrap_or_else(new_session_id),
+        }
+    }
+}
+
+/// The OS user running this process.
+#[must_use]
+pub fn os_user() -> String {
+    let uid = nix::unistd::getuid();
+    nix::unistd::User::from_uid(uid).ok().flatten().map_or_else(|| uid.to_string(), |user| user.name)
+}
+
+fn new_session_id() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    format!("{:08x}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
+}
+
+/// The decision on one line.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub verdict: LineVerdict,
+    /// `allowed`, `denied` or `auditonly`.
+    pub decision: &'static str,
+    pub rule_id: String,
+    pub reason: Option<String>,
+    /// The part that decided, as written.
+    pub part: Option<String>,
+    pub executable: Option<String>,
+    pub args: Vec<String>,
+    pub rate_limited: Option<(u32, Duration)>,
+    pub eval_duration: Duration,
+}
+
+impl Decision {
+    /// Whether the line runs (allowed, or denied in audit mode).
+    #[must_use]
+    pub fn runs(&self) -> bool {
+        self.decision != "denied"
+    }
+}
+
+/// Policy, matcher, log and session of a shell.
+pub struct Gate {
+    pub settings: Settings,
+    pub policy: Policy,
+    pub matcher: ShellMatcher,
+    pub log: AuditLog,
+    pub shells: Shells,
+    pub host: String,
+    pub user: String,
+    pub kernel_enforced: bool,
+    pub executed: u64,
+    pub denied: u64,
+}
+
+impl Gate {
+    /// Loads the policy and opens the audit log.
+    ///
+    /// # Errors
+    /// The policy is unusable or the audit log cannot be opened: nothing may run.
+    pub fn open(settings: Settings) -> Result<Self, GateError> {
+        let policy = Policy::load(&settings.policy)?;
+        let matcher = ShellMatcher::new(&policy)?;
+        let log = AuditLog::open(&settings.log)?;
+        Ok(Self {
+            settings,
+            policy,
+            matcher,
+            log,
+            shells: Shells::find(),
+            host: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+            user: os_user(),
+            kernel_enforced: crate::cgroup::in_governed_cgroup(),
+            executed: 0,
+            denied: 0,
+        })
+    }
+
+    #[must_use]
+    pub fn mode(&self) -> Mode {
+        self.settings.mode.unwrap_or_else(|| self.matcher.mode())
+    }
+
+    #[must_use]
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.policy.model.rate_limit
+    }
+
+    /// The shared rate-limit state file of this identity, next to the audit log unless
+    /// `SENTRA_STATE_DIR` says otherwise.
+    #[must_use]
+    pub fn rate_state(&self) -> PathBuf {
+        let dir = std::env::var_os("SENTRA_STATE_DIR").filter(|v| !v.is_empty()).map_or_else(
+            || self.settings.log.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+            PathBuf::from,
+        );
+        ratelimit::state_path(&dir, &self.settings.identity)
+    }
+
+    /// Judges `line`; with `count`, an allowed line also takes one command from the rate limit.
+    #[must_use]
+    pub fn decide(&self, line: &str, cwd: &Path, path: Option<String>, count: bool) -> Decision {
+        let start = Instant::now();
+        let evaluator = Evaluator { matcher: &self.matcher, identity: self.settings.identity.clone(), cwd: cwd.to_path_buf(), path };
+        let verdict = evaluator.evaluate(line);
+        let eval_duration = start.elapsed();
+        let audit_mode = self.mode() == Mode::Audit;
+        let part = verdict.deciding().cloned();
+        let mut decision = Decision {
+            decision: match (verdict.denied().is_some(), audit_mode) {
+                (false, _) => "allowed",
+                (true, false) => "denied",
+                (true, true) => "auditonly",
+            },
+            rule_id: part.as_ref().map_or_else(|| "none".to_string(), |p| p.rule_id.clone()),
+            reason: part.as_ref().and_then(|p| p.reason.clone()),
+            part: part.as_ref().map(|p| p.text.clone()),
+            executable: part.as_ref().map(|p| p.executable.clone()).filter(|e| !e.is_empty()),
+            args: part.map(|p| p.args).unwrap_or_default(),
+            verdict,
+            rate_limited: None,
+            eval_duration,
+        };
+        if let (true, Some(limit)) = (count && decision.runs(), self.rate_limit()) {
+            let limited = match ratelimit::admit(&self.rate_state(), limit) {
+                Ok(Admission::Admitted { .. }) => None,
+                Ok(Admission::Limited { used, retry_after }) => Some((
+                    format!(
+                        "rate limit exceeded: {used} of {} commands in {} s; retry in {} s",
+                        limit.max_commands,
+                        limit.window_seconds,
+                        retry_after.as_secs().max(1)
+                    ),
+                    Some((used, retry_after)),
+                )),
+                // The limit cannot be checked: refuse rather than run unlimited.
+                Err(err) => Some((format!("rate limit cannot be checked: {err}"), None)),
+            };
+            if let Some((reason, usage)) = limited {
+                decision.decision = if audit_mode { "auditonly" } else { "denied" };
+                decision.rule_id = RULE_RATE_LIMIT.to_string();
+                decision.reason = Some(reason);
+                decision.part = None;
+                decision.rate_limited = usage.or(Some((0, Duration::ZERO)));
+            }
+        }
+        decision
+    }
+
+    /// The audit record of a line (after it ran, with its status).
+    #[must_use]
+    pub fn record(
+        &self,
+        line: &str,
+        decision: &Decision,
+        cwd: &Path,
+        exit_code: Option<i32>,
+        exec_duration: Option<Duration>,
+        shell: Option<&Path>,
+    ) -> Record {
+        let parts: Vec<_> = decision
+            .verdict
+            .parts
+            .iter()
+            .map(|p| json!({"part": p.text, "executable": p.executable, "allowed": p.allowed, "rule_id": p.rule_id}))
+            .collect();
+        Record {
+            timestamp: audit::now(),
+            event: "exec".into(),
+            layer: "shell",
+            session_id: Some(self.settings.session_id.clone()),
+            host: Some(self.host.clone()),
+            user: Some(self.user.clone()),
+            identity: Some(self.settings.identity.clone()),
+            action: Some("exec"),
+            command: Some(line.to_string()),
+            executable: decision.executable.clone(),
+            args: Some(decision.args.clone()),
+            cwd: Some(cwd.display().to_string()),
+            decision: Some(decision.decision),
+            rule_id: Some(decision.rule_id.clone()),
+            reason: decision.reason.clone(),
+            mode: Some(match self.mode() {
+                Mode::Enforce => "enforce",
+                Mode::Audit => "audit",
+            }),
+            exit_code,
+            eval_duration_ms: Some(ms(decision.eval_duration)),
+            exec_duration_ms: exec_duration.map(ms),
+            kernel_enforced: Some(self.kernel_enforced),
+            detail: Some(json!({
+                "parts": parts,
+                "shell": shell.map(|s| s.display().to_string()),
+                "policy": self.settings.policy.display().to_string(),
+            })),
+            ..Record::default()
+        }
+    }
+
+    /// Appends a record.
+    ///
+    /// # Errors
+    /// The write fails.
+    pub fn write(&mut self, record: &Record) -> Result<(), AuditError> {
+        self.log.write(record)
+    }
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// The message printed (on stderr) for a denied line; one line when `quiet`.
+#[must_use]
+pub fn denial_message(line: &str, decision: &Decision, quiet: bool) -> String {
+    let reason = decision.reason.as_deref().unwrap_or("denied by policy");
+    let line_shown = line.trim_end();
+    if quiet {
+        let part = decision.part.as_deref().filter(|p| *p != line_shown).map(|p| format!(" in `{p}`")).unwrap_or_default();
+        return format!("sentra: denied{part}: {reason} (rule {})\n", decision.rule_id);
+    }
+    if let Some((used, retry_after)) = decision.rate_limited {
+        return format!(
+            "[X] RATE LIMITED: {line_shown}\n    Rule:   {}\n    Reason: {reason}\n    Wait:   {} s (used {used})\n",
+            decision.rule_id,
+            retry_after.as_secs().max(1)
+        );
+    }
+    let mut message = format!("[X] DENIED: {line_shown}\n");
+    if let Some(part) = decision.part.as_deref().filter(|p| *p != line_shown) {
+        message.push_str(&format!("    Part:   {part}\n"));
+    }
+    message.push_str(&format!("    Rule:   {}\n    Reason: {reason}\n", decision.rule_id));
+    message
+}
