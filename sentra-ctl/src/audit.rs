@@ -78,6 +78,10 @@ pub struct Record {
     pub path_truncated: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_generation: Option<u32>,
+    /// Shell layer: whether a controller governed the shell's cgroup (the kernel then enforced every
+    /// exec the line made).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_enforced: Option<bool>,
     /// Free-form details of lifecycle records (counters, policy info).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<serde_json::Value>,

@@ -7,3 +7,4 @@ pub mod kernel;
 pub mod policy;
 pub mod record;
 pub mod run;
+pub mod shell;

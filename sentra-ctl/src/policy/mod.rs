@@ -2,6 +2,7 @@
 
 pub mod exec;
 pub mod model;
+pub mod shell;
 
 use std::{
     fmt,
