@@ -1,10 +1,10 @@
-//! `sentra-shell`: a drop-in `SHELL` for OpenClaw. Every line is parsed, each program it can run is
+//! `sentra-shell`: a drop-in `SHELL` for `OpenClaw`. Every line is parsed, each program it can run is
 //! judged by the policy, and an approved line runs with `/bin/sh` (or bash for bash syntax); a denied
 //! line exits 126 with the denial on stderr. The exit status is the command's.
 //!
 //! Arguments are parsed by hand, like a shell's: `-c CMD [ARG0 ARGS…]`, `-lc`, `-l -c`, `-i`, `-s`,
 //! a script file, or commands on stdin; `-e`, `-x`, `-o NAME`… are passed on to the real shell.
-//! It never reads `$SHELL` (OpenClaw removes it).
+//! It never reads `$SHELL` (`OpenClaw` removes it).
 
 use std::{
     io::{IsTerminal as _, Read as _},
@@ -22,6 +22,10 @@ use sentra_ctl::shell::{
 const DENIED: u8 = 126;
 
 #[derive(Debug, Default)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "one flag per shell option, as sh has"
+)]
 struct Args {
     policy: Option<PathBuf>,
     log: Option<PathBuf>,
@@ -37,13 +41,21 @@ struct Args {
 }
 
 fn parse_args(raw: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut args = Args { quiet: std::env::var_os("SENTRA_QUIET").is_some_and(|v| v == "1"), ..Args::default() };
+    let mut args = Args {
+        quiet: std::env::var_os("SENTRA_QUIET").is_some_and(|v| v == "1"),
+        ..Args::default()
+    };
     let mut raw = raw.peekable();
     while let Some(arg) = raw.next() {
         let mut value = |name: &str, inline: Option<&str>| {
-            inline.map(str::to_string).or_else(|| raw.next()).ok_or_else(|| format!("{name} needs a value"))
+            inline
+                .map(str::to_string)
+                .or_else(|| raw.next())
+                .ok_or_else(|| format!("{name} needs a value"))
         };
-        let (name, inline) = arg.split_once('=').map_or((arg.as_str(), None), |(n, v)| (n, Some(v)));
+        let (name, inline) = arg
+            .split_once('=')
+            .map_or((arg.as_str(), None), |(n, v)| (n, Some(v)));
         match name {
             "--policy" => args.policy = Some(value(name, inline)?.into()),
             "--log" => args.log = Some(value(name, inline)?.into()),
@@ -61,7 +73,10 @@ fn parse_args(raw: impl Iterator<Item = String>) -> Result<Args, String> {
                 let option = raw.next().ok_or("-o needs an option name")?;
                 args.options.extend([arg.clone(), option]);
             }
-            _ if (arg.starts_with('-') || arg.starts_with('+')) && arg.len() > 1 && !arg.starts_with("--") => {
+            _ if (arg.starts_with('-') || arg.starts_with('+'))
+                && arg.len() > 1
+                && !arg.starts_with("--") =>
+            {
                 let sign = &arg[..1];
                 for flag in arg[1..].chars() {
                     match flag {
@@ -114,14 +129,14 @@ fn main() -> ExitCode {
             return ExitCode::from(DENIED);
         }
     };
-    let (line, arg0, rest): (String, Option<String>, Vec<String>) = if args.command {
+    let (line, dollar0, rest): (String, Option<String>, Vec<String>) = if args.command {
         let mut operands = args.operands.into_iter();
         let Some(line) = operands.next() else {
             eprintln!("sentra-shell: -c: option requires an argument");
             return ExitCode::from(2);
         };
-        let arg0 = operands.next();
-        (line, arg0, operands.collect())
+        let dollar0 = operands.next();
+        (line, dollar0, operands.collect())
     } else if !args.stdin && !args.operands.is_empty() {
         let mut operands = args.operands.into_iter();
         let script = operands.next().unwrap_or_default();
@@ -144,7 +159,12 @@ fn main() -> ExitCode {
         (text, Some("sentra-shell".to_string()), args.operands)
     };
     let mut gate = gate;
-    let once = Once { options: &args.options, arg0: arg0.as_deref(), args: &rest, quiet: args.quiet };
+    let once = Once {
+        options: &args.options,
+        arg0: dollar0.as_deref(),
+        args: &rest,
+        quiet: args.quiet,
+    };
     match session::run_once(&mut gate, &line, &once) {
         Ok(Outcome::Ran { status, .. }) => exec::exit_like(status),
         Ok(Outcome::Denied(_)) => ExitCode::from(DENIED),

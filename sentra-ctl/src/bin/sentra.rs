@@ -14,7 +14,12 @@ use sentra_ctl::{
 };
 
 #[derive(Parser)]
-#[command(name = "sentra", version, about = "Policy-checked shell: every program a line can run is judged first")]
+#[command(
+    name = "sentra",
+    version,
+    about = "Policy-checked shell: every program a line can run is judged first"
+)]
+#[expect(clippy::doc_markdown, reason = "doc comments are the --help text")]
 struct Cli {
     /// Policy file (default: $SENTRA_POLICY, else /etc/sentra/policy.yaml).
     #[arg(short, long)]

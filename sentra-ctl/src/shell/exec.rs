@@ -22,11 +22,18 @@ pub struct Shells {
 }
 
 impl Shells {
-    /// Finds `/bin/sh` and bash without `$SHELL` (OpenClaw removes it).
+    /// Finds `/bin/sh` and bash without `$SHELL` (`OpenClaw` removes it).
     #[must_use]
     pub fn find() -> Self {
-        let sh = ["/bin/sh", "/usr/bin/sh"].iter().map(PathBuf::from).find(|p| p.is_file()).unwrap_or_else(|| "sh".into());
-        let bash = ["/bin/bash", "/usr/bin/bash", "/usr/local/bin/bash"].iter().map(PathBuf::from).find(|p| p.is_file());
+        let sh = ["/bin/sh", "/usr/bin/sh"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| "sh".into());
+        let bash = ["/bin/bash", "/usr/bin/bash", "/usr/local/bin/bash"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file());
         Self { sh, bash }
     }
 
@@ -120,7 +127,10 @@ pub fn wait_forwarding(child: &mut Child) -> std::io::Result<ExitStatus> {
 /// The status as a shell reports it: the exit code, or 128 + the signal.
 #[must_use]
 pub fn status_code(status: ExitStatus) -> i32 {
-    status.code().or_else(|| status.signal().map(|sig| 128 + sig)).unwrap_or(1)
+    status
+        .code()
+        .or_else(|| status.signal().map(|sig| 128 + sig))
+        .unwrap_or(1)
 }
 
 /// Ends this process the way the child ended: with its code, or killed by the same signal (so that
@@ -129,12 +139,24 @@ pub fn exit_like(status: ExitStatus) -> ! {
     let dumps_core = |sig: Signal| {
         matches!(
             sig,
-            Signal::SIGQUIT | Signal::SIGILL | Signal::SIGABRT | Signal::SIGFPE | Signal::SIGSEGV | Signal::SIGBUS
-                | Signal::SIGSYS | Signal::SIGTRAP | Signal::SIGXCPU | Signal::SIGXFSZ
+            Signal::SIGQUIT
+                | Signal::SIGILL
+                | Signal::SIGABRT
+                | Signal::SIGFPE
+                | Signal::SIGSEGV
+                | Signal::SIGBUS
+                | Signal::SIGSYS
+                | Signal::SIGTRAP
+                | Signal::SIGXCPU
+                | Signal::SIGXFSZ
         )
     };
     // Signals that dump core are reported as 128 + signal rather than dumping this process's core.
-    if let Some(sig) = status.signal().and_then(|s| Signal::try_from(s).ok()).filter(|&s| !dumps_core(s)) {
+    if let Some(sig) = status
+        .signal()
+        .and_then(|s| Signal::try_from(s).ok())
+        .filter(|&s| !dumps_core(s))
+    {
         let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
         // SAFETY: restoring the default disposition has no handler to be unsafe.
         let _ = unsafe { signal::sigaction(sig, &default) };

@@ -2,6 +2,7 @@
 //! `sentra-shell` and the `sentra` REPL.
 
 use std::{
+    fmt::Write as _,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -54,13 +55,20 @@ impl Settings {
         let env_path = |key: &str| std::env::var_os(key).filter(|v| !v.is_empty()).map(PathBuf::from);
         let user = os_user();
         Self {
-            policy: policy.or_else(|| env_path("SENTRA_POLICY")).unwrap_or_else(|| DEFAULT_POLICY.into()),
-            log: log.or_else(|| env_path("SENTRA_AUDIT_LOG")).unwrap_or_else(|| audit::DEFAULT_AUDIT_LOG.into()),
+            policy: policy
+                .or_else(|| env_path("SENTRA_POLICY"))
+                .unwrap_or_else(|| DEFAULT_POLICY.into()),
+            log: log
+                .or_else(|| env_path("SENTRA_AUDIT_LOG"))
+                .unwrap_or_else(|| audit::DEFAULT_AUDIT_LOG.into()),
             identity: identity
                 .or_else(|| std::env::var("SENTRA_IDENTITY").ok().filter(|v| !v.is_empty()))
                 .unwrap_or(user),
             mode: None,
-            session_id: std::env::var("SENTRA_SESSION_ID").ok().filter(|v| !v.is_empty()).unwrap_or_else(new_session_id),
+            session_id: std::env::var("SENTRA_SESSION_ID")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(new_session_id),
         }
     }
 }
@@ -69,11 +77,17 @@ impl Settings {
 #[must_use]
 pub fn os_user() -> String {
     let uid = nix::unistd::getuid();
-    nix::unistd::User::from_uid(uid).ok().flatten().map_or_else(|| uid.to_string(), |user| user.name)
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |user| user.name)
 }
 
 fn new_session_id() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
     format!("{:08x}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
 }
 
@@ -130,7 +144,9 @@ impl Gate {
             matcher,
             log,
             shells: Shells::find(),
-            host: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+            host: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             user: os_user(),
             kernel_enforced: crate::cgroup::in_governed_cgroup(),
             executed: 0,
@@ -152,10 +168,17 @@ impl Gate {
     /// `SENTRA_STATE_DIR` says otherwise.
     #[must_use]
     pub fn rate_state(&self) -> PathBuf {
-        let dir = std::env::var_os("SENTRA_STATE_DIR").filter(|v| !v.is_empty()).map_or_else(
-            || self.settings.log.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf),
-            PathBuf::from,
-        );
+        let dir = std::env::var_os("SENTRA_STATE_DIR")
+            .filter(|v| !v.is_empty())
+            .map_or_else(
+                || {
+                    self.settings
+                        .log
+                        .parent()
+                        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+                },
+                PathBuf::from,
+            );
         ratelimit::state_path(&dir, &self.settings.identity)
     }
 
@@ -163,7 +186,12 @@ impl Gate {
     #[must_use]
     pub fn decide(&self, line: &str, cwd: &Path, path: Option<String>, count: bool) -> Decision {
         let start = Instant::now();
-        let evaluator = Evaluator { matcher: &self.matcher, identity: self.settings.identity.clone(), cwd: cwd.to_path_buf(), path };
+        let evaluator = Evaluator {
+            matcher: &self.matcher,
+            identity: self.settings.identity.clone(),
+            cwd: cwd.to_path_buf(),
+            path,
+        };
         let verdict = evaluator.evaluate(line);
         let eval_duration = start.elapsed();
         let audit_mode = self.mode() == Mode::Audit;
@@ -174,10 +202,15 @@ impl Gate {
                 (true, false) => "denied",
                 (true, true) => "auditonly",
             },
-            rule_id: part.as_ref().map_or_else(|| "none".to_string(), |p| p.rule_id.clone()),
+            rule_id: part
+                .as_ref()
+                .map_or_else(|| "none".to_string(), |p| p.rule_id.clone()),
             reason: part.as_ref().and_then(|p| p.reason.clone()),
             part: part.as_ref().map(|p| p.text.clone()),
-            executable: part.as_ref().map(|p| p.executable.clone()).filter(|e| !e.is_empty()),
+            executable: part
+                .as_ref()
+                .map(|p| p.executable.clone())
+                .filter(|e| !e.is_empty()),
             args: part.map(|p| p.args).unwrap_or_default(),
             verdict,
             rate_limited: None,
@@ -278,7 +311,12 @@ pub fn denial_message(line: &str, decision: &Decision, quiet: bool) -> String {
     let reason = decision.reason.as_deref().unwrap_or("denied by policy");
     let line_shown = line.trim_end();
     if quiet {
-        let part = decision.part.as_deref().filter(|p| *p != line_shown).map(|p| format!(" in `{p}`")).unwrap_or_default();
+        let part = decision
+            .part
+            .as_deref()
+            .filter(|p| *p != line_shown)
+            .map(|p| format!(" in `{p}`"))
+            .unwrap_or_default();
         return format!("sentra: denied{part}: {reason} (rule {})\n", decision.rule_id);
     }
     if let Some((used, retry_after)) = decision.rate_limited {
@@ -290,8 +328,8 @@ pub fn denial_message(line: &str, decision: &Decision, quiet: bool) -> String {
     }
     let mut message = format!("[X] DENIED: {line_shown}\n");
     if let Some(part) = decision.part.as_deref().filter(|p| *p != line_shown) {
-        message.push_str(&format!("    Part:   {part}\n"));
+        let _ = writeln!(message, "    Part:   {part}");
     }
-    message.push_str(&format!("    Rule:   {}\n    Reason: {reason}\n", decision.rule_id));
+    let _ = writeln!(message, "    Rule:   {}\n    Reason: {reason}", decision.rule_id);
     message
 }

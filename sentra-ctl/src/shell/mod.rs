@@ -1,4 +1,4 @@
-//! The shell layer: `sentra-shell` (a drop-in `SHELL` for OpenClaw) and the `sentra` REPL.
+//! The shell layer: `sentra-shell` (a drop-in `SHELL` for `OpenClaw`) and the `sentra` REPL.
 //!
 //! A line is parsed into every simple command it can run ([`parse`]), wrappers and builtins are
 //! unwrapped to the programs they run ([`unwrap`]), each program is judged by the policy's rules

@@ -78,13 +78,20 @@ pub struct Analysis {
 /// The line is not valid shell syntax, or is incomplete, or nests too deeply.
 pub fn analyze(line: &str) -> Result<Analysis, ParseError> {
     let mut analysis = Analysis::default();
-    Walker { out: &mut analysis, depth: 0 }.program(line)?;
+    Walker {
+        out: &mut analysis,
+        depth: 0,
+    }
+    .program(line)?;
     Ok(analysis)
 }
 
 fn options() -> ParserOptions {
     // Extended globs off: `sh` has none, and bash enables them only with `shopt -s extglob`.
-    ParserOptions { enable_extended_globbing: false, ..ParserOptions::default() }
+    ParserOptions {
+        enable_extended_globbing: false,
+        ..ParserOptions::default()
+    }
 }
 
 struct Walker<'a> {
@@ -132,20 +139,35 @@ impl Walker<'_> {
             Command::Simple(simple) => self.simple(simple),
             Command::Compound(compound, redirects) => {
                 self.compound(compound)?;
-                redirects.iter().flat_map(|list| &list.0).try_for_each(|redirect| self.redirect(redirect))
+                redirects
+                    .iter()
+                    .flat_map(|list| &list.0)
+                    .try_for_each(|redirect| self.redirect(redirect))
             }
             Command::Function(function) => {
                 self.out.functions.insert(function.fname.value.clone());
-                if function.fname.value.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if function
+                    .fname
+                    .value
+                    .contains(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                {
                     self.out.needs_bash = true;
                 }
                 self.compound(&function.body.0)?;
-                function.body.1.iter().flat_map(|list| &list.0).try_for_each(|redirect| self.redirect(redirect))
+                function
+                    .body
+                    .1
+                    .iter()
+                    .flat_map(|list| &list.0)
+                    .try_for_each(|redirect| self.redirect(redirect))
             }
             Command::ExtendedTest(test, redirects) => {
                 self.out.needs_bash = true;
                 self.test_expr(&test.expr)?;
-                redirects.iter().flat_map(|list| &list.0).try_for_each(|redirect| self.redirect(redirect))
+                redirects
+                    .iter()
+                    .flat_map(|list| &list.0)
+                    .try_for_each(|redirect| self.redirect(redirect))
             }
         }
     }
@@ -173,7 +195,10 @@ impl Walker<'_> {
             }
             CompoundCommand::ArithmeticForClause(clause) => {
                 self.out.needs_bash = true;
-                for expr in [&clause.initializer, &clause.condition, &clause.updater].into_iter().flatten() {
+                for expr in [&clause.initializer, &clause.condition, &clause.updater]
+                    .into_iter()
+                    .flatten()
+                {
                     self.text(&expr.value)?;
                 }
                 self.list(&clause.body.list)
@@ -240,11 +265,7 @@ impl Walker<'_> {
                 }
                 Ok(())
             }
-            IoRedirect::HereString(_, word) => {
-                self.out.needs_bash = true;
-                self.word(&word.value).map(drop)
-            }
-            IoRedirect::OutputAndError(word, _) => {
+            IoRedirect::HereString(_, word) | IoRedirect::OutputAndError(word, _) => {
                 self.out.needs_bash = true;
                 self.word(&word.value).map(drop)
             }
@@ -266,13 +287,20 @@ impl Walker<'_> {
             self.item(item, Some(&mut words))?;
         }
         if !words.is_empty() {
-            self.out.commands.push(SimpleCommand { words, text: simple.to_string() });
+            self.out.commands.push(SimpleCommand {
+                words,
+                text: simple.to_string(),
+            });
         }
         Ok(())
     }
 
     /// A prefix item (`words` is `None`: assignments and redirections only) or suffix item.
-    fn item(&mut self, item: &CommandPrefixOrSuffixItem, words: Option<&mut Vec<Word>>) -> Result<(), ParseError> {
+    fn item(
+        &mut self,
+        item: &CommandPrefixOrSuffixItem,
+        words: Option<&mut Vec<Word>>,
+    ) -> Result<(), ParseError> {
         match item {
             CommandPrefixOrSuffixItem::IoRedirect(redirect) => self.redirect(redirect),
             CommandPrefixOrSuffixItem::Word(word) => {
@@ -312,7 +340,12 @@ impl Walker<'_> {
             CommandPrefixOrSuffixItem::ProcessSubstitution(_, subshell) => {
                 self.out.needs_bash = true;
                 if let Some(words) = words {
-                    words.push(Word { raw: "<(…)".into(), value: None, basename: None, glob: false });
+                    words.push(Word {
+                        raw: "<(…)".into(),
+                        value: None,
+                        basename: None,
+                        glob: false,
+                    });
                 }
                 self.list(&subshell.list)
             }
@@ -329,7 +362,8 @@ impl Walker<'_> {
 
     /// Parses a word: collects its substitutions, and works out its value.
     fn word(&mut self, raw: &str) -> Result<Word, ParseError> {
-        let pieces = brush_parser::word::parse(raw, &options()).map_err(|err| ParseError::Syntax(err.to_string()))?;
+        let pieces =
+            brush_parser::word::parse(raw, &options()).map_err(|err| ParseError::Syntax(err.to_string()))?;
         let shape = self.pieces(&pieces, false)?;
         let glob = shape.glob;
         let value = shape.dynamic.is_none().then(|| shape.literal.clone());
@@ -342,7 +376,12 @@ impl Walker<'_> {
                 .filter(|base| !base.is_empty()),
             (None, _) => None,
         };
-        Ok(Word { raw: raw.to_string(), value, basename, glob })
+        Ok(Word {
+            raw: raw.to_string(),
+            value,
+            basename,
+            glob,
+        })
     }
 
     /// Walks word pieces; `quoted` when inside double quotes.
@@ -383,7 +422,11 @@ impl Walker<'_> {
                 WordPiece::TildeExpansion(_) => shape.mark(Dynamic::Contained),
                 WordPiece::ParameterExpansion(expr) => {
                     self.parameter(expr)?;
-                    shape.mark(if quoted { Dynamic::Contained } else { Dynamic::Splitting });
+                    shape.mark(if quoted {
+                        Dynamic::Contained
+                    } else {
+                        Dynamic::Splitting
+                    });
                 }
                 WordPiece::CommandSubstitution(program) => {
                     self.program(program)?;
@@ -395,7 +438,11 @@ impl Walker<'_> {
                 }
                 WordPiece::ArithmeticExpression(expr) => {
                     self.text(&expr.value)?;
-                    shape.mark(if quoted { Dynamic::Contained } else { Dynamic::Splitting });
+                    shape.mark(if quoted {
+                        Dynamic::Contained
+                    } else {
+                        Dynamic::Splitting
+                    });
                 }
             }
         }
@@ -409,10 +456,19 @@ impl Walker<'_> {
             | ParameterExpr::ParameterLength { .. }
             | ParameterExpr::VariableNames { .. }
             | ParameterExpr::MemberKeys { .. } => Vec::new(),
-            ParameterExpr::UseDefaultValues { default_value: value, .. }
-            | ParameterExpr::AssignDefaultValues { default_value: value, .. }
-            | ParameterExpr::IndicateErrorIfNullOrUnset { error_message: value, .. }
-            | ParameterExpr::UseAlternativeValue { alternative_value: value, .. }
+            ParameterExpr::UseDefaultValues {
+                default_value: value, ..
+            }
+            | ParameterExpr::AssignDefaultValues {
+                default_value: value, ..
+            }
+            | ParameterExpr::IndicateErrorIfNullOrUnset {
+                error_message: value, ..
+            }
+            | ParameterExpr::UseAlternativeValue {
+                alternative_value: value,
+                ..
+            }
             | ParameterExpr::RemoveSmallestSuffixPattern { pattern: value, .. }
             | ParameterExpr::RemoveLargestSuffixPattern { pattern: value, .. }
             | ParameterExpr::RemoveSmallestPrefixPattern { pattern: value, .. }
@@ -428,11 +484,17 @@ impl Walker<'_> {
             }
             ParameterExpr::Substring { offset, length, .. } => {
                 self.out.needs_bash = true;
-                std::iter::once(offset.value.as_str()).chain(length.iter().map(|l| l.value.as_str())).collect()
+                std::iter::once(offset.value.as_str())
+                    .chain(length.iter().map(|l| l.value.as_str()))
+                    .collect()
             }
-            ParameterExpr::ReplaceSubstring { pattern, replacement, .. } => {
+            ParameterExpr::ReplaceSubstring {
+                pattern, replacement, ..
+            } => {
                 self.out.needs_bash = true;
-                std::iter::once(pattern.as_str()).chain(replacement.as_deref()).collect()
+                std::iter::once(pattern.as_str())
+                    .chain(replacement.as_deref())
+                    .collect()
             }
             ParameterExpr::Transform { .. } => {
                 self.out.needs_bash = true;
@@ -495,7 +557,8 @@ fn is_pattern(text: &str) -> bool {
     text.contains(['*', '?', '[']) || (text.contains('{') && (text.contains(',') || text.contains("..")))
 }
 
-/// Quote removal of a backslash escape: inside double quotes only `$ \` " \ newline` lose it.
+/// Quote removal of a backslash escape: inside double quotes only a backslash before `$`, a
+/// backquote, `"`, `\\` or a newline is removed.
 fn unescape(escape: &str, quoted: bool) -> String {
     let mut chars = escape.chars();
     match (chars.next(), chars.next()) {
@@ -528,7 +591,11 @@ fn classify(err: &brush_parser::ParseError) -> ParseError {
     let incomplete = matches!(err, brush_parser::ParseError::ParsingAtEndOfInput)
         || message.contains("unterminated")
         || message.contains("end of input");
-    if incomplete { ParseError::Incomplete(message) } else { ParseError::Syntax(message) }
+    if incomplete {
+        ParseError::Incomplete(message)
+    } else {
+        ParseError::Syntax(message)
+    }
 }
 
 #[cfg(test)]
@@ -540,7 +607,12 @@ mod tests {
             .expect("parses")
             .commands
             .iter()
-            .map(|c| c.words.first().map(|w| w.basename.clone().unwrap_or_else(|| format!("?{}", w.raw))).unwrap_or_default())
+            .map(|c| {
+                c.words
+                    .first()
+                    .map(|w| w.basename.clone().unwrap_or_else(|| format!("?{}", w.raw)))
+                    .unwrap_or_default()
+            })
             .collect()
     }
 
@@ -556,7 +628,10 @@ mod tests {
         assert_eq!(names("cat <<'EOF'\n$(id)\nEOF\n"), ["cat"]);
         assert_eq!(names("f() { sudo x; }; f"), ["sudo", "f"]);
         assert_eq!(names("for i in $(seq 3); do echo $i; done"), ["seq", "echo"]);
-        assert_eq!(names("if a; then b; elif c; then d; else e; fi"), ["a", "b", "c", "d", "e"]);
+        assert_eq!(
+            names("if a; then b; elif c; then d; else e; fi"),
+            ["a", "b", "c", "d", "e"]
+        );
         assert_eq!(names("(( $(id) ))"), ["id"]);
         assert_eq!(names("echo `echo \\`id\\``"), ["id", "echo", "echo"]);
     }
@@ -569,11 +644,23 @@ mod tests {
         assert_eq!(first("$CMD x").value, None);
         assert_eq!(first("$CMD x").basename, None);
         assert_eq!(first("\"$HOME\"/bin/tool").basename.as_deref(), Some("tool"));
-        assert_eq!(first("$HOME/bin/tool").basename, None, "unquoted expansions can split");
+        assert_eq!(
+            first("$HOME/bin/tool").basename,
+            None,
+            "unquoted expansions can split"
+        );
         assert_eq!(first("~/bin/tool").basename.as_deref(), Some("tool"));
-        assert_eq!(first("/bin/s?").glob, true);
-        let outer = analyze("$(echo sudo) x").expect("parses").commands.pop().expect("outer command");
-        assert_eq!(outer.words.first().and_then(|w| w.basename.clone()), None, "substituted program names are unknown");
+        assert!(first("/bin/s?").glob);
+        let outer = analyze("$(echo sudo) x")
+            .expect("parses")
+            .commands
+            .pop()
+            .expect("outer command");
+        assert_eq!(
+            outer.words.first().and_then(|w| w.basename.clone()),
+            None,
+            "substituted program names are unknown"
+        );
     }
 
     #[test]

@@ -7,8 +7,7 @@ use rustyline::{DefaultEditor, error::ReadlineError};
 
 use super::{
     evaluate::is_incomplete,
-    exec,
-    ratelimit,
+    exec, ratelimit,
     session::{Outcome, Session, SessionError},
 };
 use crate::policy::model::Mode;
@@ -67,6 +66,10 @@ impl Input {
 ///
 /// # Errors
 /// The audit log cannot be written, or input fails.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the loop reads as one sequence: read, continue, built-ins, run"
+)]
 pub fn run(session: &mut Session, options: Options) -> Result<i32, ReplError> {
     let terminal = std::io::stdin().is_terminal();
     let history = std::env::var_os("HOME").map(|home| std::path::PathBuf::from(home).join(".sentra_history"));
@@ -95,7 +98,11 @@ pub fn run(session: &mut Session, options: Options) -> Result<i32, ReplError> {
     let mut status = 0;
     let mut any_denied = false;
     loop {
-        let prompt = if session.quiet { "$ ".to_string() } else { format!("[sentra:{}]$ ", mode_name(session.gate.mode())) };
+        let prompt = if session.quiet {
+            "$ ".to_string()
+        } else {
+            format!("[sentra:{}]$ ", mode_name(session.gate.mode()))
+        };
         let mut line = match input.read(&prompt) {
             Ok(Some(line)) => line,
             Ok(None) => break,
@@ -136,7 +143,10 @@ pub fn run(session: &mut Session, options: Options) -> Result<i32, ReplError> {
             }
             _ => {}
         }
-        if let Some(code) = trimmed.strip_prefix("exit ").and_then(|c| c.trim().parse::<i32>().ok()) {
+        if let Some(code) = trimmed
+            .strip_prefix("exit ")
+            .and_then(|c| c.trim().parse::<i32>().ok())
+        {
             status = code;
             break;
         }
@@ -145,7 +155,11 @@ pub fn run(session: &mut Session, options: Options) -> Result<i32, ReplError> {
             let denied = !decision.runs() || decision.decision == "auditonly";
             any_denied |= denied;
             let verdict = if denied { "DENY" } else { "ALLOW" };
-            let reason = decision.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            let reason = decision
+                .reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
             println!("{verdict}\t{}\t{}{reason}", line.trim_end(), decision.rule_id);
             continue;
         }
@@ -164,7 +178,10 @@ pub fn run(session: &mut Session, options: Options) -> Result<i32, ReplError> {
     }
     session.lifecycle("session_end")?;
     if terminal && !session.quiet {
-        eprintln!("Session ended: {} executed, {} denied.", session.gate.executed, session.gate.denied);
+        eprintln!(
+            "Session ended: {} executed, {} denied.",
+            session.gate.executed, session.gate.denied
+        );
     }
     Ok(status)
 }
@@ -208,6 +225,13 @@ fn print_status(session: &Session) {
         None => println!("Rate limit: none"),
     }
     println!("Audit log:  {}", gate.settings.log.display());
-    println!("Kernel:     {}", if gate.kernel_enforced { "enforcing (governed cgroup)" } else { "not enforcing" });
+    println!(
+        "Kernel:     {}",
+        if gate.kernel_enforced {
+            "enforcing (governed cgroup)"
+        } else {
+            "not enforcing"
+        }
+    );
     println!("Directory:  {}", session.cwd.display());
 }

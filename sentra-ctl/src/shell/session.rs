@@ -19,9 +19,9 @@ use super::{
 };
 use crate::audit::Record;
 
-/// The descriptor on which a session line reports the shell's state back (high, to stay clear of the
-/// descriptors scripts use).
-const STATE_FD: i32 = 63;
+/// The descriptor on which a session line reports the shell's state back: the highest one dash's
+/// redirections can name (single digit).
+const STATE_FD: i32 = 9;
 
 /// Errors that end a line without running it.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +42,10 @@ pub enum SessionError {
 #[derive(Debug)]
 pub enum Outcome {
     /// Ran, with this status.
-    Ran { status: std::process::ExitStatus, decision: Decision },
+    Ran {
+        status: std::process::ExitStatus,
+        decision: Decision,
+    },
     Denied(Decision),
 }
 
@@ -70,16 +73,34 @@ pub fn run_once(gate: &mut Gate, line: &str, once: &Once<'_>) -> Result<Outcome,
         return Ok(Outcome::Denied(decision));
     }
     let shell = gate.shells.pick(decision.verdict.needs_bash).to_path_buf();
-    let invocation = Invocation { shell: &shell, options: once.options, line, arg0: once.arg0, args: once.args };
+    let invocation = Invocation {
+        shell: &shell,
+        options: once.options,
+        line,
+        arg0: once.arg0,
+        args: once.args,
+    };
     let start = Instant::now();
     let mut child = invocation
         .command()
         .spawn()
-        .map_err(|source| SessionError::Spawn { shell: shell.display().to_string(), source })?;
-    let status = exec::wait_forwarding(&mut child)
-        .map_err(|source| SessionError::Spawn { shell: shell.display().to_string(), source })?;
+        .map_err(|source| SessionError::Spawn {
+            shell: shell.display().to_string(),
+            source,
+        })?;
+    let status = exec::wait_forwarding(&mut child).map_err(|source| SessionError::Spawn {
+        shell: shell.display().to_string(),
+        source,
+    })?;
     gate.executed += 1;
-    let record = gate.record(line, &decision, &cwd, Some(exec::status_code(status)), Some(start.elapsed()), Some(&shell));
+    let record = gate.record(
+        line,
+        &decision,
+        &cwd,
+        Some(exec::status_code(status)),
+        Some(start.elapsed()),
+        Some(&shell),
+    );
     if let Err(err) = gate.write(&record) {
         // The line already ran; say loudly that its record is missing.
         eprintln!("sentra: audit log write failed after the command ran: {err}");
@@ -137,7 +158,9 @@ impl Session {
     }
 
     fn path_var(&self) -> Option<String> {
-        self.env.get(&OsString::from("PATH")).map(|p| p.to_string_lossy().into_owned())
+        self.env
+            .get(&OsString::from("PATH"))
+            .map(|p| p.to_string_lossy().into_owned())
     }
 
     /// Judges a line without running it.
@@ -154,22 +177,38 @@ impl Session {
         let decision = self.gate.decide(line, &self.cwd, self.path_var(), true);
         if !decision.runs() {
             self.gate.denied += 1;
-            self.gate.write(&self.gate.record(line, &decision, &self.cwd, Some(126), None, None))?;
+            self.gate.write(
+                &self
+                    .gate
+                    .record(line, &decision, &self.cwd, Some(126), None, None),
+            )?;
             eprint!("{}", denial_message(line, &decision, self.quiet));
             return Ok(Outcome::Denied(decision));
         }
         if self.verbose {
-            let tag = if decision.decision == "auditonly" { "[!] AUDIT" } else { "[+] ALLOWED" };
+            let tag = if decision.decision == "auditonly" {
+                "[!] AUDIT"
+            } else {
+                "[+] ALLOWED"
+            };
             eprintln!("{tag}: {} (rule {})", line.trim_end(), decision.rule_id);
         }
         let shell = self.gate.shells.pick(decision.verdict.needs_bash).to_path_buf();
         let state = memfd_create("sentra-state", MFdFlags::MFD_CLOEXEC)
             .map_err(|errno| SessionError::State(std::io::Error::from(errno)))?;
         // The trailer reports the state with builtins only (the kernel layer may allow no `env`).
-        let script =
-            format!("{line}\n__sentra_rc=$?; {{ pwd; export -p; }} >&{STATE_FD} 2>/dev/null; exit $__sentra_rc\n");
+        let script = format!(
+            "{line}\n__sentra_rc=$?; {{ pwd; export -p; }} >&{STATE_FD} 2>/dev/null; exit $__sentra_rc\n"
+        );
         let options: [String; 0] = [];
-        let mut command = Invocation { shell: &shell, options: &options, line: &script, arg0: None, args: &[] }.command();
+        let mut command = Invocation {
+            shell: &shell,
+            options: &options,
+            line: &script,
+            arg0: None,
+            args: &[],
+        }
+        .command();
         command.env_clear().envs(&self.env).current_dir(&self.cwd);
         let raw = state.as_raw_fd();
         // SAFETY: dup2 is async-signal-safe; it runs in the child between fork and exec.
@@ -182,13 +221,23 @@ impl Session {
             });
         }
         let start = Instant::now();
-        let mut child =
-            command.spawn().map_err(|source| SessionError::Spawn { shell: shell.display().to_string(), source })?;
-        let status = exec::wait_forwarding(&mut child)
-            .map_err(|source| SessionError::Spawn { shell: shell.display().to_string(), source })?;
+        let mut child = command.spawn().map_err(|source| SessionError::Spawn {
+            shell: shell.display().to_string(),
+            source,
+        })?;
+        let status = exec::wait_forwarding(&mut child).map_err(|source| SessionError::Spawn {
+            shell: shell.display().to_string(),
+            source,
+        })?;
         self.gate.executed += 1;
-        let record =
-            self.gate.record(line, &decision, &self.cwd, Some(exec::status_code(status)), Some(start.elapsed()), Some(&shell));
+        let record = self.gate.record(
+            line,
+            &decision,
+            &self.cwd,
+            Some(exec::status_code(status)),
+            Some(start.elapsed()),
+            Some(&shell),
+        );
         if let Err(err) = self.gate.write(&record) {
             eprintln!("sentra: audit log write failed after the command ran: {err}");
         }
@@ -203,11 +252,15 @@ impl Session {
     /// Takes over `pwd` and `export -p` output (dash's `export NAME='v'` or bash's
     /// `declare -x NAME="v"`), parsed with the same shell parser.
     fn adopt(&mut self, text: &str) {
-        let Some((pwd, exports)) = text.split_once('\n') else { return };
+        let Some((pwd, exports)) = text.split_once('\n') else {
+            return;
+        };
         if pwd.starts_with('/') && Path::new(pwd).is_dir() {
             self.cwd = PathBuf::from(pwd);
         }
-        let Ok(analysis) = parse::analyze(exports) else { return };
+        let Ok(analysis) = parse::analyze(exports) else {
+            return;
+        };
         let mut env = BTreeMap::new();
         for command in &analysis.commands {
             for word in command.words.iter().skip(1) {

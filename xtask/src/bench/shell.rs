@@ -1,8 +1,278 @@
-//! `cargo xtask bench shell` (issue 5): not written yet.
+//! `cargo xtask bench shell` (issue 5): what `sentra-shell` costs per command.
+//!
+//! 1. Startup: `sentra-shell -c true` (67-rule policy, audit log written) against `sh -c true` and
+//!    `bash -c true`, interleaved in one run so that machine noise hits all three alike.
+//! 2. Matching: per-command rule evaluation for 10, 67 and 10,000 rules (ns/command, 10k/10 ratio),
+//!    and a whole line (parse, unwrap, match) for reference.
+
+use std::{
+    hint::black_box,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use sentra_ctl::{
+    policy::{
+        Policy,
+        shell::{Query, ShellMatcher},
+    },
+    shell::evaluate::Evaluator,
+};
+
+use crate::vm;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Runs of each command (at least 200).
+    #[arg(long, default_value_t = 300)]
+    pub runs: u32,
+    /// Matcher evaluations per policy size.
+    #[arg(long, default_value_t = 200_000)]
+    pub evaluations: u32,
+}
 
-pub fn run(_args: &Args) -> anyhow::Result<()> {
-    anyhow::bail!("bench shell is not implemented yet")
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    if args.runs < 200 {
+        bail!("--runs must be at least 200");
+    }
+    let workspace = vm::workspace_root()?;
+    let policy = workspace.join("policies/original-67.yaml");
+    let shell = build(&workspace)?;
+    startup(args.runs, &shell, &policy)?;
+    matching(args.evaluations, &policy)
+}
+
+fn build(workspace: &Path) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace)
+        .args(["build", "--release", "-p", "sentra-ctl", "--bin", "sentra-shell"])
+        // sentra-shell does not use the BPF object.
+        .env("AYA_BUILD_SKIP", "1")
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("building sentra-shell failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), PathBuf::from);
+    Ok(target.join("release/sentra-shell"))
+}
+
+fn time_one(command: &mut Command) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let status = command.status().context("spawning")?;
+    let elapsed = start.elapsed();
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(elapsed)
+}
+
+struct Stats {
+    median: f64,
+    mean: f64,
+    p90: f64,
+}
+
+fn stats(samples: &mut [Duration]) -> Stats {
+    samples.sort_unstable();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let at = |q: f64| {
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "index of a percentile"
+        )]
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples.get(i).copied().map_or(0.0, ms)
+    };
+    #[expect(clippy::cast_precision_loss, reason = "sample counts are small")]
+    let mean = samples.iter().copied().map(ms).sum::<f64>() / samples.len().max(1) as f64;
+    Stats {
+        median: at(0.5),
+        mean,
+        p90: at(0.9),
+    }
+}
+
+fn startup(runs: u32, shell: &Path, policy: &Path) -> anyhow::Result<()> {
+    let scratch = std::env::temp_dir().join(format!("sentra-bench-shell-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let log = scratch.join("audit.jsonl");
+    let sentra = || {
+        let mut command = Command::new(shell);
+        command
+            .args(["-c", "true"])
+            .env("SENTRA_POLICY", policy)
+            .env("SENTRA_AUDIT_LOG", &log)
+            .env_remove("SHELL")
+            .stdin(Stdio::null());
+        command
+    };
+    let plain = |sh: &str| {
+        let mut command = Command::new(sh);
+        command.args(["-c", "true"]).stdin(Stdio::null());
+        command
+    };
+    let bash = ["/bin/bash", "/usr/bin/bash"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("bash");
+    // Warm the page cache and the dynamic loader's.
+    for _ in 0..20 {
+        time_one(&mut sentra())?;
+        time_one(&mut plain("/bin/sh"))?;
+        time_one(&mut plain(bash))?;
+    }
+    let (mut s, mut sh, mut b) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        s.push(time_one(&mut sentra())?);
+        sh.push(time_one(&mut plain("/bin/sh"))?);
+        b.push(time_one(&mut plain(bash))?);
+    }
+    let records = std::fs::read_to_string(&log)?.lines().count();
+    let _ = std::fs::remove_dir_all(&scratch);
+    let (s, sh, b) = (stats(&mut s), stats(&mut sh), stats(&mut b));
+    println!(
+        "startup, {runs} runs each, interleaved (policy {}):",
+        policy.display()
+    );
+    println!(
+        "  {:<34} {:>10} {:>10} {:>10}",
+        "command", "median ms", "mean ms", "p90 ms"
+    );
+    for (name, st) in [
+        ("sentra-shell -c true", &s),
+        ("sh -c true", &sh),
+        (&*format!("{bash} -c true"), &b),
+    ] {
+        println!(
+            "  {name:<34} {:>10.3} {:>10.3} {:>10.3}",
+            st.median, st.mean, st.p90
+        );
+    }
+    println!(
+        "  sentra-shell vs sh:   {:.2}x, adds {:.3} ms (median; target <= 2 ms)",
+        s.median / sh.median,
+        s.median - sh.median
+    );
+    println!(
+        "  sentra-shell vs bash: {:.2}x, adds {:.3} ms (median)",
+        s.median / b.median,
+        s.median - b.median
+    );
+    println!("  audit records written: {records}");
+    Ok(())
+}
+
+/// A policy of `n` rules: the 67-rule policy's rules first, then distinct generated ones (or only
+/// the first `n` of the 67).
+fn policy_of(n: usize, base: &Policy) -> Policy {
+    let mut policy = base.clone();
+    policy.model.rules.truncate(n);
+    let template = policy.model.rules.first().cloned();
+    let mut i = 0;
+    while policy.model.rules.len() < n {
+        let Some(mut rule) = template.clone() else { break };
+        rule.id = format!("generated_{i}");
+        rule.matcher.executable = Some(if i % 10 == 0 {
+            format!("^tool{i}(-[a-z]+)?$")
+        } else {
+            format!("^tool{i}$")
+        });
+        rule.matcher.args_pattern = (i % 3 == 0).then(|| format!("--flag{i}"));
+        policy.model.rules.push(rule);
+        i += 1;
+    }
+    policy
+}
+
+fn matching(evaluations: u32, path: &Path) -> anyhow::Result<()> {
+    let base = Policy::load(path)?;
+    let queries: Vec<(&str, &str)> = vec![
+        ("ls", "-la /tmp"),
+        ("git", "push origin main"),
+        ("rm", "-rf build"),
+        ("curl", "-s https://example.com"),
+        ("python3", "-c print(1)"),
+        ("sudo", "id"),
+        ("unknown-tool", "x"),
+        ("cat", "/etc/hostname"),
+    ];
+    println!(
+        "matching, {evaluations} evaluations per policy (queries cycle over {} commands):",
+        queries.len()
+    );
+    let mut per_size = Vec::new();
+    for n in [10_usize, 67, 10_000] {
+        let policy = policy_of(n, &base);
+        let start = Instant::now();
+        let matcher = ShellMatcher::new(&policy)?;
+        let load = start.elapsed();
+        // Warm-up compiles the lazily compiled regexes of the candidates.
+        for (exe, args) in &queries {
+            black_box(matcher.evaluate(&Query {
+                executable: exe,
+                args,
+                args_known: true,
+                identity: "agent",
+            }));
+        }
+        let start = Instant::now();
+        for i in 0..evaluations {
+            let (exe, args) = queries[i as usize % queries.len()];
+            black_box(matcher.evaluate(&Query {
+                executable: black_box(exe),
+                args: black_box(args),
+                args_known: true,
+                identity: "agent",
+            }));
+        }
+        let ns = start.elapsed().as_secs_f64() * 1e9 / f64::from(evaluations);
+        println!(
+            "  {n:>6} rules: {ns:>8.1} ns/command (matcher built in {:.3} ms)",
+            load.as_secs_f64() * 1000.0
+        );
+        per_size.push(ns);
+    }
+    if let (Some(first), Some(last)) = (per_size.first(), per_size.last()) {
+        println!(
+            "  10,000 rules / 10 rules: {:.2}x (target <= 2x); 67 rules target <= 500 ns",
+            last / first
+        );
+    }
+    let matcher = ShellMatcher::new(&base)?;
+    let evaluator = Evaluator {
+        matcher: &matcher,
+        identity: "agent".into(),
+        cwd: "/tmp".into(),
+        path: None,
+    };
+    let lines = [
+        "ls -la /tmp",
+        "git status && git diff | head -n 20",
+        "export PATH=\"/x:$PATH\"; unset Y; cat a | grep b",
+    ];
+    for line in lines {
+        let rounds = 2000_u32;
+        let start = Instant::now();
+        for _ in 0..rounds {
+            black_box(evaluator.evaluate(black_box(line)));
+        }
+        let us = start.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
+        println!("  whole line (parse + unwrap + match) {line:?}: {us:.1} us");
+    }
+    let start = Instant::now();
+    let text = std::fs::read_to_string(path)?;
+    for _ in 0..100 {
+        black_box(ShellMatcher::new(&Policy::parse(path, &text)?)?);
+    }
+    println!(
+        "  67-rule policy parse + matcher build: {:.3} ms",
+        start.elapsed().as_secs_f64() * 10.0
+    );
+    Ok(())
 }

@@ -1,0 +1,387 @@
+//! `sentra-shell` as a real process: exit statuses, denials, `OpenClaw`'s way of calling it, shell
+//! syntax run exactly, audit records, fail-closed audit, cross-process rate limiting, and the REPL.
+
+use std::{
+    io::Write as _,
+    os::unix::process::ExitStatusExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
+
+const POLICY: &str = "version: \"2.0\"\nmode: enforce\ndefault: allow\nrules:\n  - id: block_sudo\n    match: { executable: \"^sudo$\" }\n    effect: deny\n    reason: \"Privilege escalation via sudo is blocked\"\n  - id: block_rm_rf_root\n    match: { executable: \"^rm$\", args_pattern: \"-rf /\" }\n    effect: deny\n    reason: no\n";
+
+struct Env {
+    dir: tempfile::TempDir,
+    policy: PathBuf,
+}
+
+impl Env {
+    fn new(policy: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("policy.yaml");
+        std::fs::write(&path, policy).expect("write policy");
+        Self { dir, policy: path }
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("log/audit.jsonl")
+    }
+
+    fn shell(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sentra-shell"));
+        command
+            .env("SENTRA_POLICY", &self.policy)
+            .env("SENTRA_AUDIT_LOG", self.log())
+            .env_remove("SHELL")
+            .env_remove("SENTRA_QUIET")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.shell().args(args).output().expect("sentra-shell")
+    }
+
+    fn records(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.log())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect()
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn exit_status_is_propagated_exactly() {
+    let env = Env::new(POLICY);
+    for code in [0, 1, 2, 7, 42, 125, 127, 255] {
+        let out = env.run(&["-c", &format!("exit {code}")]);
+        assert_eq!(out.status.code(), Some(code), "exit {code}");
+    }
+    assert_eq!(env.run(&["-c", "false"]).status.code(), Some(1));
+    assert_eq!(
+        env.run(&["-c", "nonexistent-program-xyz"]).status.code(),
+        Some(127)
+    );
+    let out = env.run(&["-c", "kill -TERM $$"]);
+    assert!(
+        out.status.signal() == Some(15) || out.status.code() == Some(143),
+        "{:?}",
+        out.status
+    );
+}
+
+#[test]
+fn denied_line_exits_126_with_the_denial_on_stderr() {
+    let env = Env::new(POLICY);
+    let out = env.run(&["-c", "echo start; sudo id"]);
+    assert_eq!(out.status.code(), Some(126));
+    assert!(out.stdout.is_empty(), "nothing ran: {}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains("[X] DENIED: echo start; sudo id"), "{err}");
+    assert!(err.contains("Rule:   block_sudo"), "{err}");
+    assert!(
+        err.contains("Reason: Privilege escalation via sudo is blocked"),
+        "{err}"
+    );
+    assert!(err.contains("sudo id"), "names the part: {err}");
+    let quiet = env.run(&["--quiet", "-c", "sudo id"]);
+    assert_eq!(quiet.status.code(), Some(126));
+    assert_eq!(text(&quiet.stderr).lines().count(), 1, "{}", text(&quiet.stderr));
+    let records = env.records();
+    let last = records.last().expect("record");
+    assert_eq!(last["decision"], "denied");
+    assert_eq!(last["layer"], "shell");
+    assert_eq!(last["rule_id"], "block_sudo");
+    assert_eq!(last["exit_code"], 126);
+    assert!(last["kernel_enforced"].is_boolean());
+}
+
+#[test]
+fn openclaw_invocation() {
+    // OpenClaw: `/bin/sh -c '…; exec "$0" "$@"' <SHELL> -c <COMMAND>`, SHELL unset, stdin a pipe.
+    let env = Env::new(POLICY);
+    let command = "export PATH=\"${OPENCLAW_PREPEND_PATH}${PATH:+:$PATH}\"; unset OPENCLAW_PREPEND_PATH; echo \"$PATH\" | grep -c /extra; exit 3";
+    let mut child = Command::new("/bin/sh")
+        .args([
+            "-c",
+            "echo 1000 > /proc/self/oom_score_adj 2>/dev/null; exec \"$0\" \"$@\"",
+        ])
+        .arg(env!("CARGO_BIN_EXE_sentra-shell"))
+        .args(["-c", command])
+        .env("SENTRA_POLICY", &env.policy)
+        .env("SENTRA_AUDIT_LOG", env.log())
+        .env("OPENCLAW_PREPEND_PATH", "/extra")
+        .env_remove("SHELL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"ignored\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "1");
+    // The login-environment probe.
+    let out = env.run(&["-l", "-c", "printf '\\0'; env -0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(out.stdout.first(), Some(&0));
+    assert!(text(&out.stdout).contains("SENTRA_POLICY="));
+    let out = env.run(&["-lc", "echo ok"]);
+    assert_eq!(text(&out.stdout), "ok\n");
+    let record = env
+        .records()
+        .into_iter()
+        .find(|r| r["command"] == command)
+        .expect("record of the command");
+    assert_eq!(record["decision"], "allowed");
+    assert_eq!(record["exit_code"], 3);
+    assert_eq!(record["identity"], record["user"]);
+    for field in [
+        "timestamp",
+        "session_id",
+        "host",
+        "user",
+        "action",
+        "command",
+        "cwd",
+        "rule_id",
+        "exec_duration_ms",
+    ] {
+        assert!(!record[field].is_null(), "missing {field}: {record}");
+    }
+}
+
+#[test]
+fn shell_semantics_are_sh_semantics() {
+    let env = Env::new(POLICY);
+    let out = env.run(&["-c", "f() { echo \"f:$1\"; }\nf one\ncat <<EOF\nline $((1+2))\nEOF\nfor i in a b; do printf '%s' $i; done; echo"]);
+    assert_eq!(text(&out.stdout), "f:one\nline 3\nab\n", "{}", text(&out.stderr));
+    let out = env.run(&["-c", "set -e; false; echo not-reached"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let out = env.run(&["-e", "-c", "false; echo not-reached"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = env.run(&["-c", "echo \"$0|$1|$2|$#\"", "zero", "one", "two"]);
+    assert_eq!(text(&out.stdout), "zero|one|two|2\n");
+    // Bash syntax runs with bash.
+    let out = env.run(&["-c", "[[ -n x ]] && echo bash-ok; cat <(echo ps)"]);
+    assert_eq!(text(&out.stdout), "bash-ok\nps\n", "{}", text(&out.stderr));
+    // Script file and stdin.
+    let script = env.dir.path().join("s.sh");
+    std::fs::write(&script, "echo \"script:$1\"\nexit 4\n").expect("script");
+    let out = env.run(&[script.to_str().expect("utf-8"), "arg"]);
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(4), "script:arg\n".into())
+    );
+    let mut child = env
+        .shell()
+        .arg("-s")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"echo from-stdin\nexit 5\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(5), "from-stdin\n".into())
+    );
+    // A script whose contents are denied is refused before anything runs.
+    std::fs::write(&script, "echo first\nsudo id\n").expect("script");
+    let out = env.run(&[script.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(126));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn bash_exported_functions_and_bash_env_do_not_reach_the_real_shell() {
+    let env = Env::new(POLICY);
+    let evil = env.dir.path().join("evil.sh");
+    std::fs::write(&evil, "echo EVIL\n").expect("write");
+    let out = env
+        .shell()
+        .args(["-c", "[[ 1 ]]; ls >/dev/null; echo done"])
+        .env("BASH_ENV", &evil)
+        .env("BASH_FUNC_ls%%", "() { echo HIJACKED; }")
+        .output()
+        .expect("run");
+    assert_eq!(text(&out.stdout), "done\n", "{}", text(&out.stderr));
+}
+
+#[test]
+fn audit_log_failure_refuses_the_command() {
+    let env = Env::new(POLICY);
+    let marker = env.dir.path().join("ran");
+    let out = env
+        .shell()
+        .env("SENTRA_AUDIT_LOG", "/proc/sentra-cannot-write/audit.jsonl")
+        .args(["-c", &format!("touch {}", marker.display())])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(126));
+    assert!(
+        text(&out.stderr).contains("refusing to run"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!marker.exists(), "the command must not run");
+    // An unusable policy also refuses.
+    let out = env
+        .shell()
+        .env("SENTRA_POLICY", env.dir.path().join("missing.yaml"))
+        .args(["-c", "true"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(126));
+}
+
+#[test]
+fn flags_beat_environment() {
+    let env = Env::new(POLICY);
+    let other = env.dir.path().join("deny-all.yaml");
+    std::fs::write(&other, "default: deny\nrules: []\n").expect("write");
+    let log = env.dir.path().join("flag.jsonl");
+    let out = env
+        .shell()
+        .arg("--policy")
+        .arg(&other)
+        .arg(format!("--log={}", log.display()))
+        .args(["-c", "ls"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(126));
+    assert!(
+        std::fs::read_to_string(&log)
+            .expect("flag log")
+            .contains("\"decision\":\"denied\"")
+    );
+}
+
+#[test]
+fn rate_limit_holds_across_processes() {
+    let env = Env::new(&format!(
+        "{POLICY}rate_limit: {{ max_commands: 3, window_seconds: 60 }}\n"
+    ));
+    let state = env.dir.path().join("state");
+    let statuses: Vec<Option<i32>> = (0..5)
+        .map(|_| {
+            env.shell()
+                .env("SENTRA_STATE_DIR", &state)
+                .args(["-c", "true"])
+                .output()
+                .expect("run")
+                .status
+                .code()
+        })
+        .collect();
+    assert_eq!(statuses, [Some(0), Some(0), Some(0), Some(126), Some(126)]);
+    let limited = env
+        .records()
+        .into_iter()
+        .filter(|r| r["rule_id"] == "rate_limit")
+        .count();
+    assert_eq!(limited, 2);
+    // Another identity has its own budget.
+    let out = env
+        .shell()
+        .env("SENTRA_STATE_DIR", &state)
+        .args(["--identity", "other", "-c", "true"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn audit_mode_runs_and_records_auditonly() {
+    let env = Env::new(&POLICY.replace("mode: enforce", "mode: audit"));
+    let out = env.run(&["-c", "sudo -n true 2>/dev/null; echo ran"]);
+    assert_eq!(text(&out.stdout), "ran\n");
+    assert_eq!(env.records().last().expect("record")["decision"], "auditonly");
+}
+
+fn repl(env: &Env, args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sentra"))
+        .arg("--policy")
+        .arg(&env.policy)
+        .arg("--log")
+        .arg(env.log())
+        .args(args)
+        .current_dir(env.dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sentra");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn repl_keeps_cd_and_exports_and_prints_denials() {
+    let env = Env::new(POLICY);
+    std::fs::create_dir(env.dir.path().join("sub")).expect("mkdir");
+    let out = repl(
+        &env,
+        &[],
+        "cd sub\nexport GREETING='hi there'\npwd\necho \"$GREETING\"\nsudo id\nif true; then\necho multi\nfi\nstatus\nexit\necho not-reached\n",
+    );
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert!(
+        stdout.contains("/sub\nhi there\nmulti\n"),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(stderr.contains("[X] DENIED: sudo id"), "{stderr}");
+    assert!(stderr.contains("Rule:   block_sudo"), "{stderr}");
+    assert!(stdout.contains("Denied:     1"), "{stdout}");
+    assert!(!stdout.contains("not-reached"));
+    let events: Vec<String> = env
+        .records()
+        .iter()
+        .map(|r| r["event"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(events.first().map(String::as_str), Some("session_start"));
+    assert_eq!(events.last().map(String::as_str), Some("session_end"));
+}
+
+#[test]
+fn repl_check_mode_runs_nothing() {
+    let env = Env::new(POLICY);
+    let marker = env.dir.path().join("made");
+    let out = repl(
+        &env,
+        &["--check"],
+        &format!("touch {}\nsudo id\n", marker.display()),
+    );
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("ALLOW\t"), "{stdout}");
+    assert!(stdout.contains("DENY\tsudo id\tblock_sudo"), "{stdout}");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!marker.exists());
+    assert!(
+        !Path::new(&env.log()).exists() || env.records().is_empty(),
+        "check mode writes no records"
+    );
+}
