@@ -87,7 +87,10 @@ pub struct ShellMatcher {
     rules: Vec<CompiledRule>,
     /// Exact executable names to the rules (ascending) whose pattern is a literal alternation.
     literal: HashMap<String, Vec<u32>>,
-    /// Rules whose executable pattern is a general regex, in order; `general_set` is over their patterns.
+    /// Rules whose executable pattern starts with an anchored literal (`^tool[0-9]*$`), by that prefix:
+    /// candidates when the executable starts with it, then checked with their own regex.
+    prefixed: HashMap<String, Vec<u32>>,
+    /// Rules whose executable pattern is another regex, in order; `general_set` is over their patterns.
     general: Vec<u32>,
     general_set: OnceLock<Option<RegexSet>>,
     /// Rules without an executable pattern: candidates for every command.
@@ -106,6 +109,7 @@ impl ShellMatcher {
         let mut matcher = Self {
             rules: Vec::with_capacity(model.rules.len()),
             literal: HashMap::new(),
+            prefixed: HashMap::new(),
             general: Vec::new(),
             general_set: OnceLock::new(),
             always: Vec::new(),
@@ -131,7 +135,10 @@ impl ShellMatcher {
                     }
                 }
             }
-            Some(None) => self.general.push(index),
+            Some(None) => match rule.matcher.executable.as_deref().and_then(anchored_prefix) {
+                Some(prefix) => self.prefixed.entry(prefix).or_default().push(index),
+                None => self.general.push(index),
+            },
         }
         self.rules.push(CompiledRule {
             id: rule.id.clone(),
@@ -188,6 +195,24 @@ impl ShellMatcher {
     /// Rules whose executable pattern could match `executable`, in policy order.
     fn candidates(&self, executable: &str) -> Vec<u32> {
         let mut out: Vec<u32> = self.literal.get(executable).cloned().unwrap_or_default();
+        if !self.prefixed.is_empty() {
+            for (end, _) in executable
+                .char_indices()
+                .skip(1)
+                .chain(std::iter::once((executable.len(), ' ')))
+            {
+                let Some(rules) = executable.get(..end).and_then(|prefix| self.prefixed.get(prefix)) else {
+                    continue;
+                };
+                out.extend(rules.iter().copied().filter(|&i| {
+                    self.rules.get(i as usize).is_some_and(|rule| {
+                        rule.executable
+                            .as_ref()
+                            .is_some_and(|re| re.is_match(executable, rule.effect == Effect::Deny))
+                    })
+                }));
+            }
+        }
         if !self.general.is_empty() {
             let set = self.general_set.get_or_init(|| {
                 RegexSet::new(self.general.iter().filter_map(|&i| {
@@ -267,6 +292,40 @@ impl ShellMatcher {
     }
 }
 
+/// The literal text every match of `pattern` starts with when it is `^LITERAL…` and has no top-level
+/// alternation; `None` otherwise.
+fn anchored_prefix(pattern: &str) -> Option<String> {
+    let body = pattern.strip_prefix('^')?;
+    // A top-level `|` would make the anchor apply to one alternative only.
+    let (mut depth, mut escaped, mut class) = (0_i32, false, false);
+    for c in body.chars() {
+        match (escaped, class, c) {
+            (true, _, _) => escaped = false,
+            (false, _, '\\') => escaped = true,
+            (false, true, ']') => class = false,
+            (false, false, '[') => class = true,
+            (false, false, '(') => depth += 1,
+            (false, false, ')') => depth -= 1,
+            (false, false, '|') if depth == 0 => return None,
+            _ => {}
+        }
+    }
+    let mut prefix = String::new();
+    let mut chars = body.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if !(c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            // A quantifier makes the last literal character optional or repeated.
+            if matches!(c, '?' | '*' | '{') {
+                prefix.pop();
+            }
+            break;
+        }
+        prefix.push(c);
+        chars.next();
+    }
+    (!prefix.is_empty()).then_some(prefix)
+}
+
 /// The exact names an executable pattern matches when it is `^NAME$` or `^(NAME|NAME…)$` (also
 /// `(?:…)`), names made of letters, digits, `_`, `-` and escaped punctuation; `None` otherwise.
 fn exact_literals(pattern: &str) -> Option<Vec<String>> {
@@ -338,6 +397,16 @@ mod tests {
         assert_eq!(lit("^a$|^b$"), None);
         assert_eq!(lit("^(a|b)(c|d)$"), None);
         assert_eq!(lit("^a\\$"), None);
+    }
+
+    #[test]
+    fn anchored_prefixes() {
+        assert_eq!(anchored_prefix("^python[0-9.]*$").as_deref(), Some("python"));
+        assert_eq!(anchored_prefix("^mkfs(\\..+)?$").as_deref(), Some("mkfs"));
+        assert_eq!(anchored_prefix("^ab?c$").as_deref(), Some("a"));
+        assert_eq!(anchored_prefix("^a|b$"), None);
+        assert_eq!(anchored_prefix("^(a|b)c$"), None);
+        assert_eq!(anchored_prefix("python"), None);
     }
 
     #[test]

@@ -38,6 +38,35 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         bail!("--runs must be at least 200");
     }
     let workspace = vm::workspace_root()?;
+    if cfg!(debug_assertions) {
+        // `cargo xtask` builds xtask unoptimised; the matcher figures need an optimised library.
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(&workspace)
+            .args([
+                "run",
+                "--quiet",
+                "--release",
+                "-p",
+                "xtask",
+                "--",
+                "bench",
+                "shell",
+            ])
+            .args([
+                "--runs",
+                &args.runs.to_string(),
+                "--evaluations",
+                &args.evaluations.to_string(),
+            ])
+            .env("AYA_BUILD_SKIP", "1")
+            .status()
+            .context("running the optimised xtask")?;
+        if !status.success() {
+            bail!("bench shell (release) failed");
+        }
+        return Ok(());
+    }
     let policy = workspace.join("policies/original-67.yaml");
     let shell = build(&workspace)?;
     startup(args.runs, &shell, &policy)?;
