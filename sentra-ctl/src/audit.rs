@@ -105,7 +105,7 @@ pub enum AuditError {
 }
 
 /// An append-only JSONL writer that writes each record with one `write` (no partial lines between
-/// concurrent writers, O_APPEND) and hands it to the kernel at once.
+/// concurrent writers, `O_APPEND`) and hands it to the kernel at once.
 pub struct AuditLog {
     path: PathBuf,
     file: File,
@@ -133,10 +133,8 @@ impl AuditLog {
     /// # Errors
     /// The write fails (disk full, file gone read-only…).
     pub fn write(&mut self, record: &Record) -> Result<(), AuditError> {
-        let mut line = serde_json::to_vec(record).map_err(|e| AuditError::Io {
-            path: self.path.clone(),
-            source: std::io::Error::other(e),
-        })?;
+        let mut line = serde_json::to_vec(record)
+            .map_err(|e| AuditError::Io { path: self.path.clone(), source: std::io::Error::other(e) })?;
         line.push(b'\n');
         self.file.write_all(&line).map_err(|source| AuditError::Io { path: self.path.clone(), source })
     }

@@ -30,7 +30,8 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> CgroupError + '_ {
 /// # Errors
 /// No cgroup2 mount.
 pub fn cgroup2_root() -> Result<PathBuf, CgroupError> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(io(Path::new("/proc/self/mountinfo")))?;
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(io(Path::new("/proc/self/mountinfo")))?;
     parse_cgroup2_root(&mountinfo).ok_or(CgroupError::NoCgroup2)
 }
 

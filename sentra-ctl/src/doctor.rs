@@ -39,7 +39,10 @@ pub fn run(probe_backends: bool) -> Vec<Check> {
         "btf",
         match kernel::offsets::read() {
             Ok(_) => Ok(format!("{} present; struct offsets resolved", kernel::offsets::VMLINUX_BTF)),
-            Err(err) => Err((err.to_string(), "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (Debian, Ubuntu, Oracle UEK all are)".into())),
+            Err(err) => Err((
+                err.to_string(),
+                "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (Debian, Ubuntu, Oracle UEK all are)".into(),
+            )),
         },
     ));
     let lsm_list = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
@@ -60,7 +63,11 @@ pub fn run(probe_backends: bool) -> Vec<Check> {
         "cgroup2",
         match cgroup::cgroup2_root() {
             Ok(path) => Ok(format!("cgroup v2 mounted at {}", path.display())),
-            Err(err) => Err((err.to_string(), "mount -t cgroup2 none /sys/fs/cgroup (or boot with systemd.unified_cgroup_hierarchy=1)".into())),
+            Err(err) => Err((
+                err.to_string(),
+                "mount -t cgroup2 none /sys/fs/cgroup (or boot with systemd.unified_cgroup_hierarchy=1)"
+                    .into(),
+            )),
         },
     ));
     checks.push(check(
@@ -68,7 +75,10 @@ pub fn run(probe_backends: bool) -> Vec<Check> {
         if is_bpffs(Path::new("/sys/fs/bpf")) {
             Ok("bpffs mounted at /sys/fs/bpf".into())
         } else {
-            Err(("/sys/fs/bpf is not a bpffs mount (needed to pin programs and maps)".into(), "mount -t bpf bpf /sys/fs/bpf".into()))
+            Err((
+                "/sys/fs/bpf is not a bpffs mount (needed to pin programs and maps)".into(),
+                "mount -t bpf bpf /sys/fs/bpf".into(),
+            ))
         },
     ));
     if probe_backends && root {
@@ -95,5 +105,5 @@ pub fn run(probe_backends: bool) -> Vec<Check> {
 fn is_bpffs(path: &Path) -> bool {
     // BPF_FS_MAGIC, include/uapi/linux/magic.h
     const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-    nix::sys::statfs::statfs(path).is_ok_and(|s| i64::from(s.filesystem_type().0) == BPF_FS_MAGIC)
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
 }

@@ -57,9 +57,10 @@ pub fn exec_record(event: &Exec, rules: &CompiledExec, clock: &Clock) -> Record 
             "default".to_string(),
             Some(format!("no exec rule covers this file; default {}", rules.default_effect().as_str())),
         ),
-        RuleRef::InternalError => {
-            ("internal_error".to_string(), Some("the kernel probe could not decide; denied (fail closed)".into()))
-        }
+        RuleRef::InternalError => (
+            "internal_error".to_string(),
+            Some("the kernel probe could not decide; denied (fail closed)".into()),
+        ),
         RuleRef::PathTooDeep => (
             "path_too_deep".to_string(),
             Some("the file is nested deeper than the kernel walk reaches; denied (fail closed)".into()),

@@ -10,7 +10,6 @@ use anyhow::{Context as _, bail};
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
-
 use crate::{
     audit::{self, AuditLog, Record},
     cgroup::{self, Cgroup},
@@ -111,7 +110,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
 
     maps::release(&mut kernel.ebpf, group.id)?;
     drop(group);
-    let stats = maps::read_stats(&kernel.ebpf)?;
+    let counters = maps::read_stats(&kernel.ebpf)?;
     audit.write(&Record {
         timestamp: audit::now(),
         event: "controller_stop".into(),
@@ -121,15 +120,15 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
         detail: Some(serde_json::json!({
             "events_written": written,
             "events_undecodable": undecodable,
-            "events_dropped": stats.events_dropped,
-            "exec_decisions": stats.exec_decisions,
-            "exec_denied": stats.exec_denied,
-            "probe_errors": stats.probe_errors,
+            "events_dropped": counters.events_dropped,
+            "exec_decisions": counters.exec_decisions,
+            "exec_denied": counters.exec_denied,
+            "probe_errors": counters.probe_errors,
         })),
         ..Record::default()
     })?;
-    if stats.events_dropped > 0 {
-        tracing::warn!("{} events were lost because the ring buffer was full", stats.events_dropped);
+    if counters.events_dropped > 0 {
+        tracing::warn!("{} events were lost because the ring buffer was full", counters.events_dropped);
     }
     Ok(exit_code(status))
 }
@@ -204,4 +203,3 @@ pub fn require_root() -> anyhow::Result<()> {
         bail!("sentra-ctl must run as root: it loads BPF programs and creates cgroups (try sudo)")
     }
 }
-

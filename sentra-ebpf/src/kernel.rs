@@ -56,7 +56,5 @@ pub fn read_ptr(base: u64, off: u32) -> Result<u64, ReadError> {
 #[inline(always)]
 pub fn read_str(src: u64, dst: &mut [u8]) -> Result<usize, ReadError> {
     // SAFETY: as for `read`.
-    unsafe { bpf_probe_read_kernel_str_bytes(src as *const u8, dst) }
-        .map(<[u8]>::len)
-        .map_err(i64::from)
+    unsafe { bpf_probe_read_kernel_str_bytes(src as *const u8, dst) }.map(<[u8]>::len).map_err(i64::from)
 }

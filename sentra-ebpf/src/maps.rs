@@ -37,13 +37,11 @@ pub static EXEC_INODE_RULES: HashMap<InodeKey, RuleValue> =
 
 /// Rules on (parent directory, name): exact paths.
 #[map]
-pub static EXEC_NAME_RULES: HashMap<NameKey, RuleValue> =
-    HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+pub static EXEC_NAME_RULES: HashMap<NameKey, RuleValue> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 
 /// Rules on a directory: prefixes.
 #[map]
-pub static EXEC_DIR_RULES: HashMap<InodeKey, RuleValue> =
-    HashMap::with_max_entries(32768, BPF_F_NO_PREALLOC);
+pub static EXEC_DIR_RULES: HashMap<InodeKey, RuleValue> = HashMap::with_max_entries(32768, BPF_F_NO_PREALLOC);
 
 /// `argv` pointer of each governed thread inside `execve`/`execveat`, keyed by `pid_tgid`.
 #[map]

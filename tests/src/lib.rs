@@ -67,10 +67,7 @@ impl Run {
     /// The controller's closing counters.
     #[must_use]
     pub fn stop_detail(&self) -> &Value {
-        self.records
-            .iter()
-            .find(|r| r["event"] == "controller_stop")
-            .map_or(&Value::Null, |r| &r["detail"])
+        self.records.iter().find(|r| r["event"] == "controller_stop").map_or(&Value::Null, |r| &r["detail"])
     }
 
     /// What `sentra-fixture spawn` prints for a denied exec under this run's backend.
@@ -118,7 +115,9 @@ pub fn run_governed(dir: &Path, policy: &str, command: &[&str]) -> Run {
 #[must_use]
 pub fn read_records(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line {l:?}: {e}"))).collect()
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line {l:?}: {e}")))
+        .collect()
 }
 
 fn unique() -> String {
@@ -145,14 +144,14 @@ pub fn tiny_elf() -> Vec<u8> {
     let (machine, code): (u16, Vec<u8>) = (
         0x3e,
         [
-            &[0xb8, 1, 0, 0, 0][..],          // mov eax, 1 (write)
-            &[0xbf, 1, 0, 0, 0],              // mov edi, 1
+            &[0xb8, 1, 0, 0, 0][..],            // mov eax, 1 (write)
+            &[0xbf, 1, 0, 0, 0],                // mov edi, 1
             &[0x48, 0x8d, 0x35, 0x10, 0, 0, 0], // lea rsi, [rip+16] (msg)
-            &[0xba, 4, 0, 0, 0],              // mov edx, 4
-            &[0x0f, 0x05],                    // syscall
-            &[0xb8, 60, 0, 0, 0],             // mov eax, 60 (exit)
-            &[0x31, 0xff],                    // xor edi, edi
-            &[0x0f, 0x05],                    // syscall
+            &[0xba, 4, 0, 0, 0],                // mov edx, 4
+            &[0x0f, 0x05],                      // syscall
+            &[0xb8, 60, 0, 0, 0],               // mov eax, 60 (exit)
+            &[0x31, 0xff],                      // xor edi, edi
+            &[0x0f, 0x05],                      // syscall
             b"ran\n",
         ]
         .concat(),

@@ -17,7 +17,7 @@ use anyhow::{Context as _, bail};
 
 #[derive(clap::Args)]
 pub struct VmTestArgs {
-    /// Kernels to boot (directories under $SENTRA_CACHE/kernels).
+    /// Kernels to boot (directories under $`SENTRA_CACHE/kernels`).
     #[arg(long, value_delimiter = ',', default_values_t = vec!["6.1".to_string(), "6.12".to_string()])]
     pub kernels: Vec<String>,
     /// Backends to test: `lsm` boots with BPF LSM active; `signal` boots with an `lsm=` list lacking bpf.
@@ -111,7 +111,9 @@ pub fn build(workspace: &Path) -> anyhow::Result<Binaries> {
     }
     let mut tests = Vec::new();
     for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         if message["reason"] == "compiler-artifact"
             && message["profile"]["test"] == true
             && message["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|v| v == "test"))
@@ -227,7 +229,8 @@ pub fn pack(binaries: &Binaries, init: &str, initrd: &Path) -> anyhow::Result<()
     for dir in ["bin", "proc", "sys", "dev", "tmp", "etc"] {
         std::fs::create_dir_all(root.join(dir))?;
     }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).context("busybox-static is required (setup.sh)")?;
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .context("busybox-static is required (setup.sh)")?;
     let mut files: Vec<PathBuf> =
         vec![binaries.sentra_ctl.clone(), binaries.fixture.clone(), binaries.bench.clone()];
     files.extend(binaries.tests.iter().cloned());
@@ -240,19 +243,27 @@ pub fn pack(binaries: &Binaries, init: &str, initrd: &Path) -> anyhow::Result<()
     }
     let init_path = root.join("init");
     std::fs::write(&init_path, init)?;
-    let status = Command::new("sh").arg("-c").arg(format!(
-        "cd '{}' && chmod 755 init && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
-        root.display(),
-        initrd.display()
-    ))
-    .status()?;
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd '{}' && chmod 755 init && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
+            root.display(),
+            initrd.display()
+        ))
+        .status()?;
     if !status.success() {
         bail!("packing the initramfs failed");
     }
     Ok(())
 }
 
-pub fn boot(vmlinuz: &Path, initrd: &Path, append: &str, log: &Path, timeout: Duration) -> anyhow::Result<()> {
+pub fn boot(
+    vmlinuz: &Path,
+    initrd: &Path,
+    append: &str,
+    log: &Path,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let log_file = std::fs::File::create(log)?;
     let mut child = Command::new("qemu-system-x86_64")
         .args(["-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "1024", "-nographic", "-no-reboot"])
@@ -284,8 +295,13 @@ pub fn boot(vmlinuz: &Path, initrd: &Path, append: &str, log: &Path, timeout: Du
 
 fn parse(label: &str, log: &Path) -> anyhow::Result<VmResult> {
     let text = String::from_utf8_lossy(&std::fs::read(log)?).into_owned();
-    let mut result =
-        VmResult { label: label.to_string(), passed: Vec::new(), failed: Vec::new(), completed: false, log: log.into() };
+    let mut result = VmResult {
+        label: label.to_string(),
+        passed: Vec::new(),
+        failed: Vec::new(),
+        completed: false,
+        log: log.into(),
+    };
     let mut begun = 0;
     let mut exited_ok = 0;
     for line in text.lines() {
@@ -350,7 +366,11 @@ fn report(results: &[VmResult]) -> anyhow::Result<()> {
         failed += r.failed.len();
         if !r.completed {
             failed += 1;
-            println!("{}: the VM run did not complete (no boot, hang or crash); see {}", r.label, r.log.display());
+            println!(
+                "{}: the VM run did not complete (no boot, hang or crash); see {}",
+                r.label,
+                r.log.display()
+            );
         } else if !r.failed.is_empty() {
             println!("{}: failures; see {}", r.label, r.log.display());
         }

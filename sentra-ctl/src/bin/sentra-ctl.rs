@@ -94,37 +94,39 @@ fn real_main() -> anyhow::Result<i32> {
             let essential = ["root", "btf", "cgroup2"];
             let usable = checks.iter().filter(|c| essential.contains(&c.name)).all(|c| c.ok)
                 && checks.iter().any(|c| c.name.starts_with("backend-") && c.ok);
-            Ok(if usable { 0 } else { 1 })
+            Ok(i32::from(!usable))
         }
-        Command::Policy { command: PolicyCommand::Check { file } } => {
-            match run::prepare_policy(&file) {
-                Ok((policy, compiled)) => {
-                    println!("{}: valid", file.display());
-                    println!("  mode: {:?}, exec default: {}", policy.model.mode, compiled.default_effect().as_str());
-                    println!(
-                        "  shell rules: {}, exec rules: {} ({} name, {} dir, {} inode kernel entries)",
-                        policy.model.rules.len(),
-                        compiled.rules.len(),
-                        compiled.name.len(),
-                        compiled.dir.len(),
-                        compiled.inode.len()
-                    );
-                    for w in policy.warnings.iter().chain(&compiled.warnings) {
-                        println!("  warning: {}", w.message);
-                    }
-                    if !compiled.absent.is_empty() {
-                        println!("  deny targets not present on this machine ({}):", compiled.absent.len());
-                        for a in &compiled.absent {
-                            println!("    {a}");
-                        }
-                    }
-                    Ok(0)
+        Command::Policy { command: PolicyCommand::Check { file } } => match run::prepare_policy(&file) {
+            Ok((policy, compiled)) => {
+                println!("{}: valid", file.display());
+                println!(
+                    "  mode: {:?}, exec default: {}",
+                    policy.model.mode,
+                    compiled.default_effect().as_str()
+                );
+                println!(
+                    "  shell rules: {}, exec rules: {} ({} name, {} dir, {} inode kernel entries)",
+                    policy.model.rules.len(),
+                    compiled.rules.len(),
+                    compiled.name.len(),
+                    compiled.dir.len(),
+                    compiled.inode.len()
+                );
+                for w in policy.warnings.iter().chain(&compiled.warnings) {
+                    println!("  warning: {}", w.message);
                 }
-                Err(err) => {
-                    eprintln!("{err:#}");
-                    Ok(1)
+                if !compiled.absent.is_empty() {
+                    println!("  deny targets not present on this machine ({}):", compiled.absent.len());
+                    for a in &compiled.absent {
+                        println!("    {a}");
+                    }
                 }
+                Ok(0)
             }
-        }
+            Err(err) => {
+                eprintln!("{err:#}");
+                Ok(1)
+            }
+        },
     }
 }

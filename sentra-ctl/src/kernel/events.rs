@@ -96,7 +96,7 @@ fn decode_exec(event: &ExecEvent) -> Result<Exec, DecodeError> {
     }
     let path_truncated = event.flags & flags::PATH_TRUNCATED != 0;
     if path_truncated {
-        path.insert_str(0, "…");
+        path.insert(0, '…');
     }
     let args = if event.flags & flags::ARGS_UNAVAILABLE != 0 {
         Vec::new()

@@ -33,7 +33,10 @@ fn hash<'a, K: aya::Pod, V: aya::Pod>(
     HashMap::try_from(map).map_err(map_err(name))
 }
 
-fn array<'a, V: aya::Pod>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<Array<&'a mut MapData, V>, KernelError> {
+fn array<'a, V: aya::Pod>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<Array<&'a mut MapData, V>, KernelError> {
     let map = ebpf.map_mut(name).ok_or(KernelError::Map { map: name, detail: "missing".into() })?;
     Array::try_from(map).map_err(map_err(name))
 }
@@ -131,7 +134,8 @@ pub fn clear_generation(ebpf: &mut Ebpf, generation: u32) -> Result<(), KernelEr
         }
     }
     let mut map = hash::<NameKey, RuleValue>(ebpf, EXEC_NAME_RULES)?;
-    let stale: Vec<NameKey> = map.keys().filter_map(Result::ok).filter(|k| k.generation == generation).collect();
+    let stale: Vec<NameKey> =
+        map.keys().filter_map(Result::ok).filter(|k| k.generation == generation).collect();
     for key in stale {
         map.remove(&key).map_err(map_err(EXEC_NAME_RULES))?;
     }

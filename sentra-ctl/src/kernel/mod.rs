@@ -41,7 +41,9 @@ pub enum KernelError {
     Attach { program: &'static str, detail: String },
     #[error("map {map}: {detail}")]
     Map { map: &'static str, detail: String },
-    #[error("BPF LSM is not usable here: {0}. Enable it by adding `bpf` to the `lsm=` boot parameter (e.g. lsm=lockdown,capability,landlock,yama,apparmor,bpf), or use --backend signal")]
+    #[error(
+        "BPF LSM is not usable here: {0}. Enable it by adding `bpf` to the `lsm=` boot parameter (e.g. lsm=lockdown,capability,landlock,yama,apparmor,bpf), or use --backend signal"
+    )]
     LsmUnavailable(String),
 }
 
@@ -100,7 +102,11 @@ fn program_err(err: &aya::programs::ProgramError) -> String {
             let log = verifier_log.to_string();
             let lines: Vec<&str> = log.lines().collect();
             let tail = lines[lines.len().saturating_sub(40)..].join("\n");
-            format!("{io_error}; verifier log (last {} of {} lines):\n{tail}", lines.len().min(40), lines.len())
+            format!(
+                "{io_error}; verifier log (last {} of {} lines):\n{tail}",
+                lines.len().min(40),
+                lines.len()
+            )
         }
         other => other.to_string(),
     }
@@ -119,9 +125,7 @@ fn attach_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), KernelError> {
     program
         .load("bprm_check_security", btf)
         .map_err(|err| KernelError::Load { program: PROGRAM, detail: program_err(&err) })?;
-    program
-        .attach()
-        .map_err(|err| KernelError::Attach { program: PROGRAM, detail: program_err(&err) })?;
+    program.attach().map_err(|err| KernelError::Attach { program: PROGRAM, detail: program_err(&err) })?;
     for (name, syscall) in [("execve_enter", "sys_enter_execve"), ("execveat_enter", "sys_enter_execveat")] {
         attach_tracepoint(ebpf, name, "syscalls", syscall)?;
     }
@@ -157,8 +161,6 @@ fn attach_signal(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), KernelError> {
     program
         .load("sched_process_exec", btf)
         .map_err(|err| KernelError::Load { program: PROGRAM, detail: program_err(&err) })?;
-    program
-        .attach()
-        .map_err(|err| KernelError::Attach { program: PROGRAM, detail: program_err(&err) })?;
+    program.attach().map_err(|err| KernelError::Attach { program: PROGRAM, detail: program_err(&err) })?;
     Ok(())
 }

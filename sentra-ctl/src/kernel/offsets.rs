@@ -13,8 +13,7 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// # Errors
 /// No BTF, or a struct or member missing from it (named in the error).
 pub fn read() -> Result<KernelOffsets, KernelError> {
-    let btf = Btf::from_file(VMLINUX_BTF)
-        .map_err(|err| KernelError::Btf(format!("{VMLINUX_BTF}: {err}")))?;
+    let btf = Btf::from_file(VMLINUX_BTF).map_err(|err| KernelError::Btf(format!("{VMLINUX_BTF}: {err}")))?;
     let lookup = Lookup { btf: &btf };
     Ok(KernelOffsets {
         binprm_file: lookup.offset("linux_binprm", &["file"])?,
@@ -62,7 +61,7 @@ impl Lookup<'_> {
             bits += offset;
             current = ty;
         }
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             return Err(KernelError::Btf(format!("struct {name}: {} is a bitfield", path.join("."))));
         }
         Ok(bits / 8)
@@ -94,7 +93,11 @@ impl Lookup<'_> {
     fn peel(&self, mut ty: Type) -> Result<Type, KernelError> {
         for _ in 0..16 {
             match &ty {
-                Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_) | Type::TypeTag(_) => {
+                Type::Typedef(_)
+                | Type::Const(_)
+                | Type::Volatile(_)
+                | Type::Restrict(_)
+                | Type::TypeTag(_) => {
                     let inner = ty.as_btf_type().ok_or_else(|| KernelError::Btf("bad BTF chain".into()))?;
                     ty = self.btf.resolve_chained_type(inner).map_err(btf_err)?;
                 }

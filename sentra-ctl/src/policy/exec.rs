@@ -93,7 +93,7 @@ impl CompiledExec {
 }
 
 /// Converts `stat`'s `st_dev` to the kernel's internal `dev_t` (`MAJOR << 20 | MINOR`,
-/// include/linux/kdev_t.h), which is what `super_block::s_dev` holds.
+/// `include/linux/kdev_t.h`), which is what `super_block::s_dev` holds.
 #[must_use]
 pub fn kernel_dev(st_dev: u64) -> u64 {
     let major = u64::from(libc::major(st_dev));
@@ -149,17 +149,76 @@ fn compile_entry(
         (None, Some(_), None) => Target::Dir,
         (None, None, Some(_)) => Target::Name,
         _ => {
-            return Err(policy.error(format!(
-                "exec rule `{}`: give exactly one of `path`, `dir`, `name`",
-                entry.id
-            )));
+            return Err(
+                policy.error(format!("exec rule `{}`: give exactly one of `path`, `dir`, `name`", entry.id))
+            );
         }
     };
     let index = u32::try_from(out.rules.len()).map_err(|_| policy.error("too many exec rules"))?;
     out.rules.push(RuleInfo { id: entry.id.clone(), reason: entry.reason.clone(), effect });
     let value = RuleValue { rule: index, effect: sentra_common::settings::Effect::from(effect) as u32 };
 
-    let targets: Vec<PathBuf> = match kind {
+    let targets = targets_of(policy, search, entry, kind, effect)?;
+    if targets.is_empty() {
+        return unresolved(policy, entry, effect, out, "not found in exec.path");
+    }
+    for target in targets {
+        let Ok(resolved) = std::fs::canonicalize(&target) else {
+            unresolved(policy, entry, effect, out, &format!("`{}` does not exist", target.display()))?;
+            continue;
+        };
+        let id = file_id(&resolved).map_err(|err| {
+            policy.error(format!("exec rule `{}`: {}: {err}", entry.id, resolved.display()))
+        })?;
+        if kind == Target::Dir {
+            if !resolved.is_dir() {
+                return Err(policy.error(format!(
+                    "exec rule `{}`: `dir` {} is not a directory",
+                    entry.id,
+                    resolved.display()
+                )));
+            }
+            CompiledExec::add(&mut out.dir, &out.rules, &mut out.warnings, id, value);
+            continue;
+        }
+        let (Some(parent), Some(name)) = (resolved.parent(), resolved.file_name()) else {
+            return Err(policy.error(format!(
+                "exec rule `{}`: {} is not a file",
+                entry.id,
+                resolved.display()
+            )));
+        };
+        let name = name.as_encoded_bytes();
+        if name.len() >= NAME_LEN {
+            return Err(policy.error(format!(
+                "exec rule `{}`: file name of {} is longer than {} bytes, which the kernel key holds",
+                entry.id,
+                resolved.display(),
+                NAME_LEN - 1
+            )));
+        }
+        let mut key = [0u8; NAME_LEN];
+        key[..name.len()].copy_from_slice(name);
+        let dir = file_id(parent)
+            .map_err(|err| policy.error(format!("exec rule `{}`: {}: {err}", entry.id, parent.display())))?;
+        CompiledExec::add(&mut out.name, &out.rules, &mut out.warnings, (dir, key), value);
+        if effect == Effect::Deny {
+            // Follow the binary through hard links.
+            CompiledExec::add(&mut out.inode, &out.rules, &mut out.warnings, id, value);
+        }
+    }
+    Ok(())
+}
+
+/// The files (or directory) an entry names: its absolute path, or a name looked up in `exec.path`.
+fn targets_of(
+    policy: &Policy,
+    search: &[PathBuf],
+    entry: &ExecEntry,
+    kind: Target,
+    effect: Effect,
+) -> Result<Vec<PathBuf>, PolicyError> {
+    Ok(match kind {
         Target::Path | Target::Dir => {
             let raw = PathBuf::from(entry.path.as_ref().or(entry.dir.as_ref()).map_or("", String::as_str));
             if !raw.is_absolute() {
@@ -184,51 +243,7 @@ fn compile_entry(
                 Effect::Deny => found,
             }
         }
-    };
-    if targets.is_empty() {
-        return unresolved(policy, entry, effect, out, "not found in exec.path");
-    }
-    for target in targets {
-        let Ok(resolved) = std::fs::canonicalize(&target) else {
-            unresolved(policy, entry, effect, out, &format!("`{}` does not exist", target.display()))?;
-            continue;
-        };
-        let id = file_id(&resolved)
-            .map_err(|err| policy.error(format!("exec rule `{}`: {}: {err}", entry.id, resolved.display())))?;
-        if kind == Target::Dir {
-            if !resolved.is_dir() {
-                return Err(policy.error(format!(
-                    "exec rule `{}`: `dir` {} is not a directory",
-                    entry.id,
-                    resolved.display()
-                )));
-            }
-            CompiledExec::add(&mut out.dir, &out.rules, &mut out.warnings, id, value);
-            continue;
-        }
-        let (Some(parent), Some(name)) = (resolved.parent(), resolved.file_name()) else {
-            return Err(policy.error(format!("exec rule `{}`: {} is not a file", entry.id, resolved.display())));
-        };
-        let name = name.as_encoded_bytes();
-        if name.len() >= NAME_LEN {
-            return Err(policy.error(format!(
-                "exec rule `{}`: file name of {} is longer than {} bytes, which the kernel key holds",
-                entry.id,
-                resolved.display(),
-                NAME_LEN - 1
-            )));
-        }
-        let mut key = [0u8; NAME_LEN];
-        key[..name.len()].copy_from_slice(name);
-        let dir = file_id(parent)
-            .map_err(|err| policy.error(format!("exec rule `{}`: {}: {err}", entry.id, parent.display())))?;
-        CompiledExec::add(&mut out.name, &out.rules, &mut out.warnings, (dir, key), value);
-        if effect == Effect::Deny {
-            // Follow the binary through hard links.
-            CompiledExec::add(&mut out.inode, &out.rules, &mut out.warnings, id, value);
-        }
-    }
-    Ok(())
+    })
 }
 
 /// An entry whose target does not exist: an error for an allow (it would allow nothing, likely a typo);

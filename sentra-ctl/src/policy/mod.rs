@@ -100,7 +100,9 @@ impl Policy {
             (model.launcher.is_some(), "launcher"),
         ] {
             if present {
-                warnings.push(Warning { message: format!("section `{key}` is not implemented by this Sentra; ignored") });
+                warnings.push(Warning {
+                    message: format!("section `{key}` is not implemented by this Sentra; ignored"),
+                });
             }
         }
         Ok(Self { file: file.to_path_buf(), model, warnings, hash: fnv1a(text.as_bytes()) })
@@ -113,7 +115,7 @@ impl Policy {
     }
 }
 
-/// serde_yaml appends " at line L column C" to its messages; the location is reported separately.
+/// `serde_yaml` appends " at line L column C" to its messages; the location is reported separately.
 fn strip_location(message: &str) -> String {
     match message.find(" at line ") {
         Some(at) => message[..at].to_string(),
@@ -122,7 +124,9 @@ fn strip_location(message: &str) -> String {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Refuses a policy file that someone other than root could have changed.
@@ -131,13 +135,22 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// The file cannot be inspected, is not owned by root, or is group- or world-writable.
 pub fn check_file_safety(path: &Path) -> Result<(), PolicyError> {
     use std::os::unix::fs::MetadataExt as _;
-    let meta = std::fs::metadata(path).map_err(|source| PolicyError::Read { file: path.to_path_buf(), source })?;
-    let located = |message: String| PolicyError::Invalid(Located { file: path.to_path_buf(), line: 0, column: 0, message });
+    let meta =
+        std::fs::metadata(path).map_err(|source| PolicyError::Read { file: path.to_path_buf(), source })?;
+    let located = |message: String| {
+        PolicyError::Invalid(Located { file: path.to_path_buf(), line: 0, column: 0, message })
+    };
     if meta.uid() != 0 {
-        return Err(located(format!("refused: owned by uid {}, not root (anyone who can edit the policy controls the agent)", meta.uid())));
+        return Err(located(format!(
+            "refused: owned by uid {}, not root (anyone who can edit the policy controls the agent)",
+            meta.uid()
+        )));
     }
     if meta.mode() & 0o022 != 0 {
-        return Err(located(format!("refused: mode {:o} lets others write it; chmod go-w", meta.mode() & 0o7777)));
+        return Err(located(format!(
+            "refused: mode {:o} lets others write it; chmod go-w",
+            meta.mode() & 0o7777
+        )));
     }
     Ok(())
 }

@@ -28,9 +28,32 @@ pub struct Verdict {
     pub rule: u32,
 }
 
-impl From<&RuleValue> for Verdict {
-    fn from(value: &RuleValue) -> Self {
-        Self { effect: value.effect, rule: value.rule }
+/// "No rule matched yet" (not a valid rule index).
+const NO_MATCH: u32 = u32::MAX - 3;
+
+impl Verdict {
+    const NONE: Self = Self { effect: 0, rule: NO_MATCH };
+
+    #[inline(always)]
+    fn found(self) -> bool {
+        self.rule != NO_MATCH
+    }
+
+    /// Copies a map value into scalars at once. Volatile reads keep LLVM from carrying the map-value
+    /// pointer along and merging it with flags, which the verifier rejects ("bitwise operator on
+    /// pointer prohibited").
+    #[inline(always)]
+    fn from_value(value: Option<&RuleValue>) -> Self {
+        match value {
+            // SAFETY: a valid reference to a map value, read once.
+            Some(value) => unsafe {
+                Self {
+                    effect: core::ptr::read_volatile(&raw const value.effect),
+                    rule: core::ptr::read_volatile(&raw const value.rule),
+                }
+            },
+            None => Self::NONE,
+        }
     }
 }
 
@@ -45,11 +68,11 @@ fn identity(dentry: u64, off: &KernelOffsets) -> Result<(u64, u64), ReadError> {
 }
 
 #[inline(always)]
-fn dir_rule(generation: u32, dentry: u64, off: &KernelOffsets) -> Result<Option<Verdict>, ReadError> {
+fn dir_rule(generation: u32, dentry: u64, off: &KernelOffsets) -> Result<Verdict, ReadError> {
     let (dev, ino) = identity(dentry, off)?;
     let key = InodeKey { generation, pad: 0, dev, ino };
     // SAFETY: lookup with a stack key; the value is copied out at once.
-    Ok(unsafe { EXEC_DIR_RULES.get(key) }.map(Verdict::from))
+    Ok(Verdict::from_value(unsafe { EXEC_DIR_RULES.get(key) }))
 }
 
 /// Records a path component (a dentry's name) at `index` of the event.
@@ -98,15 +121,12 @@ pub fn decide(
     }
     record(&mut event, 0, dentry, off);
 
-    let mut verdict: Option<Verdict> = None;
     let inode_key = InodeKey { generation, pad: 0, dev, ino };
     // SAFETY: lookup with a stack key.
-    if let Some(value) = unsafe { EXEC_INODE_RULES.get(inode_key) } {
-        verdict = Some(Verdict::from(value));
-    }
+    let mut verdict = Verdict::from_value(unsafe { EXEC_INODE_RULES.get(inode_key) });
 
     let parent = kernel::read_ptr(dentry, off.dentry_parent)?;
-    if verdict.is_none() {
+    if !verdict.found() {
         let (dir_dev, dir_ino) = identity(parent, off)?;
         let mut key = NameKey { generation, pad: 0, dir_dev, dir_ino, name: [0; NAME_LEN] };
         let name = kernel::read_ptr(dentry, off.dentry_name)?;
@@ -114,9 +134,7 @@ pub fn decide(
         // so a cut name never matches a rule by accident.
         let _ = kernel::read_str(name, &mut key.name);
         // SAFETY: lookup with a stack key.
-        if let Some(value) = unsafe { EXEC_NAME_RULES.get(key) } {
-            verdict = Some(Verdict::from(value));
-        }
+        verdict = Verdict::from_value(unsafe { EXEC_NAME_RULES.get(key) });
     }
 
     // Walk up the directories: the first (nearest) directory rule decides; the walk goes on to the root
@@ -126,7 +144,7 @@ pub fn decide(
     let mut complete = false;
     let mut depth: u32 = 1;
     while depth <= MAX_WALK_DEPTH {
-        if verdict.is_none() {
+        if !verdict.found() {
             verdict = dir_rule(generation, current, off)?;
         } else if event.is_none() {
             break;
@@ -161,11 +179,13 @@ pub fn decide(
         }
     }
 
-    Ok(verdict.unwrap_or(if complete {
+    Ok(if verdict.found() {
+        verdict
+    } else if complete {
         Verdict { effect: settings.exec_default, rule: RULE_DEFAULT }
     } else {
         // No rule found and the walk ended before the root: a directory rule above may apply. Decide
         // closed rather than let deep nesting evade a deny rule.
         Verdict { effect: Effect::Deny as u32, rule: RULE_PATH_TOO_DEEP }
-    }))
+    })
 }

@@ -5,12 +5,10 @@ mod decide;
 mod lsm;
 mod signal;
 
-use aya_ebpf::maps::ring_buf::RingBufEntry;
 use sentra_common::{
     event::{Decision, ExecEvent},
     exec::RULE_INTERNAL_ERROR,
-    offsets::KernelOffsets,
-    settings::{ActiveGeneration, Effect, Mode, Settings, stats},
+    settings::{Effect, Mode, Settings, stats},
 };
 
 use crate::{
@@ -54,61 +52,54 @@ pub fn govern(bprm: u64, args: ArgSource) -> Action {
     }
 
     count(stats::EXEC_DECISIONS);
-    let mut entry: Option<RingBufEntry<ExecEvent>> = EVENTS.reserve::<ExecEvent>(0);
-    if entry.is_none() {
-        count(stats::EVENTS_DROPPED);
-    }
-    let event: Option<&mut ExecEvent> = entry.as_mut().map(|e| {
-        // SAFETY: the reservation is sizeof(ExecEvent) bytes; every field is written below or is an
-        // integer array for which any content is valid (userspace reads only up to the counts).
-        let event = unsafe { &mut *e.as_mut_ptr() };
+    // The reservation is tested for null exactly once and, when it succeeded, submitted on every path
+    // of that arm: older verifiers (6.1) do not treat a ring-buffer pointer as non-null when it is
+    // tested again, and would see a leaked reference.
+    if let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) {
+        // SAFETY: the reservation is sizeof(ExecEvent) bytes; every field userspace reads is
+        // written below (arrays only up to the counts written alongside them).
+        let event = unsafe { &mut *entry.as_mut_ptr() };
         event.flags = 0;
         event.path_components = 0;
-        event
-    });
-
-    let verdict = decide::decide(bprm, &off, active.generation, &settings, event);
-    finish(verdict, &off, &active, &settings, args, bprm, entry)
-}
-
-/// Applies the mode to the verdict, completes and submits the event.
-#[inline(always)]
-fn finish(
-    verdict: Result<decide::Verdict, kernel::ReadError>,
-    off: &KernelOffsets,
-    active: &ActiveGeneration,
-    settings: &Settings,
-    args: ArgSource,
-    bprm: u64,
-    entry: Option<RingBufEntry<ExecEvent>>,
-) -> Action {
-    let verdict = verdict.unwrap_or_else(|_| {
-        count(stats::PROBE_ERRORS);
-        decide::Verdict { effect: Effect::Deny as u32, rule: RULE_INTERNAL_ERROR }
-    });
-    let denied = verdict.effect != Effect::Allow as u32;
-    let audit = settings.mode == Mode::Audit as u32;
-    let (decision, action) = match (denied, audit) {
-        (false, _) => (Decision::Allowed, Action::Allow),
-        (true, true) => (Decision::AuditDenied, Action::Allow),
-        (true, false) => (Decision::Denied, Action::Deny),
-    };
-    if denied {
-        count(stats::EXEC_DENIED);
-    }
-    if let Some(mut entry) = entry {
-        // SAFETY: as in `govern`.
-        let event = unsafe { &mut *entry.as_mut_ptr() };
-        task::fill_header(&mut event.header, off, active.backend);
+        let verdict = settle(decide::decide(bprm, &off, active.generation, &settings, Some(&mut *event)));
+        let (decision, action) = apply(verdict, &settings);
+        task::fill_header(&mut event.header, &off, active.backend);
         event.decision = decision as u32;
         event.mode = settings.mode;
         event.rule = verdict.rule;
         event.generation = active.generation;
         event.argc = kernel::read::<i32>(bprm, off.binprm_argc).map_or(0, i32::cast_unsigned);
-        args::capture(event, off, args);
+        args::capture(event, &off, args);
         entry.submit(0);
+        action
+    } else {
+        count(stats::EVENTS_DROPPED);
+        let verdict = settle(decide::decide(bprm, &off, active.generation, &settings, None));
+        apply(verdict, &settings).1
     }
-    action
+}
+
+/// A failed decision is a denial (fail closed: only governed tasks get here).
+#[inline(always)]
+fn settle(verdict: Result<decide::Verdict, kernel::ReadError>) -> decide::Verdict {
+    verdict.unwrap_or_else(|_| {
+        count(stats::PROBE_ERRORS);
+        decide::Verdict { effect: Effect::Deny as u32, rule: RULE_INTERNAL_ERROR }
+    })
+}
+
+/// Applies the mode: what the event records, and what the backend does.
+#[inline(always)]
+fn apply(verdict: decide::Verdict, settings: &Settings) -> (Decision, Action) {
+    let denied = verdict.effect != Effect::Allow as u32;
+    if denied {
+        count(stats::EXEC_DENIED);
+    }
+    match (denied, settings.mode == Mode::Audit as u32) {
+        (false, _) => (Decision::Allowed, Action::Allow),
+        (true, true) => (Decision::AuditDenied, Action::Allow),
+        (true, false) => (Decision::Denied, Action::Deny),
+    }
 }
 
 /// Decision for a governed task when the probe cannot work (no settings, no offsets).
@@ -117,4 +108,3 @@ fn fail_closed() -> Action {
     count(stats::PROBE_ERRORS);
     Action::Deny
 }
-

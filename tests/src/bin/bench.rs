@@ -6,6 +6,7 @@
 //! rounds, so drift of the machine affects all three alike. Prints `BENCH key=value` lines.
 
 use std::{
+    fmt::Write as _,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -58,7 +59,12 @@ fn main() -> anyhow::Result<()> {
         with10k.push(ns);
         rss.1 = rss.1.max(r);
         maps.1 = maps.1.max(m);
-        eprintln!("round {round}: none {:.0} ns, 10 rules {:.0} ns, 10k rules {:.0} ns", none[none.len() - 1], with10[with10.len() - 1], with10k[with10k.len() - 1]);
+        eprintln!(
+            "round {round}: none {:.0} ns, 10 rules {:.0} ns, 10k rules {:.0} ns",
+            none[none.len() - 1],
+            with10[with10.len() - 1],
+            with10k[with10k.len() - 1]
+        );
     }
     let (a, b, c) = (median(&mut none), median(&mut with10), median(&mut with10k));
     println!("BENCH execs_per_case={n} rounds={rounds} backend={backend}");
@@ -68,7 +74,11 @@ fn main() -> anyhow::Result<()> {
     println!("BENCH ratio_10_rules_over_none={:.3} (target <= 1.05)", b / a);
     println!("BENCH ratio_10000_over_10_rules={:.3} (target <= 1.02)", c / b);
     println!("BENCH ctl_rss_kib_10_rules={} ctl_rss_kib_10000_rules={} (target <= 30720)", rss.0, rss.1);
-    println!("BENCH bpf_map_memlock_kib_10_rules={} bpf_map_memlock_kib_10000_rules={}", maps.0 / 1024, maps.1 / 1024);
+    println!(
+        "BENCH bpf_map_memlock_kib_10_rules={} bpf_map_memlock_kib_10000_rules={}",
+        maps.0 / 1024,
+        maps.1 / 1024
+    );
     Ok(())
 }
 
@@ -86,12 +96,12 @@ fn policy(dir: &Path, fixture: &str, count: usize) -> anyhow::Result<String> {
     let files = dir.join(format!("rules-{count}"));
     std::fs::create_dir_all(&files)?;
     let mut text = String::from("version: \"2.0\"\nmode: enforce\ndefault: deny\nexec:\n  allow:\n");
-    text.push_str(&format!("    - {{ id: fixture, path: {fixture} }}\n"));
-    text.push_str(&format!("    - {{ id: tools, dir: {} }}\n", dir.join("bin").display()));
+    let _ = writeln!(text, "    - {{ id: fixture, path: {fixture} }}");
+    let _ = writeln!(text, "    - {{ id: tools, dir: {} }}", dir.join("bin").display());
     for i in 0..count.saturating_sub(2) {
         let file = files.join(format!("f{i}"));
         std::fs::write(&file, b"")?;
-        text.push_str(&format!("    - {{ id: r{i}, path: {} }}\n", file.display()));
+        let _ = writeln!(text, "    - {{ id: r{i}, path: {} }}", file.display());
     }
     Ok(text)
 }
@@ -106,8 +116,9 @@ fn write_policy(dir: &Path, name: &str, text: &str) -> anyhow::Result<PathBuf> {
 /// Runs `sentra-fixture bench` and returns its mean ns per fork+exec+wait.
 fn measure(command: &[&str]) -> anyhow::Result<f64> {
     let output = Command::new(command[0]).args(&command[1..]).output()?;
-    parse_ns(&String::from_utf8_lossy(&output.stdout))
-        .with_context(|| format!("no ns_per_exec from {command:?}: {}", String::from_utf8_lossy(&output.stderr)))
+    parse_ns(&String::from_utf8_lossy(&output.stdout)).with_context(|| {
+        format!("no ns_per_exec from {command:?}: {}", String::from_utf8_lossy(&output.stderr))
+    })
 }
 
 fn parse_ns(stdout: &str) -> Option<f64> {
@@ -115,7 +126,13 @@ fn parse_ns(stdout: &str) -> Option<f64> {
 }
 
 /// Runs the fixture's loop under `sentra-ctl run`; samples the controller's RSS and map memory meanwhile.
-fn governed(policy: &Path, backend: &str, fixture: &str, n: u32, tool: &Path) -> anyhow::Result<(f64, u64, u64)> {
+fn governed(
+    policy: &Path,
+    backend: &str,
+    fixture: &str,
+    n: u32,
+    tool: &Path,
+) -> anyhow::Result<(f64, u64, u64)> {
     let ctl = sentra_tests::sentra_ctl();
     let audit = policy.with_extension("jsonl");
     let mut child = Command::new(ctl)
@@ -131,14 +148,15 @@ fn governed(policy: &Path, backend: &str, fixture: &str, n: u32, tool: &Path) ->
         rss = rss.max(vm_rss_kib(pid));
         memlock = memlock.max(map_memlock(pid));
         std::thread::sleep(Duration::from_millis(20));
-        if started.elapsed() > Duration::from_secs(1800) {
+        if started.elapsed() > Duration::from_mins(30) {
             let _ = child.kill();
             bail!("governed run hung");
         }
     }
     let output = child.wait_with_output()?;
     let _ = std::fs::remove_file(&audit);
-    let ns = parse_ns(&String::from_utf8_lossy(&output.stdout)).context("governed run printed no ns_per_exec")?;
+    let ns =
+        parse_ns(&String::from_utf8_lossy(&output.stdout)).context("governed run printed no ns_per_exec")?;
     Ok((ns, rss, memlock))
 }
 
@@ -155,14 +173,20 @@ fn vm_rss_kib(pid: u32) -> u64 {
 
 /// Sum of `memlock` over the BPF map fds the process holds (fdinfo of a BPF map reports it).
 fn map_memlock(pid: u32) -> u64 {
-    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return 0;
+    };
     let mut total = 0;
     for entry in entries.flatten() {
-        let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
         if !text.contains("map_type:") {
             continue;
         }
-        if let Some(v) = text.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse::<u64>().ok()) {
+        if let Some(v) =
+            text.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse::<u64>().ok())
+        {
             total += v;
         }
     }

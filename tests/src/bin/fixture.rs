@@ -38,7 +38,8 @@ fn own_cgroup_dir() -> Option<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let root = mounts.lines().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;
-        (right.split_whitespace().next()? == "cgroup2").then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+        (right.split_whitespace().next()? == "cgroup2")
+            .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
     })?;
     Some(root.join(relative.trim_start_matches('/')))
 }
@@ -91,7 +92,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("subcgroup") => {
-            let (Some(name), Some(path)) = (args.get(1), args.get(2)) else { return ExitCode::from(2) };
+            let (Some(name), Some(path)) = (args.get(1), args.get(2)) else {
+                return ExitCode::from(2);
+            };
             let Some(dir) = own_cgroup_dir() else {
                 eprintln!("cannot find own cgroup");
                 return ExitCode::from(3);

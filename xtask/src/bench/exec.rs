@@ -5,7 +5,7 @@
 //! The figures come from `sentra-bench exec` (tests/src/bin/bench.rs), which measures all three cases
 //! in interleaved rounds of one run and prints ratios.
 
-use std::process::Command;
+use std::{fmt::Write as _, process::Command};
 
 use anyhow::{Context as _, bail};
 
@@ -48,22 +48,24 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let out = workspace.join("target/vm");
     std::fs::create_dir_all(&out)?;
     let mut init = vm::base_init();
-    init.push_str(&format!(
+    let _ = write!(
+        init,
         "export SENTRA_CTL={} SENTRA_TEST_BACKEND={}\n{} exec {} {}\necho SENTRA-VM-DONE\npoweroff -f\n",
         binaries.sentra_ctl.display(),
         args.backend,
         binaries.bench.display(),
         args.n,
         args.rounds
-    ));
+    );
     let initrd = out.join("initrd-bench.cpio.gz");
     vm::pack(&binaries, &init, &initrd)?;
     let log = out.join(format!("bench-exec-{}-{}.log", args.kernel, args.backend));
     let vmlinuz = vm::find_kernel(&vm::cache(), &args.kernel)?;
     eprintln!("[bench exec] booting {} ({}), backend {}", args.kernel, vmlinuz.display(), args.backend);
-    vm::boot(&vmlinuz, &initrd, &vm::append_for(&args.backend)?, &log, std::time::Duration::from_secs(3600))?;
+    vm::boot(&vmlinuz, &initrd, &vm::append_for(&args.backend)?, &log, std::time::Duration::from_hours(1))?;
     let text = String::from_utf8_lossy(&std::fs::read(&log)?).into_owned();
-    let lines: Vec<&str> = text.lines().filter_map(|l| l.trim_end_matches('\r').strip_prefix("BENCH ")).collect();
+    let lines: Vec<&str> =
+        text.lines().filter_map(|l| l.trim_end_matches('\r').strip_prefix("BENCH ")).collect();
     if lines.is_empty() {
         bail!("the benchmark printed nothing; see {}", log.display());
     }
