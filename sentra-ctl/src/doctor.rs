@@ -72,11 +72,11 @@ pub fn run(probe_backends: bool) -> Vec<Check> {
     ));
     checks.push(check(
         "bpffs",
-        if is_bpffs(Path::new("/sys/fs/bpf")) {
+        if kernel::pin::is_bpffs(Path::new("/sys/fs/bpf")) {
             Ok("bpffs mounted at /sys/fs/bpf".into())
         } else {
             Err((
-                "/sys/fs/bpf is not a bpffs mount (needed to pin programs and maps)".into(),
+                "/sys/fs/bpf is not a bpffs mount (needed to pin programs and maps; `sentra-ctl daemon` mounts it)".into(),
                 "mount -t bpf bpf /sys/fs/bpf".into(),
             ))
         },
@@ -100,10 +100,4 @@ pub fn run(probe_backends: bool) -> Vec<Check> {
         }
     }
     checks
-}
-
-fn is_bpffs(path: &Path) -> bool {
-    // BPF_FS_MAGIC, include/uapi/linux/magic.h
-    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
 }

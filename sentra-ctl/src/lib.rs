@@ -1,7 +1,8 @@
-//! Sentra controller library: policy, kernel maps, cgroups, audit.
+//! Sentra controller library: policy, kernel maps, cgroups, audit, the controller daemon.
 
 pub mod audit;
 pub mod cgroup;
+pub mod controller;
 pub mod doctor;
 pub mod kernel;
 pub mod policy;

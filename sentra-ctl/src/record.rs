@@ -5,7 +5,7 @@ use sentra_common::event::Decision;
 use crate::{
     audit::Record,
     kernel::events::{Exec, RuleRef},
-    policy::exec::CompiledExec,
+    policy::exec::RuleTable,
 };
 
 /// Converts `bpf_ktime_get_boot_ns` times to wall-clock time.
@@ -47,7 +47,7 @@ impl Default for Clock {
 
 /// The audit record of a kernel exec event; `rules` resolves its rule index.
 #[must_use]
-pub fn exec_record(event: &Exec, rules: &CompiledExec, clock: &Clock) -> Record {
+pub fn exec_record(event: &Exec, rules: &RuleTable, clock: &Clock) -> Record {
     let (rule_id, reason) = match event.rule {
         RuleRef::Index(index) => match rules.rule(index) {
             Some(rule) => (rule.id.clone(), rule.reason.clone()),

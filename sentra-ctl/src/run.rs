@@ -14,7 +14,10 @@ use crate::{
     audit::{self, AuditLog, Record},
     cgroup::{self, Cgroup},
     kernel::{BackendChoice, Kernel, events, maps},
-    policy::{self, Policy, exec::CompiledExec},
+    policy::{
+        self, Policy,
+        exec::{CompiledExec, RuleTable},
+    },
     record::{self, Clock},
 };
 
@@ -92,8 +95,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|err| anyhow::anyhow!("polling the EVENTS ring buffer: {}", std::io::Error::from(err)))?;
 
-    let mut child = spawn_in(&group, &options.command)?;
-    let mut drain = Drainer { audit: &mut audit, compiled: &compiled, clock, written: 0, undecodable: 0 };
+    let mut child = spawn_in(&group.procs_file(), &options.command)?;
+    let tables = [compiled.table(), compiled.table()];
+    let mut drain = Drainer { audit: &mut audit, tables: &tables, clock, written: 0, undecodable: 0 };
     let status = loop {
         tokio::select! {
             status = child.wait() => break status.context("waiting for the command")?,
@@ -133,20 +137,26 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
     Ok(exit_code(status))
 }
 
-struct Drainer<'a> {
-    audit: &'a mut AuditLog,
-    compiled: &'a CompiledExec,
-    clock: Clock,
-    written: u64,
-    undecodable: u64,
+/// Moves events from the ring buffer to the audit log; `tables[g]` names the rules of generation `g`.
+pub struct Drainer<'a> {
+    pub audit: &'a mut AuditLog,
+    pub tables: &'a [RuleTable; 2],
+    pub clock: Clock,
+    pub written: u64,
+    pub undecodable: u64,
 }
 
 impl Drainer<'_> {
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> anyhow::Result<()> {
+    /// Writes every event waiting in the ring buffer.
+    ///
+    /// # Errors
+    /// The audit log cannot be written.
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) -> anyhow::Result<()> {
         while let Some(item) = ring.next() {
             match events::decode(&item) {
                 Ok(event) => {
-                    self.audit.write(&record::exec_record(&event, self.compiled, &self.clock))?;
+                    let table = &self.tables[usize::try_from(event.generation).unwrap_or(0) % 2];
+                    self.audit.write(&record::exec_record(&event, table, &self.clock))?;
                     self.written += 1;
                 }
                 Err(err) => {
@@ -161,11 +171,13 @@ impl Drainer<'_> {
 
 /// Starts the command with the child moving itself into the cgroup before it execs, so the command's
 /// own exec is already governed.
-fn spawn_in(group: &Cgroup, command: &[String]) -> anyhow::Result<tokio::process::Child> {
-    let procs_path = group.procs_file();
+///
+/// # Errors
+/// The cgroup cannot be opened or the command cannot be started.
+pub fn spawn_in(procs_path: &Path, command: &[String]) -> anyhow::Result<tokio::process::Child> {
     let procs = std::fs::OpenOptions::new()
         .write(true)
-        .open(&procs_path)
+        .open(procs_path)
         .with_context(|| format!("opening {}", procs_path.display()))?;
     let fd = procs.as_raw_fd();
     let mut cmd = tokio::process::Command::new(&command[0]);

@@ -1,8 +1,10 @@
 //! Writing policy generations and governed cgroups into the maps (named as in `sentra-ebpf/src/maps.rs`).
 
+use std::collections::BTreeMap;
+
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
 };
 use sentra_common::{
     exec::{GovernedCgroup, InodeKey, NameKey, RuleValue},
@@ -21,20 +23,57 @@ pub const EXEC_INODE_RULES: &str = "EXEC_INODE_RULES";
 pub const EXEC_NAME_RULES: &str = "EXEC_NAME_RULES";
 pub const EXEC_DIR_RULES: &str = "EXEC_DIR_RULES";
 
+/// Where the maps are: the freshly loaded object, or maps reopened from their pins.
+pub trait MapStore {
+    fn map(&self, name: &str) -> Option<&Map>;
+    fn map_mut(&mut self, name: &str) -> Option<&mut Map>;
+    fn take_map(&mut self, name: &str) -> Option<Map>;
+}
+
+impl MapStore for Ebpf {
+    fn map(&self, name: &str) -> Option<&Map> {
+        Ebpf::map(self, name)
+    }
+    fn map_mut(&mut self, name: &str) -> Option<&mut Map> {
+        Ebpf::map_mut(self, name)
+    }
+    fn take_map(&mut self, name: &str) -> Option<Map> {
+        Ebpf::take_map(self, name)
+    }
+}
+
+/// Maps reopened from bpffs pins, by name.
+#[derive(Default)]
+pub struct PinnedMaps {
+    pub maps: BTreeMap<String, Map>,
+}
+
+impl MapStore for PinnedMaps {
+    fn map(&self, name: &str) -> Option<&Map> {
+        self.maps.get(name)
+    }
+    fn map_mut(&mut self, name: &str) -> Option<&mut Map> {
+        self.maps.get_mut(name)
+    }
+    fn take_map(&mut self, name: &str) -> Option<Map> {
+        self.maps.remove(name)
+    }
+}
+
 fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> KernelError {
     move |err| KernelError::Map { map, detail: err.to_string() }
 }
 
-fn hash<'a, K: aya::Pod, V: aya::Pod>(
-    ebpf: &'a mut Ebpf,
+fn hash<'a, K: aya::Pod, V: aya::Pod, S: MapStore + ?Sized>(
+    ebpf: &'a mut S,
     name: &'static str,
 ) -> Result<HashMap<&'a mut MapData, K, V>, KernelError> {
     let map = ebpf.map_mut(name).ok_or(KernelError::Map { map: name, detail: "missing".into() })?;
     HashMap::try_from(map).map_err(map_err(name))
 }
 
-fn array<'a, V: aya::Pod>(
-    ebpf: &'a mut Ebpf,
+fn array<'a, V: aya::Pod, S: MapStore + ?Sized>(
+    ebpf: &'a mut S,
     name: &'static str,
 ) -> Result<Array<&'a mut MapData, V>, KernelError> {
     let map = ebpf.map_mut(name).ok_or(KernelError::Map { map: name, detail: "missing".into() })?;
@@ -54,7 +93,7 @@ pub struct Stats {
 ///
 /// # Errors
 /// The map cannot be read.
-pub fn read_stats(ebpf: &Ebpf) -> Result<Stats, KernelError> {
+pub fn read_stats<S: MapStore + ?Sized>(ebpf: &S) -> Result<Stats, KernelError> {
     let map = ebpf.map(STATS).ok_or(KernelError::Map { map: STATS, detail: "missing".into() })?;
     let counters: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map).map_err(map_err(STATS))?;
     let sum = |index: u32| -> Result<u64, KernelError> {
@@ -72,16 +111,16 @@ pub fn read_stats(ebpf: &Ebpf) -> Result<Stats, KernelError> {
 ///
 /// # Errors
 /// The map cannot be read.
-pub fn active_generation(ebpf: &mut Ebpf) -> Result<ActiveGeneration, KernelError> {
-    array::<ActiveGeneration>(ebpf, ACTIVE_GENERATION)?.get(&0, 0).map_err(map_err(ACTIVE_GENERATION))
+pub fn active_generation<S: MapStore + ?Sized>(ebpf: &mut S) -> Result<ActiveGeneration, KernelError> {
+    array::<ActiveGeneration, S>(ebpf, ACTIVE_GENERATION)?.get(&0, 0).map_err(map_err(ACTIVE_GENERATION))
 }
 
 /// Writes `compiled` as generation `generation` (not yet active), replacing whatever it held.
 ///
 /// # Errors
 /// A map update fails (for instance a map is full).
-pub fn write_generation(
-    ebpf: &mut Ebpf,
+pub fn write_generation<S: MapStore + ?Sized>(
+    ebpf: &mut S,
     generation: u32,
     compiled: &CompiledExec,
     mode: sentra_common::settings::Mode,
@@ -89,21 +128,21 @@ pub fn write_generation(
     debug_assert!(generation < GENERATIONS);
     clear_generation(ebpf, generation)?;
     {
-        let mut map = hash::<InodeKey, RuleValue>(ebpf, EXEC_INODE_RULES)?;
+        let mut map = hash::<InodeKey, RuleValue, S>(ebpf, EXEC_INODE_RULES)?;
         for (id, value) in &compiled.inode {
             let key = InodeKey { generation, pad: 0, dev: id.dev, ino: id.ino };
             map.insert(key, value, 0).map_err(map_err(EXEC_INODE_RULES))?;
         }
     }
     {
-        let mut map = hash::<NameKey, RuleValue>(ebpf, EXEC_NAME_RULES)?;
+        let mut map = hash::<NameKey, RuleValue, S>(ebpf, EXEC_NAME_RULES)?;
         for ((dir, name), value) in &compiled.name {
             let key = NameKey { generation, pad: 0, dir_dev: dir.dev, dir_ino: dir.ino, name: *name };
             map.insert(key, value, 0).map_err(map_err(EXEC_NAME_RULES))?;
         }
     }
     {
-        let mut map = hash::<InodeKey, RuleValue>(ebpf, EXEC_DIR_RULES)?;
+        let mut map = hash::<InodeKey, RuleValue, S>(ebpf, EXEC_DIR_RULES)?;
         for (id, value) in &compiled.dir {
             let key = InodeKey { generation, pad: 0, dev: id.dev, ino: id.ino };
             map.insert(key, value, 0).map_err(map_err(EXEC_DIR_RULES))?;
@@ -115,7 +154,7 @@ pub fn write_generation(
         reserved: 0,
         loaded: 1,
     };
-    array::<Settings>(ebpf, SETTINGS)?.set(generation, settings, 0).map_err(map_err(SETTINGS))?;
+    array::<Settings, S>(ebpf, SETTINGS)?.set(generation, settings, 0).map_err(map_err(SETTINGS))?;
     Ok(())
 }
 
@@ -123,17 +162,19 @@ pub fn write_generation(
 ///
 /// # Errors
 /// A map cannot be read or updated.
-pub fn clear_generation(ebpf: &mut Ebpf, generation: u32) -> Result<(), KernelError> {
-    array::<Settings>(ebpf, SETTINGS)?.set(generation, Settings::default(), 0).map_err(map_err(SETTINGS))?;
+pub fn clear_generation<S: MapStore + ?Sized>(ebpf: &mut S, generation: u32) -> Result<(), KernelError> {
+    array::<Settings, S>(ebpf, SETTINGS)?
+        .set(generation, Settings::default(), 0)
+        .map_err(map_err(SETTINGS))?;
     for name in [EXEC_INODE_RULES, EXEC_DIR_RULES] {
-        let mut map = hash::<InodeKey, RuleValue>(ebpf, name)?;
+        let mut map = hash::<InodeKey, RuleValue, S>(ebpf, name)?;
         let stale: Vec<InodeKey> =
             map.keys().filter_map(Result::ok).filter(|k| k.generation == generation).collect();
         for key in stale {
             map.remove(&key).map_err(map_err(name))?;
         }
     }
-    let mut map = hash::<NameKey, RuleValue>(ebpf, EXEC_NAME_RULES)?;
+    let mut map = hash::<NameKey, RuleValue, S>(ebpf, EXEC_NAME_RULES)?;
     let stale: Vec<NameKey> =
         map.keys().filter_map(Result::ok).filter(|k| k.generation == generation).collect();
     for key in stale {
@@ -147,17 +188,23 @@ pub fn clear_generation(ebpf: &mut Ebpf, generation: u32) -> Result<(), KernelEr
 ///
 /// # Errors
 /// The map cannot be updated.
-pub fn activate(ebpf: &mut Ebpf, generation: u32, backend: Backend) -> Result<(), KernelError> {
+pub fn activate<S: MapStore + ?Sized>(
+    ebpf: &mut S,
+    generation: u32,
+    backend: Backend,
+) -> Result<(), KernelError> {
     let value = ActiveGeneration { generation, backend: backend as u32 };
-    array::<ActiveGeneration>(ebpf, ACTIVE_GENERATION)?.set(0, value, 0).map_err(map_err(ACTIVE_GENERATION))
+    array::<ActiveGeneration, S>(ebpf, ACTIVE_GENERATION)?
+        .set(0, value, 0)
+        .map_err(map_err(ACTIVE_GENERATION))
 }
 
 /// Governs a cgroup (and its descendants).
 ///
 /// # Errors
 /// The map cannot be updated.
-pub fn govern(ebpf: &mut Ebpf, cgroup_id: u64, level: u32) -> Result<(), KernelError> {
-    hash::<u64, GovernedCgroup>(ebpf, GOVERNED)?
+pub fn govern<S: MapStore + ?Sized>(ebpf: &mut S, cgroup_id: u64, level: u32) -> Result<(), KernelError> {
+    hash::<u64, GovernedCgroup, S>(ebpf, GOVERNED)?
         .insert(cgroup_id, GovernedCgroup { level, pad: 0 }, 0)
         .map_err(map_err(GOVERNED))
 }
@@ -166,6 +213,42 @@ pub fn govern(ebpf: &mut Ebpf, cgroup_id: u64, level: u32) -> Result<(), KernelE
 ///
 /// # Errors
 /// The map cannot be updated.
-pub fn release(ebpf: &mut Ebpf, cgroup_id: u64) -> Result<(), KernelError> {
-    hash::<u64, GovernedCgroup>(ebpf, GOVERNED)?.remove(&cgroup_id).map_err(map_err(GOVERNED))
+pub fn release<S: MapStore + ?Sized>(ebpf: &mut S, cgroup_id: u64) -> Result<(), KernelError> {
+    hash::<u64, GovernedCgroup, S>(ebpf, GOVERNED)?.remove(&cgroup_id).map_err(map_err(GOVERNED))
+}
+
+/// Cgroups in `GOVERNED`.
+///
+/// # Errors
+/// The map cannot be read.
+pub fn governed<S: MapStore + ?Sized>(ebpf: &mut S) -> Result<Vec<(u64, GovernedCgroup)>, KernelError> {
+    Ok(hash::<u64, GovernedCgroup, S>(ebpf, GOVERNED)?.iter().filter_map(Result::ok).collect())
+}
+
+/// Installs `compiled` as the deciding policy without a moment of mixed or missing rules: fills the
+/// inactive generation, flips `ACTIVE_GENERATION` (one map update), waits until no program can still be
+/// deciding with the old generation, then clears it. Returns the new generation.
+///
+/// # Errors
+/// A map update fails; the old generation then stays active (the flip is the last step that can fail
+/// before it, and the inactive generation is cleared again).
+pub fn switch_generation<S: MapStore + ?Sized>(
+    ebpf: &mut S,
+    compiled: &CompiledExec,
+    mode: sentra_common::settings::Mode,
+    backend: Backend,
+    barrier: &super::rcu::RcuBarrier,
+) -> Result<u32, KernelError> {
+    let old = active_generation(ebpf)?.generation;
+    let new = (old + 1) % GENERATIONS;
+    if let Err(err) = write_generation(ebpf, new, compiled, mode) {
+        let _ = clear_generation(ebpf, new);
+        return Err(err);
+    }
+    activate(ebpf, new, backend)?;
+    barrier
+        .wait()
+        .map_err(|err| KernelError::Map { map: ACTIVE_GENERATION, detail: format!("RCU barrier: {err}") })?;
+    clear_generation(ebpf, old)?;
+    Ok(new)
 }

@@ -3,10 +3,12 @@
 pub mod events;
 pub mod maps;
 pub mod offsets;
+pub mod pin;
+pub mod rcu;
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    programs::{BtfTracePoint, Lsm, TracePoint},
+    programs::{BtfTracePoint, Lsm, TracePoint, links::FdLink, trace_point::TracePointLink},
 };
 use sentra_common::settings::Backend;
 
@@ -47,12 +49,22 @@ pub enum KernelError {
     LsmUnavailable(String),
 }
 
+/// A program's attachment, owned here: dropping it detaches the program unless it was pinned.
+pub enum OwnedLink {
+    /// A BPF link (pinnable).
+    Fd(FdLink),
+    /// A perf-event attachment on a kernel without BPF links for perf events (not pinnable).
+    Perf(TracePointLink),
+}
+
 /// The loaded object with its enforcement backend attached.
 pub struct Kernel {
     pub ebpf: Ebpf,
     pub backend: Backend,
     /// Why `lsm` was not chosen under `auto`, if it was not.
     pub lsm_refusal: Option<String>,
+    /// Attachments by program name.
+    pub links: Vec<(&'static str, OwnedLink)>,
 }
 
 impl Kernel {
@@ -72,25 +84,28 @@ impl Kernel {
             .load(BPF_OBJECT)
             .map_err(KernelError::Object)?;
 
+        let mut links = Vec::new();
         let (backend, lsm_refusal) = match choice {
             BackendChoice::Lsm => {
-                attach_lsm(&mut ebpf, &btf).map_err(|err| KernelError::LsmUnavailable(err.to_string()))?;
+                attach_lsm(&mut ebpf, &btf, &mut links)
+                    .map_err(|err| KernelError::LsmUnavailable(err.to_string()))?;
                 (Backend::Lsm, None)
             }
             BackendChoice::Signal => {
-                attach_signal(&mut ebpf, &btf)?;
+                attach_signal(&mut ebpf, &btf, &mut links)?;
                 (Backend::Signal, None)
             }
-            BackendChoice::Auto => match attach_lsm(&mut ebpf, &btf) {
+            BackendChoice::Auto => match attach_lsm(&mut ebpf, &btf, &mut links) {
                 Ok(()) => (Backend::Lsm, None),
                 Err(err) => {
                     tracing::info!("lsm backend unavailable ({err}); using signal");
-                    attach_signal(&mut ebpf, &btf)?;
+                    links.clear();
+                    attach_signal(&mut ebpf, &btf, &mut links)?;
                     (Backend::Signal, Some(err.to_string()))
                 }
             },
         };
-        Ok(Self { ebpf, backend, lsm_refusal })
+        Ok(Self { ebpf, backend, lsm_refusal, links })
     }
 }
 
@@ -112,11 +127,43 @@ fn program_err(err: &aya::programs::ProgramError) -> String {
     }
 }
 
-/// Attaches the `lsm` backend: `exec_lsm` plus the argv recorders. Test-attaches for real: the only
-/// reliable test of BPF LSM (a listed `bpf` in /sys/kernel/security/lsm does not prove trampolines work,
-/// e.g. arm64 before 6.0 loads LSM programs but cannot attach them).
-fn attach_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), KernelError> {
+/// The active LSMs (`/sys/kernel/security/lsm`), mounting securityfs first if it is not.
+///
+/// # Errors
+/// The list cannot be read.
+pub fn active_lsms() -> Result<Vec<String>, String> {
+    const LIST: &str = "/sys/kernel/security/lsm";
+    if !std::path::Path::new(LIST).exists() {
+        let _ = nix::mount::mount(
+            Some("securityfs"),
+            "/sys/kernel/security",
+            Some("securityfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        );
+    }
+    std::fs::read_to_string(LIST)
+        .map(|text| text.trim().split(',').map(str::to_string).collect())
+        .map_err(|err| format!("{LIST}: {err}"))
+}
+
+/// Attaches the `lsm` backend: `exec_lsm` plus the argv recorders. BPF LSM enforces only when both
+/// hold, so both are checked: `bpf` is among the active LSMs (observed: Debian's 6.1 booted with an
+/// `lsm=` list lacking it attaches the program, which then never runs), and the program really
+/// attaches (observed: arm64 6.1 lists `bpf` but cannot attach, having no BPF trampoline).
+fn attach_lsm(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    links: &mut Vec<(&'static str, OwnedLink)>,
+) -> Result<(), KernelError> {
     const PROGRAM: &str = "exec_lsm";
+    let lsms = active_lsms().map_err(|detail| KernelError::Attach { program: PROGRAM, detail })?;
+    if !lsms.iter().any(|m| m == "bpf") {
+        return Err(KernelError::Attach {
+            program: PROGRAM,
+            detail: format!("`bpf` is not among the active LSMs ({})", lsms.join(",")),
+        });
+    }
     let program: &mut Lsm = ebpf
         .program_mut(PROGRAM)
         .ok_or(KernelError::MissingProgram { program: PROGRAM })?
@@ -125,9 +172,15 @@ fn attach_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), KernelError> {
     program
         .load("bprm_check_security", btf)
         .map_err(|err| KernelError::Load { program: PROGRAM, detail: program_err(&err) })?;
-    program.attach().map_err(|err| KernelError::Attach { program: PROGRAM, detail: program_err(&err) })?;
+    let id = program
+        .attach()
+        .map_err(|err| KernelError::Attach { program: PROGRAM, detail: program_err(&err) })?;
+    let link = program
+        .take_link(id)
+        .map_err(|err| KernelError::Attach { program: PROGRAM, detail: program_err(&err) })?;
+    links.push((PROGRAM, OwnedLink::Fd(link.into())));
     for (name, syscall) in [("execve_enter", "sys_enter_execve"), ("execveat_enter", "sys_enter_execveat")] {
-        attach_tracepoint(ebpf, name, "syscalls", syscall)?;
+        attach_tracepoint(ebpf, name, "syscalls", syscall, links)?;
     }
     Ok(())
 }
@@ -137,6 +190,7 @@ fn attach_tracepoint(
     name: &'static str,
     category: &str,
     event: &str,
+    links: &mut Vec<(&'static str, OwnedLink)>,
 ) -> Result<(), KernelError> {
     let program: &mut TracePoint = ebpf
         .program_mut(name)
@@ -144,14 +198,37 @@ fn attach_tracepoint(
         .try_into()
         .map_err(|err| KernelError::Load { program: name, detail: format!("{err}") })?;
     program.load().map_err(|err| KernelError::Load { program: name, detail: program_err(&err) })?;
-    program
+    let id = program
         .attach(category, event)
         .map_err(|err| KernelError::Attach { program: name, detail: program_err(&err) })?;
+    let link = program
+        .take_link(id)
+        .map_err(|err| KernelError::Attach { program: name, detail: program_err(&err) })?;
+    // A BPF link where the kernel has them for perf events (5.15+), so that it can be pinned.
+    let owned = match FdLink::try_from(link) {
+        Ok(fd) => OwnedLink::Fd(fd),
+        Err(err) => {
+            tracing::debug!("{name}: not a BPF link ({err}); it cannot be pinned");
+            let id = program
+                .attach(category, event)
+                .map_err(|err| KernelError::Attach { program: name, detail: program_err(&err) })?;
+            OwnedLink::Perf(
+                program
+                    .take_link(id)
+                    .map_err(|err| KernelError::Attach { program: name, detail: program_err(&err) })?,
+            )
+        }
+    };
+    links.push((name, owned));
     Ok(())
 }
 
 /// Attaches the `signal` backend: `exec_signal` on `tp_btf/sched_process_exec`.
-fn attach_signal(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), KernelError> {
+fn attach_signal(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    links: &mut Vec<(&'static str, OwnedLink)>,
+) -> Result<(), KernelError> {
     const PROGRAM: &str = "exec_signal";
     let program: &mut BtfTracePoint = ebpf
         .program_mut(PROGRAM)
@@ -161,6 +238,12 @@ fn attach_signal(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), KernelError> {
     program
         .load("sched_process_exec", btf)
         .map_err(|err| KernelError::Load { program: PROGRAM, detail: program_err(&err) })?;
-    program.attach().map_err(|err| KernelError::Attach { program: PROGRAM, detail: program_err(&err) })?;
+    let id = program
+        .attach()
+        .map_err(|err| KernelError::Attach { program: PROGRAM, detail: program_err(&err) })?;
+    let link = program
+        .take_link(id)
+        .map_err(|err| KernelError::Attach { program: PROGRAM, detail: program_err(&err) })?;
+    links.push((PROGRAM, OwnedLink::Fd(link.into())));
     Ok(())
 }

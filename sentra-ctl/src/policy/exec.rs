@@ -24,7 +24,7 @@ pub enum Target {
 }
 
 /// A rule as userspace remembers it; the kernel knows it by its index.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RuleInfo {
     pub id: String,
     pub reason: Option<String>,
@@ -49,9 +49,40 @@ pub struct CompiledExec {
     pub warnings: Vec<Warning>,
     /// Deny rules whose target is not on this machine (nothing to deny; listed by `policy check`).
     pub absent: Vec<String>,
+    /// Original `rules` compiled into the kernel too (plain program names).
+    pub kernel_rules: Vec<String>,
+    /// Original `rules` the kernel cannot express, with why: enforced by the shell layer only.
+    pub shell_only: Vec<(String, String)>,
+}
+
+/// What turns a kernel event's rule index back into words: the rules of one generation and its default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RuleTable {
+    pub rules: Vec<RuleInfo>,
+    pub default: Option<Effect>,
+}
+
+impl RuleTable {
+    /// Id and reason of a rule index found in an event.
+    #[must_use]
+    pub fn rule(&self, index: u32) -> Option<&RuleInfo> {
+        self.rules.get(usize::try_from(index).ok()?)
+    }
+
+    /// The effect when no entry covers a file.
+    #[must_use]
+    pub fn default_effect(&self) -> Effect {
+        self.default.unwrap_or(Effect::Deny)
+    }
 }
 
 impl CompiledExec {
+    /// The rule table of this compilation.
+    #[must_use]
+    pub fn table(&self) -> RuleTable {
+        RuleTable { rules: self.rules.clone(), default: self.default }
+    }
+
     /// Adds a kernel entry; when two rules land on the same key, a deny beats an allow, and otherwise
     /// the first rule keeps it; either way the overlap is reported.
     fn add<K: PartialEq + Copy>(
@@ -113,32 +144,144 @@ fn file_id(path: &Path) -> std::io::Result<FileId> {
 /// exist, a name too long for the kernel's key.
 pub fn compile(policy: &Policy) -> Result<CompiledExec, PolicyError> {
     let mut out = CompiledExec { default: policy.model.default, ..CompiledExec::default() };
-    let Some(section) = &policy.model.exec else {
-        return Ok(out);
-    };
+    let empty = super::model::ExecSection::default();
+    let section = policy.model.exec.as_ref().unwrap_or(&empty);
     if section.default.is_some() {
         out.default = section.default;
     }
     let search: Vec<PathBuf> = section.path.iter().map(PathBuf::from).collect();
     for dir in &search {
         if !dir.is_absolute() {
-            return Err(policy.error(format!("exec.path: `{}` is not an absolute path", dir.display())));
+            return Err(policy
+                .error_at("exec.path", format!("exec.path: `{}` is not an absolute path", dir.display())));
         }
     }
     let mut seen = std::collections::BTreeSet::new();
-    for (effect, entries) in [(Effect::Deny, &section.deny), (Effect::Allow, &section.allow)] {
-        for entry in entries {
+    for (effect, list, entries) in
+        [(Effect::Deny, "deny", &section.deny), (Effect::Allow, "allow", &section.allow)]
+    {
+        for (i, entry) in entries.iter().enumerate() {
+            let at = format!("exec.{list}[{i}]");
             if !seen.insert(entry.id.clone()) {
-                return Err(policy.error(format!("exec rule id `{}` is used twice", entry.id)));
+                return Err(policy
+                    .error_at(&format!("{at}.id"), format!("exec rule id `{}` is used twice", entry.id)));
             }
-            compile_entry(policy, &search, entry, effect, &mut out)?;
+            compile_entry(policy, &at, &search, entry, effect, &mut out)?;
         }
     }
+    compile_original_rules(policy, &search, &mut seen, &mut out)?;
     Ok(out)
+}
+
+/// The names in a regex that is nothing but an anchored alternation of plain program names:
+/// `^(ls|cat|grep)$`, `^sudo$`, `^python3\.11$`.
+#[must_use]
+pub fn plain_names(regex: &str) -> Option<Vec<String>> {
+    let body = regex.strip_prefix('^')?.strip_suffix('$')?;
+    let body = match body.strip_prefix('(').and_then(|b| b.strip_suffix(')')) {
+        Some(inner) => inner.strip_prefix("?:").unwrap_or(inner),
+        None => body,
+    };
+    let mut names = Vec::new();
+    for alternative in body.split('|') {
+        let mut name = String::new();
+        let mut chars = alternative.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some(e @ ('.' | '+' | '-')) => name.push(e),
+                    _ => return None,
+                },
+                c if c.is_ascii_alphanumeric() || c == '_' || c == '-' => name.push(c),
+                _ => return None,
+            }
+        }
+        if name.is_empty() {
+            return None;
+        }
+        names.push(name);
+    }
+    Some(names)
+}
+
+/// The original Sentra `rules` that the kernel can enforce: those matching on the executable alone,
+/// with a regex that is a plain alternation of names. Everything else stays with the shell layer.
+/// Missing programs are noted, not errors: original policies list programs not every host has.
+fn compile_original_rules(
+    policy: &Policy,
+    search: &[PathBuf],
+    seen: &mut std::collections::BTreeSet<String>,
+    out: &mut CompiledExec,
+) -> Result<(), PolicyError> {
+    let search: Vec<PathBuf> = if search.is_empty() {
+        ["/usr/local/bin", "/usr/bin", "/bin"].iter().map(PathBuf::from).collect()
+    } else {
+        search.to_vec()
+    };
+    for (i, rule) in policy.model.rules.iter().enumerate() {
+        let at = format!("rules[{i}]");
+        let m = &rule.matcher;
+        let why = if m.args_pattern.is_some() {
+            Some("it matches arguments")
+        } else if m.identity.is_some() {
+            Some("it matches the identity")
+        } else if m.executable.is_none() {
+            Some("it names no executable")
+        } else {
+            None
+        };
+        let names = match (why, m.executable.as_deref().and_then(plain_names)) {
+            (Some(why), _) => {
+                out.shell_only.push((rule.id.clone(), why.to_string()));
+                continue;
+            }
+            (None, None) => {
+                out.shell_only
+                    .push((rule.id.clone(), "its executable regex is not a plain list of names".into()));
+                continue;
+            }
+            (None, Some(names)) => names,
+        };
+        if !seen.insert(rule.id.clone()) {
+            return Err(policy.error_at(&format!("{at}.id"), format!("rule id `{}` is used twice", rule.id)));
+        }
+        let index = u32::try_from(out.rules.len()).map_err(|_| policy.error_at(&at, "too many rules"))?;
+        out.rules.push(RuleInfo { id: rule.id.clone(), reason: rule.reason.clone(), effect: rule.effect });
+        let value =
+            RuleValue { rule: index, effect: sentra_common::settings::Effect::from(rule.effect) as u32 };
+        for name in names {
+            let found: Vec<PathBuf> = search.iter().map(|d| d.join(&name)).filter(|p| p.is_file()).collect();
+            let chosen: Vec<PathBuf> = match rule.effect {
+                Effect::Allow => found.into_iter().take(1).collect(),
+                Effect::Deny => found,
+            };
+            if chosen.is_empty() {
+                out.absent.push(format!("{}: `{name}` not found in exec.path", rule.id));
+            }
+            for target in chosen {
+                let Ok(resolved) = std::fs::canonicalize(&target) else { continue };
+                let (Some(parent), Some(file)) = (resolved.parent(), resolved.file_name()) else { continue };
+                let file = file.as_encoded_bytes();
+                if file.len() >= NAME_LEN {
+                    continue;
+                }
+                let mut key = [0u8; NAME_LEN];
+                key[..file.len()].copy_from_slice(file);
+                let (Ok(dir), Ok(id)) = (file_id(parent), file_id(&resolved)) else { continue };
+                CompiledExec::add(&mut out.name, &out.rules, &mut out.warnings, (dir, key), value);
+                if rule.effect == Effect::Deny {
+                    CompiledExec::add(&mut out.inode, &out.rules, &mut out.warnings, id, value);
+                }
+            }
+        }
+        out.kernel_rules.push(rule.id.clone());
+    }
+    Ok(())
 }
 
 fn compile_entry(
     policy: &Policy,
+    at: &str,
     search: &[PathBuf],
     entry: &ExecEntry,
     effect: Effect,
@@ -149,59 +292,66 @@ fn compile_entry(
         (None, Some(_), None) => Target::Dir,
         (None, None, Some(_)) => Target::Name,
         _ => {
-            return Err(
-                policy.error(format!("exec rule `{}`: give exactly one of `path`, `dir`, `name`", entry.id))
-            );
+            return Err(policy.error_at(
+                at,
+                format!("exec rule `{}`: give exactly one of `path`, `dir`, `name`", entry.id),
+            ));
         }
     };
-    let index = u32::try_from(out.rules.len()).map_err(|_| policy.error("too many exec rules"))?;
+    let index = u32::try_from(out.rules.len()).map_err(|_| policy.error_at(at, "too many exec rules"))?;
     out.rules.push(RuleInfo { id: entry.id.clone(), reason: entry.reason.clone(), effect });
     let value = RuleValue { rule: index, effect: sentra_common::settings::Effect::from(effect) as u32 };
 
-    let targets = targets_of(policy, search, entry, kind, effect)?;
+    let targets = targets_of(policy, at, search, entry, kind, effect)?;
     if targets.is_empty() {
-        return unresolved(policy, entry, effect, out, "not found in exec.path");
+        return unresolved(policy, at, entry, effect, out, "not found in exec.path");
     }
     for target in targets {
         let Ok(resolved) = std::fs::canonicalize(&target) else {
-            unresolved(policy, entry, effect, out, &format!("`{}` does not exist", target.display()))?;
+            unresolved(policy, at, entry, effect, out, &format!("`{}` does not exist", target.display()))?;
             continue;
         };
         let id = file_id(&resolved).map_err(|err| {
-            policy.error(format!("exec rule `{}`: {}: {err}", entry.id, resolved.display()))
+            policy.error_at(at, format!("exec rule `{}`: {}: {err}", entry.id, resolved.display()))
         })?;
         if kind == Target::Dir {
             if !resolved.is_dir() {
-                return Err(policy.error(format!(
-                    "exec rule `{}`: `dir` {} is not a directory",
-                    entry.id,
-                    resolved.display()
-                )));
+                return Err(policy.error_at(
+                    at,
+                    format!("exec rule `{}`: `dir` {} is not a directory", entry.id, resolved.display()),
+                ));
+            }
+            if effect == Effect::Allow {
+                allow_warnings(entry, kind, &resolved, out);
             }
             CompiledExec::add(&mut out.dir, &out.rules, &mut out.warnings, id, value);
             continue;
         }
         let (Some(parent), Some(name)) = (resolved.parent(), resolved.file_name()) else {
-            return Err(policy.error(format!(
-                "exec rule `{}`: {} is not a file",
-                entry.id,
-                resolved.display()
-            )));
+            return Err(policy
+                .error_at(at, format!("exec rule `{}`: {} is not a file", entry.id, resolved.display())));
         };
         let name = name.as_encoded_bytes();
         if name.len() >= NAME_LEN {
-            return Err(policy.error(format!(
-                "exec rule `{}`: file name of {} is longer than {} bytes, which the kernel key holds",
-                entry.id,
-                resolved.display(),
-                NAME_LEN - 1
-            )));
+            return Err(policy.error_at(
+                at,
+                format!(
+                    "exec rule `{}`: file name of {} is longer than {} bytes, which the kernel key holds",
+                    entry.id,
+                    resolved.display(),
+                    NAME_LEN - 1
+                ),
+            ));
         }
         let mut key = [0u8; NAME_LEN];
         key[..name.len()].copy_from_slice(name);
-        let dir = file_id(parent)
-            .map_err(|err| policy.error(format!("exec rule `{}`: {}: {err}", entry.id, parent.display())))?;
+        let dir = file_id(parent).map_err(|err| {
+            policy.error_at(at, format!("exec rule `{}`: {}: {err}", entry.id, parent.display()))
+        })?;
         CompiledExec::add(&mut out.name, &out.rules, &mut out.warnings, (dir, key), value);
+        if effect == Effect::Allow {
+            allow_warnings(entry, kind, &resolved, out);
+        }
         if effect == Effect::Deny {
             // Follow the binary through hard links.
             CompiledExec::add(&mut out.inode, &out.rules, &mut out.warnings, id, value);
@@ -213,6 +363,7 @@ fn compile_entry(
 /// The files (or directory) an entry names: its absolute path, or a name looked up in `exec.path`.
 fn targets_of(
     policy: &Policy,
+    at: &str,
     search: &[PathBuf],
     entry: &ExecEntry,
     kind: Target,
@@ -222,18 +373,19 @@ fn targets_of(
         Target::Path | Target::Dir => {
             let raw = PathBuf::from(entry.path.as_ref().or(entry.dir.as_ref()).map_or("", String::as_str));
             if !raw.is_absolute() {
-                return Err(policy.error(format!(
-                    "exec rule `{}`: `{}` is not an absolute path",
-                    entry.id,
-                    raw.display()
-                )));
+                return Err(policy.error_at(
+                    at,
+                    format!("exec rule `{}`: `{}` is not an absolute path", entry.id, raw.display()),
+                ));
             }
             vec![raw]
         }
         Target::Name => {
             let name = entry.name.as_deref().unwrap_or_default();
             if name.contains('/') || name.is_empty() {
-                return Err(policy.error(format!("exec rule `{}`: `{name}` is not a program name", entry.id)));
+                return Err(
+                    policy.error_at(at, format!("exec rule `{}`: `{name}` is not a program name", entry.id))
+                );
             }
             let found: Vec<PathBuf> =
                 search.iter().map(|dir| dir.join(name)).filter(|p| p.is_file()).collect();
@@ -246,21 +398,103 @@ fn targets_of(
     })
 }
 
+/// Programs that run arbitrary code given to them as text: allowing one allows whatever it is told to
+/// do, within what the kernel lets it exec.
+const INTERPRETERS: &[&str] = &[
+    "sh", "dash", "bash", "zsh", "ksh", "fish", "csh", "tcsh", "busybox", "python", "python3", "perl",
+    "ruby", "node", "nodejs", "php", "lua", "tclsh", "awk", "gawk", "mawk", "env", "xargs",
+];
+
+fn is_interpreter(name: &str) -> bool {
+    INTERPRETERS.contains(&name)
+        || (name.starts_with("python3.") && name[8..].chars().all(|c| c.is_ascii_digit()))
+}
+
+/// Whether someone other than root could replace or add files here.
+fn writable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).is_ok_and(|m| m.uid() != 0 || m.mode() & 0o022 != 0)
+}
+
+/// Warnings about an allow entry: interpreters it opens, files others can change.
+fn allow_warnings(entry: &ExecEntry, kind: Target, resolved: &Path, out: &mut CompiledExec) {
+    let mut found: Vec<String> = Vec::new();
+    if kind == Target::Dir {
+        if let Ok(entries) = std::fs::read_dir(resolved) {
+            found = entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .filter(|n| is_interpreter(n))
+                .collect();
+            found.sort();
+        }
+        if writable_by_others(resolved) {
+            out.warnings.push(Warning {
+                message: format!(
+                    "exec rule `{}`: {} is writable by non-root users: anything put there may run",
+                    entry.id,
+                    resolved.display()
+                ),
+            });
+        }
+    } else {
+        if resolved.file_name().and_then(|n| n.to_str()).is_some_and(is_interpreter) {
+            found.push(resolved.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        }
+        if writable_by_others(resolved) || resolved.parent().is_some_and(writable_by_others) {
+            out.warnings.push(Warning {
+                message: format!(
+                    "exec rule `{}`: {} (or its directory) is writable by non-root users, who could replace it",
+                    entry.id,
+                    resolved.display()
+                ),
+            });
+        }
+    }
+    if !found.is_empty() {
+        out.warnings.push(Warning {
+            message: format!(
+                "exec rule `{}` allows shells or interpreters ({}): they run any code given to them as text;                  the kernel still governs every program they start",
+                entry.id,
+                found.join(", ")
+            ),
+        });
+    }
+}
+
 /// An entry whose target does not exist: an error for an allow (it would allow nothing, likely a typo);
 /// for a deny it is noted (denying an absent program is harmless, and shipped policies list programs that
 /// only some distributions have). Installing the program later needs a reload for the deny to apply.
 fn unresolved(
     policy: &Policy,
+    at: &str,
     entry: &ExecEntry,
     effect: Effect,
     out: &mut CompiledExec,
     why: &str,
 ) -> Result<(), PolicyError> {
     match effect {
-        Effect::Allow => Err(policy.error(format!("exec rule `{}`: {why}", entry.id))),
+        Effect::Allow => Err(policy.error_at(at, format!("exec rule `{}`: {why}", entry.id))),
         Effect::Deny => {
             out.absent.push(format!("{}: {why}", entry.id));
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_names;
+
+    #[test]
+    fn plain_alternations_are_recognised() {
+        assert_eq!(plain_names("^(ls|cat|grep)$"), Some(vec!["ls".into(), "cat".into(), "grep".into()]));
+        assert_eq!(plain_names("^sudo$"), Some(vec!["sudo".into()]));
+        assert_eq!(plain_names("^python3\\.11$"), Some(vec!["python3.11".into()]));
+        assert_eq!(plain_names("^(?:rm|rmdir)$"), Some(vec!["rm".into(), "rmdir".into()]));
+        assert_eq!(plain_names("^(ls|cat)"), None, "unanchored end");
+        assert_eq!(plain_names("ls"), None);
+        assert_eq!(plain_names("^py.*$"), None);
+        assert_eq!(plain_names("^(a||b)$"), None);
     }
 }

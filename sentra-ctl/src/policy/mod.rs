@@ -1,6 +1,7 @@
 //! The policy: parsing with precise errors, and compilation to the kernel's maps.
 
 pub mod exec;
+pub mod locate;
 pub mod model;
 pub mod shell;
 
@@ -62,8 +63,10 @@ pub struct Policy {
     pub file: PathBuf,
     pub model: PolicyFile,
     pub warnings: Vec<Warning>,
-    /// SHA-256-free content fingerprint (FNV-1a 64), reported by `status`.
+    /// Content fingerprint (FNV-1a 64), reported by `status`.
     pub hash: u64,
+    /// Places of values in the text, for errors found after parsing.
+    pub locator: std::sync::Arc<locate::Locator>,
 }
 
 impl Policy {
@@ -105,13 +108,26 @@ impl Policy {
                 });
             }
         }
-        Ok(Self { file: file.to_path_buf(), model, warnings, hash: fnv1a(text.as_bytes()) })
+        Ok(Self {
+            file: file.to_path_buf(),
+            model,
+            warnings,
+            hash: fnv1a(text.as_bytes()),
+            locator: std::sync::Arc::new(locate::Locator::new(text)),
+        })
     }
 
-    /// An error located at the start of the file (for semantic errors without a known place).
+    /// An error without a place in the file.
     #[must_use]
     pub fn error(&self, message: impl Into<String>) -> PolicyError {
         PolicyError::Invalid(Located { file: self.file.clone(), line: 0, column: 0, message: message.into() })
+    }
+
+    /// An error at the value found at `path` (e.g. `exec.allow[2].id`).
+    #[must_use]
+    pub fn error_at(&self, path: &str, message: impl Into<String>) -> PolicyError {
+        let (line, column) = self.locator.find(path).unwrap_or((0, 0));
+        PolicyError::Invalid(Located { file: self.file.clone(), line, column, message: message.into() })
     }
 }
 

@@ -1,0 +1,363 @@
+//! `sentra-ctl daemon`: pins enforcement, serves the socket, drains events, reloads atomically.
+
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, bail};
+use aya::maps::{MapData, RingBuf};
+use sentra_common::settings::Backend;
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, unix::AsyncFd},
+    net::{UnixListener, UnixStream},
+    signal::unix::{SignalKind, signal},
+};
+
+use super::{
+    protocol::{Request, Response, socket},
+    state::{GovernedPath, State, run_dir, state_file},
+};
+use crate::{
+    audit::{self, AuditLog, Record},
+    cgroup::{self, Cgroup},
+    kernel::{
+        BackendChoice, Kernel,
+        maps::{self, MapStore},
+        pin,
+        rcu::RcuBarrier,
+    },
+    record::Clock,
+    run::{Drainer, prepare_policy, require_root},
+};
+
+/// Options of `daemon`.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub policy: PathBuf,
+    pub audit_log: PathBuf,
+    pub backend: BackendChoice,
+    /// Name of the governed cgroup under `<cgroup2 root>/sentra/`.
+    pub cgroup: String,
+    pub pin_root: PathBuf,
+}
+
+struct Daemon {
+    store: Box<dyn MapStore>,
+    state: State,
+    backend: Backend,
+    barrier: RcuBarrier,
+    audit: AuditLog,
+    clock: Clock,
+    written: u64,
+    undecodable: u64,
+    pin_root: PathBuf,
+}
+
+/// Runs the controller until `stop` (pins removed) or SIGTERM/SIGINT (pins kept: enforcement goes on).
+///
+/// # Errors
+/// Anything that prevents enforcing; nothing is left half-installed by a fresh start that fails before
+/// pinning.
+pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
+    require_root()?;
+    let dir = run_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    let socket = socket();
+    let barrier = RcuBarrier::new().context("creating the RCU barrier maps")?;
+    let mut audit = AuditLog::open(&options.audit_log)?;
+
+    let adopted = pin::exists(&options.pin_root);
+    let (store, state, backend): (Box<dyn MapStore>, State, Backend) =
+        if adopted { adopt(&options)? } else { start_fresh(&options)? };
+    let mut daemon = Daemon {
+        store,
+        state,
+        backend,
+        barrier,
+        audit: AuditLog::open(&options.audit_log)?,
+        clock: Clock::new(),
+        written: 0,
+        undecodable: 0,
+        pin_root: options.pin_root.clone(),
+    };
+    daemon.state.save(&state_file())?;
+    audit.write(&Record {
+        timestamp: audit::now(),
+        event: if adopted { "controller_adopt" } else { "controller_start" }.into(),
+        layer: "kernel",
+        backend: Some(backend.as_str()),
+        detail: Some(serde_json::json!({
+            "policy": daemon.state.policy,
+            "policy_hash": daemon.state.policy_hash,
+            "cgroups": daemon.state.cgroups,
+            "adoptions": daemon.state.adoptions,
+        })),
+        ..Record::default()
+    })?;
+    drop(audit);
+
+    // A restarted controller given a different policy than the pinned one switches to it atomically.
+    if adopted && options.policy != daemon.state.policy {
+        let reply = daemon.reload(Some(options.policy.to_string_lossy().into_owned()));
+        if !reply.ok {
+            tracing::warn!("kept the pinned policy: {}", reply.error.unwrap_or_default());
+        }
+    }
+
+    let ring = daemon.store.take_map(maps::EVENTS).context("map EVENTS missing")?;
+    let ring: RingBuf<MapData> = RingBuf::try_from(ring).context("map EVENTS is not a ring buffer")?;
+    // SAFETY: the ring buffer owns its map fd, which stays open and unchanged while the AsyncFd owns it.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|err| anyhow::anyhow!("polling the EVENTS ring buffer: {}", std::io::Error::from(err)))?;
+    daemon.drain(ring.get_mut())?;
+
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    eprintln!("sentra-ctl daemon: enforcing ({}), socket {}", backend.as_str(), socket.display());
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("polling the EVENTS ring buffer")?;
+                daemon.drain(guard.get_inner_mut())?;
+                guard.clear_ready();
+            }
+            accepted = listener.accept() => {
+                let (stream, _) = accepted.context("accepting on the socket")?;
+                if daemon.serve(stream).await? {
+                    daemon.drain(ring.get_mut())?;
+                    return Ok(());
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    daemon.drain(ring.get_mut())?;
+    let _ = std::fs::remove_file(&socket);
+    eprintln!("sentra-ctl daemon: exiting; enforcement stays pinned (sentra-ctl stop removes it)");
+    Ok(())
+}
+
+fn governed_cgroup(name: &str) -> anyhow::Result<Cgroup> {
+    if name.is_empty() || name.contains("..") || name.starts_with('/') {
+        bail!(
+            "--cgroup {name:?}: give a plain name (it is created under <cgroup2>/{}/)",
+            cgroup::GOVERNED_PARENT
+        );
+    }
+    let root = cgroup::cgroup2_root()?;
+    let mut group = Cgroup::create(&root, &Path::new(cgroup::GOVERNED_PARENT).join(name))?;
+    group.keep();
+    Ok(group)
+}
+
+fn start_fresh(options: &DaemonOptions) -> anyhow::Result<(Box<dyn MapStore>, State, Backend)> {
+    let (policy, compiled) = prepare_policy(&options.policy)?;
+    let mut kernel = Kernel::load(options.backend)?;
+    maps::write_generation(&mut kernel.ebpf, 0, &compiled, policy.model.mode.into())?;
+    maps::activate(&mut kernel.ebpf, 0, kernel.backend)?;
+    let group = governed_cgroup(&options.cgroup)?;
+    maps::govern(&mut kernel.ebpf, group.id, group.level)?;
+    let unpinned = pin::pin(&mut kernel, &options.pin_root)?;
+    if !unpinned.is_empty() {
+        tracing::warn!("not pinnable on this kernel (stop with the controller): {unpinned:?}");
+    }
+    let state = State {
+        policy: options.policy.clone(),
+        policy_hash: format!("{:016x}", policy.hash),
+        policy_version: policy.model.version.as_ref().map(ToString::to_string),
+        mode: sentra_common::settings::Mode::from(policy.model.mode).as_str().into(),
+        backend: kernel.backend.as_str().into(),
+        tables: [compiled.table(), crate::policy::exec::RuleTable::default()],
+        cgroups: vec![GovernedPath { path: group.path.clone(), id: group.id }],
+        audit_log: options.audit_log.clone(),
+        started: audit::now(),
+        adoptions: 0,
+        reloads: 0,
+    };
+    let backend = kernel.backend;
+    Ok((Box::new(kernel.ebpf), state, backend))
+}
+
+fn adopt(options: &DaemonOptions) -> anyhow::Result<(Box<dyn MapStore>, State, Backend)> {
+    let store = pin::open(&options.pin_root)?;
+    let mut state = State::load(&state_file()).with_context(|| {
+        format!(
+            "pins exist under {} but {} is unreadable; `sentra-ctl stop --force` clears them",
+            options.pin_root.display(),
+            state_file().display()
+        )
+    })?;
+    state.adoptions += 1;
+    let backend = match state.backend.as_str() {
+        "lsm" => Backend::Lsm,
+        _ => Backend::Signal,
+    };
+    Ok((Box::new(store), state, backend))
+}
+
+impl Daemon {
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> anyhow::Result<()> {
+        let mut drainer = Drainer {
+            audit: &mut self.audit,
+            tables: &self.state.tables,
+            clock: self.clock,
+            written: 0,
+            undecodable: 0,
+        };
+        drainer.drain(ring)?;
+        self.written += drainer.written;
+        self.undecodable += drainer.undecodable;
+        Ok(())
+    }
+
+    /// Answers one connection; returns true when the controller must exit (after `stop`).
+    async fn serve(&mut self, stream: UnixStream) -> anyhow::Result<bool> {
+        // The socket's mode already keeps others out; the peer's credentials are checked as well.
+        let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
+        let (read, mut write) = stream.into_split();
+        let mut line = String::new();
+        let mut reader = BufReader::new(read);
+        if reader.read_line(&mut line).await.is_err() {
+            return Ok(false);
+        }
+        let mut stop = false;
+        let response = if uid != 0 {
+            Response::error(format!("uid {uid} may not control sentra (root only)"))
+        } else {
+            match serde_json::from_str::<Request>(&line) {
+                Err(err) => Response::error(format!("bad request: {err}")),
+                Ok(Request::Status) => self.status(),
+                Ok(Request::Reload { policy }) => self.reload(policy),
+                Ok(Request::Stop) => {
+                    stop = true;
+                    self.stop()
+                }
+            }
+        };
+        let mut reply = serde_json::to_vec(&response)?;
+        reply.push(b'\n');
+        let _ = write.write_all(&reply).await;
+        Ok(stop && response.ok)
+    }
+
+    fn status(&mut self) -> Response {
+        let active = maps::active_generation(self.store.as_mut());
+        let counters = maps::read_stats(self.store.as_ref());
+        let governed = maps::governed(self.store.as_mut());
+        match (active, counters, governed) {
+            (Ok(active), Ok(counters), Ok(governed)) => {
+                let table = &self.state.tables[usize::try_from(active.generation).unwrap_or(0) % 2];
+                Response::ok(serde_json::json!({
+                    "backend": self.backend.as_str(),
+                    "mode": self.state.mode,
+                    "policy": self.state.policy,
+                    "policy_version": self.state.policy_version,
+                    "policy_hash": self.state.policy_hash,
+                    "generation": active.generation,
+                    "exec_rules": table.rules.len(),
+                    "exec_default": table.default_effect().as_str(),
+                    "governed_cgroups": self.state.cgroups,
+                    "governed_ids_in_kernel": governed.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+                    "pinned_links": pin::pinned_links(&self.pin_root),
+                    "counters": counters,
+                    "events_written_by_this_controller": self.written,
+                    "events_undecodable": self.undecodable,
+                    "adoptions": self.state.adoptions,
+                    "reloads": self.state.reloads,
+                    "started": self.state.started,
+                }))
+            }
+            (a, c, g) => Response::error(format!(
+                "reading the maps failed: {:?} {:?} {:?}",
+                a.err().map(|e| e.to_string()),
+                c.err().map(|e| e.to_string()),
+                g.err().map(|e| e.to_string())
+            )),
+        }
+    }
+
+    /// Validates and compiles the policy; only then switches generations. A rejected policy changes
+    /// nothing.
+    fn reload(&mut self, policy: Option<String>) -> Response {
+        let path = policy.map_or_else(|| self.state.policy.clone(), PathBuf::from);
+        let (policy, compiled) = match prepare_policy(&path) {
+            Ok(p) => p,
+            Err(err) => return Response::error(format!("policy rejected, the enforced one stays: {err:#}")),
+        };
+        let started = std::time::Instant::now();
+        let generation = match maps::switch_generation(
+            self.store.as_mut(),
+            &compiled,
+            policy.model.mode.into(),
+            self.backend,
+            &self.barrier,
+        ) {
+            Ok(g) => g,
+            Err(err) => {
+                return Response::error(format!(
+                    "loading into the kernel failed, the enforced policy stays: {err}"
+                ));
+            }
+        };
+        let elapsed = started.elapsed();
+        self.state.tables[usize::try_from(generation).unwrap_or(0) % 2] = compiled.table();
+        self.state.policy = path;
+        self.state.policy_hash = format!("{:016x}", policy.hash);
+        self.state.policy_version = policy.model.version.as_ref().map(ToString::to_string);
+        self.state.mode = sentra_common::settings::Mode::from(policy.model.mode).as_str().into();
+        self.state.reloads += 1;
+        if let Err(err) = self.state.save(&state_file()) {
+            tracing::warn!("saving {}: {err:#}", state_file().display());
+        }
+        let _ = self.audit.write(&Record {
+            timestamp: audit::now(),
+            event: "policy_reload".into(),
+            layer: "kernel",
+            policy_generation: Some(generation),
+            detail: Some(serde_json::json!({
+                "policy": self.state.policy,
+                "policy_hash": self.state.policy_hash,
+                "exec_rules": compiled.rules.len(),
+                "switch_ms": elapsed.as_secs_f64() * 1000.0,
+            })),
+            ..Record::default()
+        });
+        Response::ok(serde_json::json!({
+            "generation": generation,
+            "policy": self.state.policy,
+            "policy_hash": self.state.policy_hash,
+            "exec_rules": compiled.rules.len(),
+            "switch_ms": elapsed.as_secs_f64() * 1000.0,
+        }))
+    }
+
+    /// Stops governing and removes every pin; programs detach once nothing holds them.
+    fn stop(&mut self) -> Response {
+        for group in &self.state.cgroups {
+            let _ = maps::release(self.store.as_mut(), group.id);
+        }
+        if let Err(err) = pin::remove(&self.pin_root) {
+            return Response::error(format!("removing pins: {err}"));
+        }
+        let _ = std::fs::remove_file(state_file());
+        let _ = std::fs::remove_file(socket());
+        for group in &self.state.cgroups {
+            // Left in place if processes are still inside (they run on, ungoverned).
+            let _ = std::fs::remove_dir(&group.path);
+        }
+        let _ = self.audit.write(&Record {
+            timestamp: audit::now(),
+            event: "controller_stop".into(),
+            layer: "kernel",
+            detail: Some(serde_json::json!({ "events_written": self.written })),
+            ..Record::default()
+        });
+        Response::ok(serde_json::json!({ "stopped": true }))
+    }
+}

@@ -1,0 +1,139 @@
+//! Pinning under bpffs, so that enforcement outlives the controller, and adopting what is pinned.
+//!
+//! Layout: `/sys/fs/bpf/sentra/maps/<MAP_NAME>` and `/sys/fs/bpf/sentra/links/<program>`. A pinned link
+//! keeps its program attached with no process holding it; pinned maps keep the policy, the governed
+//! cgroups and the event ring buffer. A restarted controller reopens the maps and goes on.
+
+use std::path::{Path, PathBuf};
+
+use aya::maps::{Map, MapData};
+
+use super::{Kernel, KernelError, OwnedLink, maps::PinnedMaps};
+
+/// Root of Sentra's pins.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/sentra";
+
+fn maps_dir(root: &Path) -> PathBuf {
+    root.join("maps")
+}
+
+fn links_dir(root: &Path) -> PathBuf {
+    root.join("links")
+}
+
+fn pin_err(what: String) -> impl Fn(std::io::Error) -> KernelError {
+    move |err| KernelError::Map { map: "pin", detail: format!("{what}: {err}") }
+}
+
+/// Whether a pinned controller state exists.
+#[must_use]
+pub fn exists(root: &Path) -> bool {
+    maps_dir(root).is_dir()
+}
+
+/// `BPF_FS_MAGIC`, include/uapi/linux/magic.h.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Whether `path` is on a bpffs.
+#[must_use]
+pub fn is_bpffs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path).is_ok_and(|s| i64::from(s.filesystem_type().0) == BPF_FS_MAGIC)
+}
+
+/// Makes sure `/sys/fs/bpf` is a bpffs when the pins go below it, mounting it if needed (systemd does
+/// this on most hosts; minimal systems and some VMs do not).
+///
+/// # Errors
+/// The mount fails.
+pub fn ensure_bpffs(root: &Path) -> Result<(), KernelError> {
+    let mount_point = Path::new("/sys/fs/bpf");
+    if !root.starts_with(mount_point) || is_bpffs(mount_point) {
+        return Ok(());
+    }
+    nix::mount::mount(Some("bpf"), mount_point, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+        .map_err(|err| KernelError::Map {
+            map: "pin",
+            detail: format!(
+                "/sys/fs/bpf is not a bpffs and mounting one failed ({err}): mount -t bpf bpf /sys/fs/bpf"
+            ),
+        })
+}
+
+/// Pins every map of the object and every pinnable link; returns the names of links that could not
+/// be pinned (their programs stop when this process exits).
+///
+/// # Errors
+/// bpffs is not mounted or a pin cannot be created.
+pub fn pin(kernel: &mut Kernel, root: &Path) -> Result<Vec<&'static str>, KernelError> {
+    ensure_bpffs(root)?;
+    for dir in [maps_dir(root), links_dir(root)] {
+        std::fs::create_dir_all(&dir).map_err(pin_err(format!("creating {}", dir.display())))?;
+    }
+    for (name, map) in kernel.ebpf.maps() {
+        if name.starts_with('.') {
+            continue; // .rodata and other data sections: nothing to keep
+        }
+        let path = maps_dir(root).join(name);
+        map.pin(&path)
+            .map_err(|err| KernelError::Map { map: "pin", detail: format!("{}: {err}", path.display()) })?;
+    }
+    let mut unpinned = Vec::new();
+    for (name, link) in kernel.links.drain(..) {
+        match link {
+            OwnedLink::Fd(link) => {
+                let path = links_dir(root).join(name);
+                let pinned = link.pin(&path).map_err(|err| KernelError::Attach {
+                    program: name,
+                    detail: format!("pinning: {err}"),
+                })?;
+                // A pinned link stays attached after its fd is closed.
+                drop(pinned);
+            }
+            OwnedLink::Perf(link) => {
+                // Keep it attached for this process's lifetime.
+                std::mem::forget(link);
+                unpinned.push(name);
+            }
+        }
+    }
+    Ok(unpinned)
+}
+
+/// Reopens the pinned maps.
+///
+/// # Errors
+/// Nothing is pinned, or a pin cannot be opened.
+pub fn open(root: &Path) -> Result<PinnedMaps, KernelError> {
+    let dir = maps_dir(root);
+    let entries = std::fs::read_dir(&dir).map_err(pin_err(format!("reading {}", dir.display())))?;
+    let mut maps = PinnedMaps::default();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let data = MapData::from_pin(entry.path())
+            .map_err(|err| KernelError::Map { map: "pin", detail: format!("{name}: {err}") })?;
+        let map = Map::from_map_data(data)
+            .map_err(|err| KernelError::Map { map: "pin", detail: format!("{name}: {err}") })?;
+        maps.maps.insert(name, map);
+    }
+    Ok(maps)
+}
+
+/// Names of the pinned links (attached programs).
+#[must_use]
+pub fn pinned_links(root: &Path) -> Vec<String> {
+    std::fs::read_dir(links_dir(root))
+        .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// Removes every pin: programs whose last reference was a pin are detached, maps freed once no one
+/// holds them.
+///
+/// # Errors
+/// A pin cannot be removed.
+pub fn remove(root: &Path) -> Result<(), KernelError> {
+    if root.exists() {
+        std::fs::remove_dir_all(root).map_err(pin_err(format!("removing {}", root.display())))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! The long-running controller against the real kernel: pinning survives `kill -9`, a restarted
+//! controller adopts, reloads are atomic under an exec storm, a rejected reload changes nothing, and
+//! the socket is root's alone. Each test uses its own pin root, runtime directory and cgroup.
+
+use std::{
+    os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output},
+    time::{Duration, Instant},
+};
+
+use sentra_tests::{install, read_records, requested_backend, sentra_ctl};
+use serde_json::Value;
+
+const FIXTURE: &str = env!("CARGO_BIN_EXE_sentra-fixture");
+
+struct Controller {
+    dir: tempfile::TempDir,
+    pin_root: PathBuf,
+    run_dir: PathBuf,
+    cgroup: String,
+    daemon: Option<Child>,
+}
+
+impl Controller {
+    fn new(tag: &str) -> Self {
+        let dir = tempfile::Builder::new().prefix("sentra-ctl-test-").tempdir_in("/tmp").expect("tempdir");
+        let id = format!("{tag}-{}", std::process::id());
+        let controller = Self {
+            pin_root: PathBuf::from(format!("/sys/fs/bpf/sentra-test-{id}")),
+            run_dir: dir.path().join("run"),
+            cgroup: format!("test-{id}"),
+            dir,
+            daemon: None,
+        };
+        install(Path::new(FIXTURE), &controller.tool("allowed"));
+        install(Path::new(FIXTURE), &controller.tool("denied"));
+        controller
+    }
+    fn tool(&self, which: &str) -> PathBuf {
+        self.dir.path().join(which).join("tool")
+    }
+    fn audit(&self) -> PathBuf {
+        self.dir.path().join("audit.jsonl")
+    }
+    fn write_policy(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, body).expect("policy");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        path
+    }
+    /// Allows the fixture and the `allowed` directory (rule id `allow_id`); denies `denied/tool`.
+    fn policy(&self, allow_id: &str, deny_denied: bool) -> String {
+        let mut text = format!(
+            "version: \"2.0\"\nmode: enforce\ndefault: deny\nexec:\n  allow:\n    - {{ id: fixture, path: {FIXTURE} }}\n    - {{ id: {allow_id}, dir: {} }}\n",
+            self.tool("allowed").parent().map(Path::display).expect("dir")
+        );
+        if deny_denied {
+            text.push_str(&format!(
+                "  deny:\n    - {{ id: denied_tool, path: {} }}\n",
+                self.tool("denied").display()
+            ));
+        } else {
+            text.push_str(&format!("    - {{ id: now_allowed, path: {} }}\n", self.tool("denied").display()));
+        }
+        text
+    }
+    fn ctl(&self) -> Command {
+        let mut cmd = Command::new(sentra_ctl());
+        cmd.env("SENTRA_RUN_DIR", &self.run_dir).env("SENTRA_PIN_ROOT", &self.pin_root);
+        cmd
+    }
+    fn start(&mut self, policy: &Path) {
+        let child = self
+            .ctl()
+            .args(["daemon", "--policy"])
+            .arg(policy)
+            .arg("--audit-log")
+            .arg(self.audit())
+            .args(["--backend", &requested_backend(), "--cgroup", &self.cgroup])
+            .spawn()
+            .expect("start daemon");
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        // The socket of a killed controller may still be on disk: wait until one answers.
+        while !std::os::unix::net::UnixStream::connect(self.run_dir.join("ctl.sock")).is_ok() {
+            if let Some(status) = self.daemon.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("daemon exited early: {status}");
+            }
+            assert!(Instant::now() < deadline, "daemon socket never appeared");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    fn kill9(&mut self) {
+        let mut child = self.daemon.take().expect("daemon running");
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        self.ctl().args(args).output().expect("sentra-ctl")
+    }
+    fn status(&self) -> Value {
+        let out = self.run(&["status"]);
+        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("status json")
+    }
+    /// Runs `fixture spawn PATH` inside the governed cgroup; returns what it printed.
+    fn launch_spawn(&self, path: &Path) -> String {
+        let out = self.run(&["launch", "--", FIXTURE, "spawn", path.to_str().expect("utf-8"), "hello"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    fn denied_marker(&self) -> &'static str {
+        let records = read_records(&self.audit());
+        let backend = records.iter().find_map(|r| r["backend"].as_str()).unwrap_or("none");
+        if backend == "lsm" { "exec-errno=1" } else { "signal=9" }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        // Leave nothing behind on the shared kernel, whatever happened.
+        let _ = self.run(&["stop", "--force"]);
+        if let Some(mut child) = self.daemon.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn kill_9_keeps_enforcement_and_a_restarted_controller_adopts() {
+    let mut c = Controller::new("kill");
+    let policy = c.write_policy("p.yaml", &c.policy("allowed_dir", true));
+    c.start(&policy);
+    let marker = c.denied_marker();
+    assert!(c.launch_spawn(&c.tool("denied")).contains(marker), "denied before kill");
+    assert!(c.launch_spawn(&c.tool("allowed")).contains("hello"), "allowed before kill");
+    let before = c.status();
+
+    c.kill9();
+    assert!(c.pin_root.join("maps").is_dir(), "pins must survive the controller");
+    let out = c.launch_spawn(&c.tool("denied"));
+    assert!(out.contains(marker), "enforcement stopped with the controller: {out:?}");
+    assert!(c.launch_spawn(&c.tool("allowed")).contains("hello"));
+
+    c.start(&policy);
+    let after = c.status();
+    assert_eq!(after["adoptions"], 1, "{after}");
+    assert_eq!(after["generation"], before["generation"], "adoption must not reload");
+    assert_eq!(after["policy_hash"], before["policy_hash"]);
+    // Events of execs made while no controller ran were kept in the pinned ring buffer.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let denied_events = read_records(&c.audit())
+            .into_iter()
+            .filter(|r| r["event"] == "exec" && r["rule_id"] == "denied_tool")
+            .count();
+        if denied_events >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the event of the exec made while down never arrived");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(c.launch_spawn(&c.tool("denied")).contains(marker), "denied after adoption");
+
+    let out = c.run(&["stop"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(c.daemon.as_mut().expect("daemon").wait().expect("wait").success());
+    c.daemon = None;
+    assert!(!c.pin_root.exists(), "stop must remove every pin");
+}
+
+#[test]
+fn rejected_reload_keeps_the_enforced_policy() {
+    let mut c = Controller::new("reject");
+    let policy = c.write_policy("p.yaml", &c.policy("allowed_dir", true));
+    c.start(&policy);
+    let before = c.status();
+    let bad = c.write_policy(
+        "bad.yaml",
+        "version: \"2.0\"\nmode: enforce\nexec:\n  allow:\n    - { id: x, dri: /usr }\n",
+    );
+    let out = c.run(&["policy", "reload", bad.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.yaml:5:") && stderr.contains("unknown field `dri`"), "{stderr}");
+    let after = c.status();
+    assert_eq!(after["generation"], before["generation"]);
+    assert_eq!(after["policy_hash"], before["policy_hash"]);
+    assert!(c.launch_spawn(&c.tool("denied")).contains(c.denied_marker()));
+
+    // A good reload changes access live.
+    let open = c.write_policy("open.yaml", &c.policy("allowed_dir", false));
+    let out = c.run(&["policy", "reload", open.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(c.launch_spawn(&c.tool("denied")).contains("hello"), "reload did not take effect");
+    assert_ne!(c.status()["generation"], before["generation"]);
+}
+
+#[test]
+fn reload_under_an_exec_storm_never_mixes_generations() {
+    let mut c = Controller::new("storm");
+    let a = c.write_policy("a.yaml", &c.policy("gen_a", true));
+    let b = c.write_policy("b.yaml", &c.policy("gen_b", true));
+    c.start(&a);
+    let n: u32 = std::env::var("SENTRA_STORM").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let storm = c
+        .ctl()
+        .args([
+            "launch",
+            "--",
+            FIXTURE,
+            "storm",
+            &n.to_string(),
+            c.tool("allowed").to_str().expect("utf-8"),
+            "exit",
+            "0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("storm");
+    let mut reloads = 0;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut storm = storm;
+    while storm.try_wait().expect("wait").is_none() {
+        let next = if reloads % 2 == 0 { &b } else { &a };
+        let out = c.run(&["policy", "reload", next.to_str().expect("utf-8")]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        reloads += 1;
+        assert!(Instant::now() < deadline, "storm hung");
+    }
+    let output = storm.wait_with_output().expect("storm output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains(&format!("ok={n} failed=0")), "an exec was denied during reloads: {stdout}");
+    assert!(reloads >= 2, "the storm ended before two reloads ({reloads})");
+    // Let the controller write the last events, then check every decision came from one whole policy.
+    let _ = c.run(&["status"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let tool = c.tool("allowed");
+    let records = read_records(&c.audit());
+    let events: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"] == "exec" && r["executable"] == tool.to_str().expect("utf-8"))
+        .collect();
+    let dropped = c.status()["counters"]["events_dropped"].as_u64().unwrap_or(0);
+    assert!(events.len() as u64 <= u64::from(n), "more events than execs");
+    assert!(events.len() as u64 + dropped >= u64::from(n), "events lost without being counted");
+    for event in &events {
+        let rule = event["rule_id"].as_str().unwrap_or("");
+        assert!(rule == "gen_a" || rule == "gen_b", "decision from neither policy: {event}");
+        assert_eq!(event["decision"], "allowed", "{event}");
+    }
+    let generations: std::collections::BTreeSet<u64> =
+        events.iter().filter_map(|e| e["policy_generation"].as_u64()).collect();
+    assert_eq!(generations.len(), 2, "both generations decided during the storm: {generations:?}");
+    eprintln!("{reloads} reloads during {n} execs");
+}
+
+#[test]
+fn the_socket_answers_root_only() {
+    let mut c = Controller::new("sock");
+    let policy = c.write_policy("p.yaml", &c.policy("allowed_dir", true));
+    c.start(&policy);
+    let mode = std::fs::metadata(c.run_dir.join("ctl.sock")).expect("socket").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let out = c.ctl().arg("status").uid(65534).gid(65534).output().expect("status as nobody");
+    assert!(!out.status.success(), "nobody must not reach the controller");
+    assert!(c.status()["backend"].is_string());
+}
