@@ -20,10 +20,7 @@ struct Case {
 }
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
 fn corpus() -> Vec<Case> {
@@ -35,21 +32,10 @@ fn corpus() -> Vec<Case> {
             let mut fields = l.splitn(3, '\t');
             let verdict = fields.next().expect("verdict");
             let rule = fields.next().expect("rule").to_string();
-            let command = fields
-                .next()
-                .unwrap_or_else(|| panic!("line {}: no command", i + 1))
-                .replace('⏎', "\n");
-            assert!(
-                verdict == "allow" || verdict == "deny",
-                "line {}: bad verdict {verdict}",
-                i + 1
-            );
-            Case {
-                line: i + 1,
-                allow: verdict == "allow",
-                rule,
-                command,
-            }
+            let command =
+                fields.next().unwrap_or_else(|| panic!("line {}: no command", i + 1)).replace('⏎', "\n");
+            assert!(verdict == "allow" || verdict == "deny", "line {}: bad verdict {verdict}", i + 1);
+            Case { line: i + 1, allow: verdict == "allow", rule, command }
         })
         .collect()
 }
@@ -90,22 +76,15 @@ fn corpus_verdicts_through_the_library() {
             ));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} corpus failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} corpus failures:\n{}", failures.len(), failures.join("\n"));
 }
 
 #[test]
 fn corpus_verdicts_through_sentra_check() {
     // One line per case: multi-line cases and open quotes (which the REPL continues on the next
     // line) are left to the library test.
-    let cases: Vec<Case> = corpus()
-        .into_iter()
-        .filter(|c| !c.command.contains('\n') && c.rule != "parse_error")
-        .collect();
+    let cases: Vec<Case> =
+        corpus().into_iter().filter(|c| !c.command.contains('\n') && c.rule != "parse_error").collect();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_sentra"))
         .args(["--check", "--quiet", "--policy"])
@@ -129,10 +108,7 @@ fn corpus_verdicts_through_sentra_check() {
     writer.join().expect("writer").expect("write");
     let stdout = String::from_utf8_lossy(&out.stdout);
     // Comment-only and empty lines print nothing; every other line prints one verdict.
-    let expected: Vec<&Case> = cases
-        .iter()
-        .filter(|c| !c.command.trim_start().starts_with('#'))
-        .collect();
+    let expected: Vec<&Case> = cases.iter().filter(|c| !c.command.trim_start().starts_with('#')).collect();
     let verdicts: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         verdicts.len(),
@@ -142,12 +118,7 @@ fn corpus_verdicts_through_sentra_check() {
     );
     for (case, verdict) in expected.iter().zip(verdicts) {
         let word = if case.allow { "ALLOW\t" } else { "DENY\t" };
-        assert!(
-            verdict.starts_with(word),
-            "line {}: {:?} -> {verdict}",
-            case.line,
-            case.command
-        );
+        assert!(verdict.starts_with(word), "line {}: {:?} -> {verdict}", case.line, case.command);
     }
     assert_eq!(out.status.code(), Some(1), "a denied line makes --check exit 1");
 }

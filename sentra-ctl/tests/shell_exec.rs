@@ -64,16 +64,9 @@ fn exit_status_is_propagated_exactly() {
         assert_eq!(out.status.code(), Some(code), "exit {code}");
     }
     assert_eq!(env.run(&["-c", "false"]).status.code(), Some(1));
-    assert_eq!(
-        env.run(&["-c", "nonexistent-program-xyz"]).status.code(),
-        Some(127)
-    );
+    assert_eq!(env.run(&["-c", "nonexistent-program-xyz"]).status.code(), Some(127));
     let out = env.run(&["-c", "kill -TERM $$"]);
-    assert!(
-        out.status.signal() == Some(15) || out.status.code() == Some(143),
-        "{:?}",
-        out.status
-    );
+    assert!(out.status.signal() == Some(15) || out.status.code() == Some(143), "{:?}", out.status);
 }
 
 #[test]
@@ -85,10 +78,7 @@ fn denied_line_exits_126_with_the_denial_on_stderr() {
     let err = text(&out.stderr);
     assert!(err.contains("[X] DENIED: echo start; sudo id"), "{err}");
     assert!(err.contains("Rule:   block_sudo"), "{err}");
-    assert!(
-        err.contains("Reason: Privilege escalation via sudo is blocked"),
-        "{err}"
-    );
+    assert!(err.contains("Reason: Privilege escalation via sudo is blocked"), "{err}");
     assert!(err.contains("sudo id"), "names the part: {err}");
     let quiet = env.run(&["--quiet", "-c", "sudo id"]);
     assert_eq!(quiet.status.code(), Some(126));
@@ -108,10 +98,7 @@ fn openclaw_invocation() {
     let env = Env::new(POLICY);
     let command = "export PATH=\"${OPENCLAW_PREPEND_PATH}${PATH:+:$PATH}\"; unset OPENCLAW_PREPEND_PATH; echo \"$PATH\" | grep -c /extra; exit 3";
     let mut child = Command::new("/bin/sh")
-        .args([
-            "-c",
-            "echo 1000 > /proc/self/oom_score_adj 2>/dev/null; exec \"$0\" \"$@\"",
-        ])
+        .args(["-c", "echo 1000 > /proc/self/oom_score_adj 2>/dev/null; exec \"$0\" \"$@\""])
         .arg(env!("CARGO_BIN_EXE_sentra-shell"))
         .args(["-c", command])
         .env("SENTRA_POLICY", &env.policy)
@@ -123,12 +110,7 @@ fn openclaw_invocation() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"ignored\n")
-        .expect("write");
+    child.stdin.take().expect("stdin").write_all(b"ignored\n").expect("write");
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "1");
@@ -139,25 +121,13 @@ fn openclaw_invocation() {
     assert!(text(&out.stdout).contains("SENTRA_POLICY="));
     let out = env.run(&["-lc", "echo ok"]);
     assert_eq!(text(&out.stdout), "ok\n");
-    let record = env
-        .records()
-        .into_iter()
-        .find(|r| r["command"] == command)
-        .expect("record of the command");
+    let record = env.records().into_iter().find(|r| r["command"] == command).expect("record of the command");
     assert_eq!(record["decision"], "allowed");
     assert_eq!(record["exit_code"], 3);
     assert_eq!(record["identity"], record["user"]);
-    for field in [
-        "timestamp",
-        "session_id",
-        "host",
-        "user",
-        "action",
-        "command",
-        "cwd",
-        "rule_id",
-        "exec_duration_ms",
-    ] {
+    for field in
+        ["timestamp", "session_id", "host", "user", "action", "command", "cwd", "rule_id", "exec_duration_ms"]
+    {
         assert!(!record[field].is_null(), "missing {field}: {record}");
     }
 }
@@ -181,28 +151,12 @@ fn shell_semantics_are_sh_semantics() {
     let script = env.dir.path().join("s.sh");
     std::fs::write(&script, "echo \"script:$1\"\nexit 4\n").expect("script");
     let out = env.run(&[script.to_str().expect("utf-8"), "arg"]);
-    assert_eq!(
-        (out.status.code(), text(&out.stdout)),
-        (Some(4), "script:arg\n".into())
-    );
-    let mut child = env
-        .shell()
-        .arg("-s")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"echo from-stdin\nexit 5\n")
-        .expect("write");
+    assert_eq!((out.status.code(), text(&out.stdout)), (Some(4), "script:arg\n".into()));
+    let mut child =
+        env.shell().arg("-s").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn");
+    child.stdin.take().expect("stdin").write_all(b"echo from-stdin\nexit 5\n").expect("write");
     let out = child.wait_with_output().expect("wait");
-    assert_eq!(
-        (out.status.code(), text(&out.stdout)),
-        (Some(5), "from-stdin\n".into())
-    );
+    assert_eq!((out.status.code(), text(&out.stdout)), (Some(5), "from-stdin\n".into()));
     // A script whose contents are denied is refused before anything runs.
     std::fs::write(&script, "echo first\nsudo id\n").expect("script");
     let out = env.run(&[script.to_str().expect("utf-8")]);
@@ -236,11 +190,7 @@ fn audit_log_failure_refuses_the_command() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(126));
-    assert!(
-        text(&out.stderr).contains("refusing to run"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("refusing to run"), "{}", text(&out.stderr));
     assert!(!marker.exists(), "the command must not run");
     // An unusable policy also refuses.
     let out = env
@@ -267,18 +217,12 @@ fn flags_beat_environment() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(126));
-    assert!(
-        std::fs::read_to_string(&log)
-            .expect("flag log")
-            .contains("\"decision\":\"denied\"")
-    );
+    assert!(std::fs::read_to_string(&log).expect("flag log").contains("\"decision\":\"denied\""));
 }
 
 #[test]
 fn rate_limit_holds_across_processes() {
-    let env = Env::new(&format!(
-        "{POLICY}rate_limit: {{ max_commands: 3, window_seconds: 60 }}\n"
-    ));
+    let env = Env::new(&format!("{POLICY}rate_limit: {{ max_commands: 3, window_seconds: 60 }}\n"));
     let state = env.dir.path().join("state");
     let statuses: Vec<Option<i32>> = (0..5)
         .map(|_| {
@@ -292,11 +236,7 @@ fn rate_limit_holds_across_processes() {
         })
         .collect();
     assert_eq!(statuses, [Some(0), Some(0), Some(0), Some(126), Some(126)]);
-    let limited = env
-        .records()
-        .into_iter()
-        .filter(|r| r["rule_id"] == "rate_limit")
-        .count();
+    let limited = env.records().into_iter().filter(|r| r["rule_id"] == "rate_limit").count();
     assert_eq!(limited, 2);
     // Another identity has its own budget.
     let out = env
@@ -329,12 +269,7 @@ fn repl(env: &Env, args: &[&str], input: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("sentra");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write");
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write");
     child.wait_with_output().expect("wait")
 }
 
@@ -349,19 +284,13 @@ fn repl_keeps_cd_and_exports_and_prints_denials() {
     );
     let stdout = text(&out.stdout);
     let stderr = text(&out.stderr);
-    assert!(
-        stdout.contains("/sub\nhi there\nmulti\n"),
-        "stdout: {stdout}\nstderr: {stderr}"
-    );
+    assert!(stdout.contains("/sub\nhi there\nmulti\n"), "stdout: {stdout}\nstderr: {stderr}");
     assert!(stderr.contains("[X] DENIED: sudo id"), "{stderr}");
     assert!(stderr.contains("Rule:   block_sudo"), "{stderr}");
     assert!(stdout.contains("Denied:     1"), "{stdout}");
     assert!(!stdout.contains("not-reached"));
-    let events: Vec<String> = env
-        .records()
-        .iter()
-        .map(|r| r["event"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let events: Vec<String> =
+        env.records().iter().map(|r| r["event"].as_str().unwrap_or_default().to_string()).collect();
     assert_eq!(events.first().map(String::as_str), Some("session_start"));
     assert_eq!(events.last().map(String::as_str), Some("session_end"));
 }
@@ -370,18 +299,11 @@ fn repl_keeps_cd_and_exports_and_prints_denials() {
 fn repl_check_mode_runs_nothing() {
     let env = Env::new(POLICY);
     let marker = env.dir.path().join("made");
-    let out = repl(
-        &env,
-        &["--check"],
-        &format!("touch {}\nsudo id\n", marker.display()),
-    );
+    let out = repl(&env, &["--check"], &format!("touch {}\nsudo id\n", marker.display()));
     let stdout = text(&out.stdout);
     assert!(stdout.starts_with("ALLOW\t"), "{stdout}");
     assert!(stdout.contains("DENY\tsudo id\tblock_sudo"), "{stdout}");
     assert_eq!(out.status.code(), Some(1));
     assert!(!marker.exists());
-    assert!(
-        !Path::new(&env.log()).exists() || env.records().is_empty(),
-        "check mode writes no records"
-    );
+    assert!(!Path::new(&env.log()).exists() || env.records().is_empty(), "check mode writes no records");
 }

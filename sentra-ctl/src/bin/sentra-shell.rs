@@ -22,10 +22,7 @@ use sentra_ctl::shell::{
 const DENIED: u8 = 126;
 
 #[derive(Debug, Default)]
-#[expect(
-    clippy::struct_excessive_bools,
-    reason = "one flag per shell option, as sh has"
-)]
+#[expect(clippy::struct_excessive_bools, reason = "one flag per shell option, as sh has")]
 struct Args {
     policy: Option<PathBuf>,
     log: Option<PathBuf>,
@@ -41,21 +38,14 @@ struct Args {
 }
 
 fn parse_args(raw: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut args = Args {
-        quiet: std::env::var_os("SENTRA_QUIET").is_some_and(|v| v == "1"),
-        ..Args::default()
-    };
+    let mut args =
+        Args { quiet: std::env::var_os("SENTRA_QUIET").is_some_and(|v| v == "1"), ..Args::default() };
     let mut raw = raw.peekable();
     while let Some(arg) = raw.next() {
         let mut value = |name: &str, inline: Option<&str>| {
-            inline
-                .map(str::to_string)
-                .or_else(|| raw.next())
-                .ok_or_else(|| format!("{name} needs a value"))
+            inline.map(str::to_string).or_else(|| raw.next()).ok_or_else(|| format!("{name} needs a value"))
         };
-        let (name, inline) = arg
-            .split_once('=')
-            .map_or((arg.as_str(), None), |(n, v)| (n, Some(v)));
+        let (name, inline) = arg.split_once('=').map_or((arg.as_str(), None), |(n, v)| (n, Some(v)));
         match name {
             "--policy" => args.policy = Some(value(name, inline)?.into()),
             "--log" => args.log = Some(value(name, inline)?.into()),
@@ -159,12 +149,7 @@ fn main() -> ExitCode {
         (text, Some("sentra-shell".to_string()), args.operands)
     };
     let mut gate = gate;
-    let once = Once {
-        options: &args.options,
-        arg0: dollar0.as_deref(),
-        args: &rest,
-        quiet: args.quiet,
-    };
+    let once = Once { options: &args.options, arg0: dollar0.as_deref(), args: &rest, quiet: args.quiet };
     match session::run_once(&mut gate, &line, &once) {
         Ok(Outcome::Ran { status, .. }) => exec::exit_like(status),
         Ok(Outcome::Denied(_)) => ExitCode::from(DENIED),

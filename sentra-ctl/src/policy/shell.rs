@@ -40,10 +40,7 @@ struct LazyRegex {
 
 impl LazyRegex {
     fn new(pattern: &str) -> Self {
-        Self {
-            pattern: pattern.to_string(),
-            compiled: OnceLock::new(),
-        }
+        Self { pattern: pattern.to_string(), compiled: OnceLock::new() }
     }
 
     /// Whether `text` matches; a pattern that fails to compile gives `broken` (fail closed: true for
@@ -167,10 +164,9 @@ impl ShellMatcher {
                 if let Some(pattern) = pattern
                     && let Err(err) = Regex::new(pattern)
                 {
-                    return Err(policy.error(format!(
-                        "rule `{}`: invalid {field} regex {pattern:?}: {err}",
-                        rule.id
-                    )));
+                    return Err(
+                        policy.error(format!("rule `{}`: invalid {field} regex {pattern:?}: {err}", rule.id))
+                    );
                 }
             }
         }
@@ -196,10 +192,7 @@ impl ShellMatcher {
     fn candidates(&self, executable: &str) -> Vec<u32> {
         let mut out: Vec<u32> = self.literal.get(executable).cloned().unwrap_or_default();
         if !self.prefixed.is_empty() {
-            for (end, _) in executable
-                .char_indices()
-                .skip(1)
-                .chain(std::iter::once((executable.len(), ' ')))
+            for (end, _) in executable.char_indices().skip(1).chain(std::iter::once((executable.len(), ' ')))
             {
                 let Some(rules) = executable.get(..end).and_then(|prefix| self.prefixed.get(prefix)) else {
                     continue;
@@ -249,11 +242,7 @@ impl ShellMatcher {
                 continue;
             };
             let deny = rule.effect == Effect::Deny;
-            if rule
-                .identity
-                .as_ref()
-                .is_some_and(|re| !re.is_match(query.identity, deny))
-            {
+            if rule.identity.as_ref().is_some_and(|re| !re.is_match(query.identity, deny)) {
                 continue;
             }
             let mut assumed_args = false;
@@ -274,21 +263,14 @@ impl ShellMatcher {
                 assumed_args,
             };
         }
-        Verdict {
-            effect: self.default,
-            rule_id: None,
-            reason: None,
-            assumed_args: false,
-        }
+        Verdict { effect: self.default, rule_id: None, reason: None, assumed_args: false }
     }
 
     /// Whether some rule names `executable` by its executable pattern (not a catch-all). Wrappers such
     /// as `env` or `timeout` are judged on the program they run unless the policy names them.
     #[must_use]
     pub fn names(&self, executable: &str) -> bool {
-        self.candidates(executable)
-            .iter()
-            .any(|i| !self.always.contains(i))
+        self.candidates(executable).iter().any(|i| !self.always.contains(i))
     }
 }
 
@@ -371,26 +353,15 @@ mod tests {
     }
 
     fn query<'a>(executable: &'a str, args: &'a str) -> Query<'a> {
-        Query {
-            executable,
-            args,
-            args_known: true,
-            identity: "agent",
-        }
+        Query { executable, args, args_known: true, identity: "agent" }
     }
 
     #[test]
     fn literal_extraction() {
         let lit = |p: &str| exact_literals(p);
         assert_eq!(lit("^sudo$"), Some(vec!["sudo".to_string()]));
-        assert_eq!(
-            lit("^(rm|rmdir)$"),
-            Some(vec!["rm".to_string(), "rmdir".to_string()])
-        );
-        assert_eq!(
-            lit("^(?:g\\+\\+|cc)$"),
-            Some(vec!["g++".to_string(), "cc".to_string()])
-        );
+        assert_eq!(lit("^(rm|rmdir)$"), Some(vec!["rm".to_string(), "rmdir".to_string()]));
+        assert_eq!(lit("^(?:g\\+\\+|cc)$"), Some(vec!["g++".to_string(), "cc".to_string()]));
         assert_eq!(lit("sudo"), None, "unanchored patterns match substrings");
         assert_eq!(lit("^python.*$"), None);
         assert_eq!(lit("^python[23]$"), None);
@@ -414,10 +385,7 @@ mod tests {
         let m = matcher(
             "  - {id: no_force, match: {executable: '^git$', args_pattern: 'push.*--force'}, effect: deny, reason: force}\n  - {id: git, match: {executable: '^git$'}, effect: allow}\n  - {id: py, match: {executable: '^python[0-9.]*$'}, effect: allow}\n",
         );
-        assert_eq!(
-            m.evaluate(&query("git", "push --force origin")).rule_id,
-            Some("no_force")
-        );
+        assert_eq!(m.evaluate(&query("git", "push --force origin")).rule_id, Some("no_force"));
         assert_eq!(m.evaluate(&query("git", "status")).rule_id, Some("git"));
         assert_eq!(m.evaluate(&query("python3.12", "-V")).rule_id, Some("py"));
         let other = m.evaluate(&query("curl", "x"));
@@ -429,10 +397,7 @@ mod tests {
         let m = matcher(
             "  - {id: no_rf, match: {executable: '^rm$', args_pattern: '-rf /'}, effect: deny}\n  - {id: rm_tmp, match: {executable: '^rm$', args_pattern: '^/tmp/'}, effect: allow}\n",
         );
-        let unknown = Query {
-            args_known: false,
-            ..query("rm", "$X")
-        };
+        let unknown = Query { args_known: false, ..query("rm", "$X") };
         let verdict = m.evaluate(&unknown);
         assert_eq!((verdict.rule_id, verdict.assumed_args), (Some("no_rf"), true));
         let m =
@@ -445,14 +410,7 @@ mod tests {
         let m = matcher(
             "  - {id: admin, match: {identity: '^admin$'}, effect: allow}\n  - {id: ls, match: {executable: '^ls$'}, effect: allow}\n",
         );
-        assert_eq!(
-            m.evaluate(&Query {
-                identity: "admin",
-                ..query("anything", "")
-            })
-            .rule_id,
-            Some("admin")
-        );
+        assert_eq!(m.evaluate(&Query { identity: "admin", ..query("anything", "") }).rule_id, Some("admin"));
         assert_eq!(m.evaluate(&query("ls", "")).rule_id, Some("ls"));
         assert_eq!(m.evaluate(&query("cat", "")).rule_id, None);
         assert!(m.names("ls"));
@@ -466,19 +424,11 @@ mod tests {
         let err = ShellMatcher::validate(&policy).expect_err("invalid regex");
         assert!(err.to_string().contains("rule `broken`"), "{err}");
         let m = ShellMatcher::new(&policy).expect("loads without compiling");
-        assert_eq!(
-            m.evaluate(&query("ls", "")).rule_id,
-            Some("broken"),
-            "a broken deny rule denies"
-        );
+        assert_eq!(m.evaluate(&query("ls", "")).rule_id, Some("broken"), "a broken deny rule denies");
         let text =
             "default: deny\nrules:\n  - {id: broken_allow, match: {executable: '^(rm$'}, effect: allow}\n";
         let policy = Policy::parse(Path::new("p.yaml"), text).expect("parses");
         let m = ShellMatcher::new(&policy).expect("loads");
-        assert_eq!(
-            m.evaluate(&query("rm", "")).rule_id,
-            None,
-            "a broken allow rule allows nothing"
-        );
+        assert_eq!(m.evaluate(&query("rm", "")).rule_id, None, "a broken allow rule allows nothing");
     }
 }

@@ -87,9 +87,7 @@ impl Evaluator<'_> {
         }
         match parse::analyze(text) {
             Ok(analysis) => self.analysis(&analysis, depth, out),
-            Err(err) => out
-                .parts
-                .push(refusal(context, RULE_PARSE_ERROR, err.to_string())),
+            Err(err) => out.parts.push(refusal(context, RULE_PARSE_ERROR, err.to_string())),
         }
     }
 
@@ -103,11 +101,7 @@ impl Evaluator<'_> {
             }
             for action in unwrap::unwrap(&command.words, &analysis.functions) {
                 match action {
-                    Action::Program {
-                        words,
-                        extra_args,
-                        wrapper,
-                    } => {
+                    Action::Program { words, extra_args, wrapper } => {
                         if let Some(part) = self.program(&command.text, words, extra_args, wrapper) {
                             out.parts.push(part);
                         }
@@ -160,9 +154,7 @@ impl Evaluator<'_> {
 
     /// Reads a script run by `.`/`source`/`sh FILE`, so that its commands are judged too.
     fn read_script(&self, file: &str) -> Result<String, String> {
-        let path = self
-            .resolve(file)
-            .ok_or_else(|| format!("script `{file}` not found"))?;
+        let path = self.resolve(file).ok_or_else(|| format!("script `{file}` not found"))?;
         let meta = std::fs::metadata(&path).map_err(|err| format!("script `{file}`: {err}"))?;
         if meta.len() > MAX_SCRIPT {
             return Err(format!("script `{file}` is larger than {MAX_SCRIPT} bytes"));

@@ -127,10 +127,7 @@ pub fn wait_forwarding(child: &mut Child) -> std::io::Result<ExitStatus> {
 /// The status as a shell reports it: the exit code, or 128 + the signal.
 #[must_use]
 pub fn status_code(status: ExitStatus) -> i32 {
-    status
-        .code()
-        .or_else(|| status.signal().map(|sig| 128 + sig))
-        .unwrap_or(1)
+    status.code().or_else(|| status.signal().map(|sig| 128 + sig)).unwrap_or(1)
 }
 
 /// Ends this process the way the child ended: with its code, or killed by the same signal (so that
@@ -152,11 +149,7 @@ pub fn exit_like(status: ExitStatus) -> ! {
         )
     };
     // Signals that dump core are reported as 128 + signal rather than dumping this process's core.
-    if let Some(sig) = status
-        .signal()
-        .and_then(|s| Signal::try_from(s).ok())
-        .filter(|&s| !dumps_core(s))
-    {
+    if let Some(sig) = status.signal().and_then(|s| Signal::try_from(s).ok()).filter(|&s| !dumps_core(s)) {
         let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
         // SAFETY: restoring the default disposition has no handler to be unsafe.
         let _ = unsafe { signal::sigaction(sig, &default) };

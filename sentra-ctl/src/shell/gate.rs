@@ -55,9 +55,7 @@ impl Settings {
         let env_path = |key: &str| std::env::var_os(key).filter(|v| !v.is_empty()).map(PathBuf::from);
         let user = os_user();
         Self {
-            policy: policy
-                .or_else(|| env_path("SENTRA_POLICY"))
-                .unwrap_or_else(|| DEFAULT_POLICY.into()),
+            policy: policy.or_else(|| env_path("SENTRA_POLICY")).unwrap_or_else(|| DEFAULT_POLICY.into()),
             log: log
                 .or_else(|| env_path("SENTRA_AUDIT_LOG"))
                 .unwrap_or_else(|| audit::DEFAULT_AUDIT_LOG.into()),
@@ -77,17 +75,12 @@ impl Settings {
 #[must_use]
 pub fn os_user() -> String {
     let uid = nix::unistd::getuid();
-    nix::unistd::User::from_uid(uid)
-        .ok()
-        .flatten()
-        .map_or_else(|| uid.to_string(), |user| user.name)
+    nix::unistd::User::from_uid(uid).ok().flatten().map_or_else(|| uid.to_string(), |user| user.name)
 }
 
 fn new_session_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
     format!("{:08x}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
 }
 
@@ -144,9 +137,7 @@ impl Gate {
             matcher,
             log,
             shells: Shells::find(),
-            host: nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            host: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
             user: os_user(),
             kernel_enforced: crate::cgroup::in_governed_cgroup(),
             executed: 0,
@@ -168,17 +159,10 @@ impl Gate {
     /// `SENTRA_STATE_DIR` says otherwise.
     #[must_use]
     pub fn rate_state(&self) -> PathBuf {
-        let dir = std::env::var_os("SENTRA_STATE_DIR")
-            .filter(|v| !v.is_empty())
-            .map_or_else(
-                || {
-                    self.settings
-                        .log
-                        .parent()
-                        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-                },
-                PathBuf::from,
-            );
+        let dir = std::env::var_os("SENTRA_STATE_DIR").filter(|v| !v.is_empty()).map_or_else(
+            || self.settings.log.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+            PathBuf::from,
+        );
         ratelimit::state_path(&dir, &self.settings.identity)
     }
 
@@ -202,15 +186,10 @@ impl Gate {
                 (true, false) => "denied",
                 (true, true) => "auditonly",
             },
-            rule_id: part
-                .as_ref()
-                .map_or_else(|| "none".to_string(), |p| p.rule_id.clone()),
+            rule_id: part.as_ref().map_or_else(|| "none".to_string(), |p| p.rule_id.clone()),
             reason: part.as_ref().and_then(|p| p.reason.clone()),
             part: part.as_ref().map(|p| p.text.clone()),
-            executable: part
-                .as_ref()
-                .map(|p| p.executable.clone())
-                .filter(|e| !e.is_empty()),
+            executable: part.as_ref().map(|p| p.executable.clone()).filter(|e| !e.is_empty()),
             args: part.map(|p| p.args).unwrap_or_default(),
             verdict,
             rate_limited: None,

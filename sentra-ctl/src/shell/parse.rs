@@ -78,20 +78,13 @@ pub struct Analysis {
 /// The line is not valid shell syntax, or is incomplete, or nests too deeply.
 pub fn analyze(line: &str) -> Result<Analysis, ParseError> {
     let mut analysis = Analysis::default();
-    Walker {
-        out: &mut analysis,
-        depth: 0,
-    }
-    .program(line)?;
+    Walker { out: &mut analysis, depth: 0 }.program(line)?;
     Ok(analysis)
 }
 
 fn options() -> ParserOptions {
     // Extended globs off: `sh` has none, and bash enables them only with `shopt -s extglob`.
-    ParserOptions {
-        enable_extended_globbing: false,
-        ..ParserOptions::default()
-    }
+    ParserOptions { enable_extended_globbing: false, ..ParserOptions::default() }
 }
 
 struct Walker<'a> {
@@ -139,18 +132,11 @@ impl Walker<'_> {
             Command::Simple(simple) => self.simple(simple),
             Command::Compound(compound, redirects) => {
                 self.compound(compound)?;
-                redirects
-                    .iter()
-                    .flat_map(|list| &list.0)
-                    .try_for_each(|redirect| self.redirect(redirect))
+                redirects.iter().flat_map(|list| &list.0).try_for_each(|redirect| self.redirect(redirect))
             }
             Command::Function(function) => {
                 self.out.functions.insert(function.fname.value.clone());
-                if function
-                    .fname
-                    .value
-                    .contains(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                {
+                if function.fname.value.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
                     self.out.needs_bash = true;
                 }
                 self.compound(&function.body.0)?;
@@ -164,10 +150,7 @@ impl Walker<'_> {
             Command::ExtendedTest(test, redirects) => {
                 self.out.needs_bash = true;
                 self.test_expr(&test.expr)?;
-                redirects
-                    .iter()
-                    .flat_map(|list| &list.0)
-                    .try_for_each(|redirect| self.redirect(redirect))
+                redirects.iter().flat_map(|list| &list.0).try_for_each(|redirect| self.redirect(redirect))
             }
         }
     }
@@ -195,10 +178,7 @@ impl Walker<'_> {
             }
             CompoundCommand::ArithmeticForClause(clause) => {
                 self.out.needs_bash = true;
-                for expr in [&clause.initializer, &clause.condition, &clause.updater]
-                    .into_iter()
-                    .flatten()
-                {
+                for expr in [&clause.initializer, &clause.condition, &clause.updater].into_iter().flatten() {
                     self.text(&expr.value)?;
                 }
                 self.list(&clause.body.list)
@@ -287,10 +267,7 @@ impl Walker<'_> {
             self.item(item, Some(&mut words))?;
         }
         if !words.is_empty() {
-            self.out.commands.push(SimpleCommand {
-                words,
-                text: simple.to_string(),
-            });
+            self.out.commands.push(SimpleCommand { words, text: simple.to_string() });
         }
         Ok(())
     }
@@ -340,12 +317,7 @@ impl Walker<'_> {
             CommandPrefixOrSuffixItem::ProcessSubstitution(_, subshell) => {
                 self.out.needs_bash = true;
                 if let Some(words) = words {
-                    words.push(Word {
-                        raw: "<(…)".into(),
-                        value: None,
-                        basename: None,
-                        glob: false,
-                    });
+                    words.push(Word { raw: "<(…)".into(), value: None, basename: None, glob: false });
                 }
                 self.list(&subshell.list)
             }
@@ -369,19 +341,12 @@ impl Walker<'_> {
         let value = shape.dynamic.is_none().then(|| shape.literal.clone());
         let basename = match (&value, shape.dynamic) {
             (Some(value), _) => Some(value.rsplit('/').next().unwrap_or(value).to_string()),
-            (None, Some(Dynamic::Contained)) => shape
-                .tail
-                .rsplit_once('/')
-                .map(|(_, base)| base.to_string())
-                .filter(|base| !base.is_empty()),
+            (None, Some(Dynamic::Contained)) => {
+                shape.tail.rsplit_once('/').map(|(_, base)| base.to_string()).filter(|base| !base.is_empty())
+            }
             (None, _) => None,
         };
-        Ok(Word {
-            raw: raw.to_string(),
-            value,
-            basename,
-            glob,
-        })
+        Ok(Word { raw: raw.to_string(), value, basename, glob })
     }
 
     /// Walks word pieces; `quoted` when inside double quotes.
@@ -422,11 +387,7 @@ impl Walker<'_> {
                 WordPiece::TildeExpansion(_) => shape.mark(Dynamic::Contained),
                 WordPiece::ParameterExpansion(expr) => {
                     self.parameter(expr)?;
-                    shape.mark(if quoted {
-                        Dynamic::Contained
-                    } else {
-                        Dynamic::Splitting
-                    });
+                    shape.mark(if quoted { Dynamic::Contained } else { Dynamic::Splitting });
                 }
                 WordPiece::CommandSubstitution(program) => {
                     self.program(program)?;
@@ -438,11 +399,7 @@ impl Walker<'_> {
                 }
                 WordPiece::ArithmeticExpression(expr) => {
                     self.text(&expr.value)?;
-                    shape.mark(if quoted {
-                        Dynamic::Contained
-                    } else {
-                        Dynamic::Splitting
-                    });
+                    shape.mark(if quoted { Dynamic::Contained } else { Dynamic::Splitting });
                 }
             }
         }
@@ -456,19 +413,10 @@ impl Walker<'_> {
             | ParameterExpr::ParameterLength { .. }
             | ParameterExpr::VariableNames { .. }
             | ParameterExpr::MemberKeys { .. } => Vec::new(),
-            ParameterExpr::UseDefaultValues {
-                default_value: value, ..
-            }
-            | ParameterExpr::AssignDefaultValues {
-                default_value: value, ..
-            }
-            | ParameterExpr::IndicateErrorIfNullOrUnset {
-                error_message: value, ..
-            }
-            | ParameterExpr::UseAlternativeValue {
-                alternative_value: value,
-                ..
-            }
+            ParameterExpr::UseDefaultValues { default_value: value, .. }
+            | ParameterExpr::AssignDefaultValues { default_value: value, .. }
+            | ParameterExpr::IndicateErrorIfNullOrUnset { error_message: value, .. }
+            | ParameterExpr::UseAlternativeValue { alternative_value: value, .. }
             | ParameterExpr::RemoveSmallestSuffixPattern { pattern: value, .. }
             | ParameterExpr::RemoveLargestSuffixPattern { pattern: value, .. }
             | ParameterExpr::RemoveSmallestPrefixPattern { pattern: value, .. }
@@ -488,13 +436,9 @@ impl Walker<'_> {
                     .chain(length.iter().map(|l| l.value.as_str()))
                     .collect()
             }
-            ParameterExpr::ReplaceSubstring {
-                pattern, replacement, ..
-            } => {
+            ParameterExpr::ReplaceSubstring { pattern, replacement, .. } => {
                 self.out.needs_bash = true;
-                std::iter::once(pattern.as_str())
-                    .chain(replacement.as_deref())
-                    .collect()
+                std::iter::once(pattern.as_str()).chain(replacement.as_deref()).collect()
             }
             ParameterExpr::Transform { .. } => {
                 self.out.needs_bash = true;
@@ -591,11 +535,7 @@ fn classify(err: &brush_parser::ParseError) -> ParseError {
     let incomplete = matches!(err, brush_parser::ParseError::ParsingAtEndOfInput)
         || message.contains("unterminated")
         || message.contains("end of input");
-    if incomplete {
-        ParseError::Incomplete(message)
-    } else {
-        ParseError::Syntax(message)
-    }
+    if incomplete { ParseError::Incomplete(message) } else { ParseError::Syntax(message) }
 }
 
 #[cfg(test)]
@@ -628,10 +568,7 @@ mod tests {
         assert_eq!(names("cat <<'EOF'\n$(id)\nEOF\n"), ["cat"]);
         assert_eq!(names("f() { sudo x; }; f"), ["sudo", "f"]);
         assert_eq!(names("for i in $(seq 3); do echo $i; done"), ["seq", "echo"]);
-        assert_eq!(
-            names("if a; then b; elif c; then d; else e; fi"),
-            ["a", "b", "c", "d", "e"]
-        );
+        assert_eq!(names("if a; then b; elif c; then d; else e; fi"), ["a", "b", "c", "d", "e"]);
         assert_eq!(names("(( $(id) ))"), ["id"]);
         assert_eq!(names("echo `echo \\`id\\``"), ["id", "echo", "echo"]);
     }
@@ -644,18 +581,10 @@ mod tests {
         assert_eq!(first("$CMD x").value, None);
         assert_eq!(first("$CMD x").basename, None);
         assert_eq!(first("\"$HOME\"/bin/tool").basename.as_deref(), Some("tool"));
-        assert_eq!(
-            first("$HOME/bin/tool").basename,
-            None,
-            "unquoted expansions can split"
-        );
+        assert_eq!(first("$HOME/bin/tool").basename, None, "unquoted expansions can split");
         assert_eq!(first("~/bin/tool").basename.as_deref(), Some("tool"));
         assert!(first("/bin/s?").glob);
-        let outer = analyze("$(echo sudo) x")
-            .expect("parses")
-            .commands
-            .pop()
-            .expect("outer command");
+        let outer = analyze("$(echo sudo) x").expect("parses").commands.pop().expect("outer command");
         assert_eq!(
             outer.words.first().and_then(|w| w.basename.clone()),
             None,

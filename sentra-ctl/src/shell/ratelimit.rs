@@ -44,18 +44,12 @@ pub fn state_path(dir: &Path, identity: &str) -> PathBuf {
     // Identities are free text: keep file names to a safe alphabet, distinct by a hash.
     let safe: String = identity
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
         .take(64)
         .collect();
-    let hash = identity.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = identity
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
     dir.join(format!("ratelimit-{safe}-{hash:016x}.state"))
 }
 
@@ -72,10 +66,7 @@ pub fn admit(path: &Path, limit: RateLimit) -> Result<Admission, RateLimitError>
 /// # Errors
 /// As [`admit`].
 pub fn admit_at(path: &Path, limit: RateLimit, now: SystemTime) -> Result<Admission, RateLimitError> {
-    let io = |source| RateLimitError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| RateLimitError::Io { path: path.to_path_buf(), source };
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
         && !dir.exists()
@@ -90,10 +81,8 @@ pub fn admit_at(path: &Path, limit: RateLimit, now: SystemTime) -> Result<Admiss
         .mode(0o600)
         .open(path)
         .map_err(io)?;
-    let mut file = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| RateLimitError::Lock {
-        path: path.to_path_buf(),
-        errno,
-    })?;
+    let mut file = Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, errno)| RateLimitError::Lock { path: path.to_path_buf(), errno })?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(io)?;
     let now_ms =
@@ -109,20 +98,11 @@ pub fn admit_at(path: &Path, limit: RateLimit, now: SystemTime) -> Result<Admiss
     let used = u32::try_from(times.len()).unwrap_or(u32::MAX);
     let admission = if used >= limit.max_commands {
         let oldest = times.len().saturating_sub(limit.max_commands.max(1) as usize);
-        let frees_at = times
-            .get(oldest)
-            .copied()
-            .unwrap_or(now_ms)
-            .saturating_add(window_ms);
-        Admission::Limited {
-            used,
-            retry_after: Duration::from_millis(frees_at.saturating_sub(now_ms)),
-        }
+        let frees_at = times.get(oldest).copied().unwrap_or(now_ms).saturating_add(window_ms);
+        Admission::Limited { used, retry_after: Duration::from_millis(frees_at.saturating_sub(now_ms)) }
     } else {
         times.push(now_ms);
-        Admission::Admitted {
-            used: used.saturating_add(1),
-        }
+        Admission::Admitted { used: used.saturating_add(1) }
     };
     let out: Vec<u8> = times.iter().flat_map(|t| t.to_le_bytes()).collect();
     file.seek(SeekFrom::Start(0)).map_err(io)?;
@@ -134,13 +114,8 @@ pub fn admit_at(path: &Path, limit: RateLimit, now: SystemTime) -> Result<Admiss
 /// Commands counted in the current window, without taking one (for `status`).
 #[must_use]
 pub fn usage(path: &Path, limit: RateLimit) -> u32 {
-    let now_ms = u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(u64::MAX);
+    let now_ms = u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis())
+        .unwrap_or(u64::MAX);
     let window_ms = limit.window_seconds.saturating_mul(1000);
     std::fs::read(path).map_or(0, |bytes| {
         let n = bytes
@@ -160,25 +135,16 @@ mod tests {
     fn sliding_window_across_calls() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = state_path(dir.path(), "agent/1");
-        let limit = RateLimit {
-            max_commands: 2,
-            window_seconds: 10,
-        };
+        let limit = RateLimit { max_commands: 2, window_seconds: 10 };
         let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        assert_eq!(
-            admit_at(&path, limit, t0).expect("ok"),
-            Admission::Admitted { used: 1 }
-        );
+        assert_eq!(admit_at(&path, limit, t0).expect("ok"), Admission::Admitted { used: 1 });
         assert_eq!(
             admit_at(&path, limit, t0 + Duration::from_secs(4)).expect("ok"),
             Admission::Admitted { used: 2 }
         );
         assert_eq!(
             admit_at(&path, limit, t0 + Duration::from_secs(5)).expect("ok"),
-            Admission::Limited {
-                used: 2,
-                retry_after: Duration::from_secs(5)
-            }
+            Admission::Limited { used: 2, retry_after: Duration::from_secs(5) }
         );
         // The first command leaves the window at t0+10.
         assert_eq!(
@@ -186,9 +152,7 @@ mod tests {
             Admission::Admitted { used: 2 }
         );
         assert!(
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("ratelimit-agent_1-"))
+            path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("ratelimit-agent_1-"))
         );
     }
 }

@@ -66,10 +66,7 @@ impl Input {
 ///
 /// # Errors
 /// The audit log cannot be written, or input fails.
-#[expect(
-    clippy::too_many_lines,
-    reason = "the loop reads as one sequence: read, continue, built-ins, run"
-)]
+#[expect(clippy::too_many_lines, reason = "the loop reads as one sequence: read, continue, built-ins, run")]
 pub fn run(session: &mut Session, options: Options) -> Result<i32, ReplError> {
     let terminal = std::io::stdin().is_terminal();
     let history = std::env::var_os("HOME").map(|home| std::path::PathBuf::from(home).join(".sentra_history"));
@@ -143,10 +140,7 @@ pub fn run(session: &mut Session, options: Options) -> Result<i32, ReplError> {
             }
             _ => {}
         }
-        if let Some(code) = trimmed
-            .strip_prefix("exit ")
-            .and_then(|c| c.trim().parse::<i32>().ok())
-        {
+        if let Some(code) = trimmed.strip_prefix("exit ").and_then(|c| c.trim().parse::<i32>().ok()) {
             status = code;
             break;
         }
@@ -155,11 +149,7 @@ pub fn run(session: &mut Session, options: Options) -> Result<i32, ReplError> {
             let denied = !decision.runs() || decision.decision == "auditonly";
             any_denied |= denied;
             let verdict = if denied { "DENY" } else { "ALLOW" };
-            let reason = decision
-                .reason
-                .as_deref()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default();
+            let reason = decision.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
             println!("{verdict}\t{}\t{}{reason}", line.trim_end(), decision.rule_id);
             continue;
         }
@@ -178,10 +168,7 @@ pub fn run(session: &mut Session, options: Options) -> Result<i32, ReplError> {
     }
     session.lifecycle("session_end")?;
     if terminal && !session.quiet {
-        eprintln!(
-            "Session ended: {} executed, {} denied.",
-            session.gate.executed, session.gate.denied
-        );
+        eprintln!("Session ended: {} executed, {} denied.", session.gate.executed, session.gate.denied);
     }
     Ok(status)
 }
@@ -227,11 +214,7 @@ fn print_status(session: &Session) {
     println!("Audit log:  {}", gate.settings.log.display());
     println!(
         "Kernel:     {}",
-        if gate.kernel_enforced {
-            "enforcing (governed cgroup)"
-        } else {
-            "not enforcing"
-        }
+        if gate.kernel_enforced { "enforcing (governed cgroup)" } else { "not enforcing" }
     );
     println!("Directory:  {}", session.cwd.display());
 }

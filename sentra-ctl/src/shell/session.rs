@@ -73,25 +73,15 @@ pub fn run_once(gate: &mut Gate, line: &str, once: &Once<'_>) -> Result<Outcome,
         return Ok(Outcome::Denied(decision));
     }
     let shell = gate.shells.pick(decision.verdict.needs_bash).to_path_buf();
-    let invocation = Invocation {
-        shell: &shell,
-        options: once.options,
-        line,
-        arg0: once.arg0,
-        args: once.args,
-    };
+    let invocation =
+        Invocation { shell: &shell, options: once.options, line, arg0: once.arg0, args: once.args };
     let start = Instant::now();
     let mut child = invocation
         .command()
         .spawn()
-        .map_err(|source| SessionError::Spawn {
-            shell: shell.display().to_string(),
-            source,
-        })?;
-    let status = exec::wait_forwarding(&mut child).map_err(|source| SessionError::Spawn {
-        shell: shell.display().to_string(),
-        source,
-    })?;
+        .map_err(|source| SessionError::Spawn { shell: shell.display().to_string(), source })?;
+    let status = exec::wait_forwarding(&mut child)
+        .map_err(|source| SessionError::Spawn { shell: shell.display().to_string(), source })?;
     gate.executed += 1;
     let record = gate.record(
         line,
@@ -158,9 +148,7 @@ impl Session {
     }
 
     fn path_var(&self) -> Option<String> {
-        self.env
-            .get(&OsString::from("PATH"))
-            .map(|p| p.to_string_lossy().into_owned())
+        self.env.get(&OsString::from("PATH")).map(|p| p.to_string_lossy().into_owned())
     }
 
     /// Judges a line without running it.
@@ -177,20 +165,12 @@ impl Session {
         let decision = self.gate.decide(line, &self.cwd, self.path_var(), true);
         if !decision.runs() {
             self.gate.denied += 1;
-            self.gate.write(
-                &self
-                    .gate
-                    .record(line, &decision, &self.cwd, Some(126), None, None),
-            )?;
+            self.gate.write(&self.gate.record(line, &decision, &self.cwd, Some(126), None, None))?;
             eprint!("{}", denial_message(line, &decision, self.quiet));
             return Ok(Outcome::Denied(decision));
         }
         if self.verbose {
-            let tag = if decision.decision == "auditonly" {
-                "[!] AUDIT"
-            } else {
-                "[+] ALLOWED"
-            };
+            let tag = if decision.decision == "auditonly" { "[!] AUDIT" } else { "[+] ALLOWED" };
             eprintln!("{tag}: {} (rule {})", line.trim_end(), decision.rule_id);
         }
         let shell = self.gate.shells.pick(decision.verdict.needs_bash).to_path_buf();
@@ -201,14 +181,8 @@ impl Session {
             "{line}\n__sentra_rc=$?; {{ pwd; export -p; }} >&{STATE_FD} 2>/dev/null; exit $__sentra_rc\n"
         );
         let options: [String; 0] = [];
-        let mut command = Invocation {
-            shell: &shell,
-            options: &options,
-            line: &script,
-            arg0: None,
-            args: &[],
-        }
-        .command();
+        let mut command =
+            Invocation { shell: &shell, options: &options, line: &script, arg0: None, args: &[] }.command();
         command.env_clear().envs(&self.env).current_dir(&self.cwd);
         let raw = state.as_raw_fd();
         // SAFETY: dup2 is async-signal-safe; it runs in the child between fork and exec.
@@ -221,14 +195,11 @@ impl Session {
             });
         }
         let start = Instant::now();
-        let mut child = command.spawn().map_err(|source| SessionError::Spawn {
-            shell: shell.display().to_string(),
-            source,
-        })?;
-        let status = exec::wait_forwarding(&mut child).map_err(|source| SessionError::Spawn {
-            shell: shell.display().to_string(),
-            source,
-        })?;
+        let mut child = command
+            .spawn()
+            .map_err(|source| SessionError::Spawn { shell: shell.display().to_string(), source })?;
+        let status = exec::wait_forwarding(&mut child)
+            .map_err(|source| SessionError::Spawn { shell: shell.display().to_string(), source })?;
         self.gate.executed += 1;
         let record = self.gate.record(
             line,

@@ -114,35 +114,14 @@ pub const BASH_BUILTINS: &[&str] = &[
 ];
 
 /// Shells: `-c TEXT` runs TEXT, `FILE` runs a script, otherwise they read commands from stdin.
-const SHELLS: &[&str] = &[
-    "sh",
-    "bash",
-    "dash",
-    "zsh",
-    "ksh",
-    "ash",
-    "mksh",
-    "yash",
-    "hush",
-    "rbash",
-    "posh",
-    "sentra-shell",
-];
+const SHELLS: &[&str] =
+    &["sh", "bash", "dash", "zsh", "ksh", "ash", "mksh", "yash", "hush", "rbash", "posh", "sentra-shell"];
 
 /// Unwraps the simple command `words` (never empty).
 #[must_use]
 pub fn unwrap<'w>(words: &'w [Word], functions: &BTreeSet<String>) -> Vec<Action<'w>> {
     let mut out = Vec::new();
-    unwrap_into(
-        words,
-        Scope {
-            builtins: true,
-            functions: true,
-        },
-        functions,
-        false,
-        &mut out,
-    );
+    unwrap_into(words, Scope { builtins: true, functions: true }, functions, false, &mut out);
     out
 }
 
@@ -159,10 +138,8 @@ fn unwrap_into<'w>(
             // `"$HOME"/bin/tool`: the program's name is known, its directory is not.
             return program(words, first, functions, extra_args, out);
         }
-        return out.push(Action::Unknown(format!(
-            "the program `{}` is only known when the line runs",
-            first.raw
-        )));
+        return out
+            .push(Action::Unknown(format!("the program `{}` is only known when the line runs", first.raw)));
     };
     if !name.contains('/') {
         if scope.functions && functions.contains(name) {
@@ -187,82 +164,45 @@ fn builtin<'w>(
     let all_known = || args.iter().map(|w| w.value.clone()).collect::<Option<Vec<_>>>();
     match name {
         "hash" if args.iter().any(|w| w.text().starts_with("-p")) => {
-            out.push(Action::Unknown(
-                "`hash -p` rebinds a command name to another program".into(),
-            ));
+            out.push(Action::Unknown("`hash -p` rebinds a command name to another program".into()));
         }
         "alias" if args.iter().any(|w| w.text().contains('=')) => {
-            out.push(Action::Unknown(
-                "alias definitions are not followed; call the command directly".into(),
-            ));
+            out.push(Action::Unknown("alias definitions are not followed; call the command directly".into()));
         }
         "alias" => {}
         "enable" if !args.is_empty() => {
-            out.push(Action::Unknown(
-                "`enable` with arguments can load or hide builtins".into(),
-            ));
+            out.push(Action::Unknown("`enable` with arguments can load or hide builtins".into()));
         }
         "fc" => out.push(Action::Unknown("`fc` re-runs commands from history".into())),
         _ if INERT_BUILTINS.contains(&name) || matches!(name, "enable" | "hash") => {}
         "eval" => match all_known() {
             Some(parts) => out.push(Action::Line(parts.join(" "))),
-            None => out.push(Action::Unknown(
-                "`eval` of text that is only known when the line runs".into(),
-            )),
+            None => out.push(Action::Unknown("`eval` of text that is only known when the line runs".into())),
         },
         "trap" => trap(args, out),
         "." | "source" => match args.first() {
             None => {}
-            Some(Word {
-                value: Some(file), ..
-            }) => out.push(Action::File(file.clone())),
-            Some(word) => out.push(Action::Unknown(format!(
-                "the script `{}` is only known when the line runs",
-                word.raw
-            ))),
+            Some(Word { value: Some(file), .. }) => out.push(Action::File(file.clone())),
+            Some(word) => out
+                .push(Action::Unknown(format!("the script `{}` is only known when the line runs", word.raw))),
         },
         "exec" => {
             let rest = skip_options(args, &["-a"]);
-            unwrap_into(
-                rest,
-                Scope {
-                    builtins: false,
-                    functions: false,
-                },
-                functions,
-                false,
-                out,
-            );
+            unwrap_into(rest, Scope { builtins: false, functions: false }, functions, false, out);
         }
         "command" => {
-            if args
-                .iter()
-                .take_while(|w| w.text().starts_with('-'))
-                .any(|w| w.text().contains(['v', 'V']))
-            {
+            if args.iter().take_while(|w| w.text().starts_with('-')).any(|w| w.text().contains(['v', 'V'])) {
                 return true;
             }
             let rest = skip_options(args, &[]);
-            unwrap_into(
-                rest,
-                Scope {
-                    builtins: true,
-                    functions: false,
-                },
-                functions,
-                false,
-                out,
-            );
+            unwrap_into(rest, Scope { builtins: true, functions: false }, functions, false, out);
         }
         "builtin" => match args.first() {
             // A name that is not a builtin makes bash refuse: nothing runs.
-            Some(Word {
-                value: Some(inner), ..
-            }) => _ = builtin(inner, args, functions, out),
-            Some(word) => out.push(Action::Unknown(format!(
-                "`builtin {}` is only known when the line runs",
-                word.raw
-            ))),
+            Some(Word { value: Some(inner), .. }) => _ = builtin(inner, args, functions, out),
+            Some(word) => {
+                out.push(Action::Unknown(format!("`builtin {}` is only known when the line runs", word.raw)))
+            }
             None => {}
         },
         _ => return false,
@@ -281,15 +221,9 @@ fn trap<'w>(args: &'w [Word], out: &mut Vec<Action<'w>>) {
         return;
     }
     match args.first() {
-        Some(Word {
-            value: Some(action), ..
-        }) if action == "-" || action.is_empty() => {}
-        Some(Word {
-            value: Some(action), ..
-        }) => out.push(Action::Line(action.clone())),
-        _ => out.push(Action::Unknown(
-            "`trap` with an action only known when the line runs".into(),
-        )),
+        Some(Word { value: Some(action), .. }) if action == "-" || action.is_empty() => {}
+        Some(Word { value: Some(action), .. }) => out.push(Action::Line(action.clone())),
+        _ => out.push(Action::Unknown("`trap` with an action only known when the line runs".into())),
     }
 }
 
@@ -321,16 +255,9 @@ fn program<'w>(
 ) {
     let base = first.basename.as_deref().unwrap_or_default();
     let args = words.get(1..).unwrap_or_default();
-    let inner_scope = Scope {
-        builtins: false,
-        functions: false,
-    };
+    let inner_scope = Scope { builtins: false, functions: false };
     let wrap = |out: &mut Vec<Action<'w>>, rest: &'w [Word], extra: bool| {
-        out.push(Action::Program {
-            words,
-            extra_args,
-            wrapper: true,
-        });
+        out.push(Action::Program { words, extra_args, wrapper: true });
         unwrap_into(rest, inner_scope, functions, extra || extra_args, out);
     };
     match base {
@@ -344,15 +271,9 @@ fn program<'w>(
             wrap(out, rest.get(1..).unwrap_or_default(), false);
         }
         "taskset" | "chrt" | "ionice"
-            if args
-                .iter()
-                .any(|w| w.text() == "-p" || w.text().starts_with("--pid")) =>
+            if args.iter().any(|w| w.text() == "-p" || w.text().starts_with("--pid")) =>
         {
-            out.push(Action::Program {
-                words,
-                extra_args,
-                wrapper: false,
-            });
+            out.push(Action::Program { words, extra_args, wrapper: false });
         }
         "taskset" | "chrt" => {
             let rest = skip_options(args, &["-T", "-P", "-D"]);
@@ -360,44 +281,25 @@ fn program<'w>(
         }
         "ionice" => wrap(out, skip_options(args, &["-c", "-n"]), false),
         "strace" | "ltrace" if args.iter().any(|w| w.text() == "-p") => {
-            out.push(Action::Program {
-                words,
-                extra_args,
-                wrapper: false,
-            });
+            out.push(Action::Program { words, extra_args, wrapper: false });
         }
         "strace" | "ltrace" => wrap(
             out,
             skip_options(
                 args,
-                &[
-                    "-o", "-e", "-s", "-u", "-E", "-a", "-b", "-I", "-O", "-S", "-P", "-X", "-U", "-n",
-                ],
+                &["-o", "-e", "-s", "-u", "-E", "-a", "-b", "-I", "-O", "-S", "-P", "-X", "-U", "-n"],
             ),
             false,
         ),
         "sudo" | "doas" => {
-            let rest = skip_options(
-                args,
-                &["-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t", "-T", "-U"],
-            );
+            let rest = skip_options(args, &["-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t", "-T", "-U"]);
             let opts = args.get(..args.len() - rest.len()).unwrap_or_default();
-            let shell = opts
-                .iter()
-                .any(|w| matches!(w.text(), "-s" | "-i" | "--shell" | "--login"));
+            let shell = opts.iter().any(|w| matches!(w.text(), "-s" | "-i" | "--shell" | "--login"));
             if rest.is_empty() && shell {
-                out.push(Action::Program {
-                    words,
-                    extra_args,
-                    wrapper: true,
-                });
+                out.push(Action::Program { words, extra_args, wrapper: true });
                 out.push(Action::Unknown(format!("`{base}` starts an interactive shell")));
             } else if rest.is_empty() {
-                out.push(Action::Program {
-                    words,
-                    extra_args,
-                    wrapper: false,
-                });
+                out.push(Action::Program { words, extra_args, wrapper: false });
             } else {
                 wrap(out, rest, false);
             }
@@ -406,14 +308,8 @@ fn program<'w>(
         "chroot" => {
             let rest = skip_options(args, &[]);
             if rest.len() < 2 {
-                out.push(Action::Program {
-                    words,
-                    extra_args,
-                    wrapper: true,
-                });
-                out.push(Action::Unknown(
-                    "`chroot` without a command starts a shell".into(),
-                ));
+                out.push(Action::Program { words, extra_args, wrapper: true });
+                out.push(Action::Unknown("`chroot` without a command starts a shell".into()));
             } else {
                 wrap(out, rest.get(1..).unwrap_or_default(), false);
             }
@@ -422,11 +318,7 @@ fn program<'w>(
             let rest = skip_options(args, &["-w", "-E", "--timeout", "--conflict-exit-code"]);
             match rest.get(1..).unwrap_or_default() {
                 [flag, command, ..] if matches!(flag.text(), "-c" | "--command") => {
-                    out.push(Action::Program {
-                        words,
-                        extra_args,
-                        wrapper: true,
-                    });
+                    out.push(Action::Program { words, extra_args, wrapper: true });
                     push_line(command, "flock -c", out);
                 }
                 inner => wrap(out, inner, false),
@@ -438,66 +330,32 @@ fn program<'w>(
             if exec {
                 wrap(out, rest, false);
             } else {
-                out.push(Action::Program {
-                    words,
-                    extra_args,
-                    wrapper: true,
-                });
+                out.push(Action::Program { words, extra_args, wrapper: true });
                 match rest.iter().map(|w| w.value.clone()).collect::<Option<Vec<_>>>() {
                     Some(parts) if !parts.is_empty() => out.push(Action::Line(parts.join(" "))),
                     Some(_) => {}
-                    None => out.push(Action::Unknown(
-                        "`watch` of text only known when the line runs".into(),
-                    )),
+                    None => out.push(Action::Unknown("`watch` of text only known when the line runs".into())),
                 }
             }
         }
         "xargs" => {
-            let rest = skip_options(
-                args,
-                &[
-                    "-a",
-                    "-E",
-                    "-I",
-                    "-L",
-                    "-n",
-                    "-P",
-                    "-s",
-                    "-d",
-                    "--process-slot-var",
-                ],
-            );
-            out.push(Action::Program {
-                words,
-                extra_args,
-                wrapper: true,
-            });
+            let rest =
+                skip_options(args, &["-a", "-E", "-I", "-L", "-n", "-P", "-s", "-d", "--process-slot-var"]);
+            out.push(Action::Program { words, extra_args, wrapper: true });
             if rest.is_empty() {
-                out.push(Action::Program {
-                    words: &ECHO[..],
-                    extra_args: true,
-                    wrapper: false,
-                });
+                out.push(Action::Program { words: &ECHO[..], extra_args: true, wrapper: false });
             } else {
                 unwrap_into(rest, inner_scope, functions, true, out);
             }
         }
         "find" => {
-            out.push(Action::Program {
-                words,
-                extra_args,
-                wrapper: false,
-            });
+            out.push(Action::Program { words, extra_args, wrapper: false });
             let mut rest = args;
-            while let Some(pos) = rest
-                .iter()
-                .position(|w| matches!(w.text(), "-exec" | "-execdir" | "-ok" | "-okdir"))
+            while let Some(pos) =
+                rest.iter().position(|w| matches!(w.text(), "-exec" | "-execdir" | "-ok" | "-okdir"))
             {
                 let after = rest.get(pos + 1..).unwrap_or_default();
-                let end = after
-                    .iter()
-                    .position(|w| matches!(w.text(), ";" | "+"))
-                    .unwrap_or(after.len());
+                let end = after.iter().position(|w| matches!(w.text(), ";" | "+")).unwrap_or(after.len());
                 let command = after.get(..end).unwrap_or_default();
                 let extra = command.iter().any(|w| w.text().contains("{}"));
                 if command.is_empty() {
@@ -510,44 +368,25 @@ fn program<'w>(
         }
         "busybox" => match args.first() {
             Some(applet) if !applet.text().starts_with('-') => {
-                out.push(Action::Program {
-                    words,
-                    extra_args,
-                    wrapper: true,
-                });
+                out.push(Action::Program { words, extra_args, wrapper: true });
                 unwrap_into(args, inner_scope, functions, extra_args, out);
             }
-            _ => out.push(Action::Program {
-                words,
-                extra_args,
-                wrapper: false,
-            }),
+            _ => out.push(Action::Program { words, extra_args, wrapper: false }),
         },
         _ if SHELLS.contains(&base) => shell(words, base, extra_args, out),
-        _ => out.push(Action::Program {
-            words,
-            extra_args,
-            wrapper: false,
-        }),
+        _ => out.push(Action::Program { words, extra_args, wrapper: false }),
     }
 }
 
 /// The program `xargs` runs when given none.
 static ECHO: LazyLock<[Word; 1]> = LazyLock::new(|| {
-    [Word {
-        raw: "echo".into(),
-        value: Some("echo".into()),
-        basename: Some("echo".into()),
-        glob: false,
-    }]
+    [Word { raw: "echo".into(), value: Some("echo".into()), basename: Some("echo".into()), glob: false }]
 });
 
 fn push_line<'w>(command: &'w Word, what: &str, out: &mut Vec<Action<'w>>) {
     match &command.value {
         Some(text) => out.push(Action::Line(text.clone())),
-        None => out.push(Action::Unknown(format!(
-            "`{what}` of text only known when the line runs"
-        ))),
+        None => out.push(Action::Unknown(format!("`{what}` of text only known when the line runs"))),
     }
 }
 
@@ -565,29 +404,19 @@ fn env<'w>(words: &'w [Word], functions: &BTreeSet<String>, extra_args: bool, ou
             || text.starts_with("--split-string=")
             || text.starts_with("-S")
         {
-            out.push(Action::Program {
-                words,
-                extra_args,
-                wrapper: true,
-            });
+            out.push(Action::Program { words, extra_args, wrapper: true });
             let split = text
                 .strip_prefix("--split-string=")
                 .or_else(|| text.strip_prefix("-S").filter(|s| !s.is_empty()));
             match (split, args.get(i + 1)) {
                 (Some(text), _) if word.value.is_some() => out.push(Action::Line(text.to_string())),
                 (None, Some(next)) => push_line(next, "env -S", out),
-                _ => out.push(Action::Unknown(
-                    "`env -S` of text only known when the line runs".into(),
-                )),
+                _ => out.push(Action::Unknown("`env -S` of text only known when the line runs".into())),
             }
             return;
         }
         if text.starts_with('-') && text != "-" {
-            i += if matches!(text, "-u" | "-C" | "--unset" | "--chdir") {
-                2
-            } else {
-                1
-            };
+            i += if matches!(text, "-u" | "-C" | "--unset" | "--chdir") { 2 } else { 1 };
         } else if text == "-" || text.contains('=') {
             i += 1;
         } else {
@@ -596,38 +425,17 @@ fn env<'w>(words: &'w [Word], functions: &BTreeSet<String>, extra_args: bool, ou
     }
     let rest = args.get(i..).unwrap_or_default();
     if rest.is_empty() {
-        out.push(Action::Program {
-            words,
-            extra_args,
-            wrapper: false,
-        });
+        out.push(Action::Program { words, extra_args, wrapper: false });
     } else {
-        out.push(Action::Program {
-            words,
-            extra_args,
-            wrapper: true,
-        });
-        unwrap_into(
-            rest,
-            Scope {
-                builtins: false,
-                functions: false,
-            },
-            functions,
-            extra_args,
-            out,
-        );
+        out.push(Action::Program { words, extra_args, wrapper: true });
+        unwrap_into(rest, Scope { builtins: false, functions: false }, functions, extra_args, out);
     }
 }
 
 /// `su [-] [USER] [-c TEXT]`: without `-c` it starts a shell.
 fn su<'w>(words: &'w [Word], base: &str, extra_args: bool, out: &mut Vec<Action<'w>>) {
     let args = words.get(1..).unwrap_or_default();
-    out.push(Action::Program {
-        words,
-        extra_args,
-        wrapper: true,
-    });
+    out.push(Action::Program { words, extra_args, wrapper: true });
     let mut iter = args.iter();
     while let Some(word) = iter.next() {
         let text = word.text();
@@ -647,11 +455,7 @@ fn su<'w>(words: &'w [Word], base: &str, extra_args: bool, out: &mut Vec<Action<
 /// `sh [-options] -c TEXT [ARG0 ARGS…]`, `sh [-options] FILE [ARGS…]`, `sh` (stdin).
 fn shell<'w>(words: &'w [Word], base: &str, extra_args: bool, out: &mut Vec<Action<'w>>) {
     let args = words.get(1..).unwrap_or_default();
-    out.push(Action::Program {
-        words,
-        extra_args,
-        wrapper: true,
-    });
+    out.push(Action::Program { words, extra_args, wrapper: true });
     let mut command = false;
     let mut stdin = false;
     let mut iter = args.iter();
@@ -676,9 +480,7 @@ fn shell<'w>(words: &'w [Word], base: &str, extra_args: bool, out: &mut Vec<Acti
         if command {
             push_line(word, base, out);
         } else if stdin {
-            out.push(Action::Unknown(format!(
-                "`{base}` reads its commands from standard input"
-            )));
+            out.push(Action::Unknown(format!("`{base}` reads its commands from standard input")));
         } else {
             match &word.value {
                 Some(file) => out.push(Action::File(file.clone())),
@@ -696,10 +498,8 @@ fn shell<'w>(words: &'w [Word], base: &str, extra_args: bool, out: &mut Vec<Acti
         (true, None) => out.push(Action::Unknown(format!("`{base} -c` without a command"))),
         (false, Some(word)) => match &word.value {
             Some(file) => out.push(Action::File(file.clone())),
-            None => out.push(Action::Unknown(format!(
-                "the script `{}` is only known when the line runs",
-                word.raw
-            ))),
+            None => out
+                .push(Action::Unknown(format!("the script `{}` is only known when the line runs", word.raw))),
         },
         (false, None) => out.push(Action::Unknown(format!(
             "`{base}` reads its commands from standard input, which cannot be checked"

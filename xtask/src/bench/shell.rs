@@ -43,22 +43,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(&workspace)
-            .args([
-                "run",
-                "--quiet",
-                "--release",
-                "-p",
-                "xtask",
-                "--",
-                "bench",
-                "shell",
-            ])
-            .args([
-                "--runs",
-                &args.runs.to_string(),
-                "--evaluations",
-                &args.evaluations.to_string(),
-            ])
+            .args(["run", "--quiet", "--release", "-p", "xtask", "--", "bench", "shell"])
+            .args(["--runs", &args.runs.to_string(), "--evaluations", &args.evaluations.to_string()])
             .env("AYA_BUILD_SKIP", "1")
             .status()
             .context("running the optimised xtask")?;
@@ -120,11 +106,7 @@ fn stats(samples: &mut [Duration]) -> Stats {
     };
     #[expect(clippy::cast_precision_loss, reason = "sample counts are small")]
     let mean = samples.iter().copied().map(ms).sum::<f64>() / samples.len().max(1) as f64;
-    Stats {
-        median: at(0.5),
-        mean,
-        p90: at(0.9),
-    }
+    Stats { median: at(0.5), mean, p90: at(0.9) }
 }
 
 fn startup(runs: u32, shell: &Path, policy: &Path) -> anyhow::Result<()> {
@@ -146,10 +128,7 @@ fn startup(runs: u32, shell: &Path, policy: &Path) -> anyhow::Result<()> {
         command.args(["-c", "true"]).stdin(Stdio::null());
         command
     };
-    let bash = ["/bin/bash", "/usr/bin/bash"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .unwrap_or("bash");
+    let bash = ["/bin/bash", "/usr/bin/bash"].into_iter().find(|p| Path::new(p).exists()).unwrap_or("bash");
     // Warm the page cache and the dynamic loader's.
     for _ in 0..20 {
         time_one(&mut sentra())?;
@@ -165,23 +144,10 @@ fn startup(runs: u32, shell: &Path, policy: &Path) -> anyhow::Result<()> {
     let records = std::fs::read_to_string(&log)?.lines().count();
     let _ = std::fs::remove_dir_all(&scratch);
     let (s, sh, b) = (stats(&mut s), stats(&mut sh), stats(&mut b));
-    println!(
-        "startup, {runs} runs each, interleaved (policy {}):",
-        policy.display()
-    );
-    println!(
-        "  {:<34} {:>10} {:>10} {:>10}",
-        "command", "median ms", "mean ms", "p90 ms"
-    );
-    for (name, st) in [
-        ("sentra-shell -c true", &s),
-        ("sh -c true", &sh),
-        (&*format!("{bash} -c true"), &b),
-    ] {
-        println!(
-            "  {name:<34} {:>10.3} {:>10.3} {:>10.3}",
-            st.median, st.mean, st.p90
-        );
+    println!("startup, {runs} runs each, interleaved (policy {}):", policy.display());
+    println!("  {:<34} {:>10} {:>10} {:>10}", "command", "median ms", "mean ms", "p90 ms");
+    for (name, st) in [("sentra-shell -c true", &s), ("sh -c true", &sh), (&*format!("{bash} -c true"), &b)] {
+        println!("  {name:<34} {:>10.3} {:>10.3} {:>10.3}", st.median, st.mean, st.p90);
     }
     println!(
         "  sentra-shell vs sh:   {:.2}x, adds {:.3} ms (median; target <= 2 ms)",
@@ -207,11 +173,8 @@ fn policy_of(n: usize, base: &Policy) -> Policy {
     while policy.model.rules.len() < n {
         let Some(mut rule) = template.clone() else { break };
         rule.id = format!("generated_{i}");
-        rule.matcher.executable = Some(if i % 10 == 0 {
-            format!("^tool{i}(-[a-z]+)?$")
-        } else {
-            format!("^tool{i}$")
-        });
+        rule.matcher.executable =
+            Some(if i % 10 == 0 { format!("^tool{i}(-[a-z]+)?$") } else { format!("^tool{i}$") });
         rule.matcher.args_pattern = (i % 3 == 0).then(|| format!("--flag{i}"));
         policy.model.rules.push(rule);
         i += 1;
@@ -268,18 +231,10 @@ fn matching(evaluations: u32, path: &Path) -> anyhow::Result<()> {
         per_size.push(ns);
     }
     if let (Some(first), Some(last)) = (per_size.first(), per_size.last()) {
-        println!(
-            "  10,000 rules / 10 rules: {:.2}x (target <= 2x); 67 rules target <= 500 ns",
-            last / first
-        );
+        println!("  10,000 rules / 10 rules: {:.2}x (target <= 2x); 67 rules target <= 500 ns", last / first);
     }
     let matcher = ShellMatcher::new(&base)?;
-    let evaluator = Evaluator {
-        matcher: &matcher,
-        identity: "agent".into(),
-        cwd: "/tmp".into(),
-        path: None,
-    };
+    let evaluator = Evaluator { matcher: &matcher, identity: "agent".into(), cwd: "/tmp".into(), path: None };
     let lines = [
         "ls -la /tmp",
         "git status && git diff | head -n 20",
@@ -299,9 +254,6 @@ fn matching(evaluations: u32, path: &Path) -> anyhow::Result<()> {
     for _ in 0..100 {
         black_box(ShellMatcher::new(&Policy::parse(path, &text)?)?);
     }
-    println!(
-        "  67-rule policy parse + matcher build: {:.3} ms",
-        start.elapsed().as_secs_f64() * 10.0
-    );
+    println!("  67-rule policy parse + matcher build: {:.3} ms", start.elapsed().as_secs_f64() * 10.0);
     Ok(())
 }
