@@ -307,3 +307,17 @@ fn repl_check_mode_runs_nothing() {
     assert!(!marker.exists());
     assert!(!Path::new(&env.log()).exists() || env.records().is_empty(), "check mode writes no records");
 }
+
+#[test]
+fn a_policy_named_by_the_environment_must_be_roots() {
+    // The agent can set environment variables: a policy it wrote must not be used.
+    let env = Env::new("version: \"2.0\"\ndefault: allow\nrules: []\n");
+    std::os::unix::fs::chown(&env.policy, Some(65534), Some(65534)).expect("chown (tests run as root)");
+    let out = env.run(&["-c", "true"]);
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("not root"), "{}", text(&out.stderr));
+    // Made root's again, it is used.
+    std::os::unix::fs::chown(&env.policy, Some(0), Some(0)).expect("chown back");
+    let out = env.run(&["-c", "true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}

@@ -111,7 +111,7 @@ mod tests {
         let at = Locator::new(text);
         assert_eq!(at.find("version"), Some((1, 10)));
         assert_eq!(at.find("exec.allow[0].id"), Some((4, 11)));
-        assert_eq!(at.find("exec.allow[1].path"), Some((6, 25)));
+        assert_eq!(at.find("exec.allow[1].path"), Some((6, 22)));
         assert_eq!(at.find("rules[0].match.executable"), Some((10, 19)));
         assert_eq!(at.find("exec.allow[1].reason"), Some((6, 7)), "falls back to the entry");
     }

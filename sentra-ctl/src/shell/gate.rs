@@ -41,6 +41,10 @@ pub enum GateError {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub policy: PathBuf,
+    /// The policy was not named by a flag (it came from `$SENTRA_POLICY` or is the default): it must
+    /// then be owned by root and writable by no one else, because the agent can set environment
+    /// variables (OpenClaw's exec tool takes an `env` parameter) and must not choose its own policy.
+    pub policy_must_be_root_owned: bool,
     pub log: PathBuf,
     pub identity: String,
     /// `--mode audit` overrides the policy's mode.
@@ -54,8 +58,10 @@ impl Settings {
     pub fn resolve(policy: Option<PathBuf>, log: Option<PathBuf>, identity: Option<String>) -> Self {
         let env_path = |key: &str| std::env::var_os(key).filter(|v| !v.is_empty()).map(PathBuf::from);
         let user = os_user();
+        let policy_must_be_root_owned = policy.is_none();
         Self {
             policy: policy.or_else(|| env_path("SENTRA_POLICY")).unwrap_or_else(|| DEFAULT_POLICY.into()),
+            policy_must_be_root_owned,
             log: log
                 .or_else(|| env_path("SENTRA_AUDIT_LOG"))
                 .unwrap_or_else(|| audit::DEFAULT_AUDIT_LOG.into()),
@@ -128,6 +134,9 @@ impl Gate {
     /// # Errors
     /// The policy is unusable or the audit log cannot be opened: nothing may run.
     pub fn open(settings: Settings) -> Result<Self, GateError> {
+        if settings.policy_must_be_root_owned {
+            crate::policy::check_file_safety(&settings.policy)?;
+        }
         let policy = Policy::load(&settings.policy)?;
         let matcher = ShellMatcher::new(&policy)?;
         let log = AuditLog::open(&settings.log)?;
