@@ -3,6 +3,7 @@
 //! the socket is root's alone. Each test uses its own pin root, runtime directory and cgroup.
 
 use std::{
+    fmt::Write as _,
     os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Child, Command, Output},
@@ -56,12 +57,13 @@ impl Controller {
             self.tool("allowed").parent().map(Path::display).expect("dir")
         );
         if deny_denied {
-            text.push_str(&format!(
-                "  deny:\n    - {{ id: denied_tool, path: {} }}\n",
+            let _ = writeln!(
+                text,
+                "  deny:\n    - {{ id: denied_tool, path: {} }}",
                 self.tool("denied").display()
-            ));
+            );
         } else {
-            text.push_str(&format!("    - {{ id: now_allowed, path: {} }}\n", self.tool("denied").display()));
+            let _ = writeln!(text, "    - {{ id: now_allowed, path: {} }}", self.tool("denied").display());
         }
         text
     }
@@ -81,9 +83,9 @@ impl Controller {
             .spawn()
             .expect("start daemon");
         self.daemon = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let deadline = Instant::now() + Duration::from_mins(2);
         // The socket of a killed controller may still be on disk: wait until one answers.
-        while !std::os::unix::net::UnixStream::connect(self.run_dir.join("ctl.sock")).is_ok() {
+        while std::os::unix::net::UnixStream::connect(self.run_dir.join("ctl.sock")).is_err() {
             if let Some(status) = self.daemon.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("daemon exited early: {status}");
             }
@@ -220,7 +222,7 @@ fn reload_under_an_exec_storm_never_mixes_generations() {
         .spawn()
         .expect("storm");
     let mut reloads = 0;
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let deadline = Instant::now() + Duration::from_mins(10);
     let mut storm = storm;
     while storm.try_wait().expect("wait").is_none() {
         let next = if reloads % 2 == 0 { &b } else { &a };

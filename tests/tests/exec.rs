@@ -74,7 +74,7 @@ fn backend_is_the_one_this_environment_promises() {
     let backend = run.backend();
     match expected_backend() {
         Some(expected) => {
-            assert_eq!(backend, expected, "wrong backend; controller said {:?}", run.records[0])
+            assert_eq!(backend, expected, "wrong backend; controller said {:?}", run.records[0]);
         }
         None => assert!(backend == "lsm" || backend == "signal", "backend {backend}"),
     }

@@ -162,71 +162,75 @@ fn real_main() -> anyhow::Result<i32> {
                 .map(|p| p.to_string_lossy().into_owned());
             answer(&controller::protocol::Request::Reload { policy })
         }
-        Command::Doctor { json } => {
-            let checks = doctor::run(true);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&checks)?);
-            } else {
-                for c in &checks {
-                    println!("[{}] {:<16} {}", if c.ok { "PASS" } else { "FAIL" }, c.name, c.detail);
-                    if let Some(fix) = &c.fix {
-                        println!("       {:<16} fix: {fix}", "");
-                    }
-                }
-                let backend = if checks.iter().any(|c| c.name == "backend-lsm" && c.ok) {
-                    "lsm"
-                } else if checks.iter().any(|c| c.name == "backend-signal" && c.ok) {
-                    "signal"
-                } else {
-                    "none"
-                };
-                println!("backend that `run` would choose: {backend}");
+        Command::Doctor { json } => doctor(json),
+        Command::Policy { command: PolicyCommand::Check { file } } => Ok(policy_check(&file)),
+    }
+}
+
+/// `doctor`: prints each check; exit 0 when a backend can enforce here.
+fn doctor(json: bool) -> anyhow::Result<i32> {
+    let checks = doctor::run(true);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        for c in &checks {
+            println!("[{}] {:<16} {}", if c.ok { "PASS" } else { "FAIL" }, c.name, c.detail);
+            if let Some(fix) = &c.fix {
+                println!("       {:<16} fix: {fix}", "");
             }
-            let essential = ["root", "btf", "cgroup2"];
-            let usable = checks.iter().filter(|c| essential.contains(&c.name)).all(|c| c.ok)
-                && checks.iter().any(|c| c.name.starts_with("backend-") && c.ok);
-            Ok(i32::from(!usable))
         }
-        Command::Policy { command: PolicyCommand::Check { file } } => match run::prepare_policy(&file) {
-            Ok((policy, compiled)) => {
-                println!("{}: valid", file.display());
-                println!(
-                    "  mode: {:?}, exec default: {}",
-                    policy.model.mode,
-                    compiled.default_effect().as_str()
-                );
-                println!(
-                    "  kernel layer: {} rules -> {} name, {} dir, {} inode entries",
-                    compiled.rules.len(),
-                    compiled.name.len(),
-                    compiled.dir.len(),
-                    compiled.inode.len()
-                );
-                println!(
-                    "  shell layer: {} rules ({} also kernel-enforced: {}; {} shell-only)",
-                    policy.model.rules.len(),
-                    compiled.kernel_rules.len(),
-                    compiled.kernel_rules.join(", "),
-                    compiled.shell_only.len()
-                );
-                for (id, why) in &compiled.shell_only {
-                    println!("    shell-only: {id} ({why})");
-                }
-                for w in policy.warnings.iter().chain(&compiled.warnings) {
-                    println!("  warning: {}", w.message);
-                }
-                if !compiled.absent.is_empty() {
-                    println!("  deny targets not present on this machine ({}):", compiled.absent.len());
-                    for a in &compiled.absent {
-                        println!("    {a}");
-                    }
-                }
-                Ok(0)
+        let backend = if checks.iter().any(|c| c.name == "backend-lsm" && c.ok) {
+            "lsm"
+        } else if checks.iter().any(|c| c.name == "backend-signal" && c.ok) {
+            "signal"
+        } else {
+            "none"
+        };
+        println!("backend that `run` would choose: {backend}");
+    }
+    let essential = ["root", "btf", "cgroup2"];
+    let usable = checks.iter().filter(|c| essential.contains(&c.name)).all(|c| c.ok)
+        && checks.iter().any(|c| c.name.starts_with("backend-") && c.ok);
+    Ok(i32::from(!usable))
+}
+
+/// `policy check`: validate and summarise; exit 0 if valid, 1 if not.
+fn policy_check(file: &std::path::Path) -> i32 {
+    match run::prepare_policy(file) {
+        Ok((policy, compiled)) => {
+            println!("{}: valid", file.display());
+            println!("  mode: {:?}, exec default: {}", policy.model.mode, compiled.default_effect().as_str());
+            println!(
+                "  kernel layer: {} rules -> {} name, {} dir, {} inode entries",
+                compiled.rules.len(),
+                compiled.name.len(),
+                compiled.dir.len(),
+                compiled.inode.len()
+            );
+            println!(
+                "  shell layer: {} rules ({} also kernel-enforced: {}; {} shell-only)",
+                policy.model.rules.len(),
+                compiled.kernel_rules.len(),
+                compiled.kernel_rules.join(", "),
+                compiled.shell_only.len()
+            );
+            for (id, why) in &compiled.shell_only {
+                println!("    shell-only: {id} ({why})");
             }
-            Err(err) => {
-                eprintln!("{err:#}");
-                Ok(1)
+            for w in policy.warnings.iter().chain(&compiled.warnings) {
+                println!("  warning: {}", w.message);
             }
-        },
+            if !compiled.absent.is_empty() {
+                println!("  deny targets not present on this machine ({}):", compiled.absent.len());
+                for a in &compiled.absent {
+                    println!("    {a}");
+                }
+            }
+            0
+        }
+        Err(err) => {
+            eprintln!("{err:#}");
+            1
+        }
     }
 }

@@ -19,7 +19,7 @@ pub fn send(request: &Request) -> anyhow::Result<Response> {
     let mut stream = UnixStream::connect(&path).with_context(|| {
         format!("connecting to the controller at {} (is `sentra-ctl daemon` running?)", path.display())
     })?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    stream.set_read_timeout(Some(Duration::from_mins(1)))?;
     let mut line = serde_json::to_vec(request)?;
     line.push(b'\n');
     stream.write_all(&line)?;

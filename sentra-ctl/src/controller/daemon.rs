@@ -219,7 +219,7 @@ impl Daemon {
     /// Answers one connection; returns true when the controller must exit (after `stop`).
     async fn serve(&mut self, stream: UnixStream) -> anyhow::Result<bool> {
         // The socket's mode already keeps others out; the peer's credentials are checked as well.
-        let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
+        let uid = stream.peer_cred().map_or(u32::MAX, |c| c.uid());
         let (read, mut write) = stream.into_split();
         let mut line = String::new();
         let mut reader = BufReader::new(read);

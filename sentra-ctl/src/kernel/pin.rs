@@ -37,7 +37,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// Whether `path` is on a bpffs.
 #[must_use]
 pub fn is_bpffs(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).is_ok_and(|s| i64::from(s.filesystem_type().0) == BPF_FS_MAGIC)
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
 }
 
 /// Makes sure `/sys/fs/bpf` is a bpffs when the pins go below it, mounting it if needed (systemd does

@@ -1,5 +1,5 @@
 //! Where a value is in a policy file, for errors found after parsing (duplicate ids, bad regexes,
-//! unresolvable paths). serde_yaml reports places only for its own errors, so the text is walked once
+//! unresolvable paths). `serde_yaml` reports places only for its own errors, so the text is walked once
 //! more with a parser that keeps marks (yaml-rust2), recording the line and column of every node by its
 //! path: `exec.allow[2].id`, `rules[0].match.executable`.
 
@@ -37,13 +37,14 @@ impl Walker {
                 *index += 1;
                 Some(p)
             }
-            Some(Frame::Map { path, key }) => match key.take() {
-                Some(k) => Some(if path.is_empty() { k } else { format!("{path}.{k}") }),
-                None => {
+            Some(Frame::Map { path, key }) => {
+                if let Some(k) = key.take() {
+                    Some(if path.is_empty() { k } else { format!("{path}.{k}") })
+                } else {
                     *key = Some(key_text.unwrap_or("?").to_string());
                     None
                 }
-            },
+            }
         }
     }
 }
@@ -76,7 +77,7 @@ impl MarkedEventReceiver for Walker {
 }
 
 impl Locator {
-    /// Indexes `text`; a text the parser rejects gives an empty index (serde_yaml has reported it).
+    /// Indexes `text`; a text the parser rejects gives an empty index (`serde_yaml` has reported it).
     #[must_use]
     pub fn new(text: &str) -> Self {
         let mut walker = Walker::default();

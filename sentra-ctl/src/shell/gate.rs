@@ -43,7 +43,7 @@ pub struct Settings {
     pub policy: PathBuf,
     /// The policy was not named by a flag (it came from `$SENTRA_POLICY` or is the default): it must
     /// then be owned by root and writable by no one else, because the agent can set environment
-    /// variables (OpenClaw's exec tool takes an `env` parameter) and must not choose its own policy.
+    /// variables (`OpenClaw`'s exec tool takes an `env` parameter) and must not choose its own policy.
     pub policy_must_be_root_owned: bool,
     pub log: PathBuf,
     pub identity: String,

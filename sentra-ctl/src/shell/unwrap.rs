@@ -201,7 +201,7 @@ fn builtin<'w>(
             // A name that is not a builtin makes bash refuse: nothing runs.
             Some(Word { value: Some(inner), .. }) => _ = builtin(inner, args, functions, out),
             Some(word) => {
-                out.push(Action::Unknown(format!("`builtin {}` is only known when the line runs", word.raw)))
+                out.push(Action::Unknown(format!("`builtin {}` is only known when the line runs", word.raw)));
             }
             None => {}
         },
