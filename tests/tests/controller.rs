@@ -80,6 +80,14 @@ impl Controller {
             .arg("--audit-log")
             .arg(self.audit())
             .args(["--backend", &requested_backend(), "--cgroup", &self.cgroup])
+            // Its messages go to a file: on the console they would interleave with the test report.
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.path().join("daemon.log"))
+                    .expect("log"),
+            )
             .spawn()
             .expect("start daemon");
         self.daemon = Some(child);

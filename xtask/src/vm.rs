@@ -304,14 +304,30 @@ fn parse(label: &str, log: &Path) -> anyhow::Result<VmResult> {
     };
     let mut begun = 0;
     let mut exited_ok = 0;
+    // A test's result can land on a later line when something else printed meanwhile:
+    // remember the test that is running until its "ok"/"FAILED" shows up.
+    let mut pending: Option<String> = None;
     for line in text.lines() {
         let line = line.trim_end_matches('\r');
-        if let Some(rest) = line.strip_prefix("test ") {
-            if let Some(name) = rest.strip_suffix(" ... ok") {
+        let trimmed = line.trim();
+        if let Some(rest) = line.strip_prefix("test ")
+            && let Some((name, outcome)) = rest.split_once(" ... ")
+        {
+            pending = None;
+            if outcome.starts_with("ok") {
                 result.passed.push(name.to_string());
-            } else if let Some(name) = rest.strip_suffix(" ... FAILED") {
+            } else if outcome.starts_with("FAILED") {
                 result.failed.push(name.to_string());
+            } else {
+                pending = Some(name.to_string());
             }
+        } else if let Some(name) = pending.as_ref().filter(|_| trimmed == "ok" || trimmed == "FAILED") {
+            if trimmed == "ok" {
+                result.passed.push(name.clone());
+            } else {
+                result.failed.push(name.clone());
+            }
+            pending = None;
         } else if line.starts_with("SENTRA-VM-BEGIN") {
             begun += 1;
         } else if let Some(code) = line.strip_prefix("SENTRA-VM-EXIT ") {

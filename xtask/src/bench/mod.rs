@@ -1,6 +1,7 @@
 //! Benchmarks. Each one measures its baseline in the same run and prints ratios.
 
 mod exec;
+mod policy;
 mod shell;
 
 use clap::Subcommand;
@@ -11,11 +12,14 @@ pub enum Bench {
     Exec(exec::Args),
     /// `sentra-shell -c true` against `sh -c true` and `bash -c true`.
     Shell(shell::Args),
+    /// Policy compile time, reload latency at 10,000 rules, shell-layer evaluation per command.
+    Policy(policy::Args),
 }
 
 pub fn run(which: Bench) -> anyhow::Result<()> {
     match which {
         Bench::Exec(args) => exec::run(&args),
         Bench::Shell(args) => shell::run(&args),
+        Bench::Policy(args) => policy::run(&args),
     }
 }

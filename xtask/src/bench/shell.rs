@@ -182,7 +182,7 @@ fn policy_of(n: usize, base: &Policy) -> Policy {
     policy
 }
 
-fn matching(evaluations: u32, path: &Path) -> anyhow::Result<()> {
+pub(super) fn matching(evaluations: u32, path: &Path) -> anyhow::Result<()> {
     let base = Policy::load(path)?;
     let queries: Vec<(&str, &str)> = vec![
         ("ls", "-la /tmp"),
