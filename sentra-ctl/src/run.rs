@@ -59,6 +59,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
     let mut kernel = Kernel::load(options.backend)?;
     maps::write_generation(&mut kernel.ebpf, 0, &compiled, policy.model.mode.into())?;
     maps::activate(&mut kernel.ebpf, 0, kernel.backend)?;
+    crate::kernel::release_freed_memory();
 
     let root = cgroup::cgroup2_root()?;
     let relative = PathBuf::from(format!("{}/run-{}", cgroup::GOVERNED_PARENT, std::process::id()));

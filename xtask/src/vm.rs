@@ -26,9 +26,12 @@ pub struct VmTestArgs {
     /// Only run tests whose name contains this.
     #[arg(long)]
     pub filter: Option<String>,
-    /// Execs in the storm test.
-    #[arg(long, default_value_t = 1000)]
+    /// Execs in the storm tests (software-emulated guests are slow; the host runs 2000).
+    #[arg(long, default_value_t = 500)]
     pub storm: u32,
+    /// VMs booted at a time (each takes one core).
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
     /// Seconds before a VM is declared hung.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
@@ -51,26 +54,52 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&out)?;
 
     let mut results = Vec::new();
+    // Pack every initramfs first, then boot the VMs `--jobs` at a time (each qemu TCG guest uses one
+    // host core).
+    let mut runs = Vec::new();
     for kernel in &args.kernels {
         let vmlinuz = find_kernel(&cache, kernel)?;
         for backend in &args.backends {
-            let label = format!("{kernel}/{backend}");
             let initrd = out.join(format!("initrd-{kernel}-{backend}.cpio.gz"));
             pack(&binaries, &init_script(&binaries, backend, args), &initrd)?;
-            let log = out.join(format!("{kernel}-{backend}.log"));
-            let append = append_for(backend)?;
-            eprintln!("[vm-test] booting {label} ({})", vmlinuz.display());
-            let started = Instant::now();
-            boot(&vmlinuz, &initrd, &append, &log, Duration::from_secs(args.timeout))?;
-            let result = parse(&label, &log)?;
-            eprintln!(
-                "[vm-test] {label}: {} passed, {} failed{} in {:.0?}",
-                result.passed.len(),
-                result.failed.len(),
-                if result.completed { "" } else { ", RUN DID NOT COMPLETE" },
-                started.elapsed()
-            );
-            results.push(result);
+            runs.push((
+                format!("{kernel}/{backend}"),
+                vmlinuz.clone(),
+                initrd,
+                append_for(backend)?,
+                out.join(format!("{kernel}-{backend}.log")),
+            ));
+        }
+    }
+    let timeout = Duration::from_secs(args.timeout);
+    for chunk in runs.chunks(args.jobs.max(1)) {
+        let outcomes: Vec<anyhow::Result<VmResult>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|(label, vmlinuz, initrd, append, log)| {
+                    scope.spawn(move || -> anyhow::Result<VmResult> {
+                        eprintln!("[vm-test] booting {label} ({})", vmlinuz.display());
+                        let started = Instant::now();
+                        boot(vmlinuz, initrd, append, log, timeout)?;
+                        let result = parse(label, log)?;
+                        eprintln!(
+                            "[vm-test] {label}: {} passed, {} failed{} in {:.0?}",
+                            result.passed.len(),
+                            result.failed.len(),
+                            if result.completed { "" } else { ", RUN DID NOT COMPLETE" },
+                            started.elapsed()
+                        );
+                        Ok(result)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("VM thread panicked"))))
+                .collect()
+        });
+        for outcome in outcomes {
+            results.push(outcome?);
         }
     }
     report(&results)

@@ -83,6 +83,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         pin_root: options.pin_root.clone(),
     };
     daemon.state.save(&state_file())?;
+    crate::kernel::release_freed_memory();
     audit.write(&Record {
         timestamp: audit::now(),
         event: if adopted { "controller_adopt" } else { "controller_start" }.into(),
@@ -306,6 +307,7 @@ impl Daemon {
             }
         };
         let elapsed = started.elapsed();
+        crate::kernel::release_freed_memory();
         self.state.tables[usize::try_from(generation).unwrap_or(0) % 2] = compiled.table();
         self.state.policy = path;
         self.state.policy_hash = format!("{:016x}", policy.hash);

@@ -105,7 +105,18 @@ impl Kernel {
                 }
             },
         };
+        drop(btf);
+        release_freed_memory();
         Ok(Self { ebpf, backend, lsm_refusal, links })
+    }
+}
+
+/// Hands memory freed after loading (the parsed kernel BTF, several MB) back to the operating system:
+/// glibc keeps freed heap pages otherwise, and the controller runs for the host's lifetime.
+pub fn release_freed_memory() {
+    // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -454,7 +454,7 @@ fn allow_warnings(entry: &ExecEntry, kind: Target, resolved: &Path, out: &mut Co
     if !found.is_empty() {
         out.warnings.push(Warning {
             message: format!(
-                "exec rule `{}` allows shells or interpreters ({}): they run any code given to them as text;                  the kernel still governs every program they start",
+                "exec rule `{}` allows shells or interpreters ({}): they run any code given to them as text; the kernel still governs every program they start",
                 entry.id,
                 found.join(", ")
             ),
