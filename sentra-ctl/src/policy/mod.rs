@@ -108,13 +108,75 @@ impl Policy {
                 });
             }
         }
-        Ok(Self {
+        let policy = Self {
             file: file.to_path_buf(),
             model,
             warnings,
             hash: fnv1a(text.as_bytes()),
             locator: std::sync::Arc::new(locate::Locator::new(text)),
-        })
+        };
+        policy.validate_seccomp()?;
+        Ok(policy)
+    }
+
+    /// Seccomp profiles: `extends` names an existing profile and never loops back; system call names
+    /// are plain identifiers; argument indexes exist (0..=5).
+    fn validate_seccomp(&self) -> Result<(), PolicyError> {
+        let profiles = &self.model.seccomp_profiles;
+        for (name, profile) in profiles {
+            let at = format!("seccomp_profiles.{name}");
+            if let Some(parent) = &profile.extends
+                && !profiles.contains_key(parent)
+            {
+                return Err(self.error_at(
+                    &format!("{at}.extends"),
+                    format!("profile `{name}` extends `{parent}`, which is not defined"),
+                ));
+            }
+            let mut seen = vec![name.as_str()];
+            let mut next = profile.extends.as_deref();
+            while let Some(parent) = next {
+                if seen.contains(&parent) {
+                    seen.push(parent);
+                    return Err(self.error_at(
+                        &format!("{at}.extends"),
+                        format!("`extends` cycle: {}", seen.join(" -> ")),
+                    ));
+                }
+                seen.push(parent);
+                next = profiles.get(parent).and_then(|p| p.extends.as_deref());
+            }
+            for (list, names) in [
+                ("allow", &profile.allow),
+                ("deny", &profile.deny),
+                ("deny_dangerous", &profile.deny_dangerous),
+            ] {
+                for (i, syscall) in names.iter().enumerate() {
+                    if syscall.is_empty()
+                        || !syscall.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                    {
+                        return Err(self.error_at(
+                            &format!("{at}.{list}[{i}]"),
+                            format!("`{syscall}` is not a system call name"),
+                        ));
+                    }
+                }
+            }
+            for (syscall, conditions) in &profile.conditional {
+                for (i, condition) in conditions.iter().enumerate() {
+                    if condition.arg > 5 {
+                        return Err(self.error_at(
+                            &format!("{at}.conditional.{syscall}[{i}].arg"),
+                            format!(
+                                "argument index {} does not exist (system calls take at most 6)",
+                                condition.arg
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// An error without a place in the file.
@@ -191,6 +253,23 @@ mod tests {
         assert_eq!(policy.model.rules.len(), 1);
         assert_eq!(policy.warnings.len(), 1);
         assert_eq!(policy.model.mode, model::Mode::Audit);
+    }
+
+    #[test]
+    fn seccomp_extends_cycles_and_unknown_parents_are_located() {
+        let text = "seccomp_profiles:\n  a:\n    extends: b\n  b:\n    extends: a\n";
+        let err = Policy::parse(Path::new("p.yaml"), text).expect_err("cycle");
+        assert!(err.to_string().starts_with("p.yaml:3:14: `extends` cycle: a -> b -> a"), "{err}");
+        let err = Policy::parse(Path::new("p.yaml"), "seccomp_profiles:\n  a: { extends: nope }\n")
+            .expect_err("missing");
+        assert!(err.to_string().contains("p.yaml:2:17:") && err.to_string().contains("`nope`"), "{err}");
+        let err =
+            Policy::parse(Path::new("p.yaml"), "seccomp_profiles:\n  a: { deny: [ptrace, \"Bad Name\"] }\n")
+                .expect_err("bad name");
+        assert!(err.to_string().contains("p.yaml:2:23:"), "{err}");
+        let err = Policy::parse(Path::new("p.yaml"), "seccomp_profiles:\n  a: { deny_dangerus: [ptrace] }\n")
+            .expect_err("unknown key");
+        assert!(err.to_string().contains("unknown field `deny_dangerus`"), "{err}");
     }
 
     #[test]

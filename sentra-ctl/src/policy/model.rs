@@ -82,9 +82,9 @@ pub struct PolicyFile {
     pub rules: Vec<Rule>,
     /// Kernel exec governance.
     pub exec: Option<ExecSection>,
-    /// Seccomp profiles for the launcher (parsed and kept; applied by the launcher).
+    /// Seccomp profiles for the launcher (validated here; applied by the launcher).
     #[serde(default)]
-    pub seccomp_profiles: BTreeMap<String, serde_yaml::Value>,
+    pub seccomp_profiles: BTreeMap<String, SeccompProfile>,
     // Sections of the original format that this Sentra does not implement: accepted with a warning.
     pub cost_routing: Option<serde_yaml::Value>,
     pub profiles: Option<serde_yaml::Value>,
@@ -148,4 +148,42 @@ pub struct ExecEntry {
     /// A program name, resolved through `exec.path`.
     pub name: Option<String>,
     pub reason: Option<String>,
+}
+
+/// One seccomp profile of the original format.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeccompProfile {
+    /// `allow` or `deny` for system calls no list names.
+    pub default: Option<Effect>,
+    /// Another profile this one starts from.
+    pub extends: Option<String>,
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+    #[serde(default)]
+    pub deny_dangerous: Vec<String>,
+    /// Per-syscall argument conditions.
+    #[serde(default)]
+    pub conditional: BTreeMap<String, Vec<SyscallCondition>>,
+    pub network_policy: Option<NetworkPolicy>,
+}
+
+/// `{arg, mask, value, action}`: the action applies when `(args[arg] & mask) == value`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyscallCondition {
+    pub arg: u8,
+    pub mask: u64,
+    pub value: u64,
+    pub action: Effect,
+}
+
+/// The original's per-profile network list (`"*.whatsapp.net:443"`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkPolicy {
+    #[serde(default)]
+    pub allow_outbound: Vec<String>,
 }
