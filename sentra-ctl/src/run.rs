@@ -38,10 +38,14 @@ pub fn prepare_policy(path: &Path) -> anyhow::Result<(Policy, CompiledExec)> {
     policy::check_file_safety(path)?;
     let policy = Policy::load(path)?;
     let compiled = policy::exec::compile(&policy)?;
-    for warning in policy.warnings.iter().chain(&compiled.warnings) {
-        tracing::warn!("{}: {}", path.display(), warning.message);
-    }
     Ok((policy, compiled))
+}
+
+/// Logs a policy's warnings (once, when a controller starts enforcing it).
+pub fn log_warnings(policy: &Policy, compiled: &CompiledExec) {
+    for warning in policy.warnings.iter().chain(&compiled.warnings) {
+        tracing::warn!("{}: {}", policy.file.display(), warning.message);
+    }
 }
 
 /// Runs the command governed; returns its exit code (128 + signal when killed).
@@ -54,6 +58,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
     }
     require_root()?;
     let (policy, compiled) = prepare_policy(&options.policy)?;
+    log_warnings(&policy, &compiled);
     let mut audit = AuditLog::open(&options.audit_log)?;
 
     let mut kernel = Kernel::load(options.backend)?;

@@ -81,6 +81,15 @@ enum Command {
 enum PolicyCommand {
     /// Validate a policy and summarise it; exit 0 if valid, 1 if not.
     Check { file: PathBuf },
+    /// Which rule decides a command, in the shell layer and in the kernel layer, and why.
+    Explain {
+        file: PathBuf,
+        /// Identity for identity-scoped rules (default: the current user).
+        #[arg(long)]
+        identity: Option<String>,
+        #[arg(trailing_var_arg = true, required = true, num_args = 1..)]
+        command: Vec<String>,
+    },
     /// Swap the running controller's policy atomically (FILE, or the one loaded last).
     Reload { file: Option<PathBuf> },
 }
@@ -91,6 +100,7 @@ fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("SENTRA_LOG").unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match real_main() {
         Ok(code) => std::process::ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(255)),
@@ -164,6 +174,9 @@ fn real_main() -> anyhow::Result<i32> {
         }
         Command::Doctor { json } => doctor(json),
         Command::Policy { command: PolicyCommand::Check { file } } => Ok(policy_check(&file)),
+        Command::Policy { command: PolicyCommand::Explain { file, identity, command } } => {
+            policy_explain(&file, identity, &command)
+        }
     }
 }
 
@@ -233,4 +246,89 @@ fn policy_check(file: &std::path::Path) -> i32 {
             1
         }
     }
+}
+
+/// Quotes a word for a POSIX shell line when it needs it.
+fn shell_word(word: &str) -> String {
+    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// `policy explain`: the shell layer's verdict on the line, and the kernel layer's on the program.
+fn policy_explain(
+    file: &std::path::Path,
+    identity: Option<String>,
+    command: &[String],
+) -> anyhow::Result<i32> {
+    use sentra_ctl::{
+        policy::{Policy, exec, shell::ShellMatcher},
+        shell::{evaluate::Evaluator, gate::os_user},
+    };
+    let policy = Policy::load(file)?;
+    let compiled = exec::compile(&policy)?;
+    let matcher = ShellMatcher::new(&policy)?;
+    let line: Vec<String> = command.iter().map(|w| shell_word(w)).collect();
+    let line = line.join(" ");
+    let evaluator = Evaluator {
+        matcher: &matcher,
+        identity: identity.unwrap_or_else(os_user),
+        cwd: std::env::current_dir()?,
+        path: std::env::var("PATH").ok(),
+    };
+    let verdict = evaluator.evaluate(&line);
+    println!("shell layer (sentra-shell) on: {line}");
+    for part in &verdict.parts {
+        println!(
+            "  {:<7} {:<30} rule {}{}",
+            if part.allowed { "allowed" } else { "DENIED" },
+            part.text,
+            part.rule_id,
+            part.reason.as_deref().map(|r| format!(" — {r}")).unwrap_or_default()
+        );
+    }
+    let program = &command[0];
+    let search: Vec<PathBuf> = match policy.model.exec.as_ref().filter(|e| !e.path.is_empty()) {
+        Some(section) => section.path.iter().map(PathBuf::from).collect(),
+        None => std::env::var("PATH").unwrap_or_default().split(':').map(PathBuf::from).collect(),
+    };
+    let resolved = if program.contains('/') {
+        Some(PathBuf::from(program))
+    } else {
+        search.iter().map(|d| d.join(program)).find(|p| p.is_file())
+    };
+    println!("kernel layer (every exec in the governed cgroup):");
+    let shell_ok = verdict.denied().is_none();
+    let kernel_ok = match resolved {
+        None => {
+            println!("  `{program}` is not found in exec.path (or PATH): nothing to execute");
+            false
+        }
+        Some(path) => {
+            let explanation = compiled.explain(&path)?;
+            println!(
+                "  {:<7} {} — {}{}",
+                if explanation.effect == sentra_ctl::policy::model::Effect::Allow {
+                    "allowed"
+                } else {
+                    "DENIED"
+                },
+                explanation.file.display(),
+                explanation.how,
+                explanation.rule.map(|r| format!(" (rule {r})")).unwrap_or_default()
+            );
+            explanation.effect == sentra_ctl::policy::model::Effect::Allow
+        }
+    };
+    println!(
+        "overall: {}",
+        match (shell_ok, kernel_ok) {
+            (true, true) => "runs",
+            (false, _) => "refused by the shell layer",
+            (true, false) => "allowed by the shell layer but the kernel refuses the exec",
+        }
+    );
+    Ok(i32::from(!(shell_ok && kernel_ok)))
 }

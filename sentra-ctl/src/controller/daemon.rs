@@ -159,6 +159,7 @@ fn governed_cgroup(name: &str) -> anyhow::Result<Cgroup> {
 
 fn start_fresh(options: &DaemonOptions) -> anyhow::Result<(Box<dyn MapStore>, State, Backend)> {
     let (policy, compiled) = prepare_policy(&options.policy)?;
+    crate::run::log_warnings(&policy, &compiled);
     let mut kernel = Kernel::load(options.backend)?;
     maps::write_generation(&mut kernel.ebpf, 0, &compiled, policy.model.mode.into())?;
     maps::activate(&mut kernel.ebpf, 0, kernel.backend)?;

@@ -83,8 +83,8 @@ impl CompiledExec {
         RuleTable { rules: self.rules.clone(), default: self.default }
     }
 
-    /// Adds a kernel entry; when two rules land on the same key, a deny beats an allow, and otherwise
-    /// the first rule keeps it; either way the overlap is reported.
+    /// Adds a kernel entry. Two rules on the same key with the same effect are merely redundant (the
+    /// first keeps it); an allow and a deny on the same key conflict: the deny wins, and it is reported.
     fn add<K: PartialEq + Copy>(
         entries: &mut Vec<(K, RuleValue)>,
         rules: &[RuleInfo],
@@ -97,11 +97,14 @@ impl CompiledExec {
             entries.push((key, value));
             return;
         };
+        if slot.1.effect == value.effect {
+            return;
+        }
         let name = |v: &RuleValue| rules.get(v.rule as usize).map_or("?", |r| r.id.as_str()).to_string();
-        let kept = if value.effect == deny && slot.1.effect != deny { value } else { slot.1 };
+        let kept = if value.effect == deny { value } else { slot.1 };
         warnings.push(Warning {
             message: format!(
-                "exec rules `{}` and `{}` name the same file or directory; `{}` applies",
+                "exec rules `{}` and `{}` allow and deny the same file or directory; `{}` (deny) applies",
                 name(&slot.1),
                 name(&value),
                 name(&kept)
@@ -496,5 +499,101 @@ mod tests {
         assert_eq!(plain_names("ls"), None);
         assert_eq!(plain_names("^py.*$"), None);
         assert_eq!(plain_names("^(a||b)$"), None);
+    }
+}
+
+/// How the kernel layer would decide one file, worked out in userspace with the same precedence as
+/// `sentra-ebpf/src/exec/decide.rs` (used by `policy explain` and its tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelExplanation {
+    /// The file the kernel would see (symlinks resolved).
+    pub file: PathBuf,
+    pub effect: Effect,
+    /// The deciding rule's id, or `None` for the default.
+    pub rule: Option<String>,
+    /// Which kind of entry matched, in words.
+    pub how: String,
+}
+
+impl CompiledExec {
+    /// Explains the kernel layer's decision on executing `path`.
+    ///
+    /// # Errors
+    /// The file does not exist or cannot be inspected.
+    pub fn explain(&self, path: &Path) -> std::io::Result<KernelExplanation> {
+        let file = std::fs::canonicalize(path)?;
+        let decided = |value: &RuleValue, how: String| {
+            let rule = self.rule(value.rule);
+            KernelExplanation {
+                file: file.clone(),
+                effect: rule.map_or(Effect::Deny, |r| r.effect),
+                rule: rule.map(|r| r.id.clone()),
+                how,
+            }
+        };
+        let id = file_id(&file)?;
+        if let Some((_, value)) = self.inode.iter().find(|(key, _)| *key == id) {
+            return Ok(decided(value, "the file itself (device and inode: follows hard links)".into()));
+        }
+        if let (Some(parent), Some(name)) = (file.parent(), file.file_name()) {
+            let name = name.as_encoded_bytes();
+            if name.len() < NAME_LEN {
+                let mut key = [0u8; NAME_LEN];
+                key[..name.len()].copy_from_slice(name);
+                let dir = file_id(parent)?;
+                if let Some((_, value)) = self.name.iter().find(|(k, _)| *k == (dir, key)) {
+                    return Ok(decided(value, format!("exact path {}", file.display())));
+                }
+            }
+        }
+        for ancestor in file.ancestors().skip(1) {
+            let dir = file_id(ancestor)?;
+            if let Some((_, value)) = self.dir.iter().find(|(key, _)| *key == dir) {
+                return Ok(decided(value, format!("directory {}", ancestor.display())));
+            }
+        }
+        Ok(KernelExplanation {
+            file,
+            effect: self.default_effect(),
+            rule: None,
+            how: "no exec entry covers this file: the default applies".into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod explain_tests {
+    use std::path::Path;
+
+    use super::{Effect, compile};
+    use crate::policy::Policy;
+
+    #[test]
+    fn precedence_is_inode_then_exact_path_then_nearest_directory_then_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        for sub in ["bin", "bin/inner", "other"] {
+            std::fs::create_dir_all(root.join(sub)).expect("mkdir");
+        }
+        for file in ["bin/tool", "bin/inner/tool", "bin/denied", "other/tool"] {
+            std::fs::write(root.join(file), b"").expect("file");
+        }
+        std::fs::hard_link(root.join("bin/denied"), root.join("other/alias")).expect("hard link");
+        std::os::unix::fs::symlink(root.join("bin/denied"), root.join("other/link")).expect("symlink");
+        let text = format!(
+            "exec:\n  default: deny\n  allow:\n    - {{ id: bin, dir: {0}/bin }}\n  deny:\n    - {{ id: inner, dir: {0}/bin/inner }}\n    - {{ id: denied, path: {0}/bin/denied }}\n",
+            root.display()
+        );
+        let policy = Policy::parse(Path::new("p.yaml"), &text).expect("policy");
+        let compiled = compile(&policy).expect("compile");
+        let explain = |p: &str| compiled.explain(&root.join(p)).expect("explain");
+        assert_eq!(explain("bin/tool").rule.as_deref(), Some("bin"));
+        assert_eq!(explain("bin/tool").effect, Effect::Allow);
+        assert_eq!(explain("bin/inner/tool").rule.as_deref(), Some("inner"), "nearest directory wins");
+        assert_eq!(explain("bin/denied").rule.as_deref(), Some("denied"));
+        assert_eq!(explain("other/alias").rule.as_deref(), Some("denied"), "hard link keeps the inode");
+        assert_eq!(explain("other/link").rule.as_deref(), Some("denied"), "symlink resolved");
+        let other = explain("other/tool");
+        assert_eq!((other.rule, other.effect), (None, Effect::Deny));
     }
 }
