@@ -65,6 +65,11 @@ if ! bpf-linker --version >/dev/null 2>&1; then
     bpf-linker --version >/dev/null
 fi
 
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    log "installing cargo-fuzz (the policy loader's fuzz target runs in the test suite)"
+    cargo install --locked cargo-fuzz
+fi
+
 # --- build and install --------------------------------------------------------------------------
 if [ "${SENTRA_SETUP_NO_BUILD:-0}" != 1 ]; then
     cd "$(dirname "$0")/.."

@@ -23,5 +23,11 @@ step "unit tests and host-kernel integration tests"
 SENTRA_TEST_BACKEND=signal SENTRA_EXPECT_BACKEND=signal SENTRA_STORM="${SENTRA_STORM:-2000}" \
     cargo test --release --workspace --exclude sentra-ebpf -- --test-threads=1 2> >(quiet_build)
 
+step "fuzzing the policy loader (30 s)"
+corpus="$(mktemp -d)"
+(cd fuzz && AYA_BUILD_SKIP=1 cargo +nightly fuzz run -s none policy_load "$corpus" ../tests/corpus/policy ../policies \
+    -- -max_total_time="${SENTRA_FUZZ_SECONDS:-30}" 2>&1 | tail -n 3)
+rm -rf "$corpus"
+
 step "integration tests in qemu: Debian 6.1 and 6.12 kernels, lsm and signal backends"
 cargo xtask vm-test 2> >(quiet_build)
