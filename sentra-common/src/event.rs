@@ -19,6 +19,8 @@ wire_enum! {
     /// What an event reports.
     EventKind: "event kind" {
         Exec = 1 => "exec",
+        /// A network destination decision ([`NetEvent`]).
+        Net = 2 => "net",
     }
 }
 
@@ -96,4 +98,43 @@ pub struct ExecEvent {
     pub path: [[u8; NAME_LEN]; MAX_PATH_COMPONENTS],
     /// The first arguments, each NUL-terminated.
     pub args: [[u8; ARG_LEN]; MAX_ARGS],
+}
+
+wire_enum! {
+    /// Which hook decided a network event.
+    NetHook: "network hook" {
+        /// cgroup `connect4`/`connect6` (TCP connect, UDP connect).
+        Connect = 0 => "connect",
+        /// cgroup `sendmsg4`/`sendmsg6` (UDP `sendto`/`sendmsg` with a destination).
+        Sendmsg = 1 => "sendmsg",
+        /// BPF LSM `socket_connect`.
+        LsmConnect = 2 => "lsm_connect",
+    }
+}
+
+/// A network destination decision (denials and audit-mode would-be denials).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct NetEvent {
+    pub header: EventHeader,
+    /// [`Decision`] as `u32`.
+    pub decision: u32,
+    /// [`crate::settings::Mode`] as `u32`.
+    pub mode: u32,
+    /// Index of the deciding network rule, or one of the `NET_RULE_*` values of [`crate::net`].
+    pub rule: u32,
+    /// Policy generation that decided.
+    pub generation: u32,
+    /// [`NetHook`] as `u32`.
+    pub hook: u32,
+    /// IP protocol number (6 TCP, 17 UDP).
+    pub protocol: u32,
+    /// [`crate::net::FAMILY_V4`] or [`crate::net::FAMILY_V6`].
+    pub family: u32,
+    /// Destination port, host order.
+    pub port: u32,
+    /// Destination address, network order (IPv4 in the first 4 bytes).
+    pub addr: [u8; 16],
+    /// File name of the task's executable (`mm->exe_file`), NUL-terminated; empty if unreadable.
+    pub exe: [u8; crate::exec::NAME_LEN],
 }

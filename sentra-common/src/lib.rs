@@ -7,6 +7,7 @@
 
 pub mod event;
 pub mod exec;
+pub mod net;
 pub mod offsets;
 pub mod settings;
 

@@ -45,6 +45,10 @@ pub struct KernelOffsets {
     pub mm_arg_end: u32,
     /// `struct linux_binprm::argc`
     pub binprm_argc: u32,
+    /// `struct mm_struct::exe_file` (network events name the task's executable)
+    pub mm_exe_file: u32,
+    /// `struct socket::type` (a `short`: `SOCK_STREAM`, `SOCK_DGRAM`; lsm `socket_connect`)
+    pub socket_type: u32,
     /// Non-zero once filled by userspace; probes refuse to decide on zeroed offsets.
     pub valid: u32,
 }

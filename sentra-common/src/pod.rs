@@ -26,3 +26,17 @@ unsafe impl aya::Pod for KernelOffsets {}
 unsafe impl aya::Pod for EventHeader {}
 // SAFETY: as above.
 unsafe impl aya::Pod for ExecEvent {}
+
+// Network governance (sentra_common::net, event::NetEvent).
+// SAFETY: as above: #[repr(C)], integers and integer arrays only, explicit padding.
+unsafe impl aya::Pod for crate::net::CidrKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for crate::net::HostKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for crate::net::NetAllow {}
+// SAFETY: as above.
+unsafe impl aya::Pod for crate::net::NetSettings {}
+// SAFETY: as above.
+unsafe impl aya::Pod for crate::net::DnsOrigin {}
+// SAFETY: as above.
+unsafe impl aya::Pod for crate::event::NetEvent {}

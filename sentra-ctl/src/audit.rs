@@ -70,6 +70,18 @@ pub struct Record {
     pub comm: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup_id: Option<u64>,
+    // Network layer (kernel network decisions and the controller's resolver).
+    /// Destination address of a network event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// `tcp` or `udp` (or the protocol number).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Name asked of the resolver.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub argc: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod cgroup;
 pub mod controller;
+pub mod dns;
 pub mod doctor;
 pub mod kernel;
 pub mod policy;

@@ -1,11 +1,14 @@
 //! Turning kernel events into audit records.
 
-use sentra_common::event::Decision;
+use sentra_common::{
+    event::Decision,
+    net::{NET_RULE_DEFAULT, NET_RULE_INTERNAL_ERROR},
+};
 
 use crate::{
     audit::Record,
-    kernel::events::{Exec, RuleRef},
-    policy::exec::RuleTable,
+    kernel::events::{Exec, Net, RuleRef},
+    policy::{exec::RuleTable, network::CompiledNet},
 };
 
 /// Converts `bpf_ktime_get_boot_ns` times to wall-clock time.
@@ -93,6 +96,61 @@ pub fn exec_record(event: &Exec, rules: &RuleTable, clock: &Clock) -> Record {
         args_truncated: Some(event.args_truncated),
         path_truncated: Some(event.path_truncated),
         policy_generation: Some(event.generation),
+        ..Record::default()
+    }
+}
+
+/// Name of an IP protocol number as the audit log writes it.
+#[must_use]
+pub fn protocol_name(protocol: u32) -> String {
+    match protocol {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The audit record of a kernel network event; `rules` resolves its rule index.
+#[must_use]
+pub fn net_record(event: &Net, rules: &CompiledNet, clock: &Clock) -> Record {
+    let (rule_id, reason) = match event.rule {
+        NET_RULE_DEFAULT => (
+            "default".to_string(),
+            Some("no network entry allows this destination; default deny".to_string()),
+        ),
+        NET_RULE_INTERNAL_ERROR => (
+            "internal_error".to_string(),
+            Some("the kernel probe could not decide; denied (fail closed)".to_string()),
+        ),
+        index => match rules.rule(index) {
+            Some(rule) => (rule.id.clone(), rule.reason.clone()),
+            None => (format!("rule#{index}"), None),
+        },
+    };
+    Record {
+        timestamp: clock.format(event.boot_ns),
+        event: "net".into(),
+        layer: "kernel",
+        action: Some(event.hook.as_str()),
+        executable: Some(event.exe.clone()),
+        decision: Some(match event.decision {
+            Decision::Allowed => "allowed",
+            Decision::Denied => "denied",
+            Decision::AuditDenied => "auditonly",
+        }),
+        rule_id: Some(rule_id),
+        reason,
+        mode: Some(event.mode.as_str()),
+        backend: Some(event.backend.as_str()),
+        pid: Some(event.pid),
+        ppid: Some(event.ppid),
+        uid: Some(event.uid),
+        comm: Some(event.comm.clone()),
+        cgroup_id: Some(event.cgroup_id),
+        policy_generation: Some(event.generation),
+        destination: Some(event.destination.to_string()),
+        port: Some(event.port),
+        protocol: Some(protocol_name(event.protocol)),
         ..Record::default()
     }
 }

@@ -70,6 +70,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
     let relative = PathBuf::from(format!("{}/run-{}", cgroup::GOVERNED_PARENT, std::process::id()));
     let group = Cgroup::create(&root, &relative)?;
     maps::govern(&mut kernel.ebpf, group.id, group.level)?;
+    // Network governance (issue 6): sock_addr programs on the cgroup, generation 0's network part,
+    // the resolver when the policy has domain rules. Before the command starts.
+    let network = crate::dns::NetworkGovernance::start_run(&mut kernel, &group.path, &policy, &options.audit_log).await?;
     tracing::info!(
         backend = kernel.backend.as_str(),
         cgroup = %group.path.display(),
@@ -103,22 +106,25 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
 
     let mut child = spawn_in(&group.procs_file(), &options.command)?;
     let tables = [compiled.table(), compiled.table()];
-    let mut drain = Drainer { audit: &mut audit, tables: &tables, clock, written: 0, undecodable: 0 };
+    let nets = [std::sync::Arc::clone(&network.policy), std::sync::Arc::clone(&network.policy)];
+    let mut drainer =
+        Drainer { audit: &mut audit, tables: &tables, nets: &nets, clock, written: 0, undecodable: 0 };
     let status = loop {
         tokio::select! {
             status = child.wait() => break status.context("waiting for the command")?,
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("polling the EVENTS ring buffer")?;
-                drain.drain(guard.get_inner_mut())?;
+                drainer.drain(guard.get_inner_mut())?;
                 guard.clear_ready();
             }
         }
     };
     // Events of the last execs may still be in the ring: take them before reporting.
-    drain.drain(ring.get_mut())?;
-    let (written, undecodable) = (drain.written, drain.undecodable);
+    drainer.drain(ring.get_mut())?;
+    let (written, undecodable) = (drainer.written, drainer.undecodable);
 
     maps::release(&mut kernel.ebpf, group.id)?;
+    drop(network);
     drop(group);
     let counters = maps::read_stats(&kernel.ebpf)?;
     audit.write(&Record {
@@ -143,10 +149,12 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
     Ok(exit_code(status))
 }
 
-/// Moves events from the ring buffer to the audit log; `tables[g]` names the rules of generation `g`.
+/// Moves events from the ring buffer to the audit log; `tables[g]` names the rules of generation `g`,
+/// `nets[g]` its network rules.
 pub struct Drainer<'a> {
     pub audit: &'a mut AuditLog,
     pub tables: &'a [RuleTable; 2],
+    pub nets: &'a [std::sync::Arc<policy::network::CompiledNet>; 2],
     pub clock: Clock,
     pub written: u64,
     pub undecodable: u64,
@@ -161,8 +169,17 @@ impl Drainer<'_> {
         while let Some(item) = ring.next() {
             match events::decode(&item) {
                 Ok(event) => {
-                    let table = &self.tables[usize::try_from(event.generation).unwrap_or(0) % 2];
-                    self.audit.write(&record::exec_record(&event, table, &self.clock))?;
+                    let record = match &event {
+                        events::Event::Exec(exec) => {
+                            let table = &self.tables[usize::try_from(exec.generation).unwrap_or(0) % 2];
+                            record::exec_record(exec, table, &self.clock)
+                        }
+                        events::Event::Net(net) => {
+                            let rules = &self.nets[usize::try_from(net.generation).unwrap_or(0) % 2];
+                            record::net_record(net, rules, &self.clock)
+                        }
+                    };
+                    self.audit.write(&record)?;
                     self.written += 1;
                 }
                 Err(err) => {

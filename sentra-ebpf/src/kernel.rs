@@ -25,6 +25,8 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     mm_arg_start: 0,
     mm_arg_end: 0,
     binprm_argc: 0,
+    mm_exe_file: 0,
+    socket_type: 0,
     valid: 0,
 };
 

@@ -6,6 +6,10 @@
 //! - `execve_enter` / `execveat_enter` (syscall tracepoints): remember `argv` for the LSM backend, which
 //!   decides while the caller's memory is still mapped.
 //!
+//! - `net_connect4/6`, `net_sendmsg4/6`, `net_recvmsg4/6` (cgroup `sock_addr`): network governance
+//!   on both backends, DNS steering to the controller's resolver; `net_lsm_connect`
+//!   (`lsm/socket_connect`): the `lsm` backend's network hook.
+//!
 //! Each program is a thin wrapper over a `try_*` function; all decisions go through [`exec::decide`].
 #![no_std]
 #![no_main]
@@ -21,6 +25,7 @@
 mod exec;
 mod kernel;
 mod maps;
+mod net;
 mod task;
 
 #[cfg(not(test))]

@@ -9,6 +9,10 @@ use std::{
 
 use serde_json::Value;
 
+pub mod dns_fixture;
+pub mod netns;
+pub mod netprobe;
+
 /// The `sentra-ctl` binary under test: `$SENTRA_CTL`, else the workspace's release build.
 ///
 /// # Panics

@@ -1,7 +1,9 @@
 //! Decoding ring-buffer records into events.
 
+use std::net::IpAddr;
+
 use sentra_common::{
-    event::{Decision, EventHeader, EventKind, ExecEvent, flags},
+    event::{Decision, EventHeader, EventKind, ExecEvent, NetEvent, NetHook, flags},
     exec::{RULE_DEFAULT, RULE_INTERNAL_ERROR, RULE_PATH_TOO_DEEP},
     settings::{Backend, Mode},
 };
@@ -30,6 +32,39 @@ pub struct Exec {
     pub argc: u32,
     pub args: Vec<String>,
     pub args_truncated: bool,
+}
+
+/// A decoded event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Exec(Exec),
+    Net(Net),
+}
+
+/// A decoded network event (a denial, or a would-be denial in audit mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Net {
+    pub boot_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    pub comm: String,
+    pub backend: Backend,
+    pub decision: Decision,
+    pub mode: Mode,
+    pub hook: NetHook,
+    /// Index of the deciding network rule, or one of `sentra_common::net::NET_RULE_*`.
+    pub rule: u32,
+    pub generation: u32,
+    pub destination: IpAddr,
+    pub port: u16,
+    /// IP protocol number (6 TCP, 17 UDP).
+    pub protocol: u32,
+    /// The executable: `/proc/<pid>/exe` while the task lives, else the file name the kernel saw.
+    pub exe: String,
 }
 
 /// Which rule decided.
@@ -68,12 +103,50 @@ fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
 ///
 /// # Errors
 /// A short record, or a field with a value this build does not know.
-pub fn decode(bytes: &[u8]) -> Result<Exec, DecodeError> {
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let header: EventHeader = read(bytes)?;
     let kind = EventKind::try_from(header.kind).map_err(|e| DecodeError::Value(e.to_string()))?;
     match kind {
-        EventKind::Exec => decode_exec(&read::<ExecEvent>(bytes)?),
+        EventKind::Exec => decode_exec(&read::<ExecEvent>(bytes)?).map(Event::Exec),
+        EventKind::Net => decode_net(&read::<NetEvent>(bytes)?).map(Event::Net),
     }
+}
+
+fn decode_net(event: &NetEvent) -> Result<Net, DecodeError> {
+    let value = |e: sentra_common::UnknownValue| DecodeError::Value(e.to_string());
+    let header = &event.header;
+    let destination = if event.family == sentra_common::net::FAMILY_V4 {
+        IpAddr::from([event.addr[0], event.addr[1], event.addr[2], event.addr[3]])
+    } else {
+        IpAddr::from(event.addr)
+    };
+    let kernel_name = c_string(&event.exe);
+    // The task usually still runs (its syscall just failed); its /proc link gives the full path.
+    let exe = std::fs::read_link(format!("/proc/{}/exe", header.pid))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| kernel_name.is_empty() || p.ends_with(&kernel_name))
+        .unwrap_or(kernel_name);
+    Ok(Net {
+        boot_ns: header.boot_ns,
+        pid: header.pid,
+        tid: header.tid,
+        ppid: header.ppid,
+        uid: header.uid,
+        gid: header.gid,
+        cgroup_id: header.cgroup_id,
+        comm: c_string(&header.comm),
+        backend: Backend::try_from(header.backend).map_err(value)?,
+        decision: Decision::try_from(event.decision).map_err(value)?,
+        mode: Mode::try_from(event.mode).map_err(value)?,
+        hook: NetHook::try_from(event.hook).map_err(value)?,
+        rule: event.rule,
+        generation: event.generation,
+        destination,
+        port: u16::try_from(event.port).map_err(|_| DecodeError::Value(format!("port {}", event.port)))?,
+        protocol: event.protocol,
+        exe,
+    })
 }
 
 fn decode_exec(event: &ExecEvent) -> Result<Exec, DecodeError> {

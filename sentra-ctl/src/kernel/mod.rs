@@ -2,6 +2,7 @@
 
 pub mod events;
 pub mod maps;
+pub mod net;
 pub mod offsets;
 pub mod pin;
 pub mod rcu;
@@ -121,7 +122,7 @@ pub fn release_freed_memory() {
 }
 
 /// An aya program error with the verifier's log, when there is one.
-fn program_err(err: &aya::programs::ProgramError) -> String {
+pub(crate) fn program_err(err: &aya::programs::ProgramError) -> String {
     match err {
         aya::programs::ProgramError::LoadError { io_error, verifier_log } => {
             // The log's useful part (the failing instruction and the totals) is at its end.

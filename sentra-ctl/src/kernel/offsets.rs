@@ -35,6 +35,8 @@ pub fn read() -> Result<KernelOffsets, KernelError> {
         mm_arg_start: lookup.offset("mm_struct", &["arg_start"])?,
         mm_arg_end: lookup.offset("mm_struct", &["arg_end"])?,
         binprm_argc: lookup.offset("linux_binprm", &["argc"])?,
+        mm_exe_file: lookup.offset("mm_struct", &["exe_file"])?,
+        socket_type: lookup.offset("socket", &["type"])?,
         valid: 1,
     })
 }

@@ -4,6 +4,7 @@ pub mod exec;
 pub mod locate;
 pub mod model;
 pub mod shell;
+pub mod network;
 
 use std::{
     fmt,

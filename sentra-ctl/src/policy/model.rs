@@ -82,6 +82,8 @@ pub struct PolicyFile {
     pub rules: Vec<Rule>,
     /// Kernel exec governance.
     pub exec: Option<ExecSection>,
+    /// Kernel network governance (outbound destinations; DNS through the controller's resolver).
+    pub network: Option<super::network::NetworkSection>,
     /// Seccomp profiles for the launcher (validated here; applied by the launcher).
     #[serde(default)]
     pub seccomp_profiles: BTreeMap<String, SeccompProfile>,

@@ -1,0 +1,552 @@
+//! The controller's resolver, and network governance of a cgroup as a whole.
+//!
+//! Governed processes' DNS traffic (any destination, port 53, UDP or TCP) is rewritten in the kernel to
+//! this resolver (`sentra-ebpf/src/net`). It answers a query for a name no domain rule allows with
+//! REFUSED (and an audit record); it forwards the others to the real upstream resolvers and, before
+//! handing the answer back, allows the answered addresses (A and AAAA along the CNAME chain from the
+//! asked name) in the kernel for their TTL, clamped to the policy's floor and ceiling, for the
+//! rules that matched the asked name. A sweep removes them when they expire.
+//!
+//! Messages are parsed and built with hickory-proto.
+
+pub mod hosts;
+pub mod upstream;
+
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use aya::Ebpf;
+use hickory_proto::{
+    op::{Message, MessageType, OpCode, ResponseCode},
+    rr::RData,
+};
+use sentra_common::settings::{Backend, Mode};
+use tokio::{
+    net::{TcpListener, UdpSocket},
+    sync::Semaphore,
+    task::JoinHandle,
+};
+
+use self::{
+    hosts::Learned,
+    upstream::{Transport, exchange, read_framed, write_framed},
+};
+use crate::{
+    audit::{self, AuditLog, Record},
+    kernel::{
+        KernelError,
+        net::{self as knet, HostTable, ResolverAddr},
+    },
+    policy::network::CompiledNet,
+};
+
+/// Queries handled at once (UDP); further datagrams wait in the socket buffer.
+const MAX_IN_FLIGHT: usize = 256;
+/// TCP clients served at once.
+const MAX_TCP_CLIENTS: usize = 64;
+/// An idle TCP client is dropped after this long.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// How often expired addresses are removed.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+/// Longest CNAME chain followed in an answer.
+const MAX_CNAME_CHAIN: usize = 16;
+
+/// Errors setting up network governance.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the policy has domain rules but no upstream resolver: set network.dns.upstream (none in /etc/resolv.conf)"
+    )]
+    NoUpstream,
+    #[error("audit log: {0}")]
+    Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+}
+
+/// State shared by the resolver's tasks.
+struct Shared {
+    policy: Mutex<Arc<CompiledNet>>,
+    learned: Mutex<Learned>,
+    audit: Mutex<AuditLog>,
+}
+
+/// Network governance of one cgroup: programs attached, generation written, resolver (if the policy
+/// has domain rules) running. Dropping it stops the resolver.
+pub struct NetworkGovernance {
+    /// The compiled `network:` section of the active generation.
+    pub policy: Arc<CompiledNet>,
+    pub resolver: Option<ResolverAddr>,
+    shared: Option<Arc<Shared>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for NetworkGovernance {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl NetworkGovernance {
+    /// Governs the network of the cgroup at `cgroup_dir` with `policy`'s `network:` section as
+    /// generation 0 (the generation `sentra-ctl run` activates).
+    ///
+    /// # Errors
+    /// The section does not compile, or see [`Self::start`].
+    pub async fn start_run(
+        kernel: &mut crate::kernel::Kernel,
+        cgroup_dir: &Path,
+        policy: &crate::policy::Policy,
+        audit_log: &Path,
+    ) -> Result<Self, NetError> {
+        let compiled = Arc::new(crate::policy::network::compile(policy)?);
+        let mode = policy.model.mode.into();
+        Self::start(
+            &mut kernel.ebpf,
+            kernel.backend,
+            cgroup_dir,
+            0,
+            &compiled,
+            mode,
+            audit_log,
+        )
+        .await
+    }
+
+    /// Governs the network of the cgroup at `cgroup_dir`: starts the resolver when `compiled` has
+    /// domain rules, writes `generation` (the caller activates it), attaches the `sock_addr` programs
+    /// to the cgroup, and on the `lsm` backend `lsm/socket_connect`.
+    ///
+    /// # Errors
+    /// Binding the resolver, a map update, or a program failing to load or attach.
+    pub async fn start(
+        ebpf: &mut Ebpf,
+        backend: Backend,
+        cgroup_dir: &Path,
+        generation: u32,
+        compiled: &Arc<CompiledNet>,
+        mode: Mode,
+        audit_log: &Path,
+    ) -> Result<Self, NetError> {
+        let mut this = Self {
+            policy: Arc::clone(compiled),
+            resolver: None,
+            shared: None,
+            tasks: Vec::new(),
+        };
+        if compiled.has_domains() {
+            if compiled.dns.upstream.is_empty() {
+                return Err(NetError::NoUpstream);
+            }
+            let (udp4, tcp4, v6, addr) = bind().await?;
+            let shared = Arc::new(Shared {
+                policy: Mutex::new(Arc::clone(compiled)),
+                learned: Mutex::new(Learned::new(HostTable::take(ebpf)?, generation)),
+                audit: Mutex::new(AuditLog::open(audit_log)?),
+            });
+            let mut sockets = vec![(udp4, tcp4)];
+            if let Some(pair) = v6 {
+                sockets.push(pair);
+            }
+            for (udp, tcp) in sockets {
+                this.tasks
+                    .push(tokio::spawn(serve_udp(Arc::new(udp), Arc::clone(&shared))));
+                this.tasks.push(tokio::spawn(serve_tcp(tcp, Arc::clone(&shared))));
+            }
+            this.tasks.push(tokio::spawn(sweep(Arc::clone(&shared))));
+            this.resolver = Some(addr);
+            this.shared = Some(shared);
+        }
+        knet::write_generation(ebpf, generation, compiled, mode, this.resolver)?;
+        let dir = std::fs::File::open(cgroup_dir).map_err(|source| NetError::Io {
+            what: format!("opening {}", cgroup_dir.display()),
+            source,
+        })?;
+        knet::attach_sock_addr(ebpf, &dir)?;
+        if backend == Backend::Lsm {
+            let btf = aya::Btf::from_sys_fs().map_err(|err| KernelError::Btf(err.to_string()))?;
+            knet::attach_lsm(ebpf, &btf)?;
+        }
+        Ok(this)
+    }
+
+    /// Reload, step 1: writes `policy` as `generation` (not yet active), including the learned
+    /// addresses the new domain rules still cover. Then activate it and call [`Self::retire`].
+    ///
+    /// # Errors
+    /// A map update fails.
+    pub fn prepare(
+        &self,
+        ebpf: &mut Ebpf,
+        generation: u32,
+        policy: &Arc<CompiledNet>,
+        mode: Mode,
+    ) -> Result<(), NetError> {
+        knet::write_generation(ebpf, generation, policy, mode, self.resolver)?;
+        if let Some(shared) = &self.shared {
+            lock(&shared.learned).prepare(policy, generation)?;
+            *lock(&shared.policy) = Arc::clone(policy);
+        }
+        Ok(())
+    }
+
+    /// Reload, step 2 (after activating `new`): clears generation `old`.
+    ///
+    /// # Errors
+    /// A map update fails.
+    pub fn retire(&self, ebpf: &mut Ebpf, old: u32, new: u32) -> Result<(), NetError> {
+        if let Some(shared) = &self.shared {
+            lock(&shared.learned).retire(old, new)?;
+        }
+        knet::clear_generation(ebpf, old)?;
+        Ok(())
+    }
+
+    /// Addresses currently allowed through DNS answers.
+    #[must_use]
+    pub fn learned(&self) -> usize {
+        self.shared.as_ref().map_or(0, |s| lock(&s.learned).len())
+    }
+}
+
+/// Locks a mutex, recovering the data of a poisoned one (a panicking query task must not take the
+/// resolver down).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+type SocketPair = (UdpSocket, TcpListener);
+
+/// Binds UDP and TCP on one port of 127.0.0.1 and, when IPv6 loopback exists, of `::1`.
+async fn bind() -> Result<(UdpSocket, TcpListener, Option<SocketPair>, ResolverAddr), NetError> {
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |source| NetError::Io {
+            what: what.clone(),
+            source,
+        }
+    };
+    let mut last = None;
+    // A port free on UDP may be taken on TCP or on ::1: a few tries find one free on all.
+    for _ in 0..16 {
+        let udp4 = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .map_err(io("binding the resolver (udp)"))?;
+        let port = udp4.local_addr().map_err(io("resolver address"))?.port();
+        let tcp4 = match TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await {
+            Ok(tcp) => tcp,
+            Err(err) => {
+                last = Some(err);
+                continue;
+            }
+        };
+        let v6 = match UdpSocket::bind((Ipv6Addr::LOCALHOST, port)).await {
+            Ok(udp6) => match TcpListener::bind((Ipv6Addr::LOCALHOST, port)).await {
+                Ok(tcp6) => Some((udp6, tcp6)),
+                Err(err) => {
+                    last = Some(err);
+                    continue;
+                }
+            },
+            Err(err)
+                if err.raw_os_error() == Some(libc::EADDRNOTAVAIL)
+                    || err.raw_os_error() == Some(libc::EAFNOSUPPORT) =>
+            {
+                None
+            }
+            Err(err) => {
+                last = Some(err);
+                continue;
+            }
+        };
+        let addr = ResolverAddr {
+            v4: Ipv4Addr::LOCALHOST,
+            v6: v6.as_ref().map(|_| Ipv6Addr::LOCALHOST),
+            port,
+        };
+        return Ok((udp4, tcp4, v6, addr));
+    }
+    Err(NetError::Io {
+        what: "binding the resolver: no port free on udp+tcp".into(),
+        source: last.unwrap_or_else(|| std::io::Error::other("no attempt")),
+    })
+}
+
+async fn serve_udp(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut buf = vec![0u8; upstream::MAX_MESSAGE];
+    loop {
+        let (n, client) = match socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            Err(err) => {
+                // ICMP errors of earlier replies surface here (ECONNREFUSED); the socket stays usable.
+                tracing::debug!("resolver: recv: {err}");
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            return;
+        };
+        let query = buf[..n].to_vec();
+        let (socket, shared) = (Arc::clone(&socket), Arc::clone(&shared));
+        tokio::spawn(async move {
+            if let Some(answer) = handle(&query, Transport::Udp, client, &shared).await
+                && let Err(err) = socket.send_to(&answer, client).await
+            {
+                tracing::debug!("resolver: reply to {client}: {err}");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) {
+    let permits = Arc::new(Semaphore::new(MAX_TCP_CLIENTS));
+    loop {
+        let Ok((mut stream, client)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            return;
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            // Several queries may share a connection (RFC 7766 6.2.1); idle ones are closed.
+            while let Ok(Ok(query)) = tokio::time::timeout(TCP_IDLE, read_framed(&mut stream)).await {
+                let Some(answer) = handle(&query, Transport::Tcp, client, &shared).await else {
+                    break;
+                };
+                if write_framed(&mut stream, &answer).await.is_err() {
+                    break;
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn sweep(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        let policy = Arc::clone(&lock(&shared.policy));
+        let expired = match lock(&shared.learned).sweep(&policy, Instant::now()) {
+            Ok(expired) => expired,
+            Err(err) => {
+                tracing::error!("resolver: removing expired addresses: {err}");
+                continue;
+            }
+        };
+        for gone in expired {
+            write_audit(
+                &shared,
+                &Record {
+                    event: "dns_expired".into(),
+                    decision: Some("expired"),
+                    domain: Some(gone.name),
+                    destination: Some(gone.addr.to_string()),
+                    reason: Some(
+                        "the answer's TTL ran out; new connections to this address are denied".into(),
+                    ),
+                    ..base_record()
+                },
+            );
+        }
+    }
+}
+
+fn base_record() -> Record {
+    Record {
+        timestamp: audit::now(),
+        event: "dns".into(),
+        layer: "kernel",
+        action: Some("resolve"),
+        ..Record::default()
+    }
+}
+
+fn write_audit(shared: &Shared, record: &Record) {
+    if let Err(err) = lock(&shared.audit).write(record) {
+        tracing::error!("resolver: audit log: {err}");
+    }
+}
+
+/// An error answer to `query` (its id, opcode, question and RD bit).
+fn error_answer(query: &Message, code: ResponseCode) -> Option<Vec<u8>> {
+    let mut answer = Message::error_msg(query.metadata.id, query.metadata.op_code, code);
+    answer.queries.clone_from(&query.queries);
+    answer.metadata.recursion_desired = query.metadata.recursion_desired;
+    answer.metadata.recursion_available = true;
+    answer.to_vec().ok()
+}
+
+/// Answers one query; `None` when nothing can be answered (not even an id to reply to).
+async fn handle(bytes: &[u8], transport: Transport, client: SocketAddr, shared: &Shared) -> Option<Vec<u8>> {
+    let query = match Message::from_vec(bytes) {
+        Ok(query) => query,
+        Err(_) if bytes.len() >= 12 => {
+            // Unparseable: FORMERR with the id echoed (RFC 1035 4.1.1), built from the header only.
+            let id = u16::from_be_bytes([bytes[0], bytes[1]]);
+            return Message::error_msg(id, OpCode::Query, ResponseCode::FormErr)
+                .to_vec()
+                .ok();
+        }
+        Err(_) => return None,
+    };
+    if query.metadata.message_type != MessageType::Query {
+        return None;
+    }
+    if query.metadata.op_code != OpCode::Query {
+        return error_answer(&query, ResponseCode::NotImp);
+    }
+    let [question] = query.queries.as_slice() else {
+        return error_answer(&query, ResponseCode::FormErr);
+    };
+    let name = question
+        .name()
+        .to_ascii()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let qtype = question.query_type().to_string();
+    let policy = Arc::clone(&lock(&shared.policy));
+    let rules: Vec<u32> = policy.matching_domains(&name).map(|d| d.rule).collect();
+    let record = |decision: &'static str| Record {
+        decision: Some(decision),
+        domain: Some(name.clone()),
+        protocol: Some(transport.as_str().into()),
+        ..base_record()
+    };
+    if rules.is_empty() {
+        write_audit(
+            shared,
+            &Record {
+                rule_id: Some("default".into()),
+                reason: Some("no domain rule allows this name; answered REFUSED".into()),
+                detail: Some(serde_json::json!({ "qtype": qtype, "client": client.to_string() })),
+                ..record("denied")
+            },
+        );
+        return error_answer(&query, ResponseCode::Refused);
+    }
+    let rule_id = rules.first().and_then(|&r| policy.rule(r)).map(|r| r.id.clone());
+
+    let answer_bytes = match exchange(bytes, transport, &policy.dns.upstream, policy.dns.timeout).await {
+        Ok(answer) => answer,
+        Err(err) => {
+            write_audit(
+                shared,
+                &Record {
+                    rule_id: rule_id.clone(),
+                    reason: Some(format!("upstream failed ({err}); answered SERVFAIL")),
+                    detail: Some(serde_json::json!({ "qtype": qtype, "client": client.to_string() })),
+                    ..record("servfail")
+                },
+            );
+            return error_answer(&query, ResponseCode::ServFail);
+        }
+    };
+    let Ok(answer) = Message::from_vec(&answer_bytes) else {
+        write_audit(
+            shared,
+            &Record {
+                rule_id,
+                reason: Some("upstream answer is not a valid DNS message; answered SERVFAIL".into()),
+                ..record("servfail")
+            },
+        );
+        return error_answer(&query, ResponseCode::ServFail);
+    };
+
+    // Allow the addresses before the client sees them: its connect follows at once.
+    let allowed = learn_answer(shared, &policy, &name, &rules, &answer);
+    write_audit(
+        shared,
+        &Record {
+            rule_id,
+            reason: Some(format!("answered {}", answer.metadata.response_code)),
+            detail: Some(serde_json::json!({
+                "qtype": qtype,
+                "client": client.to_string(),
+                "rcode": answer.metadata.response_code.to_string(),
+                "truncated": answer.metadata.truncation,
+                "addresses": allowed,
+            })),
+            ..record("allowed")
+        },
+    );
+    Some(answer_bytes)
+}
+
+/// Allows the addresses of `answer` for `rules`; returns them with their clamped TTLs for the audit log.
+fn learn_answer(
+    shared: &Shared,
+    policy: &CompiledNet,
+    name: &str,
+    rules: &[u32],
+    answer: &Message,
+) -> Vec<serde_json::Value> {
+    let mut allowed = Vec::new();
+    let mut learned = lock(&shared.learned);
+    for (addr, ttl) in chain_addresses(answer, name) {
+        let ttl = Duration::from_secs(u64::from(ttl)).clamp(policy.dns.ttl_min, policy.dns.ttl_max);
+        match learned.learn(policy, name, rules, addr, ttl) {
+            Ok(()) => {
+                allowed.push(serde_json::json!({ "address": addr.to_string(), "ttl_s": ttl.as_secs() }));
+            }
+            Err(err) => tracing::error!("resolver: allowing {addr} for {name}: {err}"),
+        }
+    }
+    allowed
+}
+
+/// A and AAAA records of the answer section that belong to `name` or to a name its CNAME chain
+/// reaches, with their TTLs. Records for unrelated names (which a hostile upstream could add) are
+/// ignored.
+#[must_use]
+pub fn chain_addresses(answer: &Message, name: &str) -> Vec<(IpAddr, u32)> {
+    let owner = |record: &hickory_proto::rr::Record| {
+        record.name.to_ascii().trim_end_matches('.').to_ascii_lowercase()
+    };
+    let mut chain: BTreeSet<String> = BTreeSet::from([name.to_string()]);
+    // Follow CNAMEs in any order of appearance, up to the chain limit.
+    for _ in 0..MAX_CNAME_CHAIN {
+        let before = chain.len();
+        for record in &answer.answers {
+            if let RData::CNAME(target) = &record.data
+                && chain.contains(&owner(record))
+            {
+                chain.insert(target.0.to_ascii().trim_end_matches('.').to_ascii_lowercase());
+            }
+        }
+        if chain.len() == before {
+            break;
+        }
+    }
+    let mut out = Vec::new();
+    for record in &answer.answers {
+        if !chain.contains(&owner(record)) {
+            continue;
+        }
+        match &record.data {
+            RData::A(a) => out.push((IpAddr::V4(a.0), record.ttl)),
+            RData::AAAA(aaaa) => out.push((IpAddr::V6(aaaa.0), record.ttl)),
+            _ => {}
+        }
+    }
+    out
+}

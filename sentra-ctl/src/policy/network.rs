@@ -1,0 +1,640 @@
+//! The `network:` policy section: outbound destinations governed in the kernel.
+//!
+//! ```yaml
+//! network:
+//!   loopback: false            # true: every 127.0.0.0/8 and ::1 destination is allowed
+//!   dns:                       # only needed with domain entries
+//!     upstream: ["10.0.0.53:53"] # default: the nameservers of /etc/resolv.conf
+//!     ttl_min: 30              # seconds an answered address stays allowed at least…
+//!     ttl_max: 3600            # …and at most
+//!     timeout_ms: 2000         # per upstream attempt; then SERVFAIL
+//!   allow:
+//!     - { id: wa_net, domain: "*.whatsapp.net", ports: [443] }
+//!     - { id: lan_api, cidr: 10.1.0.0/16, ports: ["8000-8100", 9000], protocol: any }
+//! ```
+//!
+//! Default deny: a destination no entry covers is refused. `protocol` is `tcp` (default), `udp` or
+//! `any`; `ports` defaults to every port. `*.example.com` matches every name below example.com, not
+//! example.com itself.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use sentra_common::net::{FAMILY_V4, FAMILY_V6, MAX_PORT_RANGES, NetAllow, PortRange, proto};
+use serde::Deserialize;
+
+use super::{Policy, PolicyError};
+
+/// `network:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    /// Allow every loopback destination (127.0.0.0/8, `::1`).
+    #[serde(default)]
+    pub loopback: bool,
+    pub dns: Option<DnsSection>,
+    #[serde(default)]
+    pub allow: Vec<NetEntry>,
+}
+
+/// `network.dns:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSection {
+    /// `ip:port` or `ip` (port 53) of the real resolvers; default: `/etc/resolv.conf`.
+    #[serde(default)]
+    pub upstream: Vec<String>,
+    pub ttl_min: Option<u32>,
+    pub ttl_max: Option<u32>,
+    pub timeout_ms: Option<u64>,
+}
+
+/// One allowed destination: exactly one of `cidr` and `domain`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetEntry {
+    pub id: String,
+    /// `10.0.0.0/8`, `fd00::/8`, or a single address.
+    pub cidr: Option<String>,
+    /// `api.example.com` or `*.example.com`, optionally with `:port`.
+    pub domain: Option<String>,
+    /// Ports and ranges (`443`, `"8000-8100"`); default: all.
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    pub protocol: Option<Protocol>,
+    pub reason: Option<String>,
+}
+
+/// A port or an inclusive range.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PortSpec {
+    Number(u16),
+    Text(String),
+}
+
+/// `tcp`, `udp` or `any`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+    Any,
+}
+
+impl Protocol {
+    const fn bits(self) -> u32 {
+        match self {
+            Self::Tcp => proto::TCP,
+            Self::Udp => proto::UDP,
+            Self::Any => proto::TCP | proto::UDP,
+        }
+    }
+}
+
+/// A CIDR, normalised: `addr` in network order, IPv4 in the first 4 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cidr {
+    pub family: u32,
+    pub addr: [u8; 16],
+    pub len: u8,
+}
+
+impl Cidr {
+    /// Parses `a.b.c.d/n`, `x::y/n` or a bare address.
+    ///
+    /// # Errors
+    /// Not an address, a length out of range, or host bits set.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (ip, len) = match text.split_once('/') {
+            Some((ip, len)) => (ip, Some(len)),
+            None => (text, None),
+        };
+        let ip: IpAddr = ip
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{text}` is not an IP address or CIDR"))?;
+        let (family, max) = if ip.is_ipv4() {
+            (FAMILY_V4, 32u8)
+        } else {
+            (FAMILY_V6, 128u8)
+        };
+        let len = match len {
+            Some(len) => len
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|l| *l <= max)
+                .ok_or_else(|| format!("`{text}`: prefix length must be 0..={max}"))?,
+            None => max,
+        };
+        let addr = addr_bytes(ip);
+        let cidr = Self { family, addr, len };
+        if cidr.masked(len) != cidr {
+            let fixed = cidr.masked(len);
+            return Err(format!("`{text}` has host bits set; did you mean {fixed}?"));
+        }
+        Ok(cidr)
+    }
+
+    /// This CIDR's address cut to `len` bits.
+    #[must_use]
+    pub fn masked(&self, len: u8) -> Self {
+        let mut addr = [0u8; 16];
+        for (i, byte) in self.addr.iter().enumerate() {
+            let start = i * 8;
+            let keep = usize::from(len).saturating_sub(start).min(8);
+            let mask = if keep == 0 { 0 } else { 0xffu8 << (8 - keep) };
+            addr[i] = byte & mask;
+        }
+        Self {
+            family: self.family,
+            addr,
+            len,
+        }
+    }
+
+    /// The address as `IpAddr`.
+    #[must_use]
+    pub fn ip(&self) -> IpAddr {
+        if self.family == FAMILY_V4 {
+            IpAddr::from([self.addr[0], self.addr[1], self.addr[2], self.addr[3]])
+        } else {
+            IpAddr::from(self.addr)
+        }
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.ip(), self.len)
+    }
+}
+
+/// An address as the maps hold it: 16 bytes, IPv4 (also IPv4-mapped IPv6) in the first 4.
+#[must_use]
+pub fn addr_bytes(ip: IpAddr) -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    match ip {
+        IpAddr::V4(v4) => bytes[..4].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => bytes[..4].copy_from_slice(&v4.octets()),
+            None => bytes = v6.octets(),
+        },
+    }
+    bytes
+}
+
+/// The map family of an address (IPv4-mapped IPv6 counts as IPv4, as the probes decide it).
+#[must_use]
+pub fn family_of(ip: IpAddr) -> u32 {
+    match ip {
+        IpAddr::V4(_) => FAMILY_V4,
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => FAMILY_V4,
+        IpAddr::V6(_) => FAMILY_V6,
+    }
+}
+
+/// A domain pattern: an exact name, or `*.` and a suffix (any name below it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainPattern {
+    Exact(String),
+    Below(String),
+}
+
+impl DomainPattern {
+    /// Parses a pattern (case-insensitive, a trailing dot is ignored).
+    ///
+    /// # Errors
+    /// Empty labels, characters outside letters, digits, `-` and `_`, or a `*` other than a leading
+    /// `*.`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let lower = text.trim().trim_end_matches('.').to_ascii_lowercase();
+        let (wild, rest) = match lower.strip_prefix("*.") {
+            Some(rest) => (true, rest.to_string()),
+            None => (false, lower.clone()),
+        };
+        if rest.is_empty() || rest.len() > 253 {
+            return Err(format!("`{text}` is not a domain name"));
+        }
+        for label in rest.split('.') {
+            if label.is_empty()
+                || label.len() > 63
+                || !label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(format!(
+                    "`{text}`: label `{label}` is not valid (letters, digits, `-`, `_`; `*` only as a leading `*.`)"
+                ));
+            }
+        }
+        Ok(if wild {
+            Self::Below(rest)
+        } else {
+            Self::Exact(rest)
+        })
+    }
+
+    /// Whether `name` (lower case, no trailing dot) matches.
+    #[must_use]
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            Self::Exact(exact) => name == exact,
+            Self::Below(suffix) => {
+                name.len() > suffix.len() + 1
+                    && name.ends_with(suffix.as_str())
+                    && name.as_bytes()[name.len() - suffix.len() - 1] == b'.'
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for DomainPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exact(name) => f.write_str(name),
+            Self::Below(suffix) => write!(f, "*.{suffix}"),
+        }
+    }
+}
+
+/// A compiled network rule (its index is what the kernel reports).
+#[derive(Debug, Clone)]
+pub struct NetRule {
+    pub id: String,
+    pub reason: Option<String>,
+    /// The CIDR or domain pattern, for messages.
+    pub target: String,
+}
+
+/// A domain rule for the resolver.
+#[derive(Debug, Clone)]
+pub struct DomainRule {
+    pub pattern: DomainPattern,
+    pub rule: u32,
+    pub ranges: Vec<PortRange>,
+}
+
+/// Resolver settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// Empty: read `/etc/resolv.conf` when the resolver starts.
+    pub upstream: Vec<SocketAddr>,
+    pub ttl_min: Duration,
+    pub ttl_max: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            upstream: Vec::new(),
+            ttl_min: Duration::from_secs(30),
+            ttl_max: Duration::from_hours(1),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The network section compiled for the kernel and the resolver.
+#[derive(Debug, Clone, Default)]
+pub struct CompiledNet {
+    /// False without a `network:` section: the network is then not governed.
+    pub governed: bool,
+    pub loopback: bool,
+    pub rules: Vec<NetRule>,
+    /// One trie entry per distinct prefix, holding the ranges of every entry covering it.
+    pub cidr: Vec<(Cidr, NetAllow)>,
+    pub domains: Vec<DomainRule>,
+    pub dns: DnsConfig,
+}
+
+impl CompiledNet {
+    #[must_use]
+    pub fn rule(&self, index: u32) -> Option<&NetRule> {
+        self.rules.get(usize::try_from(index).ok()?)
+    }
+
+    /// Whether DNS must be steered to the resolver (the policy has domain rules).
+    #[must_use]
+    pub fn has_domains(&self) -> bool {
+        !self.domains.is_empty()
+    }
+
+    /// The domain rules matching `name` (lower case, no trailing dot).
+    pub fn matching_domains<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a DomainRule> + 'a {
+        self.domains.iter().filter(move |d| d.pattern.matches(name))
+    }
+}
+
+/// Packs ranges into a map value.
+///
+/// # Errors
+/// More than `MAX_PORT_RANGES` ranges.
+pub fn pack(ranges: &[PortRange]) -> Result<NetAllow, usize> {
+    if ranges.len() > MAX_PORT_RANGES {
+        return Err(ranges.len());
+    }
+    let mut allow = NetAllow::default();
+    allow.ranges[..ranges.len()].copy_from_slice(ranges);
+    allow.count = u32::try_from(ranges.len()).unwrap_or(0);
+    Ok(allow)
+}
+
+fn parse_ports(specs: &[PortSpec]) -> Result<Vec<(u16, u16)>, String> {
+    if specs.is_empty() {
+        return Ok(vec![(0, u16::MAX)]);
+    }
+    let mut out = Vec::new();
+    for spec in specs {
+        let range = match spec {
+            PortSpec::Number(port) => (*port, *port),
+            PortSpec::Text(text) => {
+                let number = |s: &str| {
+                    s.trim()
+                        .parse::<u16>()
+                        .map_err(|_| format!("`{text}` is not a port or range"))
+                };
+                if let Some((a, b)) = text.split_once('-') {
+                    (number(a)?, number(b)?)
+                } else {
+                    let port = number(text)?;
+                    (port, port)
+                }
+            }
+        };
+        if range.0 > range.1 {
+            return Err(format!("port range {}-{} is empty", range.0, range.1));
+        }
+        out.push(range);
+    }
+    Ok(out)
+}
+
+fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse::<SocketAddr>()
+        .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("dns.upstream `{text}` is not `ip`, `ip:port` or `[ip6]:port`"))
+}
+
+/// Compiles `network.dns`.
+fn compile_dns(dns: &DnsSection) -> Result<DnsConfig, String> {
+    let mut config = DnsConfig::default();
+    for upstream in &dns.upstream {
+        config.upstream.push(parse_socket_addr(upstream)?);
+    }
+    if let Some(min) = dns.ttl_min {
+        config.ttl_min = Duration::from_secs(u64::from(min));
+    }
+    if let Some(max) = dns.ttl_max {
+        config.ttl_max = Duration::from_secs(u64::from(max));
+    }
+    if config.ttl_min > config.ttl_max {
+        return Err(format!(
+            "dns.ttl_min ({:?}) exceeds dns.ttl_max ({:?})",
+            config.ttl_min, config.ttl_max
+        ));
+    }
+    if config.ttl_max > Duration::from_hours(24) {
+        return Err("dns.ttl_max is capped at 86400 seconds".into());
+    }
+    if let Some(ms) = dns.timeout_ms {
+        if !(10..=30_000).contains(&ms) {
+            return Err(format!("dns.timeout_ms {ms} is outside 10..=30000"));
+        }
+        config.timeout = Duration::from_millis(ms);
+    }
+    Ok(config)
+}
+
+/// Compiles `network:`.
+///
+/// # Errors
+/// Invalid entries (named by id), duplicate ids, too many port ranges on one prefix.
+pub fn compile(policy: &Policy) -> Result<CompiledNet, PolicyError> {
+    let Some(section) = &policy.model.network else {
+        return Ok(CompiledNet::default());
+    };
+    let err = |message: String| policy.error(format!("network: {message}"));
+    let mut out = CompiledNet {
+        governed: true,
+        loopback: section.loopback,
+        ..CompiledNet::default()
+    };
+
+    if let Some(dns) = &section.dns {
+        out.dns = compile_dns(dns).map_err(&err)?;
+    }
+
+    let mut ids = BTreeSet::new();
+    // Ranges of each CIDR as written, before merging.
+    let mut by_cidr: BTreeMap<Cidr, Vec<PortRange>> = BTreeMap::new();
+    for entry in &section.allow {
+        let at = |message: String| err(format!("allow `{}`: {message}", entry.id));
+        if !ids.insert(entry.id.as_str()) {
+            return Err(at("duplicate id".into()));
+        }
+        let rule = u32::try_from(out.rules.len()).map_err(|_| at("too many rules".into()))?;
+        let protocols = entry.protocol.unwrap_or_default().bits();
+        let mut specs = entry.ports.clone();
+        match (&entry.cidr, &entry.domain) {
+            (Some(cidr_text), None) => {
+                let cidr = Cidr::parse(cidr_text).map_err(&at)?;
+                let ranges = parse_ports(&specs).map_err(&at)?;
+                by_cidr
+                    .entry(cidr)
+                    .or_default()
+                    .extend(ranges.into_iter().map(|(first, last)| PortRange {
+                        rule,
+                        protocols,
+                        first,
+                        last,
+                    }));
+                out.rules.push(NetRule {
+                    id: entry.id.clone(),
+                    reason: entry.reason.clone(),
+                    target: cidr.to_string(),
+                });
+            }
+            (None, Some(domain_text)) => {
+                // `name:port` shorthand (the seed's `*.whatsapp.net:443`).
+                let mut name = domain_text.as_str();
+                if let Some((host, port)) = domain_text.rsplit_once(':') {
+                    if !specs.is_empty() {
+                        return Err(at(
+                            "give the port either in `domain` or in `ports`, not both".into()
+                        ));
+                    }
+                    specs.push(PortSpec::Text(port.to_string()));
+                    name = host;
+                }
+                let pattern = DomainPattern::parse(name).map_err(&at)?;
+                let ranges: Vec<PortRange> = parse_ports(&specs)
+                    .map_err(&at)?
+                    .into_iter()
+                    .map(|(first, last)| PortRange {
+                        rule,
+                        protocols,
+                        first,
+                        last,
+                    })
+                    .collect();
+                if ranges.len() > MAX_PORT_RANGES {
+                    return Err(at(format!("at most {MAX_PORT_RANGES} port ranges per entry")));
+                }
+                out.rules.push(NetRule {
+                    id: entry.id.clone(),
+                    reason: entry.reason.clone(),
+                    target: pattern.to_string(),
+                });
+                out.domains.push(DomainRule {
+                    pattern,
+                    rule,
+                    ranges,
+                });
+            }
+            _ => return Err(at("give exactly one of `cidr` and `domain`".into())),
+        }
+    }
+
+    out.cidr = merge_cidrs(&by_cidr).map_err(&err)?;
+    if out.has_domains() && out.dns.upstream.is_empty() {
+        out.dns.upstream = system_resolvers();
+    }
+    Ok(out)
+}
+
+/// A longest-prefix lookup finds only the most specific prefix: gives every prefix the ranges of all
+/// prefixes covering it, so that one lookup answers for all of them.
+fn merge_cidrs(by_cidr: &BTreeMap<Cidr, Vec<PortRange>>) -> Result<Vec<(Cidr, NetAllow)>, String> {
+    let mut out = Vec::with_capacity(by_cidr.len());
+    for cidr in by_cidr.keys() {
+        let mut ranges: Vec<PortRange> = Vec::new();
+        for len in (0..=cidr.len).rev() {
+            if let Some(covering) = by_cidr.get(&cidr.masked(len)) {
+                for range in covering {
+                    if !ranges.contains(range) {
+                        ranges.push(*range);
+                    }
+                }
+            }
+        }
+        let allow = pack(&ranges).map_err(|n| {
+            format!(
+                "{cidr}: {n} port ranges apply to this prefix (its own and those of entries covering it); at most {MAX_PORT_RANGES}: merge ports into ranges"
+            )
+        })?;
+        out.push((*cidr, allow));
+    }
+    Ok(out)
+}
+
+/// The nameservers of `/etc/resolv.conf` (port 53).
+#[must_use]
+pub fn system_resolvers() -> Vec<SocketAddr> {
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("nameserver"))
+        .filter_map(|rest| rest.trim().split('%').next()?.parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn compile_text(network: &str) -> Result<CompiledNet, PolicyError> {
+        let text = format!("version: \"2.0\"\nnetwork:\n{network}");
+        let policy = Policy::parse(Path::new("p.yaml"), &text)?;
+        compile(&policy)
+    }
+
+    #[test]
+    fn no_section_means_ungoverned() {
+        let policy = Policy::parse(Path::new("p.yaml"), "version: \"2.0\"\n").expect("parses");
+        let compiled = compile(&policy).expect("compiles");
+        assert!(!compiled.governed);
+    }
+
+    #[test]
+    fn covering_prefixes_contribute_their_ranges() {
+        let compiled = compile_text(
+            "  allow:\n    - { id: wide, cidr: 10.0.0.0/8, ports: [443] }\n    - { id: narrow, cidr: 10.1.0.0/16, ports: [\"80-81\"], protocol: udp }\n",
+        )
+        .expect("compiles");
+        let narrow = compiled
+            .cidr
+            .iter()
+            .find(|(c, _)| c.len == 16)
+            .expect("narrow prefix");
+        assert_eq!(narrow.1.count, 2);
+        let wide = compiled
+            .cidr
+            .iter()
+            .find(|(c, _)| c.len == 8)
+            .expect("wide prefix");
+        assert_eq!(wide.1.count, 1);
+        assert_eq!(
+            wide.1.ranges[0],
+            PortRange {
+                rule: 0,
+                protocols: proto::TCP,
+                first: 443,
+                last: 443
+            }
+        );
+    }
+
+    #[test]
+    fn host_bits_and_bad_ports_are_errors() {
+        let err = compile_text("  allow:\n    - { id: a, cidr: 10.0.0.1/8 }\n").expect_err("host bits");
+        assert!(err.to_string().contains("did you mean 10.0.0.0/8"), "{err}");
+        let err = compile_text("  allow:\n    - { id: a, cidr: 10.0.0.0/8, ports: [\"9-1\"] }\n")
+            .expect_err("range");
+        assert!(err.to_string().contains("empty"), "{err}");
+        let err = compile_text("  allow:\n    - { id: a, cidr: \"::1\", domain: x.com }\n").expect_err("both");
+        assert!(err.to_string().contains("exactly one"), "{err}");
+        let err = compile_text("  bogus: 1\n").expect_err("unknown key");
+        assert!(err.to_string().contains("unknown field `bogus`"), "{err}");
+    }
+
+    #[test]
+    fn domain_shorthand_and_wildcards() {
+        let compiled =
+            compile_text("  dns: { upstream: [\"127.0.0.1:5353\"] }\n  allow:\n    - { id: wa, domain: \"*.WhatsApp.net:443\" }\n")
+                .expect("compiles");
+        let rule = &compiled.domains[0];
+        assert_eq!(
+            rule.ranges,
+            vec![PortRange {
+                rule: 0,
+                protocols: proto::TCP,
+                first: 443,
+                last: 443
+            }]
+        );
+        assert!(rule.pattern.matches("web.whatsapp.net"));
+        assert!(rule.pattern.matches("a.b.whatsapp.net"));
+        assert!(!rule.pattern.matches("whatsapp.net"));
+        assert!(!rule.pattern.matches("evilwhatsapp.net"));
+        assert_eq!(
+            compiled.dns.upstream,
+            vec!["127.0.0.1:5353".parse::<SocketAddr>().expect("addr")]
+        );
+    }
+
+    #[test]
+    fn v4_mapped_addresses_are_ipv4() {
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().expect("ip");
+        assert_eq!(family_of(mapped), FAMILY_V4);
+        assert_eq!(&addr_bytes(mapped)[..4], &[10, 1, 2, 3]);
+    }
+}

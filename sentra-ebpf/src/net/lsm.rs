@@ -1,0 +1,72 @@
+//! The `lsm` backend's network hook: `lsm/socket_connect` (security/security.c
+//! `security_socket_connect`, called from net/socket.c `__sys_connect_file` before the protocol's
+//! connect, hence before the cgroup `connect4/6` programs). It denies what the policy denies, so a
+//! connect is refused even if the cgroup programs were detached; DNS (port 53) is left to the cgroup
+//! programs, which steer it.
+
+use aya_ebpf::{macros::lsm, programs::LsmContext};
+use sentra_common::event::NetHook;
+
+use super::{IPPROTO_TCP, IPPROTO_UDP, Outcome, decide, dest4, dest6};
+use crate::{kernel, task};
+
+const EPERM: i32 = 1;
+/// include/linux/socket.h.
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+/// include/linux/net.h `enum sock_type`.
+const SOCK_STREAM: i16 = 1;
+const SOCK_DGRAM: i16 = 2;
+
+#[lsm(hook = "socket_connect")]
+pub fn net_lsm_connect(ctx: LsmContext) -> i32 {
+    try_net_lsm_connect(&ctx).unwrap_or(-EPERM)
+}
+
+/// `Err` only for a governed task whose connect could not be read: it is denied (fail closed).
+fn try_net_lsm_connect(ctx: &LsmContext) -> Result<i32, i32> {
+    // Arguments: (struct socket *sock, struct sockaddr *address, int addrlen, int retval).
+    let retval: i32 = ctx.arg(3);
+    if retval != 0 {
+        return Ok(retval);
+    }
+    if !task::is_governed() {
+        return Ok(0);
+    }
+    let sock: u64 = ctx.arg(0);
+    let address: u64 = ctx.arg(1);
+    let addrlen: i32 = ctx.arg(2);
+    let off = kernel::offsets();
+    if off.valid == 0 {
+        return Err(-EPERM);
+    }
+    // `address` is the kernel's copy of the caller's sockaddr (net/socket.c `move_addr_to_kernel`).
+    let family: u16 = kernel::read(address, 0).map_err(|_| -EPERM)?;
+    let sock_type: i16 = kernel::read(sock, off.socket_type).map_err(|_| -EPERM)?;
+    let ip_proto = match sock_type {
+        SOCK_STREAM => IPPROTO_TCP,
+        SOCK_DGRAM => IPPROTO_UDP,
+        // Raw and other socket types match no rule (denied unless loopback is allowed).
+        _ => 0,
+    };
+    // sin_port / sin6_port at offset 2, network order (include/uapi/linux/in.h, in6.h).
+    let dest = match family {
+        AF_INET if addrlen >= 16 => {
+            let port: u16 = kernel::read(address, 2).map_err(|_| -EPERM)?;
+            let ip: [u8; 4] = kernel::read(address, 4).map_err(|_| -EPERM)?;
+            dest4(ip, u16::from_be(port), ip_proto)
+        }
+        AF_INET6 if addrlen >= 24 => {
+            let port: u16 = kernel::read(address, 2).map_err(|_| -EPERM)?;
+            let ip: [u8; 16] = kernel::read(address, 8).map_err(|_| -EPERM)?;
+            dest6(ip, u16::from_be(port), ip_proto)
+        }
+        // AF_UNSPEC (dissolving a UDP association), AF_UNIX and the rest are not network
+        // destinations; a short sockaddr fails in the protocol's own connect with EINVAL.
+        _ => return Ok(0),
+    };
+    match decide(&dest, NetHook::LsmConnect) {
+        Outcome::Allow | Outcome::Steer(_) => Ok(0),
+        Outcome::Deny => Ok(-EPERM),
+    }
+}

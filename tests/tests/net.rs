@@ -1,0 +1,474 @@
+//! Network governance against the real kernel (issue 6): cgroup `sock_addr` programs on every backend,
+//! plus `lsm/socket_connect` on the `lsm` backend (in the VM). Every test runs `sentra-ctl run` inside
+//! a network namespace it creates, whose only interface is `lo` carrying the test's own addresses
+//! (10.200.x.x, fd00:200:…): no packet leaves the namespace. The governed client is this test binary
+//! itself (`netprobe_entry`, see `sentra_tests::netprobe`); the upstream DNS server is the tests' own
+//! authoritative fixture.
+
+use std::{
+    net::{TcpListener, UdpSocket},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use sentra_tests::{
+    Run,
+    dns_fixture::{DnsFixture, Rr},
+    netns::NetNs,
+    netprobe::{self, OPS_ENV, run_op},
+};
+use serde_json::Value;
+
+/// The probe entry point; without `SENTRA_NETPROBE_OPS` it checks that the probe reports success and
+/// failure truthfully (the other tests rely on it).
+#[test]
+fn netprobe_entry() {
+    netprobe::main_if_requested();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = listener.local_addr().expect("addr").port();
+    assert_eq!(run_op(&format!("tcp 127.0.0.1 {port}")), "ok");
+    drop(listener);
+    assert_eq!(
+        run_op(&format!("tcp 127.0.0.1 {port}")),
+        "errno=111",
+        "ECONNREFUSED expected"
+    );
+    assert!(run_op("dns 127.0.0.1 x.test A bogus").starts_with("bad-mode"));
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("sentra-net-")
+        .tempdir_in("/tmp")
+        .expect("tempdir")
+}
+
+fn policy(mode: &str, network: &str) -> String {
+    format!("version: \"2.0\"\nmode: {mode}\ndefault: allow\nnetwork:\n{network}")
+}
+
+/// Runs the probe governed in `ns`; returns the run and one result per operation.
+fn probe(ns: &NetNs, dir: &Path, policy: &str, ops: &[String]) -> (Run, Vec<String>) {
+    let exe = std::env::current_exe().expect("current exe");
+    let exe = exe.to_str().expect("utf-8 path");
+    let command = [
+        exe,
+        "netprobe_entry",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+        "-q",
+    ];
+    let run = ns.run_governed(dir, policy, &command, &[(OPS_ENV, ops.join(";"))]);
+    assert!(
+        run.records.iter().any(|r| r["event"] == "controller_start"),
+        "controller did not start: code {} stderr {}",
+        run.code,
+        run.stderr
+    );
+    let mut results = vec![String::new(); ops.len()];
+    for line in run.stdout.lines() {
+        if let Some(rest) = line.strip_prefix("PROBE ")
+            && let Some((i, result)) = rest.split_once(' ')
+            && let Ok(i) = i.parse::<usize>()
+            && i < results.len()
+        {
+            results[i] = result.to_string();
+        }
+    }
+    assert!(
+        results.iter().all(|r| !r.is_empty()),
+        "probe output incomplete: {run:?}"
+    );
+    (run, results)
+}
+
+fn net_events<'a>(run: &'a Run, destination: &str, port: u16) -> Vec<&'a Value> {
+    run.records
+        .iter()
+        .filter(|r| r["event"] == "net" && r["destination"] == destination && r["port"] == port)
+        .collect()
+}
+
+const EPERM: &str = "errno=1";
+
+#[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one namespace and one governed run cover every case; split, they would repeat it"
+)]
+fn cidr_port_and_protocol_allowlist_ipv4_ipv6_tcp_udp() {
+    let ns = NetNs::new(&[
+        "10.200.1.10/32",
+        "10.200.3.1/32",
+        "fd00:200:1::10/128",
+        "fd00:200:2::10/128",
+    ]);
+    // Listeners on every address of the namespace (dual-stack), and UDP receivers.
+    let (tcp, udp) = ns.run(|| {
+        let tcp: Vec<TcpListener> = [8005, 8011]
+            .iter()
+            .map(|p| TcpListener::bind(("::", *p)).expect("tcp listener"))
+            .collect();
+        let udp: Vec<UdpSocket> = [9000, 9001]
+            .iter()
+            .map(|p| UdpSocket::bind(("::", *p)).expect("udp socket"))
+            .collect();
+        (tcp, udp)
+    });
+    // Baseline without Sentra: every destination below is reachable, so each denial is Sentra's.
+    let baseline = ns.run(|| {
+        [
+            "tcp 10.200.3.1 8005",
+            "tcp 10.200.1.10 8011",
+            "tcp fd00:200:2::10 8005",
+            "udp-sendto 10.200.3.1 9001",
+        ]
+        .map(run_op)
+    });
+    assert!(baseline.iter().all(|r| r == "ok"), "baseline {baseline:?}");
+    for socket in &udp {
+        socket.set_nonblocking(true).expect("nonblocking");
+        let mut buf = [0u8; 64];
+        while socket.recv(&mut buf).is_ok() {}
+    }
+
+    let network = "  allow:\n    - { id: lan_web, cidr: 10.200.1.0/24, ports: [\"8000-8010\"], reason: lan web range }\n    - { id: v6_web, cidr: \"fd00:200:1::/64\", ports: [8005] }\n    - { id: udp_peer, cidr: 10.200.1.10/32, ports: [9000], protocol: udp }\n";
+    let ops: Vec<String> = [
+        "tcp 10.200.1.10 8005",         // 0 allowed: in CIDR and port range
+        "tcp 10.200.1.10 8011",         // 1 denied: port outside the range
+        "tcp 10.200.3.1 8005",          // 2 denied: address outside every CIDR
+        "tcp fd00:200:1::10 8005",      // 3 allowed: IPv6 CIDR
+        "tcp fd00:200:2::10 8005",      // 4 denied: IPv6 outside
+        "tcp ::ffff:10.200.3.1 8005",   // 5 denied: IPv4-mapped on an IPv6 socket is IPv4
+        "tcp ::ffff:10.200.1.10 8005",  // 6 allowed: same, allowed address
+        "udp-connect 10.200.1.10 9000", // 7 allowed: UDP rule
+        "udp-connect 10.200.1.10 9001", // 8 denied: UDP port
+        "udp-sendto 10.200.1.10 9000",  // 9 allowed: unconnected UDP
+        "udp-sendto 10.200.3.1 9001",   // 10 denied: unconnected UDP elsewhere
+        "udp-sendto 10.200.1.10 8005",  // 11 denied: the TCP range does not cover UDP
+    ]
+    .map(String::from)
+    .to_vec();
+    let dir = tempdir();
+    let (run, results) = probe(&ns, dir.path(), &policy("enforce", network), &ops);
+    let expected = [
+        "ok", EPERM, EPERM, "ok", EPERM, EPERM, "ok", "ok", EPERM, "ok", EPERM, EPERM,
+    ];
+    for (i, (got, want)) in results.iter().zip(expected).enumerate() {
+        assert_eq!(
+            got, want,
+            "op {i} `{}`: {results:?}\nstderr: {}",
+            ops[i], run.stderr
+        );
+    }
+    // Datagrams: the two allowed ones to port 9000 arrived; nothing reached 9001.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut buf = [0u8; 64];
+    let mut received = [0; 2];
+    for (i, socket) in udp.iter().enumerate() {
+        while socket.recv(&mut buf).is_ok() {
+            received[i] += 1;
+        }
+    }
+    assert_eq!(received, [2, 0], "datagrams received on 9000, 9001");
+
+    // Every denial is audited with who, where and which rule.
+    for (destination, port, protocol) in [
+        ("10.200.1.10", 8011, "tcp"),
+        ("10.200.3.1", 8005, "tcp"),
+        ("fd00:200:2::10", 8005, "tcp"),
+        ("10.200.1.10", 9001, "udp"),
+        ("10.200.3.1", 9001, "udp"),
+        ("10.200.1.10", 8005, "udp"),
+    ] {
+        let events = net_events(&run, destination, port);
+        let event = events
+            .iter()
+            .find(|e| e["protocol"] == protocol)
+            .unwrap_or_else(|| panic!("no {protocol} event for {destination}:{port}: {:#?}", run.records));
+        assert_eq!(event["decision"], "denied");
+        assert_eq!(event["rule_id"], "default");
+        assert_eq!(event["layer"], "kernel");
+        assert!(event["pid"].as_u64().is_some_and(|p| p > 0));
+        assert_eq!(event["comm"].as_str().map(str::is_empty), Some(false));
+        let exe = std::env::current_exe().expect("exe");
+        let name = exe.file_name().and_then(|n| n.to_str()).expect("name");
+        assert!(
+            event["executable"].as_str().is_some_and(|e| e.ends_with(name)),
+            "{event}"
+        );
+    }
+    // The IPv4-mapped connect is reported as the IPv4 address it is (connect hook).
+    assert_eq!(
+        net_events(&run, "10.200.3.1", 8005).len(),
+        2,
+        "{:#?}",
+        run.records
+    );
+    // Allowed destinations produce no denial events.
+    assert!(
+        net_events(&run, "10.200.1.10", 8005)
+            .iter()
+            .all(|e| e["protocol"] == "udp")
+    );
+    drop(tcp);
+}
+
+#[test]
+fn loopback_is_a_separate_switch_and_audit_mode_only_reports() {
+    let ns = NetNs::new(&[]);
+    let listener = ns.run(|| TcpListener::bind("127.0.0.1:0").expect("listener"));
+    let port = listener.local_addr().expect("addr").port();
+    let ops = [format!("tcp 127.0.0.1 {port}")];
+    let dir = tempdir();
+
+    let (run, results) = probe(&ns, dir.path(), &policy("enforce", "  loopback: false\n"), &ops);
+    assert_eq!(results, [EPERM], "{run:?}");
+    assert_eq!(net_events(&run, "127.0.0.1", port).len(), 1);
+
+    let (_, results) = probe(&ns, dir.path(), &policy("enforce", "  loopback: true\n"), &ops);
+    assert_eq!(results, ["ok"]);
+
+    // Audit mode: the connect goes ahead, the event says it would have been denied.
+    let (run, results) = probe(&ns, dir.path(), &policy("audit", "  loopback: false\n"), &ops);
+    assert_eq!(results, ["ok"]);
+    let events = net_events(&run, "127.0.0.1", port);
+    assert_eq!(events.len(), 1, "{:#?}", run.records);
+    assert_eq!(events[0]["decision"], "auditonly");
+
+    // Without a network section the network is not governed.
+    let no_network = "version: \"2.0\"\nmode: enforce\ndefault: allow\n";
+    let (_, results) = probe(&ns, dir.path(), no_network, &ops);
+    assert_eq!(results, ["ok"]);
+}
+
+/// A namespace with the DNS fixture on 10.200.0.53:53 and servers for its names on port 443.
+struct DnsScene {
+    ns: NetNs,
+    fixture: DnsFixture,
+    _listeners: [TcpListener; 2],
+    dir: tempfile::TempDir,
+}
+
+const SERVER: &str = "10.200.0.53";
+
+impl DnsScene {
+    fn new() -> Self {
+        let ns = NetNs::new(&[
+            "10.200.0.53/32",
+            "10.200.1.10/32",
+            "10.200.1.11/32",
+            "10.200.1.12/32",
+            "10.200.1.20/32",
+            "fd00:200:1::10/128",
+        ]);
+        let mut records = vec![
+            Rr::A("www.allowed.test", 300, [10, 200, 1, 10]),
+            Rr::Cname("alias.allowed.test", 300, "edge.cdn.test"),
+            Rr::Cname("edge.cdn.test", 300, "node.cdn.test"),
+            Rr::A("node.cdn.test", 300, [10, 200, 1, 11]),
+            Rr::Aaaa("v6.allowed.test", 300, "fd00:200:1::10".parse().expect("v6")),
+            Rr::A("short.allowed.test", 1, [10, 200, 1, 12]),
+            Rr::A("denied.test", 300, [10, 200, 1, 20]),
+            Rr::A("exact.test", 300, [10, 200, 1, 20]),
+        ];
+        // 40 addresses: too long for a 512-byte UDP answer.
+        for i in 1..=40u8 {
+            records.push(Rr::A("big.allowed.test", 300, [10, 200, 2, i]));
+        }
+        let fixture = DnsFixture::start(
+            &ns,
+            format!("{SERVER}:53").parse().expect("addr"),
+            records,
+            vec!["dead.allowed.test"],
+        );
+        let listeners = ns.run(|| {
+            [
+                TcpListener::bind(("::", 443)).expect("443"),
+                TcpListener::bind(("::", 8443)).expect("8443"),
+            ]
+        });
+        Self {
+            ns,
+            fixture,
+            _listeners: listeners,
+            dir: tempdir(),
+        }
+    }
+
+    fn policy() -> String {
+        policy(
+            "enforce",
+            &format!(
+                "  dns: {{ upstream: [\"{SERVER}:53\"], ttl_min: 1, ttl_max: 2, timeout_ms: 500 }}\n  allow:\n    - {{ id: allowed_zone, domain: \"*.allowed.test\", ports: [443], reason: test zone }}\n    - {{ id: exact_name, domain: \"exact.test:8443\" }}\n"
+            ),
+        )
+    }
+
+    fn probe(&self, ops: &[&str]) -> (Run, Vec<String>) {
+        let ops: Vec<String> = ops.iter().map(|s| (*s).to_string()).collect();
+        probe(&self.ns, self.dir.path(), &Self::policy(), &ops)
+    }
+}
+
+fn dns_records<'a>(run: &'a Run, domain: &str) -> Vec<&'a Value> {
+    run.records
+        .iter()
+        .filter(|r| r["event"] == "dns" && r["domain"] == domain)
+        .collect()
+}
+
+#[test]
+fn allowed_name_resolves_and_connects_denied_name_is_refused_and_unreachable() {
+    let scene = DnsScene::new();
+    let (run, results) = scene.probe(&[
+        "tcp 10.200.1.10 443",                              // 0 before resolving: denied
+        "dns 10.200.0.53 www.allowed.test A udp",           // 1
+        "tcp 10.200.1.10 443",                              // 2 now allowed
+        "tcp 10.200.1.10 8443",                             // 3 only the rule's port
+        "dns 10.200.0.53 denied.test A udp",                // 4 refused
+        "tcp 10.200.1.20 443",                              // 5 its address stays unreachable
+        "dns 10.200.0.53 www.allowed.test A udp-connected", // 6 connected UDP socket
+        "dns 10.200.9.9 www.allowed.test A udp",            // 7 any port-53 destination is steered
+        "dns 10.200.0.53 exact.test A udp",                 // 8 exact name rule
+        "tcp 10.200.1.20 8443",                             // 9 allowed through exact.test
+        "tcp 10.200.1.20 443",                              // 10 … on its port only
+    ]);
+    assert_eq!(results[0], EPERM, "{results:?}");
+    assert_eq!(
+        results[1],
+        format!("rcode=No Error tc=0 from={SERVER}:53 addrs=10.200.1.10"),
+        "{results:?}\n{}",
+        run.stderr
+    );
+    assert_eq!(results[2], "ok");
+    assert_eq!(results[3], EPERM);
+    assert!(results[4].starts_with("rcode=Query Refused"), "{results:?}");
+    assert_eq!(results[5], EPERM);
+    assert_eq!(
+        results[6],
+        format!("rcode=No Error tc=0 from={SERVER}:53 addrs=10.200.1.10"),
+        "{results:?}"
+    );
+    assert_eq!(
+        results[7], "rcode=No Error tc=0 from=10.200.9.9:53 addrs=10.200.1.10",
+        "{results:?}"
+    );
+    assert!(results[8].ends_with("addrs=10.200.1.20"), "{results:?}");
+    assert_eq!(results[9], "ok");
+    assert_eq!(results[10], EPERM);
+
+    // The refused name never reached the upstream; the allowed one did.
+    assert!(
+        !scene.fixture.was_asked("denied.test"),
+        "{:?}",
+        scene.fixture.seen()
+    );
+    assert!(scene.fixture.was_asked("www.allowed.test"));
+    let refused = dns_records(&run, "denied.test");
+    assert_eq!(refused.len(), 1, "{:#?}", run.records);
+    assert_eq!(refused[0]["decision"], "denied");
+    let allowed = dns_records(&run, "www.allowed.test");
+    assert!(
+        allowed
+            .iter()
+            .all(|r| r["decision"] == "allowed" && r["rule_id"] == "allowed_zone"),
+        "{allowed:#?}"
+    );
+    // Denied connects are audited as network events.
+    assert!(!net_events(&run, "10.200.1.20", 443).is_empty());
+}
+
+#[test]
+fn cname_chains_aaaa_and_dns_over_tcp() {
+    let scene = DnsScene::new();
+    let (run, results) = scene.probe(&[
+        "dns 10.200.0.53 alias.allowed.test A udp", // 0 CNAME → CNAME → A
+        "tcp 10.200.1.11 443",                      // 1
+        "dns 10.200.0.53 v6.allowed.test AAAA tcp", // 2 AAAA over TCP
+        "tcp fd00:200:1::10 443",                   // 3
+    ]);
+    assert!(
+        results[0].ends_with("addrs=10.200.1.11"),
+        "{results:?}\n{}",
+        run.stderr
+    );
+    assert_eq!(results[1], "ok", "{results:?}");
+    assert!(
+        results[2].starts_with("rcode=No Error") && results[2].ends_with("addrs=fd00:200:1::10"),
+        "{results:?}"
+    );
+    assert_eq!(results[3], "ok", "{results:?}");
+    assert!(
+        scene
+            .fixture
+            .seen()
+            .iter()
+            .any(|s| s.name == "v6.allowed.test" && s.tcp)
+    );
+}
+
+#[test]
+fn truncated_answers_and_dead_upstream() {
+    let scene = DnsScene::new();
+    let started = Instant::now();
+    let (run, results) = scene.probe(&[
+        "dns 10.200.0.53 big.allowed.test A udp",  // 0 truncated over UDP
+        "dns 10.200.0.53 big.allowed.test A tcp",  // 1 complete over TCP
+        "tcp 10.200.2.40 443",                     // 2 an address of the complete answer
+        "dns 10.200.0.53 dead.allowed.test A udp", // 3 upstream never answers → SERVFAIL
+        "dns 10.200.0.53 dead.allowed.test A tcp", // 4 same over TCP
+    ]);
+    assert!(results[0].contains("tc=1"), "{results:?}\n{}", run.stderr);
+    let addrs = results[1]
+        .rsplit("addrs=")
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .count();
+    assert_eq!(addrs, 40, "{results:?}");
+    assert!(results[1].contains("tc=0"));
+    assert_ne!(results[2], EPERM, "{results:?}");
+    assert!(results[3].starts_with("rcode=Server Failure"), "{results:?}");
+    assert!(results[4].starts_with("rcode=Server Failure"), "{results:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        dns_records(&run, "dead.allowed.test")
+            .iter()
+            .all(|r| r["decision"] == "servfail")
+    );
+}
+
+#[test]
+fn ttl_expiry_removes_access() {
+    let scene = DnsScene::new();
+    // TTL 1 s (floor 1, ceiling 2): allowed at once, gone 3 s later.
+    let (run, results) = scene.probe(&[
+        "dns 10.200.0.53 short.allowed.test A udp",
+        "tcp 10.200.1.12 443",
+        "sleep 3000",
+        "tcp 10.200.1.12 443",
+        // www has TTL 300, clamped to the 2 s ceiling.
+        "dns 10.200.0.53 www.allowed.test A udp",
+        "sleep 3000",
+        "tcp 10.200.1.10 443",
+    ]);
+    assert!(
+        results[0].ends_with("addrs=10.200.1.12"),
+        "{results:?}\n{}",
+        run.stderr
+    );
+    assert_eq!(results[1], "ok", "{results:?}");
+    assert_eq!(results[3], EPERM, "{results:?}");
+    assert_eq!(results[6], EPERM, "ceiling not applied: {results:?}");
+    assert!(
+        run.records
+            .iter()
+            .any(|r| r["event"] == "dns_expired" && r["domain"] == "short.allowed.test")
+    );
+}
