@@ -56,7 +56,8 @@ impl NetNs {
         ns.ip(&["link", "set", "lo", "up"]);
         for addr in addrs {
             if addr.contains(':') {
-                ns.ip(&["-6", "addr", "add", addr, "dev", "lo", "nodad"]);
+                // No DAD on loopback (net/ipv6/addrconf.c skips it for IFF_LOOPBACK): usable at once.
+                ns.ip(&["-6", "addr", "add", addr, "dev", "lo"]);
             } else {
                 ns.ip(&["addr", "add", addr, "dev", "lo"]);
             }

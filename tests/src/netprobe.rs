@@ -9,6 +9,9 @@
 //! - `dns SERVER NAME TYPE MODE`: a query to SERVER:53 (MODE `udp`, `udp-connected` or `tcp`) →
 //!   `rcode=R tc=0|1 from=ADDR:PORT addrs=A,B` | `errno=N` | `timeout`
 //! - `sleep MS`
+//! - `connect-bench ADDR PORT N`: N TCP connects, each closed with a reset (no `TIME_WAIT` pile-up) →
+//!   `ns_per_connect=X` (mean time inside `connect()`)
+//! - `dns-bench SERVER NAME N`: N sequential UDP queries for NAME to SERVER:53 → `us_per_query=X ok=K`
 
 use std::{
     io::{Read as _, Write as _},
@@ -94,6 +97,14 @@ pub fn run_op(op: &str) -> String {
             }
         }),
         ["dns", server, name, qtype, mode] => addr(server, "53").map(|dest| dns(dest, name, qtype, mode)),
+        ["connect-bench", ip, port, n] => addr(ip, port).and_then(|dest| {
+            let n: u32 = n.parse().map_err(|_| "bad-n".to_string())?;
+            connect_bench(dest, n)
+        }),
+        ["dns-bench", server, name, n] => addr(server, "53").and_then(|dest| {
+            let n: u32 = n.parse().map_err(|_| "bad-n".to_string())?;
+            dns_bench(dest, name, n)
+        }),
         ["sleep", ms] => ms
             .parse::<u64>()
             .map(|ms| {
@@ -190,4 +201,55 @@ fn dns(dest: SocketAddr, name: &str, qtype: &str, mode: &str) -> String {
         u8::from(message.metadata.truncation),
         addrs.join(",")
     )
+}
+
+fn connect_bench(dest: SocketAddr, n: u32) -> Result<String, String> {
+    use std::os::fd::AsRawFd as _;
+    let mut total = Duration::ZERO;
+    for _ in 0..n {
+        let started = std::time::Instant::now();
+        let stream = TcpStream::connect_timeout(&dest, TIMEOUT).map_err(|e| errno(&e))?;
+        total += started.elapsed();
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt on an fd we own, with a correctly sized value.
+        unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const linger).cast(),
+                u32::try_from(size_of::<libc::linger>()).unwrap_or(8),
+            );
+        }
+    }
+    Ok(format!(
+        "ns_per_connect={}",
+        total.as_nanos() / u128::from(n.max(1))
+    ))
+}
+
+fn dns_bench(dest: SocketAddr, name: &str, n: u32) -> Result<String, String> {
+    let socket = UdpSocket::bind(local_for(&dest)).map_err(|e| errno(&e))?;
+    socket.set_read_timeout(Some(TIMEOUT)).map_err(|e| errno(&e))?;
+    let qname = Name::from_ascii(format!("{name}.")).map_err(|_| "bad-name".to_string())?;
+    let mut buf = vec![0u8; 4096];
+    let mut ok = 0u32;
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        let mut query = Message::query();
+        query.metadata.id = u16::try_from(i % 65_536).unwrap_or(0);
+        query.add_query(Query::query(qname.clone(), RecordType::A));
+        query.metadata.recursion_desired = true;
+        let wire = query.to_vec().map_err(|_| "encode-failed".to_string())?;
+        socket.send_to(&wire, dest).map_err(|e| errno(&e))?;
+        let (len, _) = socket.recv_from(&mut buf).map_err(|e| errno(&e))?;
+        if Message::from_vec(&buf[..len]).is_ok_and(|m| m.metadata.id == query.metadata.id) {
+            ok += 1;
+        }
+    }
+    let micros = started.elapsed().as_secs_f64() * 1e6 / f64::from(n.max(1));
+    Ok(format!("us_per_query={micros:.1} ok={ok}"))
 }

@@ -24,14 +24,20 @@ use serde_json::Value;
 #[test]
 fn netprobe_entry() {
     netprobe::main_if_requested();
-    let listener = TcpListener::bind("127.0.0.1:0").expect("listener");
-    let port = listener.local_addr().expect("addr").port();
-    assert_eq!(run_op(&format!("tcp 127.0.0.1 {port}")), "ok");
-    drop(listener);
+    sentra_tests::netbench::main_if_requested();
+    // In a namespace of its own: `lo` is up there (in the VM's initial namespace it is not).
+    let ns = NetNs::new(&[]);
+    let results = ns.run(|| {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("listener");
+        let port = listener.local_addr().expect("addr").port();
+        let open = run_op(&format!("tcp 127.0.0.1 {port}"));
+        drop(listener);
+        (open, run_op(&format!("tcp 127.0.0.1 {port}")))
+    });
     assert_eq!(
-        run_op(&format!("tcp 127.0.0.1 {port}")),
-        "errno=111",
-        "ECONNREFUSED expected"
+        results,
+        ("ok".to_string(), "errno=111".to_string()),
+        "ECONNREFUSED expected after close"
     );
     assert!(run_op("dns 127.0.0.1 x.test A bogus").starts_with("bad-mode"));
 }
@@ -97,7 +103,7 @@ const EPERM: &str = "errno=1";
     clippy::too_many_lines,
     reason = "one namespace and one governed run cover every case; split, they would repeat it"
 )]
-fn cidr_port_and_protocol_allowlist_ipv4_ipv6_tcp_udp() {
+fn net_cidr_port_and_protocol_allowlist_ipv4_ipv6_tcp_udp() {
     let ns = NetNs::new(&[
         "10.200.1.10/32",
         "10.200.3.1/32",
@@ -216,7 +222,7 @@ fn cidr_port_and_protocol_allowlist_ipv4_ipv6_tcp_udp() {
 }
 
 #[test]
-fn loopback_is_a_separate_switch_and_audit_mode_only_reports() {
+fn net_loopback_is_a_separate_switch_and_audit_mode_only_reports() {
     let ns = NetNs::new(&[]);
     let listener = ns.run(|| TcpListener::bind("127.0.0.1:0").expect("listener"));
     let port = listener.local_addr().expect("addr").port();
@@ -320,7 +326,7 @@ fn dns_records<'a>(run: &'a Run, domain: &str) -> Vec<&'a Value> {
 }
 
 #[test]
-fn allowed_name_resolves_and_connects_denied_name_is_refused_and_unreachable() {
+fn net_allowed_name_resolves_and_connects_denied_name_is_refused_and_unreachable() {
     let scene = DnsScene::new();
     let (run, results) = scene.probe(&[
         "tcp 10.200.1.10 443",                              // 0 before resolving: denied
@@ -381,7 +387,7 @@ fn allowed_name_resolves_and_connects_denied_name_is_refused_and_unreachable() {
 }
 
 #[test]
-fn cname_chains_aaaa_and_dns_over_tcp() {
+fn net_cname_chains_aaaa_and_dns_over_tcp() {
     let scene = DnsScene::new();
     let (run, results) = scene.probe(&[
         "dns 10.200.0.53 alias.allowed.test A udp", // 0 CNAME → CNAME → A
@@ -410,7 +416,7 @@ fn cname_chains_aaaa_and_dns_over_tcp() {
 }
 
 #[test]
-fn truncated_answers_and_dead_upstream() {
+fn net_truncated_answers_and_dead_upstream() {
     let scene = DnsScene::new();
     let started = Instant::now();
     let (run, results) = scene.probe(&[
@@ -445,7 +451,7 @@ fn truncated_answers_and_dead_upstream() {
 }
 
 #[test]
-fn ttl_expiry_removes_access() {
+fn net_ttl_expiry_removes_access() {
     let scene = DnsScene::new();
     // TTL 1 s (floor 1, ceiling 2): allowed at once, gone 3 s later.
     let (run, results) = scene.probe(&[

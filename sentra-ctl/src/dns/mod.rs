@@ -128,8 +128,8 @@ impl NetworkGovernance {
         .await
     }
 
-    /// Governs the network of the cgroup at `cgroup_dir`: starts the resolver when `compiled` has
-    /// domain rules, writes `generation` (the caller activates it), attaches the `sock_addr` programs
+    /// Governs the network of the cgroup at `cgroup_dir`: starts the resolver when the network is
+    /// governed, writes `generation` (the caller activates it), attaches the `sock_addr` programs
     /// to the cgroup, and on the `lsm` backend `lsm/socket_connect`.
     ///
     /// # Errors
@@ -149,10 +149,12 @@ impl NetworkGovernance {
             shared: None,
             tasks: Vec::new(),
         };
-        if compiled.has_domains() {
-            if compiled.dns.upstream.is_empty() {
-                return Err(NetError::NoUpstream);
-            }
+        if compiled.has_domains() && compiled.dns.upstream.is_empty() {
+            return Err(NetError::NoUpstream);
+        }
+        // The resolver runs whenever the network is governed, so that a reload can add domain rules
+        // live; DNS is steered to it only while the active generation has some.
+        if compiled.governed {
             let (udp4, tcp4, v6, addr) = bind().await?;
             let shared = Arc::new(Shared {
                 policy: Mutex::new(Arc::clone(compiled)),

@@ -1,6 +1,7 @@
 //! Benchmarks. Each one measures its baseline in the same run and prints ratios.
 
 mod exec;
+mod net;
 mod policy;
 mod shell;
 
@@ -14,6 +15,8 @@ pub enum Bench {
     Shell(shell::Args),
     /// Policy compile time, reload latency at 10,000 rules, shell-layer evaluation per command.
     Policy(policy::Args),
+    /// connect() latency with 0/10/10,000 CIDR entries, and the resolver's added latency (host).
+    Net(net::Args),
 }
 
 pub fn run(which: Bench) -> anyhow::Result<()> {
@@ -21,5 +24,6 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
         Bench::Exec(args) => exec::run(&args),
         Bench::Shell(args) => shell::run(&args),
         Bench::Policy(args) => policy::run(&args),
+        Bench::Net(args) => net::run(&args),
     }
 }
