@@ -205,6 +205,27 @@ fn net_cidr_port_and_protocol_allowlist_ipv4_ipv6_tcp_udp() {
             "{event}"
         );
     }
+    // Which hook decided: on the lsm backend `socket_connect` runs before the cgroup hook and refuses
+    // connects itself; datagrams sent with sendto are the cgroup hook's alone.
+    if let Some(expected) = sentra_tests::expected_backend() {
+        assert_eq!(run.backend(), expected, "wrong backend");
+    }
+    let connect_hook = if run.backend() == "lsm" {
+        "lsm_connect"
+    } else {
+        "connect"
+    };
+    for (destination, port, action) in [
+        ("10.200.1.10", 8011, connect_hook),
+        ("10.200.1.10", 9001, connect_hook),
+        ("10.200.3.1", 9001, "sendmsg"),
+    ] {
+        let events = net_events(&run, destination, port);
+        assert!(
+            events.iter().all(|e| e["action"] == action),
+            "{destination}:{port} expected {action}: {events:#?}"
+        );
+    }
     // The IPv4-mapped connect is reported as the IPv4 address it is (connect hook).
     assert_eq!(
         net_events(&run, "10.200.3.1", 8005).len(),
@@ -477,4 +498,148 @@ fn net_ttl_expiry_removes_access() {
             .iter()
             .any(|r| r["event"] == "dns_expired" && r["domain"] == "short.allowed.test")
     );
+}
+
+/// Live reload of the network part of a policy: a governed process keeps running while the
+/// controller writes the inactive generation, flips `ACTIVE_GENERATION` and clears the old one (the
+/// steps `sentra_ctl::dns::NetworkGovernance::{prepare, retire}` give the controller's reload).
+#[test]
+fn net_reload_changes_access_live() {
+    use std::{
+        io::{BufRead as _, BufReader},
+        os::{fd::AsRawFd as _, unix::process::CommandExt as _},
+        process::Stdio,
+        sync::Arc,
+    };
+
+    use sentra_common::settings::Mode;
+    use sentra_ctl::{
+        cgroup::{Cgroup, cgroup2_root},
+        dns::NetworkGovernance,
+        kernel::{BackendChoice, Kernel, maps},
+        policy::{Policy, exec, network},
+    };
+
+    let ns = NetNs::new(&["10.200.1.10/32", "10.200.1.11/32"]);
+    let _listener = ns.run(|| TcpListener::bind(("::", 8005)).expect("listener"));
+    let dir = tempdir();
+    let parse = |cidr: &str| {
+        let text = format!(
+            "version: \"2.0\"\ndefault: allow\nnetwork:\n  allow:\n    - {{ id: only, cidr: {cidr}, ports: [8005] }}\n"
+        );
+        Policy::parse(Path::new("reload.yaml"), &text).expect("policy")
+    };
+    let (before, after) = (parse("10.200.1.10/32"), parse("10.200.1.11/32"));
+    let backend = match sentra_tests::requested_backend().as_str() {
+        "lsm" => BackendChoice::Lsm,
+        "signal" => BackendChoice::Signal,
+        _ => BackendChoice::Auto,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut kernel = Kernel::load(backend).expect("load BPF");
+        let exec_before = exec::compile(&before).expect("exec part");
+        maps::write_generation(&mut kernel.ebpf, 0, &exec_before, Mode::Enforce).expect("exec gen 0");
+        let root = cgroup2_root().expect("cgroup2");
+        let group = Cgroup::create(
+            &root,
+            Path::new(&format!("sentra/test-net-reload-{}", std::process::id())),
+        )
+        .expect("cgroup");
+        maps::govern(&mut kernel.ebpf, group.id, group.level).expect("govern");
+        let net_before = Arc::new(network::compile(&before).expect("network part"));
+        let governance = NetworkGovernance::start(
+            &mut kernel.ebpf,
+            kernel.backend,
+            &group.path,
+            0,
+            &net_before,
+            Mode::Enforce,
+            &dir.path().join("reload.jsonl"),
+        )
+        .await
+        .expect("network governance");
+        maps::activate(&mut kernel.ebpf, 0, kernel.backend).expect("activate 0");
+
+        // The probe joins the cgroup before it execs, then connects before and after a pause.
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(group.procs_file())
+            .expect("cgroup.procs");
+        let fd = procs.as_raw_fd();
+        let ops =
+            "tcp 10.200.1.10 8005;tcp 10.200.1.11 8005;sleep 2000;tcp 10.200.1.10 8005;tcp 10.200.1.11 8005";
+        let exe = std::env::current_exe().expect("exe");
+        let mut command = ns.command(exe);
+        command
+            .args([
+                "netprobe_entry",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ])
+            .env(OPS_ENV, ops)
+            .stdout(Stdio::piped());
+        // SAFETY: write(2) only, async-signal-safe; `procs` outlives the spawn.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let mut child = command.spawn().expect("probe");
+        drop(procs);
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut results = Vec::new();
+        // The first two results come before the pause; the reload happens during it.
+        while results.len() < 2 {
+            let line = lines.next().expect("probe output ended early").expect("read");
+            if let Some(rest) = line.strip_prefix("PROBE ") {
+                results.push(
+                    rest.split_once(' ')
+                        .map(|(_, r)| r.to_string())
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        let net_after = Arc::new(network::compile(&after).expect("network part"));
+        maps::write_generation(
+            &mut kernel.ebpf,
+            1,
+            &exec::compile(&after).expect("exec"),
+            Mode::Enforce,
+        )
+        .expect("exec gen 1");
+        governance
+            .prepare(&mut kernel.ebpf, 1, &net_after, Mode::Enforce)
+            .expect("prepare gen 1");
+        maps::activate(&mut kernel.ebpf, 1, kernel.backend).expect("activate 1");
+        governance.retire(&mut kernel.ebpf, 0, 1).expect("retire gen 0");
+        maps::clear_generation(&mut kernel.ebpf, 0).expect("clear exec gen 0");
+        for line in lines.by_ref() {
+            let line = line.expect("read");
+            if let Some(rest) = line.strip_prefix("PROBE ") {
+                results.push(
+                    rest.split_once(' ')
+                        .map(|(_, r)| r.to_string())
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        assert!(child.wait().expect("probe exit").success());
+        assert_eq!(
+            results,
+            ["ok", EPERM, "ok", EPERM, "ok"],
+            "before: .10 allowed; after the reload: .11"
+        );
+        maps::release(&mut kernel.ebpf, group.id).expect("release");
+        drop(governance);
+    });
 }
