@@ -72,7 +72,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
     maps::govern(&mut kernel.ebpf, group.id, group.level)?;
     // Network governance (issue 6): sock_addr programs on the cgroup, generation 0's network part,
     // the resolver when the policy has domain rules. Before the command starts.
-    let network = crate::dns::NetworkGovernance::start_run(&mut kernel, &group.path, &policy, &options.audit_log).await?;
+    let network =
+        crate::dns::NetworkGovernance::start_run(&mut kernel, &group.path, &policy, &options.audit_log)
+            .await?;
     tracing::info!(
         backend = kernel.backend.as_str(),
         cgroup = %group.path.display(),
@@ -107,20 +109,19 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
     let mut child = spawn_in(&group.procs_file(), &options.command)?;
     let tables = [compiled.table(), compiled.table()];
     let nets = [std::sync::Arc::clone(&network.policy), std::sync::Arc::clone(&network.policy)];
-    let mut drainer =
-        Drainer { audit: &mut audit, tables: &tables, nets: &nets, clock, written: 0, undecodable: 0 };
+    let mut drainer = Drainer { audit: &mut audit, tables: &tables, clock, written: 0, undecodable: 0 };
     let status = loop {
         tokio::select! {
             status = child.wait() => break status.context("waiting for the command")?,
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("polling the EVENTS ring buffer")?;
-                drainer.drain(guard.get_inner_mut())?;
+                drainer.drain_with(guard.get_inner_mut(), &nets)?;
                 guard.clear_ready();
             }
         }
     };
     // Events of the last execs may still be in the ring: take them before reporting.
-    drainer.drain(ring.get_mut())?;
+    drainer.drain_with(ring.get_mut(), &nets)?;
     let (written, undecodable) = (drainer.written, drainer.undecodable);
 
     maps::release(&mut kernel.ebpf, group.id)?;
@@ -149,12 +150,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
     Ok(exit_code(status))
 }
 
-/// Moves events from the ring buffer to the audit log; `tables[g]` names the rules of generation `g`,
-/// `nets[g]` its network rules.
+/// Moves events from the ring buffer to the audit log; `tables[g]` names the rules of generation `g`.
 pub struct Drainer<'a> {
     pub audit: &'a mut AuditLog,
     pub tables: &'a [RuleTable; 2],
-    pub nets: &'a [std::sync::Arc<policy::network::CompiledNet>; 2],
     pub clock: Clock,
     pub written: u64,
     pub undecodable: u64,
@@ -166,6 +165,19 @@ impl Drainer<'_> {
     /// # Errors
     /// The audit log cannot be written.
     pub fn drain(&mut self, ring: &mut RingBuf<MapData>) -> anyhow::Result<()> {
+        self.drain_with(ring, &Default::default())
+    }
+
+    /// As [`Self::drain`]; `nets[g]` names the network rules of generation `g` (network events are
+    /// otherwise recorded with rule indexes).
+    ///
+    /// # Errors
+    /// The audit log cannot be written.
+    pub fn drain_with(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        nets: &[std::sync::Arc<policy::network::CompiledNet>; 2],
+    ) -> anyhow::Result<()> {
         while let Some(item) = ring.next() {
             match events::decode(&item) {
                 Ok(event) => {
@@ -175,7 +187,7 @@ impl Drainer<'_> {
                             record::exec_record(exec, table, &self.clock)
                         }
                         events::Event::Net(net) => {
-                            let rules = &self.nets[usize::try_from(net.generation).unwrap_or(0) % 2];
+                            let rules = &nets[usize::try_from(net.generation).unwrap_or(0) % 2];
                             record::net_record(net, rules, &self.clock)
                         }
                     };

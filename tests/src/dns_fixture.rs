@@ -79,11 +79,7 @@ impl Zone {
                         out.push(Record::from_rdata(fqdn(n), ttl, RData::AAAA(AAAA(ip))));
                     }
                     Rr::Cname(n, ttl, target) if n == current => {
-                        out.push(Record::from_rdata(
-                            fqdn(n),
-                            ttl,
-                            RData::CNAME(CNAME(fqdn(target))),
-                        ));
+                        out.push(Record::from_rdata(fqdn(n), ttl, RData::CNAME(CNAME(fqdn(target)))));
                         next = Some(target.to_string());
                     }
                     _ => {}
@@ -119,17 +115,10 @@ impl Zone {
         let known = self.records.iter().any(|rr| match rr {
             Rr::A(n, ..) | Rr::Aaaa(n, ..) | Rr::Cname(n, ..) => *n == name,
         });
-        answer.metadata.response_code = if known {
-            ResponseCode::NoError
-        } else {
-            ResponseCode::NXDomain
-        };
+        answer.metadata.response_code = if known { ResponseCode::NoError } else { ResponseCode::NXDomain };
         answer.answers = records;
         let mut wire = answer.to_vec().ok()?;
-        let limit = query
-            .edns
-            .as_ref()
-            .map_or(512, |e| usize::from(e.max_payload().max(512)));
+        let limit = query.edns.as_ref().map_or(512, |e| usize::from(e.max_payload().max(512)));
         if !tcp && wire.len() > limit {
             answer.answers.clear();
             answer.metadata.truncation = true;
@@ -154,11 +143,7 @@ impl DnsFixture {
         let poll = Some(Duration::from_millis(100));
         udp.set_read_timeout(poll).expect("timeout");
         tcp.set_nonblocking(true).expect("nonblocking");
-        let zone = Arc::new(Zone {
-            records,
-            dead,
-            seen: Mutex::new(Vec::new()),
-        });
+        let zone = Arc::new(Zone { records, dead, seen: Mutex::new(Vec::new()) });
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         {
@@ -204,12 +189,7 @@ impl DnsFixture {
                 }
             }));
         }
-        Self {
-            addr,
-            zone,
-            stop,
-            threads,
-        }
+        Self { addr, zone, stop, threads }
     }
 
     /// Queries received so far.

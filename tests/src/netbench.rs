@@ -25,19 +25,10 @@ use crate::{
 pub const BENCH_ENV: &str = "SENTRA_NETBENCH";
 
 fn probe_command() -> Vec<String> {
-    let exe = std::env::current_exe()
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    [
-        exe.as_str(),
-        "netprobe_entry",
-        "--exact",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ]
-    .map(String::from)
-    .to_vec()
+    let exe = std::env::current_exe().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    [exe.as_str(), "netprobe_entry", "--exact", "--nocapture", "--test-threads=1", "-q"]
+        .map(String::from)
+        .to_vec()
 }
 
 /// The value of `key=` in the probe's first result line.
@@ -72,10 +63,7 @@ fn governed(ns: &NetNs, dir: &std::path::Path, policy: &str, op: &str) -> Result
 
 fn cidr_policy(port: u16, entries: u32) -> String {
     let mut policy = String::from("version: \"2.0\"\nmode: enforce\ndefault: allow\nnetwork:\n  allow:\n");
-    let _ = writeln!(
-        policy,
-        "    - {{ id: listener, cidr: 127.0.0.1/32, ports: [{port}] }}"
-    );
+    let _ = writeln!(policy, "    - {{ id: listener, cidr: 127.0.0.1/32, ports: [{port}] }}");
     for i in 1..entries {
         // Distinct /24s spread over 10.0.0.0/8: a deep, wide trie.
         let _ = writeln!(
@@ -120,13 +108,9 @@ pub fn main_if_requested() {
 
 fn run(n: u32, rounds: u32, queries: u32) -> Result<String, String> {
     let ns = NetNs::new(&["10.200.0.53/32", "10.200.1.10/32"]);
-    let dir = tempfile::Builder::new()
-        .prefix("sentra-netbench-")
-        .tempdir_in("/tmp")
-        .map_err(|e| e.to_string())?;
-    let listener = ns
-        .run(|| TcpListener::bind("127.0.0.1:0"))
-        .map_err(|e| format!("listener: {e}"))?;
+    let dir =
+        tempfile::Builder::new().prefix("sentra-netbench-").tempdir_in("/tmp").map_err(|e| e.to_string())?;
+    let listener = ns.run(|| TcpListener::bind("127.0.0.1:0")).map_err(|e| format!("listener: {e}"))?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     let stop = Arc::new(AtomicBool::new(false));
     let acceptor = {
@@ -179,32 +163,20 @@ fn run(n: u32, rounds: u32, queries: u32) -> Result<String, String> {
     let _ = acceptor.join();
 
     let mut report = String::new();
-    let _ = writeln!(
-        report,
-        "connect() to a local listener, mean of {n} per case, median of {rounds} rounds:"
-    );
+    let _ =
+        writeln!(report, "connect() to a local listener, mean of {n} per case, median of {rounds} rounds:");
     let _ = writeln!(report, "  without Sentra          {base:>9.0} ns");
-    let _ = writeln!(
-        report,
-        "  10 CIDR entries         {:>9.0} ns  ({:.3}x)",
-        ten,
-        ten / base
-    );
+    let _ = writeln!(report, "  10 CIDR entries         {:>9.0} ns  ({:.3}x)", ten, ten / base);
     let _ = writeln!(
         report,
         "  10,000 CIDR entries     {:>9.0} ns  ({:.3}x)  target <= 1.05x",
         tenk,
         tenk / base
     );
-    let _ = writeln!(
-        report,
-        "resolver, {queries} sequential UDP queries per case, median of {rounds} rounds:"
-    );
-    let _ = writeln!(
-        report,
-        "  direct to upstream      {direct:>9.1} us/query  ({:.0} queries/s)",
-        1e6 / direct
-    );
+    let _ =
+        writeln!(report, "resolver, {queries} sequential UDP queries per case, median of {rounds} rounds:");
+    let _ =
+        writeln!(report, "  direct to upstream      {direct:>9.1} us/query  ({:.0} queries/s)", 1e6 / direct);
     let _ = writeln!(
         report,
         "  through the controller  {through:>9.1} us/query  ({:.0} queries/s)",

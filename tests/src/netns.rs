@@ -39,10 +39,7 @@ impl NetNs {
                 if libc::unshare(libc::CLONE_NEWNET) != 0 {
                     return Err(os_err("unshare(CLONE_NEWNET)"));
                 }
-                let fd = libc::open(
-                    c"/proc/thread-self/ns/net".as_ptr(),
-                    libc::O_RDONLY | libc::O_CLOEXEC,
-                );
+                let fd = libc::open(c"/proc/thread-self/ns/net".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
                 if fd < 0 {
                     return Err(os_err("open /proc/thread-self/ns/net"));
                 }
@@ -75,11 +72,7 @@ impl NetNs {
             .find(|p| Path::new(p).exists())
             .expect("no `ip` binary (iproute2 or busybox)");
         let output = self.command(ip).args(args).output().expect("run ip");
-        assert!(
-            output.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert!(output.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&output.stderr));
     }
 
     /// A command that runs inside the namespace.
@@ -109,12 +102,7 @@ impl NetNs {
         let fd = self.fd.as_raw_fd();
         std::thread::spawn(move || {
             // SAFETY: setns on this thread only, with an fd the NetNs keeps open until join.
-            assert_eq!(
-                unsafe { libc::setns(fd, libc::CLONE_NEWNET) },
-                0,
-                "{}",
-                os_err("setns")
-            );
+            assert_eq!(unsafe { libc::setns(fd, libc::CLONE_NEWNET) }, 0, "{}", os_err("setns"));
             f()
         })
         .join()
@@ -175,11 +163,7 @@ impl NetNs {
 fn unique() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Waits (bounded) until `cond` holds.

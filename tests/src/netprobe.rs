@@ -31,12 +31,7 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 /// Performs the operations and exits, if `SENTRA_NETPROBE_OPS` is set; otherwise returns.
 pub fn main_if_requested() {
     let Ok(ops) = std::env::var(OPS_ENV) else { return };
-    for (i, op) in ops
-        .split(';')
-        .map(str::trim)
-        .filter(|o| !o.is_empty())
-        .enumerate()
-    {
+    for (i, op) in ops.split(';').map(str::trim).filter(|o| !o.is_empty()).enumerate() {
         println!("PROBE {i} {}", run_op(op));
     }
     let _ = std::io::stdout().flush();
@@ -57,11 +52,7 @@ fn addr(ip: &str, port: &str) -> Result<SocketAddr, String> {
 }
 
 fn local_for(dest: &SocketAddr) -> SocketAddr {
-    if dest.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        ([0u16; 8], 0).into()
-    }
+    if dest.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() }
 }
 
 /// Runs one operation and describes its result.
@@ -210,10 +201,7 @@ fn connect_bench(dest: SocketAddr, n: u32) -> Result<String, String> {
         let started = std::time::Instant::now();
         let stream = TcpStream::connect_timeout(&dest, TIMEOUT).map_err(|e| errno(&e))?;
         total += started.elapsed();
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
         // SAFETY: setsockopt on an fd we own, with a correctly sized value.
         unsafe {
             libc::setsockopt(
@@ -225,10 +213,7 @@ fn connect_bench(dest: SocketAddr, n: u32) -> Result<String, String> {
             );
         }
     }
-    Ok(format!(
-        "ns_per_connect={}",
-        total.as_nanos() / u128::from(n.max(1))
-    ))
+    Ok(format!("ns_per_connect={}", total.as_nanos() / u128::from(n.max(1))))
 }
 
 fn dns_bench(dest: SocketAddr, name: &str, n: u32) -> Result<String, String> {

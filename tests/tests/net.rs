@@ -34,19 +34,12 @@ fn netprobe_entry() {
         drop(listener);
         (open, run_op(&format!("tcp 127.0.0.1 {port}")))
     });
-    assert_eq!(
-        results,
-        ("ok".to_string(), "errno=111".to_string()),
-        "ECONNREFUSED expected after close"
-    );
+    assert_eq!(results, ("ok".to_string(), "errno=111".to_string()), "ECONNREFUSED expected after close");
     assert!(run_op("dns 127.0.0.1 x.test A bogus").starts_with("bad-mode"));
 }
 
 fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("sentra-net-")
-        .tempdir_in("/tmp")
-        .expect("tempdir")
+    tempfile::Builder::new().prefix("sentra-net-").tempdir_in("/tmp").expect("tempdir")
 }
 
 fn policy(mode: &str, network: &str) -> String {
@@ -57,14 +50,7 @@ fn policy(mode: &str, network: &str) -> String {
 fn probe(ns: &NetNs, dir: &Path, policy: &str, ops: &[String]) -> (Run, Vec<String>) {
     let exe = std::env::current_exe().expect("current exe");
     let exe = exe.to_str().expect("utf-8 path");
-    let command = [
-        exe,
-        "netprobe_entry",
-        "--exact",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ];
+    let command = [exe, "netprobe_entry", "--exact", "--nocapture", "--test-threads=1", "-q"];
     let run = ns.run_governed(dir, policy, &command, &[(OPS_ENV, ops.join(";"))]);
     assert!(
         run.records.iter().any(|r| r["event"] == "controller_start"),
@@ -82,10 +68,7 @@ fn probe(ns: &NetNs, dir: &Path, policy: &str, ops: &[String]) -> (Run, Vec<Stri
             results[i] = result.to_string();
         }
     }
-    assert!(
-        results.iter().all(|r| !r.is_empty()),
-        "probe output incomplete: {run:?}"
-    );
+    assert!(results.iter().all(|r| !r.is_empty()), "probe output incomplete: {run:?}");
     (run, results)
 }
 
@@ -99,27 +82,14 @@ fn net_events<'a>(run: &'a Run, destination: &str, port: u16) -> Vec<&'a Value> 
 const EPERM: &str = "errno=1";
 
 #[test]
-#[expect(
-    clippy::too_many_lines,
-    reason = "one namespace and one governed run cover every case; split, they would repeat it"
-)]
 fn net_cidr_port_and_protocol_allowlist_ipv4_ipv6_tcp_udp() {
-    let ns = NetNs::new(&[
-        "10.200.1.10/32",
-        "10.200.3.1/32",
-        "fd00:200:1::10/128",
-        "fd00:200:2::10/128",
-    ]);
+    let ns = NetNs::new(&["10.200.1.10/32", "10.200.3.1/32", "fd00:200:1::10/128", "fd00:200:2::10/128"]);
     // Listeners on every address of the namespace (dual-stack), and UDP receivers.
     let (tcp, udp) = ns.run(|| {
-        let tcp: Vec<TcpListener> = [8005, 8011]
-            .iter()
-            .map(|p| TcpListener::bind(("::", *p)).expect("tcp listener"))
-            .collect();
-        let udp: Vec<UdpSocket> = [9000, 9001]
-            .iter()
-            .map(|p| UdpSocket::bind(("::", *p)).expect("udp socket"))
-            .collect();
+        let tcp: Vec<TcpListener> =
+            [8005, 8011].iter().map(|p| TcpListener::bind(("::", *p)).expect("tcp listener")).collect();
+        let udp: Vec<UdpSocket> =
+            [9000, 9001].iter().map(|p| UdpSocket::bind(("::", *p)).expect("udp socket")).collect();
         (tcp, udp)
     });
     // Baseline without Sentra: every destination below is reachable, so each denial is Sentra's.
@@ -158,15 +128,9 @@ fn net_cidr_port_and_protocol_allowlist_ipv4_ipv6_tcp_udp() {
     .to_vec();
     let dir = tempdir();
     let (run, results) = probe(&ns, dir.path(), &policy("enforce", network), &ops);
-    let expected = [
-        "ok", EPERM, EPERM, "ok", EPERM, EPERM, "ok", "ok", EPERM, "ok", EPERM, EPERM,
-    ];
+    let expected = ["ok", EPERM, EPERM, "ok", EPERM, EPERM, "ok", "ok", EPERM, "ok", EPERM, EPERM];
     for (i, (got, want)) in results.iter().zip(expected).enumerate() {
-        assert_eq!(
-            got, want,
-            "op {i} `{}`: {results:?}\nstderr: {}",
-            ops[i], run.stderr
-        );
+        assert_eq!(got, want, "op {i} `{}`: {results:?}\nstderr: {}", ops[i], run.stderr);
     }
     // Datagrams: the two allowed ones to port 9000 arrived; nothing reached 9001.
     std::thread::sleep(Duration::from_millis(100));
@@ -200,21 +164,14 @@ fn net_cidr_port_and_protocol_allowlist_ipv4_ipv6_tcp_udp() {
         assert_eq!(event["comm"].as_str().map(str::is_empty), Some(false));
         let exe = std::env::current_exe().expect("exe");
         let name = exe.file_name().and_then(|n| n.to_str()).expect("name");
-        assert!(
-            event["executable"].as_str().is_some_and(|e| e.ends_with(name)),
-            "{event}"
-        );
+        assert!(event["executable"].as_str().is_some_and(|e| e.ends_with(name)), "{event}");
     }
     // Which hook decided: on the lsm backend `socket_connect` runs before the cgroup hook and refuses
     // connects itself; datagrams sent with sendto are the cgroup hook's alone.
     if let Some(expected) = sentra_tests::expected_backend() {
         assert_eq!(run.backend(), expected, "wrong backend");
     }
-    let connect_hook = if run.backend() == "lsm" {
-        "lsm_connect"
-    } else {
-        "connect"
-    };
+    let connect_hook = if run.backend() == "lsm" { "lsm_connect" } else { "connect" };
     for (destination, port, action) in [
         ("10.200.1.10", 8011, connect_hook),
         ("10.200.1.10", 9001, connect_hook),
@@ -227,18 +184,9 @@ fn net_cidr_port_and_protocol_allowlist_ipv4_ipv6_tcp_udp() {
         );
     }
     // The IPv4-mapped connect is reported as the IPv4 address it is (connect hook).
-    assert_eq!(
-        net_events(&run, "10.200.3.1", 8005).len(),
-        2,
-        "{:#?}",
-        run.records
-    );
+    assert_eq!(net_events(&run, "10.200.3.1", 8005).len(), 2, "{:#?}", run.records);
     // Allowed destinations produce no denial events.
-    assert!(
-        net_events(&run, "10.200.1.10", 8005)
-            .iter()
-            .all(|e| e["protocol"] == "udp")
-    );
+    assert!(net_events(&run, "10.200.1.10", 8005).iter().all(|e| e["protocol"] == "udp"));
     drop(tcp);
 }
 
@@ -311,17 +259,9 @@ impl DnsScene {
             vec!["dead.allowed.test"],
         );
         let listeners = ns.run(|| {
-            [
-                TcpListener::bind(("::", 443)).expect("443"),
-                TcpListener::bind(("::", 8443)).expect("8443"),
-            ]
+            [TcpListener::bind(("::", 443)).expect("443"), TcpListener::bind(("::", 8443)).expect("8443")]
         });
-        Self {
-            ns,
-            fixture,
-            _listeners: listeners,
-            dir: tempdir(),
-        }
+        Self { ns, fixture, _listeners: listeners, dir: tempdir() }
     }
 
     fn policy() -> String {
@@ -340,10 +280,7 @@ impl DnsScene {
 }
 
 fn dns_records<'a>(run: &'a Run, domain: &str) -> Vec<&'a Value> {
-    run.records
-        .iter()
-        .filter(|r| r["event"] == "dns" && r["domain"] == domain)
-        .collect()
+    run.records.iter().filter(|r| r["event"] == "dns" && r["domain"] == domain).collect()
 }
 
 #[test]
@@ -373,34 +310,21 @@ fn net_allowed_name_resolves_and_connects_denied_name_is_refused_and_unreachable
     assert_eq!(results[3], EPERM);
     assert!(results[4].starts_with("rcode=Query Refused"), "{results:?}");
     assert_eq!(results[5], EPERM);
-    assert_eq!(
-        results[6],
-        format!("rcode=No Error tc=0 from={SERVER}:53 addrs=10.200.1.10"),
-        "{results:?}"
-    );
-    assert_eq!(
-        results[7], "rcode=No Error tc=0 from=10.200.9.9:53 addrs=10.200.1.10",
-        "{results:?}"
-    );
+    assert_eq!(results[6], format!("rcode=No Error tc=0 from={SERVER}:53 addrs=10.200.1.10"), "{results:?}");
+    assert_eq!(results[7], "rcode=No Error tc=0 from=10.200.9.9:53 addrs=10.200.1.10", "{results:?}");
     assert!(results[8].ends_with("addrs=10.200.1.20"), "{results:?}");
     assert_eq!(results[9], "ok");
     assert_eq!(results[10], EPERM);
 
     // The refused name never reached the upstream; the allowed one did.
-    assert!(
-        !scene.fixture.was_asked("denied.test"),
-        "{:?}",
-        scene.fixture.seen()
-    );
+    assert!(!scene.fixture.was_asked("denied.test"), "{:?}", scene.fixture.seen());
     assert!(scene.fixture.was_asked("www.allowed.test"));
     let refused = dns_records(&run, "denied.test");
     assert_eq!(refused.len(), 1, "{:#?}", run.records);
     assert_eq!(refused[0]["decision"], "denied");
     let allowed = dns_records(&run, "www.allowed.test");
     assert!(
-        allowed
-            .iter()
-            .all(|r| r["decision"] == "allowed" && r["rule_id"] == "allowed_zone"),
+        allowed.iter().all(|r| r["decision"] == "allowed" && r["rule_id"] == "allowed_zone"),
         "{allowed:#?}"
     );
     // Denied connects are audited as network events.
@@ -416,24 +340,14 @@ fn net_cname_chains_aaaa_and_dns_over_tcp() {
         "dns 10.200.0.53 v6.allowed.test AAAA tcp", // 2 AAAA over TCP
         "tcp fd00:200:1::10 443",                   // 3
     ]);
-    assert!(
-        results[0].ends_with("addrs=10.200.1.11"),
-        "{results:?}\n{}",
-        run.stderr
-    );
+    assert!(results[0].ends_with("addrs=10.200.1.11"), "{results:?}\n{}", run.stderr);
     assert_eq!(results[1], "ok", "{results:?}");
     assert!(
         results[2].starts_with("rcode=No Error") && results[2].ends_with("addrs=fd00:200:1::10"),
         "{results:?}"
     );
     assert_eq!(results[3], "ok", "{results:?}");
-    assert!(
-        scene
-            .fixture
-            .seen()
-            .iter()
-            .any(|s| s.name == "v6.allowed.test" && s.tcp)
-    );
+    assert!(scene.fixture.seen().iter().any(|s| s.name == "v6.allowed.test" && s.tcp));
 }
 
 #[test]
@@ -448,27 +362,14 @@ fn net_truncated_answers_and_dead_upstream() {
         "dns 10.200.0.53 dead.allowed.test A tcp", // 4 same over TCP
     ]);
     assert!(results[0].contains("tc=1"), "{results:?}\n{}", run.stderr);
-    let addrs = results[1]
-        .rsplit("addrs=")
-        .next()
-        .unwrap_or_default()
-        .split(',')
-        .count();
+    let addrs = results[1].rsplit("addrs=").next().unwrap_or_default().split(',').count();
     assert_eq!(addrs, 40, "{results:?}");
     assert!(results[1].contains("tc=0"));
     assert_ne!(results[2], EPERM, "{results:?}");
     assert!(results[3].starts_with("rcode=Server Failure"), "{results:?}");
     assert!(results[4].starts_with("rcode=Server Failure"), "{results:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "took {:?}",
-        started.elapsed()
-    );
-    assert!(
-        dns_records(&run, "dead.allowed.test")
-            .iter()
-            .all(|r| r["decision"] == "servfail")
-    );
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    assert!(dns_records(&run, "dead.allowed.test").iter().all(|r| r["decision"] == "servfail"));
 }
 
 #[test]
@@ -485,19 +386,11 @@ fn net_ttl_expiry_removes_access() {
         "sleep 3000",
         "tcp 10.200.1.10 443",
     ]);
-    assert!(
-        results[0].ends_with("addrs=10.200.1.12"),
-        "{results:?}\n{}",
-        run.stderr
-    );
+    assert!(results[0].ends_with("addrs=10.200.1.12"), "{results:?}\n{}", run.stderr);
     assert_eq!(results[1], "ok", "{results:?}");
     assert_eq!(results[3], EPERM, "{results:?}");
     assert_eq!(results[6], EPERM, "ceiling not applied: {results:?}");
-    assert!(
-        run.records
-            .iter()
-            .any(|r| r["event"] == "dns_expired" && r["domain"] == "short.allowed.test")
-    );
+    assert!(run.records.iter().any(|r| r["event"] == "dns_expired" && r["domain"] == "short.allowed.test"));
 }
 
 /// Live reload of the network part of a policy: a governed process keeps running while the
@@ -535,20 +428,15 @@ fn net_reload_changes_access_live() {
         "signal" => BackendChoice::Signal,
         _ => BackendChoice::Auto,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
         let mut kernel = Kernel::load(backend).expect("load BPF");
         let exec_before = exec::compile(&before).expect("exec part");
         maps::write_generation(&mut kernel.ebpf, 0, &exec_before, Mode::Enforce).expect("exec gen 0");
         let root = cgroup2_root().expect("cgroup2");
-        let group = Cgroup::create(
-            &root,
-            Path::new(&format!("sentra/test-net-reload-{}", std::process::id())),
-        )
-        .expect("cgroup");
+        let group =
+            Cgroup::create(&root, Path::new(&format!("sentra/test-net-reload-{}", std::process::id())))
+                .expect("cgroup");
         maps::govern(&mut kernel.ebpf, group.id, group.level).expect("govern");
         let net_before = Arc::new(network::compile(&before).expect("network part"));
         let governance = NetworkGovernance::start(
@@ -565,23 +453,14 @@ fn net_reload_changes_access_live() {
         maps::activate(&mut kernel.ebpf, 0, kernel.backend).expect("activate 0");
 
         // The probe joins the cgroup before it execs, then connects before and after a pause.
-        let procs = std::fs::OpenOptions::new()
-            .write(true)
-            .open(group.procs_file())
-            .expect("cgroup.procs");
+        let procs = std::fs::OpenOptions::new().write(true).open(group.procs_file()).expect("cgroup.procs");
         let fd = procs.as_raw_fd();
         let ops =
             "tcp 10.200.1.10 8005;tcp 10.200.1.11 8005;sleep 2000;tcp 10.200.1.10 8005;tcp 10.200.1.11 8005";
         let exe = std::env::current_exe().expect("exe");
         let mut command = ns.command(exe);
         command
-            .args([
-                "netprobe_entry",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-                "-q",
-            ])
+            .args(["netprobe_entry", "--exact", "--nocapture", "--test-threads=1", "-q"])
             .env(OPS_ENV, ops)
             .stdout(Stdio::piped());
         // SAFETY: write(2) only, async-signal-safe; `procs` outlives the spawn.
@@ -602,43 +481,24 @@ fn net_reload_changes_access_live() {
         while results.len() < 2 {
             let line = lines.next().expect("probe output ended early").expect("read");
             if let Some(rest) = line.strip_prefix("PROBE ") {
-                results.push(
-                    rest.split_once(' ')
-                        .map(|(_, r)| r.to_string())
-                        .unwrap_or_default(),
-                );
+                results.push(rest.split_once(' ').map(|(_, r)| r.to_string()).unwrap_or_default());
             }
         }
         let net_after = Arc::new(network::compile(&after).expect("network part"));
-        maps::write_generation(
-            &mut kernel.ebpf,
-            1,
-            &exec::compile(&after).expect("exec"),
-            Mode::Enforce,
-        )
-        .expect("exec gen 1");
-        governance
-            .prepare(&mut kernel.ebpf, 1, &net_after, Mode::Enforce)
-            .expect("prepare gen 1");
+        maps::write_generation(&mut kernel.ebpf, 1, &exec::compile(&after).expect("exec"), Mode::Enforce)
+            .expect("exec gen 1");
+        governance.prepare(&mut kernel.ebpf, 1, &net_after, Mode::Enforce).expect("prepare gen 1");
         maps::activate(&mut kernel.ebpf, 1, kernel.backend).expect("activate 1");
         governance.retire(&mut kernel.ebpf, 0, 1).expect("retire gen 0");
         maps::clear_generation(&mut kernel.ebpf, 0).expect("clear exec gen 0");
         for line in lines.by_ref() {
             let line = line.expect("read");
             if let Some(rest) = line.strip_prefix("PROBE ") {
-                results.push(
-                    rest.split_once(' ')
-                        .map(|(_, r)| r.to_string())
-                        .unwrap_or_default(),
-                );
+                results.push(rest.split_once(' ').map(|(_, r)| r.to_string()).unwrap_or_default());
             }
         }
         assert!(child.wait().expect("probe exit").success());
-        assert_eq!(
-            results,
-            ["ok", EPERM, "ok", EPERM, "ok"],
-            "before: .10 allowed; after the reload: .11"
-        );
+        assert_eq!(results, ["ok", EPERM, "ok", EPERM, "ok"], "before: .10 allowed; after the reload: .11");
         maps::release(&mut kernel.ebpf, group.id).expect("release");
         drop(governance);
     });

@@ -208,8 +208,6 @@ impl Daemon {
         let mut drainer = Drainer {
             audit: &mut self.audit,
             tables: &self.state.tables,
-            // Network governance is not wired into the daemon yet: net events name rules by index.
-            nets: &Default::default(),
             clock: self.clock,
             written: 0,
             undecodable: 0,

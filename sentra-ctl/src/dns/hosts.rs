@@ -40,11 +40,7 @@ pub struct Learned {
 impl Learned {
     #[must_use]
     pub fn new(table: HostTable, generation: u32) -> Self {
-        Self {
-            table,
-            generation,
-            grants: HashMap::new(),
-        }
+        Self { table, generation, grants: HashMap::new() }
     }
 
     /// Allows `addr` for `rules` (all matched `name`) until `ttl` from now, then writes its kernel entry.
@@ -65,11 +61,7 @@ impl Learned {
             match grants.iter_mut().find(|g| g.rule == rule && g.name == name) {
                 // A later answer may shorten the TTL (the zone changed): the newest answer decides.
                 Some(grant) => grant.expires = expires,
-                None => grants.push(Grant {
-                    name: name.to_string(),
-                    rule,
-                    expires,
-                }),
+                None => grants.push(Grant { name: name.to_string(), rule, expires }),
             }
         }
         self.write(policy, addr, self.generation)
@@ -87,10 +79,7 @@ impl Learned {
             grants.retain(|g| {
                 let live = g.expires > now;
                 if !live {
-                    expired.push(Expired {
-                        addr: *addr,
-                        name: g.name.clone(),
-                    });
+                    expired.push(Expired { addr: *addr, name: g.name.clone() });
                 }
                 live
             });
@@ -119,10 +108,7 @@ impl Learned {
             let mut renewed: Vec<Grant> = Vec::new();
             for grant in grants.iter() {
                 for rule in policy.matching_domains(&grant.name) {
-                    if !renewed
-                        .iter()
-                        .any(|g| g.rule == rule.rule && g.name == grant.name)
-                    {
+                    if !renewed.iter().any(|g| g.rule == rule.rule && g.name == grant.name) {
                         renewed.push(Grant {
                             name: grant.name.clone(),
                             rule: rule.rule,

@@ -116,16 +116,7 @@ impl NetworkGovernance {
     ) -> Result<Self, NetError> {
         let compiled = Arc::new(crate::policy::network::compile(policy)?);
         let mode = policy.model.mode.into();
-        Self::start(
-            &mut kernel.ebpf,
-            kernel.backend,
-            cgroup_dir,
-            0,
-            &compiled,
-            mode,
-            audit_log,
-        )
-        .await
+        Self::start(&mut kernel.ebpf, kernel.backend, cgroup_dir, 0, &compiled, mode, audit_log).await
     }
 
     /// Governs the network of the cgroup at `cgroup_dir`: starts the resolver when the network is
@@ -143,12 +134,7 @@ impl NetworkGovernance {
         mode: Mode,
         audit_log: &Path,
     ) -> Result<Self, NetError> {
-        let mut this = Self {
-            policy: Arc::clone(compiled),
-            resolver: None,
-            shared: None,
-            tasks: Vec::new(),
-        };
+        let mut this = Self { policy: Arc::clone(compiled), resolver: None, shared: None, tasks: Vec::new() };
         if compiled.has_domains() && compiled.dns.upstream.is_empty() {
             return Err(NetError::NoUpstream);
         }
@@ -166,8 +152,7 @@ impl NetworkGovernance {
                 sockets.push(pair);
             }
             for (udp, tcp) in sockets {
-                this.tasks
-                    .push(tokio::spawn(serve_udp(Arc::new(udp), Arc::clone(&shared))));
+                this.tasks.push(tokio::spawn(serve_udp(Arc::new(udp), Arc::clone(&shared))));
                 this.tasks.push(tokio::spawn(serve_tcp(tcp, Arc::clone(&shared))));
             }
             this.tasks.push(tokio::spawn(sweep(Arc::clone(&shared))));
@@ -175,10 +160,8 @@ impl NetworkGovernance {
             this.shared = Some(shared);
         }
         knet::write_generation(ebpf, generation, compiled, mode, this.resolver)?;
-        let dir = std::fs::File::open(cgroup_dir).map_err(|source| NetError::Io {
-            what: format!("opening {}", cgroup_dir.display()),
-            source,
-        })?;
+        let dir = std::fs::File::open(cgroup_dir)
+            .map_err(|source| NetError::Io { what: format!("opening {}", cgroup_dir.display()), source })?;
         knet::attach_sock_addr(ebpf, &dir)?;
         if backend == Backend::Lsm {
             let btf = aya::Btf::from_sys_fs().map_err(|err| KernelError::Btf(err.to_string()))?;
@@ -238,17 +221,13 @@ type SocketPair = (UdpSocket, TcpListener);
 async fn bind() -> Result<(UdpSocket, TcpListener, Option<SocketPair>, ResolverAddr), NetError> {
     let io = |what: &str| {
         let what = what.to_string();
-        move |source| NetError::Io {
-            what: what.clone(),
-            source,
-        }
+        move |source| NetError::Io { what: what.clone(), source }
     };
     let mut last = None;
     // A port free on UDP may be taken on TCP or on ::1: a few tries find one free on all.
     for _ in 0..16 {
-        let udp4 = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .map_err(io("binding the resolver (udp)"))?;
+        let udp4 =
+            UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.map_err(io("binding the resolver (udp)"))?;
         let port = udp4.local_addr().map_err(io("resolver address"))?.port();
         let tcp4 = match TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await {
             Ok(tcp) => tcp,
@@ -276,11 +255,8 @@ async fn bind() -> Result<(UdpSocket, TcpListener, Option<SocketPair>, ResolverA
                 continue;
             }
         };
-        let addr = ResolverAddr {
-            v4: Ipv4Addr::LOCALHOST,
-            v6: v6.as_ref().map(|_| Ipv6Addr::LOCALHOST),
-            port,
-        };
+        let addr =
+            ResolverAddr { v4: Ipv4Addr::LOCALHOST, v6: v6.as_ref().map(|_| Ipv6Addr::LOCALHOST), port };
         return Ok((udp4, tcp4, v6, addr));
     }
     Err(NetError::Io {
@@ -404,9 +380,7 @@ async fn handle(bytes: &[u8], transport: Transport, client: SocketAddr, shared: 
         Err(_) if bytes.len() >= 12 => {
             // Unparseable: FORMERR with the id echoed (RFC 1035 4.1.1), built from the header only.
             let id = u16::from_be_bytes([bytes[0], bytes[1]]);
-            return Message::error_msg(id, OpCode::Query, ResponseCode::FormErr)
-                .to_vec()
-                .ok();
+            return Message::error_msg(id, OpCode::Query, ResponseCode::FormErr).to_vec().ok();
         }
         Err(_) => return None,
     };
@@ -419,11 +393,7 @@ async fn handle(bytes: &[u8], transport: Transport, client: SocketAddr, shared: 
     let [question] = query.queries.as_slice() else {
         return error_answer(&query, ResponseCode::FormErr);
     };
-    let name = question
-        .name()
-        .to_ascii()
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
+    let name = question.name().to_ascii().trim_end_matches('.').to_ascii_lowercase();
     let qtype = question.query_type().to_string();
     let policy = Arc::clone(&lock(&shared.policy));
     let rules: Vec<u32> = policy.matching_domains(&name).map(|d| d.rule).collect();

@@ -58,10 +58,7 @@ pub async fn exchange(
             Ok(Ok(answer)) => return Ok(answer),
             Ok(Err(detail)) => last = UpstreamError::Failed { upstream, detail },
             Err(_) => {
-                last = UpstreamError::Failed {
-                    upstream,
-                    detail: format!("no answer within {per_attempt:?}"),
-                }
+                last = UpstreamError::Failed { upstream, detail: format!("no answer within {per_attempt:?}") }
             }
         }
     }
@@ -73,17 +70,10 @@ fn same_id(query: &[u8], answer: &[u8]) -> bool {
 }
 
 async fn udp(query: &[u8], upstream: SocketAddr) -> Result<Vec<u8>, String> {
-    let local: SocketAddr = if upstream.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        ([0u16; 8], 0).into()
-    };
+    let local: SocketAddr = if upstream.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
     let socket = UdpSocket::bind(local).await.map_err(|e| format!("bind: {e}"))?;
     // Connected: the kernel drops datagrams from any other source.
-    socket
-        .connect(upstream)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    socket.connect(upstream).await.map_err(|e| format!("connect: {e}"))?;
     socket.send(query).await.map_err(|e| format!("send: {e}"))?;
     let mut buf = vec![0u8; MAX_MESSAGE];
     // Datagrams with another id (late answers to nothing we sent on this fresh socket) are skipped;
@@ -98,20 +88,14 @@ async fn udp(query: &[u8], upstream: SocketAddr) -> Result<Vec<u8>, String> {
 }
 
 async fn tcp(query: &[u8], upstream: SocketAddr) -> Result<Vec<u8>, String> {
-    let mut stream = TcpStream::connect(upstream)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    let mut stream = TcpStream::connect(upstream).await.map_err(|e| format!("connect: {e}"))?;
     let len = u16::try_from(query.len()).map_err(|_| "query too long".to_string())?;
     let mut out = Vec::with_capacity(query.len() + 2);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(query);
     stream.write_all(&out).await.map_err(|e| format!("write: {e}"))?;
     let answer = read_framed(&mut stream).await.map_err(|e| format!("read: {e}"))?;
-    if same_id(query, &answer) {
-        Ok(answer)
-    } else {
-        Err("answer with another id".into())
-    }
+    if same_id(query, &answer) { Ok(answer) } else { Err("answer with another id".into()) }
 }
 
 /// Reads one length-prefixed message (RFC 1035 4.2.2).

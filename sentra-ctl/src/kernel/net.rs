@@ -30,29 +30,17 @@ pub const NET_DNS_ORIGIN: &str = "NET_DNS_ORIGIN";
 pub const NET_STATS: &str = "NET_STATS";
 
 /// The cgroup `sock_addr` programs, by name in the object.
-pub const SOCK_ADDR_PROGRAMS: [&str; 6] = [
-    "net_connect4",
-    "net_connect6",
-    "net_sendmsg4",
-    "net_sendmsg6",
-    "net_recvmsg4",
-    "net_recvmsg6",
-];
+pub const SOCK_ADDR_PROGRAMS: [&str; 6] =
+    ["net_connect4", "net_connect6", "net_sendmsg4", "net_sendmsg6", "net_recvmsg4", "net_recvmsg6"];
 /// The `lsm` backend's network program.
 pub const LSM_PROGRAM: &str = "net_lsm_connect";
 
 fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> KernelError {
-    move |err| KernelError::Map {
-        map,
-        detail: err.to_string(),
-    }
+    move |err| KernelError::Map { map, detail: err.to_string() }
 }
 
 fn missing(map: &'static str) -> KernelError {
-    KernelError::Map {
-        map,
-        detail: "missing".into(),
-    }
+    KernelError::Map { map, detail: "missing".into() }
 }
 
 /// Loads the `sock_addr` programs and attaches them to the governed cgroup (`cgroup` is an open fd of
@@ -66,23 +54,14 @@ pub fn attach_sock_addr(ebpf: &mut Ebpf, cgroup: impl AsFd) -> Result<(), Kernel
             .program_mut(name)
             .ok_or(KernelError::MissingProgram { program: name })?
             .try_into()
-            .map_err(|err| KernelError::Load {
-                program: name,
-                detail: format!("{err}"),
-            })?;
-        program.load().map_err(|err| KernelError::Load {
-            program: name,
-            detail: program_err(&err),
-        })?;
+            .map_err(|err| KernelError::Load { program: name, detail: format!("{err}") })?;
+        program.load().map_err(|err| KernelError::Load { program: name, detail: program_err(&err) })?;
         program
             // `Single` means flags 0: aya attaches through a BPF link where the kernel has them, and
             // links take no flags (kernel/bpf/cgroup.c `cgroup_bpf_link_attach` returns EINVAL for
             // any) while always coexisting with other programs on the cgroup.
             .attach(cgroup.as_fd(), CgroupAttachMode::Single)
-            .map_err(|err| KernelError::Attach {
-                program: name,
-                detail: with_source(&err),
-            })?;
+            .map_err(|err| KernelError::Attach { program: name, detail: with_source(&err) })?;
     }
     Ok(())
 }
@@ -108,20 +87,13 @@ pub fn attach_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), KernelError> {
         .program_mut(LSM_PROGRAM)
         .ok_or(KernelError::MissingProgram { program: LSM_PROGRAM })?
         .try_into()
-        .map_err(|err| KernelError::Load {
-            program: LSM_PROGRAM,
-            detail: format!("{err}"),
-        })?;
+        .map_err(|err| KernelError::Load { program: LSM_PROGRAM, detail: format!("{err}") })?;
     program
         .load("socket_connect", btf)
-        .map_err(|err| KernelError::Load {
-            program: LSM_PROGRAM,
-            detail: program_err(&err),
-        })?;
-    program.attach().map_err(|err| KernelError::Attach {
-        program: LSM_PROGRAM,
-        detail: program_err(&err),
-    })?;
+        .map_err(|err| KernelError::Load { program: LSM_PROGRAM, detail: program_err(&err) })?;
+    program
+        .attach()
+        .map_err(|err| KernelError::Attach { program: LSM_PROGRAM, detail: program_err(&err) })?;
     Ok(())
 }
 
@@ -134,14 +106,7 @@ pub struct ResolverAddr {
 }
 
 fn cidr_key(generation: u32, family: u32, addr: [u8; 16], len: u8) -> Key<CidrKey> {
-    Key::new(
-        CIDR_KEY_HEADER_BITS + u32::from(len),
-        CidrKey {
-            generation,
-            family,
-            addr,
-        },
-    )
+    Key::new(CIDR_KEY_HEADER_BITS + u32::from(len), CidrKey { generation, family, addr })
 }
 
 /// Writes the network part of `generation` (not yet active), replacing whatever it held. Learned
@@ -206,18 +171,13 @@ pub fn clear_generation(ebpf: &mut Ebpf, generation: u32) -> Result<(), KernelEr
         let map = ebpf.map_mut(NET_SETTINGS).ok_or_else(|| missing(NET_SETTINGS))?;
         let mut array: Array<&mut MapData, NetSettings> =
             Array::try_from(map).map_err(map_err(NET_SETTINGS))?;
-        array
-            .set(generation, NetSettings::default(), 0)
-            .map_err(map_err(NET_SETTINGS))?;
+        array.set(generation, NetSettings::default(), 0).map_err(map_err(NET_SETTINGS))?;
     }
     let map = ebpf.map_mut(NET_CIDR).ok_or_else(|| missing(NET_CIDR))?;
     let mut trie: LpmTrie<&mut MapData, CidrKey, NetAllow> =
         LpmTrie::try_from(map).map_err(map_err(NET_CIDR))?;
-    let stale: Vec<Key<CidrKey>> = trie
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| k.data().generation == generation)
-        .collect();
+    let stale: Vec<Key<CidrKey>> =
+        trie.keys().filter_map(Result::ok).filter(|k| k.data().generation == generation).collect();
     for key in stale {
         trie.remove(&key).map_err(map_err(NET_CIDR))?;
     }
@@ -264,9 +224,7 @@ impl HostTable {
     /// The map is missing (already taken) or of the wrong type.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, KernelError> {
         let map = ebpf.take_map(NET_HOSTS).ok_or_else(|| missing(NET_HOSTS))?;
-        Ok(Self {
-            map: HashMap::try_from(map).map_err(map_err(NET_HOSTS))?,
-        })
+        Ok(Self { map: HashMap::try_from(map).map_err(map_err(NET_HOSTS))? })
     }
 
     /// Allows `addr` (16-byte map form, see `policy::network::addr_bytes`) in `generation`.
@@ -280,17 +238,7 @@ impl HostTable {
         addr: [u8; 16],
         allow: &NetAllow,
     ) -> Result<(), KernelError> {
-        self.map
-            .insert(
-                HostKey {
-                    generation,
-                    family,
-                    addr,
-                },
-                allow,
-                0,
-            )
-            .map_err(map_err(NET_HOSTS))
+        self.map.insert(HostKey { generation, family, addr }, allow, 0).map_err(map_err(NET_HOSTS))
     }
 
     /// Stops allowing `addr` in `generation` (absent is not an error).
@@ -298,11 +246,7 @@ impl HostTable {
     /// # Errors
     /// The update fails for another reason.
     pub fn remove(&mut self, generation: u32, family: u32, addr: [u8; 16]) -> Result<(), KernelError> {
-        match self.map.remove(&HostKey {
-            generation,
-            family,
-            addr,
-        }) {
+        match self.map.remove(&HostKey { generation, family, addr }) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(aya::maps::MapError::SyscallError(aya::sys::SyscallError { io_error, .. }))
                 if io_error.raw_os_error() == Some(libc::ENOENT) =>
@@ -316,10 +260,6 @@ impl HostTable {
     /// Every key of `generation` (for clearing a retired generation).
     #[must_use]
     pub fn keys_of(&self, generation: u32) -> Vec<HostKey> {
-        self.map
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.generation == generation)
-            .collect()
+        self.map.keys().filter_map(Result::ok).filter(|k| k.generation == generation).collect()
     }
 }

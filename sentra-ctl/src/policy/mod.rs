@@ -3,8 +3,8 @@
 pub mod exec;
 pub mod locate;
 pub mod model;
-pub mod shell;
 pub mod network;
+pub mod shell;
 
 use std::{
     fmt,

@@ -114,15 +114,8 @@ impl Cidr {
             Some((ip, len)) => (ip, Some(len)),
             None => (text, None),
         };
-        let ip: IpAddr = ip
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{text}` is not an IP address or CIDR"))?;
-        let (family, max) = if ip.is_ipv4() {
-            (FAMILY_V4, 32u8)
-        } else {
-            (FAMILY_V6, 128u8)
-        };
+        let ip: IpAddr = ip.trim().parse().map_err(|_| format!("`{text}` is not an IP address or CIDR"))?;
+        let (family, max) = if ip.is_ipv4() { (FAMILY_V4, 32u8) } else { (FAMILY_V6, 128u8) };
         let len = match len {
             Some(len) => len
                 .trim()
@@ -151,11 +144,7 @@ impl Cidr {
             let mask = if keep == 0 { 0 } else { 0xffu8 << (8 - keep) };
             addr[i] = byte & mask;
         }
-        Self {
-            family: self.family,
-            addr,
-            len,
-        }
+        Self { family: self.family, addr, len }
     }
 
     /// The address as `IpAddr`.
@@ -224,20 +213,14 @@ impl DomainPattern {
         for label in rest.split('.') {
             if label.is_empty()
                 || label.len() > 63
-                || !label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                || !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             {
                 return Err(format!(
                     "`{text}`: label `{label}` is not valid (letters, digits, `-`, `_`; `*` only as a leading `*.`)"
                 ));
             }
         }
-        Ok(if wild {
-            Self::Below(rest)
-        } else {
-            Self::Exact(rest)
-        })
+        Ok(if wild { Self::Below(rest) } else { Self::Exact(rest) })
     }
 
     /// Whether `name` (lower case, no trailing dot) matches.
@@ -355,11 +338,8 @@ fn parse_ports(specs: &[PortSpec]) -> Result<Vec<(u16, u16)>, String> {
         let range = match spec {
             PortSpec::Number(port) => (*port, *port),
             PortSpec::Text(text) => {
-                let number = |s: &str| {
-                    s.trim()
-                        .parse::<u16>()
-                        .map_err(|_| format!("`{text}` is not a port or range"))
-                };
+                let number =
+                    |s: &str| s.trim().parse::<u16>().map_err(|_| format!("`{text}` is not a port or range"));
                 if let Some((a, b)) = text.split_once('-') {
                     (number(a)?, number(b)?)
                 } else {
@@ -395,10 +375,7 @@ fn compile_dns(dns: &DnsSection) -> Result<DnsConfig, String> {
         config.ttl_max = Duration::from_secs(u64::from(max));
     }
     if config.ttl_min > config.ttl_max {
-        return Err(format!(
-            "dns.ttl_min ({:?}) exceeds dns.ttl_max ({:?})",
-            config.ttl_min, config.ttl_max
-        ));
+        return Err(format!("dns.ttl_min ({:?}) exceeds dns.ttl_max ({:?})", config.ttl_min, config.ttl_max));
     }
     if config.ttl_max > Duration::from_hours(24) {
         return Err("dns.ttl_max is capped at 86400 seconds".into());
@@ -421,11 +398,7 @@ pub fn compile(policy: &Policy) -> Result<CompiledNet, PolicyError> {
         return Ok(CompiledNet::default());
     };
     let err = |message: String| policy.error(format!("network: {message}"));
-    let mut out = CompiledNet {
-        governed: true,
-        loopback: section.loopback,
-        ..CompiledNet::default()
-    };
+    let mut out = CompiledNet { governed: true, loopback: section.loopback, ..CompiledNet::default() };
 
     if let Some(dns) = &section.dns {
         out.dns = compile_dns(dns).map_err(&err)?;
@@ -446,15 +419,12 @@ pub fn compile(policy: &Policy) -> Result<CompiledNet, PolicyError> {
             (Some(cidr_text), None) => {
                 let cidr = Cidr::parse(cidr_text).map_err(&at)?;
                 let ranges = parse_ports(&specs).map_err(&at)?;
-                by_cidr
-                    .entry(cidr)
-                    .or_default()
-                    .extend(ranges.into_iter().map(|(first, last)| PortRange {
-                        rule,
-                        protocols,
-                        first,
-                        last,
-                    }));
+                by_cidr.entry(cidr).or_default().extend(ranges.into_iter().map(|(first, last)| PortRange {
+                    rule,
+                    protocols,
+                    first,
+                    last,
+                }));
                 out.rules.push(NetRule {
                     id: entry.id.clone(),
                     reason: entry.reason.clone(),
@@ -466,9 +436,7 @@ pub fn compile(policy: &Policy) -> Result<CompiledNet, PolicyError> {
                 let mut name = domain_text.as_str();
                 if let Some((host, port)) = domain_text.rsplit_once(':') {
                     if !specs.is_empty() {
-                        return Err(at(
-                            "give the port either in `domain` or in `ports`, not both".into()
-                        ));
+                        return Err(at("give the port either in `domain` or in `ports`, not both".into()));
                     }
                     specs.push(PortSpec::Text(port.to_string()));
                     name = host;
@@ -477,12 +445,7 @@ pub fn compile(policy: &Policy) -> Result<CompiledNet, PolicyError> {
                 let ranges: Vec<PortRange> = parse_ports(&specs)
                     .map_err(&at)?
                     .into_iter()
-                    .map(|(first, last)| PortRange {
-                        rule,
-                        protocols,
-                        first,
-                        last,
-                    })
+                    .map(|(first, last)| PortRange { rule, protocols, first, last })
                     .collect();
                 if ranges.len() > MAX_PORT_RANGES {
                     return Err(at(format!("at most {MAX_PORT_RANGES} port ranges per entry")));
@@ -492,11 +455,7 @@ pub fn compile(policy: &Policy) -> Result<CompiledNet, PolicyError> {
                     reason: entry.reason.clone(),
                     target: pattern.to_string(),
                 });
-                out.domains.push(DomainRule {
-                    pattern,
-                    rule,
-                    ranges,
-                });
+                out.domains.push(DomainRule { pattern, rule, ranges });
             }
             _ => return Err(at("give exactly one of `cidr` and `domain`".into())),
         }
@@ -570,27 +529,11 @@ mod tests {
             "  allow:\n    - { id: wide, cidr: 10.0.0.0/8, ports: [443] }\n    - { id: narrow, cidr: 10.1.0.0/16, ports: [\"80-81\"], protocol: udp }\n",
         )
         .expect("compiles");
-        let narrow = compiled
-            .cidr
-            .iter()
-            .find(|(c, _)| c.len == 16)
-            .expect("narrow prefix");
+        let narrow = compiled.cidr.iter().find(|(c, _)| c.len == 16).expect("narrow prefix");
         assert_eq!(narrow.1.count, 2);
-        let wide = compiled
-            .cidr
-            .iter()
-            .find(|(c, _)| c.len == 8)
-            .expect("wide prefix");
+        let wide = compiled.cidr.iter().find(|(c, _)| c.len == 8).expect("wide prefix");
         assert_eq!(wide.1.count, 1);
-        assert_eq!(
-            wide.1.ranges[0],
-            PortRange {
-                rule: 0,
-                protocols: proto::TCP,
-                first: 443,
-                last: 443
-            }
-        );
+        assert_eq!(wide.1.ranges[0], PortRange { rule: 0, protocols: proto::TCP, first: 443, last: 443 });
     }
 
     #[test]
@@ -600,7 +543,8 @@ mod tests {
         let err = compile_text("  allow:\n    - { id: a, cidr: 10.0.0.0/8, ports: [\"9-1\"] }\n")
             .expect_err("range");
         assert!(err.to_string().contains("empty"), "{err}");
-        let err = compile_text("  allow:\n    - { id: a, cidr: \"::1\", domain: x.com }\n").expect_err("both");
+        let err =
+            compile_text("  allow:\n    - { id: a, cidr: \"::1\", domain: x.com }\n").expect_err("both");
         assert!(err.to_string().contains("exactly one"), "{err}");
         let err = compile_text("  bogus: 1\n").expect_err("unknown key");
         assert!(err.to_string().contains("unknown field `bogus`"), "{err}");
@@ -612,23 +556,12 @@ mod tests {
             compile_text("  dns: { upstream: [\"127.0.0.1:5353\"] }\n  allow:\n    - { id: wa, domain: \"*.WhatsApp.net:443\" }\n")
                 .expect("compiles");
         let rule = &compiled.domains[0];
-        assert_eq!(
-            rule.ranges,
-            vec![PortRange {
-                rule: 0,
-                protocols: proto::TCP,
-                first: 443,
-                last: 443
-            }]
-        );
+        assert_eq!(rule.ranges, vec![PortRange { rule: 0, protocols: proto::TCP, first: 443, last: 443 }]);
         assert!(rule.pattern.matches("web.whatsapp.net"));
         assert!(rule.pattern.matches("a.b.whatsapp.net"));
         assert!(!rule.pattern.matches("whatsapp.net"));
         assert!(!rule.pattern.matches("evilwhatsapp.net"));
-        assert_eq!(
-            compiled.dns.upstream,
-            vec!["127.0.0.1:5353".parse::<SocketAddr>().expect("addr")]
-        );
+        assert_eq!(compiled.dns.upstream, vec!["127.0.0.1:5353".parse::<SocketAddr>().expect("addr")]);
     }
 
     #[test]

@@ -85,11 +85,7 @@ pub fn decide(dest: &Dest, hook: NetHook) -> Outcome {
     }
     count(stats::DENIED);
     let audit = settings.mode == Mode::Audit as u32;
-    let decision = if audit {
-        Decision::AuditDenied
-    } else {
-        Decision::Denied
-    };
+    let decision = if audit { Decision::AuditDenied } else { Decision::Denied };
     // In audit mode the LSM hook lets the connect go on to the cgroup hook, which reports it: one
     // event per connect.
     if !(audit && matches!(hook, NetHook::LsmConnect)) {
@@ -102,24 +98,14 @@ pub fn decide(dest: &Dest, hook: NetHook) -> Outcome {
 #[inline(always)]
 fn lookup(dest: &Dest, generation: u32) -> Option<u32> {
     let bits = if dest.family == FAMILY_V4 { 32 } else { 128 };
-    let key = Key::new(
-        CIDR_KEY_HEADER_BITS + bits,
-        CidrKey {
-            generation,
-            family: dest.family,
-            addr: dest.addr,
-        },
-    );
+    let key =
+        Key::new(CIDR_KEY_HEADER_BITS + bits, CidrKey { generation, family: dest.family, addr: dest.addr });
     if let Some(allow) = NET_CIDR.get(&key)
         && let Some(rule) = matching_range(allow, dest)
     {
         return Some(rule);
     }
-    let key = HostKey {
-        generation,
-        family: dest.family,
-        addr: dest.addr,
-    };
+    let key = HostKey { generation, family: dest.family, addr: dest.addr };
     // SAFETY: map lookup with a stack key; the value is only read.
     if let Some(allow) = unsafe { NET_HOSTS.get(key) }
         && let Some(rule) = matching_range(allow, dest)
@@ -172,14 +158,7 @@ fn is_loopback(dest: &Dest) -> bool {
 #[inline(always)]
 fn fail_closed(dest: &Dest, hook: NetHook, active: &ActiveGeneration) -> Outcome {
     count(stats::ERRORS);
-    emit(
-        dest,
-        hook,
-        active,
-        Mode::Enforce as u32,
-        Decision::Denied,
-        NET_RULE_INTERNAL_ERROR,
-    );
+    emit(dest, hook, active, Mode::Enforce as u32, Decision::Denied, NET_RULE_INTERNAL_ERROR);
     Outcome::Deny
 }
 
@@ -232,11 +211,7 @@ pub fn v4_mapped(addr: &[u8; 16]) -> Option<[u8; 4]> {
         }
         i += 1;
     }
-    if addr[10] == 0xff && addr[11] == 0xff {
-        Some([addr[12], addr[13], addr[14], addr[15]])
-    } else {
-        None
-    }
+    if addr[10] == 0xff && addr[11] == 0xff { Some([addr[12], addr[13], addr[14], addr[15]]) } else { None }
 }
 
 /// A destination from an IPv6 address (an IPv4-mapped one is decided as IPv4).
@@ -244,12 +219,7 @@ pub fn v4_mapped(addr: &[u8; 16]) -> Option<[u8; 4]> {
 pub fn dest6(addr: [u8; 16], port: u16, ip_proto: u32) -> Dest {
     match v4_mapped(&addr) {
         Some(v4) => dest4(v4, port, ip_proto),
-        None => Dest {
-            family: sentra_common::net::FAMILY_V6,
-            addr,
-            port,
-            ip_proto,
-        },
+        None => Dest { family: sentra_common::net::FAMILY_V6, addr, port, ip_proto },
     }
 }
 
@@ -261,10 +231,5 @@ pub fn dest4(v4: [u8; 4], port: u16, ip_proto: u32) -> Dest {
     addr[1] = v4[1];
     addr[2] = v4[2];
     addr[3] = v4[3];
-    Dest {
-        family: FAMILY_V4,
-        addr,
-        port,
-        ip_proto,
-    }
+    Dest { family: FAMILY_V4, addr, port, ip_proto }
 }

@@ -146,11 +146,7 @@ fn remember_origin(ctx: &SockAddrContext, sa: &bpf_sock_addr, family: u32) {
     } else {
         [sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]]
     };
-    let origin = DnsOrigin {
-        family,
-        port: sa.user_port,
-        addr,
-    };
+    let origin = DnsOrigin { family, port: sa.user_port, addr };
     let _ = NET_DNS_ORIGIN.insert(cookie, origin, 0);
 }
 

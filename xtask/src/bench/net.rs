@@ -29,24 +29,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let net_tests = binaries
         .tests
         .iter()
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("net-"))
-        })
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("net-")))
         .context("the network test binary (tests/tests/net.rs) was not built")?;
     let status = Command::new(net_tests)
-        .args([
-            "netprobe_entry",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env(
-            "SENTRA_NETBENCH",
-            format!("{},{},{}", args.n, args.rounds, args.queries),
-        )
+        .args(["netprobe_entry", "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .env("SENTRA_NETBENCH", format!("{},{},{}", args.n, args.rounds, args.queries))
         .env("SENTRA_CTL", &binaries.sentra_ctl)
         .env("SENTRA_TEST_BACKEND", "signal")
         .status()
