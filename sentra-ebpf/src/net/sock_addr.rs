@@ -22,8 +22,9 @@ use sentra_common::{
 
 use super::{
     Dest, Outcome, decide, dest4, dest6,
-    maps::{NET_DNS_ORIGIN, count},
+    maps::{NET_DNS_ORIGIN, NET_SETTINGS, count},
 };
+use crate::maps::ACTIVE_GENERATION;
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
@@ -161,8 +162,22 @@ fn restore_origin(ctx: &SockAddrContext, v6: bool) {
     };
     // SAFETY: as in `v4`.
     let sa = unsafe { &mut *ctx.sock_addr };
+    // Only datagrams from the resolver: the socket may also talk to others.
+    let Some(active) = ACTIVE_GENERATION.get(0).copied() else { return };
+    let Some(settings) = NET_SETTINGS.get(active.generation).copied() else { return };
+    if sa.user_port != resolver_port(&settings) {
+        return;
+    }
     if v6 {
-        if origin.family != FAMILY_V6 {
+        let from_resolver = (sa.user_ip6[0] == settings.resolver_ip6[0]
+            && sa.user_ip6[1] == settings.resolver_ip6[1]
+            && sa.user_ip6[2] == settings.resolver_ip6[2]
+            && sa.user_ip6[3] == settings.resolver_ip6[3])
+            || (sa.user_ip6[0] == 0
+                && sa.user_ip6[1] == 0
+                && sa.user_ip6[2] == u32::from_ne_bytes([0, 0, 0xff, 0xff])
+                && sa.user_ip6[3] == settings.resolver_ip4);
+        if origin.family != FAMILY_V6 || !from_resolver {
             return;
         }
         sa.user_ip6[0] = origin.addr[0];
@@ -170,7 +185,7 @@ fn restore_origin(ctx: &SockAddrContext, v6: bool) {
         sa.user_ip6[2] = origin.addr[2];
         sa.user_ip6[3] = origin.addr[3];
     } else {
-        if origin.family != FAMILY_V4 {
+        if origin.family != FAMILY_V4 || sa.user_ip4 != settings.resolver_ip4 {
             return;
         }
         sa.user_ip4 = origin.addr[0];
