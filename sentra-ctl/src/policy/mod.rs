@@ -117,6 +117,9 @@ impl Policy {
             locator: std::sync::Arc::new(locate::Locator::new(text)),
         };
         policy.validate_seccomp()?;
+        let mut policy = policy;
+        let shadowed = policy.shadowed_rules();
+        policy.warnings.extend(shadowed);
         Ok(policy)
     }
 
@@ -180,6 +183,30 @@ impl Policy {
         Ok(())
     }
 
+    /// Rules that can never fire because an earlier rule matches everything they match (first match
+    /// wins), e.g. the original's `allow cat` placed before `deny cat .env`.
+    fn shadowed_rules(&self) -> Vec<Warning> {
+        let rules = &self.model.rules;
+        let mut warnings = Vec::new();
+        for (j, later) in rules.iter().enumerate() {
+            let Some(earlier) = rules[..j].iter().find(|earlier| covers(&earlier.matcher, &later.matcher))
+            else {
+                continue;
+            };
+            let (line, column) = self.locator.find(&format!("rules[{j}]")).unwrap_or((0, 0));
+            warnings.push(Warning {
+                message: format!(
+                    "{}:{line}:{column}: rule `{}` can never fire: the earlier rule `{}` matches everything it matches{}",
+                    self.file.display(),
+                    later.id,
+                    earlier.id,
+                    if earlier.effect == later.effect { "" } else { " and decides the opposite" }
+                ),
+            });
+        }
+        warnings
+    }
+
     /// An error without a place in the file.
     #[must_use]
     pub fn error(&self, message: impl Into<String>) -> PolicyError {
@@ -192,6 +219,21 @@ impl Policy {
         let (line, column) = self.locator.find(path).unwrap_or((0, 0));
         PolicyError::Invalid(Located { file: self.file.clone(), line, column, message: message.into() })
     }
+}
+
+/// Whether `a` matches every command `b` matches (conservatively: only when that is certain).
+fn covers(a: &model::RuleMatch, b: &model::RuleMatch) -> bool {
+    let field = |x: &Option<String>, y: &Option<String>| x.is_none() || x == y;
+    let executable = match (&a.executable, &b.executable) {
+        (None, _) => true,
+        (Some(x), Some(y)) if x == y => true,
+        (Some(x), Some(y)) => match (exec::plain_names(x), exec::plain_names(y)) {
+            (Some(xs), Some(ys)) => ys.iter().all(|n| xs.contains(n)),
+            _ => false,
+        },
+        (Some(_), None) => false,
+    };
+    executable && field(&a.args_pattern, &b.args_pattern) && field(&a.identity, &b.identity)
 }
 
 /// `serde_yaml` appends " at line L column C" to its messages; the location is reported separately.
@@ -271,6 +313,16 @@ mod tests {
         let err = Policy::parse(Path::new("p.yaml"), "seccomp_profiles:\n  a: { deny_dangerus: [ptrace] }\n")
             .expect_err("unknown key");
         assert!(err.to_string().contains("unknown field `deny_dangerus`"), "{err}");
+    }
+
+    #[test]
+    fn shadowed_rules_are_reported_with_their_place() {
+        let text = "rules:\n  - id: allow_cat\n    match: { executable: \"^(cat|ls)$\" }\n    effect: allow\n  - id: deny_env\n    match: { executable: \"^cat$\", args_pattern: \"\\\\.env\" }\n    effect: deny\n  - id: deny_git_push\n    match: { executable: \"^git$\", args_pattern: push }\n    effect: deny\n";
+        let policy = Policy::parse(Path::new("p.yaml"), text).expect("valid");
+        assert_eq!(policy.warnings.len(), 1, "{:?}", policy.warnings);
+        let message = &policy.warnings[0].message;
+        assert!(message.starts_with("p.yaml:5:7: rule `deny_env` can never fire"), "{message}");
+        assert!(message.contains("`allow_cat`") && message.contains("opposite"), "{message}");
     }
 
     #[test]
