@@ -37,6 +37,9 @@ pub struct RunOptions {
 pub fn prepare_policy(path: &Path) -> anyhow::Result<(Policy, CompiledExec)> {
     policy::check_file_safety(path)?;
     let policy = Policy::load(path)?;
+    // The shell layer's regexes are part of the policy too: a bad one rejects the whole file here, so
+    // that `policy check` and a reload refuse what sentra-shell could not use.
+    policy::shell::ShellMatcher::validate(&policy)?;
     let compiled = policy::exec::compile(&policy)?;
     Ok((policy, compiled))
 }

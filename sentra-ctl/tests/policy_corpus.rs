@@ -3,10 +3,11 @@
 
 use std::path::Path;
 
-use sentra_ctl::policy::{Policy, PolicyError, exec};
+use sentra_ctl::policy::{Policy, PolicyError, exec, shell::ShellMatcher};
 
 fn load(path: &Path) -> Result<(), PolicyError> {
     let policy = Policy::load(path)?;
+    ShellMatcher::validate(&policy)?;
     exec::compile(&policy)?;
     Ok(())
 }

@@ -154,7 +154,7 @@ impl ShellMatcher {
     /// # Errors
     /// A regex does not compile.
     pub fn validate(policy: &Policy) -> Result<(), PolicyError> {
-        for rule in &policy.model.rules {
+        for (i, rule) in policy.model.rules.iter().enumerate() {
             let fields = [
                 ("executable", &rule.matcher.executable),
                 ("args_pattern", &rule.matcher.args_pattern),
@@ -164,9 +164,10 @@ impl ShellMatcher {
                 if let Some(pattern) = pattern
                     && let Err(err) = Regex::new(pattern)
                 {
-                    return Err(
-                        policy.error(format!("rule `{}`: invalid {field} regex {pattern:?}: {err}", rule.id))
-                    );
+                    return Err(policy.error_at(
+                        &format!("rules[{i}].match.{field}"),
+                        format!("rule `{}`: invalid {field} regex {pattern:?}: {err}", rule.id),
+                    ));
                 }
             }
         }
