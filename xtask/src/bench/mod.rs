@@ -15,7 +15,7 @@ pub enum Bench {
     Shell(shell::Args),
     /// Policy compile time, reload latency at 10,000 rules, shell-layer evaluation per command.
     Policy(policy::Args),
-    /// connect() latency with 0/10/10,000 CIDR entries, and the resolver's added latency (host).
+    /// `connect()` latency with 0/10/10,000 CIDR entries, and the resolver's added latency (host).
     Net(net::Args),
 }
 

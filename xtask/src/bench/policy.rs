@@ -151,7 +151,7 @@ impl Daemon {
             .stderr(Stdio::null())
             .spawn()
             .context("starting the controller")?;
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_mins(1);
         while std::os::unix::net::UnixStream::connect(run_dir.join("ctl.sock")).is_err() {
             if Instant::now() > deadline {
                 bail!("the controller did not start");
