@@ -174,11 +174,14 @@ pub fn find_kernel(cache: &Path, version: &str) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("no vmlinuz-* in {}", boot.display()))
 }
 
-/// The start of every VM's /init: busybox applets and the filesystems the controller needs.
+/// The start of every VM's /init: busybox applets and the filesystems the controller needs. /tmp gets
+/// its own tmpfs (so tests also cross a mount point) unless the workspace, whose binaries sit at their
+/// host paths in the initramfs, is itself under /tmp, which the tmpfs would hide.
 pub fn base_init() -> String {
-    String::from(
-        "#!/bin/busybox sh\n\
-         /bin/busybox --install -s /bin\n\
+    let workspace = workspace_root().map(|p| p.display().to_string()).unwrap_or_default();
+    format!("#!/bin/busybox sh\nexport SENTRA_WORKSPACE='{workspace}'\n")
+        + &String::from(
+            "/bin/busybox --install -s /bin\n\
          export PATH=/bin\n\
          mount -t proc proc /proc\n\
          mount -t sysfs sys /sys\n\
@@ -187,9 +190,9 @@ pub fn base_init() -> String {
          mount -t tracefs none /sys/kernel/tracing\n\
          mount -t cgroup2 none /sys/fs/cgroup\n\
          mount -t bpf bpf /sys/fs/bpf\n\
-         mount -t tmpfs tmp /tmp\n\
+         case \"$SENTRA_WORKSPACE\" in /tmp|/tmp/*) ;; *) mount -t tmpfs tmp /tmp ;; esac\n\
          echo SENTRA-VM-KERNEL $(uname -r) lsm=$(cat /sys/kernel/security/lsm)\n",
-    )
+        )
 }
 
 /// The kernel command line for a backend.
