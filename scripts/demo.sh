@@ -1,7 +1,7 @@
-# Sentra demo, run governed: sentra-ctl run --policy /etc/sentra/policies/default.yaml -- /bin/sh scripts/demo.sh
+# Sentra demo, run governed (as root): sentra-ctl run --policy /etc/sentra/policies/default.yaml -- /bin/sh scripts/demo.sh
 # (Run through /bin/sh: under default deny a script file outside the allowed directories cannot itself
 # be executed, which is the point.)
-echo "== inside Sentra's governed cgroup: $(cat /proc/self/cgroup)"
+echo "== inside Sentra's governed cgroup: $(grep '^0::' /proc/self/cgroup)"
 echo "== allowed programs run:"
 uname -sr
 ls / > /dev/null && echo "ls: ran"
