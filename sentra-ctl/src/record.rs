@@ -1,9 +1,6 @@
 //! Turning kernel events into audit records.
 
-use sentra_common::{
-    event::Decision,
-    net::{NET_RULE_DEFAULT, NET_RULE_INTERNAL_ERROR},
-};
+use sentra_common::net::{NET_RULE_DEFAULT, NET_RULE_INTERNAL_ERROR};
 
 use crate::{
     audit::Record,
@@ -78,11 +75,7 @@ pub fn exec_record(event: &Exec, rules: &RuleTable, clock: &Clock) -> Record {
         command: Some(command),
         executable: Some(event.path.clone()),
         args: Some(event.args.iter().skip(1).cloned().collect()),
-        decision: Some(match event.decision {
-            Decision::Allowed => "allowed",
-            Decision::Denied => "denied",
-            Decision::AuditDenied => "auditonly",
-        }),
+        decision: Some(event.decision.as_str()),
         rule_id: Some(rule_id),
         reason,
         mode: Some(event.mode.as_str()),
@@ -133,11 +126,7 @@ pub fn net_record(event: &Net, rules: &CompiledNet, clock: &Clock) -> Record {
         layer: "kernel",
         action: Some(event.hook.as_str()),
         executable: Some(event.exe.clone()),
-        decision: Some(match event.decision {
-            Decision::Allowed => "allowed",
-            Decision::Denied => "denied",
-            Decision::AuditDenied => "auditonly",
-        }),
+        decision: Some(event.decision.as_str()),
         rule_id: Some(rule_id),
         reason,
         mode: Some(event.mode.as_str()),
