@@ -81,6 +81,28 @@ fn net_events<'a>(run: &'a Run, destination: &str, port: u16) -> Vec<&'a Value> 
 
 const EPERM: &str = "errno=1";
 
+/// Datagrams waiting on each socket. Loopback delivers through the backlog softirq, which a loaded
+/// single-CPU guest may run late: waits (bounded) until the first socket has `expected`, then gives a
+/// stray datagram to the others the same chance to show up.
+fn datagrams_received(sockets: &[UdpSocket], expected: usize) -> Vec<usize> {
+    let mut buf = [0u8; 64];
+    let mut received = vec![0; sockets.len()];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while received[0] < expected && Instant::now() < deadline {
+        while sockets[0].recv(&mut buf).is_ok() {
+            received[0] += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    for (i, socket) in sockets.iter().enumerate() {
+        while socket.recv(&mut buf).is_ok() {
+            received[i] += 1;
+        }
+    }
+    received
+}
+
 #[test]
 fn net_cidr_port_and_protocol_allowlist_ipv4_ipv6_tcp_udp() {
     let ns = NetNs::new(&["10.200.1.10/32", "10.200.3.1/32", "fd00:200:1::10/128", "fd00:200:2::10/128"]);
@@ -133,14 +155,7 @@ fn net_cidr_port_and_protocol_allowlist_ipv4_ipv6_tcp_udp() {
         assert_eq!(got, want, "op {i} `{}`: {results:?}\nstderr: {}", ops[i], run.stderr);
     }
     // Datagrams: the two allowed ones to port 9000 arrived; nothing reached 9001.
-    std::thread::sleep(Duration::from_millis(100));
-    let mut buf = [0u8; 64];
-    let mut received = [0; 2];
-    for (i, socket) in udp.iter().enumerate() {
-        while socket.recv(&mut buf).is_ok() {
-            received[i] += 1;
-        }
-    }
+    let received = datagrams_received(&udp, 2);
     assert_eq!(received, [2, 0], "datagrams received on 9000, 9001");
 
     // Every denial is audited with who, where and which rule.
@@ -408,7 +423,7 @@ fn net_reload_changes_access_live() {
     use sentra_common::settings::Mode;
     use sentra_ctl::{
         cgroup::{Cgroup, cgroup2_root},
-        dns::NetworkGovernance,
+        dns::{NetworkGovernance, ResolverWhen},
         kernel::{BackendChoice, Kernel, maps},
         policy::{Policy, exec, network},
     };
@@ -439,14 +454,14 @@ fn net_reload_changes_access_live() {
                 .expect("cgroup");
         maps::govern(&mut kernel.ebpf, group.id, group.level).expect("govern");
         let net_before = Arc::new(network::compile(&before).expect("network part"));
-        let governance = NetworkGovernance::start(
-            &mut kernel.ebpf,
-            kernel.backend,
+        let mut governance = NetworkGovernance::start(
+            &mut kernel,
             &group.path,
             0,
             &net_before,
             Mode::Enforce,
             &dir.path().join("reload.jsonl"),
+            ResolverWhen::Governed,
         )
         .await
         .expect("network governance");
@@ -502,4 +517,188 @@ fn net_reload_changes_access_live() {
         maps::release(&mut kernel.ebpf, group.id).expect("release");
         drop(governance);
     });
+}
+
+/// A `sentra-ctl daemon` inside a test namespace, with its own pin root, runtime directory and cgroup.
+struct NetDaemon<'a> {
+    ns: &'a NetNs,
+    dir: &'a Path,
+    pin_root: std::path::PathBuf,
+    cgroup: String,
+    child: Option<std::process::Child>,
+}
+
+impl<'a> NetDaemon<'a> {
+    fn new(ns: &'a NetNs, dir: &'a Path) -> Self {
+        let id = std::process::id();
+        let pin_root = std::path::PathBuf::from(format!("/sys/fs/bpf/sentra-test-netd-{id}"));
+        Self { ns, dir, pin_root, cgroup: format!("test-netd-{id}"), child: None }
+    }
+    fn audit(&self) -> std::path::PathBuf {
+        self.dir.join("daemon.jsonl")
+    }
+    fn write_policy(&self, name: &str, network: &str) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = self.dir.join(name);
+        std::fs::write(&path, policy("enforce", network)).expect("policy");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        path
+    }
+    fn ctl(&self) -> std::process::Command {
+        let mut cmd = self.ns.command(sentra_tests::sentra_ctl());
+        cmd.env("SENTRA_RUN_DIR", self.dir.join("run")).env("SENTRA_PIN_ROOT", &self.pin_root);
+        cmd
+    }
+    fn start(&mut self, policy: &Path) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .expect("log");
+        let child = self
+            .ctl()
+            .args(["daemon", "--policy"])
+            .arg(policy)
+            .arg("--audit-log")
+            .arg(self.audit())
+            .args(["--backend", &sentra_tests::requested_backend(), "--cgroup", &self.cgroup])
+            .stderr(log)
+            .spawn()
+            .expect("start daemon");
+        let child = self.child.insert(child);
+        let socket = self.dir.join("run/ctl.sock");
+        sentra_tests::netns::wait_for("the controller's socket", Duration::from_mins(2), || {
+            assert!(child.try_wait().ok().flatten().is_none(), "daemon exited early");
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
+    }
+    fn kill9(&mut self) {
+        let mut child = self.child.take().expect("daemon running");
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+    }
+    fn status(&self) -> Value {
+        let out = self.ctl().arg("status").output().expect("status");
+        assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("status json")
+    }
+    /// Runs the probe inside the governed cgroup with `sentra-ctl launch`; one result per operation.
+    fn launch(&self, ops: &[&str]) -> Vec<String> {
+        let exe = std::env::current_exe().expect("exe");
+        let out = self
+            .ctl()
+            .arg("launch")
+            .arg("--")
+            .arg(exe)
+            .args(["netprobe_entry", "--exact", "--nocapture", "--test-threads=1", "-q"])
+            .env(OPS_ENV, ops.join(";"))
+            .output()
+            .expect("launch");
+        let results: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("PROBE ")?.split_once(' ').map(|(_, r)| r.to_string()))
+            .collect();
+        assert_eq!(results.len(), ops.len(), "launch: {out:?}");
+        results
+    }
+}
+
+impl Drop for NetDaemon<'_> {
+    fn drop(&mut self) {
+        // Leave nothing behind on the shared kernel, whatever happened.
+        let _ = self.ctl().args(["stop", "--force"]).output();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The long-running controller governs the network too: its `sock_addr` (and on the `lsm` backend
+/// `socket_connect`) links are pinned, so after `kill -9` connects are still decided and learned
+/// addresses stay allowed (DNS, whose resolver died, fails closed); a restarted controller takes its
+/// predecessor's resolver address and learned addresses over without a reload; a reload changes
+/// access live; `stop` removes it all.
+#[test]
+fn net_daemon_pins_network_governance_reloads_and_adopts() {
+    let scene = DnsScene::new();
+    let mut d = NetDaemon::new(&scene.ns, scene.dir.path());
+    let domains = d.write_policy(
+        "domains.yaml",
+        &format!(
+            "  dns: {{ upstream: [\"{SERVER}:53\"], ttl_min: 60, ttl_max: 120, timeout_ms: 500 }}\n  allow:\n    - {{ id: allowed_zone, domain: \"*.allowed.test\", ports: [443] }}\n    - {{ id: lan_12, cidr: 10.200.1.12/32, ports: [443] }}\n"
+        ),
+    );
+    let cidr_only =
+        d.write_policy("cidr.yaml", "  allow:\n    - { id: lan_11, cidr: 10.200.1.11/32, ports: [443] }\n");
+    let www = format!("dns {SERVER} www.allowed.test A udp");
+    let denied = format!("dns {SERVER} denied.test A udp");
+    let www_answer = format!("rcode=No Error tc=0 from={SERVER}:53 addrs=10.200.1.10");
+
+    d.start(&domains);
+    let results = d.launch(&[
+        "tcp 10.200.1.12 443",
+        "tcp 10.200.1.10 443",
+        &www,
+        "tcp 10.200.1.10 443",
+        &denied,
+        "tcp 10.200.1.20 443",
+    ]);
+    assert_eq!(results[..4], ["ok", EPERM, www_answer.as_str(), "ok"], "{results:?}");
+    assert!(results[4].starts_with("rcode=Query Refused"), "{results:?}");
+    assert_eq!(results[5], EPERM, "{results:?}");
+    let before = d.status();
+    assert_eq!(before["network"]["governed"], true, "{before}");
+    assert_eq!(before["network"]["learned_addresses"], 1, "{before}");
+    let links = before["pinned_links"].as_array().expect("links");
+    assert!(
+        links.iter().any(|l| l == "net_connect4") && links.iter().any(|l| l == "net_sendmsg6"),
+        "{before}"
+    );
+
+    // Killed: the pinned programs go on deciding; the learned address stays allowed; DNS, steered to
+    // a resolver that is gone, gets no answer (fail closed).
+    d.kill9();
+    let results = d.launch(&["tcp 10.200.1.12 443", "tcp 10.200.1.11 443", "tcp 10.200.1.10 443", &www]);
+    assert_eq!(results[..3], ["ok", EPERM, "ok"], "enforcement stopped with the controller: {results:?}");
+    assert!(!results[3].starts_with("rcode=No Error"), "answered with no resolver: {results:?}");
+
+    // Restarted: it adopts, takes the resolver's address over (no reload needed) and the learned one.
+    d.start(&domains);
+    let after = d.status();
+    assert_eq!(after["adoptions"], 1, "{after}");
+    assert_eq!(after["generation"], before["generation"], "{after}");
+    assert_eq!(after["network"]["resolver"], before["network"]["resolver"], "{after}");
+    assert_eq!(after["network"]["learned_addresses"], 1, "{after}");
+    let results = d.launch(&[&www, &denied, "tcp 10.200.1.10 443"]);
+    assert_eq!(results[0], www_answer, "{results:?}");
+    assert!(results[1].starts_with("rcode=Query Refused"), "{results:?}");
+    assert_eq!(results[2], "ok", "{results:?}");
+
+    // A reload to CIDR-only rules: the domain rule and its learned address go, .11 comes.
+    let out = d.ctl().args(["policy", "reload"]).arg(&cidr_only).output().expect("reload");
+    assert!(out.status.success(), "reload: {}", String::from_utf8_lossy(&out.stderr));
+    let results = d.launch(&["tcp 10.200.1.11 443", "tcp 10.200.1.12 443", "tcp 10.200.1.10 443"]);
+    assert_eq!(results, ["ok", EPERM, EPERM], "{results:?}");
+    assert_eq!(d.status()["network"]["learned_addresses"], 0);
+
+    // Denials reached the audit log with their rule, across the restart.
+    let records = sentra_tests::read_records(&d.audit());
+    let denials = |dest: &str| {
+        records
+            .iter()
+            .filter(|r| r["event"] == "net" && r["destination"] == dest && r["decision"] == "denied")
+            .count()
+    };
+    assert!(denials("10.200.1.11") >= 1 && denials("10.200.1.12") >= 1, "{records:#?}");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["event"] == "dns" && r["decision"] == "denied" && r["domain"] == "denied.test")
+    );
+
+    let out = d.ctl().arg("stop").output().expect("stop");
+    assert!(out.status.success(), "stop: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(d.child.take().expect("daemon").wait().expect("wait").success());
+    assert!(!d.pin_root.exists(), "stop must remove every pin");
 }

@@ -32,6 +32,9 @@ pub struct VmTestArgs {
     /// VMs booted at a time (each takes one core).
     #[arg(long, default_value_t = 2)]
     pub jobs: usize,
+    /// Runs of each test binary per VM (to bring out flaky tests).
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
     /// Seconds before a VM is declared hung.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
@@ -44,6 +47,9 @@ struct VmResult {
     failed: Vec<String>,
     completed: bool,
     log: PathBuf,
+    /// What the failing tests printed (libtest's `---- NAME stdout ----` sections), so that a CI log
+    /// shows why without the VM log file.
+    failure_output: Vec<String>,
 }
 
 pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
@@ -217,6 +223,7 @@ fn init_script(binaries: &Binaries, backend: &str, args: &VmTestArgs) -> String 
     let _ = writeln!(script, "export SENTRA_STORM={}", args.storm);
     let _ = writeln!(script, "{} doctor", binaries.sentra_ctl.display());
     let filter = args.filter.as_deref().unwrap_or("");
+    let _ = writeln!(script, "for round in $(seq {}); do", args.repeat.max(1));
     for test in &binaries.tests {
         let _ = writeln!(
             script,
@@ -224,6 +231,7 @@ fn init_script(binaries: &Binaries, backend: &str, args: &VmTestArgs) -> String 
             test.display()
         );
     }
+    script.push_str("done\n");
     script.push_str("echo SENTRA-VM-DONE\npoweroff -f\n");
     script
 }
@@ -333,7 +341,9 @@ fn parse(label: &str, log: &Path) -> anyhow::Result<VmResult> {
         failed: Vec::new(),
         completed: false,
         log: log.into(),
+        failure_output: Vec::new(),
     };
+    let mut in_failure = false;
     let mut begun = 0;
     let mut exited_ok = 0;
     // A test's result can land on a later line when something else printed meanwhile:
@@ -342,6 +352,16 @@ fn parse(label: &str, log: &Path) -> anyhow::Result<VmResult> {
     for line in text.lines() {
         let line = line.trim_end_matches('\r');
         let trimmed = line.trim();
+        // libtest prints each failure as `---- NAME stdout ----` followed by its output, then
+        // `failures:` and the list of names.
+        if line.starts_with("---- ") && line.ends_with(" stdout ----") {
+            in_failure = true;
+        } else if trimmed == "failures:" || line.starts_with("SENTRA-VM-") {
+            in_failure = false;
+        }
+        if in_failure {
+            result.failure_output.push(line.to_string());
+        }
         if let Some(rest) = line.strip_prefix("test ")
             && let Some((name, outcome)) = rest.split_once(" ... ")
         {
@@ -421,6 +441,17 @@ fn report(results: &[VmResult]) -> anyhow::Result<()> {
             );
         } else if !r.failed.is_empty() {
             println!("{}: failures; see {}", r.label, r.log.display());
+        }
+        if !r.failure_output.is_empty() {
+            // Bounded: a failure's own message comes first; a flood of output does not bury the table.
+            const MAX_LINES: usize = 400;
+            println!("--- {}: what the failing tests printed", r.label);
+            for line in r.failure_output.iter().take(MAX_LINES) {
+                println!("    {line}");
+            }
+            if r.failure_output.len() > MAX_LINES {
+                println!("    … {} more lines in {}", r.failure_output.len() - MAX_LINES, r.log.display());
+            }
         }
     }
     println!("vm-test: {passed} passed, {failed} failed");

@@ -3,6 +3,7 @@
 use std::{
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use anyhow::{Context as _, bail};
@@ -21,12 +22,14 @@ use super::{
 use crate::{
     audit::{self, AuditLog, Record},
     cgroup::{self, Cgroup},
+    dns::{NetworkGovernance, ResolverWhen, check_upstream},
     kernel::{
         BackendChoice, Kernel,
         maps::{self, MapStore},
-        pin,
+        net as knet, pin,
         rcu::RcuBarrier,
     },
+    policy::network::{self, CompiledNet},
     record::Clock,
     run::{Drainer, prepare_policy, require_root},
 };
@@ -44,6 +47,10 @@ pub struct DaemonOptions {
 
 struct Daemon {
     store: Box<dyn MapStore>,
+    /// The network part: the resolver, and the compiled `network:` section being enforced.
+    network: NetworkGovernance,
+    /// The `network:` section of each generation (names the rules of network events).
+    nets: [Arc<CompiledNet>; 2],
     state: State,
     backend: Backend,
     barrier: RcuBarrier,
@@ -69,10 +76,12 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let mut audit = AuditLog::open(&options.audit_log)?;
 
     let adopted = pin::exists(&options.pin_root);
-    let (store, state, backend): (Box<dyn MapStore>, State, Backend) =
-        if adopted { adopt(&options)? } else { start_fresh(&options)? };
+    let Started { store, state, backend, network, net, steering_lost } =
+        if adopted { adopt(&options).await? } else { start_fresh(&options).await? };
     let mut daemon = Daemon {
         store,
+        network,
+        nets: [Arc::clone(&net), net],
         state,
         backend,
         barrier,
@@ -99,11 +108,16 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     })?;
     drop(audit);
 
-    // A restarted controller given a different policy than the pinned one switches to it atomically.
-    if adopted && options.policy != daemon.state.policy {
+    // A restarted controller given a different policy than the pinned one switches to it atomically;
+    // so does one whose resolver could not take its predecessor's address (steered DNS must reach a
+    // resolver again; until then steered queries find no one: fail closed).
+    if adopted && (steering_lost || options.policy != daemon.state.policy) {
         let reply = daemon.reload(Some(options.policy.to_string_lossy().into_owned()));
         if !reply.ok {
-            tracing::warn!("kept the pinned policy: {}", reply.error.unwrap_or_default());
+            tracing::warn!(
+                "kept the pinned policy (DNS steering still names the previous controller's resolver): {}",
+                reply.error.unwrap_or_default()
+            );
         }
     }
 
@@ -157,14 +171,39 @@ fn governed_cgroup(name: &str) -> anyhow::Result<Cgroup> {
     Ok(group)
 }
 
-fn start_fresh(options: &DaemonOptions) -> anyhow::Result<(Box<dyn MapStore>, State, Backend)> {
+/// What starting (fresh or by adoption) yields.
+struct Started {
+    store: Box<dyn MapStore>,
+    state: State,
+    backend: Backend,
+    network: NetworkGovernance,
+    net: Arc<CompiledNet>,
+    /// An adopted generation steers DNS to a resolver address this controller could not take over.
+    steering_lost: bool,
+}
+
+async fn start_fresh(options: &DaemonOptions) -> anyhow::Result<Started> {
     let (policy, compiled) = prepare_policy(&options.policy)?;
+    let net = Arc::new(network::compile(&policy)?);
     crate::run::log_warnings(&policy, &compiled);
+    let mode = policy.model.mode.into();
     let mut kernel = Kernel::load(options.backend)?;
-    maps::write_generation(&mut kernel.ebpf, 0, &compiled, policy.model.mode.into())?;
+    maps::write_generation(&mut kernel.ebpf, 0, &compiled, mode)?;
     maps::activate(&mut kernel.ebpf, 0, kernel.backend)?;
     let group = governed_cgroup(&options.cgroup)?;
     maps::govern(&mut kernel.ebpf, group.id, group.level)?;
+    // The network programs are attached even when this policy does not govern the network, and the
+    // resolver runs: a reload can then start governing it.
+    let network = NetworkGovernance::start(
+        &mut kernel,
+        &group.path,
+        0,
+        &net,
+        mode,
+        &options.audit_log,
+        ResolverWhen::Always,
+    )
+    .await?;
     let unpinned = pin::pin(&mut kernel, &options.pin_root)?;
     if !unpinned.is_empty() {
         tracing::warn!("not pinnable on this kernel (stop with the controller): {unpinned:?}");
@@ -183,11 +222,11 @@ fn start_fresh(options: &DaemonOptions) -> anyhow::Result<(Box<dyn MapStore>, St
         reloads: 0,
     };
     let backend = kernel.backend;
-    Ok((Box::new(kernel.ebpf), state, backend))
+    Ok(Started { store: Box::new(kernel.ebpf), state, backend, network, net, steering_lost: false })
 }
 
-fn adopt(options: &DaemonOptions) -> anyhow::Result<(Box<dyn MapStore>, State, Backend)> {
-    let store = pin::open(&options.pin_root)?;
+async fn adopt(options: &DaemonOptions) -> anyhow::Result<Started> {
+    let mut store = pin::open(&options.pin_root)?;
     let mut state = State::load(&state_file()).with_context(|| {
         format!(
             "pins exist under {} but {} is unreadable; `sentra-ctl stop --force` clears them",
@@ -200,7 +239,30 @@ fn adopt(options: &DaemonOptions) -> anyhow::Result<(Box<dyn MapStore>, State, B
         "lsm" => Backend::Lsm,
         _ => Backend::Signal,
     };
-    Ok((Box::new(store), state, backend))
+    let generation = maps::active_generation(&mut store)?.generation;
+    // The network rules of the pinned generation, from the policy file if it is still the one pinned
+    // (they name the rules in events, and tell the resolver which names to forward).
+    let net = prepare_policy(&state.policy)
+        .ok()
+        .filter(|(policy, _)| format!("{:016x}", policy.hash) == state.policy_hash)
+        .and_then(|(policy, _)| network::compile(&policy).ok())
+        .map(Arc::new)
+        .unwrap_or_default();
+    // The resolver takes its predecessor's address if it can: the pinned generation steers there.
+    let steering = knet::steering(&store, generation)?;
+    let network = NetworkGovernance::serve(
+        &store,
+        generation,
+        &net,
+        &options.audit_log,
+        ResolverWhen::Always,
+        steering.map(|r| r.port),
+    )
+    .await?;
+    let steering_lost = steering.is_some() && network.resolver != steering;
+    let adopted = network.adopt_learned();
+    tracing::info!("adopted {adopted} addresses learned by the previous controller");
+    Ok(Started { store: Box::new(store), state, backend, network, net, steering_lost })
 }
 
 impl Daemon {
@@ -212,7 +274,7 @@ impl Daemon {
             written: 0,
             undecodable: 0,
         };
-        drainer.drain(ring)?;
+        drainer.drain_with(ring, &self.nets)?;
         self.written += drainer.written;
         self.undecodable += drainer.undecodable;
         Ok(())
@@ -252,9 +314,11 @@ impl Daemon {
         let active = maps::active_generation(self.store.as_mut());
         let counters = maps::read_stats(self.store.as_ref());
         let governed = maps::governed(self.store.as_mut());
-        match (active, counters, governed) {
-            (Ok(active), Ok(counters), Ok(governed)) => {
+        let net_counters = knet::read_stats(self.store.as_ref());
+        match (active, counters, governed, net_counters) {
+            (Ok(active), Ok(counters), Ok(governed), Ok(net_counters)) => {
                 let table = &self.state.tables[usize::try_from(active.generation).unwrap_or(0) % 2];
+                let net = &self.nets[usize::try_from(active.generation).unwrap_or(0) % 2];
                 Response::ok(serde_json::json!({
                     "backend": self.backend.as_str(),
                     "mode": self.state.mode,
@@ -268,6 +332,15 @@ impl Daemon {
                     "governed_ids_in_kernel": governed.iter().map(|(id, _)| id).collect::<Vec<_>>(),
                     "pinned_links": pin::pinned_links(&self.pin_root),
                     "counters": counters,
+                    "network": {
+                        "governed": net.governed,
+                        "loopback": net.loopback,
+                        "cidr_entries": net.cidr.len(),
+                        "domain_rules": net.domains.len(),
+                        "resolver": self.network.resolver.map(|r| format!("{}:{}", r.v4, r.port)),
+                        "learned_addresses": self.network.learned(),
+                        "counters": net_counters,
+                    },
                     "events_written_by_this_controller": self.written,
                     "events_undecodable": self.undecodable,
                     "adoptions": self.state.adoptions,
@@ -275,11 +348,12 @@ impl Daemon {
                     "started": self.state.started,
                 }))
             }
-            (a, c, g) => Response::error(format!(
-                "reading the maps failed: {:?} {:?} {:?}",
+            (a, c, g, n) => Response::error(format!(
+                "reading the maps failed: {:?} {:?} {:?} {:?}",
                 a.err().map(|e| e.to_string()),
                 c.err().map(|e| e.to_string()),
-                g.err().map(|e| e.to_string())
+                g.err().map(|e| e.to_string()),
+                n.err().map(|e| e.to_string())
             )),
         }
     }
@@ -288,17 +362,24 @@ impl Daemon {
     /// nothing.
     fn reload(&mut self, policy: Option<String>) -> Response {
         let path = policy.map_or_else(|| self.state.policy.clone(), PathBuf::from);
-        let (policy, compiled) = match prepare_policy(&path) {
+        let prepared = prepare_policy(&path).and_then(|(policy, compiled)| {
+            let net = Arc::new(network::compile(&policy)?);
+            check_upstream(&net)?;
+            Ok((policy, compiled, net))
+        });
+        let (policy, compiled, net) = match prepared {
             Ok(p) => p,
             Err(err) => return Response::error(format!("policy rejected, the enforced one stays: {err:#}")),
         };
         let started = std::time::Instant::now();
+        let mode = policy.model.mode.into();
         let generation = match maps::switch_generation(
             self.store.as_mut(),
             &compiled,
-            policy.model.mode.into(),
+            mode,
             self.backend,
             &self.barrier,
+            &mut self.network.reload_part(Arc::clone(&net), mode),
         ) {
             Ok(g) => g,
             Err(err) => {
@@ -310,6 +391,7 @@ impl Daemon {
         let elapsed = started.elapsed();
         crate::kernel::release_freed_memory();
         self.state.tables[usize::try_from(generation).unwrap_or(0) % 2] = compiled.table();
+        self.nets[usize::try_from(generation).unwrap_or(0) % 2] = Arc::clone(&net);
         self.state.policy = path;
         self.state.policy_hash = format!("{:016x}", policy.hash);
         self.state.policy_version = policy.model.version.as_ref().map(ToString::to_string);
@@ -327,6 +409,9 @@ impl Daemon {
                 "policy": self.state.policy,
                 "policy_hash": self.state.policy_hash,
                 "exec_rules": compiled.rules.len(),
+                "network_governed": net.governed,
+                "cidr_entries": net.cidr.len(),
+                "domain_rules": net.domains.len(),
                 "switch_ms": elapsed.as_secs_f64() * 1000.0,
             })),
             ..Record::default()

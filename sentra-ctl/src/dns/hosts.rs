@@ -35,12 +35,30 @@ pub struct Learned {
     table: HostTable,
     generation: u32,
     grants: HashMap<IpAddr, Vec<Grant>>,
+    /// During a reload, between [`Self::prepare`] and [`Self::retire`]: the generation being prepared
+    /// (new answers are written there too, so the switch loses none) and the grants to restore if
+    /// the reload is abandoned.
+    pending: Option<(u32, HashMap<IpAddr, Vec<Grant>>)>,
+    /// Entries a previous controller wrote, found in the pinned table by a restarted one that cannot
+    /// know their names, rules or TTLs: kept as they are until the policy's TTL ceiling counted from
+    /// the adoption (no grant lasted longer), unless an answer grants the address again first.
+    adopted: HashMap<IpAddr, Instant>,
 }
 
 impl Learned {
     #[must_use]
     pub fn new(table: HostTable, generation: u32) -> Self {
-        Self { table, generation, grants: HashMap::new() }
+        Self { table, generation, grants: HashMap::new(), pending: None, adopted: HashMap::new() }
+    }
+
+    /// Takes over the entries of `generation` already in the table (a restarted controller), each
+    /// until `ceiling` from now; returns how many.
+    pub fn adopt(&mut self, ceiling: Duration) -> usize {
+        let expires = Instant::now() + ceiling;
+        for key in self.table.keys_of(self.generation) {
+            self.adopted.insert(ip_of(key.family, key.addr), expires);
+        }
+        self.adopted.len()
     }
 
     /// Allows `addr` for `rules` (all matched `name`) until `ttl` from now, then writes its kernel entry.
@@ -56,6 +74,7 @@ impl Learned {
         ttl: Duration,
     ) -> Result<(), KernelError> {
         let expires = Instant::now() + ttl;
+        self.adopted.remove(&addr);
         let grants = self.grants.entry(addr).or_default();
         for &rule in rules {
             match grants.iter_mut().find(|g| g.rule == rule && g.name == name) {
@@ -63,6 +82,9 @@ impl Learned {
                 Some(grant) => grant.expires = expires,
                 None => grants.push(Grant { name: name.to_string(), rule, expires }),
             }
+        }
+        if let Some(pending) = self.pending.as_ref().map(|(generation, _)| *generation) {
+            self.write(policy, addr, pending)?;
         }
         self.write(policy, addr, self.generation)
     }
@@ -88,7 +110,18 @@ impl Learned {
             }
         }
         expired.dedup();
+        let stale: Vec<IpAddr> =
+            self.adopted.iter().filter(|(_, expires)| **expires <= now).map(|(addr, _)| *addr).collect();
+        for addr in stale {
+            self.adopted.remove(&addr);
+            expired.push(Expired { addr, name: "(learned by the previous controller)".into() });
+            self.table.remove(self.generation, family_of(addr), addr_bytes(addr))?;
+        }
+        let pending = self.pending.as_ref().map(|(generation, _)| *generation);
         for addr in touched {
+            if let Some(pending) = pending {
+                self.write(policy, addr, pending)?;
+            }
             self.write(policy, addr, self.generation)?;
             if self.grants.get(&addr).is_some_and(Vec::is_empty) {
                 self.grants.remove(&addr);
@@ -104,6 +137,7 @@ impl Learned {
     /// # Errors
     /// A kernel map update fails.
     pub fn prepare(&mut self, policy: &CompiledNet, generation: u32) -> Result<(), KernelError> {
+        self.pending = Some((generation, self.grants.clone()));
         for grants in self.grants.values_mut() {
             let mut renewed: Vec<Grant> = Vec::new();
             for grant in grants.iter() {
@@ -133,8 +167,26 @@ impl Learned {
     /// A kernel map update fails.
     pub fn retire(&mut self, old: u32, new: u32) -> Result<(), KernelError> {
         self.generation = new;
+        self.pending = None;
+        // Adopted entries are not carried into a new generation: their rules are unknown.
+        self.adopted.clear();
         for key in self.table.keys_of(old) {
             self.table.remove(old, key.family, key.addr)?;
+        }
+        Ok(())
+    }
+
+    /// Abandons a prepared `generation` (never activated): removes its entries and restores the
+    /// grants as they were before [`Self::prepare`].
+    ///
+    /// # Errors
+    /// A kernel map update fails.
+    pub fn discard(&mut self, generation: u32) -> Result<(), KernelError> {
+        if let Some((_, grants)) = self.pending.take() {
+            self.grants = grants;
+        }
+        for key in self.table.keys_of(generation) {
+            self.table.remove(generation, key.family, key.addr)?;
         }
         Ok(())
     }
@@ -142,12 +194,12 @@ impl Learned {
     /// Number of addresses currently allowed.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.grants.len()
+        self.grants.len() + self.adopted.keys().filter(|a| !self.grants.contains_key(a)).count()
     }
 
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.grants.is_empty()
+        self.len() == 0
     }
 
     /// Mirrors `addr`'s grants into the kernel: the union of its rules' port ranges, or no entry.
@@ -177,5 +229,14 @@ impl Learned {
         }
         let allow: NetAllow = pack(&ranges).unwrap_or_default();
         self.table.insert(generation, family, bytes, &allow)
+    }
+}
+
+/// The address of a table key (the inverse of `addr_bytes` and `family_of`).
+fn ip_of(family: u32, addr: [u8; 16]) -> IpAddr {
+    if family == sentra_common::net::FAMILY_V4 {
+        IpAddr::from([addr[0], addr[1], addr[2], addr[3]])
+    } else {
+        IpAddr::from(addr)
     }
 }

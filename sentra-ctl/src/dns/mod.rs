@@ -20,7 +20,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::Ebpf;
 use hickory_proto::{
     op::{Message, MessageType, OpCode, ResponseCode},
     rr::RData,
@@ -40,6 +39,7 @@ use crate::{
     audit::{self, AuditLog, Record},
     kernel::{
         KernelError,
+        maps::{GenerationPart, MapStore},
         net::{self as knet, HostTable, ResolverAddr},
     },
     policy::network::CompiledNet,
@@ -84,12 +84,14 @@ struct Shared {
     audit: Mutex<AuditLog>,
 }
 
-/// Network governance of one cgroup: programs attached, generation written, resolver (if the policy
-/// has domain rules) running. Dropping it stops the resolver.
+/// Network governance of a cgroup: programs attached, generation written, resolver running when the
+/// network is governed. Dropping it stops the resolver (pinned programs and maps stay).
 pub struct NetworkGovernance {
     /// The compiled `network:` section of the active generation.
     pub policy: Arc<CompiledNet>,
     pub resolver: Option<ResolverAddr>,
+    /// The policy of a generation being prepared by a reload, until it is retired into `policy`.
+    pending: Option<Arc<CompiledNet>>,
     shared: Option<Arc<Shared>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -100,6 +102,15 @@ impl Drop for NetworkGovernance {
             task.abort();
         }
     }
+}
+
+/// When the resolver runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolverWhen {
+    /// Only when the policy governs the network (`sentra-ctl run`: the policy never changes).
+    Governed,
+    /// Always (the daemon: a reload may start governing the network or add domain rules).
+    Always,
 }
 
 impl NetworkGovernance {
@@ -116,35 +127,65 @@ impl NetworkGovernance {
     ) -> Result<Self, NetError> {
         let compiled = Arc::new(crate::policy::network::compile(policy)?);
         let mode = policy.model.mode.into();
-        Self::start(&mut kernel.ebpf, kernel.backend, cgroup_dir, 0, &compiled, mode, audit_log).await
+        Self::start(kernel, cgroup_dir, 0, &compiled, mode, audit_log, ResolverWhen::Governed).await
     }
 
-    /// Governs the network of the cgroup at `cgroup_dir`: starts the resolver when the network is
-    /// governed, writes `generation` (the caller activates it), attaches the `sock_addr` programs
-    /// to the cgroup, and on the `lsm` backend `lsm/socket_connect`.
+    /// Governs the network of the cgroup at `cgroup_dir`: starts the resolver (see `when`), writes
+    /// `generation` (the caller activates it), attaches the `sock_addr` programs to the cgroup, and
+    /// on the `lsm` backend `lsm/socket_connect`; the attachments join `kernel.links`.
     ///
     /// # Errors
     /// Binding the resolver, a map update, or a program failing to load or attach.
     pub async fn start(
-        ebpf: &mut Ebpf,
-        backend: Backend,
+        kernel: &mut crate::kernel::Kernel,
         cgroup_dir: &Path,
         generation: u32,
         compiled: &Arc<CompiledNet>,
         mode: Mode,
         audit_log: &Path,
+        when: ResolverWhen,
     ) -> Result<Self, NetError> {
-        let mut this = Self { policy: Arc::clone(compiled), resolver: None, shared: None, tasks: Vec::new() };
-        if compiled.has_domains() && compiled.dns.upstream.is_empty() {
-            return Err(NetError::NoUpstream);
+        let this = Self::serve(&kernel.ebpf, generation, compiled, audit_log, when, None).await?;
+        knet::write_generation(&mut kernel.ebpf, generation, compiled, mode, this.resolver)?;
+        let dir = std::fs::File::open(cgroup_dir)
+            .map_err(|source| NetError::Io { what: format!("opening {}", cgroup_dir.display()), source })?;
+        knet::attach_sock_addr(&mut kernel.ebpf, &dir, &mut kernel.links)?;
+        if kernel.backend == Backend::Lsm {
+            let btf = aya::Btf::from_sys_fs().map_err(|err| KernelError::Btf(err.to_string()))?;
+            knet::attach_lsm(&mut kernel.ebpf, &btf, &mut kernel.links)?;
         }
+        Ok(this)
+    }
+
+    /// Starts the resolver (see `when`) over the maps in `store` (loaded or pinned), learning into
+    /// `generation`; writes nothing else into the kernel. A restarted controller uses this on the
+    /// pinned maps, then switches to a generation that steers DNS to the new resolver.
+    ///
+    /// # Errors
+    /// The policy has domain rules but no upstream; binding the resolver; opening `NET_HOSTS`.
+    pub async fn serve<S: MapStore + ?Sized>(
+        store: &S,
+        generation: u32,
+        compiled: &Arc<CompiledNet>,
+        audit_log: &Path,
+        when: ResolverWhen,
+        prefer_port: Option<u16>,
+    ) -> Result<Self, NetError> {
+        let mut this = Self {
+            policy: Arc::clone(compiled),
+            resolver: None,
+            pending: None,
+            shared: None,
+            tasks: Vec::new(),
+        };
+        check_upstream(compiled)?;
         // The resolver runs whenever the network is governed, so that a reload can add domain rules
         // live; DNS is steered to it only while the active generation has some.
-        if compiled.governed {
-            let (udp4, tcp4, v6, addr) = bind().await?;
+        if compiled.governed || when == ResolverWhen::Always {
+            let (udp4, tcp4, v6, addr) = bind(prefer_port).await?;
             let shared = Arc::new(Shared {
                 policy: Mutex::new(Arc::clone(compiled)),
-                learned: Mutex::new(Learned::new(HostTable::take(ebpf)?, generation)),
+                learned: Mutex::new(Learned::new(HostTable::open(store)?, generation)),
                 audit: Mutex::new(AuditLog::open(audit_log)?),
             });
             let mut sockets = vec![(udp4, tcp4)];
@@ -159,47 +200,86 @@ impl NetworkGovernance {
             this.resolver = Some(addr);
             this.shared = Some(shared);
         }
-        knet::write_generation(ebpf, generation, compiled, mode, this.resolver)?;
-        let dir = std::fs::File::open(cgroup_dir)
-            .map_err(|source| NetError::Io { what: format!("opening {}", cgroup_dir.display()), source })?;
-        knet::attach_sock_addr(ebpf, &dir)?;
-        if backend == Backend::Lsm {
-            let btf = aya::Btf::from_sys_fs().map_err(|err| KernelError::Btf(err.to_string()))?;
-            knet::attach_lsm(ebpf, &btf)?;
-        }
         Ok(this)
     }
 
     /// Reload, step 1: writes `policy` as `generation` (not yet active), including the learned
     /// addresses the new domain rules still cover. Then activate it and call [`Self::retire`].
     ///
+    /// The caller has checked [`check_upstream`].
+    ///
     /// # Errors
     /// A map update fails.
-    pub fn prepare(
-        &self,
-        ebpf: &mut Ebpf,
+    pub fn prepare<S: MapStore + ?Sized>(
+        &mut self,
+        store: &mut S,
         generation: u32,
         policy: &Arc<CompiledNet>,
         mode: Mode,
-    ) -> Result<(), NetError> {
-        knet::write_generation(ebpf, generation, policy, mode, self.resolver)?;
+    ) -> Result<(), KernelError> {
+        knet::write_generation(store, generation, policy, mode, self.resolver)?;
         if let Some(shared) = &self.shared {
+            // Under the policy lock: a query answered meanwhile is matched against the policy whose
+            // grants it joins.
+            let mut current = lock(&shared.policy);
             lock(&shared.learned).prepare(policy, generation)?;
-            *lock(&shared.policy) = Arc::clone(policy);
+            *current = Arc::clone(policy);
         }
+        self.pending = Some(Arc::clone(policy));
         Ok(())
+    }
+
+    /// Abandons a prepared `generation` (the reload failed before activating it): the resolver goes
+    /// back to the enforced policy.
+    ///
+    /// # Errors
+    /// A map update fails.
+    pub fn discard<S: MapStore + ?Sized>(
+        &mut self,
+        store: &mut S,
+        generation: u32,
+    ) -> Result<(), KernelError> {
+        self.pending = None;
+        if let Some(shared) = &self.shared {
+            let mut current = lock(&shared.policy);
+            lock(&shared.learned).discard(generation)?;
+            *current = Arc::clone(&self.policy);
+        }
+        knet::clear_generation(store, generation)
     }
 
     /// Reload, step 2 (after activating `new`): clears generation `old`.
     ///
     /// # Errors
     /// A map update fails.
-    pub fn retire(&self, ebpf: &mut Ebpf, old: u32, new: u32) -> Result<(), NetError> {
+    pub fn retire<S: MapStore + ?Sized>(
+        &mut self,
+        store: &mut S,
+        old: u32,
+        new: u32,
+    ) -> Result<(), KernelError> {
         if let Some(shared) = &self.shared {
             lock(&shared.learned).retire(old, new)?;
         }
-        knet::clear_generation(ebpf, old)?;
-        Ok(())
+        if let Some(policy) = self.pending.take() {
+            self.policy = policy;
+        }
+        knet::clear_generation(store, old)
+    }
+
+    /// A restarted controller's resolver takes over the learned addresses its predecessor left in
+    /// the active generation, until the policy's TTL ceiling from now; returns how many.
+    #[must_use = "how many addresses were taken over is worth reporting"]
+    pub fn adopt_learned(&self) -> usize {
+        self.shared.as_ref().map_or(0, |shared| {
+            let ceiling = lock(&shared.policy).dns.ttl_max;
+            lock(&shared.learned).adopt(ceiling)
+        })
+    }
+
+    /// The network part of a reload to `policy`, for `kernel::maps::switch_generation`.
+    pub fn reload_part(&mut self, policy: Arc<CompiledNet>, mode: Mode) -> impl GenerationPart + '_ {
+        ReloadPart { network: self, policy, mode }
     }
 
     /// Addresses currently allowed through DNS answers.
@@ -207,6 +287,36 @@ impl NetworkGovernance {
     pub fn learned(&self) -> usize {
         self.shared.as_ref().map_or(0, |s| lock(&s.learned).len())
     }
+}
+
+/// [`NetworkGovernance::prepare`], `retire` and `discard` as one part of a generation switch.
+struct ReloadPart<'a> {
+    network: &'a mut NetworkGovernance,
+    policy: Arc<CompiledNet>,
+    mode: Mode,
+}
+
+impl GenerationPart for ReloadPart<'_> {
+    fn write(&mut self, store: &mut dyn MapStore, generation: u32) -> Result<(), KernelError> {
+        self.network.prepare(store, generation, &self.policy, self.mode)
+    }
+    fn retire(&mut self, store: &mut dyn MapStore, old: u32, new: u32) -> Result<(), KernelError> {
+        self.network.retire(store, old, new)
+    }
+    fn discard(&mut self, store: &mut dyn MapStore, generation: u32) -> Result<(), KernelError> {
+        self.network.discard(store, generation)
+    }
+}
+
+/// A policy with domain rules needs an upstream resolver to forward allowed names to.
+///
+/// # Errors
+/// It has domain rules and no upstream.
+pub fn check_upstream(compiled: &CompiledNet) -> Result<(), NetError> {
+    if compiled.has_domains() && compiled.dns.upstream.is_empty() {
+        return Err(NetError::NoUpstream);
+    }
+    Ok(())
 }
 
 /// Locks a mutex, recovering the data of a poisoned one (a panicking query task must not take the
@@ -218,16 +328,27 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 type SocketPair = (UdpSocket, TcpListener);
 
 /// Binds UDP and TCP on one port of 127.0.0.1 and, when IPv6 loopback exists, of `::1`.
-async fn bind() -> Result<(UdpSocket, TcpListener, Option<SocketPair>, ResolverAddr), NetError> {
+/// `prefer` is tried first (a restarted controller takes its predecessor's port, so the pinned
+/// generation's DNS steering keeps working).
+async fn bind(
+    prefer: Option<u16>,
+) -> Result<(UdpSocket, TcpListener, Option<SocketPair>, ResolverAddr), NetError> {
     let io = |what: &str| {
         let what = what.to_string();
         move |source| NetError::Io { what: what.clone(), source }
     };
     let mut last = None;
     // A port free on UDP may be taken on TCP or on ::1: a few tries find one free on all.
-    for _ in 0..16 {
-        let udp4 =
-            UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.map_err(io("binding the resolver (udp)"))?;
+    for attempt in 0..16 {
+        let wanted = if attempt == 0 { prefer.unwrap_or(0) } else { 0 };
+        let udp4 = match UdpSocket::bind((Ipv4Addr::LOCALHOST, wanted)).await {
+            Ok(udp) => udp,
+            Err(err) if wanted != 0 => {
+                last = Some(err);
+                continue;
+            }
+            Err(err) => return Err(io("binding the resolver (udp)")(err)),
+        };
         let port = udp4.local_addr().map_err(io("resolver address"))?.port();
         let tcp4 = match TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await {
             Ok(tcp) => tcp,

@@ -225,30 +225,54 @@ pub fn governed<S: MapStore + ?Sized>(ebpf: &mut S) -> Result<Vec<(u64, Governed
     Ok(hash::<u64, GovernedCgroup, S>(ebpf, GOVERNED)?.iter().filter_map(Result::ok).collect())
 }
 
-/// Installs `compiled` as the deciding policy without a moment of mixed or missing rules: fills the
-/// inactive generation, flips `ACTIVE_GENERATION` (one map update), waits until no program can still be
-/// deciding with the old generation, then clears it. Returns the new generation.
+/// Another part of a policy generation, written and retired together with the exec rules (the
+/// network's, see `dns::NetworkGovernance`).
+pub trait GenerationPart {
+    /// Writes this part of `generation` (not yet active).
+    ///
+    /// # Errors
+    /// A map update fails.
+    fn write(&mut self, store: &mut dyn MapStore, generation: u32) -> Result<(), KernelError>;
+    /// Clears `old` once `new` decides and no program can still be using `old`.
+    ///
+    /// # Errors
+    /// A map update fails.
+    fn retire(&mut self, store: &mut dyn MapStore, old: u32, new: u32) -> Result<(), KernelError>;
+    /// Undoes a [`Self::write`] of a generation that will not be activated.
+    ///
+    /// # Errors
+    /// A map update fails.
+    fn discard(&mut self, store: &mut dyn MapStore, generation: u32) -> Result<(), KernelError>;
+}
+
+/// Installs `compiled` (and `part`) as the deciding policy without a moment of mixed or missing rules:
+/// fills the inactive generation, flips `ACTIVE_GENERATION` (one map update), waits until no program
+/// can still be deciding with the old generation, then clears it. Returns the new generation.
 ///
 /// # Errors
 /// A map update fails; the old generation then stays active (the flip is the last step that can fail
 /// before it, and the inactive generation is cleared again).
-pub fn switch_generation<S: MapStore + ?Sized>(
-    ebpf: &mut S,
+pub fn switch_generation(
+    store: &mut dyn MapStore,
     compiled: &CompiledExec,
     mode: sentra_common::settings::Mode,
     backend: Backend,
     barrier: &super::rcu::RcuBarrier,
+    part: &mut dyn GenerationPart,
 ) -> Result<u32, KernelError> {
-    let old = active_generation(ebpf)?.generation;
+    let old = active_generation(store)?.generation;
     let new = (old + 1) % GENERATIONS;
-    if let Err(err) = write_generation(ebpf, new, compiled, mode) {
-        let _ = clear_generation(ebpf, new);
+    let written = write_generation(store, new, compiled, mode).and_then(|()| part.write(store, new));
+    if let Err(err) = written {
+        let _ = clear_generation(store, new);
+        let _ = part.discard(store, new);
         return Err(err);
     }
-    activate(ebpf, new, backend)?;
+    activate(store, new, backend)?;
     barrier
         .wait()
         .map_err(|err| KernelError::Map { map: ACTIVE_GENERATION, detail: format!("RCU barrier: {err}") })?;
-    clear_generation(ebpf, old)?;
+    clear_generation(store, old)?;
+    part.retire(store, old, new)?;
     Ok(new)
 }

@@ -10,17 +10,17 @@ use std::{
 use aya::{
     Btf, Ebpf,
     maps::{
-        Array, HashMap, MapData, PerCpuArray,
+        Array, HashMap, Map, MapData, PerCpuArray,
         lpm_trie::{Key, LpmTrie},
     },
-    programs::{CgroupAttachMode, CgroupSockAddr, Lsm},
+    programs::{CgroupAttachMode, CgroupSockAddr, Lsm, links::FdLink},
 };
 use sentra_common::{
     net::{CIDR_KEY_HEADER_BITS, CidrKey, HostKey, NetAllow, NetSettings, stats},
     settings::{GENERATIONS, Mode},
 };
 
-use super::{KernelError, program_err};
+use super::{KernelError, OwnedLink, maps::MapStore, program_err};
 use crate::policy::network::CompiledNet;
 
 pub const NET_SETTINGS: &str = "NET_SETTINGS";
@@ -44,11 +44,16 @@ fn missing(map: &'static str) -> KernelError {
 }
 
 /// Loads the `sock_addr` programs and attaches them to the governed cgroup (`cgroup` is an open fd of
-/// its directory); they then apply to every process in it and in its descendants.
+/// its directory); they then apply to every process in it and in its descendants. The attachments
+/// go to `links` (dropping one detaches its program unless it was pinned).
 ///
 /// # Errors
 /// A program missing, failing to load (with the verifier's log) or to attach.
-pub fn attach_sock_addr(ebpf: &mut Ebpf, cgroup: impl AsFd) -> Result<(), KernelError> {
+pub fn attach_sock_addr(
+    ebpf: &mut Ebpf,
+    cgroup: impl AsFd,
+    links: &mut Vec<(&'static str, OwnedLink)>,
+) -> Result<(), KernelError> {
     for name in SOCK_ADDR_PROGRAMS {
         let program: &mut CgroupSockAddr = ebpf
             .program_mut(name)
@@ -56,12 +61,19 @@ pub fn attach_sock_addr(ebpf: &mut Ebpf, cgroup: impl AsFd) -> Result<(), Kernel
             .try_into()
             .map_err(|err| KernelError::Load { program: name, detail: format!("{err}") })?;
         program.load().map_err(|err| KernelError::Load { program: name, detail: program_err(&err) })?;
-        program
+        let id = program
             // `Single` means flags 0: aya attaches through a BPF link where the kernel has them, and
             // links take no flags (kernel/bpf/cgroup.c `cgroup_bpf_link_attach` returns EINVAL for
             // any) while always coexisting with other programs on the cgroup.
             .attach(cgroup.as_fd(), CgroupAttachMode::Single)
             .map_err(|err| KernelError::Attach { program: name, detail: with_source(&err) })?;
+        let link = program
+            .take_link(id)
+            .map_err(|err| KernelError::Attach { program: name, detail: program_err(&err) })?;
+        // A BPF link (kernel 5.7+; the ring buffer already needs 5.8), so that it can be pinned.
+        let link = FdLink::try_from(link)
+            .map_err(|err| KernelError::Attach { program: name, detail: format!("not a BPF link: {err}") })?;
+        links.push((name, OwnedLink::Fd(link)));
     }
     Ok(())
 }
@@ -82,7 +94,11 @@ fn with_source(err: &(dyn std::error::Error + 'static)) -> String {
 ///
 /// # Errors
 /// The program is missing or fails to load or attach.
-pub fn attach_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), KernelError> {
+pub fn attach_lsm(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    links: &mut Vec<(&'static str, OwnedLink)>,
+) -> Result<(), KernelError> {
     let program: &mut Lsm = ebpf
         .program_mut(LSM_PROGRAM)
         .ok_or(KernelError::MissingProgram { program: LSM_PROGRAM })?
@@ -91,9 +107,13 @@ pub fn attach_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), KernelError> {
     program
         .load("socket_connect", btf)
         .map_err(|err| KernelError::Load { program: LSM_PROGRAM, detail: program_err(&err) })?;
-    program
+    let id = program
         .attach()
         .map_err(|err| KernelError::Attach { program: LSM_PROGRAM, detail: program_err(&err) })?;
+    let link = program
+        .take_link(id)
+        .map_err(|err| KernelError::Attach { program: LSM_PROGRAM, detail: program_err(&err) })?;
+    links.push((LSM_PROGRAM, OwnedLink::Fd(link.into())));
     Ok(())
 }
 
@@ -114,8 +134,8 @@ fn cidr_key(generation: u32, family: u32, addr: [u8; 16], len: u8) -> Key<CidrKe
 ///
 /// # Errors
 /// A map update fails (for instance the trie is full).
-pub fn write_generation(
-    ebpf: &mut Ebpf,
+pub fn write_generation<S: MapStore + ?Sized>(
+    ebpf: &mut S,
     generation: u32,
     compiled: &CompiledNet,
     mode: Mode,
@@ -162,11 +182,39 @@ pub fn write_generation(
     array.set(generation, settings, 0).map_err(map_err(NET_SETTINGS))
 }
 
+/// Where `generation` steers DNS to, if it does.
+///
+/// # Errors
+/// The map cannot be read.
+pub fn steering<S: MapStore + ?Sized>(
+    store: &S,
+    generation: u32,
+) -> Result<Option<ResolverAddr>, KernelError> {
+    let map = store.map(NET_SETTINGS).ok_or_else(|| missing(NET_SETTINGS))?;
+    let array: Array<&MapData, NetSettings> = Array::try_from(map).map_err(map_err(NET_SETTINGS))?;
+    let settings = array.get(&generation, 0).map_err(map_err(NET_SETTINGS))?;
+    if settings.dns_steer == 0 {
+        return Ok(None);
+    }
+    let v6 = (settings.resolver_has_ip6 != 0).then(|| {
+        let mut octets = [0u8; 16];
+        for (i, word) in settings.resolver_ip6.iter().enumerate() {
+            octets[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+        }
+        Ipv6Addr::from(octets)
+    });
+    Ok(Some(ResolverAddr {
+        v4: Ipv4Addr::from(settings.resolver_ip4.to_ne_bytes()),
+        v6,
+        port: u16::try_from(settings.resolver_port).unwrap_or(0),
+    }))
+}
+
 /// Removes every CIDR entry of `generation` and marks its network settings unloaded.
 ///
 /// # Errors
 /// A map cannot be read or updated.
-pub fn clear_generation(ebpf: &mut Ebpf, generation: u32) -> Result<(), KernelError> {
+pub fn clear_generation<S: MapStore + ?Sized>(ebpf: &mut S, generation: u32) -> Result<(), KernelError> {
     {
         let map = ebpf.map_mut(NET_SETTINGS).ok_or_else(|| missing(NET_SETTINGS))?;
         let mut array: Array<&mut MapData, NetSettings> =
@@ -197,7 +245,7 @@ pub struct NetStats {
 ///
 /// # Errors
 /// The map cannot be read.
-pub fn read_stats(ebpf: &Ebpf) -> Result<NetStats, KernelError> {
+pub fn read_stats<S: MapStore + ?Sized>(ebpf: &S) -> Result<NetStats, KernelError> {
     let map = ebpf.map(NET_STATS).ok_or_else(|| missing(NET_STATS))?;
     let counters: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map).map_err(map_err(NET_STATS))?;
     let sum = |index: u32| -> Result<u64, KernelError> {
@@ -211,19 +259,26 @@ pub fn read_stats(ebpf: &Ebpf) -> Result<NetStats, KernelError> {
     })
 }
 
-/// `NET_HOSTS`, taken out of the object so the resolver can own it while the controller keeps the
-/// rest (the programs hold their own reference to the map).
+/// `NET_HOSTS` through a handle of the resolver's own (a second fd on the same kernel map), so that
+/// the resolver's tasks can own it while the controller keeps, pins and reloads the rest.
 pub struct HostTable {
     map: HashMap<MapData, HostKey, NetAllow>,
 }
 
 impl HostTable {
-    /// Takes `NET_HOSTS` from the loaded object.
+    /// Opens `NET_HOSTS` of the loaded object or of the pinned maps.
     ///
     /// # Errors
-    /// The map is missing (already taken) or of the wrong type.
-    pub fn take(ebpf: &mut Ebpf) -> Result<Self, KernelError> {
-        let map = ebpf.take_map(NET_HOSTS).ok_or_else(|| missing(NET_HOSTS))?;
+    /// The map is missing, of the wrong type, or its fd cannot be duplicated.
+    pub fn open<S: MapStore + ?Sized>(store: &S) -> Result<Self, KernelError> {
+        let map = store.map(NET_HOSTS).ok_or_else(|| missing(NET_HOSTS))?;
+        let hosts: HashMap<&MapData, HostKey, NetAllow> =
+            HashMap::try_from(map).map_err(map_err(NET_HOSTS))?;
+        let fd = std::os::fd::AsFd::as_fd(aya::maps::IterableMap::map(&hosts).fd())
+            .try_clone_to_owned()
+            .map_err(|err| KernelError::Map { map: NET_HOSTS, detail: format!("dup: {err}") })?;
+        let data = MapData::from_fd(fd).map_err(map_err(NET_HOSTS))?;
+        let map = Map::from_map_data(data).map_err(map_err(NET_HOSTS))?;
         Ok(Self { map: HashMap::try_from(map).map_err(map_err(NET_HOSTS))? })
     }
 
