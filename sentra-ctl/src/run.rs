@@ -4,6 +4,7 @@ use std::{
     os::{fd::AsRawFd as _, unix::process::ExitStatusExt as _},
     path::{Path, PathBuf},
     process::ExitStatus,
+    sync::Arc,
 };
 
 use anyhow::{Context as _, bail};
@@ -17,6 +18,7 @@ use crate::{
     policy::{
         self, Policy,
         exec::{CompiledExec, RuleTable},
+        network::CompiledNet,
     },
     record::{self, Clock},
 };
@@ -30,18 +32,21 @@ pub struct RunOptions {
     pub command: Vec<String>,
 }
 
-/// Loads, checks and compiles a policy for the kernel.
+/// Loads, checks and compiles a policy for the kernel: its exec and network parts.
 ///
 /// # Errors
-/// Unsafe file ownership or permissions, parse or compile errors.
-pub fn prepare_policy(path: &Path) -> anyhow::Result<(Policy, CompiledExec)> {
+/// Unsafe file ownership or permissions, parse or compile errors (a network section with domain rules
+/// but no upstream resolver among them).
+pub fn prepare_policy(path: &Path) -> anyhow::Result<(Policy, CompiledExec, Arc<CompiledNet>)> {
     policy::check_file_safety(path)?;
     let policy = Policy::load(path)?;
     // The shell layer's regexes are part of the policy too: a bad one rejects the whole file here, so
     // that `policy check` and a reload refuse what sentra-shell could not use.
     policy::shell::ShellMatcher::validate(&policy)?;
     let compiled = policy::exec::compile(&policy)?;
-    Ok((policy, compiled))
+    let net = Arc::new(policy::network::compile(&policy)?);
+    crate::dns::check_upstream(&net)?;
+    Ok((policy, compiled, net))
 }
 
 /// Logs a policy's warnings (once, when a controller starts enforcing it).
@@ -60,7 +65,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
         bail!("no command given: sentra-ctl run --policy FILE -- CMD ARGS…");
     }
     require_root()?;
-    let (policy, compiled) = prepare_policy(&options.policy)?;
+    let (policy, compiled, net) = prepare_policy(&options.policy)?;
     log_warnings(&policy, &compiled);
     let mut audit = AuditLog::open(&options.audit_log)?;
 
@@ -75,9 +80,14 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
     maps::govern(&mut kernel.ebpf, group.id, group.level)?;
     // Network governance (issue 6): sock_addr programs on the cgroup, generation 0's network part,
     // the resolver when the policy has domain rules. Before the command starts.
-    let network =
-        crate::dns::NetworkGovernance::start_run(&mut kernel, &group.path, &policy, &options.audit_log)
-            .await?;
+    let network = crate::dns::NetworkGovernance::start_run(
+        &mut kernel,
+        &group.path,
+        &net,
+        policy.model.mode.into(),
+        &options.audit_log,
+    )
+    .await?;
     tracing::info!(
         backend = kernel.backend.as_str(),
         cgroup = %group.path.display(),

@@ -3,12 +3,13 @@
 
 use std::path::Path;
 
-use sentra_ctl::policy::{Policy, PolicyError, exec, shell::ShellMatcher};
+use sentra_ctl::policy::{Policy, PolicyError, exec, network, shell::ShellMatcher};
 
 fn load(path: &Path) -> Result<(), PolicyError> {
     let policy = Policy::load(path)?;
     ShellMatcher::validate(&policy)?;
     exec::compile(&policy)?;
+    network::compile(&policy)?;
     Ok(())
 }
 

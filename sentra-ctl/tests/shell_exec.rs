@@ -321,3 +321,26 @@ fn a_policy_named_by_the_environment_must_be_roots() {
     let out = env.run(&["-c", "true"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+#[test]
+fn identities_the_policy_does_not_govern_run_nothing() {
+    let env = Env::new(&format!("{POLICY}governed:\n  identities: [openclaw, ops]\n"));
+    let ran = env.dir.path().join("ran");
+    let command = format!("touch {}", ran.display());
+    // A governed identity runs as usual.
+    let out = env.shell().env("SENTRA_IDENTITY", "openclaw").args(["-c", &command]).output().expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(ran.exists());
+    std::fs::remove_file(&ran).expect("rm");
+    // Another one (the agent can set $SENTRA_IDENTITY) is refused whole, before the line runs.
+    let out = env.shell().env("SENTRA_IDENTITY", "admin").args(["-c", &command]).output().expect("run");
+    assert_eq!(out.status.code(), Some(126));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("identity_not_governed") && stderr.contains("`admin`"), "{stderr}");
+    assert!(!ran.exists(), "the line ran for an identity the policy does not govern");
+    let records = env.records();
+    let last = records.last().expect("a record");
+    assert_eq!(last["decision"], "denied");
+    assert_eq!(last["rule_id"], "identity_not_governed");
+    assert_eq!(last["identity"], "admin");
+}

@@ -79,7 +79,9 @@ impl Controller {
             .arg(policy)
             .arg("--audit-log")
             .arg(self.audit())
-            .args(["--backend", &requested_backend(), "--cgroup", &self.cgroup])
+            .args(["--backend", &requested_backend()])
+            // Without --cgroup the policy's `governed.cgroups` decide.
+            .args(if self.cgroup.is_empty() { vec![] } else { vec!["--cgroup", &self.cgroup] })
             // Its messages go to a file: on the console they would interleave with the test report.
             .stderr(
                 std::fs::OpenOptions::new()
@@ -276,4 +278,57 @@ fn the_socket_answers_root_only() {
     let out = c.ctl().arg("status").uid(65534).gid(65534).output().expect("status as nobody");
     assert!(!out.status.success(), "nobody must not reach the controller");
     assert!(c.status()["backend"].is_string());
+}
+
+#[test]
+fn each_cgroup_the_policy_names_is_governed_and_the_set_is_fixed_while_running() {
+    let mut c = Controller::new("multi");
+    let id = std::process::id();
+    let (a, b) = (format!("test-multi-a-{id}"), format!("test-multi-b-{id}"));
+    let governed = |names: &[&str]| format!("governed:\n  cgroups: [{}]\n", names.join(", "));
+    let policy = c.write_policy("p.yaml", &(c.policy("allowed_dir", true) + &governed(&[&a, &b])));
+    c.cgroup = String::new();
+    c.start(&policy);
+    let status = c.status();
+    let paths: Vec<&str> = status["governed_cgroups"]
+        .as_array()
+        .expect("cgroups")
+        .iter()
+        .filter_map(|g| g["path"].as_str())
+        .collect();
+    assert_eq!(paths.len(), 2, "{status}");
+    assert!(
+        paths[0].ends_with(&format!("/sentra/{a}")) && paths[1].ends_with(&format!("/sentra/{b}")),
+        "{status}"
+    );
+    let marker = c.denied_marker();
+    for name in [&a, &b] {
+        let launch = |tool: &Path| {
+            let out = c.run(&[
+                "launch",
+                "--cgroup",
+                name,
+                "--",
+                FIXTURE,
+                "spawn",
+                tool.to_str().expect("utf-8"),
+                "hello",
+            ]);
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        assert!(launch(&c.tool("denied")).contains(marker), "{name}: denied tool not denied");
+        assert!(launch(&c.tool("allowed")).contains("hello"), "{name}: allowed tool did not run");
+    }
+    let out = c.run(&["launch", "--cgroup", "nope", "--", "/bin/true"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no cgroup named nope"));
+
+    // A reload that would change the set is refused; the enforced policy stays.
+    let narrowed = c.write_policy("q.yaml", &(c.policy("allowed_dir", false) + &governed(&[&a])));
+    let out = c.run(&["policy", "reload", narrowed.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("governed.cgroups"), "{stderr}");
+    assert_eq!(c.status()["generation"], status["generation"]);
+    assert!(c.launch_spawn(&c.tool("denied")).contains(marker));
 }

@@ -456,7 +456,7 @@ fn net_reload_changes_access_live() {
         let net_before = Arc::new(network::compile(&before).expect("network part"));
         let mut governance = NetworkGovernance::start(
             &mut kernel,
-            &group.path,
+            &[("reload", &group.path)],
             0,
             &net_before,
             Mode::Enforce,
@@ -651,10 +651,8 @@ fn net_daemon_pins_network_governance_reloads_and_adopts() {
     assert_eq!(before["network"]["governed"], true, "{before}");
     assert_eq!(before["network"]["learned_addresses"], 1, "{before}");
     let links = before["pinned_links"].as_array().expect("links");
-    assert!(
-        links.iter().any(|l| l == "net_connect4") && links.iter().any(|l| l == "net_sendmsg6"),
-        "{before}"
-    );
+    let linked = |program: &str| links.iter().any(|l| l.as_str() == Some(&format!("{program}@{}", d.cgroup)));
+    assert!(linked("net_connect4") && linked("net_sendmsg6"), "{before}");
 
     // Killed: the pinned programs go on deciding; the learned address stays allowed; DNS, steered to
     // a resolver that is gone, gets no answer (fail closed).

@@ -47,12 +47,16 @@ enum Command {
         audit_log: PathBuf,
         #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
         backend: BackendChoice,
-        /// Governed cgroup, created as <cgroup2 root>/sentra/NAME.
-        #[arg(long, default_value = "agent")]
-        cgroup: String,
+        /// Governed cgroup, created as <cgroup2 root>/sentra/NAME [default: the policy's
+        /// `governed.cgroups`, else `agent`].
+        #[arg(long)]
+        cgroup: Option<String>,
     },
     /// Start a command inside the daemon's governed cgroup; exits with its exit code.
     Launch {
+        /// Which governed cgroup, by name [default: the first].
+        #[arg(long)]
+        cgroup: Option<String>,
         #[arg(trailing_var_arg = true, required = true, num_args = 1..)]
         command: Vec<String>,
     },
@@ -135,10 +139,24 @@ fn real_main() -> anyhow::Result<i32> {
             }))?;
             Ok(0)
         }
-        Command::Launch { command } => {
+        Command::Launch { cgroup, command } => {
             let state = controller::state::State::load(&controller::state::state_file())
                 .context("no controller state (start `sentra-ctl daemon` first)")?;
-            let group = state.cgroups.first().context("the controller governs no cgroup")?;
+            let group = match &cgroup {
+                None => state.cgroups.first().context("the controller governs no cgroup")?,
+                Some(name) => state
+                    .cgroups
+                    .iter()
+                    .find(|g| g.path.file_name().is_some_and(|n| n == name.as_str()))
+                    .with_context(|| {
+                        let names: Vec<String> =
+                            state.cgroups.iter().map(|g| g.path.display().to_string()).collect();
+                        format!(
+                            "the controller governs no cgroup named {name} (it governs {})",
+                            names.join(", ")
+                        )
+                    })?,
+            };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -210,7 +228,7 @@ fn doctor(json: bool) -> anyhow::Result<i32> {
 /// `policy check`: validate and summarise; exit 0 if valid, 1 if not.
 fn policy_check(file: &std::path::Path) -> i32 {
     match run::prepare_policy(file) {
-        Ok((policy, compiled)) => {
+        Ok((policy, compiled, net)) => {
             println!("{}: valid", file.display());
             println!("  mode: {:?}, exec default: {}", policy.model.mode, compiled.default_effect().as_str());
             println!(
@@ -230,6 +248,27 @@ fn policy_check(file: &std::path::Path) -> i32 {
             for (id, why) in &compiled.shell_only {
                 println!("    shell-only: {id} ({why})");
             }
+            if net.governed {
+                println!(
+                    "  network: {} rules -> {} CIDR entries, {} domain rules; loopback {}",
+                    net.rules.len(),
+                    net.cidr.len(),
+                    net.domains.len(),
+                    if net.loopback { "allowed" } else { "denied" }
+                );
+            } else {
+                println!("  network: not governed (no `network:` section)");
+            }
+            let governed = &policy.model.governed;
+            println!(
+                "  governed: cgroups {} (below <cgroup2>/sentra/), identities {}",
+                governed.cgroup_names().join(", "),
+                if governed.identities.is_empty() {
+                    "any".to_string()
+                } else {
+                    governed.identities.join(", ")
+                }
+            );
             for w in policy.warnings.iter().chain(&compiled.warnings) {
                 println!("  warning: {}", w.message);
             }

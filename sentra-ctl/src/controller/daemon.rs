@@ -22,14 +22,14 @@ use super::{
 use crate::{
     audit::{self, AuditLog, Record},
     cgroup::{self, Cgroup},
-    dns::{NetworkGovernance, ResolverWhen, check_upstream},
+    dns::{NetworkGovernance, ResolverWhen},
     kernel::{
         BackendChoice, Kernel,
         maps::{self, MapStore},
         net as knet, pin,
         rcu::RcuBarrier,
     },
-    policy::network::{self, CompiledNet},
+    policy::network::CompiledNet,
     record::Clock,
     run::{Drainer, prepare_policy, require_root},
 };
@@ -40,8 +40,9 @@ pub struct DaemonOptions {
     pub policy: PathBuf,
     pub audit_log: PathBuf,
     pub backend: BackendChoice,
-    /// Name of the governed cgroup under `<cgroup2 root>/sentra/`.
-    pub cgroup: String,
+    /// Name of the governed cgroup under `<cgroup2 root>/sentra/`; `None`: the policy's
+    /// `governed.cgroups`.
+    pub cgroup: Option<String>,
     pub pin_root: PathBuf,
 }
 
@@ -59,6 +60,8 @@ struct Daemon {
     written: u64,
     undecodable: u64,
     pin_root: PathBuf,
+    /// `--cgroup`, which overrides the policy's `governed.cgroups`.
+    cgroup_override: Option<String>,
 }
 
 /// Runs the controller until `stop` (pins removed) or SIGTERM/SIGINT (pins kept: enforcement goes on).
@@ -90,6 +93,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         written: 0,
         undecodable: 0,
         pin_root: options.pin_root.clone(),
+        cgroup_override: options.cgroup.clone(),
     };
     daemon.state.save(&state_file())?;
     crate::kernel::release_freed_memory();
@@ -158,6 +162,11 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The cgroup names a controller governs: `--cgroup`, else the policy's `governed.cgroups`.
+fn cgroup_names(cgroup_override: Option<&String>, policy: &crate::policy::Policy) -> Vec<String> {
+    cgroup_override.map_or_else(|| policy.model.governed.cgroup_names(), |name| vec![name.clone()])
+}
+
 fn governed_cgroup(name: &str) -> anyhow::Result<Cgroup> {
     if name.is_empty() || name.contains("..") || name.starts_with('/') {
         bail!(
@@ -183,27 +192,24 @@ struct Started {
 }
 
 async fn start_fresh(options: &DaemonOptions) -> anyhow::Result<Started> {
-    let (policy, compiled) = prepare_policy(&options.policy)?;
-    let net = Arc::new(network::compile(&policy)?);
+    let (policy, compiled, net) = prepare_policy(&options.policy)?;
     crate::run::log_warnings(&policy, &compiled);
     let mode = policy.model.mode.into();
     let mut kernel = Kernel::load(options.backend)?;
     maps::write_generation(&mut kernel.ebpf, 0, &compiled, mode)?;
     maps::activate(&mut kernel.ebpf, 0, kernel.backend)?;
-    let group = governed_cgroup(&options.cgroup)?;
-    maps::govern(&mut kernel.ebpf, group.id, group.level)?;
+    let mut groups = Vec::new();
+    for name in cgroup_names(options.cgroup.as_ref(), &policy) {
+        let group = governed_cgroup(&name)?;
+        maps::govern(&mut kernel.ebpf, group.id, group.level)?;
+        groups.push((name, group));
+    }
     // The network programs are attached even when this policy does not govern the network, and the
     // resolver runs: a reload can then start governing it.
-    let network = NetworkGovernance::start(
-        &mut kernel,
-        &group.path,
-        0,
-        &net,
-        mode,
-        &options.audit_log,
-        ResolverWhen::Always,
-    )
-    .await?;
+    let dirs: Vec<(&str, &Path)> = groups.iter().map(|(name, g)| (name.as_str(), g.path.as_path())).collect();
+    let network =
+        NetworkGovernance::start(&mut kernel, &dirs, 0, &net, mode, &options.audit_log, ResolverWhen::Always)
+            .await?;
     let unpinned = pin::pin(&mut kernel, &options.pin_root)?;
     if !unpinned.is_empty() {
         tracing::warn!("not pinnable on this kernel (stop with the controller): {unpinned:?}");
@@ -215,7 +221,7 @@ async fn start_fresh(options: &DaemonOptions) -> anyhow::Result<Started> {
         mode: sentra_common::settings::Mode::from(policy.model.mode).as_str().into(),
         backend: kernel.backend.as_str().into(),
         tables: [compiled.table(), crate::policy::exec::RuleTable::default()],
-        cgroups: vec![GovernedPath { path: group.path.clone(), id: group.id }],
+        cgroups: groups.iter().map(|(_, g)| GovernedPath { path: g.path.clone(), id: g.id }).collect(),
         audit_log: options.audit_log.clone(),
         started: audit::now(),
         adoptions: 0,
@@ -244,9 +250,8 @@ async fn adopt(options: &DaemonOptions) -> anyhow::Result<Started> {
     // (they name the rules in events, and tell the resolver which names to forward).
     let net = prepare_policy(&state.policy)
         .ok()
-        .filter(|(policy, _)| format!("{:016x}", policy.hash) == state.policy_hash)
-        .and_then(|(policy, _)| network::compile(&policy).ok())
-        .map(Arc::new)
+        .filter(|(policy, _, _)| format!("{:016x}", policy.hash) == state.policy_hash)
+        .map(|(_, _, net)| net)
         .unwrap_or_default();
     // The resolver takes its predecessor's address if it can: the pinned generation steers there.
     let steering = knet::steering(&store, generation)?;
@@ -362,15 +367,26 @@ impl Daemon {
     /// nothing.
     fn reload(&mut self, policy: Option<String>) -> Response {
         let path = policy.map_or_else(|| self.state.policy.clone(), PathBuf::from);
-        let prepared = prepare_policy(&path).and_then(|(policy, compiled)| {
-            let net = Arc::new(network::compile(&policy)?);
-            check_upstream(&net)?;
-            Ok((policy, compiled, net))
-        });
-        let (policy, compiled, net) = match prepared {
+        let (policy, compiled, net) = match prepare_policy(&path) {
             Ok(p) => p,
             Err(err) => return Response::error(format!("policy rejected, the enforced one stays: {err:#}")),
         };
+        // The governed cgroups (and the programs attached to them) are fixed while a controller runs.
+        let wanted = cgroup_names(self.cgroup_override.as_ref(), &policy);
+        let governed: Vec<String> = self
+            .state
+            .cgroups
+            .iter()
+            .filter_map(|g| g.path.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        if wanted != governed {
+            return Response::error(format!(
+                "policy rejected, the enforced one stays: {}: governed.cgroups is [{}] but this controller governs [{}]; the governed cgroups are fixed while it runs: stop it (SIGTERM keeps enforcement pinned), then `sentra-ctl stop` and start the daemon with the new policy",
+                path.display(),
+                wanted.join(", "),
+                governed.join(", ")
+            ));
+        }
         let started = std::time::Instant::now();
         let mode = policy.model.mode.into();
         let generation = match maps::switch_generation(

@@ -114,31 +114,32 @@ pub enum ResolverWhen {
 }
 
 impl NetworkGovernance {
-    /// Governs the network of the cgroup at `cgroup_dir` with `policy`'s `network:` section as
-    /// generation 0 (the generation `sentra-ctl run` activates).
+    /// Governs the network of the cgroup at `cgroup_dir` with `compiled` as generation 0 (the
+    /// generation `sentra-ctl run` activates).
     ///
     /// # Errors
-    /// The section does not compile, or see [`Self::start`].
+    /// See [`Self::start`].
     pub async fn start_run(
         kernel: &mut crate::kernel::Kernel,
         cgroup_dir: &Path,
-        policy: &crate::policy::Policy,
+        compiled: &Arc<CompiledNet>,
+        mode: Mode,
         audit_log: &Path,
     ) -> Result<Self, NetError> {
-        let compiled = Arc::new(crate::policy::network::compile(policy)?);
-        let mode = policy.model.mode.into();
-        Self::start(kernel, cgroup_dir, 0, &compiled, mode, audit_log, ResolverWhen::Governed).await
+        let name = cgroup_dir.file_name().and_then(|n| n.to_str()).unwrap_or("run");
+        Self::start(kernel, &[(name, cgroup_dir)], 0, compiled, mode, audit_log, ResolverWhen::Governed).await
     }
 
-    /// Governs the network of the cgroup at `cgroup_dir`: starts the resolver (see `when`), writes
-    /// `generation` (the caller activates it), attaches the `sock_addr` programs to the cgroup, and
-    /// on the `lsm` backend `lsm/socket_connect`; the attachments join `kernel.links`.
+    /// Governs the network of the cgroups in `cgroups` (name, directory): starts the resolver (see
+    /// `when`), writes `generation` (the caller activates it), attaches the `sock_addr` programs to
+    /// each cgroup, and on the `lsm` backend `lsm/socket_connect`; the attachments join
+    /// `kernel.links`.
     ///
     /// # Errors
     /// Binding the resolver, a map update, or a program failing to load or attach.
     pub async fn start(
         kernel: &mut crate::kernel::Kernel,
-        cgroup_dir: &Path,
+        cgroups: &[(&str, &Path)],
         generation: u32,
         compiled: &Arc<CompiledNet>,
         mode: Mode,
@@ -147,9 +148,13 @@ impl NetworkGovernance {
     ) -> Result<Self, NetError> {
         let this = Self::serve(&kernel.ebpf, generation, compiled, audit_log, when, None).await?;
         knet::write_generation(&mut kernel.ebpf, generation, compiled, mode, this.resolver)?;
-        let dir = std::fs::File::open(cgroup_dir)
-            .map_err(|source| NetError::Io { what: format!("opening {}", cgroup_dir.display()), source })?;
-        knet::attach_sock_addr(&mut kernel.ebpf, &dir, &mut kernel.links)?;
+        let mut dirs = Vec::new();
+        for (name, dir) in cgroups {
+            let file = std::fs::File::open(dir)
+                .map_err(|source| NetError::Io { what: format!("opening {}", dir.display()), source })?;
+            dirs.push((*name, file));
+        }
+        knet::attach_sock_addr(&mut kernel.ebpf, &dirs, &mut kernel.links)?;
         if kernel.backend == Backend::Lsm {
             let btf = aya::Btf::from_sys_fs().map_err(|err| KernelError::Btf(err.to_string()))?;
             knet::attach_lsm(&mut kernel.ebpf, &btf, &mut kernel.links)?;

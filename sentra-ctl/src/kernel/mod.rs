@@ -65,7 +65,7 @@ pub struct Kernel {
     /// Why `lsm` was not chosen under `auto`, if it was not.
     pub lsm_refusal: Option<String>,
     /// Attachments by program name.
-    pub links: Vec<(&'static str, OwnedLink)>,
+    pub links: Vec<(String, OwnedLink)>,
 }
 
 impl Kernel {
@@ -163,11 +163,7 @@ pub fn active_lsms() -> Result<Vec<String>, String> {
 /// hold, so both are checked: `bpf` is among the active LSMs (observed: Debian's 6.1 booted with an
 /// `lsm=` list lacking it attaches the program, which then never runs), and the program really
 /// attaches (observed: arm64 6.1 lists `bpf` but cannot attach, having no BPF trampoline).
-fn attach_lsm(
-    ebpf: &mut Ebpf,
-    btf: &Btf,
-    links: &mut Vec<(&'static str, OwnedLink)>,
-) -> Result<(), KernelError> {
+fn attach_lsm(ebpf: &mut Ebpf, btf: &Btf, links: &mut Vec<(String, OwnedLink)>) -> Result<(), KernelError> {
     const PROGRAM: &str = "exec_lsm";
     let lsms = active_lsms().map_err(|detail| KernelError::Attach { program: PROGRAM, detail })?;
     if !lsms.iter().any(|m| m == "bpf") {
@@ -190,7 +186,7 @@ fn attach_lsm(
     let link = program
         .take_link(id)
         .map_err(|err| KernelError::Attach { program: PROGRAM, detail: program_err(&err) })?;
-    links.push((PROGRAM, OwnedLink::Fd(link.into())));
+    links.push((PROGRAM.to_string(), OwnedLink::Fd(link.into())));
     for (name, syscall) in [("execve_enter", "sys_enter_execve"), ("execveat_enter", "sys_enter_execveat")] {
         attach_tracepoint(ebpf, name, "syscalls", syscall, links)?;
     }
@@ -202,7 +198,7 @@ fn attach_tracepoint(
     name: &'static str,
     category: &str,
     event: &str,
-    links: &mut Vec<(&'static str, OwnedLink)>,
+    links: &mut Vec<(String, OwnedLink)>,
 ) -> Result<(), KernelError> {
     let program: &mut TracePoint = ebpf
         .program_mut(name)
@@ -231,7 +227,7 @@ fn attach_tracepoint(
             )
         }
     };
-    links.push((name, owned));
+    links.push((name.to_string(), owned));
     Ok(())
 }
 
@@ -239,7 +235,7 @@ fn attach_tracepoint(
 fn attach_signal(
     ebpf: &mut Ebpf,
     btf: &Btf,
-    links: &mut Vec<(&'static str, OwnedLink)>,
+    links: &mut Vec<(String, OwnedLink)>,
 ) -> Result<(), KernelError> {
     const PROGRAM: &str = "exec_signal";
     let program: &mut BtfTracePoint = ebpf
@@ -256,6 +252,6 @@ fn attach_signal(
     let link = program
         .take_link(id)
         .map_err(|err| KernelError::Attach { program: PROGRAM, detail: program_err(&err) })?;
-    links.push((PROGRAM, OwnedLink::Fd(link.into())));
+    links.push((PROGRAM.to_string(), OwnedLink::Fd(link.into())));
     Ok(())
 }

@@ -43,16 +43,16 @@ fn missing(map: &'static str) -> KernelError {
     KernelError::Map { map, detail: "missing".into() }
 }
 
-/// Loads the `sock_addr` programs and attaches them to the governed cgroup (`cgroup` is an open fd of
-/// its directory); they then apply to every process in it and in its descendants. The attachments
-/// go to `links` (dropping one detaches its program unless it was pinned).
+/// Loads the `sock_addr` programs and attaches them to each governed cgroup (`cgroups`: a name and an
+/// open fd of its directory); they then apply to every process in it and in its descendants. The
+/// attachments go to `links` as `PROGRAM@NAME` (dropping one detaches its program unless it was pinned).
 ///
 /// # Errors
 /// A program missing, failing to load (with the verifier's log) or to attach.
-pub fn attach_sock_addr(
+pub fn attach_sock_addr<F: AsFd>(
     ebpf: &mut Ebpf,
-    cgroup: impl AsFd,
-    links: &mut Vec<(&'static str, OwnedLink)>,
+    cgroups: &[(&str, F)],
+    links: &mut Vec<(String, OwnedLink)>,
 ) -> Result<(), KernelError> {
     for name in SOCK_ADDR_PROGRAMS {
         let program: &mut CgroupSockAddr = ebpf
@@ -61,19 +61,23 @@ pub fn attach_sock_addr(
             .try_into()
             .map_err(|err| KernelError::Load { program: name, detail: format!("{err}") })?;
         program.load().map_err(|err| KernelError::Load { program: name, detail: program_err(&err) })?;
-        let id = program
-            // `Single` means flags 0: aya attaches through a BPF link where the kernel has them, and
-            // links take no flags (kernel/bpf/cgroup.c `cgroup_bpf_link_attach` returns EINVAL for
-            // any) while always coexisting with other programs on the cgroup.
-            .attach(cgroup.as_fd(), CgroupAttachMode::Single)
-            .map_err(|err| KernelError::Attach { program: name, detail: with_source(&err) })?;
-        let link = program
-            .take_link(id)
-            .map_err(|err| KernelError::Attach { program: name, detail: program_err(&err) })?;
-        // A BPF link (kernel 5.7+; the ring buffer already needs 5.8), so that it can be pinned.
-        let link = FdLink::try_from(link)
-            .map_err(|err| KernelError::Attach { program: name, detail: format!("not a BPF link: {err}") })?;
-        links.push((name, OwnedLink::Fd(link)));
+        for (cgroup_name, cgroup) in cgroups {
+            let id = program
+                // `Single` means flags 0: aya attaches through a BPF link where the kernel has them,
+                // and links take no flags (kernel/bpf/cgroup.c `cgroup_bpf_link_attach` returns EINVAL
+                // for any) while always coexisting with other programs on the cgroup.
+                .attach(cgroup.as_fd(), CgroupAttachMode::Single)
+                .map_err(|err| KernelError::Attach { program: name, detail: with_source(&err) })?;
+            let link = program
+                .take_link(id)
+                .map_err(|err| KernelError::Attach { program: name, detail: program_err(&err) })?;
+            // A BPF link (kernel 5.7+; the ring buffer already needs 5.8), so that it can be pinned.
+            let link = FdLink::try_from(link).map_err(|err| KernelError::Attach {
+                program: name,
+                detail: format!("not a BPF link: {err}"),
+            })?;
+            links.push((format!("{name}@{cgroup_name}"), OwnedLink::Fd(link)));
+        }
     }
     Ok(())
 }
@@ -97,7 +101,7 @@ fn with_source(err: &(dyn std::error::Error + 'static)) -> String {
 pub fn attach_lsm(
     ebpf: &mut Ebpf,
     btf: &Btf,
-    links: &mut Vec<(&'static str, OwnedLink)>,
+    links: &mut Vec<(String, OwnedLink)>,
 ) -> Result<(), KernelError> {
     let program: &mut Lsm = ebpf
         .program_mut(LSM_PROGRAM)
@@ -113,7 +117,7 @@ pub fn attach_lsm(
     let link = program
         .take_link(id)
         .map_err(|err| KernelError::Attach { program: LSM_PROGRAM, detail: program_err(&err) })?;
-    links.push((LSM_PROGRAM, OwnedLink::Fd(link.into())));
+    links.push((LSM_PROGRAM.to_string(), OwnedLink::Fd(link.into())));
     Ok(())
 }
 

@@ -64,7 +64,7 @@ pub fn ensure_bpffs(root: &Path) -> Result<(), KernelError> {
 ///
 /// # Errors
 /// bpffs is not mounted or a pin cannot be created.
-pub fn pin(kernel: &mut Kernel, root: &Path) -> Result<Vec<&'static str>, KernelError> {
+pub fn pin(kernel: &mut Kernel, root: &Path) -> Result<Vec<String>, KernelError> {
     ensure_bpffs(root)?;
     for dir in [maps_dir(root), links_dir(root)] {
         std::fs::create_dir_all(&dir).map_err(pin_err(format!("creating {}", dir.display())))?;
@@ -81,10 +81,10 @@ pub fn pin(kernel: &mut Kernel, root: &Path) -> Result<Vec<&'static str>, Kernel
     for (name, link) in kernel.links.drain(..) {
         match link {
             OwnedLink::Fd(link) => {
-                let path = links_dir(root).join(name);
-                let pinned = link.pin(&path).map_err(|err| KernelError::Attach {
-                    program: name,
-                    detail: format!("pinning: {err}"),
+                let path = links_dir(root).join(&name);
+                let pinned = link.pin(&path).map_err(|err| KernelError::Map {
+                    map: "pin",
+                    detail: format!("pinning the link {name}: {err}"),
                 })?;
                 // A pinned link stays attached after its fd is closed.
                 drop(pinned);

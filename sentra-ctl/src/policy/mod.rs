@@ -117,6 +117,7 @@ impl Policy {
             locator: std::sync::Arc::new(locate::Locator::new(text)),
         };
         policy.validate_seccomp()?;
+        policy.validate_governed()?;
         let mut policy = policy;
         let shadowed = policy.shadowed_rules();
         policy.warnings.extend(shadowed);
@@ -178,6 +179,47 @@ impl Policy {
                         ));
                     }
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// `governed:`: cgroup names are plain names (created below `<cgroup2>/sentra/`), identities are
+    /// not empty, and neither list repeats itself.
+    fn validate_governed(&self) -> Result<(), PolicyError> {
+        let governed = &self.model.governed;
+        for (i, name) in governed.cgroups.iter().enumerate() {
+            let plain = !name.is_empty()
+                && name != "."
+                && name != ".."
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !plain {
+                return Err(self.error_at(
+                    &format!("governed.cgroups[{i}]"),
+                    format!(
+                        "`{name}` is not a plain cgroup name (letters, digits, `-`, `_`, `.`): it is created as <cgroup2>/{}/NAME",
+                        crate::cgroup::GOVERNED_PARENT
+                    ),
+                ));
+            }
+            if governed.cgroups[..i].contains(name) {
+                return Err(self.error_at(
+                    &format!("governed.cgroups[{i}]"),
+                    format!("cgroup `{name}` is listed twice"),
+                ));
+            }
+        }
+        for (i, identity) in governed.identities.iter().enumerate() {
+            if identity.trim().is_empty() {
+                return Err(
+                    self.error_at(&format!("governed.identities[{i}]"), "an identity cannot be empty")
+                );
+            }
+            if governed.identities[..i].contains(identity) {
+                return Err(self.error_at(
+                    &format!("governed.identities[{i}]"),
+                    format!("identity `{identity}` is listed twice"),
+                ));
             }
         }
         Ok(())

@@ -84,6 +84,9 @@ pub struct PolicyFile {
     pub exec: Option<ExecSection>,
     /// Kernel network governance (outbound destinations; DNS through the controller's resolver).
     pub network: Option<super::network::NetworkSection>,
+    /// Where and for whom the policy applies.
+    #[serde(default)]
+    pub governed: GovernedSection,
     /// Seccomp profiles for the launcher (validated here; applied by the launcher).
     #[serde(default)]
     pub seccomp_profiles: BTreeMap<String, SeccompProfile>,
@@ -93,6 +96,38 @@ pub struct PolicyFile {
     pub capabilities: Option<serde_yaml::Value>,
     pub syscall_profiles: Option<serde_yaml::Value>,
     pub launcher: Option<serde_yaml::Value>,
+}
+
+/// `governed:`: which cgroups the controller governs with this policy, and which identities the shell
+/// layer accepts under it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GovernedSection {
+    /// Cgroup names below `<cgroup2>/sentra/`; each is governed with all its descendants. Empty means
+    /// `[agent]`; `sentra-ctl daemon --cgroup NAME` overrides the list.
+    #[serde(default)]
+    pub cgroups: Vec<String>,
+    /// Identities `sentra`/`sentra-shell` accept; a shell running as any other identity refuses every
+    /// command (the identity can come from `$SENTRA_IDENTITY`, which the agent can set). Empty: any.
+    #[serde(default)]
+    pub identities: Vec<String>,
+}
+
+/// The governed cgroup when a policy names none.
+pub const DEFAULT_CGROUP: &str = "agent";
+
+impl GovernedSection {
+    /// The cgroup names to govern (the default when none are listed).
+    #[must_use]
+    pub fn cgroup_names(&self) -> Vec<String> {
+        if self.cgroups.is_empty() { vec![DEFAULT_CGROUP.to_string()] } else { self.cgroups.clone() }
+    }
+
+    /// Whether the shell layer applies this policy to `identity`.
+    #[must_use]
+    pub fn admits(&self, identity: &str) -> bool {
+        self.identities.is_empty() || self.identities.iter().any(|i| i == identity)
+    }
 }
 
 /// `rate_limit: {max_commands, window_seconds}`.

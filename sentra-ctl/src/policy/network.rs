@@ -397,28 +397,36 @@ pub fn compile(policy: &Policy) -> Result<CompiledNet, PolicyError> {
     let Some(section) = &policy.model.network else {
         return Ok(CompiledNet::default());
     };
-    let err = |message: String| policy.error(format!("network: {message}"));
+    // Errors point at the value in the file (`network.allow[2].cidr`, …).
+    let err_at = |path: &str, message: String| policy.error_at(path, format!("network: {message}"));
+    let err = |message: String| err_at("network", message);
     let mut out = CompiledNet { governed: true, loopback: section.loopback, ..CompiledNet::default() };
 
     if let Some(dns) = &section.dns {
-        out.dns = compile_dns(dns).map_err(&err)?;
+        out.dns = compile_dns(dns).map_err(|m| err_at("network.dns", m))?;
     }
 
     let mut ids = BTreeSet::new();
     // Ranges of each CIDR as written, before merging.
     let mut by_cidr: BTreeMap<Cidr, Vec<PortRange>> = BTreeMap::new();
-    for entry in &section.allow {
-        let at = |message: String| err(format!("allow `{}`: {message}", entry.id));
+    for (i, entry) in section.allow.iter().enumerate() {
+        let at_field = |field: &str, message: String| {
+            err_at(&format!("network.allow[{i}]{field}"), format!("allow `{}`: {message}", entry.id))
+        };
+        let at = |message: String| at_field("", message);
+        let at_cidr = |message: String| at_field(".cidr", message);
+        let at_domain = |message: String| at_field(".domain", message);
+        let at_ports = |message: String| at_field(".ports", message);
         if !ids.insert(entry.id.as_str()) {
-            return Err(at("duplicate id".into()));
+            return Err(at_field(".id", "duplicate id".into()));
         }
         let rule = u32::try_from(out.rules.len()).map_err(|_| at("too many rules".into()))?;
         let protocols = entry.protocol.unwrap_or_default().bits();
         let mut specs = entry.ports.clone();
         match (&entry.cidr, &entry.domain) {
             (Some(cidr_text), None) => {
-                let cidr = Cidr::parse(cidr_text).map_err(&at)?;
-                let ranges = parse_ports(&specs).map_err(&at)?;
+                let cidr = Cidr::parse(cidr_text).map_err(at_cidr)?;
+                let ranges = parse_ports(&specs).map_err(at_ports)?;
                 by_cidr.entry(cidr).or_default().extend(ranges.into_iter().map(|(first, last)| PortRange {
                     rule,
                     protocols,
@@ -436,19 +444,21 @@ pub fn compile(policy: &Policy) -> Result<CompiledNet, PolicyError> {
                 let mut name = domain_text.as_str();
                 if let Some((host, port)) = domain_text.rsplit_once(':') {
                     if !specs.is_empty() {
-                        return Err(at("give the port either in `domain` or in `ports`, not both".into()));
+                        return Err(at_domain(
+                            "give the port either in `domain` or in `ports`, not both".into(),
+                        ));
                     }
                     specs.push(PortSpec::Text(port.to_string()));
                     name = host;
                 }
-                let pattern = DomainPattern::parse(name).map_err(&at)?;
+                let pattern = DomainPattern::parse(name).map_err(at_domain)?;
                 let ranges: Vec<PortRange> = parse_ports(&specs)
-                    .map_err(&at)?
+                    .map_err(|m| if entry.ports.is_empty() { at_domain(m) } else { at_ports(m) })?
                     .into_iter()
                     .map(|(first, last)| PortRange { rule, protocols, first, last })
                     .collect();
                 if ranges.len() > MAX_PORT_RANGES {
-                    return Err(at(format!("at most {MAX_PORT_RANGES} port ranges per entry")));
+                    return Err(at_ports(format!("at most {MAX_PORT_RANGES} port ranges per entry")));
                 }
                 out.rules.push(NetRule {
                     id: entry.id.clone(),

@@ -27,6 +27,8 @@ use crate::{
 pub const DEFAULT_POLICY: &str = "/etc/sentra/policy.yaml";
 /// Rule id of rate-limited commands (the original's).
 pub const RULE_RATE_LIMIT: &str = "rate_limit";
+/// Rule id of every command of an identity the policy's `governed.identities` does not list.
+pub const RULE_IDENTITY_NOT_GOVERNED: &str = "identity_not_governed";
 
 /// Why the gate cannot open: the command is refused (fail closed).
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +206,17 @@ impl Gate {
             rate_limited: None,
             eval_duration,
         };
+        let governed = &self.policy.model.governed;
+        if !governed.admits(&self.settings.identity) {
+            decision.decision = if audit_mode { "auditonly" } else { "denied" };
+            decision.rule_id = RULE_IDENTITY_NOT_GOVERNED.to_string();
+            decision.reason = Some(format!(
+                "identity `{}` is not among the identities this policy governs ({}): nothing runs under it",
+                self.settings.identity,
+                governed.identities.join(", ")
+            ));
+            decision.part = None;
+        }
         if let (true, Some(limit)) = (count && decision.runs(), self.rate_limit()) {
             let limited = match ratelimit::admit(&self.rate_state(), limit) {
                 Ok(Admission::Admitted { .. }) => None,
