@@ -5,12 +5,13 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use sentra_ctl::policy::{Policy, exec, shell::ShellMatcher};
+use sentra_ctl::policy::{Policy, exec, network, shell::ShellMatcher};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     if let Ok(policy) = Policy::parse(Path::new("fuzz.yaml"), text) {
         let _ = exec::compile(&policy);
+        let _ = network::compile(&policy);
         let _ = ShellMatcher::validate(&policy);
     }
 });

@@ -9,6 +9,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod daemon;
 pub mod dns_fixture;
 pub mod netbench;
 pub mod netns;

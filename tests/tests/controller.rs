@@ -6,43 +6,44 @@ use std::{
     fmt::Write as _,
     os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
-    process::{Child, Command, Output},
     time::{Duration, Instant},
 };
 
-use sentra_tests::{install, read_records, requested_backend, sentra_ctl};
+use sentra_tests::{daemon::TestDaemon, install, read_records};
 use serde_json::Value;
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_sentra-fixture");
 
+/// A test controller with the scene its tests use: the fixture installed as `allowed/tool` and
+/// `denied/tool`.
 struct Controller {
     dir: tempfile::TempDir,
-    pin_root: PathBuf,
-    run_dir: PathBuf,
-    cgroup: String,
-    daemon: Option<Child>,
+    daemon: TestDaemon<'static>,
+}
+
+impl std::ops::Deref for Controller {
+    type Target = TestDaemon<'static>;
+    fn deref(&self) -> &Self::Target {
+        &self.daemon
+    }
+}
+
+impl std::ops::DerefMut for Controller {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.daemon
+    }
 }
 
 impl Controller {
     fn new(tag: &str) -> Self {
         let dir = tempfile::Builder::new().prefix("sentra-ctl-test-").tempdir_in("/tmp").expect("tempdir");
-        let id = format!("{tag}-{}", std::process::id());
-        let controller = Self {
-            pin_root: PathBuf::from(format!("/sys/fs/bpf/sentra-test-{id}")),
-            run_dir: dir.path().join("run"),
-            cgroup: format!("test-{id}"),
-            dir,
-            daemon: None,
-        };
+        let controller = Self { daemon: TestDaemon::new(tag, dir.path(), None), dir };
         install(Path::new(FIXTURE), &controller.tool("allowed"));
         install(Path::new(FIXTURE), &controller.tool("denied"));
         controller
     }
     fn tool(&self, which: &str) -> PathBuf {
         self.dir.path().join(which).join("tool")
-    }
-    fn audit(&self) -> PathBuf {
-        self.dir.path().join("audit.jsonl")
     }
     fn write_policy(&self, name: &str, body: &str) -> PathBuf {
         let path = self.dir.path().join(name);
@@ -67,55 +68,6 @@ impl Controller {
         }
         text
     }
-    fn ctl(&self) -> Command {
-        let mut cmd = Command::new(sentra_ctl());
-        cmd.env("SENTRA_RUN_DIR", &self.run_dir).env("SENTRA_PIN_ROOT", &self.pin_root);
-        cmd
-    }
-    fn start(&mut self, policy: &Path) {
-        let child = self
-            .ctl()
-            .args(["daemon", "--policy"])
-            .arg(policy)
-            .arg("--audit-log")
-            .arg(self.audit())
-            .args(["--backend", &requested_backend()])
-            // Without --cgroup the policy's `governed.cgroups` decide.
-            .args(if self.cgroup.is_empty() { vec![] } else { vec!["--cgroup", &self.cgroup] })
-            // Its messages go to a file: on the console they would interleave with the test report.
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(self.dir.path().join("daemon.log"))
-                    .expect("log"),
-            )
-            .spawn()
-            .expect("start daemon");
-        self.daemon = Some(child);
-        let deadline = Instant::now() + Duration::from_mins(2);
-        // The socket of a killed controller may still be on disk: wait until one answers.
-        while std::os::unix::net::UnixStream::connect(self.run_dir.join("ctl.sock")).is_err() {
-            if let Some(status) = self.daemon.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("daemon exited early: {status}");
-            }
-            assert!(Instant::now() < deadline, "daemon socket never appeared");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    fn kill9(&mut self) {
-        let mut child = self.daemon.take().expect("daemon running");
-        child.kill().expect("SIGKILL");
-        let _ = child.wait();
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        self.ctl().args(args).output().expect("sentra-ctl")
-    }
-    fn status(&self) -> Value {
-        let out = self.run(&["status"]);
-        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).expect("status json")
-    }
     /// Runs `fixture spawn PATH` inside the governed cgroup; returns what it printed.
     fn launch_spawn(&self, path: &Path) -> String {
         let out = self.run(&["launch", "--", FIXTURE, "spawn", path.to_str().expect("utf-8"), "hello"]);
@@ -125,17 +77,6 @@ impl Controller {
         let records = read_records(&self.audit());
         let backend = records.iter().find_map(|r| r["backend"].as_str()).unwrap_or("none");
         if backend == "lsm" { "exec-errno=1" } else { "signal=9" }
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        // Leave nothing behind on the shared kernel, whatever happened.
-        let _ = self.run(&["stop", "--force"]);
-        if let Some(mut child) = self.daemon.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
@@ -177,8 +118,7 @@ fn kill_9_keeps_enforcement_and_a_restarted_controller_adopts() {
 
     let out = c.run(&["stop"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(c.daemon.as_mut().expect("daemon").wait().expect("wait").success());
-    c.daemon = None;
+    assert!(c.child.take().expect("daemon").wait().expect("wait").success());
     assert!(!c.pin_root.exists(), "stop must remove every pin");
 }
 
@@ -273,7 +213,7 @@ fn the_socket_answers_root_only() {
     let mut c = Controller::new("sock");
     let policy = c.write_policy("p.yaml", &c.policy("allowed_dir", true));
     c.start(&policy);
-    let mode = std::fs::metadata(c.run_dir.join("ctl.sock")).expect("socket").permissions().mode() & 0o777;
+    let mode = std::fs::metadata(c.run_dir().join("ctl.sock")).expect("socket").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let out = c.ctl().arg("status").uid(65534).gid(65534).output().expect("status as nobody");
     assert!(!out.status.success(), "nobody must not reach the controller");

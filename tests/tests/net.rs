@@ -13,6 +13,7 @@ use std::{
 
 use sentra_tests::{
     Run,
+    daemon::TestDaemon,
     dns_fixture::{DnsFixture, Rr},
     netns::NetNs,
     netprobe::{self, OPS_ENV, run_op},
@@ -519,99 +520,33 @@ fn net_reload_changes_access_live() {
     });
 }
 
-/// A `sentra-ctl daemon` inside a test namespace, with its own pin root, runtime directory and cgroup.
-struct NetDaemon<'a> {
-    ns: &'a NetNs,
-    dir: &'a Path,
-    pin_root: std::path::PathBuf,
-    cgroup: String,
-    child: Option<std::process::Child>,
+/// Runs the probe inside a test controller's governed cgroup with `sentra-ctl launch`; one result
+/// per operation.
+fn launch_probe(d: &TestDaemon<'_>, ops: &[&str]) -> Vec<String> {
+    let exe = std::env::current_exe().expect("exe");
+    let out = d
+        .ctl()
+        .arg("launch")
+        .arg("--")
+        .arg(exe)
+        .args(["netprobe_entry", "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .env(OPS_ENV, ops.join(";"))
+        .output()
+        .expect("launch");
+    let results: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("PROBE ")?.split_once(' ').map(|(_, r)| r.to_string()))
+        .collect();
+    assert_eq!(results.len(), ops.len(), "launch: {out:?}");
+    results
 }
 
-impl<'a> NetDaemon<'a> {
-    fn new(ns: &'a NetNs, dir: &'a Path) -> Self {
-        let id = std::process::id();
-        let pin_root = std::path::PathBuf::from(format!("/sys/fs/bpf/sentra-test-netd-{id}"));
-        Self { ns, dir, pin_root, cgroup: format!("test-netd-{id}"), child: None }
-    }
-    fn audit(&self) -> std::path::PathBuf {
-        self.dir.join("daemon.jsonl")
-    }
-    fn write_policy(&self, name: &str, network: &str) -> std::path::PathBuf {
-        use std::os::unix::fs::PermissionsExt as _;
-        let path = self.dir.join(name);
-        std::fs::write(&path, policy("enforce", network)).expect("policy");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        path
-    }
-    fn ctl(&self) -> std::process::Command {
-        let mut cmd = self.ns.command(sentra_tests::sentra_ctl());
-        cmd.env("SENTRA_RUN_DIR", self.dir.join("run")).env("SENTRA_PIN_ROOT", &self.pin_root);
-        cmd
-    }
-    fn start(&mut self, policy: &Path) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("daemon.log"))
-            .expect("log");
-        let child = self
-            .ctl()
-            .args(["daemon", "--policy"])
-            .arg(policy)
-            .arg("--audit-log")
-            .arg(self.audit())
-            .args(["--backend", &sentra_tests::requested_backend(), "--cgroup", &self.cgroup])
-            .stderr(log)
-            .spawn()
-            .expect("start daemon");
-        let child = self.child.insert(child);
-        let socket = self.dir.join("run/ctl.sock");
-        sentra_tests::netns::wait_for("the controller's socket", Duration::from_mins(2), || {
-            assert!(child.try_wait().ok().flatten().is_none(), "daemon exited early");
-            std::os::unix::net::UnixStream::connect(&socket).is_ok()
-        });
-    }
-    fn kill9(&mut self) {
-        let mut child = self.child.take().expect("daemon running");
-        child.kill().expect("SIGKILL");
-        let _ = child.wait();
-    }
-    fn status(&self) -> Value {
-        let out = self.ctl().arg("status").output().expect("status");
-        assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).expect("status json")
-    }
-    /// Runs the probe inside the governed cgroup with `sentra-ctl launch`; one result per operation.
-    fn launch(&self, ops: &[&str]) -> Vec<String> {
-        let exe = std::env::current_exe().expect("exe");
-        let out = self
-            .ctl()
-            .arg("launch")
-            .arg("--")
-            .arg(exe)
-            .args(["netprobe_entry", "--exact", "--nocapture", "--test-threads=1", "-q"])
-            .env(OPS_ENV, ops.join(";"))
-            .output()
-            .expect("launch");
-        let results: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.strip_prefix("PROBE ")?.split_once(' ').map(|(_, r)| r.to_string()))
-            .collect();
-        assert_eq!(results.len(), ops.len(), "launch: {out:?}");
-        results
-    }
-}
-
-impl Drop for NetDaemon<'_> {
-    fn drop(&mut self) {
-        // Leave nothing behind on the shared kernel, whatever happened.
-        let _ = self.ctl().args(["stop", "--force"]).output();
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+fn write_policy(dir: &Path, name: &str, network: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join(name);
+    std::fs::write(&path, policy("enforce", network)).expect("policy");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    path
 }
 
 /// The long-running controller governs the network too: its `sock_addr` (and on the `lsm` backend
@@ -622,28 +557,35 @@ impl Drop for NetDaemon<'_> {
 #[test]
 fn net_daemon_pins_network_governance_reloads_and_adopts() {
     let scene = DnsScene::new();
-    let mut d = NetDaemon::new(&scene.ns, scene.dir.path());
-    let domains = d.write_policy(
+    let mut d = TestDaemon::new("netd", scene.dir.path(), Some(&scene.ns));
+    let domains = write_policy(
+        scene.dir.path(),
         "domains.yaml",
         &format!(
             "  dns: {{ upstream: [\"{SERVER}:53\"], ttl_min: 60, ttl_max: 120, timeout_ms: 500 }}\n  allow:\n    - {{ id: allowed_zone, domain: \"*.allowed.test\", ports: [443] }}\n    - {{ id: lan_12, cidr: 10.200.1.12/32, ports: [443] }}\n"
         ),
     );
-    let cidr_only =
-        d.write_policy("cidr.yaml", "  allow:\n    - { id: lan_11, cidr: 10.200.1.11/32, ports: [443] }\n");
+    let cidr_only = write_policy(
+        scene.dir.path(),
+        "cidr.yaml",
+        "  allow:\n    - { id: lan_11, cidr: 10.200.1.11/32, ports: [443] }\n",
+    );
     let www = format!("dns {SERVER} www.allowed.test A udp");
     let denied = format!("dns {SERVER} denied.test A udp");
     let www_answer = format!("rcode=No Error tc=0 from={SERVER}:53 addrs=10.200.1.10");
 
     d.start(&domains);
-    let results = d.launch(&[
-        "tcp 10.200.1.12 443",
-        "tcp 10.200.1.10 443",
-        &www,
-        "tcp 10.200.1.10 443",
-        &denied,
-        "tcp 10.200.1.20 443",
-    ]);
+    let results = launch_probe(
+        &d,
+        &[
+            "tcp 10.200.1.12 443",
+            "tcp 10.200.1.10 443",
+            &www,
+            "tcp 10.200.1.10 443",
+            &denied,
+            "tcp 10.200.1.20 443",
+        ],
+    );
     assert_eq!(results[..4], ["ok", EPERM, www_answer.as_str(), "ok"], "{results:?}");
     assert!(results[4].starts_with("rcode=Query Refused"), "{results:?}");
     assert_eq!(results[5], EPERM, "{results:?}");
@@ -657,7 +599,8 @@ fn net_daemon_pins_network_governance_reloads_and_adopts() {
     // Killed: the pinned programs go on deciding; the learned address stays allowed; DNS, steered to
     // a resolver that is gone, gets no answer (fail closed).
     d.kill9();
-    let results = d.launch(&["tcp 10.200.1.12 443", "tcp 10.200.1.11 443", "tcp 10.200.1.10 443", &www]);
+    let results =
+        launch_probe(&d, &["tcp 10.200.1.12 443", "tcp 10.200.1.11 443", "tcp 10.200.1.10 443", &www]);
     assert_eq!(results[..3], ["ok", EPERM, "ok"], "enforcement stopped with the controller: {results:?}");
     assert!(!results[3].starts_with("rcode=No Error"), "answered with no resolver: {results:?}");
 
@@ -668,15 +611,15 @@ fn net_daemon_pins_network_governance_reloads_and_adopts() {
     assert_eq!(after["generation"], before["generation"], "{after}");
     assert_eq!(after["network"]["resolver"], before["network"]["resolver"], "{after}");
     assert_eq!(after["network"]["learned_addresses"], 1, "{after}");
-    let results = d.launch(&[&www, &denied, "tcp 10.200.1.10 443"]);
+    let results = launch_probe(&d, &[&www, &denied, "tcp 10.200.1.10 443"]);
     assert_eq!(results[0], www_answer, "{results:?}");
     assert!(results[1].starts_with("rcode=Query Refused"), "{results:?}");
     assert_eq!(results[2], "ok", "{results:?}");
 
     // A reload to CIDR-only rules: the domain rule and its learned address go, .11 comes.
-    let out = d.ctl().args(["policy", "reload"]).arg(&cidr_only).output().expect("reload");
+    let out = d.run(&["policy", "reload", cidr_only.to_str().expect("utf-8")]);
     assert!(out.status.success(), "reload: {}", String::from_utf8_lossy(&out.stderr));
-    let results = d.launch(&["tcp 10.200.1.11 443", "tcp 10.200.1.12 443", "tcp 10.200.1.10 443"]);
+    let results = launch_probe(&d, &["tcp 10.200.1.11 443", "tcp 10.200.1.12 443", "tcp 10.200.1.10 443"]);
     assert_eq!(results, ["ok", EPERM, EPERM], "{results:?}");
     assert_eq!(d.status()["network"]["learned_addresses"], 0);
 
@@ -695,7 +638,7 @@ fn net_daemon_pins_network_governance_reloads_and_adopts() {
             .any(|r| r["event"] == "dns" && r["decision"] == "denied" && r["domain"] == "denied.test")
     );
 
-    let out = d.ctl().arg("stop").output().expect("stop");
+    let out = d.run(&["stop"]);
     assert!(out.status.success(), "stop: {}", String::from_utf8_lossy(&out.stderr));
     assert!(d.child.take().expect("daemon").wait().expect("wait").success());
     assert!(!d.pin_root.exists(), "stop must remove every pin");
