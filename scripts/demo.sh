@@ -14,4 +14,9 @@ done
 cp /usr/bin/true /tmp/sentra-demo-copy && /tmp/sentra-demo-copy
 echo "/tmp/sentra-demo-copy (a copy of an allowed binary, outside the allowed directories) -> exit status $?"
 rm -f /tmp/sentra-demo-copy
+echo "== network (default.yaml: WhatsApp, OpenRouter and Gmail by name, loopback; nothing else):"
+getent hosts example.com > /dev/null 2>&1
+echo "resolve example.com -> exit status $? (the query was steered to Sentra's resolver, which refused it)"
+bash -c 'exec 3<>/dev/tcp/1.1.1.1/443' 2> /dev/null
+echo "connect to 1.1.1.1:443 -> exit status $? (EPERM from the kernel: no rule allows that address)"
 exit 0
