@@ -123,9 +123,13 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
     let tables = [compiled.table(), compiled.table()];
     let nets = [std::sync::Arc::clone(&network.policy), std::sync::Arc::clone(&network.policy)];
     let mut drainer = Drainer { audit: &mut audit, tables: &tables, clock, written: 0, undecodable: 0 };
+    // Routine events do not wake the controller (`submit_flags` in sentra-ebpf/src/maps.rs): a short
+    // timer drains them.
+    let mut tick = tokio::time::interval(crate::kernel::events::DRAIN_EVERY);
     let status = loop {
         tokio::select! {
             status = child.wait() => break status.context("waiting for the command")?,
+            _ = tick.tick() => drainer.drain_with(ring.get_mut(), &nets)?,
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("polling the EVENTS ring buffer")?;
                 drainer.drain_with(guard.get_inner_mut(), &nets)?;

@@ -1,7 +1,7 @@
 //! Maps shared with userspace (named identically there, in `sentra_ctl::kernel::maps`).
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -46,6 +46,23 @@ pub static EXEC_DIR_RULES: HashMap<InodeKey, RuleValue> = HashMap::with_max_entr
 /// `argv` pointer of each governed thread inside `execve`/`execveat`, keyed by `pid_tgid`.
 #[map]
 pub static EXEC_ARGV: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
+
+/// Ring-buffer backlog (bytes waiting) above which even a routine event wakes the controller.
+const WAKEUP_BACKLOG: u64 = 512 << 10;
+
+/// Flags for submitting an event to `EVENTS`. A denial (`urgent`) wakes the controller at once; a
+/// routine event does not, unless a backlog has built up: the controller also drains on a short timer.
+/// A wakeup queues irq work from the exec path (kernel/bpf/ringbuf.c, `bpf_ringbuf_commit`) and, on a
+/// busy or single CPU, schedules the controller in before the exec completes; most events need
+/// neither.
+#[inline(always)]
+pub fn submit_flags(urgent: bool) -> u64 {
+    if urgent || EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) > WAKEUP_BACKLOG {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
+}
 
 /// Adds one to a counter in `STATS`.
 #[inline(always)]

@@ -138,8 +138,12 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     eprintln!("sentra-ctl daemon: enforcing ({}), socket {}", backend.as_str(), socket.display());
+    // Routine events do not wake the controller (`submit_flags` in sentra-ebpf/src/maps.rs): a short
+    // timer drains them.
+    let mut tick = tokio::time::interval(crate::kernel::events::DRAIN_EVERY);
     loop {
         tokio::select! {
+            _ = tick.tick() => daemon.drain(ring.get_mut())?,
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("polling the EVENTS ring buffer")?;
                 daemon.drain(guard.get_inner_mut())?;

@@ -8,6 +8,10 @@ use sentra_common::{
     settings::{Backend, Mode},
 };
 
+/// How often a controller drains the ring buffer of events that did not wake it (allowed execs are
+/// submitted without a wakeup; denials wake it at once).
+pub const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A decoded exec event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exec {

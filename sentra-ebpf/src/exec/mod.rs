@@ -70,7 +70,7 @@ pub fn govern(bprm: u64, args: ArgSource) -> Action {
         event.generation = active.generation;
         event.argc = kernel::read::<i32>(bprm, off.binprm_argc).map_or(0, i32::cast_unsigned);
         args::capture(event, &off, args);
-        entry.submit(0);
+        entry.submit(crate::maps::submit_flags(decision != Decision::Allowed));
         action
     } else {
         count(stats::EVENTS_DROPPED);

@@ -198,7 +198,8 @@ fn emit(dest: &Dest, hook: NetHook, active: &ActiveGeneration, mode: u32, decisi
             let _ = kernel::read_str(name, &mut event.exe);
         }
     }
-    entry.submit(0);
+    // Network events are denials (or audit-mode would-be denials): the controller wakes at once.
+    entry.submit(crate::maps::submit_flags(true));
 }
 
 /// The IPv4 address of an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, RFC 4291 2.5.5.2).
