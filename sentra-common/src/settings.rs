@@ -46,8 +46,10 @@ pub struct Settings {
     pub mode: u32,
     /// [`Effect`] applied when no exec rule matches, as `u32`.
     pub exec_default: u32,
-    /// Rule index reported when the default decided (see [`crate::exec::RULE_DEFAULT`]).
-    pub reserved: u32,
+    /// Userspace bookkeeping, not read by the programs: non-zero while the exec rule maps may hold
+    /// entries of this generation, so that a generation known to be empty is written without first
+    /// sweeping every key of the maps.
+    pub dirty: u32,
     /// Non-zero once userspace has filled this generation completely.
     pub loaded: u32,
 }

@@ -393,7 +393,7 @@ impl Daemon {
         }
         let started = std::time::Instant::now();
         let mode = policy.model.mode.into();
-        let generation = match maps::switch_generation(
+        let switched = match maps::switch_generation(
             self.store.as_mut(),
             &compiled,
             mode,
@@ -409,6 +409,8 @@ impl Daemon {
             }
         };
         let elapsed = started.elapsed();
+        let generation = switched.generation;
+        let flip_ms = switched.until_flip.as_secs_f64() * 1000.0;
         crate::kernel::release_freed_memory();
         self.state.tables[usize::try_from(generation).unwrap_or(0) % 2] = compiled.table();
         self.nets[usize::try_from(generation).unwrap_or(0) % 2] = Arc::clone(&net);
@@ -432,6 +434,7 @@ impl Daemon {
                 "network_governed": net.governed,
                 "cidr_entries": net.cidr.len(),
                 "domain_rules": net.domains.len(),
+                "flip_ms": flip_ms,
                 "switch_ms": elapsed.as_secs_f64() * 1000.0,
             })),
             ..Record::default()
@@ -441,6 +444,7 @@ impl Daemon {
             "policy": self.state.policy,
             "policy_hash": self.state.policy_hash,
             "exec_rules": compiled.rules.len(),
+            "flip_ms": flip_ms,
             "switch_ms": elapsed.as_secs_f64() * 1000.0,
         }))
     }

@@ -126,7 +126,15 @@ pub fn write_generation<S: MapStore + ?Sized>(
     mode: sentra_common::settings::Mode,
 ) -> Result<(), KernelError> {
     debug_assert!(generation < GENERATIONS);
-    clear_generation(ebpf, generation)?;
+    // A generation cleared completely before is empty: sweeping the maps for it would walk every key
+    // of the active generation (one syscall each) for nothing.
+    let previous = array::<Settings, S>(ebpf, SETTINGS)?.get(&generation, 0).map_err(map_err(SETTINGS))?;
+    if previous.dirty != 0 || previous.loaded != 0 {
+        clear_generation(ebpf, generation)?;
+    }
+    array::<Settings, S>(ebpf, SETTINGS)?
+        .set(generation, Settings { dirty: 1, ..Settings::default() }, 0)
+        .map_err(map_err(SETTINGS))?;
     {
         let mut map = hash::<InodeKey, RuleValue, S>(ebpf, EXEC_INODE_RULES)?;
         for (id, value) in &compiled.inode {
@@ -151,7 +159,7 @@ pub fn write_generation<S: MapStore + ?Sized>(
     let settings = Settings {
         mode: mode as u32,
         exec_default: sentra_common::settings::Effect::from(compiled.default_effect()) as u32,
-        reserved: 0,
+        dirty: 1,
         loaded: 1,
     };
     array::<Settings, S>(ebpf, SETTINGS)?.set(generation, settings, 0).map_err(map_err(SETTINGS))?;
@@ -163,8 +171,10 @@ pub fn write_generation<S: MapStore + ?Sized>(
 /// # Errors
 /// A map cannot be read or updated.
 pub fn clear_generation<S: MapStore + ?Sized>(ebpf: &mut S, generation: u32) -> Result<(), KernelError> {
+    // Unloaded at once, marked clean only once every entry is gone (a controller killed midway leaves
+    // it dirty, and the next write sweeps it).
     array::<Settings, S>(ebpf, SETTINGS)?
-        .set(generation, Settings::default(), 0)
+        .set(generation, Settings { dirty: 1, ..Settings::default() }, 0)
         .map_err(map_err(SETTINGS))?;
     for name in [EXEC_INODE_RULES, EXEC_DIR_RULES] {
         let mut map = hash::<InodeKey, RuleValue, S>(ebpf, name)?;
@@ -180,7 +190,7 @@ pub fn clear_generation<S: MapStore + ?Sized>(ebpf: &mut S, generation: u32) -> 
     for key in stale {
         map.remove(&key).map_err(map_err(EXEC_NAME_RULES))?;
     }
-    Ok(())
+    array::<Settings, S>(ebpf, SETTINGS)?.set(generation, Settings::default(), 0).map_err(map_err(SETTINGS))
 }
 
 /// Makes `generation` the deciding one, in one map update (a single 8-byte value): every later
@@ -245,9 +255,17 @@ pub trait GenerationPart {
     fn discard(&mut self, store: &mut dyn MapStore, generation: u32) -> Result<(), KernelError>;
 }
 
+/// A completed generation switch.
+#[derive(Debug, Clone, Copy)]
+pub struct Switched {
+    pub generation: u32,
+    /// From the start until the flip: every decision after it uses the new generation.
+    pub until_flip: std::time::Duration,
+}
+
 /// Installs `compiled` (and `part`) as the deciding policy without a moment of mixed or missing rules:
 /// fills the inactive generation, flips `ACTIVE_GENERATION` (one map update), waits until no program
-/// can still be deciding with the old generation, then clears it. Returns the new generation.
+/// can still be deciding with the old generation, then clears it.
 ///
 /// # Errors
 /// A map update fails; the old generation then stays active (the flip is the last step that can fail
@@ -259,7 +277,8 @@ pub fn switch_generation(
     backend: Backend,
     barrier: &super::rcu::RcuBarrier,
     part: &mut dyn GenerationPart,
-) -> Result<u32, KernelError> {
+) -> Result<Switched, KernelError> {
+    let started = std::time::Instant::now();
     let old = active_generation(store)?.generation;
     let new = (old + 1) % GENERATIONS;
     let written = write_generation(store, new, compiled, mode).and_then(|()| part.write(store, new));
@@ -269,10 +288,11 @@ pub fn switch_generation(
         return Err(err);
     }
     activate(store, new, backend)?;
+    let until_flip = started.elapsed();
     barrier
         .wait()
         .map_err(|err| KernelError::Map { map: ACTIVE_GENERATION, detail: format!("RCU barrier: {err}") })?;
     clear_generation(store, old)?;
     part.retire(store, old, new)?;
-    Ok(new)
+    Ok(Switched { generation: new, until_flip })
 }
