@@ -193,10 +193,10 @@ impl Daemon {
     fn reloads(&self, a: &Path, b: &Path, times: u32) -> anyhow::Result<(f64, f64, f64)> {
         let (mut total, mut switch, mut flip) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..times.max(1) {
-            let (t, s, f) = self.reload(if i % 2 == 0 { a } else { b })?;
-            total.push(t);
-            switch.push(s);
-            flip.push(f);
+            let (whole, kernel, until_flip) = self.reload(if i % 2 == 0 { a } else { b })?;
+            total.push(whole);
+            switch.push(kernel);
+            flip.push(until_flip);
         }
         Ok((median(total), median(switch), median(flip)))
     }
