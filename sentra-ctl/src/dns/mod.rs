@@ -164,7 +164,7 @@ impl NetworkGovernance {
 
     /// Starts the resolver (see `when`) over the maps in `store` (loaded or pinned), learning into
     /// `generation`; writes nothing else into the kernel. A restarted controller uses this on the
-    /// pinned maps, then switches to a generation that steers DNS to the new resolver.
+    /// pinned maps with its predecessor's port as `prefer_port` (and reloads if it cannot get it).
     ///
     /// # Errors
     /// The policy has domain rules but no upstream; binding the resolver; opening `NET_HOSTS`.
