@@ -129,16 +129,16 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
     let status = loop {
         tokio::select! {
             status = child.wait() => break status.context("waiting for the command")?,
-            _ = tick.tick() => drainer.drain_with(ring.get_mut(), &nets)?,
+            _ = tick.tick() => drainer.drain(ring.get_mut(), &nets)?,
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("polling the EVENTS ring buffer")?;
-                drainer.drain_with(guard.get_inner_mut(), &nets)?;
+                drainer.drain(guard.get_inner_mut(), &nets)?;
                 guard.clear_ready();
             }
         }
     };
     // Events of the last execs may still be in the ring: take them before reporting.
-    drainer.drain_with(ring.get_mut(), &nets)?;
+    drainer.drain(ring.get_mut(), &nets)?;
     let (written, undecodable) = (drainer.written, drainer.undecodable);
 
     maps::release(&mut kernel.ebpf, group.id)?;
@@ -177,20 +177,12 @@ pub struct Drainer<'a> {
 }
 
 impl Drainer<'_> {
-    /// Writes every event waiting in the ring buffer.
+    /// Writes every event waiting in the ring buffer; `nets[g]` names the network rules of generation
+    /// `g` (as `tables[g]` names its exec rules).
     ///
     /// # Errors
     /// The audit log cannot be written.
-    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) -> anyhow::Result<()> {
-        self.drain_with(ring, &Default::default())
-    }
-
-    /// As [`Self::drain`]; `nets[g]` names the network rules of generation `g` (network events are
-    /// otherwise recorded with rule indexes).
-    ///
-    /// # Errors
-    /// The audit log cannot be written.
-    pub fn drain_with(
+    pub fn drain(
         &mut self,
         ring: &mut RingBuf<MapData>,
         nets: &[std::sync::Arc<policy::network::CompiledNet>; 2],

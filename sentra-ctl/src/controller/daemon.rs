@@ -283,7 +283,7 @@ impl Daemon {
             written: 0,
             undecodable: 0,
         };
-        drainer.drain_with(ring, &self.nets)?;
+        drainer.drain(ring, &self.nets)?;
         self.written += drainer.written;
         self.undecodable += drainer.undecodable;
         Ok(())
