@@ -2,18 +2,22 @@
 //! unresolvable paths). `serde_yaml` reports places only for its own errors, so the text is walked once
 //! more with a parser that keeps marks (yaml-rust2), recording the line and column of every node by its
 //! path: `exec.allow[2].id`, `rules[0].match.executable`.
+//!
+//! The walk happens at the first lookup: a valid policy usually needs none, and `sentra-shell` loads
+//! the policy once per command, where the walk would cost more than everything else it does.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::OnceLock};
 
 use yaml_rust2::{
     parser::{Event, MarkedEventReceiver, Parser},
     scanner::Marker,
 };
 
-/// Line and column (both 1-based) of each node, by path.
+/// Line and column (both 1-based) of each node, by path, indexed on first use.
 #[derive(Debug, Default)]
 pub struct Locator {
-    places: HashMap<String, (usize, usize)>,
+    text: String,
+    places: OnceLock<HashMap<String, (usize, usize)>>,
 }
 
 enum Frame {
@@ -77,23 +81,31 @@ impl MarkedEventReceiver for Walker {
 }
 
 impl Locator {
-    /// Indexes `text`; a text the parser rejects gives an empty index (`serde_yaml` has reported it).
+    /// A locator for `text`, indexed at the first [`Locator::find`].
     #[must_use]
     pub fn new(text: &str) -> Self {
-        let mut walker = Walker::default();
-        let mut parser = Parser::new_from_str(text);
-        if parser.load(&mut walker, false).is_err() {
-            return Self::default();
-        }
-        Self { places: walker.places }
+        Self { text: text.to_string(), places: OnceLock::new() }
+    }
+
+    /// A text the parser rejects gives an empty index (`serde_yaml` has reported it).
+    fn places(&self) -> &HashMap<String, (usize, usize)> {
+        self.places.get_or_init(|| {
+            let mut walker = Walker::default();
+            let mut parser = Parser::new_from_str(&self.text);
+            if parser.load(&mut walker, false).is_err() {
+                return HashMap::new();
+            }
+            walker.places
+        })
     }
 
     /// Line and column of `path`, or of its nearest ancestor that is known.
     #[must_use]
     pub fn find(&self, path: &str) -> Option<(usize, usize)> {
+        let places = self.places();
         let mut path = path.to_string();
         loop {
-            if let Some(place) = self.places.get(&path) {
+            if let Some(place) = places.get(&path) {
                 return Some(*place);
             }
             let cut = path.rfind(['.', '['])?;

@@ -229,9 +229,22 @@ impl Policy {
     /// wins), e.g. the original's `allow cat` placed before `deny cat .env`.
     fn shadowed_rules(&self) -> Vec<Warning> {
         let rules = &self.model.rules;
+        // Each executable pattern is read once: comparing every pair re-reading both patterns was
+        // quadratic in text scans, and this runs on every `sentra-shell` start.
+        let names: Vec<Option<Vec<String>>> =
+            rules.iter().map(|rule| rule.matcher.executable.as_deref().and_then(exec::plain_names)).collect();
         let mut warnings = Vec::new();
         for (j, later) in rules.iter().enumerate() {
-            let Some(earlier) = rules[..j].iter().find(|earlier| covers(&earlier.matcher, &later.matcher))
+            let Some(earlier) = rules[..j]
+                .iter()
+                .zip(&names)
+                .find(|(earlier, earlier_names)| {
+                    covers(
+                        (&earlier.matcher, earlier_names.as_deref()),
+                        (&later.matcher, names[j].as_deref()),
+                    )
+                })
+                .map(|(earlier, _)| earlier)
             else {
                 continue;
             };
@@ -263,13 +276,17 @@ impl Policy {
     }
 }
 
-/// Whether `a` matches every command `b` matches (conservatively: only when that is certain).
-fn covers(a: &model::RuleMatch, b: &model::RuleMatch) -> bool {
+/// Whether `a` matches every command `b` matches (conservatively: only when that is certain); each
+/// comes with the plain names of its executable pattern, when it is such an alternation.
+fn covers(
+    (a, a_names): (&model::RuleMatch, Option<&[String]>),
+    (b, b_names): (&model::RuleMatch, Option<&[String]>),
+) -> bool {
     let field = |x: &Option<String>, y: &Option<String>| x.is_none() || x == y;
     let executable = match (&a.executable, &b.executable) {
         (None, _) => true,
         (Some(x), Some(y)) if x == y => true,
-        (Some(x), Some(y)) => match (exec::plain_names(x), exec::plain_names(y)) {
+        (Some(_), Some(_)) => match (a_names, b_names) {
             (Some(xs), Some(ys)) => ys.iter().all(|n| xs.contains(n)),
             _ => false,
         },

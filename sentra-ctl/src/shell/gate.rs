@@ -48,6 +48,8 @@ pub struct Settings {
     /// variables (`OpenClaw`'s exec tool takes an `env` parameter) and must not choose its own policy.
     pub policy_must_be_root_owned: bool,
     pub log: PathBuf,
+    /// The OS user running this process (looked up once: each lookup reads NSS configuration).
+    pub user: String,
     pub identity: String,
     /// `--mode audit` overrides the policy's mode.
     pub mode: Option<Mode>,
@@ -69,7 +71,8 @@ impl Settings {
                 .unwrap_or_else(|| audit::DEFAULT_AUDIT_LOG.into()),
             identity: identity
                 .or_else(|| std::env::var("SENTRA_IDENTITY").ok().filter(|v| !v.is_empty()))
-                .unwrap_or(user),
+                .unwrap_or_else(|| user.clone()),
+            user,
             mode: None,
             session_id: std::env::var("SENTRA_SESSION_ID")
                 .ok()
@@ -143,13 +146,13 @@ impl Gate {
         let matcher = ShellMatcher::new(&policy)?;
         let log = AuditLog::open(&settings.log)?;
         Ok(Self {
+            user: settings.user.clone(),
             settings,
             policy,
             matcher,
             log,
             shells: Shells::find(),
             host: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
-            user: os_user(),
             kernel_enforced: crate::cgroup::in_governed_cgroup(),
             executed: 0,
             denied: 0,
