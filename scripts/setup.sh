@@ -84,5 +84,8 @@ if [ "${SENTRA_SETUP_NO_BUILD:-0}" != 1 ]; then
     install -m 0644 -o root -g root policies/*.yaml /etc/sentra/policies/
     [ -e /etc/sentra/policy.yaml ] || install -m 0644 -o root -g root policies/default.yaml /etc/sentra/policy.yaml
     install -d -m 0700 -o root -g root /var/log/sentra
+    # Checking the policy as root also stores its parsed form in /var/cache/sentra/policy, which
+    # sentra-shell (run as the agent) reads instead of parsing the YAML for every command.
+    /usr/local/bin/sentra-ctl policy check /etc/sentra/policy.yaml > /dev/null
 fi
 log "setup complete"

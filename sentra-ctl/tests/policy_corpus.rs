@@ -3,10 +3,14 @@
 
 use std::path::Path;
 
-use sentra_ctl::policy::{Policy, PolicyError, exec, network, shell::ShellMatcher};
+use sentra_ctl::policy::{Policy, PolicyError, PolicyFile, exec, network, shell::ShellMatcher};
 
 fn load(path: &Path) -> Result<(), PolicyError> {
     let policy = Policy::load(path)?;
+    // The parsed-policy cache stores the model as JSON: reading it back must give the same model.
+    let json = serde_json::to_string(&policy.model).expect("a parsed model serializes");
+    let back: PolicyFile = serde_json::from_str(&json).expect("and reads back");
+    assert_eq!(format!("{back:?}"), format!("{:?}", policy.model), "{}: cache round trip", path.display());
     ShellMatcher::validate(&policy)?;
     exec::compile(&policy)?;
     network::compile(&policy)?;

@@ -1,5 +1,6 @@
 //! The policy: parsing with precise errors, and compilation to the kernel's maps.
 
+pub mod cache;
 pub mod exec;
 pub mod locate;
 pub mod model;
@@ -75,10 +76,23 @@ impl Policy {
     ///
     /// # Errors
     /// The file cannot be read, or is not a valid policy (with line and column).
+    /// A valid policy's parsed form is kept in the [`cache`] (written when running as root), so later
+    /// loads of the same text skip the YAML parser.
+    ///
+    /// # Errors
+    /// The file cannot be read, or is not a valid policy (with line and column).
     pub fn load(file: &Path) -> Result<Self, PolicyError> {
         let text = std::fs::read_to_string(file)
             .map_err(|source| PolicyError::Read { file: file.to_path_buf(), source })?;
-        Self::parse(file, &text)
+        let hash = fnv1a(text.as_bytes());
+        let cache = Path::new(cache::CACHE_DIR);
+        if let Some(model) = cache::lookup(cache, hash, &text) {
+            return Self::from_model(file, &text, model);
+        }
+        let model = Self::parse_yaml(file, &text)?;
+        let policy = Self::from_model(file, &text, model)?;
+        cache::store(cache, hash, &text, &policy.model);
+        Ok(policy)
     }
 
     /// Parses policy text; `file` names it in errors.
@@ -86,7 +100,11 @@ impl Policy {
     /// # Errors
     /// The text is not a valid policy (with line and column).
     pub fn parse(file: &Path, text: &str) -> Result<Self, PolicyError> {
-        let model: PolicyFile = serde_yaml::from_str(text).map_err(|err| {
+        Self::from_model(file, text, Self::parse_yaml(file, text)?)
+    }
+
+    fn parse_yaml(file: &Path, text: &str) -> Result<PolicyFile, PolicyError> {
+        serde_yaml::from_str(text).map_err(|err| {
             let (line, column) = err.location().map_or((0, 0), |loc| (loc.line(), loc.column()));
             PolicyError::Invalid(Located {
                 file: file.to_path_buf(),
@@ -94,7 +112,11 @@ impl Policy {
                 column,
                 message: strip_location(&err.to_string()),
             })
-        })?;
+        })
+    }
+
+    /// The policy of a parsed model: warnings, and the checks the YAML schema cannot express.
+    fn from_model(file: &Path, text: &str, model: PolicyFile) -> Result<Self, PolicyError> {
         let mut warnings = Vec::new();
         for (present, key) in [
             (model.cost_routing.is_some(), "cost_routing"),

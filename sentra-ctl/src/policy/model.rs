@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `enforce` or `audit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     #[default]
@@ -15,7 +15,7 @@ pub enum Mode {
 }
 
 /// `allow` or `deny`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Effect {
     Allow,
@@ -51,7 +51,7 @@ impl From<Effect> for sentra_common::settings::Effect {
 }
 
 /// A version written as `"2.0"` or `2.0`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum Version {
     Text(String),
@@ -68,7 +68,7 @@ impl std::fmt::Display for Version {
 }
 
 /// The whole policy file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyFile {
     pub version: Option<Version>,
@@ -100,7 +100,7 @@ pub struct PolicyFile {
 
 /// `governed:`: which cgroups the controller governs with this policy, and which identities the shell
 /// layer accepts under it.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GovernedSection {
     /// Cgroup names below `<cgroup2>/sentra/`; each is governed with all its descendants. Empty means
@@ -131,7 +131,7 @@ impl GovernedSection {
 }
 
 /// `rate_limit: {max_commands, window_seconds}`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     pub max_commands: u32,
@@ -139,7 +139,7 @@ pub struct RateLimit {
 }
 
 /// One original rule.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     pub id: String,
@@ -150,7 +150,7 @@ pub struct Rule {
 }
 
 /// `match:` of an original rule; every present field must match (regexes).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleMatch {
     pub executable: Option<String>,
@@ -159,7 +159,7 @@ pub struct RuleMatch {
 }
 
 /// `exec:`: what may be executed, decided in the kernel on the file actually executed.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecSection {
     /// Effect when no exec entry covers the file; defaults to the top-level `default`, then `deny`.
@@ -174,7 +174,7 @@ pub struct ExecSection {
 }
 
 /// One exec entry: exactly one of `path`, `dir`, `name`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecEntry {
     pub id: String,
@@ -188,7 +188,7 @@ pub struct ExecEntry {
 }
 
 /// One seccomp profile of the original format.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeccompProfile {
     /// `allow` or `deny` for system calls no list names.
@@ -208,7 +208,7 @@ pub struct SeccompProfile {
 }
 
 /// `{arg, mask, value, action}`: the action applies when `(args[arg] & mask) == value`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyscallCondition {
     pub arg: u8,
@@ -218,7 +218,7 @@ pub struct SyscallCondition {
 }
 
 /// The original's per-profile network list (`"*.whatsapp.net:443"`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkPolicy {
     #[serde(default)]

@@ -24,12 +24,12 @@ use std::{
 };
 
 use sentra_common::net::{FAMILY_V4, FAMILY_V6, MAX_PORT_RANGES, NetAllow, PortRange, proto};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Policy, PolicyError};
 
 /// `network:`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSection {
     /// Allow every loopback destination (127.0.0.0/8, `::1`).
@@ -41,7 +41,7 @@ pub struct NetworkSection {
 }
 
 /// `network.dns:`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnsSection {
     /// `ip:port` or `ip` (port 53) of the real resolvers; default: `/etc/resolv.conf`.
@@ -53,7 +53,7 @@ pub struct DnsSection {
 }
 
 /// One allowed destination: exactly one of `cidr` and `domain`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetEntry {
     pub id: String,
@@ -69,7 +69,7 @@ pub struct NetEntry {
 }
 
 /// A port or an inclusive range.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum PortSpec {
     Number(u16),
@@ -77,7 +77,7 @@ pub enum PortSpec {
 }
 
 /// `tcp`, `udp` or `any`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     #[default]
