@@ -86,6 +86,7 @@ if [ "${SENTRA_SETUP_NO_BUILD:-0}" != 1 ]; then
     install -d -m 0700 -o root -g root /var/log/sentra
     # Checking the policy as root also stores its parsed form in /var/cache/sentra/policy, which
     # sentra-shell (run as the agent) reads instead of parsing the YAML for every command.
-    /usr/local/bin/sentra-ctl policy check /etc/sentra/policy.yaml > /dev/null
+    /usr/local/bin/sentra-ctl policy check /etc/sentra/policy.yaml > /dev/null \
+        || log "WARNING: /etc/sentra/policy.yaml does not pass 'sentra-ctl policy check' (see above)"
 fi
 log "setup complete"
