@@ -89,11 +89,19 @@ pub struct ShellMatcher {
     /// Rules whose executable pattern starts with an anchored literal (`^tool[0-9]*$`), by that prefix:
     /// candidates when the executable starts with it, then checked with their own regex.
     prefixed: HashMap<String, Vec<u32>>,
+    /// The lengths (bytes) of the keys of `prefixed`, ascending: only prefixes of these lengths are
+    /// looked up, not every prefix of the executable.
+    prefix_lengths: Vec<usize>,
     /// Rules whose executable pattern is another regex, in order; `general_set` is over their patterns.
     general: Vec<u32>,
     general_set: OnceLock<Option<Regex>>,
-    /// Rules without an executable pattern: candidates for every command.
+    /// Rules without an executable or an arguments pattern: candidates for every command.
     always: Vec<u32>,
+    /// Rules without an executable pattern but with an arguments pattern, in order: candidates when
+    /// `args_set` (over their patterns, one search for all) says their pattern matches. Evaluating
+    /// them one by one made every command's cost grow with their number.
+    by_args: Vec<u32>,
+    args_set: OnceLock<Option<Regex>>,
     default: Effect,
     mode: Mode,
 }
@@ -109,9 +117,12 @@ impl ShellMatcher {
             rules: Vec::with_capacity(model.rules.len()),
             literal: HashMap::new(),
             prefixed: HashMap::new(),
+            prefix_lengths: Vec::new(),
             general: Vec::new(),
             general_set: OnceLock::new(),
             always: Vec::new(),
+            by_args: Vec::new(),
+            args_set: OnceLock::new(),
             // An absent default denies: a policy that forgets it must not let everything through.
             default: model.default.unwrap_or(Effect::Deny),
             mode: model.mode,
@@ -125,6 +136,7 @@ impl ShellMatcher {
     fn push(&mut self, policy: &Policy, rule: &Rule) -> Result<(), PolicyError> {
         let index = u32::try_from(self.rules.len()).map_err(|_| policy.error("too many rules"))?;
         match rule.matcher.executable.as_deref().map(exact_literals) {
+            None if rule.matcher.args_pattern.is_some() => self.by_args.push(index),
             None => self.always.push(index),
             Some(Some(names)) => {
                 for name in names {
@@ -135,7 +147,12 @@ impl ShellMatcher {
                 }
             }
             Some(None) => match rule.matcher.executable.as_deref().and_then(anchored_prefix) {
-                Some(prefix) => self.prefixed.entry(prefix).or_default().push(index),
+                Some(prefix) => {
+                    if let Err(at) = self.prefix_lengths.binary_search(&prefix.len()) {
+                        self.prefix_lengths.insert(at, prefix.len());
+                    }
+                    self.prefixed.entry(prefix).or_default().push(index);
+                }
                 None => self.general.push(index),
             },
         }
@@ -192,53 +209,33 @@ impl ShellMatcher {
         self.rules.len()
     }
 
-    /// Rules whose executable pattern could match `executable`, in policy order.
-    fn candidates(&self, executable: &str) -> Vec<u32> {
+    /// Rules whose executable pattern could match `executable`, in policy order, with the catch-all
+    /// rules whose arguments pattern could match `args`.
+    fn candidates(&self, executable: &str, args: &str) -> Vec<u32> {
         let mut out: Vec<u32> = self.literal.get(executable).cloned().unwrap_or_default();
-        if !self.prefixed.is_empty() {
-            for (end, _) in executable.char_indices().skip(1).chain(std::iter::once((executable.len(), ' ')))
-            {
-                let Some(rules) = executable.get(..end).and_then(|prefix| self.prefixed.get(prefix)) else {
-                    continue;
-                };
-                out.extend(rules.iter().copied().filter(|&i| {
-                    self.rules.get(i as usize).is_some_and(|rule| {
-                        rule.executable
-                            .as_ref()
-                            .is_some_and(|re| re.is_match(executable, rule.effect == Effect::Deny))
-                    })
-                }));
-            }
+        for &length in &self.prefix_lengths {
+            let Some(rules) = executable.get(..length).and_then(|prefix| self.prefixed.get(prefix)) else {
+                continue;
+            };
+            out.extend(rules.iter().copied().filter(|&i| {
+                self.rules.get(i as usize).is_some_and(|rule| {
+                    rule.executable
+                        .as_ref()
+                        .is_some_and(|re| re.is_match(executable, rule.effect == Effect::Deny))
+                })
+            }));
         }
         if !self.general.is_empty() {
-            let set = self.general_set.get_or_init(|| {
-                let patterns: Vec<&str> = self
-                    .general
-                    .iter()
-                    .filter_map(|&i| {
-                        self.rules
-                            .get(i as usize)
-                            .and_then(|r| r.executable.as_ref())
-                            .map(|re| re.pattern.as_str())
-                    })
-                    .collect();
-                compile(&patterns).ok()
-            });
-            match set {
-                Some(set) => {
-                    let mut matched = regex_automata::PatternSet::new(set.pattern_len());
-                    set.which_overlapping_matches(&regex_automata::Input::new(executable), &mut matched);
-                    out.extend(matched.iter().filter_map(|id| self.general.get(id.as_usize())));
-                }
-                // Too large to compile as a set: fall back to each rule's own regex.
-                None => out.extend(self.general.iter().copied().filter(|&i| {
-                    self.rules.get(i as usize).is_some_and(|rule| {
-                        rule.executable
-                            .as_ref()
-                            .is_some_and(|re| re.is_match(executable, rule.effect == Effect::Deny))
-                    })
-                })),
-            }
+            self.set_matches(
+                &self.general,
+                &self.general_set,
+                executable,
+                |rule| rule.executable.as_ref(),
+                &mut out,
+            );
+        }
+        if !self.by_args.is_empty() {
+            self.set_matches(&self.by_args, &self.args_set, args, |rule| rule.args.as_ref(), &mut out);
         }
         out.extend_from_slice(&self.always);
         out.sort_unstable();
@@ -246,10 +243,42 @@ impl ShellMatcher {
         out
     }
 
+    /// Adds to `out` the rules of `rules` whose pattern (`field`) matches `text`, found with one search
+    /// of `set`, the patterns compiled together at first use. A set that does not compile (a broken or
+    /// too large pattern) falls back to each rule's own regex, which fails closed.
+    fn set_matches(
+        &self,
+        rules: &[u32],
+        set: &OnceLock<Option<Regex>>,
+        text: &str,
+        field: impl Fn(&CompiledRule) -> Option<&LazyRegex>,
+        out: &mut Vec<u32>,
+    ) {
+        let set = set.get_or_init(|| {
+            let patterns: Vec<&str> = rules
+                .iter()
+                .filter_map(|&i| self.rules.get(i as usize).and_then(&field).map(|re| re.pattern.as_str()))
+                .collect();
+            compile(&patterns).ok()
+        });
+        match set {
+            Some(set) => {
+                let mut matched = regex_automata::PatternSet::new(set.pattern_len());
+                set.which_overlapping_matches(&regex_automata::Input::new(text), &mut matched);
+                out.extend(matched.iter().filter_map(|id| rules.get(id.as_usize())));
+            }
+            None => out.extend(rules.iter().copied().filter(|&i| {
+                self.rules.get(i as usize).is_some_and(|rule| {
+                    field(rule).is_some_and(|re| re.is_match(text, rule.effect == Effect::Deny))
+                })
+            })),
+        }
+    }
+
     /// The first rule matching `query`, else the default.
     #[must_use]
     pub fn evaluate(&self, query: &Query<'_>) -> Verdict<'_> {
-        for index in self.candidates(query.executable) {
+        for index in self.candidates(query.executable, query.args) {
             let Some(rule) = self.rules.get(index as usize) else {
                 continue;
             };
@@ -282,7 +311,9 @@ impl ShellMatcher {
     /// as `env` or `timeout` are judged on the program they run unless the policy names them.
     #[must_use]
     pub fn names(&self, executable: &str) -> bool {
-        self.candidates(executable).iter().any(|i| !self.always.contains(i))
+        self.candidates(executable, "")
+            .iter()
+            .any(|&i| self.rules.get(i as usize).is_some_and(|rule| rule.executable.is_some()))
     }
 }
 
@@ -451,6 +482,27 @@ mod tests {
         assert_eq!(m.evaluate(&query("cat", "")).rule_id, None);
         assert!(m.names("ls"));
         assert!(!m.names("cat"), "a catch-all rule does not name a program");
+    }
+
+    #[test]
+    fn catch_all_argument_rules_are_searched_together_in_policy_order() {
+        let m = matcher(
+            "  - {id: keys, match: {args_pattern: '\\.ssh/id_'}, effect: deny}\n  - {id: cat, match: {executable: '^cat$'}, effect: allow}\n  - {id: shadow, match: {args_pattern: '/etc/shadow'}, effect: deny}\n  - {id: any_tmp, match: {args_pattern: '^/tmp/'}, effect: allow}\n",
+        );
+        assert_eq!(m.evaluate(&query("cat", "/home/a/.ssh/id_rsa")).rule_id, Some("keys"));
+        assert_eq!(m.evaluate(&query("cat", "/etc/shadow")).rule_id, Some("cat"), "the earlier rule wins");
+        assert_eq!(m.evaluate(&query("less", "/etc/shadow")).rule_id, Some("shadow"));
+        assert_eq!(m.evaluate(&query("less", "/tmp/x /etc/shadow")).rule_id, Some("shadow"));
+        assert_eq!(m.evaluate(&query("less", "/tmp/x")).rule_id, Some("any_tmp"));
+        assert_eq!(m.evaluate(&query("less", "/var/x")).rule_id, None);
+        assert!(!m.names("less"), "argument rules do not name programs");
+        // One broken pattern: the set does not compile, each rule decides alone, the broken deny
+        // rule matches everything.
+        let m = matcher(
+            "  - {id: shadow, match: {args_pattern: '/etc/shadow'}, effect: deny}\n  - {id: broken, match: {args_pattern: '(unclosed'}, effect: deny}\n  - {id: ls, match: {executable: '^ls$'}, effect: allow}\n",
+        );
+        assert_eq!(m.evaluate(&query("ls", "/etc/shadow")).rule_id, Some("shadow"));
+        assert_eq!(m.evaluate(&query("ls", "-la")).rule_id, Some("broken"));
     }
 
     #[test]
