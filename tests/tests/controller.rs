@@ -122,6 +122,64 @@ fn kill_9_keeps_enforcement_and_a_restarted_controller_adopts() {
     assert!(!c.pin_root.exists(), "stop must remove every pin");
 }
 
+/// Generation of every key in the exec rule maps (read from the pins), and the active generation.
+fn exec_map_generations(pin_root: &Path) -> (u32, Vec<u32>) {
+    use aya::maps::HashMap;
+    use sentra_common::exec::{InodeKey, NameKey, RuleValue};
+    use sentra_ctl::kernel::{maps, pin};
+    let mut store = pin::open(pin_root).expect("pinned maps");
+    let active = maps::active_generation(&mut store).expect("active").generation;
+    let mut generations = Vec::new();
+    for name in [maps::EXEC_INODE_RULES, maps::EXEC_DIR_RULES] {
+        let map: HashMap<_, InodeKey, RuleValue> =
+            HashMap::try_from(store.maps.get(name).expect("map")).expect("hash map");
+        generations.extend(map.keys().map(|k| k.expect("key").generation));
+    }
+    let map: HashMap<_, NameKey, RuleValue> =
+        HashMap::try_from(store.maps.get(maps::EXEC_NAME_RULES).expect("map")).expect("hash map");
+    generations.extend(map.keys().map(|k| k.expect("key").generation));
+    (active, generations)
+}
+
+#[test]
+fn reloads_leave_only_the_active_generations_entries() {
+    let mut c = Controller::new("entries");
+    // Different key sets: `a` denies denied/tool (a name and an inode entry), `b` allows it (a name).
+    let a = c.write_policy("a.yaml", &c.policy("gen_a", true));
+    let b = c.write_policy("b.yaml", &c.policy("gen_b", false));
+    let count = |path: &Path| {
+        let policy = sentra_ctl::policy::Policy::load(path).expect("policy");
+        let compiled = sentra_ctl::policy::exec::compile(&policy).expect("compiles");
+        compiled.inode.len() + compiled.dir.len() + compiled.name.len()
+    };
+    let check = |c: &Controller, policy: &Path, when: &str| {
+        let (active, generations) = exec_map_generations(&c.pin_root);
+        assert!(
+            generations.iter().all(|&g| g == active),
+            "{when}: entries of a retired generation: {generations:?}"
+        );
+        assert_eq!(generations.len(), count(policy), "{when}: entries of the active policy");
+    };
+    c.start(&a);
+    check(&c, &a, "start");
+    for (i, next) in [&b, &a, &b].into_iter().enumerate() {
+        let out = c.run(&["policy", "reload", next.to_str().expect("utf-8")]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        check(&c, next, &format!("reload {i}"));
+    }
+    // A restarted controller does not know what its predecessor wrote: its first reload sweeps.
+    c.kill9();
+    c.start(&b);
+    for (i, next) in [&a, &b].into_iter().enumerate() {
+        let out = c.run(&["policy", "reload", next.to_str().expect("utf-8")]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        check(&c, next, &format!("reload {i} after adoption"));
+    }
+    assert!(c.launch_spawn(&c.tool("denied")).contains("hello"), "policy b allows denied/tool");
+    let out = c.run(&["stop"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn rejected_reload_keeps_the_enforced_policy() {
     let mut c = Controller::new("reject");

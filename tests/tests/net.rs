@@ -506,7 +506,7 @@ fn net_reload_changes_access_live() {
         governance.prepare(&mut kernel.ebpf, 1, &net_after, Mode::Enforce).expect("prepare gen 1");
         maps::activate(&mut kernel.ebpf, 1, kernel.backend).expect("activate 1");
         governance.retire(&mut kernel.ebpf, 0, 1).expect("retire gen 0");
-        maps::clear_generation(&mut kernel.ebpf, 0).expect("clear exec gen 0");
+        maps::clear_generation(&mut kernel.ebpf, 0, None).expect("clear exec gen 0");
         for line in lines.by_ref() {
             let line = line.expect("read");
             if let Some(rest) = line.strip_prefix("PROBE ") {

@@ -29,7 +29,7 @@ use crate::{
         net as knet, pin,
         rcu::RcuBarrier,
     },
-    policy::network::CompiledNet,
+    policy::{exec::CompiledExec, network::CompiledNet},
     record::Clock,
     run::{Drainer, prepare_policy, require_root},
 };
@@ -52,6 +52,9 @@ struct Daemon {
     network: NetworkGovernance,
     /// The `network:` section of each generation (names the rules of network events).
     nets: [Arc<CompiledNet>; 2],
+    /// The exec rules this process wrote into the active generation (`None` when a predecessor did):
+    /// a reload then clears exactly their keys instead of walking the maps.
+    active_exec: Option<CompiledExec>,
     state: State,
     backend: Backend,
     barrier: RcuBarrier,
@@ -79,12 +82,13 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let mut audit = AuditLog::open(&options.audit_log)?;
 
     let adopted = pin::exists(&options.pin_root);
-    let Started { store, state, backend, network, net, steering_lost } =
+    let Started { store, state, backend, network, net, exec, steering_lost } =
         if adopted { adopt(&options).await? } else { start_fresh(&options).await? };
     let mut daemon = Daemon {
         store,
         network,
         nets: [Arc::clone(&net), net],
+        active_exec: exec,
         state,
         backend,
         barrier,
@@ -191,6 +195,8 @@ struct Started {
     backend: Backend,
     network: NetworkGovernance,
     net: Arc<CompiledNet>,
+    /// The exec rules written into the active generation, when this process wrote them.
+    exec: Option<CompiledExec>,
     /// An adopted generation steers DNS to a resolver address this controller could not take over.
     steering_lost: bool,
 }
@@ -232,7 +238,15 @@ async fn start_fresh(options: &DaemonOptions) -> anyhow::Result<Started> {
         reloads: 0,
     };
     let backend = kernel.backend;
-    Ok(Started { store: Box::new(kernel.ebpf), state, backend, network, net, steering_lost: false })
+    Ok(Started {
+        store: Box::new(kernel.ebpf),
+        state,
+        backend,
+        network,
+        net,
+        exec: Some(compiled),
+        steering_lost: false,
+    })
 }
 
 async fn adopt(options: &DaemonOptions) -> anyhow::Result<Started> {
@@ -271,7 +285,7 @@ async fn adopt(options: &DaemonOptions) -> anyhow::Result<Started> {
     let steering_lost = steering.is_some() && network.resolver != steering;
     let adopted = network.adopt_learned();
     tracing::info!("adopted {adopted} addresses learned by the previous controller");
-    Ok(Started { store: Box::new(store), state, backend, network, net, steering_lost })
+    Ok(Started { store: Box::new(store), state, backend, network, net, exec: None, steering_lost })
 }
 
 impl Daemon {
@@ -396,6 +410,7 @@ impl Daemon {
         let switched = match maps::switch_generation(
             self.store.as_mut(),
             &compiled,
+            self.active_exec.as_ref(),
             mode,
             self.backend,
             &self.barrier,
@@ -403,6 +418,8 @@ impl Daemon {
         ) {
             Ok(g) => g,
             Err(err) => {
+                // Which keys each generation holds is no longer certain: the next switch sweeps.
+                self.active_exec = None;
                 return Response::error(format!(
                     "loading into the kernel failed, the enforced policy stays: {err}"
                 ));
@@ -413,6 +430,8 @@ impl Daemon {
         let flip_ms = switched.until_flip.as_secs_f64() * 1000.0;
         crate::kernel::release_freed_memory();
         self.state.tables[usize::try_from(generation).unwrap_or(0) % 2] = compiled.table();
+        let exec_rules = compiled.rules.len();
+        self.active_exec = Some(compiled);
         self.nets[usize::try_from(generation).unwrap_or(0) % 2] = Arc::clone(&net);
         self.state.policy = path;
         self.state.policy_hash = format!("{:016x}", policy.hash);
@@ -430,7 +449,7 @@ impl Daemon {
             detail: Some(serde_json::json!({
                 "policy": self.state.policy,
                 "policy_hash": self.state.policy_hash,
-                "exec_rules": compiled.rules.len(),
+                "exec_rules": exec_rules,
                 "network_governed": net.governed,
                 "cidr_entries": net.cidr.len(),
                 "domain_rules": net.domains.len(),
@@ -443,7 +462,7 @@ impl Daemon {
             "generation": generation,
             "policy": self.state.policy,
             "policy_hash": self.state.policy_hash,
-            "exec_rules": compiled.rules.len(),
+            "exec_rules": exec_rules,
             "flip_ms": flip_ms,
             "switch_ms": elapsed.as_secs_f64() * 1000.0,
         }))

@@ -4,8 +4,9 @@
 //! to), files and directories identified by (device, inode) as the kernel knows them.
 
 use std::{
+    collections::HashMap,
     os::unix::fs::MetadataExt as _,
-    path::{Path, PathBuf},
+    path::{Component, Path, PathBuf},
 };
 
 use sentra_common::exec::{NAME_LEN, RuleValue};
@@ -83,34 +84,45 @@ impl CompiledExec {
         RuleTable { rules: self.rules.clone(), default: self.default }
     }
 
-    /// Adds a kernel entry. Two rules on the same key with the same effect are merely redundant (the
-    /// first keeps it); an allow and a deny on the same key conflict: the deny wins, and it is reported.
-    fn add<K: PartialEq + Copy>(
-        entries: &mut Vec<(K, RuleValue)>,
+    /// Adds a kernel entry; duplicates are resolved by [`Self::merge_duplicates`] once all are in.
+    fn add<K>(entries: &mut Vec<(K, RuleValue)>, key: K, value: RuleValue) {
+        entries.push((key, value));
+    }
+
+    /// Two rules on the same key with the same effect are merely redundant (the first keeps it); an
+    /// allow and a deny on the same key conflict: the deny wins, and it is reported. One pass with an
+    /// index (looking each key up in the list so far was quadratic: 170 ms of 180 for 10,000 rules).
+    fn merge_duplicates<K: Eq + std::hash::Hash + Copy>(
+        entries: Vec<(K, RuleValue)>,
         rules: &[RuleInfo],
         warnings: &mut Vec<Warning>,
-        key: K,
-        value: RuleValue,
-    ) {
+    ) -> Vec<(K, RuleValue)> {
         let deny = sentra_common::settings::Effect::Deny as u32;
-        let Some(slot) = entries.iter_mut().find(|(k, _)| *k == key) else {
-            entries.push((key, value));
-            return;
-        };
-        if slot.1.effect == value.effect {
-            return;
+        let mut index: std::collections::HashMap<K, usize> =
+            std::collections::HashMap::with_capacity(entries.len());
+        let mut merged: Vec<(K, RuleValue)> = Vec::with_capacity(entries.len());
+        for (key, value) in entries {
+            let Some(slot) = index.get(&key).and_then(|&at| merged.get_mut(at)) else {
+                index.insert(key, merged.len());
+                merged.push((key, value));
+                continue;
+            };
+            if slot.1.effect == value.effect {
+                continue;
+            }
+            let name = |v: &RuleValue| rules.get(v.rule as usize).map_or("?", |r| r.id.as_str()).to_string();
+            let kept = if value.effect == deny { value } else { slot.1 };
+            warnings.push(Warning {
+                message: format!(
+                    "exec rules `{}` and `{}` allow and deny the same file or directory; `{}` (deny) applies",
+                    name(&slot.1),
+                    name(&value),
+                    name(&kept)
+                ),
+            });
+            slot.1 = kept;
         }
-        let name = |v: &RuleValue| rules.get(v.rule as usize).map_or("?", |r| r.id.as_str()).to_string();
-        let kept = if value.effect == deny { value } else { slot.1 };
-        warnings.push(Warning {
-            message: format!(
-                "exec rules `{}` and `{}` allow and deny the same file or directory; `{}` (deny) applies",
-                name(&slot.1),
-                name(&value),
-                name(&kept)
-            ),
-        });
-        slot.1 = kept;
+        merged
     }
 
     /// The effect when no entry covers a file.
@@ -140,6 +152,87 @@ fn file_id(path: &Path) -> std::io::Result<FileId> {
     Ok(FileId { dev: kernel_dev(meta.dev()), ino: meta.ino() })
 }
 
+/// Whether someone other than root could replace or add files at what `meta` describes.
+fn writable_meta(meta: &std::fs::Metadata) -> bool {
+    meta.uid() != 0 || meta.mode() & 0o022 != 0
+}
+
+/// A directory as a compilation sees it.
+#[derive(Debug, Clone)]
+struct Dir {
+    canonical: PathBuf,
+    id: FileId,
+    writable: bool,
+}
+
+/// A file or directory an entry names, resolved.
+#[derive(Debug)]
+struct Resolved {
+    path: PathBuf,
+    id: FileId,
+    is_dir: bool,
+    writable: bool,
+    /// The directory holding it.
+    parent: Option<Dir>,
+}
+
+/// The file system lookups of one compilation. Policies name thousands of files in a few
+/// directories: each directory is resolved and examined once, and a file that is not a symbolic link
+/// costs one `lstat`. Resolving every path whole (`realpath`, one `readlink` per component) and
+/// examining file and directory again for each rule cost ~8 system calls per rule.
+#[derive(Default)]
+struct Lookups {
+    dirs: HashMap<PathBuf, Option<Dir>>,
+}
+
+impl Lookups {
+    fn dir(&mut self, path: &Path) -> Option<Dir> {
+        if let Some(known) = self.dirs.get(path) {
+            return known.clone();
+        }
+        let found = std::fs::canonicalize(path).ok().and_then(|canonical| {
+            let meta = std::fs::metadata(&canonical).ok()?;
+            Some(Dir {
+                id: FileId { dev: kernel_dev(meta.dev()), ino: meta.ino() },
+                writable: writable_meta(&meta),
+                canonical,
+            })
+        });
+        self.dirs.insert(path.to_path_buf(), found.clone());
+        found
+    }
+
+    /// `target` resolved through every symbolic link, as `realpath` would.
+    fn resolve(&mut self, target: &Path) -> std::io::Result<Resolved> {
+        let plain = target.is_absolute()
+            && target.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        if let (true, Some(parent), Some(name)) = (plain, target.parent(), target.file_name()) {
+            let meta = std::fs::symlink_metadata(target)?;
+            if !meta.file_type().is_symlink()
+                && let Some(dir) = self.dir(parent)
+            {
+                return Ok(Resolved {
+                    path: dir.canonical.join(name),
+                    id: FileId { dev: kernel_dev(meta.dev()), ino: meta.ino() },
+                    is_dir: meta.is_dir(),
+                    writable: writable_meta(&meta),
+                    parent: Some(dir),
+                });
+            }
+        }
+        let path = std::fs::canonicalize(target)?;
+        let meta = std::fs::metadata(&path)?;
+        let parent = path.parent().and_then(|p| self.dir(p));
+        Ok(Resolved {
+            id: FileId { dev: kernel_dev(meta.dev()), ino: meta.ino() },
+            is_dir: meta.is_dir(),
+            writable: writable_meta(&meta),
+            parent,
+            path,
+        })
+    }
+}
+
 /// Compiles `policy`'s exec section.
 ///
 /// # Errors
@@ -160,6 +253,7 @@ pub fn compile(policy: &Policy) -> Result<CompiledExec, PolicyError> {
         }
     }
     let mut seen = std::collections::BTreeSet::new();
+    let mut lookups = Lookups::default();
     for (effect, list, entries) in
         [(Effect::Deny, "deny", &section.deny), (Effect::Allow, "allow", &section.allow)]
     {
@@ -169,10 +263,13 @@ pub fn compile(policy: &Policy) -> Result<CompiledExec, PolicyError> {
                 return Err(policy
                     .error_at(&format!("{at}.id"), format!("exec rule id `{}` is used twice", entry.id)));
             }
-            compile_entry(policy, &at, &search, entry, effect, &mut out)?;
+            compile_entry(policy, &at, &search, entry, effect, &mut lookups, &mut out)?;
         }
     }
     compile_original_rules(policy, &search, &mut seen, &mut out)?;
+    out.inode = CompiledExec::merge_duplicates(std::mem::take(&mut out.inode), &out.rules, &mut out.warnings);
+    out.name = CompiledExec::merge_duplicates(std::mem::take(&mut out.name), &out.rules, &mut out.warnings);
+    out.dir = CompiledExec::merge_duplicates(std::mem::take(&mut out.dir), &out.rules, &mut out.warnings);
     Ok(out)
 }
 
@@ -271,9 +368,9 @@ fn compile_original_rules(
                 let mut key = [0u8; NAME_LEN];
                 key[..file.len()].copy_from_slice(file);
                 let (Ok(dir), Ok(id)) = (file_id(parent), file_id(&resolved)) else { continue };
-                CompiledExec::add(&mut out.name, &out.rules, &mut out.warnings, (dir, key), value);
+                CompiledExec::add(&mut out.name, (dir, key), value);
                 if rule.effect == Effect::Deny {
-                    CompiledExec::add(&mut out.inode, &out.rules, &mut out.warnings, id, value);
+                    CompiledExec::add(&mut out.inode, id, value);
                 }
             }
         }
@@ -288,6 +385,7 @@ fn compile_entry(
     search: &[PathBuf],
     entry: &ExecEntry,
     effect: Effect,
+    lookups: &mut Lookups,
     out: &mut CompiledExec,
 ) -> Result<(), PolicyError> {
     let kind = match (&entry.path, &entry.dir, &entry.name) {
@@ -310,29 +408,29 @@ fn compile_entry(
         return unresolved(policy, at, entry, effect, out, "not found in exec.path");
     }
     for target in targets {
-        let Ok(resolved) = std::fs::canonicalize(&target) else {
+        let Ok(resolved) = lookups.resolve(&target) else {
             unresolved(policy, at, entry, effect, out, &format!("`{}` does not exist", target.display()))?;
             continue;
         };
-        let id = file_id(&resolved).map_err(|err| {
-            policy.error_at(at, format!("exec rule `{}`: {}: {err}", entry.id, resolved.display()))
-        })?;
+        let id = resolved.id;
         if kind == Target::Dir {
-            if !resolved.is_dir() {
+            if !resolved.is_dir {
                 return Err(policy.error_at(
                     at,
-                    format!("exec rule `{}`: `dir` {} is not a directory", entry.id, resolved.display()),
+                    format!("exec rule `{}`: `dir` {} is not a directory", entry.id, resolved.path.display()),
                 ));
             }
             if effect == Effect::Allow {
                 allow_warnings(entry, kind, &resolved, out);
             }
-            CompiledExec::add(&mut out.dir, &out.rules, &mut out.warnings, id, value);
+            CompiledExec::add(&mut out.dir, id, value);
             continue;
         }
-        let (Some(parent), Some(name)) = (resolved.parent(), resolved.file_name()) else {
-            return Err(policy
-                .error_at(at, format!("exec rule `{}`: {} is not a file", entry.id, resolved.display())));
+        let (Some(parent), Some(name)) = (&resolved.parent, resolved.path.file_name()) else {
+            return Err(policy.error_at(
+                at,
+                format!("exec rule `{}`: {} is not a file in a directory", entry.id, resolved.path.display()),
+            ));
         };
         let name = name.as_encoded_bytes();
         if name.len() >= NAME_LEN {
@@ -341,23 +439,21 @@ fn compile_entry(
                 format!(
                     "exec rule `{}`: file name of {} is longer than {} bytes, which the kernel key holds",
                     entry.id,
-                    resolved.display(),
+                    resolved.path.display(),
                     NAME_LEN - 1
                 ),
             ));
         }
         let mut key = [0u8; NAME_LEN];
         key[..name.len()].copy_from_slice(name);
-        let dir = file_id(parent).map_err(|err| {
-            policy.error_at(at, format!("exec rule `{}`: {}: {err}", entry.id, parent.display()))
-        })?;
-        CompiledExec::add(&mut out.name, &out.rules, &mut out.warnings, (dir, key), value);
+        let dir = parent.id;
+        CompiledExec::add(&mut out.name, (dir, key), value);
         if effect == Effect::Allow {
             allow_warnings(entry, kind, &resolved, out);
         }
         if effect == Effect::Deny {
             // Follow the binary through hard links.
-            CompiledExec::add(&mut out.inode, &out.rules, &mut out.warnings, id, value);
+            CompiledExec::add(&mut out.inode, id, value);
         }
     }
     Ok(())
@@ -413,15 +509,12 @@ fn is_interpreter(name: &str) -> bool {
         || (name.starts_with("python3.") && name[8..].chars().all(|c| c.is_ascii_digit()))
 }
 
-/// Whether someone other than root could replace or add files here.
-fn writable_by_others(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata(path).is_ok_and(|m| m.uid() != 0 || m.mode() & 0o022 != 0)
-}
-
 /// Warnings about an allow entry: interpreters it opens, files others can change.
-fn allow_warnings(entry: &ExecEntry, kind: Target, resolved: &Path, out: &mut CompiledExec) {
+fn allow_warnings(entry: &ExecEntry, kind: Target, resolved: &Resolved, out: &mut CompiledExec) {
     let mut found: Vec<String> = Vec::new();
+    let writable_dir = resolved.parent.as_ref().is_some_and(|d| d.writable);
+    let resolved_writable = resolved.writable;
+    let resolved = resolved.path.as_path();
     if kind == Target::Dir {
         if let Ok(entries) = std::fs::read_dir(resolved) {
             found = entries
@@ -431,7 +524,7 @@ fn allow_warnings(entry: &ExecEntry, kind: Target, resolved: &Path, out: &mut Co
                 .collect();
             found.sort();
         }
-        if writable_by_others(resolved) {
+        if resolved_writable {
             out.warnings.push(Warning {
                 message: format!(
                     "exec rule `{}`: {} is writable by non-root users: anything put there may run",
@@ -444,7 +537,7 @@ fn allow_warnings(entry: &ExecEntry, kind: Target, resolved: &Path, out: &mut Co
         if resolved.file_name().and_then(|n| n.to_str()).is_some_and(is_interpreter) {
             found.push(resolved.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
         }
-        if writable_by_others(resolved) || resolved.parent().is_some_and(writable_by_others) {
+        if resolved_writable || writable_dir {
             out.warnings.push(Warning {
                 message: format!(
                     "exec rule `{}`: {} (or its directory) is writable by non-root users, who could replace it",
@@ -487,7 +580,30 @@ fn unresolved(
 
 #[cfg(test)]
 mod tests {
-    use super::plain_names;
+    use super::{Lookups, file_id, plain_names};
+
+    #[test]
+    fn lookups_resolve_as_realpath_does() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(root.path()).expect("canonical");
+        std::fs::create_dir_all(root.join("real/bin")).expect("mkdir");
+        std::fs::write(root.join("real/bin/tool"), b"").expect("write");
+        std::os::unix::fs::symlink(root.join("real/bin"), root.join("linked")).expect("symlink dir");
+        std::os::unix::fs::symlink(root.join("real/bin/tool"), root.join("real/alias"))
+            .expect("symlink file");
+        let mut lookups = Lookups::default();
+        for target in ["real/bin/tool", "linked/tool", "real/alias", "real/bin/../bin/tool"] {
+            let target = root.join(target);
+            let resolved = lookups.resolve(&target).expect("resolves");
+            let expected = std::fs::canonicalize(&target).expect("canonical");
+            assert_eq!(resolved.path, expected, "{}", target.display());
+            assert_eq!(resolved.id, file_id(&expected).expect("id"));
+            let parent = resolved.parent.expect("parent");
+            assert_eq!(parent.canonical, root.join("real/bin"));
+            assert_eq!(parent.id, file_id(&root.join("real/bin")).expect("id"));
+        }
+        assert!(lookups.resolve(&root.join("real/bin/missing")).is_err());
+    }
 
     #[test]
     fn plain_alternations_are_recognised() {
