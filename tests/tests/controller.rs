@@ -153,6 +153,8 @@ fn reloads_leave_only_the_active_generations_entries() {
         compiled.inode.len() + compiled.dir.len() + compiled.name.len()
     };
     let check = |c: &Controller, policy: &Path, when: &str| {
+        // The old generation is cleared after the reload's reply; the next request is served after.
+        let _ = c.run(&["status"]);
         let (active, generations) = exec_map_generations(&c.pin_root);
         assert!(
             generations.iter().all(|&g| g == active),

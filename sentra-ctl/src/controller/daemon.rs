@@ -53,8 +53,12 @@ struct Daemon {
     /// The `network:` section of each generation (names the rules of network events).
     nets: [Arc<CompiledNet>; 2],
     /// The exec rules this process wrote into the active generation (`None` when a predecessor did):
-    /// a reload then clears exactly their keys instead of walking the maps.
+    /// retiring it clears exactly their keys instead of walking the maps.
     active_exec: Option<CompiledExec>,
+    /// The generation the last reload replaced, until it is cleared.
+    retiring: Option<Retiring>,
+    /// How long clearing the last retired generation took.
+    last_retire_ms: Option<f64>,
     state: State,
     backend: Backend,
     barrier: RcuBarrier,
@@ -65,6 +69,15 @@ struct Daemon {
     pin_root: PathBuf,
     /// `--cgroup`, which overrides the policy's `governed.cgroups`.
     cgroup_override: Option<String>,
+}
+
+/// A generation replaced by a reload, still holding its entries.
+struct Retiring {
+    flipped: maps::Flipped,
+    /// What this process wrote into it, when it did.
+    written: Option<CompiledExec>,
+    net: Arc<CompiledNet>,
+    mode: sentra_common::settings::Mode,
 }
 
 /// Runs the controller until `stop` (pins removed) or SIGTERM/SIGINT (pins kept: enforcement goes on).
@@ -89,6 +102,8 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         network,
         nets: [Arc::clone(&net), net],
         active_exec: exec,
+        retiring: None,
+        last_retire_ms: None,
         state,
         backend,
         barrier,
@@ -159,6 +174,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
                     daemon.drain(ring.get_mut())?;
                     return Ok(());
                 }
+                daemon.retire_pending();
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -368,6 +384,7 @@ impl Daemon {
                     "events_undecodable": self.undecodable,
                     "adoptions": self.state.adoptions,
                     "reloads": self.state.reloads,
+                    "last_retire_ms": self.last_retire_ms,
                     "started": self.state.started,
                 }))
             }
@@ -405,33 +422,30 @@ impl Daemon {
                 governed.join(", ")
             ));
         }
-        let started = std::time::Instant::now();
+        // A retirement still pending (normally done right after the previous reply) must finish
+        // first: the generation it clears is the one this reload writes.
+        self.retire_pending();
         let mode = policy.model.mode.into();
-        let switched = match maps::switch_generation(
+        let flipped = match maps::flip_generation(
             self.store.as_mut(),
             &compiled,
-            self.active_exec.as_ref(),
             mode,
             self.backend,
-            &self.barrier,
             &mut self.network.reload_part(Arc::clone(&net), mode),
         ) {
-            Ok(g) => g,
+            Ok(flipped) => flipped,
             Err(err) => {
-                // Which keys each generation holds is no longer certain: the next switch sweeps.
-                self.active_exec = None;
                 return Response::error(format!(
                     "loading into the kernel failed, the enforced policy stays: {err}"
                 ));
             }
         };
-        let elapsed = started.elapsed();
-        let generation = switched.generation;
-        let flip_ms = switched.until_flip.as_secs_f64() * 1000.0;
-        crate::kernel::release_freed_memory();
+        let generation = flipped.generation;
+        let flip_ms = flipped.until_flip.as_secs_f64() * 1000.0;
         self.state.tables[usize::try_from(generation).unwrap_or(0) % 2] = compiled.table();
         let exec_rules = compiled.rules.len();
-        self.active_exec = Some(compiled);
+        let written = self.active_exec.replace(compiled);
+        self.retiring = Some(Retiring { flipped, written, net: Arc::clone(&net), mode });
         self.nets[usize::try_from(generation).unwrap_or(0) % 2] = Arc::clone(&net);
         self.state.policy = path;
         self.state.policy_hash = format!("{:016x}", policy.hash);
@@ -454,7 +468,6 @@ impl Daemon {
                 "cidr_entries": net.cidr.len(),
                 "domain_rules": net.domains.len(),
                 "flip_ms": flip_ms,
-                "switch_ms": elapsed.as_secs_f64() * 1000.0,
             })),
             ..Record::default()
         });
@@ -464,8 +477,30 @@ impl Daemon {
             "policy_hash": self.state.policy_hash,
             "exec_rules": exec_rules,
             "flip_ms": flip_ms,
-            "switch_ms": elapsed.as_secs_f64() * 1000.0,
         }))
+    }
+
+    /// Clears the generation the last reload retired (after the reply: the new policy already decides,
+    /// and the wait for running programs is an RCU grace period, ~10 ms). Requests are served one at a
+    /// time, so nothing writes that generation before this is done.
+    fn retire_pending(&mut self) {
+        let Some(retiring) = self.retiring.take() else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let retired = maps::retire_generation(
+            self.store.as_mut(),
+            &retiring.flipped,
+            &self.barrier,
+            retiring.written.as_ref(),
+            &mut self.network.reload_part(retiring.net, retiring.mode),
+        );
+        self.last_retire_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+        match retired {
+            Ok(()) => crate::kernel::release_freed_memory(),
+            // It stays marked dirty: the next reload's write sweeps it.
+            Err(err) => tracing::warn!("clearing retired generation {}: {err}", retiring.flipped.old),
+        }
     }
 
     /// Stops governing and removes every pin; programs detach once nothing holds them.

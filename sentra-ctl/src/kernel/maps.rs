@@ -291,31 +291,30 @@ pub trait GenerationPart {
     fn discard(&mut self, store: &mut dyn MapStore, generation: u32) -> Result<(), KernelError>;
 }
 
-/// A completed generation switch.
+/// A generation switch whose flip is done: `generation` decides; `old` keeps its entries until
+/// [`retire_generation`] clears it after a grace period.
 #[derive(Debug, Clone, Copy)]
-pub struct Switched {
+pub struct Flipped {
     pub generation: u32,
+    pub old: u32,
     /// From the start until the flip: every decision after it uses the new generation.
     pub until_flip: std::time::Duration,
 }
 
 /// Installs `compiled` (and `part`) as the deciding policy without a moment of mixed or missing rules:
-/// fills the inactive generation, flips `ACTIVE_GENERATION` (one map update), waits until no program
-/// can still be deciding with the old generation, then clears it. `active` is the policy this process
-/// wrote into the active generation, when it did (see [`clear_generation`]).
+/// fills the inactive generation, then flips `ACTIVE_GENERATION` (one map update). The old generation
+/// is cleared by [`retire_generation`], which waits for running programs first.
 ///
 /// # Errors
-/// A map update fails; the old generation then stays active (the flip is the last step that can fail
-/// before it, and the inactive generation is cleared again).
-pub fn switch_generation(
+/// A map update fails; the old generation then stays active (the flip is the last step that can fail,
+/// and the inactive generation is cleared again).
+pub fn flip_generation(
     store: &mut dyn MapStore,
     compiled: &CompiledExec,
-    active: Option<&CompiledExec>,
     mode: sentra_common::settings::Mode,
     backend: Backend,
-    barrier: &super::rcu::RcuBarrier,
     part: &mut dyn GenerationPart,
-) -> Result<Switched, KernelError> {
+) -> Result<Flipped, KernelError> {
     let started = std::time::Instant::now();
     let old = active_generation(store)?.generation;
     let new = (old + 1) % GENERATIONS;
@@ -326,11 +325,25 @@ pub fn switch_generation(
         return Err(err);
     }
     activate(store, new, backend)?;
-    let until_flip = started.elapsed();
+    Ok(Flipped { generation: new, old, until_flip: started.elapsed() })
+}
+
+/// Clears the generation a flip retired, once no program can still be deciding with it. `written` is
+/// the policy this process wrote into it, when it did (see [`clear_generation`]). A failure leaves it
+/// marked dirty: the next write into it sweeps it.
+///
+/// # Errors
+/// The grace period cannot be awaited, or a map update fails.
+pub fn retire_generation(
+    store: &mut dyn MapStore,
+    flipped: &Flipped,
+    barrier: &super::rcu::RcuBarrier,
+    written: Option<&CompiledExec>,
+    part: &mut dyn GenerationPart,
+) -> Result<(), KernelError> {
     barrier
         .wait()
         .map_err(|err| KernelError::Map { map: ACTIVE_GENERATION, detail: format!("RCU barrier: {err}") })?;
-    clear_generation(store, old, active)?;
-    part.retire(store, old, new)?;
-    Ok(Switched { generation: new, until_flip })
+    clear_generation(store, flipped.old, written)?;
+    part.retire(store, flipped.old, flipped.generation)
 }
