@@ -91,11 +91,29 @@ pub struct PolicyFile {
     #[serde(default)]
     pub seccomp_profiles: BTreeMap<String, SeccompProfile>,
     // Sections of the original format that this Sentra does not implement: accepted with a warning.
-    pub cost_routing: Option<serde_yaml::Value>,
-    pub profiles: Option<serde_yaml::Value>,
-    pub capabilities: Option<serde_yaml::Value>,
-    pub syscall_profiles: Option<serde_yaml::Value>,
-    pub launcher: Option<serde_yaml::Value>,
+    pub cost_routing: Option<Unimplemented>,
+    pub profiles: Option<Unimplemented>,
+    pub capabilities: Option<Unimplemented>,
+    pub syscall_profiles: Option<Unimplemented>,
+    pub launcher: Option<Unimplemented>,
+}
+
+/// A section this Sentra does not implement: whatever it holds is skipped, only its presence is kept
+/// (to warn about it). Keeping its content would give the parsed-policy cache a value JSON cannot
+/// carry faithfully (YAML mappings may have non-string keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unimplemented;
+
+impl<'de> Deserialize<'de> for Unimplemented {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer).map(|_| Self)
+    }
+}
+
+impl Serialize for Unimplemented {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bool(true)
+    }
 }
 
 /// `governed:`: which cgroups the controller governs with this policy, and which identities the shell
