@@ -135,24 +135,18 @@ pub fn write_generation<S: MapStore + ?Sized>(
     array::<Settings, S>(ebpf, SETTINGS)?
         .set(generation, Settings { dirty: 1, ..Settings::default() }, 0)
         .map_err(map_err(SETTINGS))?;
-    {
-        let mut map = hash::<InodeKey, RuleValue, S>(ebpf, EXEC_INODE_RULES)?;
-        for (id, value) in &compiled.inode {
-            map.insert(inode_key(generation, *id), value, 0).map_err(map_err(EXEC_INODE_RULES))?;
-        }
-    }
-    {
-        let mut map = hash::<NameKey, RuleValue, S>(ebpf, EXEC_NAME_RULES)?;
-        for ((dir, name), value) in &compiled.name {
-            map.insert(name_key(generation, *dir, *name), value, 0).map_err(map_err(EXEC_NAME_RULES))?;
-        }
-    }
-    {
-        let mut map = hash::<InodeKey, RuleValue, S>(ebpf, EXEC_DIR_RULES)?;
-        for (id, value) in &compiled.dir {
-            map.insert(inode_key(generation, *id), value, 0).map_err(map_err(EXEC_DIR_RULES))?;
-        }
-    }
+    let inode: Vec<(InodeKey, RuleValue)> =
+        compiled.inode.iter().map(|(id, value)| (inode_key(generation, *id), *value)).collect();
+    super::batch::update(ebpf, EXEC_INODE_RULES, &inode)?;
+    let name: Vec<(NameKey, RuleValue)> = compiled
+        .name
+        .iter()
+        .map(|((dir, name), value)| (name_key(generation, *dir, *name), *value))
+        .collect();
+    super::batch::update(ebpf, EXEC_NAME_RULES, &name)?;
+    let dir: Vec<(InodeKey, RuleValue)> =
+        compiled.dir.iter().map(|(id, value)| (inode_key(generation, *id), *value)).collect();
+    super::batch::update(ebpf, EXEC_DIR_RULES, &dir)?;
     let settings = Settings {
         mode: mode as u32,
         exec_default: sentra_common::settings::Effect::from(compiled.default_effect()) as u32,
@@ -218,15 +212,8 @@ fn remove_keys<K: aya::Pod, S: MapStore + ?Sized>(
     name: &'static str,
     keys: impl IntoIterator<Item = K>,
 ) -> Result<(), KernelError> {
-    let mut map = hash::<K, RuleValue, S>(ebpf, name)?;
-    for key in keys {
-        match map.remove(&key) {
-            Err(aya::maps::MapError::SyscallError(err))
-                if err.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-            other => other.map_err(map_err(name))?,
-        }
-    }
-    Ok(())
+    let keys: Vec<K> = keys.into_iter().collect();
+    super::batch::delete(ebpf, name, &keys)
 }
 
 /// Makes `generation` the deciding one, in one map update (a single 8-byte value): every later

@@ -1,5 +1,6 @@
 //! The kernel side: loading the BPF object, choosing the backend, filling the maps, reading events.
 
+pub mod batch;
 pub mod events;
 pub mod maps;
 pub mod net;
