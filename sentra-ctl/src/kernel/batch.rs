@@ -108,7 +108,8 @@ pub fn update<K: aya::Pod, V: aya::Pod, S: MapStore + ?Sized>(
             let mut map = aya::maps::HashMap::<_, K, V>::try_from(map)
                 .map_err(|err| KernelError::Map { map: name, detail: err.to_string() })?;
             for (key, value) in chunk {
-                map.insert(key, value, 0).map_err(|err| KernelError::Map { map: name, detail: err.to_string() })?;
+                map.insert(key, value, 0)
+                    .map_err(|err| KernelError::Map { map: name, detail: err.to_string() })?;
             }
         }
     }
