@@ -12,7 +12,11 @@ use std::{
 
 use aya::maps::{Map, MapData};
 
-use super::{KernelError, maps::MapStore, rcu::bpf};
+use super::{
+    KernelError,
+    maps::MapStore,
+    rcu::{MapUpdate, bpf},
+};
 
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
@@ -37,24 +41,12 @@ struct BatchAttr {
     pad: [u64; 10],
 }
 
-/// The element members of `union bpf_attr` (`BPF_MAP_DELETE_ELEM`), zero-padded to its full size.
-#[repr(C)]
-#[derive(Default)]
-struct ElemAttr {
-    map_fd: u32,
-    pad0: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
-    pad: [u64; 12],
-}
-
 fn delete_one<K: aya::Pod>(map: &MapData, key: &K) -> io::Result<()> {
     let fd = map.fd().as_fd().as_raw_fd();
-    let mut attr = ElemAttr {
+    let mut attr = MapUpdate {
         map_fd: u32::try_from(fd).map_err(|_| io::Error::other("fd out of range"))?,
         key: std::ptr::from_ref(key) as u64,
-        ..ElemAttr::default()
+        ..MapUpdate::default()
     };
     bpf(BPF_MAP_DELETE_ELEM, &mut attr).map(|_| ())
 }

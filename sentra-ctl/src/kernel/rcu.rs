@@ -31,16 +31,16 @@ struct MapCreate {
     pad: [u64; 13],
 }
 
-/// `union bpf_attr` for `BPF_MAP_UPDATE_ELEM`.
+/// `union bpf_attr` for the element commands (`BPF_MAP_UPDATE_ELEM`, `BPF_MAP_DELETE_ELEM`).
 #[repr(C)]
 #[derive(Default)]
-struct MapUpdate {
-    map_fd: u32,
-    pad0: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
-    pad: [u64; 12],
+pub(super) struct MapUpdate {
+    pub(super) map_fd: u32,
+    pub(super) pad0: u32,
+    pub(super) key: u64,
+    pub(super) value: u64,
+    pub(super) flags: u64,
+    pub(super) pad: [u64; 12],
 }
 
 pub(super) fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
