@@ -108,7 +108,8 @@ pub fn update<K: aya::Pod, V: aya::Pod, S: MapStore + ?Sized>(
     Ok(())
 }
 
-/// Deletes `keys` from the hash map `name`. A batch stops at the first key that is absent (`ENOENT`);
+/// Deletes `keys` from the hash map `name`; a key already absent is not an error (a partly written
+/// generation holds only some of its policy's keys). A batch stops at the first key that is absent (`ENOENT`);
 /// the keys after it are then deleted one by one, absent ones skipped.
 ///
 /// # Errors
@@ -121,8 +122,7 @@ pub fn delete<K: aya::Pod, S: MapStore + ?Sized>(
     let fail = |err: io::Error| KernelError::Map { map: name, detail: format!("batch delete: {err}") };
     for chunk in keys.chunks(CHUNK) {
         let done = match call::<K, u8>(data(store, name)?, BPF_MAP_DELETE_BATCH, chunk, None) {
-            Ok(true) => true,
-            Ok(false) => false,
+            Ok(done) => done,
             Err(err) if err.raw_os_error() == Some(libc::ENOENT) => false,
             Err(err) => return Err(fail(err)),
         };

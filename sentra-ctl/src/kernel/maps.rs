@@ -175,24 +175,24 @@ pub fn clear_generation<S: MapStore + ?Sized>(
         .set(generation, Settings { dirty: 1, ..Settings::default() }, 0)
         .map_err(map_err(SETTINGS))?;
     if let Some(compiled) = known {
-        remove_keys(ebpf, EXEC_INODE_RULES, compiled.inode.iter().map(|(id, _)| inode_key(generation, *id)))?;
-        remove_keys(ebpf, EXEC_DIR_RULES, compiled.dir.iter().map(|(id, _)| inode_key(generation, *id)))?;
-        remove_keys(
-            ebpf,
-            EXEC_NAME_RULES,
-            compiled.name.iter().map(|((dir, name), _)| name_key(generation, *dir, *name)),
-        )?;
+        let inode: Vec<InodeKey> = compiled.inode.iter().map(|(id, _)| inode_key(generation, *id)).collect();
+        super::batch::delete(ebpf, EXEC_INODE_RULES, &inode)?;
+        let dir: Vec<InodeKey> = compiled.dir.iter().map(|(id, _)| inode_key(generation, *id)).collect();
+        super::batch::delete(ebpf, EXEC_DIR_RULES, &dir)?;
+        let name: Vec<NameKey> =
+            compiled.name.iter().map(|((dir, name), _)| name_key(generation, *dir, *name)).collect();
+        super::batch::delete(ebpf, EXEC_NAME_RULES, &name)?;
     } else {
         for name in [EXEC_INODE_RULES, EXEC_DIR_RULES] {
             let map = hash::<InodeKey, RuleValue, S>(ebpf, name)?;
             let stale: Vec<InodeKey> =
                 map.keys().filter_map(Result::ok).filter(|k| k.generation == generation).collect();
-            remove_keys(ebpf, name, stale)?;
+            super::batch::delete(ebpf, name, &stale)?;
         }
         let map = hash::<NameKey, RuleValue, S>(ebpf, EXEC_NAME_RULES)?;
         let stale: Vec<NameKey> =
             map.keys().filter_map(Result::ok).filter(|k| k.generation == generation).collect();
-        remove_keys(ebpf, EXEC_NAME_RULES, stale)?;
+        super::batch::delete(ebpf, EXEC_NAME_RULES, &stale)?;
     }
     array::<Settings, S>(ebpf, SETTINGS)?.set(generation, Settings::default(), 0).map_err(map_err(SETTINGS))
 }
@@ -203,17 +203,6 @@ const fn inode_key(generation: u32, id: FileId) -> InodeKey {
 
 const fn name_key(generation: u32, dir: FileId, name: [u8; sentra_common::exec::NAME_LEN]) -> NameKey {
     NameKey { generation, pad: 0, dir_dev: dir.dev, dir_ino: dir.ino, name }
-}
-
-/// Deletes `keys` from the map `name`; a key already absent is not an error (a partly written
-/// generation holds only some of its policy's keys).
-fn remove_keys<K: aya::Pod, S: MapStore + ?Sized>(
-    ebpf: &mut S,
-    name: &'static str,
-    keys: impl IntoIterator<Item = K>,
-) -> Result<(), KernelError> {
-    let keys: Vec<K> = keys.into_iter().collect();
-    super::batch::delete(ebpf, name, &keys)
 }
 
 /// Makes `generation` the deciding one, in one map update (a single 8-byte value): every later

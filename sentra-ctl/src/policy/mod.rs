@@ -72,11 +72,7 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Reads and parses `file`.
-    ///
-    /// # Errors
-    /// The file cannot be read, or is not a valid policy (with line and column).
-    /// A valid policy's parsed form is kept in the [`cache`] (written when running as root), so later
+    /// Reads and parses `file`. A valid policy's parsed form is kept in the [`cache`] (written when running as root), so later
     /// loads of the same text skip the YAML parser.
     ///
     /// # Errors
@@ -87,10 +83,10 @@ impl Policy {
         let hash = fnv1a(text.as_bytes());
         let cache = Path::new(cache::CACHE_DIR);
         if let Some(model) = cache::lookup(cache, hash, &text) {
-            return Self::from_model(file, &text, model);
+            return Self::from_model(file, &text, hash, model);
         }
         let model = Self::parse_yaml(file, &text)?;
-        let policy = Self::from_model(file, &text, model)?;
+        let policy = Self::from_model(file, &text, hash, model)?;
         cache::store(cache, hash, &text, &policy.model);
         Ok(policy)
     }
@@ -100,7 +96,7 @@ impl Policy {
     /// # Errors
     /// The text is not a valid policy (with line and column).
     pub fn parse(file: &Path, text: &str) -> Result<Self, PolicyError> {
-        Self::from_model(file, text, Self::parse_yaml(file, text)?)
+        Self::from_model(file, text, fnv1a(text.as_bytes()), Self::parse_yaml(file, text)?)
     }
 
     fn parse_yaml(file: &Path, text: &str) -> Result<PolicyFile, PolicyError> {
@@ -115,8 +111,9 @@ impl Policy {
         })
     }
 
-    /// The policy of a parsed model: warnings, and the checks the YAML schema cannot express.
-    fn from_model(file: &Path, text: &str, model: PolicyFile) -> Result<Self, PolicyError> {
+    /// The policy of a parsed model (`hash`: its text's fingerprint): warnings, and the checks the
+    /// YAML schema cannot express.
+    fn from_model(file: &Path, text: &str, hash: u64, model: PolicyFile) -> Result<Self, PolicyError> {
         let mut warnings = Vec::new();
         for (present, key) in [
             (model.cost_routing.is_some(), "cost_routing"),
@@ -135,7 +132,7 @@ impl Policy {
             file: file.to_path_buf(),
             model,
             warnings,
-            hash: fnv1a(text.as_bytes()),
+            hash,
             locator: std::sync::Arc::new(locate::Locator::new(text)),
         };
         policy.validate_seccomp()?;

@@ -127,7 +127,6 @@ pub struct Gate {
     pub log: AuditLog,
     pub shells: Shells,
     pub host: String,
-    pub user: String,
     pub kernel_enforced: bool,
     pub executed: u64,
     pub denied: u64,
@@ -146,7 +145,6 @@ impl Gate {
         let matcher = ShellMatcher::new(&policy)?;
         let log = AuditLog::open(&settings.log)?;
         Ok(Self {
-            user: settings.user.clone(),
             settings,
             policy,
             matcher,
@@ -269,7 +267,7 @@ impl Gate {
             layer: "shell",
             session_id: Some(self.settings.session_id.clone()),
             host: Some(self.host.clone()),
-            user: Some(self.user.clone()),
+            user: Some(self.settings.user.clone()),
             identity: Some(self.settings.identity.clone()),
             action: Some("exec"),
             command: Some(line.to_string()),

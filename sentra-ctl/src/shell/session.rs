@@ -130,7 +130,7 @@ impl Session {
             layer: "shell",
             session_id: Some(self.gate.settings.session_id.clone()),
             host: Some(self.gate.host.clone()),
-            user: Some(self.gate.user.clone()),
+            user: Some(self.gate.settings.user.clone()),
             identity: Some(self.gate.settings.identity.clone()),
             kernel_enforced: Some(self.gate.kernel_enforced),
             detail: Some(serde_json::json!({
