@@ -5,6 +5,7 @@ use std::{
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::Command,
+    time::{Duration, Instant},
 };
 
 use serde_json::Value;
@@ -124,6 +125,31 @@ pub fn read_records(path: &Path) -> Vec<Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line {l:?}: {e}")))
         .collect()
+}
+
+/// Reads the audit log until `done` holds for its records, or fails the test after `timeout`.
+///
+/// The controller drains the kernel's ring buffer on its own schedule, so a record of something a
+/// test just did may not be in the log yet when the test looks.
+///
+/// # Panics
+/// On a malformed line, or when `done` still does not hold after `timeout`; the message names
+/// `what` and lists the records seen.
+pub fn wait_for_records(
+    path: &Path,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let records = read_records(path);
+        if done(&records) {
+            return records;
+        }
+        assert!(Instant::now() < deadline, "{what}: not in the audit log after {timeout:?}: {records:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn unique() -> String {

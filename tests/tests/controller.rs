@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sentra_tests::{daemon::TestDaemon, install, read_records};
+use sentra_tests::{daemon::TestDaemon, install, read_records, wait_for_records};
 use serde_json::Value;
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_sentra-fixture");
@@ -102,18 +102,14 @@ fn kill_9_keeps_enforcement_and_a_restarted_controller_adopts() {
     assert_eq!(after["generation"], before["generation"], "adoption must not reload");
     assert_eq!(after["policy_hash"], before["policy_hash"]);
     // Events of execs made while no controller ran were kept in the pinned ring buffer.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let denied_events = read_records(&c.audit())
-            .into_iter()
-            .filter(|r| r["event"] == "exec" && r["rule_id"] == "denied_tool")
-            .count();
-        if denied_events >= 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the event of the exec made while down never arrived");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_records(
+        &c.audit(),
+        Duration::from_secs(20),
+        "the event of the exec made while down",
+        |records| {
+            records.iter().filter(|r| r["event"] == "exec" && r["rule_id"] == "denied_tool").count() >= 2
+        },
+    );
     assert!(c.launch_spawn(&c.tool("denied")).contains(marker), "denied after adoption");
 
     let out = c.run(&["stop"]);

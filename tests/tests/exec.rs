@@ -132,15 +132,12 @@ fn process_outside_the_cgroup_is_unaffected() {
         .spawn()
         .expect("start controller");
     // Wait until the controller governs (its cgroup exists with the sleeping fixture in it).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
-    loop {
-        let records = sentra_tests::read_records(&scene.path().join("outside.jsonl"));
-        if records.iter().any(|r| r["event"] == "controller_start") {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "controller never started");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    sentra_tests::wait_for_records(
+        &scene.path().join("outside.jsonl"),
+        std::time::Duration::from_mins(1),
+        "the controller's start",
+        |records| records.iter().any(|r| r["event"] == "controller_start"),
+    );
     let output = Command::new(scene.denied()).arg("hello").output().expect("run outside");
     assert!(output.status.success(), "outside process was affected: {output:?}");
     assert_eq!(String::from_utf8_lossy(&output.stdout), "hello\n");

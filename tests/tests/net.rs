@@ -624,18 +624,23 @@ fn net_daemon_pins_network_governance_reloads_and_adopts() {
     assert_eq!(d.status()["network"]["learned_addresses"], 0);
 
     // Denials reached the audit log with their rule, across the restart.
-    let records = sentra_tests::read_records(&d.audit());
-    let denials = |dest: &str| {
+    let denials = |records: &[Value], dest: &str| {
         records
             .iter()
             .filter(|r| r["event"] == "net" && r["destination"] == dest && r["decision"] == "denied")
             .count()
     };
-    assert!(denials("10.200.1.11") >= 1 && denials("10.200.1.12") >= 1, "{records:#?}");
-    assert!(
-        records
-            .iter()
-            .any(|r| r["event"] == "dns" && r["decision"] == "denied" && r["domain"] == "denied.test")
+    sentra_tests::wait_for_records(
+        &d.audit(),
+        Duration::from_secs(20),
+        "denials of .11 and .12, refusal of denied.test",
+        |records| {
+            denials(records, "10.200.1.11") >= 1
+                && denials(records, "10.200.1.12") >= 1
+                && records
+                    .iter()
+                    .any(|r| r["event"] == "dns" && r["decision"] == "denied" && r["domain"] == "denied.test")
+        },
     );
 
     let out = d.run(&["stop"]);
