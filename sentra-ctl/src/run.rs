@@ -39,7 +39,8 @@ pub struct RunOptions {
 /// but no upstream resolver among them).
 pub fn prepare_policy(path: &Path) -> anyhow::Result<(Policy, CompiledExec, Arc<CompiledNet>)> {
     policy::check_file_safety(path)?;
-    let policy = Policy::load(path)?;
+    // Not stored in the parsed-policy cache here: each caller does it when no one waits for it.
+    let policy = Policy::read(path)?;
     // The shell layer's regexes are part of the policy too: a bad one rejects the whole file here, so
     // that `policy check` and a reload refuse what sentra-shell could not use.
     policy::shell::ShellMatcher::validate(&policy)?;
@@ -65,7 +66,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
         bail!("no command given: sentra-ctl run --policy FILE -- CMD ARGS…");
     }
     require_root()?;
-    let (policy, compiled, net) = prepare_policy(&options.policy)?;
+    let (mut policy, compiled, net) = prepare_policy(&options.policy)?;
+    policy.remember();
     log_warnings(&policy, &compiled);
     let mut audit = AuditLog::open(&options.audit_log)?;
 

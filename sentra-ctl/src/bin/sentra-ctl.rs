@@ -228,7 +228,8 @@ fn doctor(json: bool) -> anyhow::Result<i32> {
 /// `policy check`: validate and summarise; exit 0 if valid, 1 if not.
 fn policy_check(file: &std::path::Path) -> i32 {
     match run::prepare_policy(file) {
-        Ok((policy, compiled, net)) => {
+        Ok((mut policy, compiled, net)) => {
+            policy.remember();
             println!("{}: valid", file.display());
             println!("  mode: {:?}, exec default: {}", policy.model.mode, compiled.default_effect().as_str());
             println!(

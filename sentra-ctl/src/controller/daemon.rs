@@ -78,6 +78,8 @@ struct Retiring {
     written: Option<CompiledExec>,
     net: Arc<CompiledNet>,
     mode: sentra_common::settings::Mode,
+    /// The policy now enforced, to be stored in the parsed-policy cache.
+    policy: crate::policy::Policy,
 }
 
 /// Runs the controller until `stop` (pins removed) or SIGTERM/SIGINT (pins kept: enforcement goes on).
@@ -218,7 +220,8 @@ struct Started {
 }
 
 async fn start_fresh(options: &DaemonOptions) -> anyhow::Result<Started> {
-    let (policy, compiled, net) = prepare_policy(&options.policy)?;
+    let (mut policy, compiled, net) = prepare_policy(&options.policy)?;
+    policy.remember();
     crate::run::log_warnings(&policy, &compiled);
     let mode = policy.model.mode.into();
     let mut kernel = Kernel::load(options.backend)?;
@@ -445,12 +448,12 @@ impl Daemon {
         self.state.tables[usize::try_from(generation).unwrap_or(0) % 2] = compiled.table();
         let exec_rules = compiled.rules.len();
         let written = self.active_exec.replace(compiled);
-        self.retiring = Some(Retiring { flipped, written, net: Arc::clone(&net), mode });
         self.nets[usize::try_from(generation).unwrap_or(0) % 2] = Arc::clone(&net);
         self.state.policy = path;
         self.state.policy_hash = format!("{:016x}", policy.hash);
         self.state.policy_version = policy.model.version.as_ref().map(ToString::to_string);
         self.state.mode = sentra_common::settings::Mode::from(policy.model.mode).as_str().into();
+        self.retiring = Some(Retiring { flipped, written, net: Arc::clone(&net), mode, policy });
         self.state.reloads += 1;
         if let Err(err) = self.state.save(&state_file()) {
             tracing::warn!("saving {}: {err:#}", state_file().display());
@@ -484,7 +487,7 @@ impl Daemon {
     /// and the wait for running programs is an RCU grace period, ~10 ms). Requests are served one at a
     /// time, so nothing writes that generation before this is done.
     fn retire_pending(&mut self) {
-        let Some(retiring) = self.retiring.take() else {
+        let Some(mut retiring) = self.retiring.take() else {
             return;
         };
         let started = std::time::Instant::now();
@@ -496,11 +499,14 @@ impl Daemon {
             &mut self.network.reload_part(retiring.net, retiring.mode),
         );
         self.last_retire_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-        match retired {
-            Ok(()) => crate::kernel::release_freed_memory(),
-            // It stays marked dirty: the next reload's write sweeps it.
-            Err(err) => tracing::warn!("clearing retired generation {}: {err}", retiring.flipped.old),
+        // It stays marked dirty if this failed: the next reload's write sweeps it.
+        if let Err(err) = retired {
+            tracing::warn!("clearing retired generation {}: {err}", retiring.flipped.old);
         }
+        retiring.policy.remember();
+        drop(retiring.policy);
+        drop(retiring.written);
+        crate::kernel::release_freed_memory();
     }
 
     /// Stops governing and removes every pin; programs detach once nothing holds them.

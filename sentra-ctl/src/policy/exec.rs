@@ -183,9 +183,50 @@ struct Resolved {
 #[derive(Default)]
 struct Lookups {
     dirs: HashMap<PathBuf, Option<Dir>>,
+    /// `lstat` results fetched ahead of the compilation, in parallel ([`Self::prefetch`]); each is
+    /// used once. A path missing here (not prefetched, or its `lstat` failed) is looked up again.
+    prefetched: HashMap<PathBuf, std::fs::Metadata>,
 }
 
 impl Lookups {
+    /// Below this many paths per thread, starting a thread costs more than it saves.
+    const PREFETCH_PER_THREAD: usize = 512;
+
+    /// `lstat`s `paths` on every CPU at once. A large policy names thousands of files, and one `lstat`
+    /// costs 1–2 µs on a small VM: 10,000 of them took half of a reload. If a thread cannot be
+    /// started, its part is simply looked up later, one by one.
+    fn prefetch(&mut self, paths: &[&Path]) {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(8);
+        let threads = cpus.min(paths.len() / Self::PREFETCH_PER_THREAD);
+        if threads < 2 {
+            return;
+        }
+        let stat_all = |part: &[&Path]| -> Vec<(PathBuf, std::fs::Metadata)> {
+            part.iter().filter_map(|p| Some((p.to_path_buf(), std::fs::symlink_metadata(p).ok()?))).collect()
+        };
+        let mut parts = paths.chunks(paths.len().div_ceil(threads));
+        let mine = parts.next().unwrap_or_default();
+        let found: Vec<_> = std::thread::scope(|scope| {
+            let spawned: Vec<_> = parts
+                .map(|part| std::thread::Builder::new().spawn_scoped(scope, move || stat_all(part)))
+                .collect();
+            let mut found = stat_all(mine);
+            for handle in spawned.into_iter().flatten() {
+                found.extend(handle.join().unwrap_or_default());
+            }
+            found
+        });
+        self.prefetched.reserve(found.len());
+        self.prefetched.extend(found);
+    }
+
+    fn lstat(&mut self, path: &Path) -> std::io::Result<std::fs::Metadata> {
+        match self.prefetched.remove(path) {
+            Some(meta) => Ok(meta),
+            None => std::fs::symlink_metadata(path),
+        }
+    }
+
     fn dir(&mut self, path: &Path) -> Option<Dir> {
         if let Some(known) = self.dirs.get(path) {
             return known.clone();
@@ -207,7 +248,7 @@ impl Lookups {
         let plain = target.is_absolute()
             && target.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
         if let (true, Some(parent), Some(name)) = (plain, target.parent(), target.file_name()) {
-            let meta = std::fs::symlink_metadata(target)?;
+            let meta = self.lstat(target)?;
             if !meta.file_type().is_symlink()
                 && let Some(dir) = self.dir(parent)
             {
@@ -254,6 +295,14 @@ pub fn compile(policy: &Policy) -> Result<CompiledExec, PolicyError> {
     }
     let mut seen = std::collections::BTreeSet::new();
     let mut lookups = Lookups::default();
+    let named: Vec<&Path> = section
+        .deny
+        .iter()
+        .chain(&section.allow)
+        .filter_map(|entry| entry.path.as_deref().or(entry.dir.as_deref()))
+        .map(Path::new)
+        .collect();
+    lookups.prefetch(&named);
     for (effect, list, entries) in
         [(Effect::Deny, "deny", &section.deny), (Effect::Allow, "allow", &section.allow)]
     {

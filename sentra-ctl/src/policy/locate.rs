@@ -87,6 +87,12 @@ impl Locator {
         Self { text: text.to_string(), places: OnceLock::new() }
     }
 
+    /// The policy text.
+    #[must_use]
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// A text the parser rejects gives an empty index (`serde_yaml` has reported it).
     fn places(&self) -> &HashMap<String, (usize, usize)> {
         self.places.get_or_init(|| {

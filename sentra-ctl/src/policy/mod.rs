@@ -69,26 +69,45 @@ pub struct Policy {
     pub hash: u64,
     /// Places of values in the text, for errors found after parsing.
     pub locator: std::sync::Arc<locate::Locator>,
+    /// Whether the parsed-policy [`cache`] holds it (it was read from there, or stored).
+    pub cached: bool,
 }
 
 impl Policy {
-    /// Reads and parses `file`. A valid policy's parsed form is kept in the [`cache`] (written when running as root), so later
-    /// loads of the same text skip the YAML parser.
+    /// Reads and parses `file`. A valid policy's parsed form is kept in the [`cache`] (written when
+    /// running as root), so later loads of the same text skip the YAML parser.
     ///
     /// # Errors
     /// The file cannot be read, or is not a valid policy (with line and column).
     pub fn load(file: &Path) -> Result<Self, PolicyError> {
+        let mut policy = Self::read(file)?;
+        policy.remember();
+        Ok(policy)
+    }
+
+    /// [`Self::load`] without storing a newly parsed policy in the cache: the caller does that with
+    /// [`Self::remember`] once no one waits (the controller, after replying to a reload).
+    ///
+    /// # Errors
+    /// The file cannot be read, or is not a valid policy (with line and column).
+    pub fn read(file: &Path) -> Result<Self, PolicyError> {
         let text = std::fs::read_to_string(file)
             .map_err(|source| PolicyError::Read { file: file.to_path_buf(), source })?;
         let hash = fnv1a(text.as_bytes());
-        let cache = Path::new(cache::CACHE_DIR);
-        if let Some(model) = cache::lookup(cache, hash, &text) {
-            return Self::from_model(file, &text, hash, model);
+        if let Some(model) = cache::lookup(Path::new(cache::CACHE_DIR), hash, &text) {
+            let mut policy = Self::from_model(file, &text, hash, model)?;
+            policy.cached = true;
+            return Ok(policy);
         }
-        let model = Self::parse_yaml(file, &text)?;
-        let policy = Self::from_model(file, &text, hash, model)?;
-        cache::store(cache, hash, &text, &policy.model);
-        Ok(policy)
+        Self::from_model(file, &text, hash, Self::parse_yaml(file, &text)?)
+    }
+
+    /// Stores this policy's parsed form in the [`cache`], unless it came from there.
+    pub fn remember(&mut self) {
+        if !self.cached {
+            cache::store(Path::new(cache::CACHE_DIR), self.hash, self.locator.text(), &self.model);
+            self.cached = true;
+        }
     }
 
     /// Parses policy text; `file` names it in errors.
@@ -134,6 +153,7 @@ impl Policy {
             warnings,
             hash,
             locator: std::sync::Arc::new(locate::Locator::new(text)),
+            cached: false,
         };
         policy.validate_seccomp()?;
         policy.validate_governed()?;

@@ -192,11 +192,22 @@ impl Daemon {
         Ok((total, body["flip_ms"].as_f64().unwrap_or(f64::NAN), retire))
     }
 
-    /// Alternates between two policies `times` times; medians of the three figures.
+    /// Alternates between two policies `times` times, each time as new text; medians of the three
+    /// figures.
     fn reloads(&self, a: &Path, b: &Path, times: u32) -> anyhow::Result<(f64, f64, f64)> {
         let (mut total, mut flip, mut retire) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..times.max(1) {
-            let (whole, until_flip, clearing) = self.reload(if i % 2 == 0 { a } else { b })?;
+            // Each reload gets text never loaded before (a new comment), as an edited policy does:
+            // the parsed-policy cache must not answer for it.
+            let source = if i % 2 == 0 { a } else { b };
+            let fresh = source.with_extension(format!("{i}.yaml"));
+            let text = std::fs::read_to_string(source)?;
+            write(
+                fresh.parent().context("policy directory")?,
+                &fresh.file_name().context("policy name")?.to_string_lossy(),
+                &format!("{text}# reload {i} of bench {}\n", std::process::id()),
+            )?;
+            let (whole, until_flip, clearing) = self.reload(&fresh)?;
             total.push(whole);
             flip.push(until_flip);
             retire.push(clearing);
