@@ -89,6 +89,7 @@ struct Retiring {
 /// pinning.
 pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     require_root()?;
+    crate::kernel::keep_freed_memory();
     let dir = run_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
@@ -405,7 +406,7 @@ impl Daemon {
     /// nothing.
     fn reload(&mut self, policy: Option<String>) -> Response {
         let path = policy.map_or_else(|| self.state.policy.clone(), PathBuf::from);
-        let (policy, compiled, net) = match prepare_policy(&path) {
+        let (policy, mut compiled, net) = match prepare_policy(&path) {
             Ok(p) => p,
             Err(err) => return Response::error(format!("policy rejected, the enforced one stays: {err:#}")),
         };
@@ -445,8 +446,9 @@ impl Daemon {
         };
         let generation = flipped.generation;
         let flip_ms = flipped.until_flip.as_secs_f64() * 1000.0;
-        self.state.tables[usize::try_from(generation).unwrap_or(0) % 2] = compiled.table();
         let exec_rules = compiled.rules.len();
+        // The rules move to the table; what stays in `active_exec` is the keys written.
+        self.state.tables[usize::try_from(generation).unwrap_or(0) % 2] = compiled.take_table();
         let written = self.active_exec.replace(compiled);
         self.nets[usize::try_from(generation).unwrap_or(0) % 2] = Arc::clone(&net);
         self.state.policy = path;
@@ -503,10 +505,8 @@ impl Daemon {
         if let Err(err) = retired {
             tracing::warn!("clearing retired generation {}: {err}", retiring.flipped.old);
         }
+        // What the reload freed stays with the allocator for the next one (`keep_freed_memory`).
         retiring.policy.remember();
-        drop(retiring.policy);
-        drop(retiring.written);
-        crate::kernel::release_freed_memory();
     }
 
     /// Stops governing and removes every pin; programs detach once nothing holds them.

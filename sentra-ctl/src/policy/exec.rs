@@ -4,9 +4,10 @@
 //! to), files and directories identified by (device, inode) as the kernel knows them.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet, VecDeque},
     os::unix::fs::MetadataExt as _,
     path::{Component, Path, PathBuf},
+    rc::Rc,
 };
 
 use sentra_common::exec::{NAME_LEN, RuleValue};
@@ -82,6 +83,13 @@ impl CompiledExec {
     #[must_use]
     pub fn table(&self) -> RuleTable {
         RuleTable { rules: self.rules.clone(), default: self.default }
+    }
+
+    /// The rule table, moved out: what is left are the kernel entries (cloning 10,000 rules' ids and
+    /// reasons cost a reload ~1 ms).
+    #[must_use]
+    pub fn take_table(&mut self) -> RuleTable {
+        RuleTable { rules: std::mem::take(&mut self.rules), default: self.default }
     }
 
     /// Adds a kernel entry; duplicates are resolved by [`Self::merge_duplicates`] once all are in.
@@ -173,7 +181,7 @@ struct Resolved {
     is_dir: bool,
     writable: bool,
     /// The directory holding it.
-    parent: Option<Dir>,
+    parent: Option<Rc<Dir>>,
 }
 
 /// The file system lookups of one compilation. Policies name thousands of files in a few
@@ -181,63 +189,74 @@ struct Resolved {
 /// costs one `lstat`. Resolving every path whole (`realpath`, one `readlink` per component) and
 /// examining file and directory again for each rule cost ~8 system calls per rule.
 #[derive(Default)]
-struct Lookups {
-    dirs: HashMap<PathBuf, Option<Dir>>,
-    /// `lstat` results fetched ahead of the compilation, in parallel ([`Self::prefetch`]); each is
-    /// used once. A path missing here (not prefetched, or its `lstat` failed) is looked up again.
-    prefetched: HashMap<PathBuf, std::fs::Metadata>,
+struct Lookups<'p> {
+    dirs: HashMap<PathBuf, Option<Rc<Dir>>>,
+    /// `lstat` results fetched ahead, in parallel ([`Self::prefetch`]), in the order the compilation
+    /// asks for them; each is used once. A path not at the front (not prefetched) is looked up then.
+    prefetched: VecDeque<(&'p Path, Option<std::fs::Metadata>)>,
 }
 
-impl Lookups {
+impl<'p> Lookups<'p> {
     /// Below this many paths per thread, starting a thread costs more than it saves.
     const PREFETCH_PER_THREAD: usize = 512;
+    /// Paths a thread takes at a time: threads start late (up to milliseconds on a busy VM), so the
+    /// work is shared out as they come rather than split in advance.
+    const PREFETCH_BATCH: usize = 128;
 
     /// `lstat`s `paths` on every CPU at once. A large policy names thousands of files, and one `lstat`
-    /// costs 1–2 µs on a small VM: 10,000 of them took half of a reload. If a thread cannot be
-    /// started, its part is simply looked up later, one by one.
-    fn prefetch(&mut self, paths: &[&Path]) {
+    /// costs 1–2 µs on a small VM: 10,000 of them took a third of a reload. If a thread cannot be
+    /// started, the others do its share.
+    fn prefetch(&mut self, paths: &[&'p Path]) {
+        type Batch<'p> = (usize, Vec<(&'p Path, Option<std::fs::Metadata>)>);
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(8);
         let threads = cpus.min(paths.len() / Self::PREFETCH_PER_THREAD);
         if threads < 2 {
             return;
         }
-        let stat_all = |part: &[&Path]| -> Vec<(PathBuf, std::fs::Metadata)> {
-            part.iter().filter_map(|p| Some((p.to_path_buf(), std::fs::symlink_metadata(p).ok()?))).collect()
-        };
-        let mut parts = paths.chunks(paths.len().div_ceil(threads));
-        let mine = parts.next().unwrap_or_default();
-        let found: Vec<_> = std::thread::scope(|scope| {
-            let spawned: Vec<_> = parts
-                .map(|part| std::thread::Builder::new().spawn_scoped(scope, move || stat_all(part)))
-                .collect();
-            let mut found = stat_all(mine);
-            for handle in spawned.into_iter().flatten() {
-                found.extend(handle.join().unwrap_or_default());
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let work = || -> Vec<Batch<'p>> {
+            let mut done = Vec::new();
+            loop {
+                let batch = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(part) = paths.chunks(Self::PREFETCH_BATCH).nth(batch) else { return done };
+                done.push((batch, part.iter().map(|&p| (p, std::fs::symlink_metadata(p).ok())).collect()));
             }
-            found
+        };
+        let mut batches: Vec<Batch<'p>> = std::thread::scope(|scope| {
+            let helpers: Vec<_> = (1..threads)
+                .filter_map(|_| std::thread::Builder::new().spawn_scoped(scope, work).ok())
+                .collect();
+            let mut batches = work();
+            for helper in helpers {
+                // A helper that failed loses its batches: those paths are looked up again later.
+                batches.extend(helper.join().unwrap_or_default());
+            }
+            batches
         });
-        self.prefetched.reserve(found.len());
-        self.prefetched.extend(found);
+        batches.sort_unstable_by_key(|(batch, _)| *batch);
+        self.prefetched.extend(batches.into_iter().flat_map(|(_, found)| found));
     }
 
     fn lstat(&mut self, path: &Path) -> std::io::Result<std::fs::Metadata> {
-        match self.prefetched.remove(path) {
-            Some(meta) => Ok(meta),
-            None => std::fs::symlink_metadata(path),
+        if self.prefetched.front().is_some_and(|(p, _)| *p == path)
+            && let Some((_, Some(meta))) = self.prefetched.pop_front()
+        {
+            return Ok(meta);
         }
+        std::fs::symlink_metadata(path)
     }
 
-    fn dir(&mut self, path: &Path) -> Option<Dir> {
+    fn dir(&mut self, path: &Path) -> Option<Rc<Dir>> {
         if let Some(known) = self.dirs.get(path) {
             return known.clone();
         }
         let found = std::fs::canonicalize(path).ok().and_then(|canonical| {
             let meta = std::fs::metadata(&canonical).ok()?;
-            Some(Dir {
+            Some(Rc::new(Dir {
                 id: FileId { dev: kernel_dev(meta.dev()), ino: meta.ino() },
                 writable: writable_meta(&meta),
                 canonical,
-            })
+            }))
         });
         self.dirs.insert(path.to_path_buf(), found.clone());
         found
@@ -274,6 +293,18 @@ impl Lookups {
     }
 }
 
+/// Where an exec entry is in the policy (`exec.allow[3]`), spelled out only for an error.
+struct At<'a> {
+    list: &'a str,
+    index: usize,
+}
+
+impl std::fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exec.{}[{}]", self.list, self.index)
+    }
+}
+
 /// Compiles `policy`'s exec section.
 ///
 /// # Errors
@@ -293,7 +324,7 @@ pub fn compile(policy: &Policy) -> Result<CompiledExec, PolicyError> {
                 .error_at("exec.path", format!("exec.path: `{}` is not an absolute path", dir.display())));
         }
     }
-    let mut seen = std::collections::BTreeSet::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     let mut lookups = Lookups::default();
     let named: Vec<&Path> = section
         .deny
@@ -307,10 +338,11 @@ pub fn compile(policy: &Policy) -> Result<CompiledExec, PolicyError> {
         [(Effect::Deny, "deny", &section.deny), (Effect::Allow, "allow", &section.allow)]
     {
         for (i, entry) in entries.iter().enumerate() {
-            let at = format!("exec.{list}[{i}]");
-            if !seen.insert(entry.id.clone()) {
-                return Err(policy
-                    .error_at(&format!("{at}.id"), format!("exec rule id `{}` is used twice", entry.id)));
+            let at = At { list, index: i };
+            if !seen.insert(&entry.id) {
+                return Err(
+                    policy.error_at(format!("{at}.id"), format!("exec rule id `{}` is used twice", entry.id))
+                );
             }
             compile_entry(policy, &at, &search, entry, effect, &mut lookups, &mut out)?;
         }
@@ -356,10 +388,10 @@ pub fn plain_names(regex: &str) -> Option<Vec<String>> {
 /// The original Sentra `rules` that the kernel can enforce: those matching on the executable alone,
 /// with a regex that is a plain alternation of names. Everything else stays with the shell layer.
 /// Missing programs are noted, not errors: original policies list programs not every host has.
-fn compile_original_rules(
-    policy: &Policy,
+fn compile_original_rules<'p>(
+    policy: &'p Policy,
     search: &[PathBuf],
-    seen: &mut std::collections::BTreeSet<String>,
+    seen: &mut HashSet<&'p str>,
     out: &mut CompiledExec,
 ) -> Result<(), PolicyError> {
     let search: Vec<PathBuf> = if search.is_empty() {
@@ -391,8 +423,8 @@ fn compile_original_rules(
             }
             (None, Some(names)) => names,
         };
-        if !seen.insert(rule.id.clone()) {
-            return Err(policy.error_at(&format!("{at}.id"), format!("rule id `{}` is used twice", rule.id)));
+        if !seen.insert(&rule.id) {
+            return Err(policy.error_at(format!("{at}.id"), format!("rule id `{}` is used twice", rule.id)));
         }
         let index = u32::try_from(out.rules.len()).map_err(|_| policy.error_at(&at, "too many rules"))?;
         out.rules.push(RuleInfo { id: rule.id.clone(), reason: rule.reason.clone(), effect: rule.effect });
@@ -430,7 +462,7 @@ fn compile_original_rules(
 
 fn compile_entry(
     policy: &Policy,
-    at: &str,
+    at: &At<'_>,
     search: &[PathBuf],
     entry: &ExecEntry,
     effect: Effect,
@@ -511,7 +543,7 @@ fn compile_entry(
 /// The files (or directory) an entry names: its absolute path, or a name looked up in `exec.path`.
 fn targets_of(
     policy: &Policy,
-    at: &str,
+    at: &At<'_>,
     search: &[PathBuf],
     entry: &ExecEntry,
     kind: Target,
@@ -612,7 +644,7 @@ fn allow_warnings(entry: &ExecEntry, kind: Target, resolved: &Resolved, out: &mu
 /// only some distributions have). Installing the program later needs a reload for the deny to apply.
 fn unresolved(
     policy: &Policy,
-    at: &str,
+    at: &At<'_>,
     entry: &ExecEntry,
     effect: Effect,
     out: &mut CompiledExec,
@@ -629,6 +661,8 @@ fn unresolved(
 
 #[cfg(test)]
 mod tests {
+    use std::path::{Path, PathBuf};
+
     use super::{Lookups, file_id, plain_names};
 
     #[test]
@@ -652,6 +686,41 @@ mod tests {
             assert_eq!(parent.id, file_id(&root.join("real/bin")).expect("id"));
         }
         assert!(lookups.resolve(&root.join("real/bin/missing")).is_err());
+    }
+
+    #[test]
+    fn prefetched_lookups_resolve_as_one_by_one_lookups_do() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(root.path()).expect("canonical");
+        std::fs::create_dir_all(root.join("bin")).expect("mkdir");
+        let mut targets = Vec::new();
+        for i in 0..1500 {
+            let path = root.join(format!("bin/f{i}"));
+            match i % 100 {
+                // A symbolic link (the slow path) and a missing file among prefetched ones.
+                7 => std::os::unix::fs::symlink(root.join("bin/f0"), &path).expect("symlink"),
+                8 => {}
+                _ => std::fs::write(&path, b"").expect("write"),
+            }
+            targets.push(path);
+        }
+        let named: Vec<&Path> = targets.iter().map(PathBuf::as_path).collect();
+        let mut prefetched = Lookups::default();
+        prefetched.prefetch(&named);
+        if std::thread::available_parallelism().map_or(1, std::num::NonZero::get) > 1 {
+            assert_eq!(prefetched.prefetched.len(), targets.len(), "every path prefetched, in order");
+        }
+        let mut plain = Lookups::default();
+        for target in &targets {
+            match (prefetched.resolve(target), plain.resolve(target)) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!((a.path, a.id, a.is_dir, a.writable), (b.path, b.id, b.is_dir, b.writable));
+                }
+                (Err(_), Err(_)) => {}
+                (a, b) => panic!("{}: {a:?} vs {b:?}", target.display()),
+            }
+        }
+        assert!(prefetched.prefetched.is_empty(), "each prefetched result used once");
     }
 
     #[test]

@@ -83,8 +83,8 @@ impl MarkedEventReceiver for Walker {
 impl Locator {
     /// A locator for `text`, indexed at the first [`Locator::find`].
     #[must_use]
-    pub fn new(text: &str) -> Self {
-        Self { text: text.to_string(), places: OnceLock::new() }
+    pub const fn new(text: String) -> Self {
+        Self { text, places: OnceLock::new() }
     }
 
     /// The policy text.
@@ -127,7 +127,7 @@ mod tests {
     #[test]
     fn finds_nested_values() {
         let text = "version: \"2.0\"\nexec:\n  allow:\n    - id: a\n      dir: /usr\n    - { id: b, path: /x }\nrules:\n  - id: r\n    match:\n      executable: \"^(ls)$\"\n";
-        let at = Locator::new(text);
+        let at = Locator::new(text.to_string());
         assert_eq!(at.find("version"), Some((1, 10)));
         assert_eq!(at.find("exec.allow[0].id"), Some((4, 11)));
         assert_eq!(at.find("exec.allow[1].path"), Some((6, 22)));

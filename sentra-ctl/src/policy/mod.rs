@@ -95,11 +95,12 @@ impl Policy {
             .map_err(|source| PolicyError::Read { file: file.to_path_buf(), source })?;
         let hash = fnv1a(text.as_bytes());
         if let Some(model) = cache::lookup(Path::new(cache::CACHE_DIR), hash, &text) {
-            let mut policy = Self::from_model(file, &text, hash, model)?;
+            let mut policy = Self::from_model(file, text, hash, model)?;
             policy.cached = true;
             return Ok(policy);
         }
-        Self::from_model(file, &text, hash, Self::parse_yaml(file, &text)?)
+        let model = Self::parse_yaml(file, &text)?;
+        Self::from_model(file, text, hash, model)
     }
 
     /// Stores this policy's parsed form in the [`cache`], unless it came from there.
@@ -115,7 +116,7 @@ impl Policy {
     /// # Errors
     /// The text is not a valid policy (with line and column).
     pub fn parse(file: &Path, text: &str) -> Result<Self, PolicyError> {
-        Self::from_model(file, text, fnv1a(text.as_bytes()), Self::parse_yaml(file, text)?)
+        Self::from_model(file, text.to_string(), fnv1a(text.as_bytes()), Self::parse_yaml(file, text)?)
     }
 
     fn parse_yaml(file: &Path, text: &str) -> Result<PolicyFile, PolicyError> {
@@ -132,7 +133,7 @@ impl Policy {
 
     /// The policy of a parsed model (`hash`: its text's fingerprint): warnings, and the checks the
     /// YAML schema cannot express.
-    fn from_model(file: &Path, text: &str, hash: u64, model: PolicyFile) -> Result<Self, PolicyError> {
+    fn from_model(file: &Path, text: String, hash: u64, model: PolicyFile) -> Result<Self, PolicyError> {
         let mut warnings = Vec::new();
         for (present, key) in [
             (model.cost_routing.is_some(), "cost_routing"),
@@ -173,7 +174,7 @@ impl Policy {
                 && !profiles.contains_key(parent)
             {
                 return Err(self.error_at(
-                    &format!("{at}.extends"),
+                    format!("{at}.extends"),
                     format!("profile `{name}` extends `{parent}`, which is not defined"),
                 ));
             }
@@ -183,7 +184,7 @@ impl Policy {
                 if seen.contains(&parent) {
                     seen.push(parent);
                     return Err(self.error_at(
-                        &format!("{at}.extends"),
+                        format!("{at}.extends"),
                         format!("`extends` cycle: {}", seen.join(" -> ")),
                     ));
                 }
@@ -200,7 +201,7 @@ impl Policy {
                         || !syscall.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
                     {
                         return Err(self.error_at(
-                            &format!("{at}.{list}[{i}]"),
+                            format!("{at}.{list}[{i}]"),
                             format!("`{syscall}` is not a system call name"),
                         ));
                     }
@@ -210,7 +211,7 @@ impl Policy {
                 for (i, condition) in conditions.iter().enumerate() {
                     if condition.arg > 5 {
                         return Err(self.error_at(
-                            &format!("{at}.conditional.{syscall}[{i}].arg"),
+                            format!("{at}.conditional.{syscall}[{i}].arg"),
                             format!(
                                 "argument index {} does not exist (system calls take at most 6)",
                                 condition.arg
@@ -234,7 +235,7 @@ impl Policy {
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
             if !plain {
                 return Err(self.error_at(
-                    &format!("governed.cgroups[{i}]"),
+                    format!("governed.cgroups[{i}]"),
                     format!(
                         "`{name}` is not a plain cgroup name (letters, digits, `-`, `_`, `.`): it is created as <cgroup2>/{}/NAME",
                         crate::cgroup::GOVERNED_PARENT
@@ -242,21 +243,17 @@ impl Policy {
                 ));
             }
             if governed.cgroups[..i].contains(name) {
-                return Err(self.error_at(
-                    &format!("governed.cgroups[{i}]"),
-                    format!("cgroup `{name}` is listed twice"),
-                ));
+                return Err(self
+                    .error_at(format!("governed.cgroups[{i}]"), format!("cgroup `{name}` is listed twice")));
             }
         }
         for (i, identity) in governed.identities.iter().enumerate() {
             if identity.trim().is_empty() {
-                return Err(
-                    self.error_at(&format!("governed.identities[{i}]"), "an identity cannot be empty")
-                );
+                return Err(self.error_at(format!("governed.identities[{i}]"), "an identity cannot be empty"));
             }
             if governed.identities[..i].contains(identity) {
                 return Err(self.error_at(
-                    &format!("governed.identities[{i}]"),
+                    format!("governed.identities[{i}]"),
                     format!("identity `{identity}` is listed twice"),
                 ));
             }
@@ -309,8 +306,8 @@ impl Policy {
 
     /// An error at the value found at `path` (e.g. `exec.allow[2].id`).
     #[must_use]
-    pub fn error_at(&self, path: &str, message: impl Into<String>) -> PolicyError {
-        let (line, column) = self.locator.find(path).unwrap_or((0, 0));
+    pub fn error_at(&self, path: impl std::fmt::Display, message: impl Into<String>) -> PolicyError {
+        let (line, column) = self.locator.find(&path.to_string()).unwrap_or((0, 0));
         PolicyError::Invalid(Located { file: self.file.clone(), line, column, message: message.into() })
     }
 }

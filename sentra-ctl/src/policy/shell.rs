@@ -185,7 +185,7 @@ impl ShellMatcher {
                 {
                     let why = err.syntax_error().map_or_else(|| err.to_string(), ToString::to_string);
                     return Err(policy.error_at(
-                        &format!("rules[{i}].match.{field}"),
+                        format!("rules[{i}].match.{field}"),
                         format!("rule `{}`: invalid {field} regex {pattern:?}: {why}", rule.id),
                     ));
                 }
