@@ -29,5 +29,11 @@ corpus="$(mktemp -d)"
     -- -max_total_time="${SENTRA_FUZZ_SECONDS:-30}" 2>&1 | tail -n 3)
 rm -rf "$corpus"
 
+step "fuzzing the catch-all index: required literals are in every match (15 s)"
+corpus="$(mktemp -d)"
+(cd fuzz && AYA_BUILD_SKIP=1 cargo +nightly fuzz run -s none required_literals "$corpus" ../tests/corpus/required \
+    -- -max_total_time="${SENTRA_FUZZ_INDEX_SECONDS:-15}" 2>&1 | tail -n 3)
+rm -rf "$corpus"
+
 step "integration tests in qemu: Debian 6.1 and 6.12 kernels, lsm and signal backends"
 cargo xtask vm-test 2> >(quiet_build)

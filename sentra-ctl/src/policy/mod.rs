@@ -5,6 +5,7 @@ pub mod exec;
 pub mod locate;
 pub mod model;
 pub mod network;
+pub mod required;
 pub mod shell;
 
 use std::{
