@@ -61,39 +61,30 @@ fn selectivity(set: &[Vec<u8>]) -> (usize, std::cmp::Reverse<usize>) {
 
 /// The characters of a small class, each as a literal.
 fn class_literals(class: &Class) -> Option<Vec<Vec<u8>>> {
-    match class {
+    let literals: Vec<Vec<u8>> = match class {
         Class::Unicode(class) => {
-            let mut count = 0u32;
-            for range in class.ranges() {
-                count += u32::from(range.end()) - u32::from(range.start()) + 1;
-                if count > MAX_CLASS_CHARS {
-                    return None;
-                }
-            }
-            let mut out = Vec::new();
-            for range in class.ranges() {
-                for c in range.start()..=range.end() {
-                    out.push(c.to_string().into_bytes());
-                }
-            }
-            (!out.is_empty()).then_some(out)
+            small(class.ranges().iter().map(|r| (u32::from(r.start()), u32::from(r.end()))))?
+                .filter_map(char::from_u32)
+                .map(|c| c.to_string().into_bytes())
+                .collect()
         }
         Class::Bytes(class) => {
-            let mut count = 0u32;
-            for range in class.ranges() {
-                count += u32::from(range.end()) - u32::from(range.start()) + 1;
-                if count > MAX_CLASS_CHARS {
-                    return None;
-                }
-            }
-            let out: Vec<Vec<u8>> = class
-                .ranges()
-                .iter()
-                .flat_map(|range| (range.start()..=range.end()).map(|b| vec![b]))
-                .collect();
-            (!out.is_empty()).then_some(out)
+            small(class.ranges().iter().map(|r| (u32::from(r.start()), u32::from(r.end()))))?
+                .filter_map(|b| u8::try_from(b).ok())
+                .map(|b| vec![b])
+                .collect()
         }
-    }
+    };
+    (!literals.is_empty()).then_some(literals)
+}
+
+/// The values of inclusive `ranges`, if there are at most [`MAX_CLASS_CHARS`] of them.
+fn small(ranges: impl Iterator<Item = (u32, u32)> + Clone) -> Option<impl Iterator<Item = u32>> {
+    let count = ranges.clone().try_fold(0u32, |count, (start, end)| {
+        let count = count.checked_add(end.checked_sub(start)?.checked_add(1)?)?;
+        (count <= MAX_CLASS_CHARS).then_some(count)
+    });
+    count.map(|_| ranges.flat_map(|(start, end)| start..=end))
 }
 
 #[cfg(test)]
@@ -114,6 +105,8 @@ mod tests {
         assert_eq!(strings(r"(shadow|gshadow)$"), Some(vec!["gshadow".into(), "shadow".into()]));
         assert_eq!(strings(r"(?i)ab"), Some(vec!["B".into(), "b".into()]));
         assert_eq!(strings(r"x{2,}"), Some(vec!["x".into()]));
+        assert_eq!(strings(r"[ab]"), Some(vec!["a".into(), "b".into()]));
+        assert_eq!(strings(r"(?-u:[A-C])"), Some(vec!["A".into(), "B".into(), "C".into()]));
     }
 
     #[test]
