@@ -96,14 +96,26 @@ pub fn update<K: aya::Pod, V: aya::Pod, S: MapStore + ?Sized>(
         let keys: Vec<K> = chunk.iter().map(|(k, _)| *k).collect();
         let values: Vec<V> = chunk.iter().map(|(_, v)| *v).collect();
         if !call(data(store, name)?, BPF_MAP_UPDATE_BATCH, &keys, Some(&values)).map_err(fail)? {
-            let map = store.map_mut(name).ok_or(KernelError::Map { map: name, detail: "missing".into() })?;
-            let mut map = aya::maps::HashMap::<_, K, V>::try_from(map)
-                .map_err(|err| KernelError::Map { map: name, detail: err.to_string() })?;
-            for (key, value) in chunk {
-                map.insert(key, value, 0)
-                    .map_err(|err| KernelError::Map { map: name, detail: err.to_string() })?;
-            }
+            update_each(store, name, chunk)?;
         }
+    }
+    Ok(())
+}
+
+/// [`update`] one element per call: what a kernel without batch calls gets.
+///
+/// # Errors
+/// The map is missing or an update fails (for instance the map is full).
+pub fn update_each<K: aya::Pod, V: aya::Pod, S: MapStore + ?Sized>(
+    store: &mut S,
+    name: &'static str,
+    entries: &[(K, V)],
+) -> Result<(), KernelError> {
+    let map = store.map_mut(name).ok_or(KernelError::Map { map: name, detail: "missing".into() })?;
+    let mut map = aya::maps::HashMap::<_, K, V>::try_from(map)
+        .map_err(|err| KernelError::Map { map: name, detail: err.to_string() })?;
+    for (key, value) in entries {
+        map.insert(key, value, 0).map_err(|err| KernelError::Map { map: name, detail: err.to_string() })?;
     }
     Ok(())
 }
@@ -127,13 +139,29 @@ pub fn delete<K: aya::Pod, S: MapStore + ?Sized>(
             Err(err) => return Err(fail(err)),
         };
         if !done {
-            let map = data(store, name)?;
-            for key in chunk {
-                match delete_one(map, key) {
-                    Err(err) if err.raw_os_error() != Some(libc::ENOENT) => return Err(fail(err)),
-                    _ => {}
-                }
+            delete_each(store, name, chunk)?;
+        }
+    }
+    Ok(())
+}
+
+/// [`delete`] one element per call (absent keys skipped): what a kernel without batch calls gets,
+/// and the rest of a batch stopped by an absent key.
+///
+/// # Errors
+/// The map is missing or a deletion fails otherwise.
+pub fn delete_each<K: aya::Pod, S: MapStore + ?Sized>(
+    store: &S,
+    name: &'static str,
+    keys: &[K],
+) -> Result<(), KernelError> {
+    let map = data(store, name)?;
+    for key in keys {
+        match delete_one(map, key) {
+            Err(err) if err.raw_os_error() != Some(libc::ENOENT) => {
+                return Err(KernelError::Map { map: name, detail: format!("delete: {err}") });
             }
+            _ => {}
         }
     }
     Ok(())
