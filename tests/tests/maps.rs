@@ -4,10 +4,7 @@
 
 use aya::maps::HashMap;
 use sentra_common::exec::{InodeKey, RuleValue};
-use sentra_ctl::kernel::{
-    BackendChoice, Kernel, batch,
-    maps::{EXEC_INODE_RULES, MapStore as _},
-};
+use sentra_ctl::kernel::{BackendChoice, Kernel, batch, maps::EXEC_INODE_RULES};
 
 /// A device number no file has: the test's entries cannot be mistaken for a policy's.
 const DEV: u64 = 0xdead_beef;
