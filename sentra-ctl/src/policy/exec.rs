@@ -264,9 +264,7 @@ impl<'p> Lookups<'p> {
 
     /// `target` resolved through every symbolic link, as `realpath` would.
     fn resolve(&mut self, target: &Path) -> std::io::Result<Resolved> {
-        let plain = target.is_absolute()
-            && target.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-        if let (true, Some(parent), Some(name)) = (plain, target.parent(), target.file_name()) {
+        if let (true, Some(parent), Some(name)) = (is_plain(target), target.parent(), target.file_name()) {
             let meta = self.lstat(target)?;
             if !meta.file_type().is_symlink()
                 && let Some(dir) = self.dir(parent)
@@ -291,6 +289,11 @@ impl<'p> Lookups<'p> {
             path,
         })
     }
+}
+
+/// An absolute path without `.` or `..`: [`Lookups::resolve`] takes it apart without `realpath`.
+fn is_plain(path: &Path) -> bool {
+    path.is_absolute() && path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
 }
 
 /// Where an exec entry is in the policy (`exec.allow[3]`), spelled out only for an error.
@@ -332,6 +335,8 @@ pub fn compile(policy: &Policy) -> Result<CompiledExec, PolicyError> {
         .chain(&section.allow)
         .filter_map(|entry| entry.path.as_deref().or(entry.dir.as_deref()))
         .map(Path::new)
+        // Only what `resolve` will `lstat`, in its order.
+        .filter(|path| is_plain(path))
         .collect();
     lookups.prefetch(&named);
     for (effect, list, entries) in

@@ -70,7 +70,8 @@ pub struct Policy {
     pub hash: u64,
     /// Places of values in the text, for errors found after parsing.
     pub locator: std::sync::Arc<locate::Locator>,
-    /// Whether the parsed-policy [`cache`] holds it (it was read from there, or stored).
+    /// Whether the parsed-policy [`cache`] needs nothing more from this policy: it was read from
+    /// there, or storing it was done or tried (only root stores).
     pub cached: bool,
 }
 
