@@ -22,11 +22,11 @@ const MAX_CLASS_CHARS: u32 = 16;
 const MAX_LITERALS: usize = 64;
 
 /// Literals at least one of which every match of `pattern` contains (as UTF-8 bytes), or `None` when
-/// no such set is known. Parsed with the syntax [`super::shell::compile`] uses (the `regex` crate's
-/// defaults); a pattern that does not parse gives `None`.
+/// no such set is known. Parsed by the same function, with the same default syntax, as the engine
+/// [`super::shell::compile`] builds; a pattern that does not parse gives `None`.
 #[must_use]
 pub fn required_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
-    let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+    let hir = regex_automata::util::syntax::parse(pattern).ok()?;
     required(&hir)
 }
 
