@@ -40,6 +40,13 @@ pub struct FileId {
     pub ino: u64,
 }
 
+impl FileId {
+    /// The (device, inode) of what `meta` describes, device in the kernel's encoding.
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Self { dev: kernel_dev(meta.dev()), ino: meta.ino() }
+    }
+}
+
 /// Kernel map entries for one policy generation (without the generation, which the loader adds).
 #[derive(Debug, Clone, Default)]
 pub struct CompiledExec {
@@ -90,11 +97,6 @@ impl CompiledExec {
     #[must_use]
     pub fn take_table(&mut self) -> RuleTable {
         RuleTable { rules: std::mem::take(&mut self.rules), default: self.default }
-    }
-
-    /// Adds a kernel entry; duplicates are resolved by [`Self::merge_duplicates`] once all are in.
-    fn add<K>(entries: &mut Vec<(K, RuleValue)>, key: K, value: RuleValue) {
-        entries.push((key, value));
     }
 
     /// Two rules on the same key with the same effect are merely redundant (the first keeps it); an
@@ -155,9 +157,18 @@ pub fn kernel_dev(st_dev: u64) -> u64 {
     (major << 20) | minor
 }
 
+/// `name` as the kernel's file-name key (NUL-padded), if it fits with its terminating NUL.
+fn name_key(name: &[u8]) -> Option<[u8; NAME_LEN]> {
+    if name.len() >= NAME_LEN {
+        return None;
+    }
+    let mut key = [0u8; NAME_LEN];
+    key[..name.len()].copy_from_slice(name);
+    Some(key)
+}
+
 fn file_id(path: &Path) -> std::io::Result<FileId> {
-    let meta = std::fs::metadata(path)?;
-    Ok(FileId { dev: kernel_dev(meta.dev()), ino: meta.ino() })
+    Ok(FileId::of(&std::fs::metadata(path)?))
 }
 
 /// Whether someone other than root could replace or add files at what `meta` describes.
@@ -252,11 +263,7 @@ impl<'p> Lookups<'p> {
         }
         let found = std::fs::canonicalize(path).ok().and_then(|canonical| {
             let meta = std::fs::metadata(&canonical).ok()?;
-            Some(Rc::new(Dir {
-                id: FileId { dev: kernel_dev(meta.dev()), ino: meta.ino() },
-                writable: writable_meta(&meta),
-                canonical,
-            }))
+            Some(Rc::new(Dir { id: FileId::of(&meta), writable: writable_meta(&meta), canonical }))
         });
         self.dirs.insert(path.to_path_buf(), found.clone());
         found
@@ -271,7 +278,7 @@ impl<'p> Lookups<'p> {
             {
                 return Ok(Resolved {
                     path: dir.canonical.join(name),
-                    id: FileId { dev: kernel_dev(meta.dev()), ino: meta.ino() },
+                    id: FileId::of(&meta),
                     is_dir: meta.is_dir(),
                     writable: writable_meta(&meta),
                     parent: Some(dir),
@@ -282,7 +289,7 @@ impl<'p> Lookups<'p> {
         let meta = std::fs::metadata(&path)?;
         let parent = path.parent().and_then(|p| self.dir(p));
         Ok(Resolved {
-            id: FileId { dev: kernel_dev(meta.dev()), ino: meta.ino() },
+            id: FileId::of(&meta),
             is_dir: meta.is_dir(),
             writable: writable_meta(&meta),
             parent,
@@ -352,7 +359,7 @@ pub fn compile(policy: &Policy) -> Result<CompiledExec, PolicyError> {
             compile_entry(policy, &at, &search, entry, effect, &mut lookups, &mut out)?;
         }
     }
-    compile_original_rules(policy, &search, &mut seen, &mut out)?;
+    compile_original_rules(policy, &search, &mut seen, &mut lookups, &mut out)?;
     out.inode = CompiledExec::merge_duplicates(std::mem::take(&mut out.inode), &out.rules, &mut out.warnings);
     out.name = CompiledExec::merge_duplicates(std::mem::take(&mut out.name), &out.rules, &mut out.warnings);
     out.dir = CompiledExec::merge_duplicates(std::mem::take(&mut out.dir), &out.rules, &mut out.warnings);
@@ -397,6 +404,7 @@ fn compile_original_rules<'p>(
     policy: &'p Policy,
     search: &[PathBuf],
     seen: &mut HashSet<&'p str>,
+    lookups: &mut Lookups<'_>,
     out: &mut CompiledExec,
 ) -> Result<(), PolicyError> {
     let search: Vec<PathBuf> = if search.is_empty() {
@@ -436,27 +444,21 @@ fn compile_original_rules<'p>(
         let value =
             RuleValue { rule: index, effect: sentra_common::settings::Effect::from(rule.effect) as u32 };
         for name in names {
-            let found: Vec<PathBuf> = search.iter().map(|d| d.join(&name)).filter(|p| p.is_file()).collect();
-            let chosen: Vec<PathBuf> = match rule.effect {
-                Effect::Allow => found.into_iter().take(1).collect(),
-                Effect::Deny => found,
-            };
+            let chosen = find_in_path(&search, &name, rule.effect);
             if chosen.is_empty() {
                 out.absent.push(format!("{}: `{name}` not found in exec.path", rule.id));
             }
             for target in chosen {
-                let Ok(resolved) = std::fs::canonicalize(&target) else { continue };
-                let (Some(parent), Some(file)) = (resolved.parent(), resolved.file_name()) else { continue };
-                let file = file.as_encoded_bytes();
-                if file.len() >= NAME_LEN {
+                let Ok(resolved) = lookups.resolve(&target) else { continue };
+                let (Some(parent), Some(key)) = (
+                    &resolved.parent,
+                    resolved.path.file_name().and_then(|n| name_key(n.as_encoded_bytes())),
+                ) else {
                     continue;
-                }
-                let mut key = [0u8; NAME_LEN];
-                key[..file.len()].copy_from_slice(file);
-                let (Ok(dir), Ok(id)) = (file_id(parent), file_id(&resolved)) else { continue };
-                CompiledExec::add(&mut out.name, (dir, key), value);
+                };
+                out.name.push(((parent.id, key), value));
                 if rule.effect == Effect::Deny {
-                    CompiledExec::add(&mut out.inode, id, value);
+                    out.inode.push((resolved.id, value));
                 }
             }
         }
@@ -509,7 +511,7 @@ fn compile_entry(
             if effect == Effect::Allow {
                 allow_warnings(entry, kind, &resolved, out);
             }
-            CompiledExec::add(&mut out.dir, id, value);
+            out.dir.push((id, value));
             continue;
         }
         let (Some(parent), Some(name)) = (&resolved.parent, resolved.path.file_name()) else {
@@ -518,8 +520,7 @@ fn compile_entry(
                 format!("exec rule `{}`: {} is not a file in a directory", entry.id, resolved.path.display()),
             ));
         };
-        let name = name.as_encoded_bytes();
-        if name.len() >= NAME_LEN {
+        let Some(key) = name_key(name.as_encoded_bytes()) else {
             return Err(policy.error_at(
                 at,
                 format!(
@@ -529,17 +530,14 @@ fn compile_entry(
                     NAME_LEN - 1
                 ),
             ));
-        }
-        let mut key = [0u8; NAME_LEN];
-        key[..name.len()].copy_from_slice(name);
-        let dir = parent.id;
-        CompiledExec::add(&mut out.name, (dir, key), value);
+        };
+        out.name.push(((parent.id, key), value));
         if effect == Effect::Allow {
             allow_warnings(entry, kind, &resolved, out);
         }
         if effect == Effect::Deny {
             // Follow the binary through hard links.
-            CompiledExec::add(&mut out.inode, id, value);
+            out.inode.push((id, value));
         }
     }
     Ok(())
@@ -572,15 +570,19 @@ fn targets_of(
                     policy.error_at(at, format!("exec rule `{}`: `{name}` is not a program name", entry.id))
                 );
             }
-            let found: Vec<PathBuf> =
-                search.iter().map(|dir| dir.join(name)).filter(|p| p.is_file()).collect();
-            // The shell runs the first match; an allow covers that one, a deny covers all of them.
-            match effect {
-                Effect::Allow => found.into_iter().take(1).collect(),
-                Effect::Deny => found,
-            }
+            find_in_path(search, name, effect)
         }
     })
+}
+
+/// The files named `name` in the `search` directories that a rule with `effect` covers: the shell
+/// runs the first match, so an allow covers that one, and a deny covers all of them.
+fn find_in_path(search: &[PathBuf], name: &str, effect: Effect) -> Vec<PathBuf> {
+    let found = search.iter().map(|dir| dir.join(name)).filter(|p| p.is_file());
+    match effect {
+        Effect::Allow => found.take(1).collect(),
+        Effect::Deny => found.collect(),
+    }
 }
 
 /// Programs that run arbitrary code given to them as text: allowing one allows whatever it is told to
@@ -774,15 +776,12 @@ impl CompiledExec {
         if let Some((_, value)) = self.inode.iter().find(|(key, _)| *key == id) {
             return Ok(decided(value, "the file itself (device and inode: follows hard links)".into()));
         }
-        if let (Some(parent), Some(name)) = (file.parent(), file.file_name()) {
-            let name = name.as_encoded_bytes();
-            if name.len() < NAME_LEN {
-                let mut key = [0u8; NAME_LEN];
-                key[..name.len()].copy_from_slice(name);
-                let dir = file_id(parent)?;
-                if let Some((_, value)) = self.name.iter().find(|(k, _)| *k == (dir, key)) {
-                    return Ok(decided(value, format!("exact path {}", file.display())));
-                }
+        if let (Some(parent), Some(key)) =
+            (file.parent(), file.file_name().and_then(|n| name_key(n.as_encoded_bytes())))
+        {
+            let dir = file_id(parent)?;
+            if let Some((_, value)) = self.name.iter().find(|(k, _)| *k == (dir, key)) {
+                return Ok(decided(value, format!("exact path {}", file.display())));
             }
         }
         for ancestor in file.ancestors().skip(1) {
