@@ -7,12 +7,17 @@
 
 pub mod event;
 pub mod exec;
+pub mod layout;
+pub mod names;
 pub mod net;
 pub mod offsets;
 pub mod settings;
 
 #[cfg(feature = "user")]
 mod pod;
+
+#[cfg(feature = "user")]
+extern crate std;
 
 /// Error for a `u32` that names no variant of the enum it is converted to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +39,26 @@ macro_rules! wire_enum {
         #[repr(u32)]
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub enum $name { $($(#[$vmeta])* $variant = $value),+ }
+
+        #[cfg(feature = "user")]
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        #[cfg(feature = "user")]
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                // A unit-variant enum of the same name, so that errors read as for any serde enum
+                // ("unknown variant `x`, expected `a` or `b`").
+                #[derive(serde::Deserialize)]
+                enum $name { $(#[serde(rename = $text)] $variant),+ }
+                Ok(match <$name as serde::Deserialize>::deserialize(deserializer)? {
+                    $($name::$variant => Self::$variant),+
+                })
+            }
+        }
 
         impl $name {
             /// The name used in policies and audit records.

@@ -20,6 +20,12 @@ wire_enum! {
     }
 }
 
+impl Default for Mode {
+    fn default() -> Self {
+        Self::Enforce
+    }
+}
+
 wire_enum! {
     /// A rule's (or the default's) effect.
     Effect: "effect" {

@@ -37,7 +37,10 @@ pub fn run(probe_backends: bool) -> Vec<Check> {
     ));
     checks.push(check(
         "btf",
-        match kernel::offsets::read() {
+        match std::fs::read(kernel::offsets::VMLINUX_BTF)
+            .map_err(|source| kernel::KernelError::BtfFile { path: kernel::offsets::VMLINUX_BTF, source })
+            .and_then(|raw| kernel::offsets::read(&raw))
+        {
             Ok(_) => Ok(format!("{} present; struct offsets resolved", kernel::offsets::VMLINUX_BTF)),
             Err(err) => Err((
                 err.to_string(),

@@ -4,7 +4,7 @@ use sentra_common::net::{NET_RULE_DEFAULT, NET_RULE_INTERNAL_ERROR};
 
 use crate::{
     audit::Record,
-    kernel::events::{Exec, Net, RuleRef},
+    kernel::events::{Exec, Header, Net, RuleRef},
     policy::{exec::RuleTable, network::CompiledNet},
 };
 
@@ -45,6 +45,22 @@ impl Default for Clock {
     }
 }
 
+/// A record's fields that every kernel event has: time, process, cgroup, backend.
+fn from_header(event: &'static str, header: &Header, clock: &Clock) -> Record {
+    Record {
+        timestamp: clock.format(header.boot_ns),
+        event: event.into(),
+        layer: "kernel",
+        backend: Some(header.backend.as_str()),
+        pid: Some(header.pid),
+        ppid: Some(header.ppid),
+        uid: Some(header.uid),
+        comm: Some(header.comm.clone()),
+        cgroup_id: Some(header.cgroup_id),
+        ..Record::default()
+    }
+}
+
 /// The audit record of a kernel exec event; `rules` resolves its rule index.
 #[must_use]
 pub fn exec_record(event: &Exec, rules: &RuleTable, clock: &Clock) -> Record {
@@ -68,9 +84,6 @@ pub fn exec_record(event: &Exec, rules: &RuleTable, clock: &Clock) -> Record {
     };
     let command = if event.args.is_empty() { event.path.clone() } else { event.args.join(" ") };
     Record {
-        timestamp: clock.format(event.boot_ns),
-        event: "exec".into(),
-        layer: "kernel",
         action: Some("exec"),
         command: Some(command),
         executable: Some(event.path.clone()),
@@ -79,17 +92,11 @@ pub fn exec_record(event: &Exec, rules: &RuleTable, clock: &Clock) -> Record {
         rule_id: Some(rule_id),
         reason,
         mode: Some(event.mode.as_str()),
-        backend: Some(event.backend.as_str()),
-        pid: Some(event.pid),
-        ppid: Some(event.ppid),
-        uid: Some(event.uid),
-        comm: Some(event.comm.clone()),
-        cgroup_id: Some(event.cgroup_id),
         argc: Some(event.argc),
         args_truncated: Some(event.args_truncated),
         path_truncated: Some(event.path_truncated),
         policy_generation: Some(event.generation),
-        ..Record::default()
+        ..from_header("exec", &event.header, clock)
     }
 }
 
@@ -121,25 +128,16 @@ pub fn net_record(event: &Net, rules: &CompiledNet, clock: &Clock) -> Record {
         },
     };
     Record {
-        timestamp: clock.format(event.boot_ns),
-        event: "net".into(),
-        layer: "kernel",
         action: Some(event.hook.as_str()),
         executable: Some(event.exe.clone()),
         decision: Some(event.decision.as_str()),
         rule_id: Some(rule_id),
         reason,
         mode: Some(event.mode.as_str()),
-        backend: Some(event.backend.as_str()),
-        pid: Some(event.pid),
-        ppid: Some(event.ppid),
-        uid: Some(event.uid),
-        comm: Some(event.comm.clone()),
-        cgroup_id: Some(event.cgroup_id),
         policy_generation: Some(event.generation),
         destination: Some(event.destination.to_string()),
         port: Some(event.port),
         protocol: Some(protocol_name(event.protocol)),
-        ..Record::default()
+        ..from_header("net", &event.header, clock)
     }
 }

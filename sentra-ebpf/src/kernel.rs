@@ -29,6 +29,7 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     socket_type: 0,
     valid: 0,
 };
+sentra_common::same_name!(sentra_common::names::KERNEL_OFFSETS, KERNEL_OFFSETS);
 
 /// The offsets, read through a volatile load so the compiler cannot fold the zero initialiser.
 #[inline(always)]

@@ -1,4 +1,4 @@
-//! Maps shared with userspace (named identically there, in `sentra_ctl::kernel::maps`).
+//! Maps shared with userspace, named as `sentra_common::names::map` says (checked at build time).
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -13,39 +13,48 @@ use sentra_common::{
 /// Events to userspace. 4 MiB holds about 1,900 exec events.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+sentra_common::same_name!(sentra_common::names::map::EVENTS, EVENTS);
 
 /// Counters (see `sentra_common::settings::stats`).
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stats::COUNT, 0);
+sentra_common::same_name!(sentra_common::names::map::STATS, STATS);
 
 /// Governed cgroups by id; their descendants are governed too.
 #[map]
 pub static GOVERNED: HashMap<u64, GovernedCgroup> = HashMap::with_max_entries(1024, 0);
+sentra_common::same_name!(sentra_common::names::map::GOVERNED, GOVERNED);
 
 /// `[0]`: which policy generation decides, and which backend enforces.
 #[map]
 pub static ACTIVE_GENERATION: Array<ActiveGeneration> = Array::with_max_entries(1, 0);
+sentra_common::same_name!(sentra_common::names::map::ACTIVE_GENERATION, ACTIVE_GENERATION);
 
 /// Settings per generation.
 #[map]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(GENERATIONS, 0);
+sentra_common::same_name!(sentra_common::names::map::SETTINGS, SETTINGS);
 
 /// Rules on a file's own (device, inode).
 #[map]
 pub static EXEC_INODE_RULES: HashMap<InodeKey, RuleValue> =
     HashMap::with_max_entries(32768, BPF_F_NO_PREALLOC);
+sentra_common::same_name!(sentra_common::names::map::EXEC_INODE_RULES, EXEC_INODE_RULES);
 
 /// Rules on (parent directory, name): exact paths.
 #[map]
 pub static EXEC_NAME_RULES: HashMap<NameKey, RuleValue> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+sentra_common::same_name!(sentra_common::names::map::EXEC_NAME_RULES, EXEC_NAME_RULES);
 
 /// Rules on a directory: prefixes.
 #[map]
 pub static EXEC_DIR_RULES: HashMap<InodeKey, RuleValue> = HashMap::with_max_entries(32768, BPF_F_NO_PREALLOC);
+sentra_common::same_name!(sentra_common::names::map::EXEC_DIR_RULES, EXEC_DIR_RULES);
 
 /// `argv` pointer of each governed thread inside `execve`/`execveat`, keyed by `pid_tgid`.
 #[map]
 pub static EXEC_ARGV: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
+sentra_common::same_name!(sentra_common::names::map::EXEC_ARGV, EXEC_ARGV);
 
 /// Ring-buffer backlog (bytes waiting) above which even a routine event wakes the controller.
 const WAKEUP_BACKLOG: u64 = 512 << 10;

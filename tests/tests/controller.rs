@@ -122,17 +122,18 @@ fn kill_9_keeps_enforcement_and_a_restarted_controller_adopts() {
 fn exec_map_generations(pin_root: &Path) -> (u32, Vec<u32>) {
     use aya::maps::HashMap;
     use sentra_common::exec::{InodeKey, NameKey, RuleValue};
+    use sentra_common::names::map::{EXEC_DIR_RULES, EXEC_INODE_RULES, EXEC_NAME_RULES};
     use sentra_ctl::kernel::{maps, pin};
     let mut store = pin::open(pin_root).expect("pinned maps");
     let active = maps::active_generation(&mut store).expect("active").generation;
     let mut generations = Vec::new();
-    for name in [maps::EXEC_INODE_RULES, maps::EXEC_DIR_RULES] {
+    for name in [EXEC_INODE_RULES, EXEC_DIR_RULES] {
         let map: HashMap<_, InodeKey, RuleValue> =
             HashMap::try_from(store.maps.get(name).expect("map")).expect("hash map");
         generations.extend(map.keys().map(|k| k.expect("key").generation));
     }
     let map: HashMap<_, NameKey, RuleValue> =
-        HashMap::try_from(store.maps.get(maps::EXEC_NAME_RULES).expect("map")).expect("hash map");
+        HashMap::try_from(store.maps.get(EXEC_NAME_RULES).expect("map")).expect("hash map");
     generations.extend(map.keys().map(|k| k.expect("key").generation));
     (active, generations)
 }

@@ -4,7 +4,8 @@
 
 use aya::maps::HashMap;
 use sentra_common::exec::{InodeKey, RuleValue};
-use sentra_ctl::kernel::{BackendChoice, Kernel, batch, maps::EXEC_INODE_RULES};
+use sentra_common::names::map::EXEC_INODE_RULES;
+use sentra_ctl::kernel::{BackendChoice, Kernel, batch};
 
 /// A device number no file has: the test's entries cannot be mistaken for a policy's.
 const DEV: u64 = 0xdead_beef;

@@ -419,8 +419,9 @@ fn net_ttl_expiry_removes_access() {
 }
 
 /// Live reload of the network part of a policy: a governed process keeps running while the
-/// controller writes the inactive generation, flips `ACTIVE_GENERATION` and clears the old one (the
-/// steps `sentra_ctl::dns::NetworkGovernance::{prepare, retire}` give the controller's reload).
+/// controller writes the inactive generation, flips `ACTIVE_GENERATION` and clears the old one
+/// (`sentra_ctl::enforce::generations::Generations::{switch, retire}`, what the controller's reload
+/// runs).
 #[test]
 fn net_reload_changes_access_live() {
     use std::{
@@ -433,8 +434,9 @@ fn net_reload_changes_access_live() {
     use sentra_common::settings::Mode;
     use sentra_ctl::{
         cgroup::{Cgroup, cgroup2_root},
-        dns::{NetworkGovernance, ResolverWhen},
-        kernel::{BackendChoice, Kernel, maps},
+        dns::Resolver,
+        enforce::generations::Generations,
+        kernel::{BackendChoice, Kernel, maps, rcu::RcuBarrier},
         policy::{Policy, exec, network},
     };
 
@@ -456,26 +458,28 @@ fn net_reload_changes_access_live() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
         let mut kernel = Kernel::load(backend).expect("load BPF");
+        let barrier = RcuBarrier::new().expect("RCU barrier");
         let exec_before = exec::compile(&before).expect("exec part");
-        maps::write_generation(&mut kernel.ebpf, 0, &exec_before, Mode::Enforce).expect("exec gen 0");
+        let net_before = Arc::new(network::compile(&before).expect("network part"));
+        let resolver = Resolver::start(&kernel.ebpf, 0, &net_before, &dir.path().join("reload.jsonl"), None)
+            .await
+            .expect("resolver");
+        let mut generations = Generations::install(
+            &mut kernel.ebpf,
+            kernel.backend,
+            exec_before,
+            net_before,
+            Mode::Enforce,
+            Some(&resolver),
+        )
+        .expect("generation 0");
         let root = cgroup2_root().expect("cgroup2");
         let group =
             Cgroup::create(&root, Path::new(&format!("sentra/test-net-reload-{}", std::process::id())))
                 .expect("cgroup");
         maps::govern(&mut kernel.ebpf, group.id, group.level).expect("govern");
-        let net_before = Arc::new(network::compile(&before).expect("network part"));
-        let mut governance = NetworkGovernance::start(
-            &mut kernel,
-            &[("reload", &group.path)],
-            0,
-            &net_before,
-            Mode::Enforce,
-            &dir.path().join("reload.jsonl"),
-            ResolverWhen::Governed,
-        )
-        .await
-        .expect("network governance");
-        maps::activate(&mut kernel.ebpf, 0, kernel.backend).expect("activate 0");
+        let dir_fd = std::fs::File::open(&group.path).expect("cgroup dir");
+        kernel.govern_network(&[("reload", dir_fd)]).expect("attach sock_addr programs");
 
         // The probe joins the cgroup before it execs, then connects before and after a pause.
         let procs = std::fs::OpenOptions::new().write(true).open(group.procs_file()).expect("cgroup.procs");
@@ -510,12 +514,23 @@ fn net_reload_changes_access_live() {
             }
         }
         let net_after = Arc::new(network::compile(&after).expect("network part"));
-        maps::write_generation(&mut kernel.ebpf, 1, &exec::compile(&after).expect("exec"), Mode::Enforce)
-            .expect("exec gen 1");
-        governance.prepare(&mut kernel.ebpf, 1, &net_after, Mode::Enforce).expect("prepare gen 1");
-        maps::activate(&mut kernel.ebpf, 1, kernel.backend).expect("activate 1");
-        governance.retire(&mut kernel.ebpf, 0, 1).expect("retire gen 0");
-        maps::clear_generation(&mut kernel.ebpf, 0, None).expect("clear exec gen 0");
+        let flipped = generations
+            .switch(
+                &mut kernel.ebpf,
+                kernel.backend,
+                &barrier,
+                exec::compile(&after).expect("exec"),
+                net_after,
+                Mode::Enforce,
+                Some(&resolver),
+            )
+            .expect("switch to generation 1");
+        assert_eq!((flipped.old, flipped.generation), (0, 1));
+        assert_eq!(maps::active_generation(&mut kernel.ebpf).expect("active").generation, 1);
+        assert!(
+            generations.retire(&mut kernel.ebpf, &barrier, Some(&resolver)).expect("retire gen 0").is_some(),
+            "the switch left generation 0 to retire"
+        );
         for line in lines.by_ref() {
             let line = line.expect("read");
             if let Some(rest) = line.strip_prefix("PROBE ") {
@@ -525,7 +540,7 @@ fn net_reload_changes_access_live() {
         assert!(child.wait().expect("probe exit").success());
         assert_eq!(results, ["ok", EPERM, "ok", EPERM, "ok"], "before: .10 allowed; after the reload: .11");
         maps::release(&mut kernel.ebpf, group.id).expect("release");
-        drop(governance);
+        drop(resolver);
     });
 }
 

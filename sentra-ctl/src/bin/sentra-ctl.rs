@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use sentra_ctl::{audit::DEFAULT_AUDIT_LOG, controller, doctor, kernel::BackendChoice, run};
+use sentra_ctl::{audit::DEFAULT_AUDIT_LOG, controller, doctor, enforce, kernel::BackendChoice, run};
 
 /// Sends a request to the controller, prints its answer as JSON; exit 0 on success, 1 if refused.
 fn answer(request: &controller::protocol::Request) -> anyhow::Result<i32> {
@@ -141,7 +141,8 @@ fn real_main() -> anyhow::Result<i32> {
         }
         Command::Launch { cgroup, command } => {
             let state = controller::state::State::load(&controller::state::state_file())
-                .context("no controller state (start `sentra-ctl daemon` first)")?;
+                .context("no controller state (start `sentra-ctl daemon` first)")?
+                .state;
             let group = match &cgroup {
                 None => state.cgroups.first().context("the controller governs no cgroup")?,
                 Some(name) => state
@@ -170,9 +171,9 @@ fn real_main() -> anyhow::Result<i32> {
         Command::Status => answer(&controller::protocol::Request::Status),
         Command::Stop { force: false } => answer(&controller::protocol::Request::Stop),
         Command::Stop { force: true } => {
-            run::require_root()?;
-            if let Ok(state) = controller::state::State::load(&controller::state::state_file()) {
-                for group in &state.cgroups {
+            enforce::require_root()?;
+            if let Ok(loaded) = controller::state::State::load(&controller::state::state_file()) {
+                for group in &loaded.state.cgroups {
                     // Only when empty: processes still inside run on, ungoverned.
                     let _ = std::fs::remove_dir(&group.path);
                 }
@@ -227,14 +228,14 @@ fn doctor(json: bool) -> anyhow::Result<i32> {
 
 /// `policy check`: validate and summarise; exit 0 if valid, 1 if not.
 fn policy_check(file: &std::path::Path) -> i32 {
-    match run::prepare_policy(file) {
-        Ok((mut policy, compiled, net)) => {
+    match enforce::prepare_policy(file) {
+        Ok(enforce::Prepared { mut policy, exec: compiled, net }) => {
             policy.remember();
             println!("{}: valid", file.display());
-            println!("  mode: {:?}, exec default: {}", policy.model.mode, compiled.default_effect().as_str());
+            println!("  mode: {:?}, exec default: {}", policy.model.mode, compiled.table.default_effect().as_str());
             println!(
                 "  kernel layer: {} rules -> {} name, {} dir, {} inode entries",
-                compiled.rules.len(),
+                compiled.table.rules.len(),
                 compiled.name.len(),
                 compiled.dir.len(),
                 compiled.inode.len()

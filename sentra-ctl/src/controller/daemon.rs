@@ -1,4 +1,5 @@
-//! `sentra-ctl daemon`: pins enforcement, serves the socket, drains events, reloads atomically.
+//! `sentra-ctl daemon`: pins enforcement, serves the socket, drains events, reloads atomically (a
+//! front over [`crate::enforce::Session`]).
 
 use std::{
     os::unix::fs::PermissionsExt as _,
@@ -7,31 +8,22 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use aya::maps::{MapData, RingBuf};
-use sentra_common::settings::Backend;
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, unix::AsyncFd},
+    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
     signal::unix::{SignalKind, signal},
 };
 
 use super::{
     protocol::{Request, Response, socket},
-    state::{GovernedPath, State, run_dir, state_file},
+    state::{GovernedPath, Loaded, State, run_dir, state_file},
 };
 use crate::{
-    audit::{self, AuditLog, Record},
+    audit::{self, Record},
     cgroup::{self, Cgroup},
-    dns::{NetworkGovernance, ResolverWhen},
-    kernel::{
-        BackendChoice, Kernel,
-        maps::{self, MapStore},
-        net as knet, pin,
-        rcu::RcuBarrier,
-    },
-    policy::{exec::CompiledExec, network::CompiledNet},
-    record::Clock,
-    run::{Drainer, prepare_policy, require_root},
+    dns::Resolver,
+    enforce::{ResolverWhen, Session, Start, prepare_policy, require_root},
+    kernel::{BackendChoice, maps, net as knet, pin},
 };
 
 /// Options of `daemon`.
@@ -47,39 +39,13 @@ pub struct DaemonOptions {
 }
 
 struct Daemon {
-    store: Box<dyn MapStore>,
-    /// The network part: the resolver, and the compiled `network:` section being enforced.
-    network: NetworkGovernance,
-    /// The `network:` section of each generation (names the rules of network events).
-    nets: [Arc<CompiledNet>; 2],
-    /// The exec rules this process wrote into the active generation (`None` when a predecessor did):
-    /// retiring it clears exactly their keys instead of walking the maps.
-    active_exec: Option<CompiledExec>,
-    /// The generation the last reload replaced, until it is cleared.
-    retiring: Option<Retiring>,
+    session: Session,
+    state: State,
     /// How long clearing the last retired generation took.
     last_retire_ms: Option<f64>,
-    state: State,
-    backend: Backend,
-    barrier: RcuBarrier,
-    audit: AuditLog,
-    clock: Clock,
-    written: u64,
-    undecodable: u64,
     pin_root: PathBuf,
     /// `--cgroup`, which overrides the policy's `governed.cgroups`.
     cgroup_override: Option<String>,
-}
-
-/// A generation replaced by a reload, still holding its entries.
-struct Retiring {
-    flipped: maps::Flipped,
-    /// What this process wrote into it, when it did.
-    written: Option<CompiledExec>,
-    net: Arc<CompiledNet>,
-    mode: sentra_common::settings::Mode,
-    /// The policy now enforced, to be stored in the parsed-policy cache.
-    policy: crate::policy::Policy,
 }
 
 /// Runs the controller until `stop` (pins removed) or SIGTERM/SIGINT (pins kept: enforcement goes on).
@@ -94,50 +60,29 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
     let socket = socket();
-    let barrier = RcuBarrier::new().context("creating the RCU barrier maps")?;
-    let mut audit = AuditLog::open(&options.audit_log)?;
 
-    let adopted = pin::exists(&options.pin_root);
-    let Started { store, state, backend, network, net, exec, steering_lost } =
-        if adopted { adopt(&options).await? } else { start_fresh(&options).await? };
+    let adopting = pin::exists(&options.pin_root);
+    let (session, state, steering_lost) =
+        if adopting { adopt(&options).await? } else { start_fresh(&options).await? };
     let mut daemon = Daemon {
-        store,
-        network,
-        nets: [Arc::clone(&net), net],
-        active_exec: exec,
-        retiring: None,
-        last_retire_ms: None,
+        session,
         state,
-        backend,
-        barrier,
-        audit: AuditLog::open(&options.audit_log)?,
-        clock: Clock::new(),
-        written: 0,
-        undecodable: 0,
+        last_retire_ms: None,
         pin_root: options.pin_root.clone(),
         cgroup_override: options.cgroup.clone(),
     };
-    daemon.state.save(&state_file())?;
+    daemon.save_state();
     crate::kernel::release_freed_memory();
-    audit.write(&Record {
-        timestamp: audit::now(),
-        event: if adopted { "controller_adopt" } else { "controller_start" }.into(),
-        layer: "kernel",
-        backend: Some(backend.as_str()),
-        detail: Some(serde_json::json!({
-            "policy": daemon.state.policy,
-            "policy_hash": daemon.state.policy_hash,
-            "cgroups": daemon.state.cgroups,
-            "adoptions": daemon.state.adoptions,
-        })),
-        ..Record::default()
-    })?;
-    drop(audit);
+    let start = daemon.session.start_record(if adopting { "controller_adopt" } else { "controller_start" });
+    let mut detail = start.detail.clone().unwrap_or_default();
+    detail["cgroups"] = serde_json::json!(daemon.state.cgroups);
+    detail["adoptions"] = serde_json::json!(daemon.state.adoptions);
+    daemon.session.write(&Record { detail: Some(detail), ..start })?;
 
     // A restarted controller given a different policy than the pinned one switches to it atomically;
     // so does one whose resolver could not take its predecessor's address (steered DNS must reach a
     // resolver again; until then steered queries find no one: fail closed).
-    if adopted && (steering_lost || options.policy != daemon.state.policy) {
+    if adopting && (steering_lost || options.policy != daemon.session.policy.policy) {
         let reply = daemon.reload(Some(options.policy.to_string_lossy().into_owned()));
         if !reply.ok {
             tracing::warn!(
@@ -145,36 +90,27 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
                 reply.error.unwrap_or_default()
             );
         }
+        daemon.retire_pending();
     }
-
-    let ring = daemon.store.take_map(maps::EVENTS).context("map EVENTS missing")?;
-    let ring: RingBuf<MapData> = RingBuf::try_from(ring).context("map EVENTS is not a ring buffer")?;
-    // SAFETY: the ring buffer owns its map fd, which stays open and unchanged while the AsyncFd owns it.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|err| anyhow::anyhow!("polling the EVENTS ring buffer: {}", std::io::Error::from(err)))?;
-    daemon.drain(ring.get_mut())?;
+    daemon.session.drain()?;
 
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    eprintln!("sentra-ctl daemon: enforcing ({}), socket {}", backend.as_str(), socket.display());
-    // Routine events do not wake the controller (`submit_flags` in sentra-ebpf/src/maps.rs): a short
-    // timer drains them.
-    let mut tick = tokio::time::interval(crate::kernel::events::DRAIN_EVERY);
+    eprintln!(
+        "sentra-ctl daemon: enforcing ({}), socket {}",
+        daemon.session.backend.as_str(),
+        socket.display()
+    );
     loop {
         tokio::select! {
-            _ = tick.tick() => daemon.drain(ring.get_mut())?,
-            guard = ring.readable_mut() => {
-                let mut guard = guard.context("polling the EVENTS ring buffer")?;
-                daemon.drain(guard.get_inner_mut())?;
-                guard.clear_ready();
-            }
+            drained = daemon.session.drain_when_due() => drained?,
             accepted = listener.accept() => {
                 let (stream, _) = accepted.context("accepting on the socket")?;
                 if daemon.serve(stream).await? {
-                    daemon.drain(ring.get_mut())?;
+                    daemon.session.drain()?;
                     return Ok(());
                 }
                 daemon.retire_pending();
@@ -183,7 +119,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
             _ = int.recv() => break,
         }
     }
-    daemon.drain(ring.get_mut())?;
+    daemon.session.drain()?;
     let _ = std::fs::remove_file(&socket);
     eprintln!("sentra-ctl daemon: exiting; enforcement stays pinned (sentra-ctl stop removes it)");
     Ok(())
@@ -207,71 +143,36 @@ fn governed_cgroup(name: &str) -> anyhow::Result<Cgroup> {
     Ok(group)
 }
 
-/// What starting (fresh or by adoption) yields.
-struct Started {
-    store: Box<dyn MapStore>,
-    state: State,
-    backend: Backend,
-    network: NetworkGovernance,
-    net: Arc<CompiledNet>,
-    /// The exec rules written into the active generation, when this process wrote them.
-    exec: Option<CompiledExec>,
-    /// An adopted generation steers DNS to a resolver address this controller could not take over.
-    steering_lost: bool,
-}
-
-async fn start_fresh(options: &DaemonOptions) -> anyhow::Result<Started> {
-    let (mut policy, compiled, net) = prepare_policy(&options.policy)?;
-    policy.remember();
-    crate::run::log_warnings(&policy, &compiled);
-    let mode = policy.model.mode.into();
-    let mut kernel = Kernel::load(options.backend)?;
-    maps::write_generation(&mut kernel.ebpf, 0, &compiled, mode)?;
-    maps::activate(&mut kernel.ebpf, 0, kernel.backend)?;
+async fn start_fresh(options: &DaemonOptions) -> anyhow::Result<(Session, State, bool)> {
+    let prepared = prepare_policy(&options.policy)?;
+    prepared.log_warnings();
     let mut groups = Vec::new();
-    for name in cgroup_names(options.cgroup.as_ref(), &policy) {
+    for name in cgroup_names(options.cgroup.as_ref(), &prepared.policy) {
         let group = governed_cgroup(&name)?;
-        maps::govern(&mut kernel.ebpf, group.id, group.level)?;
         groups.push((name, group));
     }
-    // The network programs are attached even when this policy does not govern the network, and the
-    // resolver runs: a reload can then start governing it.
-    let dirs: Vec<(&str, &Path)> = groups.iter().map(|(name, g)| (name.as_str(), g.path.as_path())).collect();
-    let network =
-        NetworkGovernance::start(&mut kernel, &dirs, 0, &net, mode, &options.audit_log, ResolverWhen::Always)
-            .await?;
-    let unpinned = pin::pin(&mut kernel, &options.pin_root)?;
-    if !unpinned.is_empty() {
-        tracing::warn!("not pinnable on this kernel (stop with the controller): {unpinned:?}");
-    }
+    let session = Session::start(Start {
+        prepared,
+        path: &options.policy,
+        backend: options.backend,
+        cgroups: &groups,
+        audit_log: &options.audit_log,
+        resolver: ResolverWhen::Always,
+        pin_root: Some(&options.pin_root),
+    })
+    .await?;
     let state = State {
-        policy: options.policy.clone(),
-        policy_hash: format!("{:016x}", policy.hash),
-        policy_version: policy.model.version.as_ref().map(ToString::to_string),
-        mode: sentra_common::settings::Mode::from(policy.model.mode).as_str().into(),
-        backend: kernel.backend.as_str().into(),
-        tables: [compiled.table(), crate::policy::exec::RuleTable::default()],
         cgroups: groups.iter().map(|(_, g)| GovernedPath { path: g.path.clone(), id: g.id }).collect(),
         audit_log: options.audit_log.clone(),
         started: audit::now(),
         adoptions: 0,
         reloads: 0,
     };
-    let backend = kernel.backend;
-    Ok(Started {
-        store: Box::new(kernel.ebpf),
-        state,
-        backend,
-        network,
-        net,
-        exec: Some(compiled),
-        steering_lost: false,
-    })
+    Ok((session, state, false))
 }
 
-async fn adopt(options: &DaemonOptions) -> anyhow::Result<Started> {
-    let mut store = pin::open(&options.pin_root)?;
-    let mut state = State::load(&state_file()).with_context(|| {
+async fn adopt(options: &DaemonOptions) -> anyhow::Result<(Session, State, bool)> {
+    let Loaded { mut state, policy, backend, tables } = State::load(&state_file()).with_context(|| {
         format!(
             "pins exist under {} but {} is unreadable; `sentra-ctl stop --force` clears them",
             options.pin_root.display(),
@@ -279,48 +180,17 @@ async fn adopt(options: &DaemonOptions) -> anyhow::Result<Started> {
         )
     })?;
     state.adoptions += 1;
-    let backend = match state.backend.as_str() {
-        "lsm" => Backend::Lsm,
-        _ => Backend::Signal,
-    };
-    let generation = maps::active_generation(&mut store)?.generation;
-    // The network rules of the pinned generation, from the policy file if it is still the one pinned
-    // (they name the rules in events, and tell the resolver which names to forward).
-    let net = prepare_policy(&state.policy)
-        .ok()
-        .filter(|(policy, _, _)| format!("{:016x}", policy.hash) == state.policy_hash)
-        .map(|(_, _, net)| net)
-        .unwrap_or_default();
-    // The resolver takes its predecessor's address if it can: the pinned generation steers there.
-    let steering = knet::steering(&store, generation)?;
-    let network = NetworkGovernance::serve(
-        &store,
-        generation,
-        &net,
-        &options.audit_log,
-        ResolverWhen::Always,
-        steering.map(|r| r.port),
-    )
-    .await?;
-    let steering_lost = steering.is_some() && network.resolver != steering;
-    let adopted = network.adopt_learned();
-    tracing::info!("adopted {adopted} addresses learned by the previous controller");
-    Ok(Started { store: Box::new(store), state, backend, network, net, exec: None, steering_lost })
+    let (session, adopted) =
+        Session::adopt(&options.pin_root, policy, backend, tables, &options.audit_log).await?;
+    tracing::info!("adopted {} addresses learned by the previous controller", adopted.learned);
+    Ok((session, state, adopted.steering_lost))
 }
 
 impl Daemon {
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> anyhow::Result<()> {
-        let mut drainer = Drainer {
-            audit: &mut self.audit,
-            tables: &self.state.tables,
-            clock: self.clock,
-            written: 0,
-            undecodable: 0,
-        };
-        drainer.drain(ring, &self.nets)?;
-        self.written += drainer.written;
-        self.undecodable += drainer.undecodable;
-        Ok(())
+    fn save_state(&self) {
+        if let Err(err) = self.state.save(&state_file(), &self.session) {
+            tracing::warn!("saving {}: {err:#}", state_file().display());
+        }
     }
 
     /// Answers one connection; returns true when the controller must exit (after `stop`).
@@ -354,20 +224,24 @@ impl Daemon {
     }
 
     fn status(&mut self) -> Response {
-        let active = maps::active_generation(self.store.as_mut());
-        let counters = maps::read_stats(self.store.as_ref());
-        let governed = maps::governed(self.store.as_mut());
-        let net_counters = knet::read_stats(self.store.as_ref());
+        let store = self.session.store();
+        let active = maps::active_generation(store);
+        let counters = maps::read_stats(store);
+        let governed = maps::governed(store);
+        let net_counters = knet::read_stats(store);
         match (active, counters, governed, net_counters) {
             (Ok(active), Ok(counters), Ok(governed), Ok(net_counters)) => {
-                let table = &self.state.tables[usize::try_from(active.generation).unwrap_or(0) % 2];
-                let net = &self.nets[usize::try_from(active.generation).unwrap_or(0) % 2];
+                let generations = self.session.generations();
+                let table = generations.exec(active.generation);
+                let net = generations.net(active.generation);
+                let resolver = self.session.resolver();
+                let drained = self.session.drained();
                 Response::ok(serde_json::json!({
-                    "backend": self.backend.as_str(),
-                    "mode": self.state.mode,
-                    "policy": self.state.policy,
-                    "policy_version": self.state.policy_version,
-                    "policy_hash": self.state.policy_hash,
+                    "backend": self.session.backend.as_str(),
+                    "mode": self.session.policy.mode.as_str(),
+                    "policy": self.session.policy.policy,
+                    "policy_version": self.session.policy.policy_version,
+                    "policy_hash": self.session.policy.policy_hash,
                     "generation": active.generation,
                     "exec_rules": table.rules.len(),
                     "exec_default": table.default_effect().as_str(),
@@ -380,12 +254,12 @@ impl Daemon {
                         "loopback": net.loopback,
                         "cidr_entries": net.cidr.len(),
                         "domain_rules": net.domains.len(),
-                        "resolver": self.network.resolver.map(|r| format!("{}:{}", r.v4, r.port)),
-                        "learned_addresses": self.network.learned(),
+                        "resolver": resolver.map(|r| format!("{}:{}", r.addr.v4, r.addr.port)),
+                        "learned_addresses": resolver.map_or(0, Resolver::learned),
                         "counters": net_counters,
                     },
-                    "events_written_by_this_controller": self.written,
-                    "events_undecodable": self.undecodable,
+                    "events_written_by_this_controller": drained.events_written,
+                    "events_undecodable": drained.events_undecodable,
                     "adoptions": self.state.adoptions,
                     "reloads": self.state.reloads,
                     "last_retire_ms": self.last_retire_ms,
@@ -405,13 +279,13 @@ impl Daemon {
     /// Validates and compiles the policy; only then switches generations. A rejected policy changes
     /// nothing.
     fn reload(&mut self, policy: Option<String>) -> Response {
-        let path = policy.map_or_else(|| self.state.policy.clone(), PathBuf::from);
-        let (policy, mut compiled, net) = match prepare_policy(&path) {
+        let path = policy.map_or_else(|| self.session.policy.policy.clone(), PathBuf::from);
+        let prepared = match prepare_policy(&path) {
             Ok(p) => p,
             Err(err) => return Response::error(format!("policy rejected, the enforced one stays: {err:#}")),
         };
         // The governed cgroups (and the programs attached to them) are fixed while a controller runs.
-        let wanted = cgroup_names(self.cgroup_override.as_ref(), &policy);
+        let wanted = cgroup_names(self.cgroup_override.as_ref(), &prepared.policy);
         let governed: Vec<String> = self
             .state
             .cgroups
@@ -426,17 +300,9 @@ impl Daemon {
                 governed.join(", ")
             ));
         }
-        // A retirement still pending (normally done right after the previous reply) must finish
-        // first: the generation it clears is the one this reload writes.
-        self.retire_pending();
-        let mode = policy.model.mode.into();
-        let flipped = match maps::flip_generation(
-            self.store.as_mut(),
-            &compiled,
-            mode,
-            self.backend,
-            &mut self.network.reload_part(Arc::clone(&net), mode),
-        ) {
+        let exec_rules = prepared.exec.table.rules.len();
+        let net = Arc::clone(&prepared.net);
+        let flipped = match self.session.switch(prepared, &path) {
             Ok(flipped) => flipped,
             Err(err) => {
                 return Response::error(format!(
@@ -446,28 +312,18 @@ impl Daemon {
         };
         let generation = flipped.generation;
         let flip_ms = flipped.until_flip.as_secs_f64() * 1000.0;
-        let exec_rules = compiled.rules.len();
-        // The rules move to the table; what stays in `active_exec` is the keys written.
-        self.state.tables[usize::try_from(generation).unwrap_or(0) % 2] = compiled.take_table();
-        let written = self.active_exec.replace(compiled);
-        self.nets[usize::try_from(generation).unwrap_or(0) % 2] = Arc::clone(&net);
-        self.state.policy = path;
-        self.state.policy_hash = format!("{:016x}", policy.hash);
-        self.state.policy_version = policy.model.version.as_ref().map(ToString::to_string);
-        self.state.mode = sentra_common::settings::Mode::from(policy.model.mode).as_str().into();
-        self.retiring = Some(Retiring { flipped, written, net: Arc::clone(&net), mode, policy });
         self.state.reloads += 1;
-        if let Err(err) = self.state.save(&state_file()) {
-            tracing::warn!("saving {}: {err:#}", state_file().display());
-        }
-        let _ = self.audit.write(&Record {
+        self.save_state();
+        let info = &self.session.policy;
+        let (policy, policy_hash) = (info.policy.clone(), info.policy_hash.clone());
+        let _ = self.session.write(&Record {
             timestamp: audit::now(),
             event: "policy_reload".into(),
             layer: "kernel",
             policy_generation: Some(generation),
             detail: Some(serde_json::json!({
-                "policy": self.state.policy,
-                "policy_hash": self.state.policy_hash,
+                "policy": policy,
+                "policy_hash": policy_hash,
                 "exec_rules": exec_rules,
                 "network_governed": net.governed,
                 "cidr_entries": net.cidr.len(),
@@ -478,41 +334,26 @@ impl Daemon {
         });
         Response::ok(serde_json::json!({
             "generation": generation,
-            "policy": self.state.policy,
-            "policy_hash": self.state.policy_hash,
+            "policy": policy,
+            "policy_hash": policy_hash,
             "exec_rules": exec_rules,
             "flip_ms": flip_ms,
         }))
     }
 
-    /// Clears the generation the last reload retired (after the reply: the new policy already decides,
-    /// and the wait for running programs is an RCU grace period, ~10 ms). Requests are served one at a
-    /// time, so nothing writes that generation before this is done.
+    /// Clears the generation the last reload retired (after the reply: the new policy already
+    /// decides, and the wait for running programs is one RCU grace period). Requests are served one
+    /// at a time, so nothing writes that generation before this is done.
     fn retire_pending(&mut self) {
-        let Some(mut retiring) = self.retiring.take() else {
-            return;
-        };
-        let started = std::time::Instant::now();
-        let retired = maps::retire_generation(
-            self.store.as_mut(),
-            &retiring.flipped,
-            &self.barrier,
-            retiring.written.as_ref(),
-            &mut self.network.reload_part(retiring.net, retiring.mode),
-        );
-        self.last_retire_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-        // It stays marked dirty if this failed: the next reload's write sweeps it.
-        if let Err(err) = retired {
-            tracing::warn!("clearing retired generation {}: {err}", retiring.flipped.old);
+        if let Some(took) = self.session.retire_pending() {
+            self.last_retire_ms = Some(took.as_secs_f64() * 1000.0);
         }
-        // What the reload freed stays with the allocator for the next one (`keep_freed_memory`).
-        retiring.policy.remember();
     }
 
     /// Stops governing and removes every pin; programs detach once nothing holds them.
     fn stop(&mut self) -> Response {
         for group in &self.state.cgroups {
-            let _ = maps::release(self.store.as_mut(), group.id);
+            let _ = self.session.release(group.id);
         }
         if let Err(err) = pin::remove(&self.pin_root) {
             return Response::error(format!("removing pins: {err}"));
@@ -523,13 +364,7 @@ impl Daemon {
             // Left in place if processes are still inside (they run on, ungoverned).
             let _ = std::fs::remove_dir(&group.path);
         }
-        let _ = self.audit.write(&Record {
-            timestamp: audit::now(),
-            event: "controller_stop".into(),
-            layer: "kernel",
-            detail: Some(serde_json::json!({ "events_written": self.written })),
-            ..Record::default()
-        });
+        let _ = self.session.write(&self.session.stop_record());
         Response::ok(serde_json::json!({ "stopped": true }))
     }
 }

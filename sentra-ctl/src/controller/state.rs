@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+use sentra_common::settings::Backend;
 use serde::{Deserialize, Serialize};
 
-use crate::policy::exec::RuleTable;
+use crate::enforce::{PolicyInfo, Session, generations::ExecTables};
 
 /// The controller's runtime directory: `$SENTRA_RUN_DIR`, else `/run/sentra` (root-only, mode 0700).
 #[must_use]
@@ -33,15 +34,9 @@ pub struct GovernedPath {
     pub id: u64,
 }
 
+/// The daemon's own facts (what the enforcement session does not own).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct State {
-    pub policy: PathBuf,
-    pub policy_hash: String,
-    pub policy_version: Option<String>,
-    pub mode: String,
-    pub backend: String,
-    /// Rule tables of both generations (index = generation).
-    pub tables: [RuleTable; 2],
     pub cgroups: Vec<GovernedPath>,
     pub audit_log: PathBuf,
     pub started: String,
@@ -50,27 +45,52 @@ pub struct State {
     pub reloads: u32,
 }
 
+/// The state file: the daemon's facts, the enforced policy, the backend and the exec tables of
+/// both generations (what a restarted controller needs to name the rules of pinned generations).
+#[derive(Serialize)]
+struct Saved<'a> {
+    #[serde(flatten)]
+    state: &'a State,
+    #[serde(flatten)]
+    policy: &'a PolicyInfo,
+    backend: Backend,
+    tables: &'a ExecTables,
+}
+
+/// The state file as read back.
+#[derive(Deserialize)]
+pub struct Loaded {
+    #[serde(flatten)]
+    pub state: State,
+    #[serde(flatten)]
+    pub policy: PolicyInfo,
+    /// An unknown backend is an error, never a guess.
+    pub backend: Backend,
+    pub tables: ExecTables,
+}
+
 impl State {
     /// Reads the state file.
     ///
     /// # Errors
-    /// Missing or unreadable.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+    /// Missing, unreadable or not a state file.
+    pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         let text = std::fs::read_to_string(path)?;
         Ok(serde_json::from_str(&text)?)
     }
 
-    /// Writes the state file atomically (write then rename).
+    /// Writes the state file atomically (write then rename) with what `session` enforces.
     ///
     /// # Errors
     /// The directory or file cannot be written.
-    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+    pub fn save(&self, path: &Path, session: &Session) -> anyhow::Result<()> {
         use std::io::Write as _;
         let tmp = path.with_extension("json.tmp");
-        // Compact and streamed: with 10,000 rules in each table the pretty form was 2 MB built in
-        // memory first, ~4 ms of every reload.
+        // Compact and streamed: with large policies the pretty form was megabytes built in memory.
         let mut out = std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(&tmp)?);
-        serde_json::to_writer(&mut out, self)?;
+        let saved =
+            Saved { state: self, policy: &session.policy, backend: session.backend, tables: session.exec_tables() };
+        serde_json::to_writer(&mut out, &saved)?;
         out.flush()?;
         drop(out);
         std::fs::rename(&tmp, path)?;

@@ -1,4 +1,4 @@
-//! The controller's resolver, and network governance of a cgroup as a whole.
+//! The controller's resolver.
 //!
 //! Governed processes' DNS traffic (any destination, port 53, UDP or TCP) is rewritten in the kernel to
 //! this resolver (`sentra-ebpf/src/net`). It answers a query for a name no domain rule allows with
@@ -24,7 +24,6 @@ use hickory_proto::{
     op::{Message, MessageType, OpCode, ResponseCode},
     rr::RData,
 };
-use sentra_common::settings::{Backend, Mode};
 use tokio::{
     net::{TcpListener, UdpSocket},
     sync::Semaphore,
@@ -39,8 +38,8 @@ use crate::{
     audit::{self, AuditLog, Record},
     kernel::{
         KernelError,
-        maps::{GenerationPart, MapStore},
-        net::{self as knet, HostTable, ResolverAddr},
+        net::{HostTable, ResolverAddr},
+        store::MapStore,
     },
     policy::network::CompiledNet,
 };
@@ -79,24 +78,24 @@ pub enum NetError {
 
 /// State shared by the resolver's tasks.
 struct Shared {
+    /// The policy queries are answered under: the one of the generation learned addresses go to.
     policy: Mutex<Arc<CompiledNet>>,
     learned: Mutex<Learned>,
     audit: Mutex<AuditLog>,
 }
 
-/// Network governance of a cgroup: programs attached, generation written, resolver running when the
-/// network is governed. Dropping it stops the resolver (pinned programs and maps stay).
-pub struct NetworkGovernance {
-    /// The compiled `network:` section of the active generation.
-    pub policy: Arc<CompiledNet>,
-    pub resolver: Option<ResolverAddr>,
-    /// The policy of a generation being prepared by a reload, until it is retired into `policy`.
-    pending: Option<Arc<CompiledNet>>,
-    shared: Option<Arc<Shared>>,
+/// The controller's resolver: its sockets and tasks, and the addresses it learned. Which generation
+/// it grants into is decided by the generation switch (`enforce::Generations`), which tells it
+/// through [`Self::grant_into`], [`Self::retire`] and [`Self::discard`]. Dropping it stops the
+/// resolver (pinned programs and maps stay).
+pub struct Resolver {
+    /// Where it listens (steered DNS goes there).
+    pub addr: ResolverAddr,
+    shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
 }
 
-impl Drop for NetworkGovernance {
+impl Drop for Resolver {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
@@ -104,212 +103,88 @@ impl Drop for NetworkGovernance {
     }
 }
 
-/// When the resolver runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResolverWhen {
-    /// Only when the policy governs the network (`sentra-ctl run`: the policy never changes).
-    Governed,
-    /// Always (the daemon: a reload may start governing the network or add domain rules).
-    Always,
-}
-
-impl NetworkGovernance {
-    /// Governs the network of the cgroup at `cgroup_dir` with `compiled` as generation 0 (the
-    /// generation `sentra-ctl run` activates).
+impl Resolver {
+    /// Binds the resolver and starts answering under `compiled`, learning into `generation` of the
+    /// maps in `store` (loaded or pinned). `prefer_port` is tried first: a restarted controller takes
+    /// its predecessor's port, which the pinned generation steers to.
     ///
     /// # Errors
-    /// See [`Self::start`].
-    pub async fn start_run(
-        kernel: &mut crate::kernel::Kernel,
-        cgroup_dir: &Path,
-        compiled: &Arc<CompiledNet>,
-        mode: Mode,
-        audit_log: &Path,
-    ) -> Result<Self, NetError> {
-        let name = cgroup_dir.file_name().and_then(|n| n.to_str()).unwrap_or("run");
-        Self::start(kernel, &[(name, cgroup_dir)], 0, compiled, mode, audit_log, ResolverWhen::Governed).await
-    }
-
-    /// Governs the network of the cgroups in `cgroups` (name, directory): starts the resolver (see
-    /// `when`), writes `generation` (the caller activates it), attaches the `sock_addr` programs to
-    /// each cgroup, and on the `lsm` backend `lsm/socket_connect`; the attachments join
-    /// `kernel.links`.
-    ///
-    /// # Errors
-    /// Binding the resolver, a map update, or a program failing to load or attach.
-    pub async fn start(
-        kernel: &mut crate::kernel::Kernel,
-        cgroups: &[(&str, &Path)],
-        generation: u32,
-        compiled: &Arc<CompiledNet>,
-        mode: Mode,
-        audit_log: &Path,
-        when: ResolverWhen,
-    ) -> Result<Self, NetError> {
-        let this = Self::serve(&kernel.ebpf, generation, compiled, audit_log, when, None).await?;
-        knet::write_generation(&mut kernel.ebpf, generation, compiled, mode, this.resolver)?;
-        let mut dirs = Vec::new();
-        for (name, dir) in cgroups {
-            let file = std::fs::File::open(dir)
-                .map_err(|source| NetError::Io { what: format!("opening {}", dir.display()), source })?;
-            dirs.push((*name, file));
-        }
-        knet::attach_sock_addr(&mut kernel.ebpf, &dirs, &mut kernel.links)?;
-        if kernel.backend == Backend::Lsm {
-            let btf = aya::Btf::from_sys_fs().map_err(|err| KernelError::Btf(err.to_string()))?;
-            knet::attach_lsm(&mut kernel.ebpf, &btf, &mut kernel.links)?;
-        }
-        Ok(this)
-    }
-
-    /// Starts the resolver (see `when`) over the maps in `store` (loaded or pinned), learning into
-    /// `generation`; writes nothing else into the kernel. A restarted controller uses this on the
-    /// pinned maps with its predecessor's port as `prefer_port` (and reloads if it cannot get it).
-    ///
-    /// # Errors
-    /// The policy has domain rules but no upstream; binding the resolver; opening `NET_HOSTS`.
-    pub async fn serve<S: MapStore + ?Sized>(
+    /// The policy has domain rules but no upstream; binding the resolver; opening `NET_HOSTS` or the
+    /// audit log.
+    pub async fn start<S: MapStore + ?Sized>(
         store: &S,
         generation: u32,
         compiled: &Arc<CompiledNet>,
         audit_log: &Path,
-        when: ResolverWhen,
         prefer_port: Option<u16>,
     ) -> Result<Self, NetError> {
-        let mut this = Self {
-            policy: Arc::clone(compiled),
-            resolver: None,
-            pending: None,
-            shared: None,
-            tasks: Vec::new(),
-        };
         check_upstream(compiled)?;
-        // The resolver runs whenever the network is governed, so that a reload can add domain rules
-        // live; DNS is steered to it only while the active generation has some.
-        if compiled.governed || when == ResolverWhen::Always {
-            let (udp4, tcp4, v6, addr) = bind(prefer_port).await?;
-            let shared = Arc::new(Shared {
-                policy: Mutex::new(Arc::clone(compiled)),
-                learned: Mutex::new(Learned::new(HostTable::open(store)?, generation)),
-                audit: Mutex::new(AuditLog::open(audit_log)?),
-            });
-            let mut sockets = vec![(udp4, tcp4)];
-            if let Some(pair) = v6 {
-                sockets.push(pair);
-            }
-            for (udp, tcp) in sockets {
-                this.tasks.push(tokio::spawn(serve_udp(Arc::new(udp), Arc::clone(&shared))));
-                this.tasks.push(tokio::spawn(serve_tcp(tcp, Arc::clone(&shared))));
-            }
-            this.tasks.push(tokio::spawn(sweep(Arc::clone(&shared))));
-            this.resolver = Some(addr);
-            this.shared = Some(shared);
+        let (udp4, tcp4, v6, addr) = bind(prefer_port).await?;
+        let shared = Arc::new(Shared {
+            policy: Mutex::new(Arc::clone(compiled)),
+            learned: Mutex::new(Learned::new(HostTable::open(store)?, generation)),
+            audit: Mutex::new(AuditLog::open(audit_log)?),
+        });
+        let mut sockets = vec![(udp4, tcp4)];
+        if let Some(pair) = v6 {
+            sockets.push(pair);
         }
-        Ok(this)
+        let mut tasks = Vec::new();
+        for (udp, tcp) in sockets {
+            tasks.push(tokio::spawn(serve_udp(Arc::new(udp), Arc::clone(&shared))));
+            tasks.push(tokio::spawn(serve_tcp(tcp, Arc::clone(&shared))));
+        }
+        tasks.push(tokio::spawn(sweep(Arc::clone(&shared))));
+        Ok(Self { addr, shared, tasks })
     }
 
-    /// Reload, step 1: writes `policy` as `generation` (not yet active), including the learned
-    /// addresses the new domain rules still cover. Then activate it and call [`Self::retire`].
-    ///
-    /// The caller has checked [`check_upstream`].
+    /// A switch to `policy` as `generation` (written, not yet active): the learned addresses its
+    /// domain rules still cover are granted there, and queries are answered under it from now on.
     ///
     /// # Errors
     /// A map update fails.
-    pub fn prepare<S: MapStore + ?Sized>(
-        &mut self,
-        store: &mut S,
-        generation: u32,
-        policy: &Arc<CompiledNet>,
-        mode: Mode,
-    ) -> Result<(), KernelError> {
-        knet::write_generation(store, generation, policy, mode, self.resolver)?;
-        if let Some(shared) = &self.shared {
-            // Under the policy lock: a query answered meanwhile is matched against the policy whose
-            // grants it joins.
-            let mut current = lock(&shared.policy);
-            lock(&shared.learned).prepare(policy, generation)?;
-            *current = Arc::clone(policy);
-        }
-        self.pending = Some(Arc::clone(policy));
+    pub fn grant_into(&self, policy: &Arc<CompiledNet>, generation: u32) -> Result<(), KernelError> {
+        // Under the policy lock: a query answered meanwhile is matched against the policy whose
+        // grants it joins.
+        let mut current = lock(&self.shared.policy);
+        lock(&self.shared.learned).prepare(policy, generation)?;
+        *current = Arc::clone(policy);
         Ok(())
     }
 
-    /// Abandons a prepared `generation` (the reload failed before activating it): the resolver goes
-    /// back to the enforced policy.
+    /// The switch was abandoned before `generation` became active: its grants are removed and
+    /// queries are answered under `enforced` (the active generation's policy) again.
     ///
     /// # Errors
     /// A map update fails.
-    pub fn discard<S: MapStore + ?Sized>(
-        &mut self,
-        store: &mut S,
-        generation: u32,
-    ) -> Result<(), KernelError> {
-        self.pending = None;
-        if let Some(shared) = &self.shared {
-            let mut current = lock(&shared.policy);
-            lock(&shared.learned).discard(generation)?;
-            *current = Arc::clone(&self.policy);
-        }
-        knet::clear_generation(store, generation)
+    pub fn discard(&self, generation: u32, enforced: &Arc<CompiledNet>) -> Result<(), KernelError> {
+        let mut current = lock(&self.shared.policy);
+        lock(&self.shared.learned).discard(generation)?;
+        *current = Arc::clone(enforced);
+        Ok(())
     }
 
-    /// Reload, step 2 (after activating `new`): clears generation `old`.
+    /// `new` decides and no program still uses `old`: learned addresses go to `new` only, and
+    /// `old`'s are removed.
     ///
     /// # Errors
     /// A map update fails.
-    pub fn retire<S: MapStore + ?Sized>(
-        &mut self,
-        store: &mut S,
-        old: u32,
-        new: u32,
-    ) -> Result<(), KernelError> {
-        if let Some(shared) = &self.shared {
-            lock(&shared.learned).retire(old, new)?;
-        }
-        if let Some(policy) = self.pending.take() {
-            self.policy = policy;
-        }
-        knet::clear_generation(store, old)
+    pub fn retire(&self, old: u32, new: u32) -> Result<(), KernelError> {
+        lock(&self.shared.learned).retire(old, new)
     }
 
     /// A restarted controller's resolver takes over the learned addresses its predecessor left in
     /// the active generation, until the policy's TTL ceiling from now; returns how many.
     #[must_use = "how many addresses were taken over is worth reporting"]
     pub fn adopt_learned(&self) -> usize {
-        self.shared.as_ref().map_or(0, |shared| {
-            let ceiling = lock(&shared.policy).dns.ttl_max;
-            lock(&shared.learned).adopt(ceiling)
-        })
-    }
-
-    /// The network part of a reload to `policy`, for `kernel::maps::switch_generation`.
-    pub fn reload_part(&mut self, policy: Arc<CompiledNet>, mode: Mode) -> impl GenerationPart + '_ {
-        ReloadPart { network: self, policy, mode }
+        let ceiling = lock(&self.shared.policy).dns.ttl_max;
+        lock(&self.shared.learned).adopt(ceiling)
     }
 
     /// Addresses currently allowed through DNS answers.
     #[must_use]
     pub fn learned(&self) -> usize {
-        self.shared.as_ref().map_or(0, |s| lock(&s.learned).len())
-    }
-}
-
-/// [`NetworkGovernance::prepare`], `retire` and `discard` as one part of a generation switch.
-struct ReloadPart<'a> {
-    network: &'a mut NetworkGovernance,
-    policy: Arc<CompiledNet>,
-    mode: Mode,
-}
-
-impl GenerationPart for ReloadPart<'_> {
-    fn write(&mut self, store: &mut dyn MapStore, generation: u32) -> Result<(), KernelError> {
-        self.network.prepare(store, generation, &self.policy, self.mode)
-    }
-    fn retire(&mut self, store: &mut dyn MapStore, old: u32, new: u32) -> Result<(), KernelError> {
-        self.network.retire(store, old, new)
-    }
-    fn discard(&mut self, store: &mut dyn MapStore, generation: u32) -> Result<(), KernelError> {
-        self.network.discard(store, generation)
+        lock(&self.shared.learned).len()
     }
 }
 

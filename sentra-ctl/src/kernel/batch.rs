@@ -1,8 +1,8 @@
 //! Hash map updates and deletions in batches: one `bpf(2)` call for many entries
 //! (`BPF_MAP_UPDATE_BATCH`, `BPF_MAP_DELETE_BATCH`, Linux 5.6, kernel/bpf/hashtab.c
 //! `htab_map_update_batch`/`__htab_map_lookup_and_delete_batch` through `generic_map_*_batch`).
-//! Writing a 10,000-rule generation one element per call took ~14 ms and clearing it as long; aya
-//! 0.14 has no batch calls, so they are made here with the raw system call. A kernel that refuses
+//! One call per element costs a system call per rule, for writing a generation and again for
+//! clearing it; aya 0.14 has no batch calls, so they are made here with the raw system call. A kernel that refuses
 //! them (`EINVAL`, `ENOTSUPP`) gets one call per element instead.
 
 use std::{
@@ -10,12 +10,12 @@ use std::{
     os::fd::{AsFd as _, AsRawFd as _},
 };
 
-use aya::maps::{Map, MapData};
+use aya::maps::MapData;
 
 use super::{
     KernelError,
-    maps::MapStore,
-    rcu::{MapUpdate, bpf},
+    store::{MapStore, get_mut, hash_data, map_err},
+    sys::{MapUpdate, bpf},
 };
 
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
@@ -51,14 +51,6 @@ fn delete_one<K: aya::Pod>(map: &MapData, key: &K) -> io::Result<()> {
     bpf(BPF_MAP_DELETE_ELEM, &mut attr).map(|_| ())
 }
 
-fn data<'a, S: MapStore + ?Sized>(store: &'a S, name: &'static str) -> Result<&'a MapData, KernelError> {
-    match store.map(name) {
-        Some(Map::HashMap(data)) => Ok(data),
-        Some(_) => Err(KernelError::Map { map: name, detail: "not a hash map".into() }),
-        None => Err(KernelError::Map { map: name, detail: "missing".into() }),
-    }
-}
-
 /// One batch call over `keys` (and `values` for an update); `Ok(false)` when the kernel has no
 /// batch call for this map.
 fn call<K: aya::Pod, V: aya::Pod>(
@@ -91,11 +83,11 @@ pub fn update<K: aya::Pod, V: aya::Pod, S: MapStore + ?Sized>(
     name: &'static str,
     entries: &[(K, V)],
 ) -> Result<(), KernelError> {
-    let fail = |err: io::Error| KernelError::Map { map: name, detail: format!("batch update: {err}") };
+    let fail = |source: io::Error| KernelError::MapCall { map: name, what: "batch update", source };
     for chunk in entries.chunks(CHUNK) {
         let keys: Vec<K> = chunk.iter().map(|(k, _)| *k).collect();
         let values: Vec<V> = chunk.iter().map(|(_, v)| *v).collect();
-        if !call(data(store, name)?, BPF_MAP_UPDATE_BATCH, &keys, Some(&values)).map_err(fail)? {
+        if !call(hash_data(store, name)?, BPF_MAP_UPDATE_BATCH, &keys, Some(&values)).map_err(fail)? {
             update_each(store, name, chunk)?;
         }
     }
@@ -111,11 +103,10 @@ pub fn update_each<K: aya::Pod, V: aya::Pod, S: MapStore + ?Sized>(
     name: &'static str,
     entries: &[(K, V)],
 ) -> Result<(), KernelError> {
-    let map = store.map_mut(name).ok_or(KernelError::Map { map: name, detail: "missing".into() })?;
-    let mut map = aya::maps::HashMap::<_, K, V>::try_from(map)
-        .map_err(|err| KernelError::Map { map: name, detail: err.to_string() })?;
+    let mut map =
+        aya::maps::HashMap::<_, K, V>::try_from(get_mut(store, name)?).map_err(map_err(name))?;
     for (key, value) in entries {
-        map.insert(key, value, 0).map_err(|err| KernelError::Map { map: name, detail: err.to_string() })?;
+        map.insert(key, value, 0).map_err(map_err(name))?;
     }
     Ok(())
 }
@@ -131,9 +122,9 @@ pub fn delete<K: aya::Pod, S: MapStore + ?Sized>(
     name: &'static str,
     keys: &[K],
 ) -> Result<(), KernelError> {
-    let fail = |err: io::Error| KernelError::Map { map: name, detail: format!("batch delete: {err}") };
+    let fail = |source: io::Error| KernelError::MapCall { map: name, what: "batch delete", source };
     for chunk in keys.chunks(CHUNK) {
-        let done = match call::<K, u8>(data(store, name)?, BPF_MAP_DELETE_BATCH, chunk, None) {
+        let done = match call::<K, u8>(hash_data(store, name)?, BPF_MAP_DELETE_BATCH, chunk, None) {
             Ok(done) => done,
             Err(err) if err.raw_os_error() == Some(libc::ENOENT) => false,
             Err(err) => return Err(fail(err)),
@@ -155,11 +146,11 @@ pub fn delete_each<K: aya::Pod, S: MapStore + ?Sized>(
     name: &'static str,
     keys: &[K],
 ) -> Result<(), KernelError> {
-    let map = data(store, name)?;
+    let map = hash_data(store, name)?;
     for key in keys {
         match delete_one(map, key) {
             Err(err) if err.raw_os_error() != Some(libc::ENOENT) => {
-                return Err(KernelError::Map { map: name, detail: format!("delete: {err}") });
+                return Err(KernelError::MapCall { map: name, what: "delete", source: err });
             }
             _ => {}
         }

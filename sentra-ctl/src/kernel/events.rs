@@ -12,9 +12,9 @@ use sentra_common::{
 /// submitted without a wakeup; denials wake it at once).
 pub const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// A decoded exec event.
+/// The decoded [`EventHeader`]: when, which task, which backend. Every event has one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Exec {
+pub struct Header {
     pub boot_ns: u64,
     pub pid: u32,
     pub tid: u32,
@@ -24,6 +24,28 @@ pub struct Exec {
     pub cgroup_id: u64,
     pub comm: String,
     pub backend: Backend,
+}
+
+impl Header {
+    fn decode(header: &EventHeader) -> Result<Self, DecodeError> {
+        Ok(Self {
+            boot_ns: header.boot_ns,
+            pid: header.pid,
+            tid: header.tid,
+            ppid: header.ppid,
+            uid: header.uid,
+            gid: header.gid,
+            cgroup_id: header.cgroup_id,
+            comm: c_string(&header.comm),
+            backend: Backend::try_from(header.backend).map_err(value)?,
+        })
+    }
+}
+
+/// A decoded exec event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exec {
+    pub header: Header,
     pub decision: Decision,
     pub mode: Mode,
     pub rule: RuleRef,
@@ -48,15 +70,7 @@ pub enum Event {
 /// A decoded network event (a denial, or a would-be denial in audit mode).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Net {
-    pub boot_ns: u64,
-    pub pid: u32,
-    pub tid: u32,
-    pub ppid: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub cgroup_id: u64,
-    pub comm: String,
-    pub backend: Backend,
+    pub header: Header,
     pub decision: Decision,
     pub mode: Mode,
     pub hook: NetHook,
@@ -89,6 +103,11 @@ pub enum DecodeError {
     Value(String),
 }
 
+#[expect(clippy::needless_pass_by_value, reason = "used as a map_err function")]
+fn value(err: sentra_common::UnknownValue) -> DecodeError {
+    DecodeError::Value(err.to_string())
+}
+
 fn c_string(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
@@ -117,8 +136,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
 }
 
 fn decode_net(event: &NetEvent) -> Result<Net, DecodeError> {
-    let value = |e: sentra_common::UnknownValue| DecodeError::Value(e.to_string());
-    let header = &event.header;
+    let header = Header::decode(&event.header)?;
     let destination = if event.family == sentra_common::net::FAMILY_V4 {
         IpAddr::from([event.addr[0], event.addr[1], event.addr[2], event.addr[3]])
     } else {
@@ -132,15 +150,7 @@ fn decode_net(event: &NetEvent) -> Result<Net, DecodeError> {
         .filter(|p| kernel_name.is_empty() || p.ends_with(&kernel_name))
         .unwrap_or(kernel_name);
     Ok(Net {
-        boot_ns: header.boot_ns,
-        pid: header.pid,
-        tid: header.tid,
-        ppid: header.ppid,
-        uid: header.uid,
-        gid: header.gid,
-        cgroup_id: header.cgroup_id,
-        comm: c_string(&header.comm),
-        backend: Backend::try_from(header.backend).map_err(value)?,
+        header,
         decision: Decision::try_from(event.decision).map_err(value)?,
         mode: Mode::try_from(event.mode).map_err(value)?,
         hook: NetHook::try_from(event.hook).map_err(value)?,
@@ -154,8 +164,6 @@ fn decode_net(event: &NetEvent) -> Result<Net, DecodeError> {
 }
 
 fn decode_exec(event: &ExecEvent) -> Result<Exec, DecodeError> {
-    let value = |e: sentra_common::UnknownValue| DecodeError::Value(e.to_string());
-    let header = &event.header;
     let count = usize::try_from(event.path_components).unwrap_or(usize::MAX).min(event.path.len());
     // Components are innermost first; the path is their reverse.
     let mut path = String::new();
@@ -182,15 +190,7 @@ fn decode_exec(event: &ExecEvent) -> Result<Exec, DecodeError> {
         event.args[..captured].iter().map(|a| c_string(a)).collect()
     };
     Ok(Exec {
-        boot_ns: header.boot_ns,
-        pid: header.pid,
-        tid: header.tid,
-        ppid: header.ppid,
-        uid: header.uid,
-        gid: header.gid,
-        cgroup_id: header.cgroup_id,
-        comm: c_string(&header.comm),
-        backend: Backend::try_from(header.backend).map_err(value)?,
+        header: Header::decode(&event.header)?,
         decision: Decision::try_from(event.decision).map_err(value)?,
         mode: Mode::try_from(event.mode).map_err(value)?,
         rule: match event.rule {

@@ -1,83 +1,32 @@
-//! Writing policy generations and governed cgroups into the maps (named as in `sentra-ebpf/src/maps.rs`).
+//! Writing policy generations and governed cgroups into the exec maps.
 
-use std::collections::BTreeMap;
-
-use aya::{
-    Ebpf,
-    maps::{Array, HashMap, Map, MapData, PerCpuArray},
-};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use sentra_common::{
     exec::{GovernedCgroup, InodeKey, NameKey, RuleValue},
+    names::map::{
+        ACTIVE_GENERATION, EXEC_DIR_RULES, EXEC_INODE_RULES, EXEC_NAME_RULES, GOVERNED, SETTINGS, STATS,
+    },
     settings::{ActiveGeneration, Backend, GENERATIONS, Settings, stats},
 };
 
-use super::KernelError;
+use super::{
+    KernelError,
+    store::{MapStore, get, get_mut, map_err},
+};
 use crate::policy::exec::{CompiledExec, FileId};
-
-pub const EVENTS: &str = "EVENTS";
-pub const STATS: &str = "STATS";
-pub const GOVERNED: &str = "GOVERNED";
-pub const ACTIVE_GENERATION: &str = "ACTIVE_GENERATION";
-pub const SETTINGS: &str = "SETTINGS";
-pub const EXEC_INODE_RULES: &str = "EXEC_INODE_RULES";
-pub const EXEC_NAME_RULES: &str = "EXEC_NAME_RULES";
-pub const EXEC_DIR_RULES: &str = "EXEC_DIR_RULES";
-
-/// Where the maps are: the freshly loaded object, or maps reopened from their pins.
-pub trait MapStore {
-    fn map(&self, name: &str) -> Option<&Map>;
-    fn map_mut(&mut self, name: &str) -> Option<&mut Map>;
-    fn take_map(&mut self, name: &str) -> Option<Map>;
-}
-
-impl MapStore for Ebpf {
-    fn map(&self, name: &str) -> Option<&Map> {
-        Ebpf::map(self, name)
-    }
-    fn map_mut(&mut self, name: &str) -> Option<&mut Map> {
-        Ebpf::map_mut(self, name)
-    }
-    fn take_map(&mut self, name: &str) -> Option<Map> {
-        Ebpf::take_map(self, name)
-    }
-}
-
-/// Maps reopened from bpffs pins, by name.
-#[derive(Default)]
-pub struct PinnedMaps {
-    pub maps: BTreeMap<String, Map>,
-}
-
-impl MapStore for PinnedMaps {
-    fn map(&self, name: &str) -> Option<&Map> {
-        self.maps.get(name)
-    }
-    fn map_mut(&mut self, name: &str) -> Option<&mut Map> {
-        self.maps.get_mut(name)
-    }
-    fn take_map(&mut self, name: &str) -> Option<Map> {
-        self.maps.remove(name)
-    }
-}
-
-fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> KernelError {
-    move |err| KernelError::Map { map, detail: err.to_string() }
-}
 
 fn hash<'a, K: aya::Pod, V: aya::Pod, S: MapStore + ?Sized>(
     ebpf: &'a mut S,
     name: &'static str,
 ) -> Result<HashMap<&'a mut MapData, K, V>, KernelError> {
-    let map = ebpf.map_mut(name).ok_or(KernelError::Map { map: name, detail: "missing".into() })?;
-    HashMap::try_from(map).map_err(map_err(name))
+    HashMap::try_from(get_mut(ebpf, name)?).map_err(map_err(name))
 }
 
 fn array<'a, V: aya::Pod, S: MapStore + ?Sized>(
     ebpf: &'a mut S,
     name: &'static str,
 ) -> Result<Array<&'a mut MapData, V>, KernelError> {
-    let map = ebpf.map_mut(name).ok_or(KernelError::Map { map: name, detail: "missing".into() })?;
-    Array::try_from(map).map_err(map_err(name))
+    Array::try_from(get_mut(ebpf, name)?).map_err(map_err(name))
 }
 
 /// Counters summed over CPUs.
@@ -94,8 +43,8 @@ pub struct Stats {
 /// # Errors
 /// The map cannot be read.
 pub fn read_stats<S: MapStore + ?Sized>(ebpf: &S) -> Result<Stats, KernelError> {
-    let map = ebpf.map(STATS).ok_or(KernelError::Map { map: STATS, detail: "missing".into() })?;
-    let counters: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map).map_err(map_err(STATS))?;
+    let counters: PerCpuArray<&MapData, u64> =
+        PerCpuArray::try_from(get(ebpf, STATS)?).map_err(map_err(STATS))?;
     let sum = |index: u32| -> Result<u64, KernelError> {
         Ok(counters.get(&index, 0).map_err(map_err(STATS))?.iter().sum())
     };
@@ -149,7 +98,7 @@ pub fn write_generation<S: MapStore + ?Sized>(
     super::batch::update(ebpf, EXEC_DIR_RULES, &dir)?;
     let settings = Settings {
         mode: mode as u32,
-        exec_default: sentra_common::settings::Effect::from(compiled.default_effect()) as u32,
+        exec_default: compiled.table.default_effect() as u32,
         dirty: 1,
         loaded: 1,
     };
@@ -245,81 +194,4 @@ pub fn release<S: MapStore + ?Sized>(ebpf: &mut S, cgroup_id: u64) -> Result<(),
 /// The map cannot be read.
 pub fn governed<S: MapStore + ?Sized>(ebpf: &mut S) -> Result<Vec<(u64, GovernedCgroup)>, KernelError> {
     Ok(hash::<u64, GovernedCgroup, S>(ebpf, GOVERNED)?.iter().filter_map(Result::ok).collect())
-}
-
-/// Another part of a policy generation, written and retired together with the exec rules (the
-/// network's, see `dns::NetworkGovernance`).
-pub trait GenerationPart {
-    /// Writes this part of `generation` (not yet active).
-    ///
-    /// # Errors
-    /// A map update fails.
-    fn write(&mut self, store: &mut dyn MapStore, generation: u32) -> Result<(), KernelError>;
-    /// Clears `old` once `new` decides and no program can still be using `old`.
-    ///
-    /// # Errors
-    /// A map update fails.
-    fn retire(&mut self, store: &mut dyn MapStore, old: u32, new: u32) -> Result<(), KernelError>;
-    /// Undoes a [`Self::write`] of a generation that will not be activated.
-    ///
-    /// # Errors
-    /// A map update fails.
-    fn discard(&mut self, store: &mut dyn MapStore, generation: u32) -> Result<(), KernelError>;
-}
-
-/// A generation switch whose flip is done: `generation` decides; `old` keeps its entries until
-/// [`retire_generation`] clears it after a grace period.
-#[derive(Debug, Clone, Copy)]
-pub struct Flipped {
-    pub generation: u32,
-    pub old: u32,
-    /// From the start until the flip: every decision after it uses the new generation.
-    pub until_flip: std::time::Duration,
-}
-
-/// Installs `compiled` (and `part`) as the deciding policy without a moment of mixed or missing rules:
-/// fills the inactive generation, then flips `ACTIVE_GENERATION` (one map update). The old generation
-/// is cleared by [`retire_generation`], which waits for running programs first.
-///
-/// # Errors
-/// A map update fails; the old generation then stays active (the flip is the last step that can fail,
-/// and the inactive generation is cleared again).
-pub fn flip_generation(
-    store: &mut dyn MapStore,
-    compiled: &CompiledExec,
-    mode: sentra_common::settings::Mode,
-    backend: Backend,
-    part: &mut dyn GenerationPart,
-) -> Result<Flipped, KernelError> {
-    let started = std::time::Instant::now();
-    let old = active_generation(store)?.generation;
-    let new = (old + 1) % GENERATIONS;
-    let written = write_generation(store, new, compiled, mode).and_then(|()| part.write(store, new));
-    if let Err(err) = written {
-        let _ = clear_generation(store, new, Some(compiled));
-        let _ = part.discard(store, new);
-        return Err(err);
-    }
-    activate(store, new, backend)?;
-    Ok(Flipped { generation: new, old, until_flip: started.elapsed() })
-}
-
-/// Clears the generation a flip retired, once no program can still be deciding with it. `written` is
-/// the policy this process wrote into it, when it did (see [`clear_generation`]). A failure leaves it
-/// marked dirty: the next write into it sweeps it.
-///
-/// # Errors
-/// The grace period cannot be awaited, or a map update fails.
-pub fn retire_generation(
-    store: &mut dyn MapStore,
-    flipped: &Flipped,
-    barrier: &super::rcu::RcuBarrier,
-    written: Option<&CompiledExec>,
-    part: &mut dyn GenerationPart,
-) -> Result<(), KernelError> {
-    barrier
-        .wait()
-        .map_err(|err| KernelError::Map { map: ACTIVE_GENERATION, detail: format!("RCU barrier: {err}") })?;
-    clear_generation(store, flipped.old, written)?;
-    part.retire(store, flipped.old, flipped.generation)
 }

@@ -1,5 +1,9 @@
-//! The kernel side: loading the BPF object, choosing the backend, filling the maps, reading events.
+//! The kernel side: loading the BPF object, attaching its programs, filling the maps, reading events.
+//!
+//! Layering inside: `sys` (raw `bpf(2)`) and `store` (maps by name) at the bottom; `batch`, `rcu`,
+//! `maps`, `net`, `pin`, `events` on them; `attach` and this module (loading) on top.
 
+pub mod attach;
 pub mod batch;
 pub mod events;
 pub mod maps;
@@ -7,30 +11,30 @@ pub mod net;
 pub mod offsets;
 pub mod pin;
 pub mod rcu;
+pub mod store;
+mod sys;
 
-use aya::{
-    Btf, Ebpf, EbpfLoader,
-    programs::{BtfTracePoint, Lsm, TracePoint, links::FdLink, trace_point::TracePointLink},
-};
-use sentra_common::settings::Backend;
+use std::path::PathBuf;
+
+use aya::{Ebpf, EbpfLoader, Endianness};
+use sentra_common::{names, settings::Backend};
+
+pub use self::attach::{BackendChoice, OwnedLink, active_lsms};
 
 /// The BPF object built by `build.rs` from `sentra-ebpf`.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sentra-bpf"));
 
-/// Which backend to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BackendChoice {
-    /// `lsm` if it loads and attaches here, else `signal`.
-    Auto,
-    Lsm,
-    Signal,
-}
-
-/// Errors of the kernel layer, naming the program or map involved.
+/// Errors of the kernel layer, naming the program, map or file involved and keeping their sources.
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
     #[error("kernel BTF: {0}")]
     Btf(String),
+    #[error("kernel BTF: reading {path}")]
+    BtfFile {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "the BPF object is empty: this build skipped it (AYA_BUILD_SKIP); rebuild without it (needs bpf-linker and nightly)"
     )]
@@ -43,23 +47,54 @@ pub enum KernelError {
     Load { program: &'static str, detail: String },
     #[error("program {program}: attach failed: {detail}")]
     Attach { program: &'static str, detail: String },
-    #[error("map {map}: {detail}")]
-    Map { map: &'static str, detail: String },
+    #[error("map {map}: missing")]
+    MissingMap { map: &'static str },
+    #[error("map {map}: not a {expected}")]
+    MapKind { map: &'static str, expected: &'static str },
+    #[error("map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("map {map}: {what}: {source}")]
+    MapCall {
+        map: &'static str,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pin {}: {what}: {source}", path.display())]
+    Pin {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pin {}: {source}", path.display())]
+    PinMap {
+        path: PathBuf,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("pin {}: {source}", path.display())]
+    PinLink {
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("/sys/fs/bpf is not a bpffs and mounting one failed ({0}): mount -t bpf bpf /sys/fs/bpf")]
+    NoBpffs(#[source] nix::Error),
+    #[error("waiting for running BPF programs (RCU barrier): {0}")]
+    Barrier(#[source] std::io::Error),
     #[error(
         "BPF LSM is not usable here: {0}. Enable it by adding `bpf` to the `lsm=` boot parameter (e.g. lsm=lockdown,capability,landlock,yama,apparmor,bpf), or use --backend signal"
     )]
     LsmUnavailable(String),
 }
 
-/// A program's attachment, owned here: dropping it detaches the program unless it was pinned.
-pub enum OwnedLink {
-    /// A BPF link (pinnable).
-    Fd(FdLink),
-    /// A perf-event attachment on a kernel without BPF links for perf events (not pinnable).
-    Perf(TracePointLink),
-}
-
-/// The loaded object with its enforcement backend attached.
+/// The loaded object with its programs attached: the exec backend, and on the `lsm` backend the
+/// network LSM hook. The cgroup programs are attached per governed cgroup ([`Self::govern_network`]).
 pub struct Kernel {
     pub ebpf: Ebpf,
     pub backend: Backend,
@@ -70,7 +105,9 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// Loads the object with this kernel's offsets and attaches the chosen backend.
+    /// Loads the object with this kernel's offsets and attaches the chosen backend. The kernel's BTF
+    /// is read once: aya parses it (program loading needs its types), btf-rs reads the member
+    /// offsets from the same bytes (aya 0.14 does not expose its types); both are dropped here.
     ///
     /// # Errors
     /// BTF missing, a program failing to load (with the verifier's log) or attach.
@@ -78,47 +115,39 @@ impl Kernel {
         if BPF_OBJECT.is_empty() {
             return Err(KernelError::NoObject);
         }
-        let offsets = offsets::read()?;
-        let btf = Btf::from_sys_fs().map_err(|err| KernelError::Btf(err.to_string()))?;
+        let raw = std::fs::read(offsets::VMLINUX_BTF)
+            .map_err(|source| KernelError::BtfFile { path: offsets::VMLINUX_BTF, source })?;
+        let offsets = offsets::read(&raw)?;
+        let btf = aya::Btf::parse(&raw, Endianness::default())
+            .map_err(|err| KernelError::Btf(format!("{}: {err}", offsets::VMLINUX_BTF)))?;
+        drop(raw);
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
-            .override_global("KERNEL_OFFSETS", &offsets, true)
+            .override_global(names::KERNEL_OFFSETS, &offsets, true)
             .load(BPF_OBJECT)
             .map_err(KernelError::Object)?;
-
         let mut links = Vec::new();
-        let (backend, lsm_refusal) = match choice {
-            BackendChoice::Lsm => {
-                attach_lsm(&mut ebpf, &btf, &mut links)
-                    .map_err(|err| KernelError::LsmUnavailable(err.to_string()))?;
-                (Backend::Lsm, None)
-            }
-            BackendChoice::Signal => {
-                attach_signal(&mut ebpf, &btf, &mut links)?;
-                (Backend::Signal, None)
-            }
-            BackendChoice::Auto => match attach_lsm(&mut ebpf, &btf, &mut links) {
-                Ok(()) => (Backend::Lsm, None),
-                Err(err) => {
-                    tracing::info!("lsm backend unavailable ({err}); using signal");
-                    links.clear();
-                    attach_signal(&mut ebpf, &btf, &mut links)?;
-                    (Backend::Signal, Some(err.to_string()))
-                }
-            },
-        };
+        let (backend, lsm_refusal) = attach::backend(&mut ebpf, &btf, choice, &mut links)?;
         drop(btf);
         release_freed_memory();
         Ok(Self { ebpf, backend, lsm_refusal, links })
     }
+
+    /// Attaches the cgroup network programs to each governed cgroup (name, open directory).
+    ///
+    /// # Errors
+    /// A program failing to load or attach.
+    pub fn govern_network<F: std::os::fd::AsFd>(&mut self, cgroups: &[(&str, F)]) -> Result<(), KernelError> {
+        attach::sock_addr(&mut self.ebpf, cgroups, &mut self.links)
+    }
 }
 
 /// Makes glibc keep the memory it frees instead of handing it back to the operating system at once.
-/// A controller reloading a large policy allocates ~15 MB (YAML events, the model, map entries) and
-/// frees it; returned and then touched again at the next reload, those pages cost ~4,000 page faults
-/// (10 ms of a 10,000-rule reload on a small VM). Kept, the next reload reuses them: the controller
-/// holds the memory its largest reload needed. Memory freed once, after loading the programs, is
-/// still released with [`release_freed_memory`].
+/// A controller reloading a large policy allocates and frees several MB (YAML events, the model, map
+/// entries); returned and then touched again at the next reload, those pages are faulted in anew
+/// each time. Kept, the next reload reuses them: the controller holds the memory its largest reload
+/// needed. Memory freed once, after loading the programs, is still released with
+/// [`release_freed_memory`].
 pub fn keep_freed_memory() {
     // Below this size blocks come from the heap, and are reused, instead of being mapped and unmapped
     // at each use (glibc's own ceiling for its adaptive threshold).
@@ -139,139 +168,4 @@ pub fn release_freed_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
-}
-
-/// An aya program error with the verifier's log, when there is one.
-pub(crate) fn program_err(err: &aya::programs::ProgramError) -> String {
-    match err {
-        aya::programs::ProgramError::LoadError { io_error, verifier_log } => {
-            // The log's useful part (the failing instruction and the totals) is at its end.
-            let log = verifier_log.to_string();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
-            format!(
-                "{io_error}; verifier log (last {} of {} lines):\n{tail}",
-                lines.len().min(40),
-                lines.len()
-            )
-        }
-        other => other.to_string(),
-    }
-}
-
-/// The active LSMs (`/sys/kernel/security/lsm`), mounting securityfs first if it is not.
-///
-/// # Errors
-/// The list cannot be read.
-pub fn active_lsms() -> Result<Vec<String>, String> {
-    const LIST: &str = "/sys/kernel/security/lsm";
-    if !std::path::Path::new(LIST).exists() {
-        let _ = nix::mount::mount(
-            Some("securityfs"),
-            "/sys/kernel/security",
-            Some("securityfs"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        );
-    }
-    std::fs::read_to_string(LIST)
-        .map(|text| text.trim().split(',').map(str::to_string).collect())
-        .map_err(|err| format!("{LIST}: {err}"))
-}
-
-/// Attaches the `lsm` backend: `exec_lsm` plus the argv recorders. BPF LSM enforces only when both
-/// hold, so both are checked: `bpf` is among the active LSMs (observed: Debian's 6.1 booted with an
-/// `lsm=` list lacking it attaches the program, which then never runs), and the program really
-/// attaches (observed: arm64 6.1 lists `bpf` but cannot attach, having no BPF trampoline).
-fn attach_lsm(ebpf: &mut Ebpf, btf: &Btf, links: &mut Vec<(String, OwnedLink)>) -> Result<(), KernelError> {
-    const PROGRAM: &str = "exec_lsm";
-    let lsms = active_lsms().map_err(|detail| KernelError::Attach { program: PROGRAM, detail })?;
-    if !lsms.iter().any(|m| m == "bpf") {
-        return Err(KernelError::Attach {
-            program: PROGRAM,
-            detail: format!("`bpf` is not among the active LSMs ({})", lsms.join(",")),
-        });
-    }
-    let program: &mut Lsm = ebpf
-        .program_mut(PROGRAM)
-        .ok_or(KernelError::MissingProgram { program: PROGRAM })?
-        .try_into()
-        .map_err(|err| KernelError::Load { program: PROGRAM, detail: format!("{err}") })?;
-    program
-        .load("bprm_check_security", btf)
-        .map_err(|err| KernelError::Load { program: PROGRAM, detail: program_err(&err) })?;
-    let id = program
-        .attach()
-        .map_err(|err| KernelError::Attach { program: PROGRAM, detail: program_err(&err) })?;
-    let link = program
-        .take_link(id)
-        .map_err(|err| KernelError::Attach { program: PROGRAM, detail: program_err(&err) })?;
-    links.push((PROGRAM.to_string(), OwnedLink::Fd(link.into())));
-    for (name, syscall) in [("execve_enter", "sys_enter_execve"), ("execveat_enter", "sys_enter_execveat")] {
-        attach_tracepoint(ebpf, name, "syscalls", syscall, links)?;
-    }
-    Ok(())
-}
-
-fn attach_tracepoint(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-    category: &str,
-    event: &str,
-    links: &mut Vec<(String, OwnedLink)>,
-) -> Result<(), KernelError> {
-    let program: &mut TracePoint = ebpf
-        .program_mut(name)
-        .ok_or(KernelError::MissingProgram { program: name })?
-        .try_into()
-        .map_err(|err| KernelError::Load { program: name, detail: format!("{err}") })?;
-    program.load().map_err(|err| KernelError::Load { program: name, detail: program_err(&err) })?;
-    let id = program
-        .attach(category, event)
-        .map_err(|err| KernelError::Attach { program: name, detail: program_err(&err) })?;
-    let link = program
-        .take_link(id)
-        .map_err(|err| KernelError::Attach { program: name, detail: program_err(&err) })?;
-    // A BPF link where the kernel has them for perf events (5.15+), so that it can be pinned.
-    let owned = match FdLink::try_from(link) {
-        Ok(fd) => OwnedLink::Fd(fd),
-        Err(err) => {
-            tracing::debug!("{name}: not a BPF link ({err}); it cannot be pinned");
-            let id = program
-                .attach(category, event)
-                .map_err(|err| KernelError::Attach { program: name, detail: program_err(&err) })?;
-            OwnedLink::Perf(
-                program
-                    .take_link(id)
-                    .map_err(|err| KernelError::Attach { program: name, detail: program_err(&err) })?,
-            )
-        }
-    };
-    links.push((name.to_string(), owned));
-    Ok(())
-}
-
-/// Attaches the `signal` backend: `exec_signal` on `tp_btf/sched_process_exec`.
-fn attach_signal(
-    ebpf: &mut Ebpf,
-    btf: &Btf,
-    links: &mut Vec<(String, OwnedLink)>,
-) -> Result<(), KernelError> {
-    const PROGRAM: &str = "exec_signal";
-    let program: &mut BtfTracePoint = ebpf
-        .program_mut(PROGRAM)
-        .ok_or(KernelError::MissingProgram { program: PROGRAM })?
-        .try_into()
-        .map_err(|err| KernelError::Load { program: PROGRAM, detail: format!("{err}") })?;
-    program
-        .load("sched_process_exec", btf)
-        .map_err(|err| KernelError::Load { program: PROGRAM, detail: program_err(&err) })?;
-    let id = program
-        .attach()
-        .map_err(|err| KernelError::Attach { program: PROGRAM, detail: program_err(&err) })?;
-    let link = program
-        .take_link(id)
-        .map_err(|err| KernelError::Attach { program: PROGRAM, detail: program_err(&err) })?;
-    links.push((PROGRAM.to_string(), OwnedLink::Fd(link.into())));
-    Ok(())
 }

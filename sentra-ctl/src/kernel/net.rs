@@ -1,125 +1,22 @@
-//! Network governance in the kernel: attaching the cgroup `sock_addr` programs (and, on the `lsm`
-//! backend, `lsm/socket_connect`), writing network generations, and the resolver's address table.
-//! Map names are those of `sentra-ebpf/src/net/maps.rs`.
+//! Network governance in the kernel: writing network generations, and the resolver's address table.
 
-use std::{
-    net::{Ipv4Addr, Ipv6Addr},
-    os::fd::AsFd,
-};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use aya::{
-    Btf, Ebpf,
-    maps::{
-        Array, HashMap, Map, MapData, PerCpuArray,
-        lpm_trie::{Key, LpmTrie},
-    },
-    programs::{CgroupAttachMode, CgroupSockAddr, Lsm, links::FdLink},
+use aya::maps::{
+    Array, HashMap, Map, MapData, PerCpuArray,
+    lpm_trie::{Key, LpmTrie},
 };
 use sentra_common::{
+    names::map::{NET_CIDR, NET_HOSTS, NET_SETTINGS, NET_STATS},
     net::{CIDR_KEY_HEADER_BITS, CidrKey, HostKey, NetAllow, NetSettings, stats},
     settings::{GENERATIONS, Mode},
 };
 
-use super::{KernelError, OwnedLink, maps::MapStore, program_err};
+use super::{
+    KernelError,
+    store::{MapStore, get, get_mut, map_err},
+};
 use crate::policy::network::CompiledNet;
-
-pub const NET_SETTINGS: &str = "NET_SETTINGS";
-pub const NET_CIDR: &str = "NET_CIDR";
-pub const NET_HOSTS: &str = "NET_HOSTS";
-pub const NET_DNS_ORIGIN: &str = "NET_DNS_ORIGIN";
-pub const NET_STATS: &str = "NET_STATS";
-
-/// The cgroup `sock_addr` programs, by name in the object.
-pub const SOCK_ADDR_PROGRAMS: [&str; 6] =
-    ["net_connect4", "net_connect6", "net_sendmsg4", "net_sendmsg6", "net_recvmsg4", "net_recvmsg6"];
-/// The `lsm` backend's network program.
-pub const LSM_PROGRAM: &str = "net_lsm_connect";
-
-fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> KernelError {
-    move |err| KernelError::Map { map, detail: err.to_string() }
-}
-
-fn missing(map: &'static str) -> KernelError {
-    KernelError::Map { map, detail: "missing".into() }
-}
-
-/// Loads the `sock_addr` programs and attaches them to each governed cgroup (`cgroups`: a name and an
-/// open fd of its directory); they then apply to every process in it and in its descendants. The
-/// attachments go to `links` as `PROGRAM@NAME` (dropping one detaches its program unless it was pinned).
-///
-/// # Errors
-/// A program missing, failing to load (with the verifier's log) or to attach.
-pub fn attach_sock_addr<F: AsFd>(
-    ebpf: &mut Ebpf,
-    cgroups: &[(&str, F)],
-    links: &mut Vec<(String, OwnedLink)>,
-) -> Result<(), KernelError> {
-    for name in SOCK_ADDR_PROGRAMS {
-        let program: &mut CgroupSockAddr = ebpf
-            .program_mut(name)
-            .ok_or(KernelError::MissingProgram { program: name })?
-            .try_into()
-            .map_err(|err| KernelError::Load { program: name, detail: format!("{err}") })?;
-        program.load().map_err(|err| KernelError::Load { program: name, detail: program_err(&err) })?;
-        for (cgroup_name, cgroup) in cgroups {
-            let id = program
-                // `Single` means flags 0: aya attaches through a BPF link where the kernel has them,
-                // and links take no flags (kernel/bpf/cgroup.c `cgroup_bpf_link_attach` returns EINVAL
-                // for any) while always coexisting with other programs on the cgroup.
-                .attach(cgroup.as_fd(), CgroupAttachMode::Single)
-                .map_err(|err| KernelError::Attach { program: name, detail: with_source(&err) })?;
-            let link = program
-                .take_link(id)
-                .map_err(|err| KernelError::Attach { program: name, detail: program_err(&err) })?;
-            // A BPF link (kernel 5.7+; the ring buffer already needs 5.8), so that it can be pinned.
-            let link = FdLink::try_from(link).map_err(|err| KernelError::Attach {
-                program: name,
-                detail: format!("not a BPF link: {err}"),
-            })?;
-            links.push((format!("{name}@{cgroup_name}"), OwnedLink::Fd(link)));
-        }
-    }
-    Ok(())
-}
-
-/// An error with its chain of sources (aya's attach errors keep the errno in the source).
-fn with_source(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
-}
-
-/// Attaches `lsm/socket_connect` (the `lsm` backend only: the host kernel refuses LSM programs).
-///
-/// # Errors
-/// The program is missing or fails to load or attach.
-pub fn attach_lsm(
-    ebpf: &mut Ebpf,
-    btf: &Btf,
-    links: &mut Vec<(String, OwnedLink)>,
-) -> Result<(), KernelError> {
-    let program: &mut Lsm = ebpf
-        .program_mut(LSM_PROGRAM)
-        .ok_or(KernelError::MissingProgram { program: LSM_PROGRAM })?
-        .try_into()
-        .map_err(|err| KernelError::Load { program: LSM_PROGRAM, detail: format!("{err}") })?;
-    program
-        .load("socket_connect", btf)
-        .map_err(|err| KernelError::Load { program: LSM_PROGRAM, detail: program_err(&err) })?;
-    let id = program
-        .attach()
-        .map_err(|err| KernelError::Attach { program: LSM_PROGRAM, detail: program_err(&err) })?;
-    let link = program
-        .take_link(id)
-        .map_err(|err| KernelError::Attach { program: LSM_PROGRAM, detail: program_err(&err) })?;
-    links.push((LSM_PROGRAM.to_string(), OwnedLink::Fd(link.into())));
-    Ok(())
-}
 
 /// Where the controller's resolver listens (steered DNS goes there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +45,7 @@ pub fn write_generation<S: MapStore + ?Sized>(
     debug_assert!(generation < GENERATIONS);
     clear_generation(ebpf, generation)?;
     {
-        let map = ebpf.map_mut(NET_CIDR).ok_or_else(|| missing(NET_CIDR))?;
+        let map = get_mut(ebpf, NET_CIDR)?;
         let mut trie: LpmTrie<&mut MapData, CidrKey, NetAllow> =
             LpmTrie::try_from(map).map_err(map_err(NET_CIDR))?;
         for (cidr, allow) in &compiled.cidr {
@@ -181,7 +78,7 @@ pub fn write_generation<S: MapStore + ?Sized>(
             }
         }
     }
-    let map = ebpf.map_mut(NET_SETTINGS).ok_or_else(|| missing(NET_SETTINGS))?;
+    let map = get_mut(ebpf, NET_SETTINGS)?;
     let mut array: Array<&mut MapData, NetSettings> = Array::try_from(map).map_err(map_err(NET_SETTINGS))?;
     array.set(generation, settings, 0).map_err(map_err(NET_SETTINGS))
 }
@@ -194,7 +91,7 @@ pub fn steering<S: MapStore + ?Sized>(
     store: &S,
     generation: u32,
 ) -> Result<Option<ResolverAddr>, KernelError> {
-    let map = store.map(NET_SETTINGS).ok_or_else(|| missing(NET_SETTINGS))?;
+    let map = get(store, NET_SETTINGS)?;
     let array: Array<&MapData, NetSettings> = Array::try_from(map).map_err(map_err(NET_SETTINGS))?;
     let settings = array.get(&generation, 0).map_err(map_err(NET_SETTINGS))?;
     if settings.dns_steer == 0 {
@@ -220,12 +117,12 @@ pub fn steering<S: MapStore + ?Sized>(
 /// A map cannot be read or updated.
 pub fn clear_generation<S: MapStore + ?Sized>(ebpf: &mut S, generation: u32) -> Result<(), KernelError> {
     {
-        let map = ebpf.map_mut(NET_SETTINGS).ok_or_else(|| missing(NET_SETTINGS))?;
+        let map = get_mut(ebpf, NET_SETTINGS)?;
         let mut array: Array<&mut MapData, NetSettings> =
             Array::try_from(map).map_err(map_err(NET_SETTINGS))?;
         array.set(generation, NetSettings::default(), 0).map_err(map_err(NET_SETTINGS))?;
     }
-    let map = ebpf.map_mut(NET_CIDR).ok_or_else(|| missing(NET_CIDR))?;
+    let map = get_mut(ebpf, NET_CIDR)?;
     let mut trie: LpmTrie<&mut MapData, CidrKey, NetAllow> =
         LpmTrie::try_from(map).map_err(map_err(NET_CIDR))?;
     let stale: Vec<Key<CidrKey>> =
@@ -250,7 +147,7 @@ pub struct NetStats {
 /// # Errors
 /// The map cannot be read.
 pub fn read_stats<S: MapStore + ?Sized>(ebpf: &S) -> Result<NetStats, KernelError> {
-    let map = ebpf.map(NET_STATS).ok_or_else(|| missing(NET_STATS))?;
+    let map = get(ebpf, NET_STATS)?;
     let counters: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map).map_err(map_err(NET_STATS))?;
     let sum = |index: u32| -> Result<u64, KernelError> {
         Ok(counters.get(&index, 0).map_err(map_err(NET_STATS))?.iter().sum())
@@ -275,12 +172,12 @@ impl HostTable {
     /// # Errors
     /// The map is missing, of the wrong type, or its fd cannot be duplicated.
     pub fn open<S: MapStore + ?Sized>(store: &S) -> Result<Self, KernelError> {
-        let map = store.map(NET_HOSTS).ok_or_else(|| missing(NET_HOSTS))?;
+        let map = get(store, NET_HOSTS)?;
         let hosts: HashMap<&MapData, HostKey, NetAllow> =
             HashMap::try_from(map).map_err(map_err(NET_HOSTS))?;
         let fd = std::os::fd::AsFd::as_fd(aya::maps::IterableMap::map(&hosts).fd())
             .try_clone_to_owned()
-            .map_err(|err| KernelError::Map { map: NET_HOSTS, detail: format!("dup: {err}") })?;
+            .map_err(|source| KernelError::MapCall { map: NET_HOSTS, what: "dup", source })?;
         let data = MapData::from_fd(fd).map_err(map_err(NET_HOSTS))?;
         let map = Map::from_map_data(data).map_err(map_err(NET_HOSTS))?;
         Ok(Self { map: HashMap::try_from(map).map_err(map_err(NET_HOSTS))? })

@@ -8,12 +8,12 @@ use super::KernelError;
 /// Where the kernel publishes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-/// Reads every offset the BPF programs need.
+/// Reads every offset the BPF programs need from `raw`, the bytes of [`VMLINUX_BTF`].
 ///
 /// # Errors
-/// No BTF, or a struct or member missing from it (named in the error).
-pub fn read() -> Result<KernelOffsets, KernelError> {
-    let btf = Btf::from_file(VMLINUX_BTF).map_err(|err| KernelError::Btf(format!("{VMLINUX_BTF}: {err}")))?;
+/// Unparseable BTF, or a struct or member missing from it (named in the error).
+pub fn read(raw: &[u8]) -> Result<KernelOffsets, KernelError> {
+    let btf = Btf::from_bytes(raw).map_err(|err| KernelError::Btf(format!("{VMLINUX_BTF}: {err}")))?;
     let lookup = Lookup { btf: &btf };
     Ok(KernelOffsets {
         binprm_file: lookup.offset("linux_binprm", &["file"])?,
@@ -119,7 +119,8 @@ mod tests {
     #[test]
     fn offsets_are_read_from_the_running_kernel() {
         // The host kernel has BTF (PLATFORM.md); without it this test fails, as it must.
-        let offsets = super::read().expect("BTF offsets");
+        let raw = std::fs::read(super::VMLINUX_BTF).expect("kernel BTF");
+        let offsets = super::read(&raw).expect("BTF offsets");
         assert_eq!(offsets.valid, 1);
         // `struct path` is {mnt, dentry}: dentry sits 8 bytes after mnt (include/linux/path.h).
         assert_eq!(offsets.file_dentry, offsets.file_vfsmount + 8);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::{Map, MapData};
 
-use super::{Kernel, KernelError, OwnedLink, maps::PinnedMaps};
+use super::{Kernel, KernelError, OwnedLink, store::PinnedMaps};
 
 /// Root of Sentra's pins.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/sentra";
@@ -21,8 +21,9 @@ fn links_dir(root: &Path) -> PathBuf {
     root.join("links")
 }
 
-fn pin_err(what: String) -> impl Fn(std::io::Error) -> KernelError {
-    move |err| KernelError::Map { map: "pin", detail: format!("{what}: {err}") }
+fn pin_err(path: &Path, what: &'static str) -> impl Fn(std::io::Error) -> KernelError {
+    let path = path.to_path_buf();
+    move |source| KernelError::Pin { path: path.clone(), what, source }
 }
 
 /// Whether a pinned controller state exists.
@@ -51,12 +52,7 @@ pub fn ensure_bpffs(root: &Path) -> Result<(), KernelError> {
         return Ok(());
     }
     nix::mount::mount(Some("bpf"), mount_point, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
-        .map_err(|err| KernelError::Map {
-            map: "pin",
-            detail: format!(
-                "/sys/fs/bpf is not a bpffs and mounting one failed ({err}): mount -t bpf bpf /sys/fs/bpf"
-            ),
-        })
+        .map_err(KernelError::NoBpffs)
 }
 
 /// Pins every map of the object and every pinnable link; returns the names of links that could not
@@ -67,25 +63,22 @@ pub fn ensure_bpffs(root: &Path) -> Result<(), KernelError> {
 pub fn pin(kernel: &mut Kernel, root: &Path) -> Result<Vec<String>, KernelError> {
     ensure_bpffs(root)?;
     for dir in [maps_dir(root), links_dir(root)] {
-        std::fs::create_dir_all(&dir).map_err(pin_err(format!("creating {}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(pin_err(&dir, "creating"))?;
     }
     for (name, map) in kernel.ebpf.maps() {
         if name.starts_with('.') {
             continue; // .rodata and other data sections: nothing to keep
         }
         let path = maps_dir(root).join(name);
-        map.pin(&path)
-            .map_err(|err| KernelError::Map { map: "pin", detail: format!("{}: {err}", path.display()) })?;
+        map.pin(&path).map_err(|source| KernelError::PinLink { path: path.clone(), source })?;
     }
     let mut unpinned = Vec::new();
     for (name, link) in kernel.links.drain(..) {
         match link {
             OwnedLink::Fd(link) => {
                 let path = links_dir(root).join(&name);
-                let pinned = link.pin(&path).map_err(|err| KernelError::Map {
-                    map: "pin",
-                    detail: format!("pinning the link {name}: {err}"),
-                })?;
+                let pinned =
+                    link.pin(&path).map_err(|source| KernelError::PinLink { path: path.clone(), source })?;
                 // A pinned link stays attached after its fd is closed.
                 drop(pinned);
             }
@@ -105,14 +98,14 @@ pub fn pin(kernel: &mut Kernel, root: &Path) -> Result<Vec<String>, KernelError>
 /// Nothing is pinned, or a pin cannot be opened.
 pub fn open(root: &Path) -> Result<PinnedMaps, KernelError> {
     let dir = maps_dir(root);
-    let entries = std::fs::read_dir(&dir).map_err(pin_err(format!("reading {}", dir.display())))?;
+    let entries = std::fs::read_dir(&dir).map_err(pin_err(&dir, "reading"))?;
     let mut maps = PinnedMaps::default();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let data = MapData::from_pin(entry.path())
-            .map_err(|err| KernelError::Map { map: "pin", detail: format!("{name}: {err}") })?;
-        let map = Map::from_map_data(data)
-            .map_err(|err| KernelError::Map { map: "pin", detail: format!("{name}: {err}") })?;
+        let path = entry.path();
+        let map = MapData::from_pin(&path)
+            .and_then(Map::from_map_data)
+            .map_err(|source| KernelError::PinMap { path, source })?;
         maps.maps.insert(name, map);
     }
     Ok(maps)
@@ -133,7 +126,7 @@ pub fn pinned_links(root: &Path) -> Vec<String> {
 /// A pin cannot be removed.
 pub fn remove(root: &Path) -> Result<(), KernelError> {
     if root.exists() {
-        std::fs::remove_dir_all(root).map_err(pin_err(format!("removing {}", root.display())))?;
+        std::fs::remove_dir_all(root).map_err(pin_err(root, "removing"))?;
     }
     Ok(())
 }

@@ -12,6 +12,8 @@ use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
+use super::sys::{MapUpdate, bpf};
+
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
@@ -29,24 +31,6 @@ struct MapCreate {
     map_flags: u32,
     inner_map_fd: u32,
     pad: [u64; 13],
-}
-
-/// `union bpf_attr` for the element commands (`BPF_MAP_UPDATE_ELEM`, `BPF_MAP_DELETE_ELEM`).
-#[repr(C)]
-#[derive(Default)]
-pub(super) struct MapUpdate {
-    pub(super) map_fd: u32,
-    pub(super) pad0: u32,
-    pub(super) key: u64,
-    pub(super) value: u64,
-    pub(super) flags: u64,
-    pub(super) pad: [u64; 12],
-}
-
-pub(super) fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
-    // SAFETY: attr points to a properly sized, zero-padded bpf_attr for `cmd`.
-    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, std::ptr::from_mut(attr), size_of::<T>()) };
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
 }
 
 fn create(attr: &mut MapCreate) -> io::Result<OwnedFd> {

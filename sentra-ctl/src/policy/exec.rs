@@ -50,8 +50,8 @@ impl FileId {
 /// Kernel map entries for one policy generation (without the generation, which the loader adds).
 #[derive(Debug, Clone, Default)]
 pub struct CompiledExec {
-    pub default: Option<Effect>,
-    pub rules: Vec<RuleInfo>,
+    /// The rules by index, and the default: what names the rules of this generation's events.
+    pub table: RuleTable,
     pub inode: Vec<(FileId, RuleValue)>,
     pub name: Vec<((FileId, [u8; NAME_LEN]), RuleValue)>,
     pub dir: Vec<(FileId, RuleValue)>,
@@ -86,19 +86,6 @@ impl RuleTable {
 }
 
 impl CompiledExec {
-    /// The rule table of this compilation.
-    #[must_use]
-    pub fn table(&self) -> RuleTable {
-        RuleTable { rules: self.rules.clone(), default: self.default }
-    }
-
-    /// The rule table, moved out: what is left are the kernel entries (cloning 10,000 rules' ids and
-    /// reasons cost a reload ~1 ms).
-    #[must_use]
-    pub fn take_table(&mut self) -> RuleTable {
-        RuleTable { rules: std::mem::take(&mut self.rules), default: self.default }
-    }
-
     /// Two rules on the same key with the same effect are merely redundant (the first keeps it); an
     /// allow and a deny on the same key conflict: the deny wins, and it is reported. One pass with an
     /// index (looking each key up in the list so far was quadratic: 170 ms of 180 for 10,000 rules).
@@ -133,18 +120,6 @@ impl CompiledExec {
             slot.1 = kept;
         }
         merged
-    }
-
-    /// The effect when no entry covers a file.
-    #[must_use]
-    pub fn default_effect(&self) -> Effect {
-        self.default.unwrap_or(Effect::Deny)
-    }
-
-    /// Id and reason of a rule index found in an event.
-    #[must_use]
-    pub fn rule(&self, index: u32) -> Option<&RuleInfo> {
-        self.rules.get(usize::try_from(index).ok()?)
     }
 }
 
@@ -321,12 +296,10 @@ impl std::fmt::Display for At<'_> {
 /// Duplicate ids, an entry with not exactly one target, relative paths, an allowed path that does not
 /// exist, a name too long for the kernel's key.
 pub fn compile(policy: &Policy) -> Result<CompiledExec, PolicyError> {
-    let mut out = CompiledExec { default: policy.model.default, ..CompiledExec::default() };
     let empty = super::model::ExecSection::default();
     let section = policy.model.exec.as_ref().unwrap_or(&empty);
-    if section.default.is_some() {
-        out.default = section.default;
-    }
+    let mut out = CompiledExec::default();
+    out.table.default = section.default.or(policy.model.default);
     let search: Vec<PathBuf> = section.path.iter().map(PathBuf::from).collect();
     for dir in &search {
         if !dir.is_absolute() {
@@ -360,9 +333,9 @@ pub fn compile(policy: &Policy) -> Result<CompiledExec, PolicyError> {
         }
     }
     compile_original_rules(policy, &search, &mut seen, &mut lookups, &mut out)?;
-    out.inode = CompiledExec::merge_duplicates(std::mem::take(&mut out.inode), &out.rules, &mut out.warnings);
-    out.name = CompiledExec::merge_duplicates(std::mem::take(&mut out.name), &out.rules, &mut out.warnings);
-    out.dir = CompiledExec::merge_duplicates(std::mem::take(&mut out.dir), &out.rules, &mut out.warnings);
+    out.inode = CompiledExec::merge_duplicates(std::mem::take(&mut out.inode), &out.table.rules, &mut out.warnings);
+    out.name = CompiledExec::merge_duplicates(std::mem::take(&mut out.name), &out.table.rules, &mut out.warnings);
+    out.dir = CompiledExec::merge_duplicates(std::mem::take(&mut out.dir), &out.table.rules, &mut out.warnings);
     Ok(out)
 }
 
@@ -439,8 +412,8 @@ fn compile_original_rules<'p>(
         if !seen.insert(&rule.id) {
             return Err(policy.error_at(format!("{at}.id"), format!("rule id `{}` is used twice", rule.id)));
         }
-        let index = u32::try_from(out.rules.len()).map_err(|_| policy.error_at(&at, "too many rules"))?;
-        out.rules.push(RuleInfo { id: rule.id.clone(), reason: rule.reason.clone(), effect: rule.effect });
+        let index = u32::try_from(out.table.rules.len()).map_err(|_| policy.error_at(&at, "too many rules"))?;
+        out.table.rules.push(RuleInfo { id: rule.id.clone(), reason: rule.reason.clone(), effect: rule.effect });
         let value =
             RuleValue { rule: index, effect: sentra_common::settings::Effect::from(rule.effect) as u32 };
         for name in names {
@@ -487,8 +460,8 @@ fn compile_entry(
             ));
         }
     };
-    let index = u32::try_from(out.rules.len()).map_err(|_| policy.error_at(at, "too many exec rules"))?;
-    out.rules.push(RuleInfo { id: entry.id.clone(), reason: entry.reason.clone(), effect });
+    let index = u32::try_from(out.table.rules.len()).map_err(|_| policy.error_at(at, "too many exec rules"))?;
+    out.table.rules.push(RuleInfo { id: entry.id.clone(), reason: entry.reason.clone(), effect });
     let value = RuleValue { rule: index, effect: sentra_common::settings::Effect::from(effect) as u32 };
 
     let targets = targets_of(policy, at, search, entry, kind, effect)?;
@@ -764,7 +737,7 @@ impl CompiledExec {
     pub fn explain(&self, path: &Path) -> std::io::Result<KernelExplanation> {
         let file = std::fs::canonicalize(path)?;
         let decided = |value: &RuleValue, how: String| {
-            let rule = self.rule(value.rule);
+            let rule = self.table.rule(value.rule);
             KernelExplanation {
                 file: file.clone(),
                 effect: rule.map_or(Effect::Deny, |r| r.effect),
@@ -792,7 +765,7 @@ impl CompiledExec {
         }
         Ok(KernelExplanation {
             file,
-            effect: self.default_effect(),
+            effect: self.table.default_effect(),
             rule: None,
             how: "no exec entry covers this file: the default applies".into(),
         })

@@ -5,50 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// `enforce` or `audit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    #[default]
-    Enforce,
-    Audit,
-}
-
-/// `allow` or `deny`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Effect {
-    Allow,
-    Deny,
-}
-
-impl Effect {
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Allow => "allow",
-            Self::Deny => "deny",
-        }
-    }
-}
-
-impl From<Mode> for sentra_common::settings::Mode {
-    fn from(mode: Mode) -> Self {
-        match mode {
-            Mode::Enforce => Self::Enforce,
-            Mode::Audit => Self::Audit,
-        }
-    }
-}
-
-impl From<Effect> for sentra_common::settings::Effect {
-    fn from(effect: Effect) -> Self {
-        match effect {
-            Effect::Allow => Self::Allow,
-            Effect::Deny => Self::Deny,
-        }
-    }
-}
+/// `enforce` or `audit`, `allow` or `deny`: the kernel's own enums, read from YAML by their names.
+pub use sentra_common::settings::{Effect, Mode};
 
 /// A version written as `"2.0"` or `2.0`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

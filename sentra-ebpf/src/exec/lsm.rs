@@ -67,3 +67,9 @@ fn remember_argv(ctx: &TracePointContext, offset: usize) -> u32 {
     }
     0
 }
+
+sentra_common::same_name!(sentra_common::names::program::EXEC_LSM, exec_lsm);
+
+sentra_common::same_name!(sentra_common::names::program::EXECVE_ENTER, execve_enter);
+
+sentra_common::same_name!(sentra_common::names::program::EXECVEAT_ENTER, execveat_enter);

@@ -32,3 +32,5 @@ fn try_exec_signal(ctx: &BtfTracePointContext) -> Result<i32, i32> {
     }
     Ok(0)
 }
+
+sentra_common::same_name!(sentra_common::names::program::EXEC_SIGNAL, exec_signal);

@@ -70,3 +70,5 @@ fn try_net_lsm_connect(ctx: &LsmContext) -> Result<i32, i32> {
         Outcome::Deny => Ok(-EPERM),
     }
 }
+
+sentra_common::same_name!(sentra_common::names::program::NET_LSM_CONNECT, net_lsm_connect);

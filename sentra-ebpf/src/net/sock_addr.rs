@@ -192,3 +192,15 @@ fn restore_origin(ctx: &SockAddrContext, v6: bool) {
     }
     sa.user_port = origin.port;
 }
+
+sentra_common::same_name!(sentra_common::names::program::NET_CONNECT4, net_connect4);
+
+sentra_common::same_name!(sentra_common::names::program::NET_SENDMSG4, net_sendmsg4);
+
+sentra_common::same_name!(sentra_common::names::program::NET_CONNECT6, net_connect6);
+
+sentra_common::same_name!(sentra_common::names::program::NET_SENDMSG6, net_sendmsg6);
+
+sentra_common::same_name!(sentra_common::names::program::NET_RECVMSG4, net_recvmsg4);
+
+sentra_common::same_name!(sentra_common::names::program::NET_RECVMSG6, net_recvmsg6);

@@ -1,0 +1,49 @@
+//! Compile-time checks of every type shared with the BPF programs: its size (no implicit padding:
+//! each equals the sum of its fields, padding fields included) and the offsets the other side relies
+//! on. A change to a struct that alters its layout fails the build here, on both sides at once.
+
+use core::mem::{offset_of, size_of};
+
+use crate::{
+    event::{EventHeader, ExecEvent, NetEvent},
+    exec::{GovernedCgroup, InodeKey, NameKey, RuleValue},
+    net::{CIDR_KEY_HEADER_BITS, CidrKey, DnsOrigin, HostKey, NetAllow, NetSettings, PortRange},
+    offsets::KernelOffsets,
+    settings::{ActiveGeneration, Settings},
+};
+
+// Events: the header starts every event; userspace reads `kind` before knowing the rest.
+const _: () = assert!(size_of::<EventHeader>() == 64);
+const _: () = assert!(offset_of!(EventHeader, kind) == 0);
+const _: () = assert!(offset_of!(EventHeader, boot_ns) == 8);
+const _: () = assert!(offset_of!(EventHeader, cgroup_id) == 40);
+const _: () = assert!(size_of::<ExecEvent>() == 2160);
+const _: () = assert!(offset_of!(ExecEvent, header) == 0);
+const _: () = assert!(offset_of!(ExecEvent, dev) == 88);
+const _: () = assert!(offset_of!(ExecEvent, path) == 112);
+const _: () = assert!(size_of::<NetEvent>() == 176);
+const _: () = assert!(offset_of!(NetEvent, header) == 0);
+const _: () = assert!(offset_of!(NetEvent, addr) == 96);
+
+// Exec rule maps: every key starts with its generation.
+const _: () = assert!(size_of::<InodeKey>() == 24);
+const _: () = assert!(offset_of!(InodeKey, generation) == 0);
+const _: () = assert!(offset_of!(InodeKey, dev) == 8);
+const _: () = assert!(size_of::<NameKey>() == 88);
+const _: () = assert!(offset_of!(NameKey, generation) == 0);
+const _: () = assert!(offset_of!(NameKey, name) == 24);
+const _: () = assert!(size_of::<RuleValue>() == 8);
+const _: () = assert!(size_of::<GovernedCgroup>() == 8);
+const _: () = assert!(size_of::<Settings>() == 16);
+const _: () = assert!(size_of::<ActiveGeneration>() == 8);
+const _: () = assert!(size_of::<KernelOffsets>() == 22 * 4);
+
+// Network maps: the trie's prefix covers generation and family before the address.
+const _: () = assert!(size_of::<CidrKey>() == 24);
+const _: () = assert!(offset_of!(CidrKey, generation) == 0);
+const _: () = assert!(offset_of!(CidrKey, addr) * 8 == CIDR_KEY_HEADER_BITS as usize);
+const _: () = assert!(size_of::<HostKey>() == 24);
+const _: () = assert!(size_of::<PortRange>() == 12);
+const _: () = assert!(size_of::<NetAllow>() == 8 + 8 * 12);
+const _: () = assert!(size_of::<NetSettings>() == 48);
+const _: () = assert!(size_of::<DnsOrigin>() == 24);

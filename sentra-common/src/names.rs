@@ -1,0 +1,113 @@
+//! Names of the maps, programs and globals in the BPF object: the one list both sides use. The BPF
+//! side declares each item with exactly this name and checks it at compile time ([`crate::same_name`]);
+//! userspace looks items up only through these constants.
+
+/// Map names.
+pub mod map {
+    pub const EVENTS: &str = "EVENTS";
+    pub const STATS: &str = "STATS";
+    pub const GOVERNED: &str = "GOVERNED";
+    pub const ACTIVE_GENERATION: &str = "ACTIVE_GENERATION";
+    pub const SETTINGS: &str = "SETTINGS";
+    pub const EXEC_INODE_RULES: &str = "EXEC_INODE_RULES";
+    pub const EXEC_NAME_RULES: &str = "EXEC_NAME_RULES";
+    pub const EXEC_DIR_RULES: &str = "EXEC_DIR_RULES";
+    pub const EXEC_ARGV: &str = "EXEC_ARGV";
+    pub const NET_SETTINGS: &str = "NET_SETTINGS";
+    pub const NET_CIDR: &str = "NET_CIDR";
+    pub const NET_HOSTS: &str = "NET_HOSTS";
+    pub const NET_DNS_ORIGIN: &str = "NET_DNS_ORIGIN";
+    pub const NET_STATS: &str = "NET_STATS";
+
+    /// Every map of the object.
+    pub const ALL: [&str; 14] = [
+        EVENTS,
+        STATS,
+        GOVERNED,
+        ACTIVE_GENERATION,
+        SETTINGS,
+        EXEC_INODE_RULES,
+        EXEC_NAME_RULES,
+        EXEC_DIR_RULES,
+        EXEC_ARGV,
+        NET_SETTINGS,
+        NET_CIDR,
+        NET_HOSTS,
+        NET_DNS_ORIGIN,
+        NET_STATS,
+    ];
+}
+
+/// Program names.
+pub mod program {
+    /// `lsm/bprm_check_security`: the `lsm` backend's exec decision.
+    pub const EXEC_LSM: &str = "exec_lsm";
+    /// `tp_btf/sched_process_exec`: the `signal` backend's exec decision.
+    pub const EXEC_SIGNAL: &str = "exec_signal";
+    /// `syscalls/sys_enter_execve`: records `argv` for the `lsm` backend's event.
+    pub const EXECVE_ENTER: &str = "execve_enter";
+    /// `syscalls/sys_enter_execveat`: as [`EXECVE_ENTER`].
+    pub const EXECVEAT_ENTER: &str = "execveat_enter";
+    /// `lsm/socket_connect`: the `lsm` backend's network check.
+    pub const NET_LSM_CONNECT: &str = "net_lsm_connect";
+    pub const NET_CONNECT4: &str = "net_connect4";
+    pub const NET_CONNECT6: &str = "net_connect6";
+    pub const NET_SENDMSG4: &str = "net_sendmsg4";
+    pub const NET_SENDMSG6: &str = "net_sendmsg6";
+    pub const NET_RECVMSG4: &str = "net_recvmsg4";
+    pub const NET_RECVMSG6: &str = "net_recvmsg6";
+
+    /// The cgroup `sock_addr` programs, attached to each governed cgroup.
+    pub const SOCK_ADDR: [&str; 6] =
+        [NET_CONNECT4, NET_CONNECT6, NET_SENDMSG4, NET_SENDMSG6, NET_RECVMSG4, NET_RECVMSG6];
+
+    /// Every program of the object.
+    pub const ALL: [&str; 11] = [
+        EXEC_LSM,
+        EXEC_SIGNAL,
+        EXECVE_ENTER,
+        EXECVEAT_ENTER,
+        NET_LSM_CONNECT,
+        NET_CONNECT4,
+        NET_CONNECT6,
+        NET_SENDMSG4,
+        NET_SENDMSG6,
+        NET_RECVMSG4,
+        NET_RECVMSG6,
+    ];
+}
+
+/// The read-only global holding [`crate::offsets::KernelOffsets`].
+pub const KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
+
+/// Byte-wise string equality usable in constants (for [`crate::same_name`]).
+#[must_use]
+pub const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Fails the build unless the item `$item` is named exactly as the shared constant `$constant`.
+#[macro_export]
+macro_rules! same_name {
+    ($constant:path, $item:ident) => {
+        const _: () = assert!(
+            $crate::names::same($constant, stringify!($item)),
+            concat!(stringify!($item), " is not named as ", stringify!($constant))
+        );
+        // Names the item itself, so that the check fails to build if it is renamed or removed.
+        const _: fn() = || {
+            let _ = &$item;
+        };
+    };
+}

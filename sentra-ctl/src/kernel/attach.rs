@@ -1,0 +1,227 @@
+//! Loading and attaching the programs: one path for every program type, and the backend choice.
+
+use std::os::fd::AsFd;
+
+use aya::{
+    Btf, Ebpf,
+    programs::{
+        BtfTracePoint, CgroupAttachMode, CgroupSockAddr, Lsm, Program, ProgramError, TracePoint,
+        links::FdLink, trace_point::TracePointLink,
+    },
+};
+use sentra_common::{names::program, settings::Backend};
+
+use super::KernelError;
+
+/// Which backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    /// `lsm` if it loads and attaches here, else `signal`.
+    Auto,
+    Lsm,
+    Signal,
+}
+
+/// A program's attachment, owned here: dropping it detaches the program unless it was pinned.
+pub enum OwnedLink {
+    /// A BPF link (pinnable).
+    Fd(FdLink),
+    /// A perf-event attachment on a kernel without BPF links for perf events (not pinnable).
+    Perf(TracePointLink),
+}
+
+/// The program `name` of `ebpf` as type `P`, loaded by `load` unless it already is.
+fn loaded<'e, P>(
+    ebpf: &'e mut Ebpf,
+    name: &'static str,
+    load: impl FnOnce(&mut P) -> Result<(), ProgramError>,
+) -> Result<&'e mut P, KernelError>
+where
+    for<'p> &'p mut P: TryFrom<&'p mut Program, Error = ProgramError>,
+{
+    let program = ebpf.program_mut(name).ok_or(KernelError::MissingProgram { program: name })?;
+    let already = program.fd().is_ok();
+    let program: &mut P = program
+        .try_into()
+        .map_err(|err: ProgramError| KernelError::Load { program: name, detail: err.to_string() })?;
+    if !already {
+        load(program).map_err(|err| KernelError::Load { program: name, detail: program_err(&err) })?;
+    }
+    Ok(program)
+}
+
+/// Runs `attach` (attach, then take the link) for program `name`, naming it in the error.
+fn attached<L>(name: &'static str, attach: impl FnOnce() -> Result<L, ProgramError>) -> Result<L, KernelError> {
+    attach().map_err(|err| KernelError::Attach { program: name, detail: program_err(&err) })
+}
+
+/// Attaches the exec backend `choice` asks for (and, for `lsm`, the network LSM hook); returns the
+/// backend and why `lsm` was refused under `auto`.
+///
+/// # Errors
+/// The chosen backend cannot be attached.
+pub fn backend(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    choice: BackendChoice,
+    links: &mut Vec<(String, OwnedLink)>,
+) -> Result<(Backend, Option<String>), KernelError> {
+    let (backend, refusal) = match choice {
+        BackendChoice::Lsm => {
+            lsm(ebpf, btf, links).map_err(|err| KernelError::LsmUnavailable(err.to_string()))?;
+            (Backend::Lsm, None)
+        }
+        BackendChoice::Signal => {
+            signal(ebpf, btf, links)?;
+            (Backend::Signal, None)
+        }
+        BackendChoice::Auto => match lsm(ebpf, btf, links) {
+            Ok(()) => (Backend::Lsm, None),
+            Err(err) => {
+                tracing::info!("lsm backend unavailable ({err}); using signal");
+                links.clear();
+                signal(ebpf, btf, links)?;
+                (Backend::Signal, Some(err.to_string()))
+            }
+        },
+    };
+    if backend == Backend::Lsm {
+        // The network LSM hook needs BPF LSM too; the host kernel refuses LSM programs.
+        let lsm = loaded::<Lsm>(ebpf, program::NET_LSM_CONNECT, |p| p.load("socket_connect", btf))?;
+        let link = attached(program::NET_LSM_CONNECT, || {
+            let id = lsm.attach()?;
+            lsm.take_link(id)
+        })?;
+        links.push((program::NET_LSM_CONNECT.to_string(), OwnedLink::Fd(link.into())));
+    }
+    Ok((backend, refusal))
+}
+
+/// The active LSMs (`/sys/kernel/security/lsm`), mounting securityfs first if it is not.
+///
+/// # Errors
+/// The list cannot be read.
+pub fn active_lsms() -> Result<Vec<String>, String> {
+    const LIST: &str = "/sys/kernel/security/lsm";
+    if !std::path::Path::new(LIST).exists() {
+        let _ = nix::mount::mount(
+            Some("securityfs"),
+            "/sys/kernel/security",
+            Some("securityfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        );
+    }
+    std::fs::read_to_string(LIST)
+        .map(|text| text.trim().split(',').map(str::to_string).collect())
+        .map_err(|err| format!("{LIST}: {err}"))
+}
+
+/// Attaches the `lsm` backend: `exec_lsm` plus the argv recorders. BPF LSM enforces only when both
+/// hold, so both are checked: `bpf` is among the active LSMs (a kernel booted with an `lsm=` list
+/// lacking it attaches the program, which then never runs), and the program really attaches (arm64
+/// kernels without BPF trampolines list `bpf` but cannot attach).
+fn lsm(ebpf: &mut Ebpf, btf: &Btf, links: &mut Vec<(String, OwnedLink)>) -> Result<(), KernelError> {
+    let lsms = active_lsms().map_err(|detail| KernelError::Attach { program: program::EXEC_LSM, detail })?;
+    if !lsms.iter().any(|m| m == "bpf") {
+        return Err(KernelError::Attach {
+            program: program::EXEC_LSM,
+            detail: format!("`bpf` is not among the active LSMs ({})", lsms.join(",")),
+        });
+    }
+    let exec = loaded::<Lsm>(ebpf, program::EXEC_LSM, |p| p.load("bprm_check_security", btf))?;
+    let link = attached(program::EXEC_LSM, || {
+        let id = exec.attach()?;
+        exec.take_link(id)
+    })?;
+    links.push((program::EXEC_LSM.to_string(), OwnedLink::Fd(link.into())));
+    for (name, syscall) in
+        [(program::EXECVE_ENTER, "sys_enter_execve"), (program::EXECVEAT_ENTER, "sys_enter_execveat")]
+    {
+        let tracepoint = loaded::<TracePoint>(ebpf, name, TracePoint::load)?;
+        let link = attached(name, || {
+            let id = tracepoint.attach("syscalls", syscall)?;
+            tracepoint.take_link(id)
+        })?;
+        // A BPF link where the kernel has them for perf events (5.15+), so that it can be pinned.
+        let owned = match FdLink::try_from(link) {
+            Ok(fd) => OwnedLink::Fd(fd),
+            Err(err) => {
+                tracing::debug!("{name}: not a BPF link ({err}); it cannot be pinned");
+                OwnedLink::Perf(attached(name, || {
+                    let id = tracepoint.attach("syscalls", syscall)?;
+                    tracepoint.take_link(id)
+                })?)
+            }
+        };
+        links.push((name.to_string(), owned));
+    }
+    Ok(())
+}
+
+/// Attaches the `signal` backend: `exec_signal` on `tp_btf/sched_process_exec`.
+fn signal(ebpf: &mut Ebpf, btf: &Btf, links: &mut Vec<(String, OwnedLink)>) -> Result<(), KernelError> {
+    let exec = loaded::<BtfTracePoint>(ebpf, program::EXEC_SIGNAL, |p| p.load("sched_process_exec", btf))?;
+    let link = attached(program::EXEC_SIGNAL, || {
+        let id = exec.attach()?;
+        exec.take_link(id)
+    })?;
+    links.push((program::EXEC_SIGNAL.to_string(), OwnedLink::Fd(link.into())));
+    Ok(())
+}
+
+/// Loads the `sock_addr` programs and attaches them to each governed cgroup (`cgroups`: a name and an
+/// open fd of its directory); they then apply to every process in it and in its descendants. The
+/// attachments go to `links` as `PROGRAM@NAME` (dropping one detaches its program unless it was pinned).
+///
+/// # Errors
+/// A program missing, failing to load (with the verifier's log) or to attach.
+pub fn sock_addr<F: AsFd>(
+    ebpf: &mut Ebpf,
+    cgroups: &[(&str, F)],
+    links: &mut Vec<(String, OwnedLink)>,
+) -> Result<(), KernelError> {
+    for name in program::SOCK_ADDR {
+        let program = loaded::<CgroupSockAddr>(ebpf, name, CgroupSockAddr::load)?;
+        for (cgroup_name, cgroup) in cgroups {
+            let link = attached(name, || {
+                // `Single` means flags 0: aya attaches through a BPF link where the kernel has them,
+                // and links take no flags (kernel/bpf/cgroup.c `cgroup_bpf_link_attach` returns EINVAL
+                // for any) while always coexisting with other programs on the cgroup.
+                let id = program.attach(cgroup.as_fd(), CgroupAttachMode::Single)?;
+                program.take_link(id)
+            })?;
+            // A BPF link (kernel 5.7+; the ring buffer already needs 5.8), so that it can be pinned.
+            let link = FdLink::try_from(link).map_err(|err| KernelError::Attach {
+                program: name,
+                detail: format!("not a BPF link: {err}"),
+            })?;
+            links.push((format!("{name}@{cgroup_name}"), OwnedLink::Fd(link)));
+        }
+    }
+    Ok(())
+}
+
+/// An aya program error with its sources and, for a load, the verifier's log (its useful part, the
+/// failing instruction and the totals, is at its end).
+fn program_err(err: &ProgramError) -> String {
+    if let ProgramError::LoadError { io_error, verifier_log } = err {
+        let log = verifier_log.to_string();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        return format!(
+            "{io_error}; verifier log (last {} of {} lines):\n{tail}",
+            lines.len().min(40),
+            lines.len()
+        );
+    }
+    // aya's attach errors keep the errno in their source.
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
