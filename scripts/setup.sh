@@ -4,7 +4,7 @@
 #   - Debian packages the build and the VM tests need
 #   - test kernels (Debian 6.1 and 6.12 cloud), unpacked into $SENTRA_CACHE (not installed:
 #     no initramfs/grub hooks run, the host's boot is untouched)
-#   - rust-src for nightly, bpf-linker built against nightly's own libLLVM (see PLATFORM.md)
+#   - rust-src for nightly, bpf-linker built against nightly's own libLLVM (same LLVM major as rustc)
 #   - a release build of the workspace
 set -euo pipefail
 

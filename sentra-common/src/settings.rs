@@ -20,6 +20,10 @@ wire_enum! {
     }
 }
 
+#[expect(
+    clippy::derivable_impls,
+    reason = "wire_enum! declares the enum; a derive cannot be added there per enum"
+)]
 impl Default for Mode {
     fn default() -> Self {
         Self::Enforce

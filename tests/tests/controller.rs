@@ -121,8 +121,10 @@ fn kill_9_keeps_enforcement_and_a_restarted_controller_adopts() {
 /// Generation of every key in the exec rule maps (read from the pins), and the active generation.
 fn exec_map_generations(pin_root: &Path) -> (u32, Vec<u32>) {
     use aya::maps::HashMap;
-    use sentra_common::exec::{InodeKey, NameKey, RuleValue};
-    use sentra_common::names::map::{EXEC_DIR_RULES, EXEC_INODE_RULES, EXEC_NAME_RULES};
+    use sentra_common::{
+        exec::{InodeKey, NameKey, RuleValue},
+        names::map::{EXEC_DIR_RULES, EXEC_INODE_RULES, EXEC_NAME_RULES},
+    };
     use sentra_ctl::kernel::{maps, pin};
     let mut store = pin::open(pin_root).expect("pinned maps");
     let active = maps::active_generation(&mut store).expect("active").generation;

@@ -3,8 +3,10 @@
 //! leave the same entries, and deleting keys that are absent is not an error on either path.
 
 use aya::maps::HashMap;
-use sentra_common::exec::{InodeKey, RuleValue};
-use sentra_common::names::map::EXEC_INODE_RULES;
+use sentra_common::{
+    exec::{InodeKey, RuleValue},
+    names::map::EXEC_INODE_RULES,
+};
 use sentra_ctl::kernel::{BackendChoice, Kernel, batch};
 
 /// A device number no file has: the test's entries cannot be mistaken for a policy's.

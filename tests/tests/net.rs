@@ -1,4 +1,4 @@
-//! Network governance against the real kernel (issue 6): cgroup `sock_addr` programs on every backend,
+//! Network governance against the real kernel: cgroup `sock_addr` programs on every backend,
 //! plus `lsm/socket_connect` on the `lsm` backend (in the VM). Every test runs `sentra-ctl run` inside
 //! a network namespace it creates, whose only interface is `lo` carrying the test's own addresses
 //! (10.200.x.x, fd00:200:…): no packet leaves the namespace. The governed client is this test binary
@@ -423,6 +423,7 @@ fn net_ttl_expiry_removes_access() {
 /// (`sentra_ctl::enforce::generations::Generations::{switch, retire}`, what the controller's reload
 /// runs).
 #[test]
+#[expect(clippy::too_many_lines, reason = "one scenario: load, govern, probe, switch, probe again")]
 fn net_reload_changes_access_live() {
     use std::{
         io::{BufRead as _, BufReader},

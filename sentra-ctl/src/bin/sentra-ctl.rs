@@ -232,7 +232,11 @@ fn policy_check(file: &std::path::Path) -> i32 {
         Ok(enforce::Prepared { mut policy, exec: compiled, net }) => {
             policy.remember();
             println!("{}: valid", file.display());
-            println!("  mode: {:?}, exec default: {}", policy.model.mode, compiled.table.default_effect().as_str());
+            println!(
+                "  mode: {:?}, exec default: {}",
+                policy.model.mode,
+                compiled.table.default_effect().as_str()
+            );
             println!(
                 "  kernel layer: {} rules -> {} name, {} dir, {} inode entries",
                 compiled.table.rules.len(),

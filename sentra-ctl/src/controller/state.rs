@@ -88,8 +88,12 @@ impl State {
         let tmp = path.with_extension("json.tmp");
         // Compact and streamed: with large policies the pretty form was megabytes built in memory.
         let mut out = std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(&tmp)?);
-        let saved =
-            Saved { state: self, policy: &session.policy, backend: session.backend, tables: session.exec_tables() };
+        let saved = Saved {
+            state: self,
+            policy: &session.policy,
+            backend: session.backend,
+            tables: session.exec_tables(),
+        };
         serde_json::to_writer(&mut out, &saved)?;
         out.flush()?;
         drop(out);

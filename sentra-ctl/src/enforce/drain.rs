@@ -31,9 +31,7 @@ pub fn drain(
         match events::decode(&item) {
             Ok(event) => {
                 let record = match &event {
-                    Event::Exec(exec) => {
-                        record::exec_record(exec, generations.exec(exec.generation), clock)
-                    }
+                    Event::Exec(exec) => record::exec_record(exec, generations.exec(exec.generation), clock),
                     Event::Net(net) => record::net_record(net, generations.net(net.generation), clock),
                 };
                 audit.write(&record)?;

@@ -88,7 +88,11 @@ impl Generations {
     ///
     /// # Errors
     /// The active generation cannot be read.
-    pub fn adopt(store: &mut dyn MapStore, exec: ExecTables, net: Arc<CompiledNet>) -> Result<Self, KernelError> {
+    pub fn adopt(
+        store: &mut dyn MapStore,
+        exec: ExecTables,
+        net: Arc<CompiledNet>,
+    ) -> Result<Self, KernelError> {
         let active = maps::active_generation(store)?.generation;
         Ok(Self { exec, net: [Arc::clone(&net), net], active, written: None, retiring: None })
     }
@@ -142,7 +146,7 @@ impl Generations {
         let started = std::time::Instant::now();
         let old = self.active;
         let new = (old + 1) % GENERATIONS;
-        if let Err(err) = self.write(store, new, &compiled, &net, mode, resolver) {
+        if let Err(err) = Self::write(store, new, &compiled, &net, mode, resolver) {
             self.discard(store, new, &compiled, resolver);
             return Err(err);
         }
@@ -158,7 +162,6 @@ impl Generations {
 
     /// Writes both parts of `generation` (not active).
     fn write(
-        &self,
         store: &mut dyn MapStore,
         generation: u32,
         compiled: &CompiledExec,

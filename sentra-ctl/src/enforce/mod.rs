@@ -285,7 +285,13 @@ impl Session {
     /// # Errors
     /// The audit log cannot be written.
     pub fn drain(&mut self) -> anyhow::Result<()> {
-        drain::drain(self.ring.get_mut(), &self.generations, &mut self.audit, &self.clock, &mut self.drained)?;
+        drain::drain(
+            self.ring.get_mut(),
+            &self.generations,
+            &mut self.audit,
+            &self.clock,
+            &mut self.drained,
+        )?;
         Ok(())
     }
 

@@ -51,7 +51,10 @@ where
 }
 
 /// Runs `attach` (attach, then take the link) for program `name`, naming it in the error.
-fn attached<L>(name: &'static str, attach: impl FnOnce() -> Result<L, ProgramError>) -> Result<L, KernelError> {
+fn attached<L>(
+    name: &'static str,
+    attach: impl FnOnce() -> Result<L, ProgramError>,
+) -> Result<L, KernelError> {
     attach().map_err(|err| KernelError::Attach { program: name, detail: program_err(&err) })
 }
 

@@ -103,8 +103,7 @@ pub fn update_each<K: aya::Pod, V: aya::Pod, S: MapStore + ?Sized>(
     name: &'static str,
     entries: &[(K, V)],
 ) -> Result<(), KernelError> {
-    let mut map =
-        aya::maps::HashMap::<_, K, V>::try_from(get_mut(store, name)?).map_err(map_err(name))?;
+    let mut map = aya::maps::HashMap::<_, K, V>::try_from(get_mut(store, name)?).map_err(map_err(name))?;
     for (key, value) in entries {
         map.insert(key, value, 0).map_err(map_err(name))?;
     }

@@ -103,7 +103,6 @@ pub enum DecodeError {
     Value(String),
 }
 
-#[expect(clippy::needless_pass_by_value, reason = "used as a map_err function")]
 fn value(err: sentra_common::UnknownValue) -> DecodeError {
     DecodeError::Value(err.to_string())
 }

@@ -118,7 +118,7 @@ fn btf_err(err: impl std::fmt::Display) -> KernelError {
 mod tests {
     #[test]
     fn offsets_are_read_from_the_running_kernel() {
-        // The host kernel has BTF (PLATFORM.md); without it this test fails, as it must.
+        // Every supported kernel publishes its BTF; without it this test fails, as it must.
         let raw = std::fs::read(super::VMLINUX_BTF).expect("kernel BTF");
         let offsets = super::read(&raw).expect("BTF offsets");
         assert_eq!(offsets.valid, 1);

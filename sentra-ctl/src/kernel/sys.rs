@@ -20,5 +20,3 @@ pub(crate) fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long
     let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, std::ptr::from_mut(attr), size_of::<T>()) };
     if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
 }
-
-

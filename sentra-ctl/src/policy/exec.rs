@@ -333,9 +333,12 @@ pub fn compile(policy: &Policy) -> Result<CompiledExec, PolicyError> {
         }
     }
     compile_original_rules(policy, &search, &mut seen, &mut lookups, &mut out)?;
-    out.inode = CompiledExec::merge_duplicates(std::mem::take(&mut out.inode), &out.table.rules, &mut out.warnings);
-    out.name = CompiledExec::merge_duplicates(std::mem::take(&mut out.name), &out.table.rules, &mut out.warnings);
-    out.dir = CompiledExec::merge_duplicates(std::mem::take(&mut out.dir), &out.table.rules, &mut out.warnings);
+    out.inode =
+        CompiledExec::merge_duplicates(std::mem::take(&mut out.inode), &out.table.rules, &mut out.warnings);
+    out.name =
+        CompiledExec::merge_duplicates(std::mem::take(&mut out.name), &out.table.rules, &mut out.warnings);
+    out.dir =
+        CompiledExec::merge_duplicates(std::mem::take(&mut out.dir), &out.table.rules, &mut out.warnings);
     Ok(out)
 }
 
@@ -412,10 +415,14 @@ fn compile_original_rules<'p>(
         if !seen.insert(&rule.id) {
             return Err(policy.error_at(format!("{at}.id"), format!("rule id `{}` is used twice", rule.id)));
         }
-        let index = u32::try_from(out.table.rules.len()).map_err(|_| policy.error_at(&at, "too many rules"))?;
-        out.table.rules.push(RuleInfo { id: rule.id.clone(), reason: rule.reason.clone(), effect: rule.effect });
-        let value =
-            RuleValue { rule: index, effect: sentra_common::settings::Effect::from(rule.effect) as u32 };
+        let index =
+            u32::try_from(out.table.rules.len()).map_err(|_| policy.error_at(&at, "too many rules"))?;
+        out.table.rules.push(RuleInfo {
+            id: rule.id.clone(),
+            reason: rule.reason.clone(),
+            effect: rule.effect,
+        });
+        let value = RuleValue { rule: index, effect: rule.effect as u32 };
         for name in names {
             let chosen = find_in_path(&search, &name, rule.effect);
             if chosen.is_empty() {
@@ -460,9 +467,10 @@ fn compile_entry(
             ));
         }
     };
-    let index = u32::try_from(out.table.rules.len()).map_err(|_| policy.error_at(at, "too many exec rules"))?;
+    let index =
+        u32::try_from(out.table.rules.len()).map_err(|_| policy.error_at(at, "too many exec rules"))?;
     out.table.rules.push(RuleInfo { id: entry.id.clone(), reason: entry.reason.clone(), effect });
-    let value = RuleValue { rule: index, effect: sentra_common::settings::Effect::from(effect) as u32 };
+    let value = RuleValue { rule: index, effect: effect as u32 };
 
     let targets = targets_of(policy, at, search, entry, kind, effect)?;
     if targets.is_empty() {

@@ -3,10 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 /// `enforce` or `audit`, `allow` or `deny`: the kernel's own enums, read from YAML by their names.
 pub use sentra_common::settings::{Effect, Mode};
+use serde::{Deserialize, Serialize};
 
 /// A version written as `"2.0"` or `2.0`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use sentra_common::event::Decision as Verdict;
 use serde_json::json;
 
 use super::{
@@ -99,8 +100,8 @@ fn new_session_id() -> String {
 #[derive(Debug, Clone)]
 pub struct Decision {
     pub verdict: LineVerdict,
-    /// `allowed`, `denied` or `auditonly`.
-    pub decision: &'static str,
+    /// The same verdict kernel events carry (`allowed`, `denied` or `auditonly` in records).
+    pub decision: Verdict,
     pub rule_id: String,
     pub reason: Option<String>,
     /// The part that decided, as written.
@@ -115,7 +116,7 @@ impl Decision {
     /// Whether the line runs (allowed, or denied in audit mode).
     #[must_use]
     pub fn runs(&self) -> bool {
-        self.decision != "denied"
+        self.decision != Verdict::Denied
     }
 }
 
@@ -194,9 +195,9 @@ impl Gate {
         let part = verdict.deciding().cloned();
         let mut decision = Decision {
             decision: match (verdict.denied().is_some(), audit_mode) {
-                (false, _) => "allowed",
-                (true, false) => "denied",
-                (true, true) => "auditonly",
+                (false, _) => Verdict::Allowed,
+                (true, false) => Verdict::Denied,
+                (true, true) => Verdict::AuditDenied,
             },
             rule_id: part.as_ref().map_or_else(|| "none".to_string(), |p| p.rule_id.clone()),
             reason: part.as_ref().and_then(|p| p.reason.clone()),
@@ -209,7 +210,7 @@ impl Gate {
         };
         let governed = &self.policy.model.governed;
         if !governed.admits(&self.settings.identity) {
-            decision.decision = if audit_mode { "auditonly" } else { "denied" };
+            decision.decision = if audit_mode { Verdict::AuditDenied } else { Verdict::Denied };
             decision.rule_id = RULE_IDENTITY_NOT_GOVERNED.to_string();
             decision.reason = Some(format!(
                 "identity `{}` is not among the identities this policy governs ({}): nothing runs under it",
@@ -234,7 +235,7 @@ impl Gate {
                 Err(err) => Some((format!("rate limit cannot be checked: {err}"), None)),
             };
             if let Some((reason, usage)) = limited {
-                decision.decision = if audit_mode { "auditonly" } else { "denied" };
+                decision.decision = if audit_mode { Verdict::AuditDenied } else { Verdict::Denied };
                 decision.rule_id = RULE_RATE_LIMIT.to_string();
                 decision.reason = Some(reason);
                 decision.part = None;
@@ -274,7 +275,7 @@ impl Gate {
             executable: decision.executable.clone(),
             args: Some(decision.args.clone()),
             cwd: Some(cwd.display().to_string()),
-            decision: Some(decision.decision),
+            decision: Some(decision.decision.as_str()),
             rule_id: Some(decision.rule_id.clone()),
             reason: decision.reason.clone(),
             mode: Some(match self.mode() {

@@ -146,7 +146,7 @@ pub fn run(session: &mut Session, options: Options) -> Result<i32, ReplError> {
         }
         if options.check {
             let decision = session.check(&line);
-            let denied = !decision.runs() || decision.decision == "auditonly";
+            let denied = !decision.runs() || decision.decision == sentra_common::event::Decision::AuditDenied;
             any_denied |= denied;
             let verdict = if denied { "DENY" } else { "ALLOW" };
             let reason = decision.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();

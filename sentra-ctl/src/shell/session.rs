@@ -170,7 +170,11 @@ impl Session {
             return Ok(Outcome::Denied(decision));
         }
         if self.verbose {
-            let tag = if decision.decision == "auditonly" { "[!] AUDIT" } else { "[+] ALLOWED" };
+            let tag = if decision.decision == sentra_common::event::Decision::AuditDenied {
+                "[!] AUDIT"
+            } else {
+                "[+] ALLOWED"
+            };
             eprintln!("{tag}: {} (rule {})", line.trim_end(), decision.rule_id);
         }
         let shell = self.gate.shells.pick(decision.verdict.needs_bash).to_path_buf();

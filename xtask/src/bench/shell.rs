@@ -1,4 +1,4 @@
-//! `cargo xtask bench shell` (issue 5): what `sentra-shell` costs per command.
+//! `cargo xtask bench shell`: what `sentra-shell` costs per command.
 //!
 //! 1. Startup: `sentra-shell -c true` (67-rule policy, audit log written) against `sh -c true` and
 //!    `bash -c true`, interleaved in one run so that machine noise hits all three alike.
