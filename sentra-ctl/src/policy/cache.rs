@@ -1,6 +1,6 @@
 //! Parsed policies kept on disk, so `sentra-shell` (one process per agent command) does not parse
-//! YAML every time: parsing the 67-rule policy cost it ~40 page faults and ~0.5 ms, a quarter of its
-//! budget, where reading the parsed form back costs a few faults and tens of microseconds.
+//! YAML every time: parsing YAML is a large share of its start, where reading the parsed form back
+//! costs a few page faults (`cargo xtask bench shell` measures both).
 //!
 //! An entry is JSON holding the policy text it was parsed from and the parsed model. It stands for
 //! exactly that text: it is used only when the file's text equals it byte for byte, so an entry can
