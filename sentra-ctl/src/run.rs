@@ -75,7 +75,6 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
     session.release(group.id)?;
     drop(group);
     session.write(&Record { exit_code: Some(exit_code(status)), ..session.stop_record() })?;
-    session.end();
     Ok(exit_code(status))
 }
 

@@ -64,3 +64,20 @@ fn batched_and_one_by_one_writes_leave_the_same_entries() {
     batch::delete(&mut kernel.ebpf, EXEC_INODE_RULES, &rest).expect("batched delete");
     assert_eq!(entries_of(&kernel), Vec::new(), "every key deleted");
 }
+
+/// The loaded object holds exactly the maps and programs `sentra_common::names` lists: a map or
+/// program added on the BPF side without a shared name, or a name no item carries, fails here (the
+/// BPF side's own build-time check covers each declared item, not what is missing from the list).
+#[test]
+fn the_object_holds_exactly_the_shared_names() {
+    use std::collections::BTreeSet;
+
+    use sentra_common::names;
+
+    let kernel = Kernel::load(BackendChoice::Signal).expect("load BPF");
+    let maps: BTreeSet<&str> =
+        kernel.ebpf.maps().map(|(name, _)| name).filter(|name| !name.starts_with('.')).collect();
+    assert_eq!(maps, names::map::ALL.into_iter().collect::<BTreeSet<_>>());
+    let programs: BTreeSet<&str> = kernel.ebpf.programs().map(|(name, _)| name).collect();
+    assert_eq!(programs, names::program::ALL.into_iter().collect::<BTreeSet<_>>());
+}

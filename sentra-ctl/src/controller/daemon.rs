@@ -72,12 +72,13 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         cgroup_override: options.cgroup.clone(),
     };
     daemon.save_state();
-    crate::kernel::release_freed_memory();
-    let start = daemon.session.start_record(if adopting { "controller_adopt" } else { "controller_start" });
-    let mut detail = start.detail.clone().unwrap_or_default();
-    detail["cgroups"] = serde_json::json!(daemon.state.cgroups);
-    detail["adoptions"] = serde_json::json!(daemon.state.adoptions);
-    daemon.session.write(&Record { detail: Some(detail), ..start })?;
+    let mut start =
+        daemon.session.start_record(if adopting { "controller_adopt" } else { "controller_start" });
+    if let Some(detail) = start.detail.as_mut() {
+        detail["cgroups"] = serde_json::json!(daemon.state.cgroups);
+        detail["adoptions"] = serde_json::json!(daemon.state.adoptions);
+    }
+    daemon.session.write(&start)?;
 
     // A restarted controller given a different policy than the pinned one switches to it atomically;
     // so does one whose resolver could not take its predecessor's address (steered DNS must reach a
@@ -364,7 +365,8 @@ impl Daemon {
             // Left in place if processes are still inside (they run on, ungoverned).
             let _ = std::fs::remove_dir(&group.path);
         }
-        let _ = self.session.write(&self.session.stop_record());
+        let record = self.session.stop_record();
+        let _ = self.session.write(&record);
         Response::ok(serde_json::json!({ "stopped": true }))
     }
 }

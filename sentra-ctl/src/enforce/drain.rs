@@ -1,11 +1,20 @@
-//! Moving events from the ring buffer to the audit log.
+//! Moving events from the ring buffer to the audit log: the ring, the drain timer, the one audit
+//! writer of a session, and what the drains did.
 
+use std::path::Path;
+
+use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
+use sentra_common::names::map::EVENTS;
+use tokio::io::unix::AsyncFd;
 
 use super::generations::Generations;
 use crate::{
-    audit::{AuditError, AuditLog},
-    kernel::events::{self, Event},
+    audit::{AuditError, AuditLog, Record},
+    kernel::{
+        events::{self, DRAIN_EVERY, Event},
+        store::MapStore,
+    },
     record::{self, Clock},
 };
 
@@ -16,32 +25,95 @@ pub struct Drained {
     pub events_undecodable: u64,
 }
 
-/// Writes every event waiting in `ring`, each named with the rules of the generation that decided.
-///
-/// # Errors
-/// The audit log cannot be written.
-pub fn drain(
-    ring: &mut RingBuf<MapData>,
-    generations: &Generations,
-    audit: &mut AuditLog,
-    clock: &Clock,
-    drained: &mut Drained,
-) -> Result<(), AuditError> {
-    while let Some(item) = ring.next() {
-        match events::decode(&item) {
-            Ok(event) => {
-                let record = match &event {
-                    Event::Exec(exec) => record::exec_record(exec, generations.exec(exec.generation), clock),
-                    Event::Net(net) => record::net_record(net, generations.net(net.generation), clock),
-                };
-                audit.write(&record)?;
-                drained.events_written += 1;
-            }
-            Err(err) => {
-                drained.events_undecodable += 1;
-                tracing::warn!("undecodable event: {err}");
+/// The `EVENTS` ring buffer and the audit log it drains into.
+pub struct Events {
+    ring: AsyncFd<RingBuf<MapData>>,
+    tick: tokio::time::Interval,
+    audit: AuditLog,
+    clock: Clock,
+    drained: Drained,
+}
+
+impl Events {
+    /// Takes the ring buffer out of `store` (to be polled) and opens the audit log.
+    ///
+    /// # Errors
+    /// The map is missing or cannot be polled; the audit log cannot be opened.
+    pub fn open<S: MapStore + ?Sized>(store: &mut S, audit_log: &Path) -> anyhow::Result<Self> {
+        let ring = store.take_map(EVENTS).context("map EVENTS missing")?;
+        let ring: RingBuf<MapData> = RingBuf::try_from(ring).context("map EVENTS is not a ring buffer")?;
+        // SAFETY: the ring buffer owns its map fd, which stays open and unchanged while the AsyncFd
+        // owns it.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }.map_err(
+            |err| anyhow::anyhow!("polling the EVENTS ring buffer: {}", std::io::Error::from(err)),
+        )?;
+        Ok(Self {
+            ring,
+            tick: tokio::time::interval(DRAIN_EVERY),
+            audit: AuditLog::open(audit_log)?,
+            clock: Clock::new(),
+            drained: Drained::default(),
+        })
+    }
+
+    /// Waits until events are due: a wakeup from the kernel, or the drain timer (routine events are
+    /// submitted without waking the controller, see `submit_flags` in sentra-ebpf/src/maps.rs).
+    /// Cancel-safe.
+    ///
+    /// # Errors
+    /// The ring buffer cannot be polled.
+    pub async fn due(&mut self) -> anyhow::Result<()> {
+        tokio::select! {
+            _ = self.tick.tick() => {}
+            guard = self.ring.readable_mut() => {
+                // Cleared before draining: an event arriving during the drain wakes the next wait.
+                guard.context("polling the EVENTS ring buffer")?.clear_ready();
             }
         }
+        Ok(())
     }
-    Ok(())
+
+    /// Writes every event waiting in the ring, each named with the rules of the generation that
+    /// decided.
+    ///
+    /// # Errors
+    /// The audit log cannot be written.
+    pub fn drain(&mut self, generations: &Generations) -> Result<(), AuditError> {
+        let ring = self.ring.get_mut();
+        while let Some(item) = ring.next() {
+            match events::decode(&item) {
+                Ok(event) => {
+                    let record = match &event {
+                        Event::Exec(exec) => {
+                            record::exec_record(exec, generations.exec(exec.generation), &self.clock)
+                        }
+                        Event::Net(net) => {
+                            record::net_record(net, generations.net(net.generation), &self.clock)
+                        }
+                    };
+                    self.audit.write(&record)?;
+                    self.drained.events_written += 1;
+                }
+                Err(err) => {
+                    self.drained.events_undecodable += 1;
+                    tracing::warn!("undecodable event: {err}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends a record to the audit log.
+    ///
+    /// # Errors
+    /// The write fails.
+    pub fn write(&mut self, record: &Record) -> Result<(), AuditError> {
+        self.audit.write(record)
+    }
+
+    /// What the drains did.
+    #[must_use]
+    pub const fn drained(&self) -> Drained {
+        self.drained
+    }
 }

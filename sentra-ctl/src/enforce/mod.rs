@@ -12,28 +12,22 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use aya::maps::{MapData, RingBuf};
-use sentra_common::{
-    names::map::EVENTS,
-    settings::{Backend, Mode},
-};
+use sentra_common::settings::{Backend, Mode};
 use serde::{Deserialize, Serialize};
-use tokio::io::unix::AsyncFd;
 
 use self::{
-    drain::Drained,
+    drain::{Drained, Events},
     generations::{ExecTables, Flipped, Generations},
 };
 use crate::{
-    audit::{self, AuditLog, Record},
+    audit::{self, Record},
     cgroup::Cgroup,
     dns::{self, Resolver},
     kernel::{
-        BackendChoice, Kernel, OwnedLink, events::DRAIN_EVERY, maps, net as knet, pin, rcu::RcuBarrier,
+        BackendChoice, Kernel, KernelError, OwnedLink, maps, net as knet, pin, rcu::RcuBarrier,
         store::MapStore,
     },
     policy::{self, Policy, exec::CompiledExec, network::CompiledNet},
-    record::Clock,
 };
 
 /// A policy loaded, checked and compiled for both kernel parts.
@@ -136,7 +130,8 @@ pub struct Adopted {
 /// A running enforcement session.
 pub struct Session {
     store: Box<dyn MapStore>,
-    /// Attachments this process holds (those not pinned end with it).
+    /// Attachments this process holds: those it did not pin detach when the session is dropped.
+    #[expect(dead_code, reason = "held for its Drop, never read")]
     links: Vec<(String, OwnedLink)>,
     pub backend: Backend,
     /// Why `lsm` was not chosen under `auto`, if it was not.
@@ -146,11 +141,7 @@ pub struct Session {
     generations: Generations,
     resolver: Option<Resolver>,
     barrier: RcuBarrier,
-    ring: AsyncFd<RingBuf<MapData>>,
-    tick: tokio::time::Interval,
-    audit: AuditLog,
-    clock: Clock,
-    drained: Drained,
+    events: Events,
     /// The policy last switched to, to be stored in the parsed-policy cache once nobody waits.
     remember: Option<Policy>,
 }
@@ -175,7 +166,6 @@ impl Session {
         };
         let generations =
             Generations::install(&mut kernel.ebpf, kernel.backend, exec, net, mode, resolver.as_ref())?;
-        crate::kernel::release_freed_memory();
         let mut dirs = Vec::new();
         for (name, group) in cgroups {
             maps::govern(&mut kernel.ebpf, group.id, group.level)?;
@@ -194,7 +184,9 @@ impl Session {
         }
         policy.remember();
         let Kernel { mut ebpf, backend, lsm_refusal, links } = kernel;
-        let ring = ring(&mut ebpf)?;
+        let events = Events::open(&mut ebpf, audit_log)?;
+        // What compiling and writing the first generation allocated is not needed again soon.
+        crate::kernel::release_freed_memory();
         Ok(Self {
             store: Box::new(ebpf),
             links,
@@ -204,11 +196,7 @@ impl Session {
             generations,
             resolver,
             barrier,
-            ring,
-            tick: tokio::time::interval(DRAIN_EVERY),
-            audit: AuditLog::open(audit_log)?,
-            clock: Clock::new(),
-            drained: Drained::default(),
+            events,
             remember: None,
         })
     }
@@ -243,7 +231,9 @@ impl Session {
             learned: resolver.adopt_learned(),
         };
         let generations = Generations::adopt(&mut store, tables, net)?;
-        let ring = ring(&mut store)?;
+        let events = Events::open(&mut store, audit_log)?;
+        // What compiling the pinned policy's network part allocated is not needed again soon.
+        crate::kernel::release_freed_memory();
         let session = Self {
             store: Box::new(store),
             links: Vec::new(),
@@ -253,30 +243,18 @@ impl Session {
             generations,
             resolver: Some(resolver),
             barrier,
-            ring,
-            tick: tokio::time::interval(DRAIN_EVERY),
-            audit: AuditLog::open(audit_log)?,
-            clock: Clock::new(),
-            drained: Drained::default(),
+            events,
             remember: None,
         };
         Ok((session, adopted))
     }
 
-    /// Waits until events are due (a wakeup from the kernel, or the drain timer: routine events are
-    /// submitted without waking the controller, see `submit_flags` in sentra-ebpf/src/maps.rs), then
-    /// writes them to the audit log. Cancel-safe: nothing is drained before the wait ends.
+    /// Waits until events are due, then writes them to the audit log ([`Events::due`]).
     ///
     /// # Errors
     /// The ring buffer cannot be polled, or the audit log written.
     pub async fn drain_when_due(&mut self) -> anyhow::Result<()> {
-        tokio::select! {
-            _ = self.tick.tick() => {}
-            guard = self.ring.readable_mut() => {
-                // Cleared before draining: an event arriving during the drain wakes the next wait.
-                guard.context("polling the EVENTS ring buffer")?.clear_ready();
-            }
-        }
+        self.events.due().await?;
         self.drain()
     }
 
@@ -285,14 +263,7 @@ impl Session {
     /// # Errors
     /// The audit log cannot be written.
     pub fn drain(&mut self) -> anyhow::Result<()> {
-        drain::drain(
-            self.ring.get_mut(),
-            &self.generations,
-            &mut self.audit,
-            &self.clock,
-            &mut self.drained,
-        )?;
-        Ok(())
+        Ok(self.events.drain(&self.generations)?)
     }
 
     /// Switches to `prepared` atomically (see [`Generations::switch`]); the old generation is
@@ -300,7 +271,7 @@ impl Session {
     ///
     /// # Errors
     /// A map update fails; the enforced policy stays.
-    pub fn switch(&mut self, prepared: Prepared, path: &Path) -> Result<Flipped, crate::kernel::KernelError> {
+    pub fn switch(&mut self, prepared: Prepared, path: &Path) -> Result<Flipped, KernelError> {
         let Prepared { policy, exec, net } = prepared;
         self.remember_pending();
         let flipped = self.generations.switch(
@@ -365,14 +336,14 @@ impl Session {
     /// What the drains of this process did.
     #[must_use]
     pub const fn drained(&self) -> Drained {
-        self.drained
+        self.events.drained()
     }
 
     /// Stops governing `cgroup_id` (its processes go on, ungoverned).
     ///
     /// # Errors
     /// The map cannot be updated.
-    pub fn release(&mut self, cgroup_id: u64) -> Result<(), crate::kernel::KernelError> {
+    pub fn release(&mut self, cgroup_id: u64) -> Result<(), KernelError> {
         maps::release(self.store.as_mut(), cgroup_id)
     }
 
@@ -395,31 +366,44 @@ impl Session {
         }
     }
 
-    /// The stop record, with every counter: this process's drains and the kernel's own.
+    /// The stop record, with every counter: this process's drains and the kernel's own. It is
+    /// written even when the kernel's counters cannot be read (`counters_error` says why).
     #[must_use]
     pub fn stop_record(&self) -> Record {
-        let kernel = maps::read_stats(self.store.as_ref()).unwrap_or_default();
-        let net = knet::read_stats(self.store.as_ref()).unwrap_or_default();
-        if kernel.events_dropped > 0 {
-            tracing::warn!("{} events were lost because the ring buffer was full", kernel.events_dropped);
+        let drained = self.events.drained();
+        let mut detail = serde_json::json!({
+            "events_written": drained.events_written,
+            "events_undecodable": drained.events_undecodable,
+        });
+        match (maps::read_stats(self.store.as_ref()), knet::read_stats(self.store.as_ref())) {
+            (Ok(kernel), Ok(net)) => {
+                if kernel.events_dropped > 0 {
+                    tracing::warn!(
+                        "{} events were lost because the ring buffer was full",
+                        kernel.events_dropped
+                    );
+                }
+                for (name, value) in [
+                    ("events_dropped", kernel.events_dropped),
+                    ("exec_decisions", kernel.exec_decisions),
+                    ("exec_denied", kernel.exec_denied),
+                    ("probe_errors", kernel.probe_errors),
+                    ("net_decisions", net.net_decisions),
+                    ("net_denied", net.net_denied),
+                    ("dns_steered", net.dns_steered),
+                    ("net_errors", net.net_errors),
+                ] {
+                    detail[name] = value.into();
+                }
+            }
+            (Err(err), _) | (_, Err(err)) => detail["counters_error"] = err.to_string().into(),
         }
         Record {
             timestamp: audit::now(),
             event: "controller_stop".into(),
             layer: "kernel",
             backend: Some(self.backend.as_str()),
-            detail: Some(serde_json::json!({
-                "events_written": self.drained.events_written,
-                "events_undecodable": self.drained.events_undecodable,
-                "events_dropped": kernel.events_dropped,
-                "exec_decisions": kernel.exec_decisions,
-                "exec_denied": kernel.exec_denied,
-                "probe_errors": kernel.probe_errors,
-                "net_decisions": net.net_decisions,
-                "net_denied": net.net_denied,
-                "dns_steered": net.dns_steered,
-                "net_errors": net.net_errors,
-            })),
+            detail: Some(detail),
             ..Record::default()
         }
     }
@@ -429,20 +413,6 @@ impl Session {
     /// # Errors
     /// The write fails.
     pub fn write(&mut self, record: &Record) -> Result<(), audit::AuditError> {
-        self.audit.write(record)
+        self.events.write(record)
     }
-
-    /// Ends the session: the links this process holds are dropped (those not pinned detach).
-    pub fn end(self) {
-        drop(self.links);
-    }
-}
-
-/// The `EVENTS` ring buffer, taken out of the store to be polled.
-fn ring<S: MapStore + ?Sized>(store: &mut S) -> anyhow::Result<AsyncFd<RingBuf<MapData>>> {
-    let ring = store.take_map(EVENTS).context("map EVENTS missing")?;
-    let ring: RingBuf<MapData> = RingBuf::try_from(ring).context("map EVENTS is not a ring buffer")?;
-    // SAFETY: the ring buffer owns its map fd, which stays open and unchanged while the AsyncFd owns it.
-    unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|err| anyhow::anyhow!("polling the EVENTS ring buffer: {}", std::io::Error::from(err)))
 }

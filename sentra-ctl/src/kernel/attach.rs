@@ -58,6 +58,44 @@ fn attached<L>(
     attach().map_err(|err| KernelError::Attach { program: name, detail: program_err(&err) })
 }
 
+/// Loads program `name` as type `P`, attaches it with `attach` (which hands back its BPF link) and
+/// keeps the link in `links` under the program's name.
+fn attach_link<P>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    links: &mut Vec<(String, OwnedLink)>,
+    load: impl FnOnce(&mut P) -> Result<(), ProgramError>,
+    attach: impl FnOnce(&mut P) -> Result<FdLink, ProgramError>,
+) -> Result<(), KernelError>
+where
+    for<'p> &'p mut P: TryFrom<&'p mut Program, Error = ProgramError>,
+{
+    let program = loaded(ebpf, name, load)?;
+    let link = attached(name, || attach(program))?;
+    links.push((name.to_string(), OwnedLink::Fd(link)));
+    Ok(())
+}
+
+/// Attaches the BPF LSM program `name` to the LSM hook `hook`.
+fn lsm_hook(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    name: &'static str,
+    hook: &str,
+    links: &mut Vec<(String, OwnedLink)>,
+) -> Result<(), KernelError> {
+    attach_link::<Lsm>(
+        ebpf,
+        name,
+        links,
+        |p| p.load(hook, btf),
+        |p| {
+            let id = p.attach()?;
+            Ok(p.take_link(id)?.into())
+        },
+    )
+}
+
 /// Attaches the exec backend `choice` asks for (and, for `lsm`, the network LSM hook); returns the
 /// backend and why `lsm` was refused under `auto`.
 ///
@@ -90,12 +128,7 @@ pub fn backend(
     };
     if backend == Backend::Lsm {
         // The network LSM hook needs BPF LSM too; the host kernel refuses LSM programs.
-        let lsm = loaded::<Lsm>(ebpf, program::NET_LSM_CONNECT, |p| p.load("socket_connect", btf))?;
-        let link = attached(program::NET_LSM_CONNECT, || {
-            let id = lsm.attach()?;
-            lsm.take_link(id)
-        })?;
-        links.push((program::NET_LSM_CONNECT.to_string(), OwnedLink::Fd(link.into())));
+        lsm_hook(ebpf, btf, program::NET_LSM_CONNECT, "socket_connect", links)?;
     }
     Ok((backend, refusal))
 }
@@ -132,12 +165,7 @@ fn lsm(ebpf: &mut Ebpf, btf: &Btf, links: &mut Vec<(String, OwnedLink)>) -> Resu
             detail: format!("`bpf` is not among the active LSMs ({})", lsms.join(",")),
         });
     }
-    let exec = loaded::<Lsm>(ebpf, program::EXEC_LSM, |p| p.load("bprm_check_security", btf))?;
-    let link = attached(program::EXEC_LSM, || {
-        let id = exec.attach()?;
-        exec.take_link(id)
-    })?;
-    links.push((program::EXEC_LSM.to_string(), OwnedLink::Fd(link.into())));
+    lsm_hook(ebpf, btf, program::EXEC_LSM, "bprm_check_security", links)?;
     for (name, syscall) in
         [(program::EXECVE_ENTER, "sys_enter_execve"), (program::EXECVEAT_ENTER, "sys_enter_execveat")]
     {
@@ -164,13 +192,16 @@ fn lsm(ebpf: &mut Ebpf, btf: &Btf, links: &mut Vec<(String, OwnedLink)>) -> Resu
 
 /// Attaches the `signal` backend: `exec_signal` on `tp_btf/sched_process_exec`.
 fn signal(ebpf: &mut Ebpf, btf: &Btf, links: &mut Vec<(String, OwnedLink)>) -> Result<(), KernelError> {
-    let exec = loaded::<BtfTracePoint>(ebpf, program::EXEC_SIGNAL, |p| p.load("sched_process_exec", btf))?;
-    let link = attached(program::EXEC_SIGNAL, || {
-        let id = exec.attach()?;
-        exec.take_link(id)
-    })?;
-    links.push((program::EXEC_SIGNAL.to_string(), OwnedLink::Fd(link.into())));
-    Ok(())
+    attach_link::<BtfTracePoint>(
+        ebpf,
+        program::EXEC_SIGNAL,
+        links,
+        |p| p.load("sched_process_exec", btf),
+        |p| {
+            let id = p.attach()?;
+            Ok(p.take_link(id)?.into())
+        },
+    )
 }
 
 /// Loads the `sock_addr` programs and attaches them to each governed cgroup (`cgroups`: a name and an

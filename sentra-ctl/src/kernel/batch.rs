@@ -2,8 +2,8 @@
 //! (`BPF_MAP_UPDATE_BATCH`, `BPF_MAP_DELETE_BATCH`, Linux 5.6, kernel/bpf/hashtab.c
 //! `htab_map_update_batch`/`__htab_map_lookup_and_delete_batch` through `generic_map_*_batch`).
 //! One call per element costs a system call per rule, for writing a generation and again for
-//! clearing it; aya 0.14 has no batch calls, so they are made here with the raw system call. A kernel that refuses
-//! them (`EINVAL`, `ENOTSUPP`) gets one call per element instead.
+//! clearing it; aya 0.14 has no batch calls, so they are made here with the raw system call. A
+//! kernel that refuses them (`EINVAL`, `ENOTSUPP`) gets one call per element instead.
 
 use std::{
     io,
@@ -14,7 +14,7 @@ use aya::maps::MapData;
 
 use super::{
     KernelError,
-    store::{MapStore, get_mut, hash_data, map_err},
+    store::{MapStore, hash_data, map_err, typed_mut},
     sys::{MapUpdate, bpf},
 };
 
@@ -103,7 +103,7 @@ pub fn update_each<K: aya::Pod, V: aya::Pod, S: MapStore + ?Sized>(
     name: &'static str,
     entries: &[(K, V)],
 ) -> Result<(), KernelError> {
-    let mut map = aya::maps::HashMap::<_, K, V>::try_from(get_mut(store, name)?).map_err(map_err(name))?;
+    let mut map: aya::maps::HashMap<_, K, V> = typed_mut(store, name)?;
     for (key, value) in entries {
         map.insert(key, value, 0).map_err(map_err(name))?;
     }

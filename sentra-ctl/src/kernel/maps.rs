@@ -1,6 +1,6 @@
 //! Writing policy generations and governed cgroups into the exec maps.
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, MapData};
 use sentra_common::{
     exec::{GovernedCgroup, InodeKey, NameKey, RuleValue},
     names::map::{
@@ -11,7 +11,7 @@ use sentra_common::{
 
 use super::{
     KernelError,
-    store::{MapStore, get, get_mut, map_err},
+    store::{MapStore, counters, map_err, typed_mut},
 };
 use crate::policy::exec::{CompiledExec, FileId};
 
@@ -19,14 +19,14 @@ fn hash<'a, K: aya::Pod, V: aya::Pod, S: MapStore + ?Sized>(
     ebpf: &'a mut S,
     name: &'static str,
 ) -> Result<HashMap<&'a mut MapData, K, V>, KernelError> {
-    HashMap::try_from(get_mut(ebpf, name)?).map_err(map_err(name))
+    typed_mut(ebpf, name)
 }
 
 fn array<'a, V: aya::Pod, S: MapStore + ?Sized>(
     ebpf: &'a mut S,
     name: &'static str,
 ) -> Result<Array<&'a mut MapData, V>, KernelError> {
-    Array::try_from(get_mut(ebpf, name)?).map_err(map_err(name))
+    typed_mut(ebpf, name)
 }
 
 /// Counters summed over CPUs.
@@ -43,17 +43,12 @@ pub struct Stats {
 /// # Errors
 /// The map cannot be read.
 pub fn read_stats<S: MapStore + ?Sized>(ebpf: &S) -> Result<Stats, KernelError> {
-    let counters: PerCpuArray<&MapData, u64> =
-        PerCpuArray::try_from(get(ebpf, STATS)?).map_err(map_err(STATS))?;
-    let sum = |index: u32| -> Result<u64, KernelError> {
-        Ok(counters.get(&index, 0).map_err(map_err(STATS))?.iter().sum())
-    };
-    Ok(Stats {
-        events_dropped: sum(stats::EVENTS_DROPPED)?,
-        exec_decisions: sum(stats::EXEC_DECISIONS)?,
-        exec_denied: sum(stats::EXEC_DENIED)?,
-        probe_errors: sum(stats::PROBE_ERRORS)?,
-    })
+    let [events_dropped, exec_decisions, exec_denied, probe_errors] = counters(
+        ebpf,
+        STATS,
+        [stats::EVENTS_DROPPED, stats::EXEC_DECISIONS, stats::EXEC_DENIED, stats::PROBE_ERRORS],
+    )?;
+    Ok(Stats { events_dropped, exec_decisions, exec_denied, probe_errors })
 }
 
 /// The generation currently deciding.

@@ -71,17 +71,19 @@ pub enum KernelError {
         #[source]
         source: std::io::Error,
     },
+    /// Pinning a map or a link.
     #[error("pin {}: {source}", path.display())]
-    PinMap {
-        path: PathBuf,
-        #[source]
-        source: aya::maps::MapError,
-    },
-    #[error("pin {}: {source}", path.display())]
-    PinLink {
+    PinCreate {
         path: PathBuf,
         #[source]
         source: aya::pin::PinError,
+    },
+    /// Reopening a pinned map.
+    #[error("pin {}: {source}", path.display())]
+    PinOpen {
+        path: PathBuf,
+        #[source]
+        source: aya::maps::MapError,
     },
     #[error("/sys/fs/bpf is not a bpffs and mounting one failed ({0}): mount -t bpf bpf /sys/fs/bpf")]
     NoBpffs(#[source] nix::Error),

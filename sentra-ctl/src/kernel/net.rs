@@ -3,7 +3,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::maps::{
-    Array, HashMap, Map, MapData, PerCpuArray,
+    Array, HashMap, Map, MapData,
     lpm_trie::{Key, LpmTrie},
 };
 use sentra_common::{
@@ -14,7 +14,7 @@ use sentra_common::{
 
 use super::{
     KernelError,
-    store::{MapStore, get, get_mut, map_err},
+    store::{MapStore, counters, map_err, typed, typed_mut},
 };
 use crate::policy::network::CompiledNet;
 
@@ -45,9 +45,7 @@ pub fn write_generation<S: MapStore + ?Sized>(
     debug_assert!(generation < GENERATIONS);
     clear_generation(ebpf, generation)?;
     {
-        let map = get_mut(ebpf, NET_CIDR)?;
-        let mut trie: LpmTrie<&mut MapData, CidrKey, NetAllow> =
-            LpmTrie::try_from(map).map_err(map_err(NET_CIDR))?;
+        let mut trie: LpmTrie<&mut MapData, CidrKey, NetAllow> = typed_mut(ebpf, NET_CIDR)?;
         for (cidr, allow) in &compiled.cidr {
             trie.insert(&cidr_key(generation, cidr.family, cidr.addr, cidr.len), allow, 0)
                 .map_err(map_err(NET_CIDR))?;
@@ -78,8 +76,7 @@ pub fn write_generation<S: MapStore + ?Sized>(
             }
         }
     }
-    let map = get_mut(ebpf, NET_SETTINGS)?;
-    let mut array: Array<&mut MapData, NetSettings> = Array::try_from(map).map_err(map_err(NET_SETTINGS))?;
+    let mut array: Array<&mut MapData, NetSettings> = typed_mut(ebpf, NET_SETTINGS)?;
     array.set(generation, settings, 0).map_err(map_err(NET_SETTINGS))
 }
 
@@ -91,8 +88,7 @@ pub fn steering<S: MapStore + ?Sized>(
     store: &S,
     generation: u32,
 ) -> Result<Option<ResolverAddr>, KernelError> {
-    let map = get(store, NET_SETTINGS)?;
-    let array: Array<&MapData, NetSettings> = Array::try_from(map).map_err(map_err(NET_SETTINGS))?;
+    let array: Array<&MapData, NetSettings> = typed(store, NET_SETTINGS)?;
     let settings = array.get(&generation, 0).map_err(map_err(NET_SETTINGS))?;
     if settings.dns_steer == 0 {
         return Ok(None);
@@ -117,14 +113,10 @@ pub fn steering<S: MapStore + ?Sized>(
 /// A map cannot be read or updated.
 pub fn clear_generation<S: MapStore + ?Sized>(ebpf: &mut S, generation: u32) -> Result<(), KernelError> {
     {
-        let map = get_mut(ebpf, NET_SETTINGS)?;
-        let mut array: Array<&mut MapData, NetSettings> =
-            Array::try_from(map).map_err(map_err(NET_SETTINGS))?;
+        let mut array: Array<&mut MapData, NetSettings> = typed_mut(ebpf, NET_SETTINGS)?;
         array.set(generation, NetSettings::default(), 0).map_err(map_err(NET_SETTINGS))?;
     }
-    let map = get_mut(ebpf, NET_CIDR)?;
-    let mut trie: LpmTrie<&mut MapData, CidrKey, NetAllow> =
-        LpmTrie::try_from(map).map_err(map_err(NET_CIDR))?;
+    let mut trie: LpmTrie<&mut MapData, CidrKey, NetAllow> = typed_mut(ebpf, NET_CIDR)?;
     let stale: Vec<Key<CidrKey>> =
         trie.keys().filter_map(Result::ok).filter(|k| k.data().generation == generation).collect();
     for key in stale {
@@ -147,17 +139,9 @@ pub struct NetStats {
 /// # Errors
 /// The map cannot be read.
 pub fn read_stats<S: MapStore + ?Sized>(ebpf: &S) -> Result<NetStats, KernelError> {
-    let map = get(ebpf, NET_STATS)?;
-    let counters: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map).map_err(map_err(NET_STATS))?;
-    let sum = |index: u32| -> Result<u64, KernelError> {
-        Ok(counters.get(&index, 0).map_err(map_err(NET_STATS))?.iter().sum())
-    };
-    Ok(NetStats {
-        net_decisions: sum(stats::DECISIONS)?,
-        net_denied: sum(stats::DENIED)?,
-        dns_steered: sum(stats::DNS_STEERED)?,
-        net_errors: sum(stats::ERRORS)?,
-    })
+    let [net_decisions, net_denied, dns_steered, net_errors] =
+        counters(ebpf, NET_STATS, [stats::DECISIONS, stats::DENIED, stats::DNS_STEERED, stats::ERRORS])?;
+    Ok(NetStats { net_decisions, net_denied, dns_steered, net_errors })
 }
 
 /// `NET_HOSTS` through a handle of the resolver's own (a second fd on the same kernel map), so that
@@ -172,9 +156,7 @@ impl HostTable {
     /// # Errors
     /// The map is missing, of the wrong type, or its fd cannot be duplicated.
     pub fn open<S: MapStore + ?Sized>(store: &S) -> Result<Self, KernelError> {
-        let map = get(store, NET_HOSTS)?;
-        let hosts: HashMap<&MapData, HostKey, NetAllow> =
-            HashMap::try_from(map).map_err(map_err(NET_HOSTS))?;
+        let hosts: HashMap<&MapData, HostKey, NetAllow> = typed(store, NET_HOSTS)?;
         let fd = std::os::fd::AsFd::as_fd(aya::maps::IterableMap::map(&hosts).fd())
             .try_clone_to_owned()
             .map_err(|source| KernelError::MapCall { map: NET_HOSTS, what: "dup", source })?;

@@ -70,15 +70,16 @@ pub fn pin(kernel: &mut Kernel, root: &Path) -> Result<Vec<String>, KernelError>
             continue; // .rodata and other data sections: nothing to keep
         }
         let path = maps_dir(root).join(name);
-        map.pin(&path).map_err(|source| KernelError::PinLink { path: path.clone(), source })?;
+        map.pin(&path).map_err(|source| KernelError::PinCreate { path: path.clone(), source })?;
     }
     let mut unpinned = Vec::new();
     for (name, link) in kernel.links.drain(..) {
         match link {
             OwnedLink::Fd(link) => {
                 let path = links_dir(root).join(&name);
-                let pinned =
-                    link.pin(&path).map_err(|source| KernelError::PinLink { path: path.clone(), source })?;
+                let pinned = link
+                    .pin(&path)
+                    .map_err(|source| KernelError::PinCreate { path: path.clone(), source })?;
                 // A pinned link stays attached after its fd is closed.
                 drop(pinned);
             }
@@ -105,7 +106,7 @@ pub fn open(root: &Path) -> Result<PinnedMaps, KernelError> {
         let path = entry.path();
         let map = MapData::from_pin(&path)
             .and_then(Map::from_map_data)
-            .map_err(|source| KernelError::PinMap { path, source })?;
+            .map_err(|source| KernelError::PinOpen { path, source })?;
         maps.maps.insert(name, map);
     }
     Ok(maps)

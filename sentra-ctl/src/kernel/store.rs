@@ -65,6 +65,47 @@ pub fn get_mut<'a, S: MapStore + ?Sized>(
     store.map_mut(name).ok_or(KernelError::MissingMap { map: name })
 }
 
+/// The map `name` as aya's typed map `T` (`Array`, `HashMap`, `LpmTrie`, `PerCpuArray`…), read-only.
+///
+/// # Errors
+/// The map is missing or not of that type.
+pub fn typed<'a, T, S>(store: &'a S, name: &'static str) -> Result<T, KernelError>
+where
+    S: MapStore + ?Sized,
+    T: TryFrom<&'a Map, Error = aya::maps::MapError>,
+{
+    T::try_from(get(store, name)?).map_err(map_err(name))
+}
+
+/// The map `name` as aya's typed map `T`, for writing.
+///
+/// # Errors
+/// The map is missing or not of that type.
+pub fn typed_mut<'a, T, S>(store: &'a mut S, name: &'static str) -> Result<T, KernelError>
+where
+    S: MapStore + ?Sized,
+    T: TryFrom<&'a mut Map, Error = aya::maps::MapError>,
+{
+    T::try_from(get_mut(store, name)?).map_err(map_err(name))
+}
+
+/// The per-CPU `u64` counters of `name` at `indexes`, each summed over CPUs.
+///
+/// # Errors
+/// The map is missing, not a per-CPU array, or cannot be read.
+pub fn counters<const N: usize, S: MapStore + ?Sized>(
+    store: &S,
+    name: &'static str,
+    indexes: [u32; N],
+) -> Result<[u64; N], KernelError> {
+    let map: aya::maps::PerCpuArray<&MapData, u64> = typed(store, name)?;
+    let mut sums = [0; N];
+    for (sum, index) in sums.iter_mut().zip(indexes) {
+        *sum = map.get(&index, 0).map_err(map_err(name))?.iter().sum();
+    }
+    Ok(sums)
+}
+
 /// The data of the hash map `name` (for the raw batch calls).
 ///
 /// # Errors
