@@ -298,8 +298,6 @@ impl std::fmt::Display for At<'_> {
 pub fn compile(policy: &Policy) -> Result<CompiledExec, PolicyError> {
     let empty = super::model::ExecSection::default();
     let section = policy.model.exec.as_ref().unwrap_or(&empty);
-    let mut out = CompiledExec::default();
-    out.table.default = section.default.or(policy.model.default);
     let search: Vec<PathBuf> = section.path.iter().map(PathBuf::from).collect();
     for dir in &search {
         if !dir.is_absolute() {
@@ -307,8 +305,14 @@ pub fn compile(policy: &Policy) -> Result<CompiledExec, PolicyError> {
                 .error_at("exec.path", format!("exec.path: `{}` is not an absolute path", dir.display())));
         }
     }
-    let mut seen: HashSet<&str> = HashSet::new();
-    let mut lookups = Lookups::default();
+    let mut compiler = Compiler {
+        policy,
+        search,
+        lookups: Lookups::default(),
+        seen: HashSet::new(),
+        out: CompiledExec::default(),
+    };
+    compiler.out.table.default = section.default.or(policy.model.default);
     let named: Vec<&Path> = section
         .deny
         .iter()
@@ -318,21 +322,16 @@ pub fn compile(policy: &Policy) -> Result<CompiledExec, PolicyError> {
         // Only what `resolve` will `lstat`, in its order.
         .filter(|path| is_plain(path))
         .collect();
-    lookups.prefetch(&named);
+    compiler.lookups.prefetch(&named);
     for (effect, list, entries) in
         [(Effect::Deny, "deny", &section.deny), (Effect::Allow, "allow", &section.allow)]
     {
         for (i, entry) in entries.iter().enumerate() {
-            let at = At { list, index: i };
-            if !seen.insert(&entry.id) {
-                return Err(
-                    policy.error_at(format!("{at}.id"), format!("exec rule id `{}` is used twice", entry.id))
-                );
-            }
-            compile_entry(policy, &at, &search, entry, effect, &mut lookups, &mut out)?;
+            compiler.entry(&At { list, index: i }, entry, effect)?;
         }
     }
-    compile_original_rules(policy, &search, &mut seen, &mut lookups, &mut out)?;
+    compiler.original_rules()?;
+    let mut out = compiler.out;
     out.inode =
         CompiledExec::merge_duplicates(std::mem::take(&mut out.inode), &out.table.rules, &mut out.warnings);
     out.name =
@@ -373,155 +372,188 @@ pub fn plain_names(regex: &str) -> Option<Vec<String>> {
     Some(names)
 }
 
-/// The original Sentra `rules` that the kernel can enforce: those matching on the executable alone,
-/// with a regex that is a plain alternation of names. Everything else stays with the shell layer.
-/// Missing programs are noted, not errors: original policies list programs not every host has.
-fn compile_original_rules<'p>(
+/// One compilation: the policy, where program names are looked up, the file lookups, the rule ids
+/// seen so far, and the entries built.
+struct Compiler<'p> {
     policy: &'p Policy,
-    search: &[PathBuf],
-    seen: &mut HashSet<&'p str>,
-    lookups: &mut Lookups<'_>,
-    out: &mut CompiledExec,
-) -> Result<(), PolicyError> {
-    let search: Vec<PathBuf> = if search.is_empty() {
-        ["/usr/local/bin", "/usr/bin", "/bin"].iter().map(PathBuf::from).collect()
-    } else {
-        search.to_vec()
-    };
-    for (i, rule) in policy.model.rules.iter().enumerate() {
-        let at = format!("rules[{i}]");
-        let m = &rule.matcher;
-        let why = if m.args_pattern.is_some() {
-            Some("it matches arguments")
-        } else if m.identity.is_some() {
-            Some("it matches the identity")
-        } else if m.executable.is_none() {
-            Some("it names no executable")
-        } else {
-            None
-        };
-        let names = match (why, m.executable.as_deref().and_then(plain_names)) {
-            (Some(why), _) => {
-                out.shell_only.push((rule.id.clone(), why.to_string()));
-                continue;
-            }
-            (None, None) => {
-                out.shell_only
-                    .push((rule.id.clone(), "its executable regex is not a plain list of names".into()));
-                continue;
-            }
-            (None, Some(names)) => names,
-        };
-        if !seen.insert(&rule.id) {
-            return Err(policy.error_at(format!("{at}.id"), format!("rule id `{}` is used twice", rule.id)));
-        }
-        let index =
-            u32::try_from(out.table.rules.len()).map_err(|_| policy.error_at(&at, "too many rules"))?;
-        out.table.rules.push(RuleInfo {
-            id: rule.id.clone(),
-            reason: rule.reason.clone(),
-            effect: rule.effect,
-        });
-        let value = RuleValue { rule: index, effect: rule.effect as u32 };
-        for name in names {
-            let chosen = find_in_path(&search, &name, rule.effect);
-            if chosen.is_empty() {
-                out.absent.push(format!("{}: `{name}` not found in exec.path", rule.id));
-            }
-            for target in chosen {
-                let Ok(resolved) = lookups.resolve(&target) else { continue };
-                let (Some(parent), Some(key)) = (
-                    &resolved.parent,
-                    resolved.path.file_name().and_then(|n| name_key(n.as_encoded_bytes())),
-                ) else {
-                    continue;
-                };
-                out.name.push(((parent.id, key), value));
-                if rule.effect == Effect::Deny {
-                    out.inode.push((resolved.id, value));
-                }
-            }
-        }
-        out.kernel_rules.push(rule.id.clone());
-    }
-    Ok(())
+    /// `exec.path` (absolute directories).
+    search: Vec<PathBuf>,
+    lookups: Lookups<'p>,
+    seen: HashSet<&'p str>,
+    out: CompiledExec,
 }
 
-fn compile_entry(
-    policy: &Policy,
-    at: &At<'_>,
-    search: &[PathBuf],
-    entry: &ExecEntry,
-    effect: Effect,
-    lookups: &mut Lookups,
-    out: &mut CompiledExec,
-) -> Result<(), PolicyError> {
-    let kind = match (&entry.path, &entry.dir, &entry.name) {
-        (Some(_), None, None) => Target::Path,
-        (None, Some(_), None) => Target::Dir,
-        (None, None, Some(_)) => Target::Name,
-        _ => {
-            return Err(policy.error_at(
-                at,
-                format!("exec rule `{}`: give exactly one of `path`, `dir`, `name`", entry.id),
-            ));
-        }
-    };
-    let index =
-        u32::try_from(out.table.rules.len()).map_err(|_| policy.error_at(at, "too many exec rules"))?;
-    out.table.rules.push(RuleInfo { id: entry.id.clone(), reason: entry.reason.clone(), effect });
-    let value = RuleValue { rule: index, effect: effect as u32 };
-
-    let targets = targets_of(policy, at, search, entry, kind, effect)?;
-    if targets.is_empty() {
-        return unresolved(policy, at, entry, effect, out, "not found in exec.path");
+impl<'p> Compiler<'p> {
+    /// Registers a rule under a new index (`what` names the kind in the error for too many).
+    fn rule(
+        &mut self,
+        at: impl std::fmt::Display,
+        what: &str,
+        info: RuleInfo,
+    ) -> Result<RuleValue, PolicyError> {
+        let index = u32::try_from(self.out.table.rules.len())
+            .map_err(|_| self.policy.error_at(at, format!("too many {what}")))?;
+        let value = RuleValue { rule: index, effect: info.effect as u32 };
+        self.out.table.rules.push(info);
+        Ok(value)
     }
-    for target in targets {
-        let Ok(resolved) = lookups.resolve(&target) else {
-            unresolved(policy, at, entry, effect, out, &format!("`{}` does not exist", target.display()))?;
-            continue;
+
+    /// The original Sentra `rules` that the kernel can enforce: those matching on the executable
+    /// alone, with a regex that is a plain alternation of names. Everything else stays with the shell
+    /// layer. Missing programs are noted, not errors: original policies list programs not every host
+    /// has.
+    fn original_rules(&mut self) -> Result<(), PolicyError> {
+        let policy = self.policy;
+        let search: Vec<PathBuf> = if self.search.is_empty() {
+            ["/usr/local/bin", "/usr/bin", "/bin"].iter().map(PathBuf::from).collect()
+        } else {
+            self.search.clone()
         };
-        let id = resolved.id;
-        if kind == Target::Dir {
-            if !resolved.is_dir {
+        for (i, rule) in policy.model.rules.iter().enumerate() {
+            let at = format!("rules[{i}]");
+            let m = &rule.matcher;
+            let why = if m.args_pattern.is_some() {
+                Some("it matches arguments")
+            } else if m.identity.is_some() {
+                Some("it matches the identity")
+            } else if m.executable.is_none() {
+                Some("it names no executable")
+            } else {
+                None
+            };
+            let names = match (why, m.executable.as_deref().and_then(plain_names)) {
+                (Some(why), _) => {
+                    self.out.shell_only.push((rule.id.clone(), why.to_string()));
+                    continue;
+                }
+                (None, None) => {
+                    self.out
+                        .shell_only
+                        .push((rule.id.clone(), "its executable regex is not a plain list of names".into()));
+                    continue;
+                }
+                (None, Some(names)) => names,
+            };
+            if !self.seen.insert(&rule.id) {
+                return Err(
+                    policy.error_at(format!("{at}.id"), format!("rule id `{}` is used twice", rule.id))
+                );
+            }
+            let info = RuleInfo { id: rule.id.clone(), reason: rule.reason.clone(), effect: rule.effect };
+            let value = self.rule(&at, "rules", info)?;
+            for name in names {
+                let chosen = find_in_path(&search, &name, rule.effect);
+                if chosen.is_empty() {
+                    self.out.absent.push(format!("{}: `{name}` not found in exec.path", rule.id));
+                }
+                for target in chosen {
+                    let Ok(resolved) = self.lookups.resolve(&target) else { continue };
+                    let (Some(parent), Some(key)) = (
+                        &resolved.parent,
+                        resolved.path.file_name().and_then(|n| name_key(n.as_encoded_bytes())),
+                    ) else {
+                        continue;
+                    };
+                    self.out.name.push(((parent.id, key), value));
+                    if rule.effect == Effect::Deny {
+                        self.out.inode.push((resolved.id, value));
+                    }
+                }
+            }
+            self.out.kernel_rules.push(rule.id.clone());
+        }
+        Ok(())
+    }
+
+    /// One `exec.allow` or `exec.deny` entry.
+    fn entry(&mut self, at: &At<'_>, entry: &'p ExecEntry, effect: Effect) -> Result<(), PolicyError> {
+        let policy = self.policy;
+        if !self.seen.insert(&entry.id) {
+            return Err(
+                policy.error_at(format!("{at}.id"), format!("exec rule id `{}` is used twice", entry.id))
+            );
+        }
+        let kind = match (&entry.path, &entry.dir, &entry.name) {
+            (Some(_), None, None) => Target::Path,
+            (None, Some(_), None) => Target::Dir,
+            (None, None, Some(_)) => Target::Name,
+            _ => {
                 return Err(policy.error_at(
                     at,
-                    format!("exec rule `{}`: `dir` {} is not a directory", entry.id, resolved.path.display()),
+                    format!("exec rule `{}`: give exactly one of `path`, `dir`, `name`", entry.id),
                 ));
             }
+        };
+        let info = RuleInfo { id: entry.id.clone(), reason: entry.reason.clone(), effect };
+        let value = self.rule(at, "exec rules", info)?;
+
+        let targets = targets_of(policy, at, &self.search, entry, kind, effect)?;
+        let out = &mut self.out;
+        if targets.is_empty() {
+            return unresolved(policy, at, entry, effect, out, "not found in exec.path");
+        }
+        for target in targets {
+            let Ok(resolved) = self.lookups.resolve(&target) else {
+                unresolved(
+                    policy,
+                    at,
+                    entry,
+                    effect,
+                    out,
+                    &format!("`{}` does not exist", target.display()),
+                )?;
+                continue;
+            };
+            let id = resolved.id;
+            if kind == Target::Dir {
+                if !resolved.is_dir {
+                    return Err(policy.error_at(
+                        at,
+                        format!(
+                            "exec rule `{}`: `dir` {} is not a directory",
+                            entry.id,
+                            resolved.path.display()
+                        ),
+                    ));
+                }
+                if effect == Effect::Allow {
+                    allow_warnings(entry, kind, &resolved, out);
+                }
+                out.dir.push((id, value));
+                continue;
+            }
+            let (Some(parent), Some(name)) = (&resolved.parent, resolved.path.file_name()) else {
+                return Err(policy.error_at(
+                    at,
+                    format!(
+                        "exec rule `{}`: {} is not a file in a directory",
+                        entry.id,
+                        resolved.path.display()
+                    ),
+                ));
+            };
+            let Some(key) = name_key(name.as_encoded_bytes()) else {
+                return Err(policy.error_at(
+                    at,
+                    format!(
+                        "exec rule `{}`: file name of {} is longer than {} bytes, which the kernel key holds",
+                        entry.id,
+                        resolved.path.display(),
+                        NAME_LEN - 1
+                    ),
+                ));
+            };
+            out.name.push(((parent.id, key), value));
             if effect == Effect::Allow {
                 allow_warnings(entry, kind, &resolved, out);
             }
-            out.dir.push((id, value));
-            continue;
+            if effect == Effect::Deny {
+                // Follow the binary through hard links.
+                out.inode.push((id, value));
+            }
         }
-        let (Some(parent), Some(name)) = (&resolved.parent, resolved.path.file_name()) else {
-            return Err(policy.error_at(
-                at,
-                format!("exec rule `{}`: {} is not a file in a directory", entry.id, resolved.path.display()),
-            ));
-        };
-        let Some(key) = name_key(name.as_encoded_bytes()) else {
-            return Err(policy.error_at(
-                at,
-                format!(
-                    "exec rule `{}`: file name of {} is longer than {} bytes, which the kernel key holds",
-                    entry.id,
-                    resolved.path.display(),
-                    NAME_LEN - 1
-                ),
-            ));
-        };
-        out.name.push(((parent.id, key), value));
-        if effect == Effect::Allow {
-            allow_warnings(entry, kind, &resolved, out);
-        }
-        if effect == Effect::Deny {
-            // Follow the binary through hard links.
-            out.inode.push((id, value));
-        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// The files (or directory) an entry names: its absolute path, or a name looked up in `exec.path`.
@@ -647,6 +679,62 @@ fn unresolved(
     }
 }
 
+/// How the kernel layer would decide one file, worked out in userspace with the same precedence as
+/// `sentra-ebpf/src/exec/decide.rs` (used by `policy explain` and its tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelExplanation {
+    /// The file the kernel would see (symlinks resolved).
+    pub file: PathBuf,
+    pub effect: Effect,
+    /// The deciding rule's id, or `None` for the default.
+    pub rule: Option<String>,
+    /// Which kind of entry matched, in words.
+    pub how: String,
+}
+
+impl CompiledExec {
+    /// Explains the kernel layer's decision on executing `path`.
+    ///
+    /// # Errors
+    /// The file does not exist or cannot be inspected.
+    pub fn explain(&self, path: &Path) -> std::io::Result<KernelExplanation> {
+        let file = std::fs::canonicalize(path)?;
+        let decided = |value: &RuleValue, how: String| {
+            let rule = self.table.rule(value.rule);
+            KernelExplanation {
+                file: file.clone(),
+                effect: rule.map_or(Effect::Deny, |r| r.effect),
+                rule: rule.map(|r| r.id.clone()),
+                how,
+            }
+        };
+        let id = file_id(&file)?;
+        if let Some((_, value)) = self.inode.iter().find(|(key, _)| *key == id) {
+            return Ok(decided(value, "the file itself (device and inode: follows hard links)".into()));
+        }
+        if let (Some(parent), Some(key)) =
+            (file.parent(), file.file_name().and_then(|n| name_key(n.as_encoded_bytes())))
+        {
+            let dir = file_id(parent)?;
+            if let Some((_, value)) = self.name.iter().find(|(k, _)| *k == (dir, key)) {
+                return Ok(decided(value, format!("exact path {}", file.display())));
+            }
+        }
+        for ancestor in file.ancestors().skip(1) {
+            let dir = file_id(ancestor)?;
+            if let Some((_, value)) = self.dir.iter().find(|(key, _)| *key == dir) {
+                return Ok(decided(value, format!("directory {}", ancestor.display())));
+            }
+        }
+        Ok(KernelExplanation {
+            file,
+            effect: self.table.default_effect(),
+            rule: None,
+            how: "no exec entry covers this file: the default applies".into(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};
@@ -721,62 +809,6 @@ mod tests {
         assert_eq!(plain_names("ls"), None);
         assert_eq!(plain_names("^py.*$"), None);
         assert_eq!(plain_names("^(a||b)$"), None);
-    }
-}
-
-/// How the kernel layer would decide one file, worked out in userspace with the same precedence as
-/// `sentra-ebpf/src/exec/decide.rs` (used by `policy explain` and its tests).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KernelExplanation {
-    /// The file the kernel would see (symlinks resolved).
-    pub file: PathBuf,
-    pub effect: Effect,
-    /// The deciding rule's id, or `None` for the default.
-    pub rule: Option<String>,
-    /// Which kind of entry matched, in words.
-    pub how: String,
-}
-
-impl CompiledExec {
-    /// Explains the kernel layer's decision on executing `path`.
-    ///
-    /// # Errors
-    /// The file does not exist or cannot be inspected.
-    pub fn explain(&self, path: &Path) -> std::io::Result<KernelExplanation> {
-        let file = std::fs::canonicalize(path)?;
-        let decided = |value: &RuleValue, how: String| {
-            let rule = self.table.rule(value.rule);
-            KernelExplanation {
-                file: file.clone(),
-                effect: rule.map_or(Effect::Deny, |r| r.effect),
-                rule: rule.map(|r| r.id.clone()),
-                how,
-            }
-        };
-        let id = file_id(&file)?;
-        if let Some((_, value)) = self.inode.iter().find(|(key, _)| *key == id) {
-            return Ok(decided(value, "the file itself (device and inode: follows hard links)".into()));
-        }
-        if let (Some(parent), Some(key)) =
-            (file.parent(), file.file_name().and_then(|n| name_key(n.as_encoded_bytes())))
-        {
-            let dir = file_id(parent)?;
-            if let Some((_, value)) = self.name.iter().find(|(k, _)| *k == (dir, key)) {
-                return Ok(decided(value, format!("exact path {}", file.display())));
-            }
-        }
-        for ancestor in file.ancestors().skip(1) {
-            let dir = file_id(ancestor)?;
-            if let Some((_, value)) = self.dir.iter().find(|(key, _)| *key == dir) {
-                return Ok(decided(value, format!("directory {}", ancestor.display())));
-            }
-        }
-        Ok(KernelExplanation {
-            file,
-            effect: self.table.default_effect(),
-            rule: None,
-            how: "no exec entry covers this file: the default applies".into(),
-        })
     }
 }
 
