@@ -29,7 +29,7 @@ corpus="$(mktemp -d)"
     -- -max_total_time="${SENTRA_FUZZ_SECONDS:-30}" 2>&1 | tail -n 3)
 rm -rf "$corpus"
 
-step "fuzzing the catch-all index: required literals are in every match (15 s)"
+step "fuzzing the shell index: required literals are in every match, exact names are exact (15 s)"
 corpus="$(mktemp -d)"
 (cd fuzz && AYA_BUILD_SKIP=1 cargo +nightly fuzz run -s none required_literals "$corpus" ../tests/corpus/required \
     -- -max_total_time="${SENTRA_FUZZ_INDEX_SECONDS:-15}" 2>&1 | tail -n 3)

@@ -5,7 +5,7 @@
 use crate::{exec::NAME_LEN, wire_enum};
 
 /// Version of the event layout; bump on any change to these structs.
-pub const EVENT_VERSION: u32 = 1;
+pub const EVENT_VERSION: u32 = 2;
 /// Arguments captured per exec (`argv[0]` included).
 pub const MAX_ARGS: usize = 8;
 /// Bytes captured per argument, including the terminating NUL.
@@ -33,6 +33,45 @@ wire_enum! {
         AuditDenied = 2 => "auditonly",
     }
 }
+
+wire_enum! {
+    /// Which step of a probe failed when it decided closed ([`ExecEvent::probe_site`],
+    /// [`NetEvent::probe_site`]); each failure is also counted per site in `STATS`
+    /// ([`crate::settings::stats::PROBE_SITE_BASE`] + site).
+    ProbeSite: "probe site" {
+        /// The probe did not fail.
+        None = 0 => "none",
+        /// The kernel offsets were never filled in (no BTF at load).
+        Offsets = 1 => "offsets",
+        /// The active generation has no loaded settings.
+        Settings = 2 => "settings",
+        /// `bprm->file`.
+        BprmFile = 3 => "bprm_file",
+        /// `file->f_path.dentry`.
+        FileDentry = 4 => "file_dentry",
+        /// `file->f_path.mnt`.
+        FileMount = 5 => "file_mount",
+        /// A dentry's inode identity: `d_inode`, `i_ino`, `i_sb`, `s_dev`.
+        Inode = 6 => "inode",
+        /// `dentry->d_parent`.
+        DentryParent = 7 => "dentry_parent",
+        /// `dentry->d_name.name`.
+        DentryName = 8 => "dentry_name",
+        /// `vfsmount->mnt_root`.
+        MountRoot = 9 => "mount_root",
+        /// `mount->mnt_parent`.
+        MountParent = 10 => "mount_parent",
+        /// `mount->mnt_mountpoint`.
+        Mountpoint = 11 => "mountpoint",
+        /// The kernel's copy of the caller's `sockaddr`.
+        SockAddr = 12 => "sockaddr",
+        /// `socket->type`.
+        SocketType = 13 => "socket_type",
+    }
+}
+
+/// Number of [`ProbeSite`] values (the per-site counters in `STATS`).
+pub const PROBE_SITES: u32 = 14;
 
 /// Flags in [`ExecEvent::flags`].
 pub mod flags {
@@ -93,7 +132,8 @@ pub struct ExecEvent {
     pub ino: u64,
     /// Number of valid entries in `path`.
     pub path_components: u32,
-    pub pad: u32,
+    /// [`ProbeSite`] as `u32`: which read failed when `rule` is `RULE_INTERNAL_ERROR`.
+    pub probe_site: u32,
     /// Path components of the executed file, innermost (the file name) first, each NUL-terminated.
     pub path: [[u8; NAME_LEN]; MAX_PATH_COMPONENTS],
     /// The first arguments, each NUL-terminated.
@@ -133,6 +173,9 @@ pub struct NetEvent {
     pub family: u32,
     /// Destination port, host order.
     pub port: u32,
+    /// [`ProbeSite`] as `u32`: which step failed when `rule` is `NET_RULE_INTERNAL_ERROR`.
+    pub probe_site: u32,
+    pub pad: u32,
     /// Destination address, network order (IPv4 in the first 4 bytes).
     pub addr: [u8; 16],
     /// File name of the task's executable (`mm->exe_file`), NUL-terminated; empty if unreadable.

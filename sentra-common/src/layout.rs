@@ -18,12 +18,13 @@ const _: () = assert!(offset_of!(EventHeader, kind) == 0);
 const _: () = assert!(offset_of!(EventHeader, boot_ns) == 8);
 const _: () = assert!(offset_of!(EventHeader, cgroup_id) == 40);
 const _: () = assert!(size_of::<ExecEvent>() == 2160);
+const _: () = assert!(offset_of!(ExecEvent, probe_site) == 108);
 const _: () = assert!(offset_of!(ExecEvent, header) == 0);
 const _: () = assert!(offset_of!(ExecEvent, dev) == 88);
 const _: () = assert!(offset_of!(ExecEvent, path) == 112);
-const _: () = assert!(size_of::<NetEvent>() == 176);
+const _: () = assert!(size_of::<NetEvent>() == 184);
 const _: () = assert!(offset_of!(NetEvent, header) == 0);
-const _: () = assert!(offset_of!(NetEvent, addr) == 96);
+const _: () = assert!(offset_of!(NetEvent, addr) == 104);
 
 // Exec rule maps: every key starts with its generation.
 const _: () = assert!(size_of::<InodeKey>() == 24);
@@ -47,3 +48,6 @@ const _: () = assert!(size_of::<PortRange>() == 12);
 const _: () = assert!(size_of::<NetAllow>() == 8 + 8 * 12);
 const _: () = assert!(size_of::<NetSettings>() == 48);
 const _: () = assert!(size_of::<DnsOrigin>() == 24);
+
+// Probe sites: the per-site counters cover every site.
+const _: () = assert!(crate::event::ProbeSite::SocketType as u32 + 1 == crate::event::PROBE_SITES);

@@ -83,6 +83,8 @@ pub mod stats {
     pub const EXEC_DENIED: u32 = 2;
     /// Probe errors inside governed cgroups (each one failed closed).
     pub const PROBE_ERRORS: u32 = 3;
+    /// Probe errors by site: index `PROBE_SITE_BASE + ProbeSite as u32`.
+    pub const PROBE_SITE_BASE: u32 = 4;
     /// Number of counters.
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = PROBE_SITE_BASE + crate::event::PROBE_SITES;
 }

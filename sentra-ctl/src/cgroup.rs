@@ -12,7 +12,7 @@ use std::{
 pub enum CgroupError {
     #[error("no cgroup v2 hierarchy is mounted (looked in /proc/self/mountinfo for a cgroup2 mount)")]
     NoCgroup2,
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]

@@ -3,7 +3,7 @@
 use sentra_common::net::{NET_RULE_DEFAULT, NET_RULE_INTERNAL_ERROR};
 
 use crate::{
-    audit::Record,
+    audit::{Capture, Record, Task},
     kernel::events::{Exec, Header, Net, RuleRef},
     policy::{exec::RuleTable, network::CompiledNet},
 };
@@ -52,10 +52,7 @@ fn from_header(event: &'static str, header: &Header, clock: &Clock) -> Record {
         event: event.into(),
         layer: "kernel",
         backend: Some(header.backend.as_str()),
-        pid: Some(header.pid),
-        ppid: Some(header.ppid),
-        uid: Some(header.uid),
-        comm: Some(header.comm.clone()),
+        task: Some(Task { pid: header.pid, ppid: header.ppid, uid: header.uid, comm: header.comm.clone() }),
         cgroup_id: Some(header.cgroup_id),
         ..Record::default()
     }
@@ -64,6 +61,7 @@ fn from_header(event: &'static str, header: &Header, clock: &Clock) -> Record {
 /// The audit record of a kernel exec event; `rules` resolves its rule index.
 #[must_use]
 pub fn exec_record(event: &Exec, rules: &RuleTable, clock: &Clock) -> Record {
+    let mut probe_site = None;
     let (rule_id, reason) = match event.rule {
         RuleRef::Index(index) => match rules.rule(index) {
             Some(rule) => (rule.id.clone(), rule.reason.clone()),
@@ -73,10 +71,13 @@ pub fn exec_record(event: &Exec, rules: &RuleTable, clock: &Clock) -> Record {
             "default".to_string(),
             Some(format!("no exec rule covers this file; default {}", rules.default_effect().as_str())),
         ),
-        RuleRef::InternalError => (
-            "internal_error".to_string(),
-            Some("the kernel probe could not decide; denied (fail closed)".into()),
-        ),
+        RuleRef::InternalError(site) => {
+            probe_site = Some(site.as_str());
+            (
+                "internal_error".to_string(),
+                Some(format!("the kernel probe could not read {}; denied (fail closed)", site.as_str())),
+            )
+        }
         RuleRef::PathTooDeep => (
             "path_too_deep".to_string(),
             Some("the file is nested deeper than the kernel walk reaches; denied (fail closed)".into()),
@@ -91,10 +92,13 @@ pub fn exec_record(event: &Exec, rules: &RuleTable, clock: &Clock) -> Record {
         decision: Some(event.decision.as_str()),
         rule_id: Some(rule_id),
         reason,
+        probe_site,
         mode: Some(event.mode.as_str()),
-        argc: Some(event.argc),
-        args_truncated: Some(event.args_truncated),
-        path_truncated: Some(event.path_truncated),
+        capture: Some(Capture {
+            argc: event.argc,
+            args_truncated: event.args_truncated,
+            path_truncated: event.path_truncated,
+        }),
         policy_generation: Some(event.generation),
         ..from_header("exec", &event.header, clock)
     }
@@ -120,7 +124,7 @@ pub fn net_record(event: &Net, rules: &CompiledNet, clock: &Clock) -> Record {
         ),
         NET_RULE_INTERNAL_ERROR => (
             "internal_error".to_string(),
-            Some("the kernel probe could not decide; denied (fail closed)".to_string()),
+            Some(format!("the kernel probe could not read {}; denied (fail closed)", event.site.as_str())),
         ),
         index => match rules.rule(index) {
             Some(rule) => (rule.id.clone(), rule.reason.clone()),
@@ -133,6 +137,7 @@ pub fn net_record(event: &Net, rules: &CompiledNet, clock: &Clock) -> Record {
         decision: Some(event.decision.as_str()),
         rule_id: Some(rule_id),
         reason,
+        probe_site: (event.rule == NET_RULE_INTERNAL_ERROR).then_some(event.site.as_str()),
         mode: Some(event.mode.as_str()),
         policy_generation: Some(event.generation),
         destination: Some(event.destination.to_string()),

@@ -1,7 +1,7 @@
 //! Reading kernel memory at offsets taken from the running kernel's BTF.
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes};
-use sentra_common::offsets::KernelOffsets;
+use sentra_common::{event::ProbeSite, offsets::KernelOffsets};
 
 /// Filled by userspace from `/sys/kernel/btf/vmlinux` before load (read-only data).
 #[unsafe(no_mangle)]
@@ -38,26 +38,29 @@ pub fn offsets() -> KernelOffsets {
     unsafe { core::ptr::read_volatile(&raw const KERNEL_OFFSETS) }
 }
 
-/// Error of a failed kernel read (the helper's errno).
-pub type ReadError = i64;
+/// A failed kernel read, named by its site (the helper's errno says only "bad address").
+#[derive(Clone, Copy)]
+pub struct ReadError(pub ProbeSite);
 
 /// Reads a `T` at `base + off`.
 #[inline(always)]
-pub fn read<T>(base: u64, off: u32) -> Result<T, ReadError> {
+pub fn read<T>(base: u64, off: u32, site: ProbeSite) -> Result<T, ReadError> {
     // SAFETY: bpf_probe_read_kernel checks the address; a bad pointer yields an error, not a fault.
-    unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const T) }.map_err(i64::from)
+    unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const T) }.map_err(|_| ReadError(site))
 }
 
 /// Reads a pointer at `base + off`; a null pointer is an error.
 #[inline(always)]
-pub fn read_ptr(base: u64, off: u32) -> Result<u64, ReadError> {
-    let ptr: u64 = read(base, off)?;
-    if ptr == 0 { Err(-14) } else { Ok(ptr) }
+pub fn read_ptr(base: u64, off: u32, site: ProbeSite) -> Result<u64, ReadError> {
+    let ptr: u64 = read(base, off, site)?;
+    if ptr == 0 { Err(ReadError(site)) } else { Ok(ptr) }
 }
 
 /// Reads the NUL-terminated string at `src` into `dst`; returns the length without the NUL.
 #[inline(always)]
-pub fn read_str(src: u64, dst: &mut [u8]) -> Result<usize, ReadError> {
+pub fn read_str(src: u64, dst: &mut [u8], site: ProbeSite) -> Result<usize, ReadError> {
     // SAFETY: as for `read`.
-    unsafe { bpf_probe_read_kernel_str_bytes(src as *const u8, dst) }.map(<[u8]>::len).map_err(i64::from)
+    unsafe { bpf_probe_read_kernel_str_bytes(src as *const u8, dst) }
+        .map(<[u8]>::len)
+        .map_err(|_| ReadError(site))
 }

@@ -5,7 +5,7 @@ use aya_ebpf::helpers::{
     bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
 };
 use sentra_common::{
-    event::{EVENT_VERSION, EventHeader, EventKind},
+    event::{EVENT_VERSION, EventHeader, EventKind, ProbeSite},
     offsets::KernelOffsets,
 };
 
@@ -67,7 +67,8 @@ pub fn fill_header(header: &mut EventHeader, off: &KernelOffsets, backend: u32) 
     header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     // SAFETY: as above.
     let task = unsafe { bpf_get_current_task() };
-    header.ppid = kernel::read_ptr(task, off.task_real_parent)
-        .and_then(|parent| kernel::read::<u32>(parent, off.task_tgid))
+    // Best effort: the header is informational, not part of any decision (no site).
+    header.ppid = kernel::read_ptr(task, off.task_real_parent, ProbeSite::None)
+        .and_then(|parent| kernel::read::<u32>(parent, off.task_tgid, ProbeSite::None))
         .unwrap_or(0);
 }

@@ -331,3 +331,80 @@ fn each_cgroup_the_policy_names_is_governed_and_the_set_is_fixed_while_running()
     assert_eq!(c.status()["generation"], status["generation"]);
     assert!(c.launch_spawn(&c.tool("denied")).contains(marker));
 }
+
+/// Marks the active generation's exec (`exec: true`) or network settings as never loaded, through the
+/// pins: the state a probe meets if a generation is ever activated before it is complete.
+fn unload_active_settings(pin_root: &Path, exec: bool) {
+    use aya::maps::Array;
+    use sentra_common::{
+        names::map::{NET_SETTINGS, SETTINGS},
+        net::NetSettings,
+        settings::Settings,
+    };
+    use sentra_ctl::kernel::{maps, pin};
+    let mut store = pin::open(pin_root).expect("pinned maps");
+    let active = maps::active_generation(&mut store).expect("active").generation;
+    if exec {
+        let mut array: Array<_, Settings> =
+            Array::try_from(store.maps.get_mut(SETTINGS).expect("map")).expect("array");
+        let settings = Settings { loaded: 0, ..array.get(&active, 0).expect("settings") };
+        array.set(active, settings, 0).expect("write settings");
+    } else {
+        let mut array: Array<_, NetSettings> =
+            Array::try_from(store.maps.get_mut(NET_SETTINGS).expect("map")).expect("array");
+        let settings = NetSettings { loaded: 0, ..array.get(&active, 0).expect("settings") };
+        array.set(active, settings, 0).expect("write settings");
+    }
+}
+
+#[test]
+fn a_probe_that_cannot_decide_denies_and_names_the_failed_site() {
+    let mut c = Controller::new("probe-site");
+    let policy = c.write_policy("p.yaml", &c.policy("allowed_dir", true));
+    c.start(&policy);
+    let backend = c.status()["backend"].as_str().expect("backend").to_string();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let target = listener.local_addr().expect("addr").to_string();
+    let connect = |c: &Controller| {
+        let out = c.run(&["launch", "--", FIXTURE, "connect", &target]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(connect(&c).trim(), "connected", "loopback is not governed before the fault");
+
+    // Network: the connect is refused, reported with the site and the enforcing backend, and counted.
+    unload_active_settings(&c.pin_root, false);
+    assert_eq!(connect(&c).trim(), "connect-errno=1", "a connect the probe cannot decide must fail");
+    let records =
+        wait_for_records(&c.audit(), Duration::from_secs(20), "the network fail-closed event", |r| {
+            r.iter().any(|r| r["event"] == "net" && r["rule_id"] == "internal_error")
+        });
+    let net = records.iter().find(|r| r["event"] == "net" && r["rule_id"] == "internal_error").expect("net");
+    assert_eq!(net["decision"], "denied", "{net}");
+    assert_eq!(net["probe_site"], "settings", "{net}");
+    assert_eq!(net["backend"], backend.as_str(), "{net}");
+    assert_eq!(net["destination"], "127.0.0.1", "{net}");
+
+    // Exec: the governed exec is denied, reported with the site, and counted.
+    unload_active_settings(&c.pin_root, true);
+    let out = c.run(&["launch", "--", FIXTURE, "hello"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("hello"), "an exec the probe cannot decide ran");
+    let records = wait_for_records(&c.audit(), Duration::from_secs(20), "the exec fail-closed event", |r| {
+        r.iter().any(|r| r["event"] == "exec" && r["rule_id"] == "internal_error")
+    });
+    let exec =
+        records.iter().find(|r| r["event"] == "exec" && r["rule_id"] == "internal_error").expect("exec");
+    assert_eq!(exec["decision"], "denied", "{exec}");
+    assert_eq!(exec["probe_site"], "settings", "{exec}");
+    assert_eq!(exec["mode"], "enforce", "{exec}");
+    assert_eq!(exec["backend"], backend.as_str(), "{exec}");
+
+    let counters = &c.status()["counters"];
+    let sites = &counters["probe_errors_by_site"];
+    assert!(sites["settings"].as_u64().is_some_and(|n| n >= 2), "{counters}");
+    assert_eq!(
+        sites.as_object().map(serde_json::Map::len),
+        Some(1),
+        "only the settings site failed: {counters}"
+    );
+    assert_eq!(counters["probe_errors"], sites["settings"], "{counters}");
+}

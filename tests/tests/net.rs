@@ -462,9 +462,8 @@ fn net_reload_changes_access_live() {
         let barrier = RcuBarrier::new().expect("RCU barrier");
         let exec_before = exec::compile(&before).expect("exec part");
         let net_before = Arc::new(network::compile(&before).expect("network part"));
-        let resolver = Resolver::start(&kernel.ebpf, 0, &net_before, &dir.path().join("reload.jsonl"), None)
-            .await
-            .expect("resolver");
+        let audit = sentra_ctl::audit::AuditLog::open(&dir.path().join("reload.jsonl")).expect("audit log");
+        let resolver = Resolver::start(&kernel.ebpf, 0, &net_before, audit, None).await.expect("resolver");
         let mut generations = Generations::install(
             &mut kernel.ebpf,
             kernel.backend,

@@ -115,7 +115,7 @@ fn main() -> ExitCode {
     let gate = match Gate::open(settings) {
         Ok(gate) => gate,
         Err(err) => {
-            eprintln!("sentra-shell: refusing to run: {err}");
+            eprintln!("sentra-shell: refusing to run: {}", sentra_ctl::describe(&err));
             return ExitCode::from(DENIED);
         }
     };
@@ -154,7 +154,7 @@ fn main() -> ExitCode {
         Ok(Outcome::Ran { status, .. }) => exec::exit_like(status),
         Ok(Outcome::Denied(_)) => ExitCode::from(DENIED),
         Err(err) => {
-            eprintln!("sentra-shell: {err}");
+            eprintln!("sentra-shell: {}", sentra_ctl::describe(&err));
             ExitCode::from(DENIED)
         }
     }
@@ -166,7 +166,7 @@ fn repl(gate: Gate, quiet: bool) -> ExitCode {
     match sentra_ctl::shell::repl::run(&mut session, sentra_ctl::shell::repl::Options::default()) {
         Ok(code) => ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1)),
         Err(err) => {
-            eprintln!("sentra-shell: {err}");
+            eprintln!("sentra-shell: {}", sentra_ctl::describe(&err));
             ExitCode::from(1)
         }
     }

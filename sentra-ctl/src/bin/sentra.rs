@@ -60,13 +60,13 @@ fn main() -> ExitCode {
     let gate = match Gate::open(settings) {
         Ok(gate) => gate,
         Err(err) => {
-            eprintln!("sentra: refusing to run: {err}");
+            eprintln!("sentra: refusing to run: {}", sentra_ctl::describe(&err));
             return ExitCode::from(126);
         }
     };
     // Startup cost matters less here than in sentra-shell: report every invalid regex up front.
     if let Err(err) = ShellMatcher::validate(&gate.policy) {
-        eprintln!("sentra: refusing to run: {err}");
+        eprintln!("sentra: refusing to run: {}", sentra_ctl::describe(&err));
         return ExitCode::from(126);
     }
     if cli.verbose {
@@ -78,7 +78,7 @@ fn main() -> ExitCode {
     match repl::run(&mut session, repl::Options { check: cli.check }) {
         Ok(code) => ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1)),
         Err(err) => {
-            eprintln!("sentra: {err}");
+            eprintln!("sentra: {}", sentra_ctl::describe(&err));
             ExitCode::from(1)
         }
     }

@@ -307,7 +307,8 @@ impl Daemon {
             Ok(flipped) => flipped,
             Err(err) => {
                 return Response::error(format!(
-                    "loading into the kernel failed, the enforced policy stays: {err}"
+                    "loading into the kernel failed, the enforced policy stays: {}",
+                    crate::describe(&err)
                 ));
             }
         };
@@ -357,7 +358,7 @@ impl Daemon {
             let _ = self.session.release(group.id);
         }
         if let Err(err) = pin::remove(&self.pin_root) {
-            return Response::error(format!("removing pins: {err}"));
+            return Response::error(format!("removing pins: {}", crate::describe(&err)));
         }
         let _ = std::fs::remove_file(state_file());
         let _ = std::fs::remove_file(socket());

@@ -15,7 +15,6 @@ pub mod upstream;
 use std::{
     collections::BTreeSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    path::Path,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -60,7 +59,7 @@ const MAX_CNAME_CHAIN: usize = 16;
 pub enum NetError {
     #[error(transparent)]
     Kernel(#[from] KernelError),
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         #[source]
@@ -70,7 +69,7 @@ pub enum NetError {
         "the policy has domain rules but no upstream resolver: set network.dns.upstream (none in /etc/resolv.conf)"
     )]
     NoUpstream,
-    #[error("audit log: {0}")]
+    #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
@@ -81,7 +80,7 @@ struct Shared {
     /// The policy queries are answered under: the one of the generation learned addresses go to.
     policy: Mutex<Arc<CompiledNet>>,
     learned: Mutex<Learned>,
-    audit: Mutex<AuditLog>,
+    audit: AuditLog,
 }
 
 /// The controller's resolver: its sockets and tasks, and the addresses it learned. Which generation
@@ -109,13 +108,12 @@ impl Resolver {
     /// its predecessor's port, which the pinned generation steers to.
     ///
     /// # Errors
-    /// The policy has domain rules but no upstream; binding the resolver; opening `NET_HOSTS` or the
-    /// audit log.
+    /// The policy has domain rules but no upstream; binding the resolver; opening `NET_HOSTS`.
     pub async fn start<S: MapStore + ?Sized>(
         store: &S,
         generation: u32,
         compiled: &Arc<CompiledNet>,
-        audit_log: &Path,
+        audit: AuditLog,
         prefer_port: Option<u16>,
     ) -> Result<Self, NetError> {
         check_upstream(compiled)?;
@@ -123,7 +121,7 @@ impl Resolver {
         let shared = Arc::new(Shared {
             policy: Mutex::new(Arc::clone(compiled)),
             learned: Mutex::new(Learned::new(HostTable::open(store)?, generation)),
-            audit: Mutex::new(AuditLog::open(audit_log)?),
+            audit,
         });
         let mut sockets = vec![(udp4, tcp4)];
         if let Some(pair) = v6 {
@@ -327,7 +325,7 @@ async fn sweep(shared: Arc<Shared>) {
         let expired = match lock(&shared.learned).sweep(&policy, Instant::now()) {
             Ok(expired) => expired,
             Err(err) => {
-                tracing::error!("resolver: removing expired addresses: {err}");
+                tracing::error!("resolver: removing expired addresses: {}", crate::describe(&err));
                 continue;
             }
         };
@@ -360,8 +358,8 @@ fn base_record() -> Record {
 }
 
 fn write_audit(shared: &Shared, record: &Record) {
-    if let Err(err) = lock(&shared.audit).write(record) {
-        tracing::error!("resolver: audit log: {err}");
+    if let Err(err) = shared.audit.write(record) {
+        tracing::error!("resolver: {}", crate::describe(&err));
     }
 }
 
@@ -481,7 +479,7 @@ fn learn_answer(
             Ok(()) => {
                 allowed.push(serde_json::json!({ "address": addr.to_string(), "ttl_s": ttl.as_secs() }));
             }
-            Err(err) => tracing::error!("resolver: allowing {addr} for {name}: {err}"),
+            Err(err) => tracing::error!("resolver: allowing {addr} for {name}: {}", crate::describe(&err)),
         }
     }
     allowed

@@ -1,7 +1,5 @@
-//! Moving events from the ring buffer to the audit log: the ring, the drain timer, the one audit
-//! writer of a session, and what the drains did.
-
-use std::path::Path;
+//! Moving events from the ring buffer to the audit log: the ring, the drain timer, the audit
+//! log (shared with the resolver), and what the drains did.
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
@@ -35,11 +33,11 @@ pub struct Events {
 }
 
 impl Events {
-    /// Takes the ring buffer out of `store` (to be polled) and opens the audit log.
+    /// Takes the ring buffer out of `store` (to be polled), to drain into `audit`.
     ///
     /// # Errors
-    /// The map is missing or cannot be polled; the audit log cannot be opened.
-    pub fn open<S: MapStore + ?Sized>(store: &mut S, audit_log: &Path) -> anyhow::Result<Self> {
+    /// The map is missing or cannot be polled.
+    pub fn open<S: MapStore + ?Sized>(store: &mut S, audit: AuditLog) -> anyhow::Result<Self> {
         let ring = store.take_map(EVENTS).context("map EVENTS missing")?;
         let ring: RingBuf<MapData> = RingBuf::try_from(ring).context("map EVENTS is not a ring buffer")?;
         // SAFETY: the ring buffer owns its map fd, which stays open and unchanged while the AsyncFd
@@ -50,7 +48,7 @@ impl Events {
         Ok(Self {
             ring,
             tick: tokio::time::interval(DRAIN_EVERY),
-            audit: AuditLog::open(audit_log)?,
+            audit,
             clock: Clock::new(),
             drained: Drained::default(),
         })

@@ -141,7 +141,7 @@ impl Generations {
     ) -> Result<Flipped, KernelError> {
         if let Err(err) = self.retire(store, barrier, resolver) {
             // It stays marked dirty: the write below sweeps it.
-            tracing::warn!("clearing the retired generation: {err}");
+            tracing::warn!("clearing the retired generation: {}", crate::describe(&err));
         }
         let started = std::time::Instant::now();
         let old = self.active;

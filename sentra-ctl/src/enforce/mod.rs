@@ -20,7 +20,7 @@ use self::{
     generations::{ExecTables, Flipped, Generations},
 };
 use crate::{
-    audit::{self, Record},
+    audit::{self, AuditLog, Record},
     cgroup::Cgroup,
     dns::{self, Resolver},
     kernel::{
@@ -157,10 +157,12 @@ impl Session {
         let Prepared { mut policy, exec, net } = prepared;
         let mode = policy.model.mode;
         let barrier = RcuBarrier::new().context("creating the RCU barrier maps")?;
+        // Opened once: the event drain and the resolver write through clones of it.
+        let audit = AuditLog::open(audit_log)?;
         let mut kernel = Kernel::load(backend)?;
         // The resolver binds first: the network generation steers DNS to its address.
         let resolver = if net.governed || resolver == ResolverWhen::Always {
-            Some(Resolver::start(&kernel.ebpf, 0, &net, audit_log, None).await?)
+            Some(Resolver::start(&kernel.ebpf, 0, &net, audit.clone(), None).await?)
         } else {
             None
         };
@@ -184,7 +186,7 @@ impl Session {
         }
         policy.remember();
         let Kernel { mut ebpf, backend, lsm_refusal, links } = kernel;
-        let events = Events::open(&mut ebpf, audit_log)?;
+        let events = Events::open(&mut ebpf, audit)?;
         // What compiling and writing the first generation allocated is not needed again soon.
         crate::kernel::release_freed_memory();
         Ok(Self {
@@ -215,23 +217,28 @@ impl Session {
         audit_log: &Path,
     ) -> anyhow::Result<(Self, Adopted)> {
         let barrier = RcuBarrier::new().context("creating the RCU barrier maps")?;
+        let audit = AuditLog::open(audit_log)?;
         let mut store = pin::open(pin_root)?;
         let generation = maps::active_generation(&mut store)?.generation;
         // The network rules of the pinned generation, from the policy file if it is still the one
-        // pinned (they name the rules in events, and tell the resolver which names to forward).
-        let net = prepare_policy(&policy.policy)
+        // pinned (they name the rules in events, and tell the resolver which names to forward). Only
+        // the network part is compiled: the exec tables come from the state file.
+        let net = policy::check_file_safety(&policy.policy)
             .ok()
-            .filter(|prepared| format!("{:016x}", prepared.policy.hash) == policy.policy_hash)
-            .map(|prepared| prepared.net)
+            .and_then(|()| Policy::read(&policy.policy).ok())
+            .filter(|pinned| format!("{:016x}", pinned.hash) == policy.policy_hash)
+            .and_then(|pinned| policy::network::compile(&pinned).ok())
+            .map(Arc::new)
             .unwrap_or_default();
         let steering = knet::steering(&store, generation)?;
-        let resolver = Resolver::start(&store, generation, &net, audit_log, steering.map(|r| r.port)).await?;
+        let resolver =
+            Resolver::start(&store, generation, &net, audit.clone(), steering.map(|r| r.port)).await?;
         let adopted = Adopted {
             steering_lost: steering.is_some_and(|s| s != resolver.addr),
             learned: resolver.adopt_learned(),
         };
         let generations = Generations::adopt(&mut store, tables, net)?;
-        let events = Events::open(&mut store, audit_log)?;
+        let events = Events::open(&mut store, audit)?;
         // What compiling the pinned policy's network part allocated is not needed again soon.
         crate::kernel::release_freed_memory();
         let session = Self {
@@ -297,7 +304,7 @@ impl Session {
             Ok(took) => took,
             Err(err) => {
                 // It stays marked dirty: the next write into it sweeps it.
-                tracing::warn!("clearing the retired generation: {err}");
+                tracing::warn!("clearing the retired generation: {}", crate::describe(&err));
                 None
             }
         }
@@ -394,6 +401,9 @@ impl Session {
                     ("net_errors", net.net_errors),
                 ] {
                     detail[name] = value.into();
+                }
+                if !kernel.probe_errors_by_site.is_empty() {
+                    detail["probe_errors_by_site"] = serde_json::json!(kernel.probe_errors_by_site);
                 }
             }
             (Err(err), _) | (_, Err(err)) => detail["counters_error"] = err.to_string().into(),

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use sentra_common::{
-    event::{Decision, EventHeader, EventKind, ExecEvent, NetEvent, NetHook, flags},
+    event::{Decision, EventHeader, EventKind, ExecEvent, NetEvent, NetHook, ProbeSite, flags},
     exec::{RULE_DEFAULT, RULE_INTERNAL_ERROR, RULE_PATH_TOO_DEEP},
     settings::{Backend, Mode},
 };
@@ -76,6 +76,8 @@ pub struct Net {
     pub hook: NetHook,
     /// Index of the deciding network rule, or one of `sentra_common::net::NET_RULE_*`.
     pub rule: u32,
+    /// Which step failed, for `NET_RULE_INTERNAL_ERROR`.
+    pub site: ProbeSite,
     pub generation: u32,
     pub destination: IpAddr,
     pub port: u16,
@@ -90,7 +92,8 @@ pub struct Net {
 pub enum RuleRef {
     Index(u32),
     Default,
-    InternalError,
+    /// The probe failed at this site and decided closed.
+    InternalError(ProbeSite),
     PathTooDeep,
 }
 
@@ -154,6 +157,7 @@ fn decode_net(event: &NetEvent) -> Result<Net, DecodeError> {
         mode: Mode::try_from(event.mode).map_err(value)?,
         hook: NetHook::try_from(event.hook).map_err(value)?,
         rule: event.rule,
+        site: ProbeSite::try_from(event.probe_site).map_err(value)?,
         generation: event.generation,
         destination,
         port: u16::try_from(event.port).map_err(|_| DecodeError::Value(format!("port {}", event.port)))?,
@@ -194,7 +198,9 @@ fn decode_exec(event: &ExecEvent) -> Result<Exec, DecodeError> {
         mode: Mode::try_from(event.mode).map_err(value)?,
         rule: match event.rule {
             RULE_DEFAULT => RuleRef::Default,
-            RULE_INTERNAL_ERROR => RuleRef::InternalError,
+            RULE_INTERNAL_ERROR => {
+                RuleRef::InternalError(ProbeSite::try_from(event.probe_site).map_err(value)?)
+            }
             RULE_PATH_TOO_DEEP => RuleRef::PathTooDeep,
             index => RuleRef::Index(index),
         },

@@ -1,7 +1,10 @@
 //! Writing policy generations and governed cgroups into the exec maps.
 
+use std::collections::BTreeMap;
+
 use aya::maps::{Array, HashMap, MapData};
 use sentra_common::{
+    event::{PROBE_SITES, ProbeSite},
     exec::{GovernedCgroup, InodeKey, NameKey, RuleValue},
     names::map::{
         ACTIVE_GENERATION, EXEC_DIR_RULES, EXEC_INODE_RULES, EXEC_NAME_RULES, GOVERNED, SETTINGS, STATS,
@@ -30,12 +33,14 @@ fn array<'a, V: aya::Pod, S: MapStore + ?Sized>(
 }
 
 /// Counters summed over CPUs.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Stats {
     pub events_dropped: u64,
     pub exec_decisions: u64,
     pub exec_denied: u64,
     pub probe_errors: u64,
+    /// Probe errors (exec and network) by the site that failed; only sites that failed.
+    pub probe_errors_by_site: BTreeMap<&'static str, u64>,
 }
 
 /// Reads `STATS`.
@@ -48,7 +53,15 @@ pub fn read_stats<S: MapStore + ?Sized>(ebpf: &S) -> Result<Stats, KernelError> 
         STATS,
         [stats::EVENTS_DROPPED, stats::EXEC_DECISIONS, stats::EXEC_DENIED, stats::PROBE_ERRORS],
     )?;
-    Ok(Stats { events_dropped, exec_decisions, exec_denied, probe_errors })
+    let sites: [u32; PROBE_SITES as usize] = std::array::from_fn(|i| u32::try_from(i).unwrap_or(u32::MAX));
+    let by_site = counters(ebpf, STATS, sites.map(|site| stats::PROBE_SITE_BASE + site))?;
+    let probe_errors_by_site = sites
+        .into_iter()
+        .zip(by_site)
+        .filter(|&(_, n)| n > 0)
+        .filter_map(|(site, n)| Some((ProbeSite::try_from(site).ok()?.as_str(), n)))
+        .collect();
+    Ok(Stats { events_dropped, exec_decisions, exec_denied, probe_errors, probe_errors_by_site })
 }
 
 /// The generation currently deciding.

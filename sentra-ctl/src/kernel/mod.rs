@@ -39,7 +39,7 @@ pub enum KernelError {
         "the BPF object is empty: this build skipped it (AYA_BUILD_SKIP); rebuild without it (needs bpf-linker and nightly)"
     )]
     NoObject,
-    #[error("loading the BPF object: {0}")]
+    #[error("loading the BPF object")]
     Object(#[source] aya::EbpfError),
     #[error("program {program} is missing from the BPF object")]
     MissingProgram { program: &'static str },
@@ -51,20 +51,20 @@ pub enum KernelError {
     MissingMap { map: &'static str },
     #[error("map {map}: not a {expected}")]
     MapKind { map: &'static str, expected: &'static str },
-    #[error("map {map}: {source}")]
+    #[error("map {map}")]
     Map {
         map: &'static str,
         #[source]
         source: aya::maps::MapError,
     },
-    #[error("map {map}: {what}: {source}")]
+    #[error("map {map}: {what}")]
     MapCall {
         map: &'static str,
         what: &'static str,
         #[source]
         source: std::io::Error,
     },
-    #[error("pin {}: {what}: {source}", path.display())]
+    #[error("pin {}: {what}", path.display())]
     Pin {
         path: PathBuf,
         what: &'static str,
@@ -72,22 +72,22 @@ pub enum KernelError {
         source: std::io::Error,
     },
     /// Pinning a map or a link.
-    #[error("pin {}: {source}", path.display())]
+    #[error("pin {}", path.display())]
     PinCreate {
         path: PathBuf,
         #[source]
         source: aya::pin::PinError,
     },
     /// Reopening a pinned map.
-    #[error("pin {}: {source}", path.display())]
+    #[error("pin {}", path.display())]
     PinOpen {
         path: PathBuf,
         #[source]
         source: aya::maps::MapError,
     },
-    #[error("/sys/fs/bpf is not a bpffs and mounting one failed ({0}): mount -t bpf bpf /sys/fs/bpf")]
+    #[error("/sys/fs/bpf is not a bpffs and mounting one failed (mount -t bpf bpf /sys/fs/bpf)")]
     NoBpffs(#[source] nix::Error),
-    #[error("waiting for running BPF programs (RCU barrier): {0}")]
+    #[error("waiting for running BPF programs (RCU barrier)")]
     Barrier(#[source] std::io::Error),
     #[error(
         "BPF LSM is not usable here: {0}. Enable it by adding `bpf` to the `lsm=` boot parameter (e.g. lsm=lockdown,capability,landlock,yama,apparmor,bpf), or use --backend signal"

@@ -27,16 +27,22 @@ pub const CACHE_DIR: &str = "/var/cache/sentra/policy";
 /// Entries kept; the least recently written are removed beyond this (tests create many policies).
 const MAX_ENTRIES: usize = 64;
 
+/// Each rule's exact executable names ([`super::exact::exact_names`]), by index in the model's
+/// `rules`: derived from the text like the model, and kept with it.
+pub type RuleNames = Vec<Option<Vec<String>>>;
+
 #[derive(Serialize)]
 struct EntryRef<'a> {
     text: &'a str,
     model: &'a PolicyFile,
+    rule_names: &'a RuleNames,
 }
 
 #[derive(Deserialize)]
 struct Entry {
     text: String,
     model: PolicyFile,
+    rule_names: RuleNames,
 }
 
 /// The entry file for a text with this fingerprint (several texts may share one; the text decides).
@@ -44,9 +50,10 @@ fn entry_path(dir: &Path, hash: u64) -> PathBuf {
     dir.join(format!("{hash:016x}.json"))
 }
 
-/// The model parsed from `text`, if `dir` holds a trusted entry for exactly this text.
+/// The model parsed from `text` and its rules' names, if `dir` holds a trusted entry for exactly this
+/// text (an entry without names, from an older build, misses).
 #[must_use]
-pub fn lookup(dir: &Path, hash: u64, text: &str) -> Option<PolicyFile> {
+pub fn lookup(dir: &Path, hash: u64, text: &str) -> Option<(PolicyFile, RuleNames)> {
     let mut file = File::open(entry_path(dir, hash)).ok()?;
     // Checked on the open file, so the checked file is the one read.
     let meta = file.metadata().ok()?;
@@ -56,27 +63,28 @@ pub fn lookup(dir: &Path, hash: u64, text: &str) -> Option<PolicyFile> {
     let mut json = String::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     file.read_to_string(&mut json).ok()?;
     let entry: Entry = serde_json::from_str(&json).ok()?;
-    (entry.text == text).then_some(entry.model)
+    (entry.text == text && entry.rule_names.len() == entry.model.rules.len())
+        .then_some((entry.model, entry.rule_names))
 }
 
 /// Writes the entry for `text` when this process is root; failures are ignored (the next load parses
 /// the YAML again).
-pub fn store(dir: &Path, hash: u64, text: &str, model: &PolicyFile) {
+pub fn store(dir: &Path, hash: u64, text: &str, model: &PolicyFile, rule_names: &RuleNames) {
     if !nix::unistd::geteuid().is_root() {
         return;
     }
-    if let Err(err) = try_store(dir, hash, text, model) {
+    if let Err(err) = try_store(dir, hash, &EntryRef { text, model, rule_names }) {
         tracing::debug!("policy cache: not written: {err}");
     }
 }
 
-fn try_store(dir: &Path, hash: u64, text: &str, model: &PolicyFile) -> std::io::Result<()> {
+fn try_store(dir: &Path, hash: u64, entry: &EntryRef<'_>) -> std::io::Result<()> {
     std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir)?;
     let meta = std::fs::metadata(dir)?;
     if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
         return Err(std::io::Error::other(format!("{} is not root's alone", dir.display())));
     }
-    let json = serde_json::to_vec(&EntryRef { text, model }).map_err(std::io::Error::other)?;
+    let json = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
     let path = entry_path(dir, hash);
     let temporary = dir.join(format!(".{hash:016x}.{}.tmp", std::process::id()));
     let written = std::fs::OpenOptions::new()
@@ -132,9 +140,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let text = "version: \"2.0\"\ndefault: deny\nrules:\n  - {id: ls, match: {executable: '^ls$'}, effect: allow}\n";
         assert!(lookup(dir.path(), 7, text).is_none(), "empty cache");
-        store(dir.path(), 7, text, &model(text));
-        let cached = lookup(dir.path(), 7, text).expect("hit");
+        let names: RuleNames = vec![Some(vec!["ls".into()])];
+        store(dir.path(), 7, text, &model(text), &names);
+        let (cached, cached_names) = lookup(dir.path(), 7, text).expect("hit");
         assert_eq!(format!("{cached:?}"), format!("{:?}", model(text)));
+        assert_eq!(cached_names, names);
         assert!(lookup(dir.path(), 7, &text.replace("allow", "deny")).is_none(), "another text misses");
         let path = entry_path(dir.path(), 7);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");

@@ -341,37 +341,6 @@ pub fn compile(policy: &Policy) -> Result<CompiledExec, PolicyError> {
     Ok(out)
 }
 
-/// The names in a regex that is nothing but an anchored alternation of plain program names:
-/// `^(ls|cat|grep)$`, `^sudo$`, `^python3\.11$`.
-#[must_use]
-pub fn plain_names(regex: &str) -> Option<Vec<String>> {
-    let body = regex.strip_prefix('^')?.strip_suffix('$')?;
-    let body = match body.strip_prefix('(').and_then(|b| b.strip_suffix(')')) {
-        Some(inner) => inner.strip_prefix("?:").unwrap_or(inner),
-        None => body,
-    };
-    let mut names = Vec::new();
-    for alternative in body.split('|') {
-        let mut name = String::new();
-        let mut chars = alternative.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => match chars.next() {
-                    Some(e @ ('.' | '+' | '-')) => name.push(e),
-                    _ => return None,
-                },
-                c if c.is_ascii_alphanumeric() || c == '_' || c == '-' => name.push(c),
-                _ => return None,
-            }
-        }
-        if name.is_empty() {
-            return None;
-        }
-        names.push(name);
-    }
-    Some(names)
-}
-
 /// One compilation: the policy, where program names are looked up, the file lookups, the rule ids
 /// seen so far, and the entries built.
 struct Compiler<'p> {
@@ -421,7 +390,7 @@ impl<'p> Compiler<'p> {
             } else {
                 None
             };
-            let names = match (why, m.executable.as_deref().and_then(plain_names)) {
+            let names = match (why, policy.rule_names.get(i).cloned().flatten()) {
                 (Some(why), _) => {
                     self.out.shell_only.push((rule.id.clone(), why.to_string()));
                     continue;
@@ -739,7 +708,7 @@ impl CompiledExec {
 mod tests {
     use std::path::{Path, PathBuf};
 
-    use super::{Lookups, file_id, plain_names};
+    use super::{Lookups, file_id};
 
     #[test]
     fn lookups_resolve_as_realpath_does() {
@@ -797,18 +766,6 @@ mod tests {
             }
         }
         assert!(prefetched.prefetched.is_empty(), "each prefetched result used once");
-    }
-
-    #[test]
-    fn plain_alternations_are_recognised() {
-        assert_eq!(plain_names("^(ls|cat|grep)$"), Some(vec!["ls".into(), "cat".into(), "grep".into()]));
-        assert_eq!(plain_names("^sudo$"), Some(vec!["sudo".into()]));
-        assert_eq!(plain_names("^python3\\.11$"), Some(vec!["python3.11".into()]));
-        assert_eq!(plain_names("^(?:rm|rmdir)$"), Some(vec!["rm".into(), "rmdir".into()]));
-        assert_eq!(plain_names("^(ls|cat)"), None, "unanchored end");
-        assert_eq!(plain_names("ls"), None);
-        assert_eq!(plain_names("^py.*$"), None);
-        assert_eq!(plain_names("^(a||b)$"), None);
     }
 }
 

@@ -1,6 +1,7 @@
 //! The policy: parsing with precise errors, and compilation to the kernel's maps.
 
 pub mod cache;
+pub mod exact;
 pub mod exec;
 pub mod locate;
 pub mod model;
@@ -18,7 +19,7 @@ pub use model::PolicyFile;
 /// A policy that cannot be used, with where and why.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("{file}: cannot read policy: {source}")]
+    #[error("{file}: cannot read policy")]
     Read {
         file: PathBuf,
         #[source]
@@ -68,6 +69,10 @@ pub struct Policy {
     pub warnings: Vec<Warning>,
     /// Content fingerprint (FNV-1a 64), reported by `status`.
     pub hash: u64,
+    /// The exact executable names of each rule in `model.rules` (same index), when its executable
+    /// pattern is such a list ([`exact::exact_names`]): the one reading of those patterns that the
+    /// shell index, the kernel split and shadowing warnings share.
+    pub rule_names: cache::RuleNames,
     /// Places of values in the text, for errors found after parsing.
     pub locator: std::sync::Arc<locate::Locator>,
     /// Whether the parsed-policy [`cache`] needs nothing more from this policy: it was read from
@@ -93,22 +98,27 @@ impl Policy {
     /// # Errors
     /// The file cannot be read, or is not a valid policy (with line and column).
     pub fn read(file: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(file)
-            .map_err(|source| PolicyError::Read { file: file.to_path_buf(), source })?;
+        let text = read_text(file)?;
         let hash = fnv1a(text.as_bytes());
-        if let Some(model) = cache::lookup(Path::new(cache::CACHE_DIR), hash, &text) {
-            let mut policy = Self::from_model(file, text, hash, model)?;
+        if let Some((model, rule_names)) = cache::lookup(Path::new(cache::CACHE_DIR), hash, &text) {
+            let mut policy = Self::from_model(file, text, hash, model, Some(rule_names))?;
             policy.cached = true;
             return Ok(policy);
         }
         let model = Self::parse_yaml(file, &text)?;
-        Self::from_model(file, text, hash, model)
+        Self::from_model(file, text, hash, model, None)
     }
 
     /// Stores this policy's parsed form in the [`cache`], unless it came from there.
     pub fn remember(&mut self) {
         if !self.cached {
-            cache::store(Path::new(cache::CACHE_DIR), self.hash, self.locator.text(), &self.model);
+            cache::store(
+                Path::new(cache::CACHE_DIR),
+                self.hash,
+                self.locator.text(),
+                &self.model,
+                &self.rule_names,
+            );
             self.cached = true;
         }
     }
@@ -116,9 +126,12 @@ impl Policy {
     /// Parses policy text; `file` names it in errors.
     ///
     /// # Errors
-    /// The text is not a valid policy (with line and column).
+    /// The text is empty or not a valid policy (with line and column).
     pub fn parse(file: &Path, text: &str) -> Result<Self, PolicyError> {
-        Self::from_model(file, text.to_string(), fnv1a(text.as_bytes()), Self::parse_yaml(file, text)?)
+        if is_empty(text) {
+            return Err(empty(file));
+        }
+        Self::from_model(file, text.to_string(), fnv1a(text.as_bytes()), Self::parse_yaml(file, text)?, None)
     }
 
     fn parse_yaml(file: &Path, text: &str) -> Result<PolicyFile, PolicyError> {
@@ -133,9 +146,15 @@ impl Policy {
         })
     }
 
-    /// The policy of a parsed model (`hash`: its text's fingerprint): warnings, and the checks the
-    /// YAML schema cannot express.
-    fn from_model(file: &Path, text: String, hash: u64, model: PolicyFile) -> Result<Self, PolicyError> {
+    /// The policy of a parsed model (`hash`: its text's fingerprint; `rule_names`: its rules' names
+    /// when the cache had them): warnings, and the checks the YAML schema cannot express.
+    fn from_model(
+        file: &Path,
+        text: String,
+        hash: u64,
+        model: PolicyFile,
+        rule_names: Option<cache::RuleNames>,
+    ) -> Result<Self, PolicyError> {
         let mut warnings = Vec::new();
         for (present, key) in [
             (model.cost_routing.is_some(), "cost_routing"),
@@ -150,11 +169,19 @@ impl Policy {
                 });
             }
         }
+        let rule_names = rule_names.unwrap_or_else(|| {
+            model
+                .rules
+                .iter()
+                .map(|rule| rule.matcher.executable.as_deref().and_then(exact::exact_names))
+                .collect()
+        });
         let policy = Self {
             file: file.to_path_buf(),
             model,
             warnings,
             hash,
+            rule_names,
             locator: std::sync::Arc::new(locate::Locator::new(text)),
             cached: false,
         };
@@ -163,6 +190,8 @@ impl Policy {
         let mut policy = policy;
         let shadowed = policy.shadowed_rules();
         policy.warnings.extend(shadowed);
+        let not_applied = policy.unapplied_network_policies();
+        policy.warnings.extend(not_applied);
         Ok(policy)
     }
 
@@ -263,19 +292,36 @@ impl Policy {
         Ok(())
     }
 
+    /// The original's per-profile `network_policy` lists, which it enforced with firewall scripts:
+    /// accepted, and reported as not applied (network destinations are the `network:` section's).
+    fn unapplied_network_policies(&self) -> Vec<Warning> {
+        self.model
+            .seccomp_profiles
+            .iter()
+            .filter(|(_, profile)| profile.network_policy.is_some())
+            .map(|(name, _)| {
+                let (line, column) =
+                    self.locator.find(&format!("seccomp_profiles.{name}.network_policy")).unwrap_or((0, 0));
+                Warning {
+                    message: format!(
+                        "{}:{line}:{column}: seccomp_profiles.{name}.network_policy is not applied: network destinations are governed by the `network:` section",
+                        self.file.display()
+                    ),
+                }
+            })
+            .collect()
+    }
+
     /// Rules that can never fire because an earlier rule matches everything they match (first match
     /// wins), e.g. the original's `allow cat` placed before `deny cat .env`.
     fn shadowed_rules(&self) -> Vec<Warning> {
         let rules = &self.model.rules;
-        // Each executable pattern is read once: comparing every pair re-reading both patterns was
-        // quadratic in text scans, and this runs on every `sentra-shell` start.
-        let names: Vec<Option<Vec<String>>> =
-            rules.iter().map(|rule| rule.matcher.executable.as_deref().and_then(exec::plain_names)).collect();
+        let names = &self.rule_names;
         let mut warnings = Vec::new();
         for (j, later) in rules.iter().enumerate() {
             let Some(earlier) = rules[..j]
                 .iter()
-                .zip(&names)
+                .zip(names)
                 .find(|(earlier, earlier_names)| {
                     covers(
                         (&earlier.matcher, earlier_names.as_deref()),
@@ -331,6 +377,86 @@ fn covers(
         (Some(_), None) => false,
     };
     executable && field(&a.args_pattern, &b.args_pattern) && field(&a.identity, &b.identity)
+}
+
+/// Largest policy file read: real policies are a few KiB, and a policy is held in memory (and parsed
+/// by every `sentra-shell`).
+pub const MAX_POLICY_BYTES: u64 = 16 << 20;
+
+/// Reads a policy file's text without ever blocking or reading without bound: only a regular file
+/// (opened non-blocking, so a FIFO cannot stall the reader), at most [`MAX_POLICY_BYTES`], valid
+/// UTF-8 (else the line and column of the first bad byte), and not empty.
+fn read_text(file: &Path) -> Result<String, PolicyError> {
+    use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
+    let located = |line, column, message: String| {
+        PolicyError::Invalid(Located { file: file.to_path_buf(), line, column, message })
+    };
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(file)
+        .map_err(|source| match source.raw_os_error() {
+            Some(nix::libc::ELOOP) => located(0, 0, "cannot read policy: a loop of symbolic links".into()),
+            _ => PolicyError::Read { file: file.to_path_buf(), source },
+        })?;
+    let meta = handle.metadata().map_err(|source| PolicyError::Read { file: file.to_path_buf(), source })?;
+    if !meta.is_file() {
+        let kind = match meta.file_type() {
+            t if t.is_dir() => "a directory",
+            t if std::os::unix::fs::FileTypeExt::is_fifo(&t) => "a FIFO",
+            t if std::os::unix::fs::FileTypeExt::is_socket(&t) => "a socket",
+            t if std::os::unix::fs::FileTypeExt::is_char_device(&t)
+                || std::os::unix::fs::FileTypeExt::is_block_device(&t) =>
+            {
+                "a device"
+            }
+            _ => "not a regular file",
+        };
+        return Err(located(0, 0, format!("cannot read policy: {kind}, not a regular file")));
+    }
+    let too_large = || located(0, 0, format!("policy larger than {} MiB: refused", MAX_POLICY_BYTES >> 20));
+    if meta.len() > MAX_POLICY_BYTES {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    handle
+        .take(MAX_POLICY_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| PolicyError::Read { file: file.to_path_buf(), source })?;
+    if bytes.len() as u64 > MAX_POLICY_BYTES {
+        return Err(too_large());
+    }
+    let text = String::from_utf8(bytes).map_err(|err| {
+        let good = &err.as_bytes()[..err.utf8_error().valid_up_to()];
+        let line = good.split(|&b| b == b'\n').count();
+        let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |at| at + 1);
+        // Columns count characters, as the YAML parser's do.
+        let column = String::from_utf8_lossy(&good[line_start..]).chars().count() + 1;
+        let byte = err.as_bytes().get(good.len()).copied().unwrap_or_default();
+        located(line, column, format!("not valid UTF-8 (byte 0x{byte:02x})"))
+    })?;
+    if is_empty(&text) {
+        return Err(empty(file));
+    }
+    Ok(text)
+}
+
+/// Nothing but blank lines and comments: YAML reads that as a policy of defaults, which would deny
+/// everything (or, for the shell layer, judge by nothing but `default`). A policy says something.
+fn is_empty(text: &str) -> bool {
+    text.lines().all(|line| {
+        let line = line.trim();
+        line.is_empty() || line.starts_with('#') || line == "---" || line == "..."
+    })
+}
+
+fn empty(file: &Path) -> PolicyError {
+    PolicyError::Invalid(Located {
+        file: file.to_path_buf(),
+        line: 1,
+        column: 1,
+        message: "the policy is empty: write at least `default:` and the rules (see policies/)".into(),
+    })
 }
 
 /// `serde_yaml` appends " at line L column C" to its messages; the location is reported separately.

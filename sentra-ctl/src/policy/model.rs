@@ -166,8 +166,8 @@ pub struct ExecEntry {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeccompProfile {
-    /// `allow` or `deny` for system calls no list names.
-    pub default: Option<Effect>,
+    /// What happens to system calls no list names.
+    pub default: Option<SeccompAction>,
     /// Another profile this one starts from.
     pub extends: Option<String>,
     #[serde(default)]
@@ -189,13 +189,31 @@ pub struct SyscallCondition {
     pub arg: u8,
     pub mask: u64,
     pub value: u64,
-    pub action: Effect,
+    pub action: SeccompAction,
 }
 
-/// The original's per-profile network list (`"*.whatsapp.net:443"`).
+/// What a seccomp profile does with a system call (the original's four actions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeccompAction {
+    Allow,
+    /// Fails with `EPERM`.
+    Deny,
+    /// Allowed and logged by the kernel.
+    Log,
+    /// `SIGSYS`.
+    Trap,
+}
+
+/// The original's per-profile network list (`"*.whatsapp.net:443"`). The original enforced it outside
+/// seccomp (firewall scripts); here network destinations are the `network:` section's, so this is
+/// accepted and reported as not applied.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkPolicy {
+    /// Loopback connections allowed.
+    #[serde(default)]
+    pub allow_loopback: bool,
     #[serde(default)]
     pub allow_outbound: Vec<String>,
 }

@@ -111,10 +111,11 @@ pub struct ShellMatcher {
 }
 
 impl ShellMatcher {
-    /// Compiles the shell rules of `policy`; every regex is validated now, with the rule named.
+    /// Indexes the shell rules of `policy`. Regexes are compiled when a command first needs them;
+    /// [`Self::validate`] compiles them all, naming the rule of an invalid one.
     ///
     /// # Errors
-    /// A regex is invalid, or there are more rules than fit in a `u32`.
+    /// There are more rules than fit in a `u32`.
     pub fn new(policy: &Policy) -> Result<Self, PolicyError> {
         let model = &policy.model;
         let mut matcher = Self {
@@ -139,7 +140,12 @@ impl ShellMatcher {
 
     fn push(&mut self, policy: &Policy, rule: &Rule) -> Result<(), PolicyError> {
         let index = u32::try_from(self.rules.len()).map_err(|_| policy.error("too many rules"))?;
-        match rule.matcher.executable.as_deref().map(exact_literals) {
+        match rule
+            .matcher
+            .executable
+            .as_ref()
+            .map(|_| policy.rule_names.get(index as usize).cloned().flatten())
+        {
             None if rule.matcher.args_pattern.is_some() => self.by_args.push(index),
             None => self.always.push(index),
             Some(Some(names)) => {
@@ -452,38 +458,6 @@ fn anchored_prefix(pattern: &str) -> Option<String> {
     (!prefix.is_empty()).then_some(prefix)
 }
 
-/// The exact names an executable pattern matches when it is `^NAME$` or `^(NAME|NAME…)$` (also
-/// `(?:…)`), names made of letters, digits, `_`, `-` and escaped punctuation; `None` otherwise.
-fn exact_literals(pattern: &str) -> Option<Vec<String>> {
-    let body = pattern.strip_prefix('^')?.strip_suffix('$')?;
-    if body.ends_with('\\') && body.chars().rev().take_while(|&c| c == '\\').count() % 2 == 1 {
-        // `\$` is a literal dollar, not an anchor.
-        return None;
-    }
-    let body = body
-        .strip_prefix("(?:")
-        .or_else(|| body.strip_prefix('('))
-        .and_then(|b| b.strip_suffix(')'))
-        .unwrap_or(body);
-    let mut names = vec![String::new()];
-    let mut chars = body.chars();
-    while let Some(c) = chars.next() {
-        let current = names.last_mut()?;
-        match c {
-            '|' => names.push(String::new()),
-            '\\' => match chars.next()? {
-                escaped @ ('.' | '+' | '-' | '_' | '*' | '?' | '(' | ')' | '[' | ']' | '{' | '}' | '|'
-                | '^' | '$' | '\\' | '/') => current.push(escaped),
-                _ => return None,
-            },
-            c if c.is_ascii_alphanumeric() || c == '_' || c == '-' => current.push(c),
-            _ => return None,
-        }
-    }
-    // `^(a|)$` matches the empty name; keep it exact but harmless.
-    Some(names)
-}
-
 #[cfg(test)]
 mod tests {
     use std::{fmt::Write as _, path::Path};
@@ -498,20 +472,6 @@ mod tests {
 
     fn query<'a>(executable: &'a str, args: &'a str) -> Query<'a> {
         Query { executable, args, args_known: true, identity: "agent" }
-    }
-
-    #[test]
-    fn literal_extraction() {
-        let lit = |p: &str| exact_literals(p);
-        assert_eq!(lit("^sudo$"), Some(vec!["sudo".to_string()]));
-        assert_eq!(lit("^(rm|rmdir)$"), Some(vec!["rm".to_string(), "rmdir".to_string()]));
-        assert_eq!(lit("^(?:g\\+\\+|cc)$"), Some(vec!["g++".to_string(), "cc".to_string()]));
-        assert_eq!(lit("sudo"), None, "unanchored patterns match substrings");
-        assert_eq!(lit("^python.*$"), None);
-        assert_eq!(lit("^python[23]$"), None);
-        assert_eq!(lit("^a$|^b$"), None);
-        assert_eq!(lit("^(a|b)(c|d)$"), None);
-        assert_eq!(lit("^a\\$"), None);
     }
 
     #[test]

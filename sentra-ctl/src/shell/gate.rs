@@ -16,7 +16,7 @@ use super::{
     ratelimit::{self, Admission},
 };
 use crate::{
-    audit::{self, AuditError, AuditLog, Record},
+    audit::{self, AuditError, AuditLog, Record, ShellSession},
     policy::{
         Policy, PolicyError,
         model::{Mode, RateLimit},
@@ -34,9 +34,9 @@ pub const RULE_IDENTITY_NOT_GOVERNED: &str = "identity_not_governed";
 /// Why the gate cannot open: the command is refused (fail closed).
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
-    #[error("{0}")]
+    #[error(transparent)]
     Policy(#[from] PolicyError),
-    #[error("{0}")]
+    #[error(transparent)]
     Audit(#[from] AuditError),
 }
 
@@ -232,7 +232,7 @@ impl Gate {
                     Some((used, retry_after)),
                 )),
                 // The limit cannot be checked: refuse rather than run unlimited.
-                Err(err) => Some((format!("rate limit cannot be checked: {err}"), None)),
+                Err(err) => Some((format!("rate limit cannot be checked: {}", crate::describe(&err)), None)),
             };
             if let Some((reason, usage)) = limited {
                 decision.decision = if audit_mode { Verdict::AuditDenied } else { Verdict::Denied };
@@ -266,10 +266,7 @@ impl Gate {
             timestamp: audit::now(),
             event: "exec".into(),
             layer: "shell",
-            session_id: Some(self.settings.session_id.clone()),
-            host: Some(self.host.clone()),
-            user: Some(self.settings.user.clone()),
-            identity: Some(self.settings.identity.clone()),
+            shell: Some(self.session()),
             action: Some("exec"),
             command: Some(line.to_string()),
             executable: decision.executable.clone(),
@@ -278,10 +275,7 @@ impl Gate {
             decision: Some(decision.decision.as_str()),
             rule_id: Some(decision.rule_id.clone()),
             reason: decision.reason.clone(),
-            mode: Some(match self.mode() {
-                Mode::Enforce => "enforce",
-                Mode::Audit => "audit",
-            }),
+            mode: Some(self.mode().as_str()),
             exit_code,
             eval_duration_ms: Some(ms(decision.eval_duration)),
             exec_duration_ms: exec_duration.map(ms),
@@ -292,6 +286,17 @@ impl Gate {
                 "policy": self.settings.policy.display().to_string(),
             })),
             ..Record::default()
+        }
+    }
+
+    /// The session fields of this shell's records.
+    #[must_use]
+    pub fn session(&self) -> ShellSession {
+        ShellSession {
+            session_id: self.settings.session_id.clone(),
+            host: self.host.clone(),
+            user: self.settings.user.clone(),
+            identity: self.settings.identity.clone(),
         }
     }
 

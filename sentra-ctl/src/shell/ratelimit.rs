@@ -19,7 +19,7 @@ use crate::policy::model::RateLimit;
 /// Errors of the shared counter; the caller refuses the command (fail closed).
 #[derive(Debug, thiserror::Error)]
 pub enum RateLimitError {
-    #[error("rate-limit state {path}: {source}")]
+    #[error("rate-limit state {path}")]
     Io {
         path: PathBuf,
         #[source]

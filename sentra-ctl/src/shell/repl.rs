@@ -15,13 +15,13 @@ use crate::policy::model::Mode;
 /// Errors that end the loop.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplError {
-    #[error("line editor: {0}")]
+    #[error("line editor")]
     Editor(#[from] ReadlineError),
-    #[error("{0}")]
+    #[error(transparent)]
     Session(#[from] SessionError),
-    #[error("refusing to run: cannot write the audit log: {0}")]
+    #[error("refusing to run: cannot write the audit log")]
     Audit(#[from] crate::audit::AuditError),
-    #[error("reading stdin: {0}")]
+    #[error("reading stdin")]
     Stdin(#[from] std::io::Error),
 }
 

@@ -26,15 +26,15 @@ const STATE_FD: i32 = 9;
 /// Errors that end a line without running it.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    #[error("refusing to run: cannot write the audit log: {0}")]
+    #[error("refusing to run: cannot write the audit log")]
     Audit(#[from] crate::audit::AuditError),
-    #[error("cannot start {shell}: {source}")]
+    #[error("cannot start {shell}")]
     Spawn {
         shell: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("session state: {0}")]
+    #[error("session state")]
     State(#[source] std::io::Error),
 }
 
@@ -93,7 +93,7 @@ pub fn run_once(gate: &mut Gate, line: &str, once: &Once<'_>) -> Result<Outcome,
     );
     if let Err(err) = gate.write(&record) {
         // The line already ran; say loudly that its record is missing.
-        eprintln!("sentra: audit log write failed after the command ran: {err}");
+        eprintln!("sentra: audit log write failed after the command ran: {}", crate::describe(&err));
     }
     Ok(Outcome::Ran { status, decision })
 }
@@ -128,10 +128,7 @@ impl Session {
             timestamp: crate::audit::now(),
             event: event.into(),
             layer: "shell",
-            session_id: Some(self.gate.settings.session_id.clone()),
-            host: Some(self.gate.host.clone()),
-            user: Some(self.gate.settings.user.clone()),
-            identity: Some(self.gate.settings.identity.clone()),
+            shell: Some(self.gate.session()),
             kernel_enforced: Some(self.gate.kernel_enforced),
             detail: Some(serde_json::json!({
                 "policy_info": {
@@ -214,7 +211,7 @@ impl Session {
             Some(&shell),
         );
         if let Err(err) = self.gate.write(&record) {
-            eprintln!("sentra: audit log write failed after the command ran: {err}");
+            eprintln!("sentra: audit log write failed after the command ran: {}", crate::describe(&err));
         }
         let mut file = std::fs::File::from(state);
         let mut text = String::new();

@@ -2,7 +2,7 @@
 
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_user, bpf_probe_read_user_str_bytes};
 use sentra_common::{
-    event::{ARG_LEN, ExecEvent, MAX_ARGS, flags},
+    event::{ARG_LEN, ExecEvent, MAX_ARGS, ProbeSite, flags},
     offsets::KernelOffsets,
 };
 
@@ -69,11 +69,12 @@ fn from_argv(event: &mut ExecEvent, argv: u64) -> Option<u32> {
 /// From the new image's argument area (`mm->arg_start..arg_end`, NUL-separated strings).
 #[inline(always)]
 fn from_new_image(event: &mut ExecEvent, off: &KernelOffsets) -> Option<u32> {
+    // A failed read here flags the event ARGS_UNAVAILABLE; it decides nothing (no site).
     // SAFETY: helper without pointer arguments.
     let task = unsafe { bpf_get_current_task() };
-    let mm = kernel::read_ptr(task, off.task_mm).ok()?;
-    let start: u64 = kernel::read(mm, off.mm_arg_start).ok()?;
-    let end: u64 = kernel::read(mm, off.mm_arg_end).ok()?;
+    let mm = kernel::read_ptr(task, off.task_mm, ProbeSite::None).ok()?;
+    let start: u64 = kernel::read(mm, off.mm_arg_start, ProbeSite::None).ok()?;
+    let end: u64 = kernel::read(mm, off.mm_arg_end, ProbeSite::None).ok()?;
     let mut cursor = start;
     let mut i: usize = 0;
     while i < MAX_ARGS && cursor < end {

@@ -10,7 +10,7 @@
 //! string the caller passed plays no part. The walk also records the path components for the event.
 
 use sentra_common::{
-    event::{ExecEvent, MAX_PATH_COMPONENTS, flags},
+    event::{ExecEvent, MAX_PATH_COMPONENTS, ProbeSite, flags},
     exec::{InodeKey, MAX_WALK_DEPTH, NAME_LEN, NameKey, RULE_DEFAULT, RULE_PATH_TOO_DEEP, RuleValue},
     offsets::KernelOffsets,
     settings::{Effect, Settings},
@@ -60,10 +60,10 @@ impl Verdict {
 /// (device, inode) of a dentry's inode, device as the kernel's `dev_t`.
 #[inline(always)]
 fn identity(dentry: u64, off: &KernelOffsets) -> Result<(u64, u64), ReadError> {
-    let inode = kernel::read_ptr(dentry, off.dentry_inode)?;
-    let ino: u64 = kernel::read(inode, off.inode_ino)?;
-    let sb = kernel::read_ptr(inode, off.inode_sb)?;
-    let dev: u32 = kernel::read(sb, off.sb_dev)?;
+    let inode = kernel::read_ptr(dentry, off.dentry_inode, ProbeSite::Inode)?;
+    let ino: u64 = kernel::read(inode, off.inode_ino, ProbeSite::Inode)?;
+    let sb = kernel::read_ptr(inode, off.inode_sb, ProbeSite::Inode)?;
+    let dev: u32 = kernel::read(sb, off.sb_dev, ProbeSite::Inode)?;
     Ok((u64::from(dev), ino))
 }
 
@@ -84,11 +84,11 @@ fn record(event: &mut Option<&mut ExecEvent>, index: u32, dentry: u64, off: &Ker
         event.flags |= flags::PATH_TRUNCATED;
         return;
     }
-    let Ok(name) = kernel::read_ptr(dentry, off.dentry_name) else {
+    let Ok(name) = kernel::read_ptr(dentry, off.dentry_name, ProbeSite::DentryName) else {
         event.flags |= flags::PATH_TRUNCATED;
         return;
     };
-    match kernel::read_str(name, &mut event.path[i]) {
+    match kernel::read_str(name, &mut event.path[i], ProbeSite::DentryName) {
         Ok(len) => {
             if len + 1 >= NAME_LEN {
                 event.flags |= flags::PATH_TRUNCATED;
@@ -108,9 +108,9 @@ pub fn decide(
     settings: &Settings,
     mut event: Option<&mut ExecEvent>,
 ) -> Result<Verdict, ReadError> {
-    let file = kernel::read_ptr(bprm, off.binprm_file)?;
-    let dentry = kernel::read_ptr(file, off.file_dentry)?;
-    let mut vfsmount = kernel::read_ptr(file, off.file_vfsmount)?;
+    let file = kernel::read_ptr(bprm, off.binprm_file, ProbeSite::BprmFile)?;
+    let dentry = kernel::read_ptr(file, off.file_dentry, ProbeSite::FileDentry)?;
+    let mut vfsmount = kernel::read_ptr(file, off.file_vfsmount, ProbeSite::FileMount)?;
     // `struct mount` embeds the `struct vfsmount` (fs/mount.h): step back to the container.
     let mut mount = vfsmount - u64::from(off.mount_vfsmount);
 
@@ -125,14 +125,14 @@ pub fn decide(
     // SAFETY: lookup with a stack key.
     let mut verdict = Verdict::from_value(unsafe { EXEC_INODE_RULES.get(inode_key) });
 
-    let parent = kernel::read_ptr(dentry, off.dentry_parent)?;
+    let parent = kernel::read_ptr(dentry, off.dentry_parent, ProbeSite::DentryParent)?;
     if !verdict.found() {
         let (dir_dev, dir_ino) = identity(parent, off)?;
         let mut key = NameKey { generation, pad: 0, dir_dev, dir_ino, name: [0; NAME_LEN] };
-        let name = kernel::read_ptr(dentry, off.dentry_name)?;
+        let name = kernel::read_ptr(dentry, off.dentry_name, ProbeSite::DentryName)?;
         // A name longer than the key holds is cut short; policy validation rejects rules on such names,
         // so a cut name never matches a rule by accident.
-        let _ = kernel::read_str(name, &mut key.name);
+        let _ = kernel::read_str(name, &mut key.name, ProbeSite::DentryName);
         // SAFETY: lookup with a stack key.
         verdict = Verdict::from_value(unsafe { EXEC_NAME_RULES.get(key) });
     }
@@ -149,21 +149,21 @@ pub fn decide(
         } else if event.is_none() {
             break;
         }
-        let root = kernel::read_ptr(vfsmount, off.vfsmount_root)?;
+        let root = kernel::read_ptr(vfsmount, off.vfsmount_root, ProbeSite::MountRoot)?;
         if current == root {
             // Root of this mount: go on from its mount point in the parent mount (as fs/d_path.c
             // prepend_path does), or stop at the namespace's root mount.
-            let parent_mount = kernel::read_ptr(mount, off.mount_parent)?;
+            let parent_mount = kernel::read_ptr(mount, off.mount_parent, ProbeSite::MountParent)?;
             if parent_mount == mount {
                 complete = true;
                 break;
             }
-            current = kernel::read_ptr(mount, off.mount_mountpoint)?;
+            current = kernel::read_ptr(mount, off.mount_mountpoint, ProbeSite::Mountpoint)?;
             mount = parent_mount;
             vfsmount = mount + u64::from(off.mount_vfsmount);
         }
         record(&mut event, depth, current, off);
-        let up = kernel::read_ptr(current, off.dentry_parent)?;
+        let up = kernel::read_ptr(current, off.dentry_parent, ProbeSite::DentryParent)?;
         if up == current {
             complete = true;
             break;

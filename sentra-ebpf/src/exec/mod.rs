@@ -6,8 +6,9 @@ mod lsm;
 mod signal;
 
 use sentra_common::{
-    event::{Decision, ExecEvent},
+    event::{Decision, ExecEvent, ProbeSite},
     exec::RULE_INTERNAL_ERROR,
+    offsets::KernelOffsets,
     settings::{Effect, Mode, Settings, stats},
 };
 
@@ -36,20 +37,15 @@ pub enum ArgSource {
 
 /// Decides an exec by a task already known to be governed, emits its event, and returns the action.
 ///
-/// `bprm` is the hook's `struct linux_binprm *`. Any failure decides closed (deny): this runs only for
-/// governed tasks, so a failure never affects the rest of the host.
+/// `bprm` is the hook's `struct linux_binprm *`. Any failure decides closed (deny) and is reported with
+/// its site: this runs only for governed tasks, so a failure never affects the rest of the host.
 #[inline(always)]
 pub fn govern(bprm: u64, args: ArgSource) -> Action {
     let off = kernel::offsets();
-    let Some(active) = ACTIVE_GENERATION.get(0).copied() else {
-        return fail_closed();
-    };
-    let Some(settings) = SETTINGS.get(active.generation).copied() else {
-        return fail_closed();
-    };
-    if off.valid == 0 || settings.loaded == 0 {
-        return fail_closed();
-    }
+    let active = ACTIVE_GENERATION.get(0).copied().unwrap_or_default();
+    let settings = ready(&off, active.generation);
+    // Without settings nothing says audit: enforce.
+    let mode = settings.map_or(Mode::Enforce as u32, |s| s.mode);
 
     count(stats::EXEC_DECISIONS);
     // The reservation is tested for null exactly once and, when it succeeded, submitted on every path
@@ -61,50 +57,73 @@ pub fn govern(bprm: u64, args: ArgSource) -> Action {
         let event = unsafe { &mut *entry.as_mut_ptr() };
         event.flags = 0;
         event.path_components = 0;
-        let verdict = settle(decide::decide(bprm, &off, active.generation, &settings, Some(&mut *event)));
-        let (decision, action) = apply(verdict, &settings);
+        event.dev = 0;
+        event.ino = 0;
+        let verdict = settle(
+            settings.and_then(|s| decide::decide(bprm, &off, active.generation, &s, Some(&mut *event))),
+        );
+        let (decision, action) = apply(&verdict, mode);
         task::fill_header(&mut event.header, &off, active.backend);
         event.decision = decision as u32;
-        event.mode = settings.mode;
+        event.mode = mode;
         event.rule = verdict.rule;
+        event.probe_site = verdict.site;
         event.generation = active.generation;
-        event.argc = kernel::read::<i32>(bprm, off.binprm_argc).map_or(0, i32::cast_unsigned);
+        event.argc =
+            kernel::read::<i32>(bprm, off.binprm_argc, ProbeSite::None).map_or(0, i32::cast_unsigned);
         args::capture(event, &off, args);
         entry.submit(crate::maps::submit_flags(decision != Decision::Allowed));
         action
     } else {
         count(stats::EVENTS_DROPPED);
-        let verdict = settle(decide::decide(bprm, &off, active.generation, &settings, None));
-        apply(verdict, &settings).1
+        let verdict = settle(settings.and_then(|s| decide::decide(bprm, &off, active.generation, &s, None)));
+        apply(&verdict, mode).1
     }
 }
 
-/// A failed decision is a denial (fail closed: only governed tasks get here).
+/// The active generation's settings, if the probe can decide under them at all.
 #[inline(always)]
-fn settle(verdict: Result<decide::Verdict, kernel::ReadError>) -> decide::Verdict {
-    verdict.unwrap_or_else(|_| {
-        count(stats::PROBE_ERRORS);
-        decide::Verdict { effect: Effect::Deny as u32, rule: RULE_INTERNAL_ERROR }
-    })
+fn ready(off: &KernelOffsets, generation: u32) -> Result<Settings, kernel::ReadError> {
+    if off.valid == 0 {
+        return Err(kernel::ReadError(ProbeSite::Offsets));
+    }
+    match SETTINGS.get(generation) {
+        Some(settings) if settings.loaded != 0 => Ok(*settings),
+        _ => Err(kernel::ReadError(ProbeSite::Settings)),
+    }
+}
+
+/// A decision, or the site that failed.
+struct Settled {
+    effect: u32,
+    rule: u32,
+    /// [`ProbeSite`] as `u32`.
+    site: u32,
+}
+
+/// A failed decision is a denial (fail closed: only governed tasks get here), counted by its site.
+#[inline(always)]
+fn settle(verdict: Result<decide::Verdict, kernel::ReadError>) -> Settled {
+    match verdict {
+        Ok(verdict) => Settled { effect: verdict.effect, rule: verdict.rule, site: ProbeSite::None as u32 },
+        Err(kernel::ReadError(site)) => {
+            count(stats::PROBE_ERRORS);
+            count(stats::PROBE_SITE_BASE + site as u32);
+            Settled { effect: Effect::Deny as u32, rule: RULE_INTERNAL_ERROR, site: site as u32 }
+        }
+    }
 }
 
 /// Applies the mode: what the event records, and what the backend does.
 #[inline(always)]
-fn apply(verdict: decide::Verdict, settings: &Settings) -> (Decision, Action) {
+fn apply(verdict: &Settled, mode: u32) -> (Decision, Action) {
     let denied = verdict.effect != Effect::Allow as u32;
     if denied {
         count(stats::EXEC_DENIED);
     }
-    match (denied, settings.mode == Mode::Audit as u32) {
+    match (denied, mode == Mode::Audit as u32) {
         (false, _) => (Decision::Allowed, Action::Allow),
         (true, true) => (Decision::AuditDenied, Action::Allow),
         (true, false) => (Decision::Denied, Action::Deny),
     }
-}
-
-/// Decision for a governed task when the probe cannot work (no settings, no offsets).
-#[inline(always)]
-fn fail_closed() -> Action {
-    count(stats::PROBE_ERRORS);
-    Action::Deny
 }

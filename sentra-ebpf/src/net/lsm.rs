@@ -5,10 +5,10 @@
 //! programs, which steer it.
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use sentra_common::event::NetHook;
+use sentra_common::event::{NetHook, ProbeSite};
 
-use super::{IPPROTO_TCP, IPPROTO_UDP, Outcome, decide, dest4, dest6};
-use crate::{kernel, task};
+use super::{IPPROTO_TCP, IPPROTO_UDP, Outcome, decide, dest4, dest6, fail_closed};
+use crate::{kernel, maps::ACTIVE_GENERATION, task};
 
 const EPERM: i32 = 1;
 /// include/linux/socket.h.
@@ -20,11 +20,16 @@ const SOCK_DGRAM: i16 = 2;
 
 #[lsm(hook = "socket_connect")]
 pub fn net_lsm_connect(ctx: LsmContext) -> i32 {
-    try_net_lsm_connect(&ctx).unwrap_or(-EPERM)
+    try_net_lsm_connect(&ctx).unwrap_or_else(|kernel::ReadError(site)| {
+        let active = ACTIVE_GENERATION.get(0).copied().unwrap_or_default();
+        let _ = fail_closed(None, NetHook::LsmConnect, &active, site);
+        -EPERM
+    })
 }
 
-/// `Err` only for a governed task whose connect could not be read: it is denied (fail closed).
-fn try_net_lsm_connect(ctx: &LsmContext) -> Result<i32, i32> {
+/// `Err` only for a governed task whose connect could not be read: it is denied (fail closed) and
+/// reported with the site.
+fn try_net_lsm_connect(ctx: &LsmContext) -> Result<i32, kernel::ReadError> {
     // Arguments: (struct socket *sock, struct sockaddr *address, int addrlen, int retval).
     let retval: i32 = ctx.arg(3);
     if retval != 0 {
@@ -38,11 +43,11 @@ fn try_net_lsm_connect(ctx: &LsmContext) -> Result<i32, i32> {
     let addrlen: i32 = ctx.arg(2);
     let off = kernel::offsets();
     if off.valid == 0 {
-        return Err(-EPERM);
+        return Err(kernel::ReadError(ProbeSite::Offsets));
     }
     // `address` is the kernel's copy of the caller's sockaddr (net/socket.c `move_addr_to_kernel`).
-    let family: u16 = kernel::read(address, 0).map_err(|_| -EPERM)?;
-    let sock_type: i16 = kernel::read(sock, off.socket_type).map_err(|_| -EPERM)?;
+    let family: u16 = kernel::read(address, 0, ProbeSite::SockAddr)?;
+    let sock_type: i16 = kernel::read(sock, off.socket_type, ProbeSite::SocketType)?;
     let ip_proto = match sock_type {
         SOCK_STREAM => IPPROTO_TCP,
         SOCK_DGRAM => IPPROTO_UDP,
@@ -52,13 +57,13 @@ fn try_net_lsm_connect(ctx: &LsmContext) -> Result<i32, i32> {
     // sin_port / sin6_port at offset 2, network order (include/uapi/linux/in.h, in6.h).
     let dest = match family {
         AF_INET if addrlen >= 16 => {
-            let port: u16 = kernel::read(address, 2).map_err(|_| -EPERM)?;
-            let ip: [u8; 4] = kernel::read(address, 4).map_err(|_| -EPERM)?;
+            let port: u16 = kernel::read(address, 2, ProbeSite::SockAddr)?;
+            let ip: [u8; 4] = kernel::read(address, 4, ProbeSite::SockAddr)?;
             dest4(ip, u16::from_be(port), ip_proto)
         }
         AF_INET6 if addrlen >= 24 => {
-            let port: u16 = kernel::read(address, 2).map_err(|_| -EPERM)?;
-            let ip: [u8; 16] = kernel::read(address, 8).map_err(|_| -EPERM)?;
+            let port: u16 = kernel::read(address, 2, ProbeSite::SockAddr)?;
+            let ip: [u8; 16] = kernel::read(address, 8, ProbeSite::SockAddr)?;
             dest6(ip, u16::from_be(port), ip_proto)
         }
         // AF_UNSPEC (dissolving a UDP association), AF_UNIX and the rest are not network

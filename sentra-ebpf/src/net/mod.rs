@@ -11,7 +11,7 @@ mod sock_addr;
 
 use aya_ebpf::maps::lpm_trie::Key;
 use sentra_common::{
-    event::{Decision, EventKind, NetEvent, NetHook},
+    event::{Decision, EventKind, NetEvent, NetHook, ProbeSite},
     net::{
         CIDR_KEY_HEADER_BITS, CidrKey, FAMILY_V4, HostKey, MAX_PORT_RANGES, NET_RULE_DEFAULT,
         NET_RULE_INTERNAL_ERROR, NetAllow, NetSettings, proto, stats,
@@ -57,15 +57,13 @@ pub enum Outcome {
 /// Decides a destination of a governed task and emits the event of a denial.
 #[inline(always)]
 pub fn decide(dest: &Dest, hook: NetHook) -> Outcome {
-    let Some(active) = ACTIVE_GENERATION.get(0).copied() else {
-        return fail_closed(dest, hook, &ActiveGeneration::default());
+    // The controller writes generation 0 completely and activates it before it attaches any program,
+    // so the active generation (and its backend) is always set when a hook runs.
+    let active = ACTIVE_GENERATION.get(0).copied().unwrap_or_default();
+    let settings = match NET_SETTINGS.get(active.generation) {
+        Some(settings) if settings.loaded != 0 => *settings,
+        _ => return fail_closed(Some(dest), hook, &active, ProbeSite::Settings),
     };
-    let Some(settings) = NET_SETTINGS.get(active.generation).copied() else {
-        return fail_closed(dest, hook, &active);
-    };
-    if settings.loaded == 0 {
-        return fail_closed(dest, hook, &active);
-    }
     if settings.governed == 0 {
         return Outcome::Allow;
     }
@@ -89,7 +87,7 @@ pub fn decide(dest: &Dest, hook: NetHook) -> Outcome {
     // In audit mode the LSM hook lets the connect go on to the cgroup hook, which reports it: one
     // event per connect.
     if !(audit && matches!(hook, NetHook::LsmConnect)) {
-        emit(dest, hook, &active, settings.mode, decision, NET_RULE_DEFAULT);
+        emit(dest, hook, &active, settings.mode, decision, NET_RULE_DEFAULT, ProbeSite::None);
     }
     if audit { Outcome::Allow } else { Outcome::Deny }
 }
@@ -154,17 +152,35 @@ fn is_loopback(dest: &Dest) -> bool {
     dest.addr[15] == 1
 }
 
-/// Decision for a governed task when the probe cannot decide (no settings for the generation).
+/// Decision for a governed task when the probe cannot decide: denied, counted by site, and reported
+/// (with the destination when it could be read, else with an empty one).
 #[inline(always)]
-fn fail_closed(dest: &Dest, hook: NetHook, active: &ActiveGeneration) -> Outcome {
+pub fn fail_closed(
+    dest: Option<&Dest>,
+    hook: NetHook,
+    active: &ActiveGeneration,
+    site: ProbeSite,
+) -> Outcome {
     count(stats::ERRORS);
-    emit(dest, hook, active, Mode::Enforce as u32, Decision::Denied, NET_RULE_INTERNAL_ERROR);
+    crate::maps::count(sentra_common::settings::stats::PROBE_ERRORS);
+    crate::maps::count(sentra_common::settings::stats::PROBE_SITE_BASE + site as u32);
+    let unknown = Dest { family: 0, addr: [0; 16], port: 0, ip_proto: 0 };
+    let dest = dest.unwrap_or(&unknown);
+    emit(dest, hook, active, Mode::Enforce as u32, Decision::Denied, NET_RULE_INTERNAL_ERROR, site);
     Outcome::Deny
 }
 
 /// Sends a network event for the current task.
 #[inline(always)]
-fn emit(dest: &Dest, hook: NetHook, active: &ActiveGeneration, mode: u32, decision: Decision, rule: u32) {
+fn emit(
+    dest: &Dest,
+    hook: NetHook,
+    active: &ActiveGeneration,
+    mode: u32,
+    decision: Decision,
+    rule: u32,
+    site: ProbeSite,
+) {
     let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) else {
         crate::maps::count(sentra_common::settings::stats::EVENTS_DROPPED);
         return;
@@ -183,6 +199,8 @@ fn emit(dest: &Dest, hook: NetHook, active: &ActiveGeneration, mode: u32, decisi
     event.protocol = dest.ip_proto;
     event.family = dest.family;
     event.port = u32::from(dest.port);
+    event.probe_site = site as u32;
+    event.pad = 0;
     event.addr = dest.addr;
     event.exe = [0; sentra_common::exec::NAME_LEN];
     if off.valid != 0 {
@@ -190,12 +208,13 @@ fn emit(dest: &Dest, hook: NetHook, active: &ActiveGeneration, mode: u32, decisi
         // full path from /proc/<pid>/exe while the task lives.
         // SAFETY: helper without pointer arguments.
         let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() };
-        if let Ok(name) = kernel::read_ptr(task, off.task_mm)
-            .and_then(|mm| kernel::read_ptr(mm, off.mm_exe_file))
-            .and_then(|file| kernel::read_ptr(file, off.file_dentry))
-            .and_then(|dentry| kernel::read_ptr(dentry, off.dentry_name))
+        // Informational: a failed read leaves the name empty (no site).
+        if let Ok(name) = kernel::read_ptr(task, off.task_mm, ProbeSite::None)
+            .and_then(|mm| kernel::read_ptr(mm, off.mm_exe_file, ProbeSite::None))
+            .and_then(|file| kernel::read_ptr(file, off.file_dentry, ProbeSite::None))
+            .and_then(|dentry| kernel::read_ptr(dentry, off.dentry_name, ProbeSite::None))
         {
-            let _ = kernel::read_str(name, &mut event.exe);
+            let _ = kernel::read_str(name, &mut event.exe, ProbeSite::None);
         }
     }
     // Network events are denials (or audit-mode would-be denials): the controller wakes at once.

@@ -6,6 +6,7 @@
 //! `sentra-fixture spawn PATH [ARGS…]`   → runs PATH as a child; prints `exit=N`, `signal=N` or `exec-errno=N`
 //! `sentra-fixture storm N PATH [ARGS…]` → spawns PATH N times; prints `ok=K failed=F`
 //! `sentra-fixture bench N PATH [ARGS…]` → spawns PATH N times; prints `ns_per_exec=` (mean fork+exec+wait)
+//! `sentra-fixture connect ADDR:PORT`   → TCP connect; prints `connected` or `connect-errno=N`
 //! `sentra-fixture subcgroup NAME PATH [ARGS…]` → moves itself into a new child cgroup NAME of its own
 //!                                          cgroup (created now), then behaves as `spawn`
 
@@ -91,6 +92,16 @@ fn main() -> ExitCode {
             println!("ns_per_exec={}", start.elapsed().as_nanos() / u128::from(n.max(1)));
             ExitCode::SUCCESS
         }
+        Some("connect") => {
+            let Some(addr) = args.get(1).and_then(|a| a.parse::<std::net::SocketAddr>().ok()) else {
+                return ExitCode::from(2);
+            };
+            match std::net::TcpStream::connect(addr) {
+                Ok(_) => println!("connected"),
+                Err(err) => println!("connect-errno={}", err.raw_os_error().unwrap_or(-1)),
+            }
+            ExitCode::SUCCESS
+        }
         Some("subcgroup") => {
             let (Some(name), Some(path)) = (args.get(1), args.get(2)) else {
                 return ExitCode::from(2);
@@ -110,7 +121,7 @@ fn main() -> ExitCode {
             spawn(path, &rest(3))
         }
         _ => {
-            eprintln!("usage: sentra-fixture hello|exit|sleep|spawn|storm|subcgroup …");
+            eprintln!("usage: sentra-fixture hello|exit|sleep|spawn|storm|bench|connect|subcgroup …");
             ExitCode::from(2)
         }
     }
