@@ -369,7 +369,10 @@ fn a_probe_that_cannot_decide_denies_and_names_the_failed_site() {
         let out = c.run(&["launch", "--", FIXTURE, "connect", &target]);
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    assert_eq!(connect(&c).trim(), "connected", "loopback is not governed before the fault");
+    // Loopback is not governed by this policy: the connect succeeds (or fails for the network's own
+    // reasons, such as a VM whose `lo` is down), but is not refused.
+    let before = connect(&c);
+    assert!(!before.contains("connect-errno=1\n"), "refused before the fault: {before}");
 
     // Network: the connect is refused, reported with the site and the enforcing backend, and counted.
     unload_active_settings(&c.pin_root, false);
