@@ -35,5 +35,11 @@ corpus="$(mktemp -d)"
     -- -max_total_time="${SENTRA_FUZZ_INDEX_SECONDS:-15}" 2>&1 | tail -n 3)
 rm -rf "$corpus"
 
+step "fuzzing the shell evaluator: a verdict for every line, no crash, no hang (15 s)"
+corpus="$(mktemp -d)"
+(cd fuzz && AYA_BUILD_SKIP=1 cargo +nightly fuzz run -s none shell_line "$corpus" ../tests/corpus/shell-lines \
+    -- -max_total_time="${SENTRA_FUZZ_SHELL_SECONDS:-15}" -timeout=5 -max_len=65536 2>&1 | tail -n 3)
+rm -rf "$corpus"
+
 step "integration tests in qemu: Debian 6.1 and 6.12 kernels, lsm and signal backends"
 cargo xtask vm-test 2> >(quiet_build)

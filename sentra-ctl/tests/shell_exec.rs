@@ -3,7 +3,7 @@
 
 use std::{
     io::Write as _,
-    os::unix::process::ExitStatusExt as _,
+    os::unix::{ffi::OsStringExt as _, process::ExitStatusExt as _},
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
 };
@@ -343,4 +343,60 @@ fn identities_the_policy_does_not_govern_run_nothing() {
     assert_eq!(last["decision"], "denied");
     assert_eq!(last["rule_id"], "identity_not_governed");
     assert_eq!(last["identity"], "admin");
+}
+
+/// Inputs that once crashed the shell layer (stack overflow, a panic on bytes that are not UTF-8, a
+/// line too long for `argv`): each is now refused with a record, or runs.
+#[test]
+fn no_input_crashes_it_and_every_refusal_is_recorded() {
+    let env = Env::new(POLICY);
+    let nested = [
+        format!("{}true; {}", "{ ".repeat(2_000), "}; ".repeat(2_000)),
+        format!("{}true; {}", "if true; then ".repeat(5_000), "fi; ".repeat(5_000)),
+        format!("echo {}true{}", "$(".repeat(10_000), ")".repeat(10_000)),
+        format!("cat {}/dev/null{}", "<(cat ".repeat(2_000), ")".repeat(2_000)),
+        format!("echo {}x{}", "${a:-".repeat(2_000), "}".repeat(2_000)),
+        format!("if a; then b; {}fi", "elif c; then d; ".repeat(5_000)),
+    ];
+    for line in &nested {
+        let out = env.run(&["-c", line]);
+        assert_eq!(out.status.code(), Some(126), "{}…: {}", &line[..40], text(&out.stderr));
+        assert!(text(&out.stderr).contains("nested more than"), "{}", text(&out.stderr));
+    }
+    let records = env.records();
+    assert_eq!(records.len(), nested.len(), "one record per refusal");
+    assert!(records.iter().all(|r| r["decision"] == "denied" && r["rule_id"] == "parse_error"));
+
+    // A command that is not UTF-8: refused, recorded, no panic.
+    let bad = std::ffi::OsString::from_vec(b"echo caf\xe9".to_vec());
+    let out = env.shell().arg("-c").arg(&bad).output().expect("run");
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("not valid UTF-8"), "{}", text(&out.stderr));
+    let last = env.records().pop().expect("record");
+    assert_eq!(last["rule_id"], "unreadable_input", "{last}");
+    assert_eq!(last["decision"], "denied");
+
+    // A 10,000-stage pipeline is judged (and refused here: `sudo` is in it).
+    let pipeline = format!("{} | sudo ls", vec!["ls"; 10_000].join(" | "));
+    let out = env.run(&["-c", &pipeline]);
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+
+    // A line longer than one argument may be (here from stdin) reaches the shell whole.
+    let long = format!("x={}; echo ${{#x}}", "a".repeat(300_000));
+    let mut child = env.shell().stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn");
+    child.stdin.take().expect("stdin").write_all(long.as_bytes()).expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(text(&out.stdout), "300000\n", "{}", text(&out.stderr));
+}
+
+/// A rule written for a builtin's name applies to the builtin; builtins no rule names stay usable.
+#[test]
+fn rules_for_builtin_names_apply_to_builtins() {
+    let policy = "version: \"2.0\"\ndefault: deny\nrules:\n  - id: block_kill\n    match: { executable: \"^kill$\" }\n    effect: deny\n  - id: allow_echo\n    match: { executable: \"^echo$\" }\n    effect: allow\n";
+    let env = Env::new(policy);
+    let out = env.run(&["-c", "kill -0 $$"]);
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    assert_eq!(env.records().pop().expect("record")["rule_id"], "block_kill");
+    let out = env.run(&["-c", "cd /tmp && echo ok"]);
+    assert_eq!(text(&out.stdout), "ok\n", "{}", text(&out.stderr));
 }

@@ -7,6 +7,7 @@
 //! It never reads `$SHELL` (`OpenClaw` removes it).
 
 use std::{
+    ffi::OsString,
     io::{IsTerminal as _, Read as _},
     path::PathBuf,
     process::ExitCode,
@@ -14,7 +15,7 @@ use std::{
 
 use sentra_ctl::shell::{
     exec,
-    gate::{Gate, Settings},
+    gate::{Gate, RULE_UNREADABLE, Settings},
     session::{self, Once, Outcome},
 };
 
@@ -33,17 +34,32 @@ struct Args {
     stdin: bool,
     /// Options passed on to the real shell.
     options: Vec<String>,
-    /// Operands: the command text (with `-c`) or script, then `$0` and arguments.
-    operands: Vec<String>,
+    /// Operands: the command text (with `-c`) or script, then `$0` and arguments, as given: they are
+    /// checked for UTF-8 once the audit log is open, so that a refusal is recorded.
+    operands: Vec<OsString>,
 }
 
-fn parse_args(raw: impl Iterator<Item = String>) -> Result<Args, String> {
+fn parse_args(raw: impl Iterator<Item = OsString>) -> Result<Args, String> {
     let mut args =
         Args { quiet: std::env::var_os("SENTRA_QUIET").is_some_and(|v| v == "1"), ..Args::default() };
     let mut raw = raw.peekable();
-    while let Some(arg) = raw.next() {
+    let text = |arg: OsString| {
+        arg.into_string().map_err(|arg| format!("option {} is not valid UTF-8", arg.to_string_lossy()))
+    };
+    while let Some(os_arg) = raw.next() {
+        // An operand is kept as given; everything before the first one is an option, which is text.
+        if !os_arg.to_string_lossy().starts_with(['-', '+']) || os_arg == "-" {
+            args.operands.push(os_arg);
+            args.operands.extend(raw.by_ref());
+            break;
+        }
+        let arg = text(os_arg)?;
         let mut value = |name: &str, inline: Option<&str>| {
-            inline.map(str::to_string).or_else(|| raw.next()).ok_or_else(|| format!("{name} needs a value"))
+            inline
+                .map(str::to_string)
+                .map(Ok)
+                .or_else(|| raw.next().map(text))
+                .unwrap_or_else(|| Err(format!("{name} needs a value")))
         };
         let (name, inline) = arg.split_once('=').map_or((arg.as_str(), None), |(n, v)| (n, Some(v)));
         match name {
@@ -60,7 +76,7 @@ fn parse_args(raw: impl Iterator<Item = String>) -> Result<Args, String> {
                 break;
             }
             "-o" | "+o" => {
-                let option = raw.next().ok_or("-o needs an option name")?;
+                let option = text(raw.next().ok_or("-o needs an option name")?)?;
                 args.options.extend([arg.clone(), option]);
             }
             _ if (arg.starts_with('-') || arg.starts_with('+'))
@@ -75,7 +91,7 @@ fn parse_args(raw: impl Iterator<Item = String>) -> Result<Args, String> {
                         's' if sign == "-" => args.stdin = true,
                         'l' => {}
                         'o' => {
-                            let option = raw.next().ok_or("-o needs an option name")?;
+                            let option = text(raw.next().ok_or("-o needs an option name")?)?;
                             args.options.extend([format!("{sign}o"), option]);
                         }
                         _ if flag.is_ascii_alphabetic() => args.options.push(format!("{sign}{flag}")),
@@ -83,12 +99,7 @@ fn parse_args(raw: impl Iterator<Item = String>) -> Result<Args, String> {
                     }
                 }
             }
-            _ if arg.starts_with("--") => return Err(format!("unknown option {arg}")),
-            _ => {
-                args.operands.push(arg);
-                args.operands.extend(raw.by_ref());
-                break;
-            }
+            _ => return Err(format!("unknown option {arg}")),
         }
     }
     Ok(args)
@@ -100,7 +111,7 @@ Policy: --policy, else $SENTRA_POLICY, else /etc/sentra/policy.yaml.
 Audit log: --log, else $SENTRA_AUDIT_LOG, else /var/log/sentra/audit.jsonl.";
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
+    let args = match parse_args(std::env::args_os().skip(1)) {
         Ok(args) => args,
         Err(message) if message.starts_with("sentra-shell ") || message.starts_with("usage:") => {
             println!("{message}");
@@ -119,36 +130,24 @@ fn main() -> ExitCode {
             return ExitCode::from(DENIED);
         }
     };
-    let (line, dollar0, rest): (String, Option<String>, Vec<String>) = if args.command {
-        let mut operands = args.operands.into_iter();
-        let Some(line) = operands.next() else {
-            eprintln!("sentra-shell: -c: option requires an argument");
-            return ExitCode::from(2);
-        };
-        let dollar0 = operands.next();
-        (line, dollar0, operands.collect())
-    } else if !args.stdin && !args.operands.is_empty() {
-        let mut operands = args.operands.into_iter();
-        let script = operands.next().unwrap_or_default();
-        match std::fs::read_to_string(&script) {
-            Ok(text) => (text, Some(script), operands.collect()),
-            Err(err) => {
-                eprintln!("sentra-shell: {script}: {err}");
-                return ExitCode::from(127);
-            }
-        }
-    } else if args.interactive || (!args.stdin && std::io::stdin().is_terminal()) {
-        return repl(gate, args.quiet);
-    } else {
-        // Commands on stdin are read whole, judged as one script, then run.
-        let mut text = String::new();
-        if let Err(err) = std::io::stdin().read_to_string(&mut text) {
-            eprintln!("sentra-shell: cannot read commands from stdin: {err}");
-            return ExitCode::from(2);
-        }
-        (text, Some("sentra-shell".to_string()), args.operands)
-    };
     let mut gate = gate;
+    let read = match input(&args) {
+        Ok(Input::Repl) => return repl(gate, args.quiet),
+        Ok(Input::Line { line, dollar0, rest }) => (line, dollar0, rest),
+        Err(Failure::Usage(message, code)) => {
+            eprintln!("sentra-shell: {message}");
+            return ExitCode::from(code);
+        }
+        Err(Failure::Unreadable { shown, what }) => {
+            let reason = format!("{what} is not valid UTF-8: it cannot be judged, so it does not run");
+            let decision = Gate::refusal(RULE_UNREADABLE, reason);
+            if let Err(err) = session::refuse_once(&mut gate, &shown, decision, args.quiet) {
+                eprintln!("sentra-shell: {}", sentra_ctl::describe(&err));
+            }
+            return ExitCode::from(DENIED);
+        }
+    };
+    let (line, dollar0, rest) = read;
     let once = Once { options: &args.options, arg0: dollar0.as_deref(), args: &rest, quiet: args.quiet };
     match session::run_once(&mut gate, &line, &once) {
         Ok(Outcome::Ran { status, .. }) => exec::exit_like(status),
@@ -158,6 +157,59 @@ fn main() -> ExitCode {
             ExitCode::from(DENIED)
         }
     }
+}
+
+/// What to judge and run.
+enum Input {
+    Line { line: String, dollar0: Option<String>, rest: Vec<String> },
+    Repl,
+}
+
+enum Failure {
+    /// A usage or I/O error, with its exit status.
+    Usage(String, u8),
+    /// Input that is not UTF-8: `shown` is how records show it, `what` names it.
+    Unreadable { shown: String, what: &'static str },
+}
+
+/// The line (`-c`, a script file or stdin), `$0` and the arguments, all checked to be UTF-8.
+fn input(args: &Args) -> Result<Input, Failure> {
+    let unreadable =
+        |bytes: &[u8], what| Failure::Unreadable { shown: String::from_utf8_lossy(bytes).into_owned(), what };
+    let text = |arg: &OsString, what| {
+        arg.to_str().map(str::to_string).ok_or_else(|| unreadable(arg.as_encoded_bytes(), what))
+    };
+    let texts =
+        |rest: &[OsString]| rest.iter().map(|a| text(a, "an argument")).collect::<Result<Vec<_>, _>>();
+    if args.command {
+        let Some((line, rest)) = args.operands.split_first() else {
+            return Err(Failure::Usage("-c: option requires an argument".into(), 2));
+        };
+        let line = text(line, "the command")?;
+        let (dollar0, rest) = match rest.split_first() {
+            Some((dollar0, rest)) => (Some(text(dollar0, "$0")?), texts(rest)?),
+            None => (None, Vec::new()),
+        };
+        return Ok(Input::Line { line, dollar0, rest });
+    }
+    if !args.stdin
+        && let Some((script, rest)) = args.operands.split_first()
+    {
+        let bytes = std::fs::read(script)
+            .map_err(|err| Failure::Usage(format!("{}: {err}", script.to_string_lossy()), 127))?;
+        let line = String::from_utf8(bytes).map_err(|err| unreadable(err.as_bytes(), "the script"))?;
+        return Ok(Input::Line { line, dollar0: Some(text(script, "the script name")?), rest: texts(rest)? });
+    }
+    if args.interactive || (!args.stdin && std::io::stdin().is_terminal()) {
+        return Ok(Input::Repl);
+    }
+    // Commands on stdin are read whole, judged as one script, then run.
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut bytes)
+        .map_err(|err| Failure::Usage(format!("cannot read commands from stdin: {err}"), 2))?;
+    let line = String::from_utf8(bytes).map_err(|err| unreadable(err.as_bytes(), "the input"))?;
+    Ok(Input::Line { line, dollar0: Some("sentra-shell".into()), rest: texts(&args.operands)? })
 }
 
 /// `sentra-shell -i`: the same session as the `sentra` REPL.
@@ -177,7 +229,7 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Args {
-        parse_args(args.iter().map(ToString::to_string)).expect("valid")
+        parse_args(args.iter().map(OsString::from)).expect("valid")
     }
 
     #[test]

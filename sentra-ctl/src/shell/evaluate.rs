@@ -93,6 +93,21 @@ impl Evaluator<'_> {
 
     fn analysis(&self, analysis: &Analysis, depth: usize, out: &mut LineVerdict) {
         out.needs_bash |= analysis.needs_bash;
+        for file in &analysis.startup_files {
+            let context = format!("BASH_ENV/ENV={}", file.raw);
+            match &file.value {
+                Some(path) if path.is_empty() => {}
+                Some(path) => match self.read_script(path) {
+                    Ok(script) => self.line(&script, &context, depth + 1, out),
+                    Err(reason) => out.parts.push(refusal(&context, RULE_UNKNOWN, reason)),
+                },
+                None => out.parts.push(refusal(
+                    &context,
+                    RULE_UNKNOWN,
+                    format!("the startup script `{}` is only known when the line runs", file.raw),
+                )),
+            }
+        }
         for command in &analysis.commands {
             if let Some(name) = command.words.first().and_then(|w| w.value.as_deref())
                 && unwrap::BASH_BUILTINS.contains(&name)
@@ -155,7 +170,21 @@ impl Evaluator<'_> {
     /// Reads a script run by `.`/`source`/`sh FILE`, so that its commands are judged too.
     fn read_script(&self, file: &str) -> Result<String, String> {
         let path = self.resolve(file).ok_or_else(|| format!("script `{file}` not found"))?;
+        // What `/dev/stdin`, `/dev/fd/N` or `/proc/*/fd/N` hold is whatever the shell running the line
+        // will have open there (a here-document, a pipe), not what this process would read: unknown
+        // code. So is a FIFO or a device, whose content is made as it is read.
+        let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        if [&path, &real].iter().any(|p| p.starts_with("/dev") || p.starts_with("/proc")) {
+            return Err(format!(
+                "script `{file}` is a descriptor or device: its content is only known when the line runs"
+            ));
+        }
         let meta = std::fs::metadata(&path).map_err(|err| format!("script `{file}`: {err}"))?;
+        if !meta.is_file() {
+            return Err(format!(
+                "script `{file}` is not a regular file: its content is only known when read"
+            ));
+        }
         if meta.len() > MAX_SCRIPT {
             return Err(format!("script `{file}` is larger than {MAX_SCRIPT} bytes"));
         }

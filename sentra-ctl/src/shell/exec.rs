@@ -14,6 +14,18 @@ use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 /// judged (`BASH_ENV`/`ENV` scripts, functions exported through `BASH_FUNC_*`).
 const UNSAFE_ENV: &[&str] = &["BASH_ENV", "ENV"];
 
+/// Lines longer than this reach the shell through a sealed memory file instead of its arguments: one
+/// argument holds at most `MAX_ARG_STRLEN`, 32 pages (include/uapi/linux/binfmts.h).
+const LONG_LINE: usize = 64 << 10;
+/// The descriptor the shell reads a long line from.
+const SCRIPT_FD: i32 = 62;
+
+/// A shell command ready to spawn, with the memory file holding a long line (kept open until then).
+pub struct ShellCommand {
+    pub command: Command,
+    _script: Option<std::os::fd::OwnedFd>,
+}
+
 /// The shells lines run with.
 #[derive(Debug, Clone)]
 pub struct Shells {
@@ -60,11 +72,33 @@ pub struct Invocation<'a> {
 }
 
 impl Invocation<'_> {
-    /// The command, with the environment cleaned of variables that run unjudged code.
-    #[must_use]
-    pub fn command(&self) -> Command {
+    /// The command, with the environment cleaned of variables that run unjudged code. A long line is
+    /// written to a sealed memory file the shell sources (`-c '. /dev/fd/N'`, so `$0` and the
+    /// positional parameters are the same as with the line itself).
+    ///
+    /// # Errors
+    /// The memory file for a long line cannot be made.
+    pub fn command(&self) -> std::io::Result<ShellCommand> {
         let mut command = Command::new(self.shell);
-        command.args(self.options).arg("-c").arg(self.line);
+        command.args(self.options).arg("-c");
+        let script = if self.line.len() > LONG_LINE {
+            let file = sealed_script(self.line)?;
+            let raw = std::os::fd::AsRawFd::as_raw_fd(&file);
+            // SAFETY: dup2 is async-signal-safe; it runs in the child between fork and exec.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                    if libc::dup2(raw, SCRIPT_FD) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            command.arg(format!(". /dev/fd/{SCRIPT_FD}"));
+            Some(file)
+        } else {
+            command.arg(self.line);
+            None
+        };
         if let Some(arg0) = self.arg0 {
             command.arg(arg0).args(self.args);
         }
@@ -76,8 +110,23 @@ impl Invocation<'_> {
                 command.env_remove(key);
             }
         }
-        command
+        Ok(ShellCommand { command, _script: script })
     }
+}
+
+/// A memory file holding `text`, sealed so that nothing (the line it holds included) can change it.
+fn sealed_script(text: &str) -> std::io::Result<std::os::fd::OwnedFd> {
+    use nix::{
+        fcntl::{FcntlArg, SealFlag, fcntl},
+        sys::memfd::{MFdFlags, memfd_create},
+    };
+    let fd = memfd_create("sentra-line", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
+    let mut file = std::fs::File::from(fd);
+    std::io::Write::write_all(&mut file, text.as_bytes())?;
+    let seals =
+        SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_SEAL;
+    fcntl(&file, FcntlArg::F_ADD_SEALS(seals))?;
+    Ok(file.into())
 }
 
 /// The child being waited for, for the signal forwarder.

@@ -30,6 +30,8 @@ pub const DEFAULT_POLICY: &str = "/etc/sentra/policy.yaml";
 pub const RULE_RATE_LIMIT: &str = "rate_limit";
 /// Rule id of every command of an identity the policy's `governed.identities` does not list.
 pub const RULE_IDENTITY_NOT_GOVERNED: &str = "identity_not_governed";
+/// Rule id of input that cannot be judged at all (not UTF-8): refused in every mode.
+pub const RULE_UNREADABLE: &str = "unreadable_input";
 
 /// Why the gate cannot open: the command is refused (fail closed).
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +179,23 @@ impl Gate {
             PathBuf::from,
         );
         ratelimit::state_path(&dir, &self.settings.identity)
+    }
+
+    /// A refusal of input that cannot be judged (`rule_id`, `reason`): denied in audit mode too,
+    /// since nothing says what it would run.
+    #[must_use]
+    pub fn refusal(rule_id: &str, reason: String) -> Decision {
+        Decision {
+            verdict: LineVerdict::default(),
+            decision: Verdict::Denied,
+            rule_id: rule_id.to_string(),
+            reason: Some(reason),
+            part: None,
+            executable: None,
+            args: Vec::new(),
+            rate_limited: None,
+            eval_duration: Duration::ZERO,
+        }
     }
 
     /// Judges `line`; with `count`, an allowed line also takes one command from the rate limit.

@@ -16,8 +16,7 @@ use brush_parser::{
     word::{ParameterExpr, WordPiece, WordPieceWithSource},
 };
 
-/// Substitutions nest; past this depth the line is refused rather than analysed partially.
-const MAX_DEPTH: usize = 32;
+use super::nesting::{self, MAX_NESTING};
 
 /// Why a line cannot be analysed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,7 +26,7 @@ pub enum ParseError {
     /// The input ends inside a construct (open quote, `if` without `fi`…): more lines may complete it.
     #[error("incomplete command: {0}")]
     Incomplete(String),
-    #[error("nested more than {MAX_DEPTH} levels deep")]
+    #[error("nested more than {MAX_NESTING} levels deep")]
     TooDeep,
 }
 
@@ -70,16 +69,69 @@ pub struct Analysis {
     pub functions: BTreeSet<String>,
     /// The line uses syntax `/bin/sh` (POSIX) does not have.
     pub needs_bash: bool,
+    /// Values the line gives `BASH_ENV` or `ENV` (assigned, exported or passed through `env`): a
+    /// shell started with them runs that file first, so each is judged as a script.
+    pub startup_files: Vec<Word>,
 }
+
+/// Variables naming a file a non-interactive shell runs before its command (bash reads `BASH_ENV`,
+/// POSIX shells `ENV`).
+const STARTUP_VARIABLES: [&str; 2] = ["BASH_ENV", "ENV"];
+
+/// Commands whose `NAME=VALUE` arguments set variables for the shells started after them.
+const ASSIGNING_COMMANDS: [&str; 7] = ["export", "declare", "typeset", "readonly", "local", "env", "sudo"];
 
 /// Parses `line` and collects its simple commands.
 ///
 /// # Errors
 /// The line is not valid shell syntax, or is incomplete, or nests too deeply.
 pub fn analyze(line: &str) -> Result<Analysis, ParseError> {
+    // Before the parser, which recurses once per level: a line nested thousands deep would overflow
+    // the stack.
+    if let Some(number) = unparsable_number(line) {
+        return Err(ParseError::Syntax(format!("the number {number} is out of range")));
+    }
+    let Some(shape) = nesting::shape(line, MAX_NESTING) else {
+        return Err(ParseError::TooDeep);
+    };
+    // A paren, substitution or parameter expansion the line never closes makes it incomplete whatever
+    // else it holds, and on such lines the tokenizer can loop allocating without bound (a here-document
+    // inside an unclosed `$(`) or the parser backtrack exponentially (runs of unclosed `(`): answered
+    // without them.
+    if shape.unclosed {
+        return Err(ParseError::Incomplete("a parenthesis, substitution or `${` is not closed".into()));
+    }
     let mut analysis = Analysis::default();
     Walker { out: &mut analysis, depth: 0 }.program(line)?;
     Ok(analysis)
+}
+
+/// A number the parser would fail to convert (it unwraps the conversion, which would panic): a
+/// descriptor before `<`/`>` beyond `u32`, or any number beyond `i64` (brace sequences, `~+N`).
+fn unparsable_number(line: &str) -> Option<&str> {
+    let bytes = line.as_bytes();
+    let mut start = 0;
+    while start < bytes.len() {
+        if !bytes[start].is_ascii_digit() {
+            start += 1;
+            continue;
+        }
+        let end = bytes[start..].iter().position(|b| !b.is_ascii_digit()).map_or(bytes.len(), |n| start + n);
+        let digits = &line[start..end];
+        let redirect = matches!(bytes.get(end), Some(b'<' | b'>'));
+        if digits.parse::<i64>().is_err() || (redirect && digits.parse::<u32>().is_err()) {
+            return Some(digits);
+        }
+        start = end;
+    }
+    None
+}
+
+/// Runs the parser so that a panic inside it (it unwraps some numbers it reads, such as an
+/// out-of-range descriptor in `3999999999999999999<file`) refuses the line instead of ending the shell.
+fn contained<T>(parse: impl FnOnce() -> T) -> Result<T, ParseError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse))
+        .map_err(|_| ParseError::Syntax("the shell parser failed on this line".into()))
 }
 
 fn options() -> ParserOptions {
@@ -94,13 +146,15 @@ struct Walker<'a> {
 
 impl Walker<'_> {
     fn program(&mut self, text: &str) -> Result<(), ParseError> {
-        if self.depth >= MAX_DEPTH {
+        // The nesting bound already covers this; kept so the walk can never recurse without end.
+        if self.depth > MAX_NESTING {
             return Err(ParseError::TooDeep);
         }
         self.depth += 1;
-        let program = brush_parser::Parser::new(std::io::Cursor::new(text.as_bytes()), &options())
-            .parse_program()
-            .map_err(|err| classify(&err))?;
+        let program = contained(|| {
+            brush_parser::Parser::new(std::io::Cursor::new(text.as_bytes()), &options()).parse_program()
+        })?
+        .map_err(|err| classify(&err))?;
         for list in &program.complete_commands {
             self.list(list)?;
         }
@@ -239,7 +293,7 @@ impl Walker<'_> {
             },
             IoRedirect::HereDocument(_, doc) => {
                 if doc.requires_expansion {
-                    let pieces = brush_parser::word::parse_heredoc(&doc.doc.value, &options())
+                    let pieces = contained(|| brush_parser::word::parse_heredoc(&doc.doc.value, &options()))?
                         .map_err(|err| ParseError::Syntax(err.to_string()))?;
                     self.pieces(&pieces, false)?;
                 }
@@ -265,6 +319,20 @@ impl Walker<'_> {
         }
         for item in suffix {
             self.item(item, Some(&mut words))?;
+        }
+        if words
+            .first()
+            .and_then(|w| w.value.as_deref())
+            .is_some_and(|name| ASSIGNING_COMMANDS.contains(&name))
+        {
+            for word in &words[1..] {
+                if let Some((name, value)) = word.raw.split_once('=')
+                    && STARTUP_VARIABLES.contains(&name)
+                {
+                    let value = self.word(value)?;
+                    self.out.startup_files.push(value);
+                }
+            }
         }
         if !words.is_empty() {
             self.out.commands.push(SimpleCommand { words, text: simple.to_string() });
@@ -296,7 +364,12 @@ impl Walker<'_> {
                 }
                 match &assignment.value {
                     ast::AssignmentValue::Scalar(value) => {
-                        self.word(&value.value)?;
+                        let value = self.word(&value.value)?;
+                        if let ast::AssignmentName::VariableName(name) = &assignment.name
+                            && STARTUP_VARIABLES.contains(&name.as_str())
+                        {
+                            self.out.startup_files.push(value);
+                        }
                     }
                     ast::AssignmentValue::Array(elements) => {
                         self.out.needs_bash = true;
@@ -334,8 +407,8 @@ impl Walker<'_> {
 
     /// Parses a word: collects its substitutions, and works out its value.
     fn word(&mut self, raw: &str) -> Result<Word, ParseError> {
-        let pieces =
-            brush_parser::word::parse(raw, &options()).map_err(|err| ParseError::Syntax(err.to_string()))?;
+        let pieces = contained(|| brush_parser::word::parse(raw, &options()))?
+            .map_err(|err| ParseError::Syntax(err.to_string()))?;
         let shape = self.pieces(&pieces, false)?;
         let glob = shape.glob;
         let value = shape.dynamic.is_none().then(|| shape.literal.clone());

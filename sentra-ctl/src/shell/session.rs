@@ -59,6 +59,24 @@ pub struct Once<'a> {
     pub quiet: bool,
 }
 
+/// Refuses a line that cannot be judged (`shown`: how the record and the message show it), with an
+/// audit record like any denial.
+///
+/// # Errors
+/// The refusal could not be audited.
+pub fn refuse_once(
+    gate: &mut Gate,
+    shown: &str,
+    decision: Decision,
+    quiet: bool,
+) -> Result<Outcome, SessionError> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    gate.denied += 1;
+    gate.write(&gate.record(shown, &decision, &cwd, Some(126), None, None))?;
+    eprint!("{}", denial_message(shown, &decision, quiet));
+    Ok(Outcome::Denied(decision))
+}
+
 /// Judges and runs one line in the current directory and environment (`sentra-shell -c`).
 ///
 /// # Errors
@@ -78,7 +96,7 @@ pub fn run_once(gate: &mut Gate, line: &str, once: &Once<'_>) -> Result<Outcome,
     let start = Instant::now();
     let mut child = invocation
         .command()
-        .spawn()
+        .and_then(|mut prepared| prepared.command.spawn())
         .map_err(|source| SessionError::Spawn { shell: shell.display().to_string(), source })?;
     let status = exec::wait_forwarding(&mut child)
         .map_err(|source| SessionError::Spawn { shell: shell.display().to_string(), source })?;
@@ -182,8 +200,11 @@ impl Session {
             "{line}\n__sentra_rc=$?; {{ pwd; export -p; }} >&{STATE_FD} 2>/dev/null; exit $__sentra_rc\n"
         );
         let options: [String; 0] = [];
-        let mut command =
-            Invocation { shell: &shell, options: &options, line: &script, arg0: None, args: &[] }.command();
+        let mut prepared =
+            Invocation { shell: &shell, options: &options, line: &script, arg0: None, args: &[] }
+                .command()
+                .map_err(|source| SessionError::Spawn { shell: shell.display().to_string(), source })?;
+        let command = &mut prepared.command;
         command.env_clear().envs(&self.env).current_dir(&self.cwd);
         let raw = state.as_raw_fd();
         // SAFETY: dup2 is async-signal-safe; it runs in the child between fork and exec.

@@ -146,8 +146,15 @@ fn unwrap_into<'w>(
             // The function's body is part of the line and judged with it.
             return;
         }
-        if scope.builtins && builtin(name, words, functions, out) {
-            return;
+        if scope.builtins {
+            // A rule written for the name applies to the builtin too (`kill`, `cd`, `exec`, `source`…):
+            // judged like a wrapper, only when a rule names it, so builtins stay usable under a deny
+            // default. Whatever the builtin runs is judged as well.
+            let at = out.len();
+            if builtin(name, words, functions, out) {
+                out.insert(at, Action::Program { words, extra_args: false, wrapper: true });
+                return;
+            }
         }
     }
     program(words, first, functions, extra_args, out);
