@@ -24,6 +24,8 @@ fuzz_target!(|data: &[u8]| {
         identity: "agent".into(),
         cwd: "/nonexistent".into(),
         path: Some("/usr/bin:/bin".into()),
+        files: None,
+        inherited: Vec::new(),
     };
     let verdict = evaluator.evaluate(line);
     // A line that runs nothing has no parts; one that runs something is judged part by part.

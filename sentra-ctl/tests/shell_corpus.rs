@@ -8,7 +8,11 @@ use std::{
 };
 
 use sentra_ctl::{
-    policy::{Policy, shell::ShellMatcher},
+    policy::{
+        Policy,
+        exec::{self, ExecFiles},
+        shell::ShellMatcher,
+    },
     shell::evaluate::Evaluator,
 };
 
@@ -52,11 +56,16 @@ fn corpus_verdicts_through_the_library() {
     assert_eq!(policy.model.rules.len(), 67);
     ShellMatcher::validate(&policy).expect("every regex compiles");
     let matcher = ShellMatcher::new(&policy).expect("matcher");
+    // As sentra-shell judges: the file each program will be too (the names this policy's plain rules
+    // give the kernel).
+    let files = ExecFiles::new(&exec::compile(&policy).expect("compiles"), policy.model.exec.is_some());
     let evaluator = Evaluator {
         matcher: &matcher,
         identity: "agent".into(),
         cwd: std::env::temp_dir(),
         path: Some("/usr/bin:/bin".into()),
+        files: Some(&files),
+        inherited: Vec::new(),
     };
     let mut failures = Vec::new();
     for case in corpus() {

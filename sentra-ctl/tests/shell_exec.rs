@@ -400,3 +400,73 @@ fn rules_for_builtin_names_apply_to_builtins() {
     let out = env.run(&["-c", "cd /tmp && echo ok"]);
     assert_eq!(text(&out.stdout), "ok\n", "{}", text(&out.stderr));
 }
+
+/// Everything may run but `id`, and only from the system directories (the kernel's exec rules).
+const EXEC_POLICY: &str = "version: \"2.0\"\nmode: enforce\ndefault: allow\nexec:\n  default: deny\n  path: [/usr/bin, /bin]\n  allow:\n    - { id: usr_bin, dir: /usr/bin }\n    - { id: bin, dir: /bin }\n    - { id: usr_local_bin, dir: /usr/local/bin }\n  deny:\n    - { id: no_id, name: id, reason: \"id is not for agents\" }\n";
+
+/// A line, variables handed to the shell, and the rule that denies it (`None`: it runs).
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<&'a str>);
+
+/// The shell judges the file a command will run, as the kernel will: symlinks, copies and `PATH`
+/// entries named like an allowed program are judged as what they are, before anything runs.
+#[test]
+fn the_file_that_will_run_is_judged() {
+    let env = Env::new(EXEC_POLICY);
+    let dir = env.dir.path();
+    let id = std::fs::canonicalize("/usr/bin/id").expect("/usr/bin/id");
+    std::os::unix::fs::symlink(&id, dir.join("ls")).expect("symlink");
+    std::fs::create_dir_all(dir.join("bin")).expect("mkdir");
+    std::fs::copy(&id, dir.join("bin/ls")).expect("copy");
+    std::fs::create_dir_all(dir.join("shadow")).expect("mkdir");
+    std::os::unix::fs::symlink(&id, dir.join("shadow/ls")).expect("symlink");
+    let cases: &[Case<'_>] = &[
+        ("./ls", &[], Some("no_id")),
+        ("ls -la >/dev/null", &[], None),
+        ("/usr/bin/ls >/dev/null", &[], None),
+        ("bin/ls", &[], Some("default")),
+        ("PATH=./shadow:$PATH ls", &[], Some("no_id")),
+        ("export PATH=shadow:$PATH; ls", &[], Some("no_id")),
+        ("PATH=$(pwd)/shadow ls", &[], Some("unknown_program")),
+        ("cp /usr/bin/id ./made && ./made", &[], Some("default")),
+        // OpenClaw's own prefix, with the directory it prepends from its environment.
+        (
+            "export PATH=\"${OPENCLAW_PREPEND_PATH}${PATH:+:$PATH}\"; ls >/dev/null",
+            &[("OPENCLAW_PREPEND_PATH", "shadow")],
+            Some("no_id"),
+        ),
+        // Unset, it leaves an empty first entry: the working directory, where `ls` is `id`.
+        ("export PATH=\"${OPENCLAW_PREPEND_PATH}${PATH:+:$PATH}\"; ls >/dev/null", &[], Some("no_id")),
+        (
+            "export PATH=\"${OPENCLAW_PREPEND_PATH}${PATH:+:$PATH}\"; ls >/dev/null",
+            &[("OPENCLAW_PREPEND_PATH", "/usr/local/bin")],
+            None,
+        ),
+        // A variable the agent hands the shell makes every program after it run a command.
+        ("ls >/dev/null", &[("GIT_SSH_COMMAND", "id")], Some("no_id")),
+        ("ls >/dev/null", &[("LD_PRELOAD", "/tmp/x.so")], Some("unknown_program")),
+    ];
+    for (line, vars, denied_by) in cases {
+        let mut shell = env.shell();
+        shell.env_remove("OPENCLAW_PREPEND_PATH").env_remove("GIT_SSH_COMMAND").env_remove("LD_PRELOAD");
+        for (key, value) in *vars {
+            shell.env(key, value);
+        }
+        let out = shell.args(["-c", line]).output().expect("sentra-shell");
+        let record = env.records().pop().expect("a record per line");
+        match denied_by {
+            Some(rule) => {
+                assert_eq!(out.status.code(), Some(126), "{line}: {}", text(&out.stderr));
+                assert_eq!(record["rule_id"], *rule, "{line}: {record}");
+                assert!(text(&out.stderr).contains("DENIED"), "{line}: {}", text(&out.stderr));
+            }
+            None => assert_eq!(out.status.code(), Some(0), "{line}: {}", text(&out.stderr)),
+        }
+    }
+    assert!(!dir.join("made").exists(), "a denied line runs nothing");
+    let out = env.run(&["-c", "./ls"]);
+    assert!(
+        text(&out.stderr).contains(&id.display().to_string()),
+        "names the real file: {}",
+        text(&out.stderr)
+    );
+}

@@ -314,6 +314,7 @@ fn policy_explain(
     };
     let policy = Policy::load(file)?;
     let compiled = exec::compile(&policy)?;
+    let files = exec::ExecFiles::new(&compiled, policy.model.exec.is_some());
     let matcher = ShellMatcher::new(&policy)?;
     let line: Vec<String> = command.iter().map(|w| shell_word(w)).collect();
     let line = line.join(" ");
@@ -322,6 +323,8 @@ fn policy_explain(
         identity: identity.unwrap_or_else(os_user),
         cwd: std::env::current_dir()?,
         path: std::env::var("PATH").ok(),
+        files: Some(&files),
+        inherited: Evaluator::inherited_from(std::env::vars()),
     };
     let verdict = evaluator.evaluate(&line);
     println!("shell layer (sentra-shell) on: {line}");

@@ -667,40 +667,104 @@ impl CompiledExec {
     /// # Errors
     /// The file does not exist or cannot be inspected.
     pub fn explain(&self, path: &Path) -> std::io::Result<KernelExplanation> {
-        let file = std::fs::canonicalize(path)?;
-        let decided = |value: &RuleValue, how: String| {
+        std::fs::metadata(path)?;
+        ExecFiles::new(self, true).decide(path)
+    }
+}
+
+/// The exec entries of one compiled policy indexed by key, to decide files in userspace as the kernel
+/// does (`sentra-ebpf/src/exec/decide.rs`: the file's inode, then its exact path, then the nearest
+/// directory, then the default). The shell layer uses it to judge the file a command will run.
+#[derive(Debug, Clone, Default)]
+pub struct ExecFiles {
+    table: RuleTable,
+    inode: HashMap<FileId, RuleValue>,
+    name: HashMap<(FileId, [u8; NAME_LEN]), RuleValue>,
+    dir: HashMap<FileId, RuleValue>,
+    /// Files no entry covers take the default (a policy with an `exec:` section); otherwise only the
+    /// entries decide.
+    default_applies: bool,
+}
+
+impl ExecFiles {
+    #[must_use]
+    pub fn new(compiled: &CompiledExec, default_applies: bool) -> Self {
+        Self {
+            table: compiled.table.clone(),
+            inode: compiled.inode.iter().copied().collect(),
+            name: compiled.name.iter().copied().collect(),
+            dir: compiled.dir.iter().copied().collect(),
+            default_applies,
+        }
+    }
+
+    /// The reason the policy gives for the rule with this id.
+    #[must_use]
+    pub fn reason(&self, id: &str) -> Option<&str> {
+        self.table.rules.iter().find(|r| r.id == id).and_then(|r| r.reason.as_deref())
+    }
+
+    /// Whether no entry can decide anything (nothing to look up).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        !self.default_applies && self.inode.is_empty() && self.name.is_empty() && self.dir.is_empty()
+    }
+
+    /// How the kernel would decide executing `path` (symlinks followed). A file that does not exist
+    /// yet (a line may create it before running it) is decided by where it would be: the directory
+    /// entries above it, else the default.
+    ///
+    /// # Errors
+    /// A directory above the file cannot be inspected.
+    pub fn decide(&self, path: &Path) -> std::io::Result<KernelExplanation> {
+        let decided = |file: PathBuf, value: &RuleValue, how: String| {
             let rule = self.table.rule(value.rule);
             KernelExplanation {
-                file: file.clone(),
+                file,
                 effect: rule.map_or(Effect::Deny, |r| r.effect),
                 rule: rule.map(|r| r.id.clone()),
                 how,
             }
         };
-        let id = file_id(&file)?;
-        if let Some((_, value)) = self.inode.iter().find(|(key, _)| *key == id) {
-            return Ok(decided(value, "the file itself (device and inode: follows hard links)".into()));
-        }
-        if let (Some(parent), Some(key)) =
-            (file.parent(), file.file_name().and_then(|n| name_key(n.as_encoded_bytes())))
-        {
-            let dir = file_id(parent)?;
-            if let Some((_, value)) = self.name.iter().find(|(k, _)| *k == (dir, key)) {
-                return Ok(decided(value, format!("exact path {}", file.display())));
+        let (file, exists) = match std::fs::canonicalize(path) {
+            Ok(file) => (file, true),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                let name = path.file_name().unwrap_or_default();
+                (std::fs::canonicalize(parent)?.join(name), false)
+            }
+            Err(err) => return Err(err),
+        };
+        if exists {
+            let id = file_id(&file)?;
+            if let Some(value) = self.inode.get(&id) {
+                return Ok(decided(
+                    file,
+                    value,
+                    "the file itself (device and inode: follows hard links)".into(),
+                ));
+            }
+            if let (Some(parent), Some(key)) =
+                (file.parent(), file.file_name().and_then(|n| name_key(n.as_encoded_bytes())))
+                && let Some(value) = self.name.get(&(file_id(parent)?, key))
+            {
+                let how = format!("exact path {}", file.display());
+                return Ok(decided(file, value, how));
             }
         }
         for ancestor in file.ancestors().skip(1) {
-            let dir = file_id(ancestor)?;
-            if let Some((_, value)) = self.dir.iter().find(|(key, _)| *key == dir) {
-                return Ok(decided(value, format!("directory {}", ancestor.display())));
+            let Ok(dir) = file_id(ancestor) else { continue };
+            if let Some(value) = self.dir.get(&dir) {
+                let how = format!("directory {}", ancestor.display());
+                return Ok(decided(file, value, how));
             }
         }
-        Ok(KernelExplanation {
-            file,
-            effect: self.table.default_effect(),
-            rule: None,
-            how: "no exec entry covers this file: the default applies".into(),
-        })
+        let (effect, how) = if self.default_applies {
+            (self.table.default_effect(), "no exec entry covers this file: the default applies")
+        } else {
+            (Effect::Allow, "no exec entry covers this file and the policy has no `exec:` section")
+        };
+        Ok(KernelExplanation { file, effect, rule: None, how: how.into() })
     }
 }
 

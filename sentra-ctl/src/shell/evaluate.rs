@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 
 use super::{
     parse::{self, Analysis, ParseError, Word},
+    runners,
     unwrap::{self, Action},
 };
 use crate::policy::{
+    exec::ExecFiles,
     model::Effect,
     shell::{Query, ShellMatcher},
 };
@@ -42,6 +44,11 @@ pub struct LineVerdict {
     pub parts: Vec<PartVerdict>,
     /// The line uses bash syntax.
     pub needs_bash: bool,
+    /// `PATH` values the line sets, besides the one it starts with: a command name is looked up in
+    /// each, since any of them may be in force when it runs.
+    paths: Vec<String>,
+    /// The line sets `PATH` to a value only known when it runs (as written).
+    path_unknown: Option<String>,
 }
 
 impl LineVerdict {
@@ -64,8 +71,13 @@ pub struct Evaluator<'m> {
     pub identity: String,
     /// Where relative script paths are resolved.
     pub cwd: PathBuf,
-    /// `PATH`, for `. name`.
+    /// `PATH`, for `. name` and for the file a command name runs.
     pub path: Option<String>,
+    /// The policy's exec entries, to judge the file each program will be (`None`: names only).
+    pub files: Option<&'m ExecFiles>,
+    /// Variables of [`runners::VARIABLES`] the shell inherits (the agent can set them): judged on
+    /// every line, since every program the line starts inherits them too.
+    pub inherited: Vec<(String, String)>,
 }
 
 impl Evaluator<'_> {
@@ -73,8 +85,26 @@ impl Evaluator<'_> {
     #[must_use]
     pub fn evaluate(&self, line: &str) -> LineVerdict {
         let mut verdict = LineVerdict::default();
+        for (name, value) in &self.inherited {
+            let word = Word { raw: value.clone(), value: Some(value.clone()), basename: None, glob: false };
+            let mut actions = Vec::new();
+            runners::variable(name, &word, &mut actions);
+            self.actions(actions, &format!("inherited {name}={value}"), 0, &mut verdict);
+        }
         self.line(line, line, 0, &mut verdict);
         verdict
+    }
+
+    /// The inherited variables of [`runners::VARIABLES`] with a value, from `vars`.
+    #[must_use]
+    pub fn inherited_from(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+        vars.filter(|(name, value)| {
+            // The shell removes these before it starts the line's shell (exec::UNSAFE_ENV).
+            !value.is_empty()
+                && !super::exec::UNSAFE_ENV.contains(&name.as_str())
+                && runners::VARIABLES.iter().any(|(known, _)| known == name)
+        })
+        .collect()
     }
 
     fn line(&self, text: &str, context: &str, depth: usize, out: &mut LineVerdict) {
@@ -93,20 +123,18 @@ impl Evaluator<'_> {
 
     fn analysis(&self, analysis: &Analysis, depth: usize, out: &mut LineVerdict) {
         out.needs_bash |= analysis.needs_bash;
-        for file in &analysis.startup_files {
-            let context = format!("BASH_ENV/ENV={}", file.raw);
-            match &file.value {
-                Some(path) if path.is_empty() => {}
-                Some(path) => match self.read_script(path) {
-                    Ok(script) => self.line(&script, &context, depth + 1, out),
-                    Err(reason) => out.parts.push(refusal(&context, RULE_UNKNOWN, reason)),
-                },
-                None => out.parts.push(refusal(
-                    &context,
-                    RULE_UNKNOWN,
-                    format!("the startup script `{}` is only known when the line runs", file.raw),
-                )),
+        for (name, value) in &analysis.variables {
+            if name == "PATH" {
+                match assigned_path(&value.raw, self.path.as_deref().unwrap_or_default()) {
+                    Some(path) => out.paths.push(path),
+                    None => out.path_unknown = Some(value.raw.clone()),
+                }
+                continue;
             }
+            let context = format!("{name}={}", value.raw);
+            let mut actions = Vec::new();
+            runners::variable(name, value, &mut actions);
+            self.actions(actions, &context, depth, out);
         }
         for command in &analysis.commands {
             if let Some(name) = command.words.first().and_then(|w| w.value.as_deref())
@@ -114,20 +142,28 @@ impl Evaluator<'_> {
             {
                 out.needs_bash = true;
             }
-            for action in unwrap::unwrap(&command.words, &analysis.functions) {
-                match action {
-                    Action::Program { words, extra_args, wrapper } => {
-                        if let Some(part) = self.program(&command.text, words, extra_args, wrapper) {
-                            out.parts.push(part);
-                        }
+            self.actions(unwrap::unwrap(&command.words, &analysis.functions), &command.text, depth, out);
+        }
+    }
+
+    /// Judges what one simple command (or variable, `text`) asks for.
+    fn actions(&self, actions: Vec<Action<'_>>, text: &str, depth: usize, out: &mut LineVerdict) {
+        for action in actions {
+            match action {
+                Action::Program { words, extra_args, wrapper, builtin } => {
+                    if let Some(part) = self.program(text, words, extra_args, wrapper) {
+                        out.parts.push(part);
                     }
-                    Action::Line(line) => self.line(&line, &command.text, depth + 1, out),
-                    Action::File(file) => match self.read_script(&file) {
-                        Ok(script) => self.line(&script, &command.text, depth + 1, out),
-                        Err(reason) => out.parts.push(refusal(&command.text, RULE_UNKNOWN, reason)),
-                    },
-                    Action::Unknown(reason) => out.parts.push(refusal(&command.text, RULE_UNKNOWN, reason)),
+                    if !builtin && let Some(part) = self.file(text, words, out) {
+                        out.parts.push(part);
+                    }
                 }
+                Action::Line(line) => self.line(&line, text, depth + 1, out),
+                Action::File(file) => match self.read_script(&file) {
+                    Ok(script) => self.line(&script, text, depth + 1, out),
+                    Err(reason) => out.parts.push(refusal(text, RULE_UNKNOWN, reason)),
+                },
+                Action::Unknown(reason) => out.parts.push(refusal(text, RULE_UNKNOWN, reason)),
             }
         }
     }
@@ -164,6 +200,75 @@ impl Evaluator<'_> {
             allowed,
             rule_id: verdict.rule_id.unwrap_or(RULE_DEFAULT).to_string(),
             reason,
+        })
+    }
+
+    /// Judges the file a program will be, as the kernel will: looked up in `PATH` (each value the
+    /// line may give it), symlinks followed, decided by the exec entries. A symlink, copy or hard link
+    /// named like an allowed program is judged as what it is. `None` when nothing denies it (or the
+    /// name is found nowhere: the shell will say so, and a file the line creates meanwhile meets the
+    /// kernel).
+    fn file(&self, text: &str, words: &[Word], verdict: &LineVerdict) -> Option<PartVerdict> {
+        let files = self.files.filter(|f| !f.is_empty())?;
+        let first = words.first()?;
+        let name = first.value.as_deref().filter(|_| !first.glob)?;
+        let candidates: Vec<PathBuf> = if name.contains('/') {
+            vec![self.cwd.join(name)]
+        } else {
+            if let Some(raw) = &verdict.path_unknown {
+                return Some(refusal(
+                    text,
+                    RULE_UNKNOWN,
+                    format!(
+                        "the line sets PATH to `{raw}`, only known when it runs: `{name}` cannot be located"
+                    ),
+                ));
+            }
+            std::iter::once(self.path.as_deref().unwrap_or_default())
+                .chain(verdict.paths.iter().map(String::as_str))
+                .filter_map(|search| self.lookup(search, name))
+                .collect()
+        };
+        for path in candidates {
+            let explanation = match files.decide(&path) {
+                Ok(explanation) => explanation,
+                Err(err) => {
+                    return Some(refusal(
+                        text,
+                        RULE_UNKNOWN,
+                        format!("`{name}` ({}) cannot be inspected: {err}", path.display()),
+                    ));
+                }
+            };
+            if explanation.effect == Effect::Deny {
+                let rule = explanation.rule.as_deref().unwrap_or(RULE_DEFAULT);
+                let why = files.reason(rule).map(|r| format!(": {r}")).unwrap_or_default();
+                return Some(PartVerdict {
+                    text: text.to_string(),
+                    executable: first.text().to_string(),
+                    args: words.iter().skip(1).map(|w| w.text().to_string()).collect(),
+                    allowed: false,
+                    rule_id: rule.to_string(),
+                    reason: Some(format!(
+                        "`{name}` is {}, which the exec policy denies ({}){why}",
+                        explanation.file.display(),
+                        explanation.how
+                    )),
+                });
+            }
+        }
+        None
+    }
+
+    /// The first executable regular file named `name` in the directories of `search` (empty entries
+    /// and `.` are the working directory, as in the shell).
+    fn lookup(&self, search: &str, name: &str) -> Option<PathBuf> {
+        use std::os::unix::fs::PermissionsExt as _;
+        search.split(':').find_map(|dir| {
+            let dir = if dir.is_empty() { Path::new(".") } else { Path::new(dir) };
+            let candidate = self.cwd.join(dir).join(name);
+            let meta = std::fs::metadata(&candidate).ok()?;
+            (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(candidate)
         })
     }
 
@@ -204,6 +309,88 @@ impl Evaluator<'_> {
             .chain(std::iter::once(self.cwd.join(file)))
             .find(|candidate| candidate.is_file())
     }
+}
+
+/// The value of a `PATH` assignment written `raw`: quotes removed, `$NAME`, `${NAME}`,
+/// `${NAME:+WORD}`, `${NAME:-WORD}` (and without the colon) expanded from the environment the line
+/// inherits (`PATH` from `current`), a leading `~` in each entry made `$HOME`. `None` when anything
+/// else is only known when the line runs. `OpenClaw` prefixes its commands with
+/// `export PATH="${OPENCLAW_PREPEND_PATH}${PATH:+:$PATH}"`.
+fn assigned_path(raw: &str, current: &str) -> Option<String> {
+    let lookup =
+        |name: &str| if name == "PATH" { Some(current.to_string()) } else { std::env::var(name).ok() };
+    let value = expand(&raw.replace(['"', '\''], ""), &lookup, 0)?;
+    let home = std::env::var("HOME").unwrap_or_default();
+    let value = value
+        .split(':')
+        .map(|dir| dir.strip_prefix('~').map_or_else(|| dir.to_string(), |rest| format!("{home}{rest}")))
+        .collect::<Vec<_>>()
+        .join(":");
+    (!value.contains(['$', '`', '\\', '*', '?', '['])).then_some(value)
+}
+
+/// Expands the parameter forms [`assigned_path`] accepts in `text`; `None` on any other.
+fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>, depth: usize) -> Option<String> {
+    if depth > 8 {
+        return None;
+    }
+    let name_len = |s: &str| s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(s.len());
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(rest.get(..at)?);
+        let after = rest.get(at + 1..)?;
+        if let Some(inner) = after.strip_prefix('{') {
+            // The matching brace, counting nested ones.
+            let mut level = 1usize;
+            let close = inner.char_indices().find_map(|(i, c)| {
+                match c {
+                    '{' => level += 1,
+                    '}' => level -= 1,
+                    _ => {}
+                }
+                (level == 0).then_some(i)
+            })?;
+            let body = inner.get(..close)?;
+            let len = name_len(body);
+            let (name, op) = (body.get(..len)?, body.get(len..)?);
+            if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+                return None;
+            }
+            let value = lookup(name);
+            let set = |colon: bool| value.as_deref().is_some_and(|v| !colon || !v.is_empty());
+            let expanded = match op {
+                "" => value.clone().unwrap_or_default(),
+                _ if op.starts_with(":+") || op.starts_with('+') => {
+                    let colon = op.starts_with(':');
+                    let word = op.get(if colon { 2 } else { 1 }..)?;
+                    if set(colon) { expand(word, lookup, depth + 1)? } else { String::new() }
+                }
+                _ if op.starts_with(":-") || op.starts_with('-') => {
+                    let colon = op.starts_with(':');
+                    let word = op.get(if colon { 2 } else { 1 }..)?;
+                    if set(colon) {
+                        value.clone().unwrap_or_default()
+                    } else {
+                        expand(word, lookup, depth + 1)?
+                    }
+                }
+                _ => return None,
+            };
+            out.push_str(&expanded);
+            rest = inner.get(close + 1..)?;
+        } else {
+            let len = name_len(after);
+            let name = after.get(..len)?;
+            if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+                return None;
+            }
+            out.push_str(&lookup(name).unwrap_or_default());
+            rest = after.get(len..)?;
+        }
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 fn refusal(text: &str, rule_id: &str, reason: String) -> PartVerdict {

@@ -12,7 +12,7 @@ use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 /// Environment variables removed before the real shell starts: they make it run code that was not
 /// judged (`BASH_ENV`/`ENV` scripts, functions exported through `BASH_FUNC_*`).
-const UNSAFE_ENV: &[&str] = &["BASH_ENV", "ENV"];
+pub const UNSAFE_ENV: &[&str] = &["BASH_ENV", "ENV"];
 
 /// Lines longer than this reach the shell through a sealed memory file instead of its arguments: one
 /// argument holds at most `MAX_ARG_STRLEN`, 32 pages (include/uapi/linux/binfmts.h).

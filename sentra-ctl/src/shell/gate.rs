@@ -19,6 +19,7 @@ use crate::{
     audit::{self, AuditError, AuditLog, Record, ShellSession},
     policy::{
         Policy, PolicyError,
+        exec::{self, ExecFiles},
         model::{Mode, RateLimit},
         shell::ShellMatcher,
     },
@@ -127,6 +128,10 @@ pub struct Gate {
     pub settings: Settings,
     pub policy: Policy,
     pub matcher: ShellMatcher,
+    /// The policy's exec entries: the file each program will be is judged as the kernel judges it.
+    pub files: ExecFiles,
+    /// Inherited variables that make programs run code (judged on every line).
+    pub inherited: Vec<(String, String)>,
     pub log: AuditLog,
     pub shells: Shells,
     pub host: String,
@@ -146,11 +151,14 @@ impl Gate {
         }
         let policy = Policy::load(&settings.policy)?;
         let matcher = ShellMatcher::new(&policy)?;
+        let files = ExecFiles::new(&exec::compile(&policy)?, policy.model.exec.is_some());
         let log = AuditLog::open(&settings.log)?;
         Ok(Self {
             settings,
             policy,
             matcher,
+            files,
+            inherited: Evaluator::inherited_from(std::env::vars()),
             log,
             shells: Shells::find(),
             host: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
@@ -207,6 +215,8 @@ impl Gate {
             identity: self.settings.identity.clone(),
             cwd: cwd.to_path_buf(),
             path,
+            files: Some(&self.files),
+            inherited: self.inherited.clone(),
         };
         let verdict = evaluator.evaluate(line);
         let eval_duration = start.elapsed();

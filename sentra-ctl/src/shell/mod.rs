@@ -14,5 +14,6 @@ pub mod nesting;
 pub mod parse;
 pub mod ratelimit;
 pub mod repl;
+pub mod runners;
 pub mod session;
 pub mod unwrap;

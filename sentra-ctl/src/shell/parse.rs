@@ -69,14 +69,16 @@ pub struct Analysis {
     pub functions: BTreeSet<String>,
     /// The line uses syntax `/bin/sh` (POSIX) does not have.
     pub needs_bash: bool,
-    /// Values the line gives `BASH_ENV` or `ENV` (assigned, exported or passed through `env`): a
-    /// shell started with them runs that file first, so each is judged as a script.
-    pub startup_files: Vec<Word>,
+    /// Variables the line sets (assigned, exported or passed through `env`) that make the programs
+    /// started after them run code ([`super::runners::VARIABLES`]: `BASH_ENV`, `LESSOPEN`,
+    /// `LD_PRELOAD`…), or that choose which file a command name runs (`PATH`): name and value.
+    pub variables: Vec<(String, Word)>,
 }
 
-/// Variables naming a file a non-interactive shell runs before its command (bash reads `BASH_ENV`,
-/// POSIX shells `ENV`).
-const STARTUP_VARIABLES: [&str; 2] = ["BASH_ENV", "ENV"];
+/// Whether the evaluator needs the value the line gives the variable `name`.
+fn watched(name: &str) -> bool {
+    name == "PATH" || super::runners::VARIABLES.iter().any(|(known, _)| *known == name)
+}
 
 /// Commands whose `NAME=VALUE` arguments set variables for the shells started after them.
 const ASSIGNING_COMMANDS: [&str; 7] = ["export", "declare", "typeset", "readonly", "local", "env", "sudo"];
@@ -327,10 +329,10 @@ impl Walker<'_> {
         {
             for word in &words[1..] {
                 if let Some((name, value)) = word.raw.split_once('=')
-                    && STARTUP_VARIABLES.contains(&name)
+                    && watched(name)
                 {
                     let value = self.word(value)?;
-                    self.out.startup_files.push(value);
+                    self.out.variables.push((name.to_string(), value));
                 }
             }
         }
@@ -366,9 +368,9 @@ impl Walker<'_> {
                     ast::AssignmentValue::Scalar(value) => {
                         let value = self.word(&value.value)?;
                         if let ast::AssignmentName::VariableName(name) = &assignment.name
-                            && STARTUP_VARIABLES.contains(&name.as_str())
+                            && watched(name)
                         {
-                            self.out.startup_files.push(value);
+                            self.out.variables.push((name.clone(), value));
                         }
                     }
                     ast::AssignmentValue::Array(elements) => {

@@ -17,6 +17,8 @@ pub enum Action<'w> {
         /// A program that runs another one: judged only when a rule names it, since the program it
         /// runs is judged too.
         wrapper: bool,
+        /// A shell builtin: no file runs.
+        builtin: bool,
     },
     /// Shell text run by `eval`, `sh -c`, `su -c`, `trap`, `watch`…
     Line(String),
@@ -152,7 +154,7 @@ fn unwrap_into<'w>(
             // default. Whatever the builtin runs is judged as well.
             let at = out.len();
             if builtin(name, words, functions, out) {
-                out.insert(at, Action::Program { words, extra_args: false, wrapper: true });
+                out.insert(at, Action::Program { words, extra_args: false, wrapper: true, builtin: true });
                 return;
             }
         }
@@ -264,7 +266,7 @@ fn program<'w>(
     let args = words.get(1..).unwrap_or_default();
     let inner_scope = Scope { builtins: false, functions: false };
     let wrap = |out: &mut Vec<Action<'w>>, rest: &'w [Word], extra: bool| {
-        out.push(Action::Program { words, extra_args, wrapper: true });
+        out.push(Action::Program { words, extra_args, wrapper: true, builtin: false });
         unwrap_into(rest, inner_scope, functions, extra || extra_args, out);
     };
     match base {
@@ -280,7 +282,7 @@ fn program<'w>(
         "taskset" | "chrt" | "ionice"
             if args.iter().any(|w| w.text() == "-p" || w.text().starts_with("--pid")) =>
         {
-            out.push(Action::Program { words, extra_args, wrapper: false });
+            out.push(Action::Program { words, extra_args, wrapper: false, builtin: false });
         }
         "taskset" | "chrt" => {
             let rest = skip_options(args, &["-T", "-P", "-D"]);
@@ -288,7 +290,7 @@ fn program<'w>(
         }
         "ionice" => wrap(out, skip_options(args, &["-c", "-n"]), false),
         "strace" | "ltrace" if args.iter().any(|w| w.text() == "-p") => {
-            out.push(Action::Program { words, extra_args, wrapper: false });
+            out.push(Action::Program { words, extra_args, wrapper: false, builtin: false });
         }
         "strace" | "ltrace" => wrap(
             out,
@@ -303,10 +305,10 @@ fn program<'w>(
             let opts = args.get(..args.len() - rest.len()).unwrap_or_default();
             let shell = opts.iter().any(|w| matches!(w.text(), "-s" | "-i" | "--shell" | "--login"));
             if rest.is_empty() && shell {
-                out.push(Action::Program { words, extra_args, wrapper: true });
+                out.push(Action::Program { words, extra_args, wrapper: true, builtin: false });
                 out.push(Action::Unknown(format!("`{base}` starts an interactive shell")));
             } else if rest.is_empty() {
-                out.push(Action::Program { words, extra_args, wrapper: false });
+                out.push(Action::Program { words, extra_args, wrapper: false, builtin: false });
             } else {
                 wrap(out, rest, false);
             }
@@ -315,7 +317,7 @@ fn program<'w>(
         "chroot" => {
             let rest = skip_options(args, &[]);
             if rest.len() < 2 {
-                out.push(Action::Program { words, extra_args, wrapper: true });
+                out.push(Action::Program { words, extra_args, wrapper: true, builtin: false });
                 out.push(Action::Unknown("`chroot` without a command starts a shell".into()));
             } else {
                 wrap(out, rest.get(1..).unwrap_or_default(), false);
@@ -325,7 +327,7 @@ fn program<'w>(
             let rest = skip_options(args, &["-w", "-E", "--timeout", "--conflict-exit-code"]);
             match rest.get(1..).unwrap_or_default() {
                 [flag, command, ..] if matches!(flag.text(), "-c" | "--command") => {
-                    out.push(Action::Program { words, extra_args, wrapper: true });
+                    out.push(Action::Program { words, extra_args, wrapper: true, builtin: false });
                     push_line(command, "flock -c", out);
                 }
                 inner => wrap(out, inner, false),
@@ -337,7 +339,7 @@ fn program<'w>(
             if exec {
                 wrap(out, rest, false);
             } else {
-                out.push(Action::Program { words, extra_args, wrapper: true });
+                out.push(Action::Program { words, extra_args, wrapper: true, builtin: false });
                 match rest.iter().map(|w| w.value.clone()).collect::<Option<Vec<_>>>() {
                     Some(parts) if !parts.is_empty() => out.push(Action::Line(parts.join(" "))),
                     Some(_) => {}
@@ -348,15 +350,20 @@ fn program<'w>(
         "xargs" => {
             let rest =
                 skip_options(args, &["-a", "-E", "-I", "-L", "-n", "-P", "-s", "-d", "--process-slot-var"]);
-            out.push(Action::Program { words, extra_args, wrapper: true });
+            out.push(Action::Program { words, extra_args, wrapper: true, builtin: false });
             if rest.is_empty() {
-                out.push(Action::Program { words: &ECHO[..], extra_args: true, wrapper: false });
+                out.push(Action::Program {
+                    words: &ECHO[..],
+                    extra_args: true,
+                    wrapper: false,
+                    builtin: false,
+                });
             } else {
                 unwrap_into(rest, inner_scope, functions, true, out);
             }
         }
         "find" => {
-            out.push(Action::Program { words, extra_args, wrapper: false });
+            out.push(Action::Program { words, extra_args, wrapper: false, builtin: false });
             let mut rest = args;
             while let Some(pos) =
                 rest.iter().position(|w| matches!(w.text(), "-exec" | "-execdir" | "-ok" | "-okdir"))
@@ -375,14 +382,16 @@ fn program<'w>(
         }
         "busybox" => match args.first() {
             Some(applet) if !applet.text().starts_with('-') => {
-                out.push(Action::Program { words, extra_args, wrapper: true });
+                out.push(Action::Program { words, extra_args, wrapper: true, builtin: false });
                 unwrap_into(args, inner_scope, functions, extra_args, out);
             }
-            _ => out.push(Action::Program { words, extra_args, wrapper: false }),
+            _ => out.push(Action::Program { words, extra_args, wrapper: false, builtin: false }),
         },
         _ if SHELLS.contains(&base) => shell(words, base, extra_args, out),
-        _ => out.push(Action::Program { words, extra_args, wrapper: false }),
+        _ => out.push(Action::Program { words, extra_args, wrapper: false, builtin: false }),
     }
+    // Commands given as text in its options (`tar --to-command`, `git -c alias.x='!…'`…).
+    super::runners::scan(base, args, out);
 }
 
 /// The program `xargs` runs when given none.
@@ -411,7 +420,7 @@ fn env<'w>(words: &'w [Word], functions: &BTreeSet<String>, extra_args: bool, ou
             || text.starts_with("--split-string=")
             || text.starts_with("-S")
         {
-            out.push(Action::Program { words, extra_args, wrapper: true });
+            out.push(Action::Program { words, extra_args, wrapper: true, builtin: false });
             let split = text
                 .strip_prefix("--split-string=")
                 .or_else(|| text.strip_prefix("-S").filter(|s| !s.is_empty()));
@@ -432,9 +441,9 @@ fn env<'w>(words: &'w [Word], functions: &BTreeSet<String>, extra_args: bool, ou
     }
     let rest = args.get(i..).unwrap_or_default();
     if rest.is_empty() {
-        out.push(Action::Program { words, extra_args, wrapper: false });
+        out.push(Action::Program { words, extra_args, wrapper: false, builtin: false });
     } else {
-        out.push(Action::Program { words, extra_args, wrapper: true });
+        out.push(Action::Program { words, extra_args, wrapper: true, builtin: false });
         unwrap_into(rest, Scope { builtins: false, functions: false }, functions, extra_args, out);
     }
 }
@@ -442,7 +451,7 @@ fn env<'w>(words: &'w [Word], functions: &BTreeSet<String>, extra_args: bool, ou
 /// `su [-] [USER] [-c TEXT]`: without `-c` it starts a shell.
 fn su<'w>(words: &'w [Word], base: &str, extra_args: bool, out: &mut Vec<Action<'w>>) {
     let args = words.get(1..).unwrap_or_default();
-    out.push(Action::Program { words, extra_args, wrapper: true });
+    out.push(Action::Program { words, extra_args, wrapper: true, builtin: false });
     let mut iter = args.iter();
     while let Some(word) = iter.next() {
         let text = word.text();
@@ -462,7 +471,7 @@ fn su<'w>(words: &'w [Word], base: &str, extra_args: bool, out: &mut Vec<Action<
 /// `sh [-options] -c TEXT [ARG0 ARGS…]`, `sh [-options] FILE [ARGS…]`, `sh` (stdin).
 fn shell<'w>(words: &'w [Word], base: &str, extra_args: bool, out: &mut Vec<Action<'w>>) {
     let args = words.get(1..).unwrap_or_default();
-    out.push(Action::Program { words, extra_args, wrapper: true });
+    out.push(Action::Program { words, extra_args, wrapper: true, builtin: false });
     let mut command = false;
     let mut stdin = false;
     let mut iter = args.iter();

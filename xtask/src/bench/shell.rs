@@ -256,7 +256,14 @@ pub(super) fn matching(evaluations: u32, path: &Path) -> anyhow::Result<()> {
         }
     }
     let matcher = ShellMatcher::new(&base)?;
-    let evaluator = Evaluator { matcher: &matcher, identity: "agent".into(), cwd: "/tmp".into(), path: None };
+    let evaluator = Evaluator {
+        matcher: &matcher,
+        identity: "agent".into(),
+        cwd: "/tmp".into(),
+        path: None,
+        files: None,
+        inherited: Vec::new(),
+    };
     let lines = [
         "ls -la /tmp",
         "git status && git diff | head -n 20",
