@@ -8,11 +8,7 @@ use std::{
 };
 
 use sentra_ctl::{
-    policy::{
-        Policy,
-        exec::{self, ExecFiles},
-        shell::ShellMatcher,
-    },
+    policy::{Policy, exec::LazyExecFiles, shell::ShellMatcher},
     shell::evaluate::Evaluator,
 };
 
@@ -56,9 +52,8 @@ fn corpus_verdicts_through_the_library() {
     assert_eq!(policy.model.rules.len(), 67);
     ShellMatcher::validate(&policy).expect("every regex compiles");
     let matcher = ShellMatcher::new(&policy).expect("matcher");
-    // As sentra-shell judges: the file each program will be too (the names this policy's plain rules
-    // give the kernel).
-    let files = ExecFiles::new(&exec::compile(&policy).expect("compiles"), policy.model.exec.is_some());
+    // As sentra-shell judges: the file each program will be too.
+    let files = LazyExecFiles::new(std::rc::Rc::new(policy.clone()));
     let evaluator = Evaluator {
         matcher: &matcher,
         identity: "agent".into(),

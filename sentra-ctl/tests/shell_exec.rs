@@ -470,3 +470,24 @@ fn the_file_that_will_run_is_judged() {
         text(&out.stderr)
     );
 }
+
+/// Without an `exec:` section, the name rules are asked about the real file's name too: a symlink
+/// named like an allowed program that leads to a denied one is denied; links system packages make
+/// (`awk` to `mawk`) are not, since only a deny of the real name counts.
+#[test]
+fn a_link_is_judged_by_the_name_of_what_it_leads_to() {
+    let env = Env::new(
+        "version: \"2.0\"\nmode: enforce\ndefault: deny\nrules:\n  - id: no_id\n    match: { executable: \"^id$\" }\n    effect: deny\n  - id: listing\n    match: { executable: \"^(ls|awk)$\" }\n    effect: allow\n",
+    );
+    let id = std::fs::canonicalize("/usr/bin/id").expect("/usr/bin/id");
+    std::os::unix::fs::symlink(&id, env.dir.path().join("ls")).expect("symlink");
+    let out = env.run(&["-c", "./ls"]);
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    assert_eq!(env.records().pop().expect("record")["rule_id"], "no_id");
+    let out = env.run(&["-c", "ls / >/dev/null"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    if std::fs::canonicalize("/usr/bin/awk").is_ok_and(|real| !real.ends_with("awk")) {
+        let out = env.run(&["-c", "echo a | awk '{print}' >/dev/null"]);
+        assert_eq!(out.status.code(), Some(0), "awk through its alternatives link: {}", text(&out.stderr));
+    }
+}

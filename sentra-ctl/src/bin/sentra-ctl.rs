@@ -314,7 +314,7 @@ fn policy_explain(
     };
     let policy = Policy::load(file)?;
     let compiled = exec::compile(&policy)?;
-    let files = exec::ExecFiles::new(&compiled, policy.model.exec.is_some());
+    let files = exec::LazyExecFiles::from(exec::ExecFiles::new(&compiled, policy.model.exec.is_some()));
     let matcher = ShellMatcher::new(&policy)?;
     let line: Vec<String> = command.iter().map(|w| shell_word(w)).collect();
     let line = line.join(" ");

@@ -296,6 +296,19 @@ impl std::fmt::Display for At<'_> {
 /// Duplicate ids, an entry with not exactly one target, relative paths, an allowed path that does not
 /// exist, a name too long for the kernel's key.
 pub fn compile(policy: &Policy) -> Result<CompiledExec, PolicyError> {
+    compile_with(policy, true)
+}
+
+/// Compiles the entries alone, without the warnings about what allowed directories hold (which read
+/// every directory an allow entry names): what the shell layer needs to decide files.
+///
+/// # Errors
+/// As [`compile`].
+pub fn compile_entries(policy: &Policy) -> Result<CompiledExec, PolicyError> {
+    compile_with(policy, false)
+}
+
+fn compile_with(policy: &Policy, warn: bool) -> Result<CompiledExec, PolicyError> {
     let empty = super::model::ExecSection::default();
     let section = policy.model.exec.as_ref().unwrap_or(&empty);
     let search: Vec<PathBuf> = section.path.iter().map(PathBuf::from).collect();
@@ -311,6 +324,7 @@ pub fn compile(policy: &Policy) -> Result<CompiledExec, PolicyError> {
         lookups: Lookups::default(),
         seen: HashSet::new(),
         out: CompiledExec::default(),
+        warn,
     };
     compiler.out.table.default = section.default.or(policy.model.default);
     let named: Vec<&Path> = section
@@ -350,6 +364,8 @@ struct Compiler<'p> {
     lookups: Lookups<'p>,
     seen: HashSet<&'p str>,
     out: CompiledExec,
+    /// Warnings about allowed entries are worked out (`policy check`, the controller).
+    warn: bool,
 }
 
 impl<'p> Compiler<'p> {
@@ -485,7 +501,7 @@ impl<'p> Compiler<'p> {
                         ),
                     ));
                 }
-                if effect == Effect::Allow {
+                if effect == Effect::Allow && self.warn {
                     allow_warnings(entry, kind, &resolved, out);
                 }
                 out.dir.push((id, value));
@@ -513,7 +529,7 @@ impl<'p> Compiler<'p> {
                 ));
             };
             out.name.push(((parent.id, key), value));
-            if effect == Effect::Allow {
+            if effect == Effect::Allow && self.warn {
                 allow_warnings(entry, kind, &resolved, out);
             }
             if effect == Effect::Deny {
@@ -672,6 +688,47 @@ impl CompiledExec {
     }
 }
 
+/// [`ExecFiles`] compiled on first use: compiling looks up every rule's target, which a line that
+/// runs only builtins (or a shell that judges no line) never needs.
+#[derive(Debug)]
+pub struct LazyExecFiles {
+    policy: Option<std::rc::Rc<Policy>>,
+    files: std::cell::OnceCell<Result<ExecFiles, String>>,
+}
+
+impl LazyExecFiles {
+    #[must_use]
+    pub fn new(policy: std::rc::Rc<Policy>) -> Self {
+        Self { policy: Some(policy), files: std::cell::OnceCell::new() }
+    }
+
+    /// The entries, compiled now if not yet.
+    ///
+    /// # Errors
+    /// The exec section does not compile on this machine (the message says why).
+    pub fn get(&self) -> Result<&ExecFiles, &str> {
+        self.files
+            .get_or_init(|| match &self.policy {
+                // Without an `exec:` section the entries are the original rules' plain names, which
+                // the shell already judges by name (and by the real file's name): looking each up
+                // would cost more than the rest of the shell's start.
+                Some(policy) if policy.model.exec.is_none() => Ok(ExecFiles::default()),
+                Some(policy) => compile_entries(policy)
+                    .map(|compiled| ExecFiles::new(&compiled, true))
+                    .map_err(|err| crate::describe(&err)),
+                None => Ok(ExecFiles::default()),
+            })
+            .as_ref()
+            .map_err(String::as_str)
+    }
+}
+
+impl From<ExecFiles> for LazyExecFiles {
+    fn from(files: ExecFiles) -> Self {
+        Self { policy: None, files: std::cell::OnceCell::from(Ok(files)) }
+    }
+}
+
 /// The exec entries of one compiled policy indexed by key, to decide files in userspace as the kernel
 /// does (`sentra-ebpf/src/exec/decide.rs`: the file's inode, then its exact path, then the nearest
 /// directory, then the default). The shell layer uses it to judge the file a command will run.
@@ -717,15 +774,6 @@ impl ExecFiles {
     /// # Errors
     /// A directory above the file cannot be inspected.
     pub fn decide(&self, path: &Path) -> std::io::Result<KernelExplanation> {
-        let decided = |file: PathBuf, value: &RuleValue, how: String| {
-            let rule = self.table.rule(value.rule);
-            KernelExplanation {
-                file,
-                effect: rule.map_or(Effect::Deny, |r| r.effect),
-                rule: rule.map(|r| r.id.clone()),
-                how,
-            }
-        };
         let (file, exists) = match std::fs::canonicalize(path) {
             Ok(file) => (file, true),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
@@ -734,6 +782,23 @@ impl ExecFiles {
                 (std::fs::canonicalize(parent)?.join(name), false)
             }
             Err(err) => return Err(err),
+        };
+        self.decide_canonical(file, exists)
+    }
+
+    /// [`Self::decide`] on a path already canonical (`exists`: the file is there).
+    ///
+    /// # Errors
+    /// The file or a directory above it cannot be inspected.
+    pub fn decide_canonical(&self, file: PathBuf, exists: bool) -> std::io::Result<KernelExplanation> {
+        let decided = |file: PathBuf, value: &RuleValue, how: String| {
+            let rule = self.table.rule(value.rule);
+            KernelExplanation {
+                file,
+                effect: rule.map_or(Effect::Deny, |r| r.effect),
+                rule: rule.map(|r| r.id.clone()),
+                how,
+            }
         };
         if exists {
             let id = file_id(&file)?;

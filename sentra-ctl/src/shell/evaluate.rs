@@ -9,7 +9,7 @@ use super::{
     unwrap::{self, Action},
 };
 use crate::policy::{
-    exec::ExecFiles,
+    exec::LazyExecFiles,
     model::Effect,
     shell::{Query, ShellMatcher},
 };
@@ -74,7 +74,7 @@ pub struct Evaluator<'m> {
     /// `PATH`, for `. name` and for the file a command name runs.
     pub path: Option<String>,
     /// The policy's exec entries, to judge the file each program will be (`None`: names only).
-    pub files: Option<&'m ExecFiles>,
+    pub files: Option<&'m LazyExecFiles>,
     /// Variables of [`runners::VARIABLES`] the shell inherits (the agent can set them): judged on
     /// every line, since every program the line starts inherits them too.
     pub inherited: Vec<(String, String)>,
@@ -204,14 +204,25 @@ impl Evaluator<'_> {
     }
 
     /// Judges the file a program will be, as the kernel will: looked up in `PATH` (each value the
-    /// line may give it), symlinks followed, decided by the exec entries. A symlink, copy or hard link
-    /// named like an allowed program is judged as what it is. `None` when nothing denies it (or the
-    /// name is found nowhere: the shell will say so, and a file the line creates meanwhile meets the
-    /// kernel).
+    /// line may give it), symlinks followed, decided by the exec entries; and the name rules are asked
+    /// about the real file's name too, so a symlink named like an allowed program that leads to one a
+    /// rule denies is denied. `None` when nothing denies it (or the name is found nowhere: the shell
+    /// will say so, and a file the line creates meanwhile meets the kernel).
     fn file(&self, text: &str, words: &[Word], verdict: &LineVerdict) -> Option<PartVerdict> {
-        let files = self.files.filter(|f| !f.is_empty())?;
         let first = words.first()?;
         let name = first.value.as_deref().filter(|_| !first.glob)?;
+        let files = match self.files?.get() {
+            Ok(files) => files,
+            Err(err) => {
+                return Some(refusal(
+                    text,
+                    RULE_UNKNOWN,
+                    format!(
+                        "the policy's exec entries cannot be compiled, so `{name}` cannot be judged: {err}"
+                    ),
+                ));
+            }
+        };
         let candidates: Vec<PathBuf> = if name.contains('/') {
             vec![self.cwd.join(name)]
         } else {
@@ -229,8 +240,27 @@ impl Evaluator<'_> {
                 .filter_map(|search| self.lookup(search, name))
                 .collect()
         };
+        let denied = |rule: &str, reason: String| PartVerdict {
+            text: text.to_string(),
+            executable: first.text().to_string(),
+            args: words.iter().skip(1).map(|w| w.text().to_string()).collect(),
+            allowed: false,
+            rule_id: rule.to_string(),
+            reason: Some(reason),
+        };
         for path in candidates {
-            let explanation = match files.decide(&path) {
+            let real = std::fs::canonicalize(&path).ok();
+            if let Some(part) = real.as_deref().and_then(|real| self.real_name(real, name, words, &denied)) {
+                return Some(part);
+            }
+            if files.is_empty() {
+                continue;
+            }
+            let decided = match real {
+                Some(real) => files.decide_canonical(real, true),
+                None => files.decide(&path),
+            };
+            let explanation = match decided {
                 Ok(explanation) => explanation,
                 Err(err) => {
                     return Some(refusal(
@@ -243,21 +273,49 @@ impl Evaluator<'_> {
             if explanation.effect == Effect::Deny {
                 let rule = explanation.rule.as_deref().unwrap_or(RULE_DEFAULT);
                 let why = files.reason(rule).map(|r| format!(": {r}")).unwrap_or_default();
-                return Some(PartVerdict {
-                    text: text.to_string(),
-                    executable: first.text().to_string(),
-                    args: words.iter().skip(1).map(|w| w.text().to_string()).collect(),
-                    allowed: false,
-                    rule_id: rule.to_string(),
-                    reason: Some(format!(
+                return Some(denied(
+                    rule,
+                    format!(
                         "`{name}` is {}, which the exec policy denies ({}){why}",
                         explanation.file.display(),
                         explanation.how
-                    )),
-                });
+                    ),
+                ));
             }
         }
         None
+    }
+
+    /// The name rules on the real name of the file (`real`, canonical) when it differs from the name typed: a
+    /// rule that denies that name denies the line. Only a deny counts: system programs are often
+    /// reached through links (`awk` is `mawk`, `python3` is `python3.11`) that allow rules name by
+    /// their link.
+    fn real_name(
+        &self,
+        real: &Path,
+        typed: &str,
+        words: &[Word],
+        denied: &dyn Fn(&str, String) -> PartVerdict,
+    ) -> Option<PartVerdict> {
+        let real_name = real.file_name()?.to_str()?;
+        if Path::new(typed).file_name().and_then(|n| n.to_str()) == Some(real_name) {
+            return None;
+        }
+        let args: Vec<&str> = words.iter().skip(1).map(Word::text).collect();
+        let joined = args.join(" ");
+        let query = Query {
+            executable: real_name,
+            args: &joined,
+            args_known: words.iter().skip(1).all(|w| w.value.is_some()),
+            identity: &self.identity,
+        };
+        let verdict = self.matcher.evaluate(&query);
+        let rule = verdict.rule_id.filter(|_| verdict.effect == Effect::Deny)?;
+        let why = verdict.reason.map(|r| format!(": {r}")).unwrap_or_default();
+        Some(denied(
+            rule,
+            format!("`{typed}` is {}, and rule `{rule}` denies `{real_name}`{why}", real.display()),
+        ))
     }
 
     /// The first executable regular file named `name` in the directories of `search` (empty entries

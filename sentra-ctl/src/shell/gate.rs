@@ -4,6 +4,7 @@
 use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
+    rc::Rc,
     time::{Duration, Instant},
 };
 
@@ -19,7 +20,7 @@ use crate::{
     audit::{self, AuditError, AuditLog, Record, ShellSession},
     policy::{
         Policy, PolicyError,
-        exec::{self, ExecFiles},
+        exec::LazyExecFiles,
         model::{Mode, RateLimit},
         shell::ShellMatcher,
     },
@@ -126,10 +127,10 @@ impl Decision {
 /// Policy, matcher, log and session of a shell.
 pub struct Gate {
     pub settings: Settings,
-    pub policy: Policy,
+    pub policy: Rc<Policy>,
     pub matcher: ShellMatcher,
     /// The policy's exec entries: the file each program will be is judged as the kernel judges it.
-    pub files: ExecFiles,
+    pub files: LazyExecFiles,
     /// Inherited variables that make programs run code (judged on every line).
     pub inherited: Vec<(String, String)>,
     pub log: AuditLog,
@@ -151,7 +152,8 @@ impl Gate {
         }
         let policy = Policy::load(&settings.policy)?;
         let matcher = ShellMatcher::new(&policy)?;
-        let files = ExecFiles::new(&exec::compile(&policy)?, policy.model.exec.is_some());
+        let policy = Rc::new(policy);
+        let files = LazyExecFiles::new(Rc::clone(&policy));
         let log = AuditLog::open(&settings.log)?;
         Ok(Self {
             settings,

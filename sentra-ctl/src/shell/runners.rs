@@ -805,6 +805,7 @@ fn sed_script(text: &str) -> Option<&'static str> {
                 if command == 's' {
                     while let Some(&flag) = chars.peek() {
                         match flag {
+                            'e' => return Some(RUNS),
                             // The rest of the line names a file to write.
                             'w' => {
                                 while chars.next().is_some_and(|c| c != '\n') {}

@@ -16,6 +16,7 @@ use anyhow::{Context as _, bail};
 use sentra_ctl::{
     policy::{
         Policy,
+        exec::{self, ExecFiles, LazyExecFiles},
         shell::{Query, ShellMatcher},
     },
     shell::evaluate::Evaluator,
@@ -110,13 +111,22 @@ fn stats(samples: &mut [Duration]) -> Stats {
 }
 
 fn startup(runs: u32, shell: &Path, policy: &Path) -> anyhow::Result<()> {
+    // `true` is a builtin: nothing to locate. `/bin/true` is a program: its file is located and
+    // decided by the exec entries, which are compiled for that.
+    for line in ["true", "/bin/true"] {
+        startup_of(runs, shell, policy, line)?;
+    }
+    Ok(())
+}
+
+fn startup_of(runs: u32, shell: &Path, policy: &Path, line: &str) -> anyhow::Result<()> {
     let scratch = std::env::temp_dir().join(format!("sentra-bench-shell-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     let log = scratch.join("audit.jsonl");
     let sentra = || {
         let mut command = Command::new(shell);
         command
-            .args(["-c", "true"])
+            .args(["-c", line])
             .env("SENTRA_POLICY", policy)
             .env("SENTRA_AUDIT_LOG", &log)
             .env_remove("SHELL")
@@ -125,7 +135,7 @@ fn startup(runs: u32, shell: &Path, policy: &Path) -> anyhow::Result<()> {
     };
     let plain = |sh: &str| {
         let mut command = Command::new(sh);
-        command.args(["-c", "true"]).stdin(Stdio::null());
+        command.args(["-c", line]).stdin(Stdio::null());
         command
     };
     let bash = ["/bin/bash", "/usr/bin/bash"].into_iter().find(|p| Path::new(p).exists()).unwrap_or("bash");
@@ -141,12 +151,24 @@ fn startup(runs: u32, shell: &Path, policy: &Path) -> anyhow::Result<()> {
         sh.push(time_one(&mut plain("/bin/sh"))?);
         b.push(time_one(&mut plain(bash))?);
     }
-    let records = std::fs::read_to_string(&log)?.lines().count();
+    let records = std::fs::read_to_string(&log)?;
+    let denied = records.lines().filter(|l| l.contains("\"decision\":\"denied\"")).count();
+    let records = records.lines().count();
     let _ = std::fs::remove_dir_all(&scratch);
+    if denied > 0 {
+        bail!(
+            "`{line}` was denied {denied} times under {}: the figures would not be of a run",
+            policy.display()
+        );
+    }
     let (s, sh, b) = (stats(&mut s), stats(&mut sh), stats(&mut b));
-    println!("startup, {runs} runs each, interleaved (policy {}):", policy.display());
+    println!("startup of `-c {line}`, {runs} runs each, interleaved (policy {}):", policy.display());
     println!("  {:<34} {:>10} {:>10} {:>10}", "command", "median ms", "mean ms", "p90 ms");
-    for (name, st) in [("sentra-shell -c true", &s), ("sh -c true", &sh), (&*format!("{bash} -c true"), &b)] {
+    for (name, st) in [
+        (&*format!("sentra-shell -c {line}"), &s),
+        (&*format!("sh -c {line}"), &sh),
+        (&*format!("{bash} -c {line}"), &b),
+    ] {
         println!("  {name:<34} {:>10.3} {:>10.3} {:>10.3}", st.median, st.mean, st.p90);
     }
     println!(
@@ -255,9 +277,21 @@ pub(super) fn matching(evaluations: u32, path: &Path) -> anyhow::Result<()> {
             println!("  10,000 rules / 10 rules ({mix}): {:.2}x (target <= 2x)", last / first);
         }
     }
-    let matcher = ShellMatcher::new(&base)?;
+    whole_lines(&ShellMatcher::new(&base)?, path)?;
+    let start = Instant::now();
+    let text = std::fs::read_to_string(path)?;
+    for _ in 0..100 {
+        black_box(ShellMatcher::new(&Policy::parse(path, &text)?)?);
+    }
+    println!("  67-rule policy parse + matcher build: {:.3} ms", start.elapsed().as_secs_f64() * 10.0);
+    Ok(())
+}
+
+/// Whole lines through the evaluator (parse, unwrap, match), without and with each program's file
+/// located and decided by the exec entries.
+fn whole_lines(matcher: &ShellMatcher, path: &Path) -> anyhow::Result<()> {
     let evaluator = Evaluator {
-        matcher: &matcher,
+        matcher,
         identity: "agent".into(),
         cwd: "/tmp".into(),
         path: None,
@@ -269,20 +303,54 @@ pub(super) fn matching(evaluations: u32, path: &Path) -> anyhow::Result<()> {
         "git status && git diff | head -n 20",
         "export PATH=\"/x:$PATH\"; unset Y; cat a | grep b",
     ];
-    for line in lines {
+    let per_line = |evaluator: &Evaluator<'_>, line: &str| {
         let rounds = 2000_u32;
         let start = Instant::now();
         for _ in 0..rounds {
             black_box(evaluator.evaluate(black_box(line)));
         }
-        let us = start.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
+        start.elapsed().as_secs_f64() * 1e6 / f64::from(rounds)
+    };
+    for line in lines {
+        let us = per_line(&evaluator, line);
         println!("  whole line (parse + unwrap + match) {line:?}: {us:.1} us");
     }
-    let start = Instant::now();
-    let text = std::fs::read_to_string(path)?;
-    for _ in 0..100 {
-        black_box(ShellMatcher::new(&Policy::parse(path, &text)?)?);
+    // The same lines with each program's file located and decided by the exec entries, as
+    // sentra-shell does (gateway.yaml: directories allowed, names denied, default deny).
+    // (A policy without an `exec:` section, like original-67.yaml, has nothing to compile here.)
+    for name in ["gateway.yaml", "default.yaml"] {
+        let policy = Policy::load(&path.with_file_name(name))?;
+        let start = Instant::now();
+        let rounds = 20_u32;
+        for _ in 0..rounds {
+            black_box(exec::compile_entries(&policy)?);
+        }
+        println!(
+            "  exec entries of {name} compiled for the shell in {:.3} ms (once per sentra-shell that runs a program)",
+            start.elapsed().as_secs_f64() * 1000.0 / f64::from(rounds)
+        );
     }
-    println!("  67-rule policy parse + matcher build: {:.3} ms", start.elapsed().as_secs_f64() * 10.0);
+    let gateway = Policy::load(&path.with_file_name("gateway.yaml"))?;
+    let files = LazyExecFiles::from(ExecFiles::new(&exec::compile_entries(&gateway)?, true));
+    let system_path = Some("/usr/local/bin:/usr/bin:/bin".to_string());
+    let located = |files| Evaluator {
+        matcher,
+        identity: "agent".into(),
+        cwd: "/tmp".into(),
+        path: system_path.clone(),
+        files,
+        inherited: Vec::new(),
+    };
+    let (resolving, plain) = (located(Some(&files)), located(None));
+    // Programs each line runs: ls; git, git, head; cat, grep.
+    for (line, programs) in lines.iter().zip([1.0_f64, 3.0, 2.0]) {
+        let with = per_line(&resolving, line);
+        let without = per_line(&plain, line);
+        println!(
+            "  with file resolution {line:?}: {with:.1} us ({:.1} us per program located, ratio {:.2})",
+            (with - without) / programs,
+            with / without
+        );
+    }
     Ok(())
 }
