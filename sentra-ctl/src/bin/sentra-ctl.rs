@@ -275,7 +275,8 @@ fn policy_check(file: &std::path::Path) -> i32 {
                     governed.identities.join(", ")
                 }
             );
-            for w in policy.warnings.iter().chain(&compiled.warnings) {
+            let reached = policy.denies_reached_by_allows();
+            for w in policy.warnings.iter().chain(&compiled.warnings).chain(&reached) {
                 println!("  warning: {}", w.message);
             }
             if !compiled.absent.is_empty() {

@@ -34,9 +34,12 @@ pub struct PolicyFile {
     /// Effect for commands no rule matches (shell layer; also the kernel's unless `exec.default` says).
     pub default: Option<Effect>,
     pub rate_limit: Option<RateLimit>,
-    /// The original Sentra rules: first match wins.
+    /// The original Sentra rules: first match wins, unless `evaluation` says otherwise.
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// How the rules decide a command that several of them match.
+    #[serde(default)]
+    pub evaluation: Evaluation,
     /// Kernel exec governance.
     pub exec: Option<ExecSection>,
     /// Kernel network governance (outbound destinations; DNS through the controller's resolver).
@@ -53,6 +56,17 @@ pub struct PolicyFile {
     pub capabilities: Option<Unimplemented>,
     pub syscall_profiles: Option<Unimplemented>,
     pub launcher: Option<Unimplemented>,
+}
+
+/// How the shell rules decide a command several of them match.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Evaluation {
+    /// The first matching rule decides (the original Sentra's semantics).
+    #[default]
+    FirstMatch,
+    /// Any matching deny rule decides; else the first matching allow rule (IAM-style).
+    DenyOverrides,
 }
 
 /// A section this Sentra does not implement: whatever it holds is skipped, only its presence is kept

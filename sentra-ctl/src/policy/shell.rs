@@ -23,7 +23,7 @@ use regex_automata::meta::{self, BuildError, Regex};
 
 use super::{
     Policy, PolicyError,
-    model::{Effect, Mode, Rule},
+    model::{Effect, Evaluation, Mode, Rule},
 };
 
 /// One rule, with its regexes compiled on first use.
@@ -108,6 +108,7 @@ pub struct ShellMatcher {
     args_index: OnceLock<ArgsIndex>,
     default: Effect,
     mode: Mode,
+    evaluation: Evaluation,
 }
 
 impl ShellMatcher {
@@ -131,6 +132,7 @@ impl ShellMatcher {
             // An absent default denies: a policy that forgets it must not let everything through.
             default: model.default.unwrap_or(Effect::Deny),
             mode: model.mode,
+            evaluation: model.evaluation,
         };
         for rule in &model.rules {
             matcher.push(policy, rule)?;
@@ -296,9 +298,11 @@ impl ShellMatcher {
         }
     }
 
-    /// The first rule matching `query`, else the default.
+    /// The first rule matching `query` (with `evaluation: deny_overrides`, the first matching deny
+    /// rule, else the first matching allow rule), else the default.
     #[must_use]
     pub fn evaluate(&self, query: &Query<'_>) -> Verdict<'_> {
+        let mut allowed = None;
         for index in self.candidates(query.executable, query.args) {
             let Some(rule) = self.rules.get(index as usize) else {
                 continue;
@@ -318,14 +322,18 @@ impl ShellMatcher {
                 }
                 assumed_args = true;
             }
-            return Verdict {
+            let verdict = Verdict {
                 effect: rule.effect,
                 rule_id: Some(&rule.id),
                 reason: rule.reason.as_deref(),
                 assumed_args,
             };
+            if deny || self.evaluation == Evaluation::FirstMatch {
+                return verdict;
+            }
+            allowed.get_or_insert(verdict);
         }
-        Verdict { effect: self.default, rule_id: None, reason: None, assumed_args: false }
+        allowed.unwrap_or(Verdict { effect: self.default, rule_id: None, reason: None, assumed_args: false })
     }
 
     /// Whether some rule names `executable` by its executable pattern (not a catch-all). Wrappers such
@@ -472,6 +480,31 @@ mod tests {
 
     fn query<'a>(executable: &'a str, args: &'a str) -> Query<'a> {
         Query { executable, args, args_known: true, identity: "agent" }
+    }
+
+    /// First match wins by default; under `evaluation: deny_overrides` any matching deny decides.
+    #[test]
+    fn deny_overrides_lets_any_matching_deny_decide() {
+        let rules = "  - {id: read, match: {executable: '^cat$'}, effect: allow}\n  - {id: env, match: {args_pattern: '\\.env'}, effect: deny}\n  - {id: no_rm, match: {executable: '^rm$', args_pattern: '-rf'}, effect: deny}\n  - {id: rm, match: {executable: '^rm$'}, effect: allow}\n";
+        let first = matcher(rules);
+        assert_eq!(first.evaluate(&query("cat", ".env")).rule_id, Some("read"));
+        let text = format!("version: \"2.0\"\ndefault: deny\nevaluation: deny_overrides\nrules:\n{rules}");
+        let policy = Policy::parse(Path::new("p.yaml"), &text).expect("valid policy");
+        let overriding = ShellMatcher::new(&policy).expect("compiles");
+        let verdict = overriding.evaluate(&query("cat", ".env"));
+        assert_eq!((verdict.rule_id, verdict.effect), (Some("env"), Effect::Deny));
+        let verdict = overriding.evaluate(&query("cat", "README"));
+        assert_eq!(
+            (verdict.rule_id, verdict.effect),
+            (Some("read"), Effect::Allow),
+            "the first allow names it"
+        );
+        assert_eq!(overriding.evaluate(&query("rm", "x")).rule_id, Some("rm"));
+        assert_eq!(overriding.evaluate(&query("rm", "-rf x")).rule_id, Some("no_rm"));
+        assert_eq!(overriding.evaluate(&query("ls", "")).effect, Effect::Deny, "the default still applies");
+        let typo = format!("version: \"2.0\"\nevaluation: deny_first\nrules:\n{rules}");
+        let err = Policy::parse(Path::new("p.yaml"), &typo).expect_err("unknown evaluation");
+        assert!(err.to_string().starts_with("p.yaml:2:13: "), "{err}");
     }
 
     #[test]
