@@ -7,9 +7,9 @@
 use std::{
     fs::{File, OpenOptions},
     io::Write as _,
-    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
 };
 
 use serde::Serialize;
@@ -139,18 +139,70 @@ pub enum AuditError {
 /// concurrent writers, `O_APPEND`) and hands it to the kernel at once. Clones share the one open file:
 /// a controller opens its log once and hands clones to the parts that write (the event drain, the
 /// resolver).
+///
+/// The controller's log ([`AuditLog::open_owned`]) is watched as well: the controller is its only
+/// writer, so before each record it checks that the path still names the file it writes and that the
+/// file did not shrink. A deleted or replaced log is reopened (recreated) and a truncated one is
+/// written on; either way a record saying what happened comes first. A write that fails is retried
+/// once on a reopened file, a torn line is cut off again, and failures are counted and reported in
+/// the next record that gets through.
 #[derive(Clone)]
 pub struct AuditLog {
     path: Arc<Path>,
-    file: Arc<File>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+struct Inner {
+    file: File,
+    /// Only the controller's log is watched and repaired (other writers may share a shell's log).
+    owned: bool,
+    /// Device and inode of the open file.
+    identity: (u64, u64),
+    /// Its length after our last write (a shorter file was truncated behind our back).
+    length: u64,
+    /// Writes that failed since the last one that got through, and in all.
+    failed_since: u64,
+    failed_total: u64,
+}
+
+/// What happened to the controller's log since the last record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gap {
+    /// The path names no file, or another file: ours was deleted or replaced.
+    Replaced,
+    /// The file is shorter than what we wrote.
+    Truncated { from: u64, to: u64 },
+}
+
+/// Counters of a log's writer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WriteStats {
+    pub audit_write_failures: u64,
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).mode(0o600).custom_flags(libc::O_CLOEXEC).open(path)
 }
 
 impl AuditLog {
-    /// Opens (creating with mode 0600, and its directory with 0700) the log at `path`.
+    /// Opens (creating with mode 0600, and its directory with 0700) the log at `path`, to share with
+    /// other writers (a shell's own log).
     ///
     /// # Errors
     /// The directory or file cannot be created or opened for appending.
     pub fn open(path: &Path) -> Result<Self, AuditError> {
+        Self::open_as(path, false)
+    }
+
+    /// Opens the controller's log: written by this process only, watched and repaired (see the type).
+    ///
+    /// # Errors
+    /// The directory or file cannot be created or opened for appending.
+    pub fn open_owned(path: &Path) -> Result<Self, AuditError> {
+        Self::open_as(path, true)
+    }
+
+    fn open_as(path: &Path, owned: bool) -> Result<Self, AuditError> {
         let io = |source| AuditError::Io { path: path.to_path_buf(), source };
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
@@ -158,23 +210,258 @@ impl AuditLog {
         {
             std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
         }
-        let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(io)?;
-        Ok(Self { path: Arc::from(path), file: Arc::new(file) })
+        let file = open_append(path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        let inner = Inner {
+            file,
+            owned,
+            identity: (meta.dev(), meta.ino()),
+            length: meta.len(),
+            failed_since: 0,
+            failed_total: 0,
+        };
+        Ok(Self { path: Arc::from(path), inner: Arc::new(Mutex::new(inner)) })
     }
 
     /// Appends one record.
     ///
     /// # Errors
-    /// The write fails (disk full, file gone read-only…).
+    /// The write failed twice (disk full, file gone read-only…); it is counted.
     pub fn write(&self, record: &Record) -> Result<(), AuditError> {
-        let io = |source| AuditError::Io { path: self.path.to_path_buf(), source };
-        let mut line = serde_json::to_vec(record).map_err(|e| io(std::io::Error::other(e)))?;
+        self.write_serialized(record)
+    }
+
+    /// Appends one record another process built and sent (the launcher's), in the same schema.
+    ///
+    /// # Errors
+    /// As [`Self::write`].
+    pub fn write_value(&self, record: &serde_json::Value) -> Result<(), AuditError> {
+        self.write_serialized(record)
+    }
+
+    fn write_serialized(&self, record: &impl Serialize) -> Result<(), AuditError> {
+        let mut line = serde_json::to_vec(record).map_err(|e| self.io(std::io::Error::other(e)))?;
         line.push(b'\n');
-        (&*self.file).write_all(&line).map_err(io)
+        // A writer that panicked cannot have left the file half-written (see `append`): go on.
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if inner.owned {
+            match inner.check(&self.path) {
+                Ok(None) => {}
+                Ok(Some(gap)) => {
+                    if gap == Gap::Replaced
+                        && let Err(err) = inner.reopen(&self.path)
+                    {
+                        inner.failed_since += 1;
+                        inner.failed_total += 1;
+                        return Err(self.io(err));
+                    }
+                    let note = gap_record(gap, &self.path);
+                    let mut text =
+                        serde_json::to_vec(&note).map_err(|e| self.io(std::io::Error::other(e)))?;
+                    text.push(b'\n');
+                    self.append(&mut inner, &text)?;
+                }
+                Err(err) => tracing::warn!("checking the audit log {}: {err}", self.path.display()),
+            }
+            if inner.failed_since > 0 {
+                let note = Record {
+                    timestamp: now(),
+                    event: "audit_write_failed".into(),
+                    layer: "kernel",
+                    detail: Some(serde_json::json!({
+                        "failed_writes": inner.failed_since,
+                        "failed_writes_total": inner.failed_total,
+                    })),
+                    ..Record::default()
+                };
+                let mut text = serde_json::to_vec(&note).map_err(|e| self.io(std::io::Error::other(e)))?;
+                text.push(b'\n');
+                self.append(&mut inner, &text)?;
+                inner.failed_since = 0;
+            }
+        }
+        self.append(&mut inner, &line)
+    }
+
+    /// One `write` of a whole line; on failure the torn part is cut off (the controller's log), the
+    /// file reopened and the line written once more; a second failure is counted and returned.
+    fn append(&self, inner: &mut Inner, line: &[u8]) -> Result<(), AuditError> {
+        let mut last = None;
+        for attempt in 0..2 {
+            match inner.append_once(line) {
+                Ok(()) => return Ok(()),
+                Err(err) => {
+                    last = Some(err);
+                    if !inner.owned {
+                        break;
+                    }
+                    if attempt == 0
+                        && let Err(err) = inner.reopen(&self.path)
+                    {
+                        last = Some(err);
+                        break;
+                    }
+                }
+            }
+        }
+        inner.failed_since += 1;
+        inner.failed_total += 1;
+        Err(self.io(last.unwrap_or_else(|| std::io::Error::other("write failed"))))
+    }
+
+    /// The writer's counters.
+    #[must_use]
+    pub fn stats(&self) -> WriteStats {
+        let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        WriteStats { audit_write_failures: inner.failed_total }
+    }
+
+    fn io(&self, source: std::io::Error) -> AuditError {
+        AuditError::Io { path: self.path.to_path_buf(), source }
     }
 
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+impl Inner {
+    /// Whether the path still names our file, as long as we left it.
+    /// One `stat` of the path; afterwards `length` is the file's current length.
+    fn check(&mut self, path: &Path) -> std::io::Result<Option<Gap>> {
+        let gap = match std::fs::metadata(path) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Some(Gap::Replaced),
+            Err(err) => return Err(err),
+            Ok(meta) if (meta.dev(), meta.ino()) != self.identity => Some(Gap::Replaced),
+            Ok(meta) => {
+                let gap = (meta.len() < self.length)
+                    .then_some(Gap::Truncated { from: self.length, to: meta.len() });
+                self.length = meta.len();
+                gap
+            }
+        };
+        Ok(gap)
+    }
+
+    fn reopen(&mut self, path: &Path) -> std::io::Result<()> {
+        let file = open_append(path)?;
+        let meta = file.metadata()?;
+        self.identity = (meta.dev(), meta.ino());
+        self.length = meta.len();
+        self.file = file;
+        Ok(())
+    }
+
+    fn append_once(&mut self, line: &[u8]) -> std::io::Result<()> {
+        // The controller's log has no other writer: its length is known (`check`).
+        let before = self.length;
+        match (&self.file).write(line) {
+            Ok(n) if n == line.len() => {
+                self.length = before + u64::try_from(n).unwrap_or(u64::MAX);
+                Ok(())
+            }
+            Ok(n) => {
+                // A short write (disk full): never leave half a line for the next record to join.
+                if self.owned {
+                    let _ = self.file.set_len(before);
+                }
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::WriteZero,
+                    format!("short write: {n} of {} bytes", line.len()),
+                ))
+            }
+            Err(err) => Err(err),
+        }
+    }
+}
+
+fn gap_record(gap: Gap, path: &Path) -> Record {
+    let detail = match gap {
+        Gap::Replaced => serde_json::json!({
+            "audit_log": path,
+            "what": "the audit log was deleted or replaced; records written in between are lost",
+        }),
+        Gap::Truncated { from, to } => serde_json::json!({
+            "audit_log": path,
+            "what": "the audit log was truncated behind the controller's back",
+            "length_written": from,
+            "length_found": to,
+        }),
+    };
+    Record {
+        timestamp: now(),
+        event: match gap {
+            Gap::Replaced => "audit_log_reopened",
+            Gap::Truncated { .. } => "audit_log_truncated",
+        }
+        .into(),
+        layer: "kernel",
+        detail: Some(detail),
+        ..Record::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(path: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .expect("log")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("every line is whole JSON"))
+            .collect()
+    }
+
+    fn record(event: &str) -> Record {
+        Record { timestamp: now(), event: event.into(), layer: "kernel", ..Record::default() }
+    }
+
+    #[test]
+    fn a_deleted_log_is_recreated_and_the_gap_recorded() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open_owned(&path).expect("open");
+        log.write(&record("one")).expect("write");
+        std::fs::remove_file(&path).expect("rm");
+        log.write(&record("two")).expect("write");
+        let events: Vec<_> =
+            lines(&path).iter().map(|r| r["event"].as_str().unwrap_or("").to_string()).collect();
+        assert_eq!(events, ["audit_log_reopened", "two"]);
+        // Replaced by another file: the same.
+        std::fs::rename(&path, dir.path().join("old")).expect("mv");
+        std::fs::write(&path, b"").expect("new file");
+        log.write(&record("three")).expect("write");
+        let events: Vec<_> =
+            lines(&path).iter().map(|r| r["event"].as_str().unwrap_or("").to_string()).collect();
+        assert_eq!(events, ["audit_log_reopened", "three"]);
+    }
+
+    #[test]
+    fn a_truncated_log_is_recorded_with_both_lengths() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open_owned(&path).expect("open");
+        log.write(&record("one")).expect("write");
+        let written = std::fs::metadata(&path).expect("meta").len();
+        std::fs::OpenOptions::new().write(true).open(&path).expect("open").set_len(0).expect("truncate");
+        log.write(&record("two")).expect("write");
+        let records = lines(&path);
+        assert_eq!(records[0]["event"], "audit_log_truncated");
+        assert_eq!(records[0]["detail"]["length_written"], written);
+        assert_eq!(records[0]["detail"]["length_found"], 0);
+        assert_eq!(records[1]["event"], "two");
+    }
+
+    #[test]
+    fn a_shared_log_is_not_watched() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path).expect("open");
+        log.write(&record("one")).expect("write");
+        std::fs::OpenOptions::new().write(true).open(&path).expect("open").set_len(0).expect("truncate");
+        log.write(&record("two")).expect("write");
+        assert_eq!(lines(&path).len(), 1);
     }
 }

@@ -7,6 +7,7 @@ pub mod dns;
 pub mod doctor;
 pub mod enforce;
 pub mod kernel;
+pub mod launch;
 pub mod policy;
 pub mod record;
 pub mod run;

@@ -8,12 +8,14 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use nix::sys::signal::Signal;
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     audit::Record,
     cgroup::{self, Cgroup},
     enforce::{ResolverWhen, Session, Start, prepare_policy, require_root},
-    kernel::BackendChoice,
+    kernel::{BackendChoice, pin},
 };
 
 /// Options of `run`.
@@ -39,17 +41,33 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
     let root = cgroup::cgroup2_root()?;
     let relative = PathBuf::from(format!("{}/run-{}", cgroup::GOVERNED_PARENT, std::process::id()));
     let group = Cgroup::create(&root, &relative)?;
+    // Pinned for the run's lifetime: if this process is killed (even by SIGKILL), its command stays
+    // governed until the reaper has killed it, then the pins go.
+    let pin_root = PathBuf::from(format!(
+        "{}-run-{}",
+        crate::controller::state::pin_root().display(),
+        std::process::id()
+    ));
+    let reaper = Reaper::start(&group.path, &pin_root, &options.audit_log)?;
     let cgroups = [(String::from("run"), group)];
-    let mut session = Session::start(Start {
+    let started = Session::start(Start {
         prepared,
         path: &options.policy,
         backend: options.backend,
         cgroups: &cgroups,
         audit_log: &options.audit_log,
         resolver: ResolverWhen::Governed,
-        pin_root: None,
+        pin_root: Some(&pin_root),
     })
-    .await?;
+    .await;
+    let mut session = match started {
+        Ok(session) => session,
+        Err(err) => {
+            let _ = pin::remove(&pin_root);
+            reaper.finished();
+            return Err(err);
+        }
+    };
     let [(_, group)] = cgroups;
     tracing::info!(
         backend = session.backend.as_str(),
@@ -64,18 +82,120 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
     })?;
 
     let mut child = spawn_in(&group.procs_file(), &options.command)?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut forwarded = None;
     let status = loop {
-        tokio::select! {
+        let forward = tokio::select! {
             status = child.wait() => break status.context("waiting for the command")?,
-            drained = session.drain_when_due() => drained?,
+            drained = session.drain_when_due() => { drained?; continue; }
+            _ = term.recv() => Signal::SIGTERM,
+            _ = int.recv() => Signal::SIGINT,
+            _ = hup.recv() => Signal::SIGHUP,
+        };
+        // Passed on to the command; whatever it leaves behind is killed with its cgroup below.
+        if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), forward);
         }
+        forwarded = Some(forward.as_str());
     };
     // Events of the last execs may still be in the ring: take them before reporting.
     session.drain()?;
+    // Nothing of the command may outlive it ungoverned: its cgroup is killed before release.
+    let mut group = group;
+    group.destroy();
     session.release(group.id)?;
     drop(group);
-    session.write(&Record { exit_code: Some(exit_code(status)), ..session.stop_record() })?;
+    let mut stop = Record { exit_code: Some(exit_code(status)), ..session.stop_record() };
+    if let (Some(signal), Some(detail)) = (forwarded, stop.detail.as_mut()) {
+        detail["signal_forwarded"] = signal.into();
+    }
+    session.write(&stop)?;
+    if let Err(err) = pin::remove(&pin_root) {
+        tracing::warn!("removing the run's pins: {}", crate::describe(&err));
+    }
+    reaper.finished();
     Ok(exit_code(status))
+}
+
+/// A process outside the governed cgroup that outlives `run` if it is killed: it waits for `run`'s
+/// end of a pipe to close; unless `run` said it finished, it kills the command's cgroup, removes the
+/// run's pins and records what happened (`sentra-ctl reap`).
+struct Reaper {
+    /// Writing `done` here tells the reaper that `run` cleaned up itself.
+    pipe: std::fs::File,
+    child: std::process::Child,
+}
+
+impl Reaper {
+    fn start(cgroup: &Path, pin_root: &Path, audit_log: &Path) -> anyhow::Result<Self> {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let exe = std::env::current_exe().context("finding sentra-ctl for the reaper")?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("reap")
+            .arg("--cgroup")
+            .arg(cgroup)
+            .arg("--pin-root")
+            .arg(pin_root)
+            .arg("--audit-log")
+            .arg(audit_log)
+            .arg("--run-pid")
+            .arg(std::process::id().to_string())
+            .stdin(std::process::Stdio::from(read))
+            .stdout(std::process::Stdio::null());
+        // Its own process group: a Ctrl-C meant for `run` does not reach it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd.spawn().context("starting the reaper")?;
+        Ok(Self { pipe: std::fs::File::from(write), child })
+    }
+
+    /// Tells the reaper there is nothing left to do, and waits for it.
+    fn finished(mut self) {
+        use std::io::Write as _;
+        let _ = self.pipe.write_all(b"done");
+        drop(self.pipe);
+        let _ = self.child.wait();
+    }
+}
+
+/// `sentra-ctl reap`: waits on stdin until `run` is gone; if it did not say `done`, kills the
+/// cgroup, removes the pins and records that the controller was killed.
+///
+/// # Errors
+/// Reading stdin fails.
+pub fn reap(cgroup: &Path, pin_root: &Path, audit_log: &Path, run_pid: u32) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    let mut said = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut said);
+    if said == b"done" {
+        return Ok(());
+    }
+    let root = cgroup::cgroup2_root()?;
+    let killed = cgroup.starts_with(&root) && cgroup.is_dir();
+    if killed {
+        let relative = cgroup.strip_prefix(&root).unwrap_or(cgroup).to_path_buf();
+        let mut group = Cgroup::create(&root, &relative)?;
+        group.destroy();
+    }
+    let pins_removed = pin::remove(pin_root).is_ok();
+    let record = Record {
+        timestamp: crate::audit::now(),
+        event: "controller_killed".into(),
+        layer: "kernel",
+        reason: Some(format!(
+            "sentra-ctl run (pid {run_pid}) ended without cleaning up: its command was killed with its cgroup while still governed (the run's links were pinned)"
+        )),
+        detail: Some(serde_json::json!({
+            "run_pid": run_pid,
+            "cgroup": cgroup,
+            "cgroup_killed": killed,
+            "pins_removed": pins_removed,
+        })),
+        ..Record::default()
+    };
+    crate::audit::AuditLog::open(audit_log)?.write(&record)?;
+    Ok(())
 }
 
 /// Starts the command with the child moving itself into the cgroup before it execs, so the command's
@@ -83,7 +203,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
 ///
 /// # Errors
 /// The cgroup cannot be opened or the command cannot be started.
-pub fn spawn_in(procs_path: &Path, command: &[String]) -> anyhow::Result<tokio::process::Child> {
+fn spawn_in(procs_path: &Path, command: &[String]) -> anyhow::Result<tokio::process::Child> {
     let procs = std::fs::OpenOptions::new()
         .write(true)
         .open(procs_path)

@@ -71,6 +71,10 @@ impl<'a> TestDaemon<'a> {
         let mut cmd = self.ctl();
         cmd.args(["daemon", "--policy"]).arg(policy).arg("--audit-log").arg(self.audit());
         cmd.args(["--backend", &requested_backend()]);
+        // Reloads in tests name the test's own policy files.
+        if let Some(dir) = policy.parent() {
+            cmd.arg("--policy-dir").arg(dir);
+        }
         if !self.cgroup.is_empty() {
             cmd.args(["--cgroup", &self.cgroup]);
         }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use sentra_ctl::{audit::DEFAULT_AUDIT_LOG, controller, doctor, enforce, kernel::BackendChoice, run};
+use sentra_ctl::{audit::DEFAULT_AUDIT_LOG, controller, doctor, enforce, kernel::BackendChoice, launch, run};
 
 /// Sends a request to the controller, prints its answer as JSON; exit 0 on success, 1 if refused.
 fn answer(request: &controller::protocol::Request) -> anyhow::Result<i32> {
@@ -51,17 +51,56 @@ enum Command {
         /// `governed.cgroups`, else `agent`].
         #[arg(long)]
         cgroup: Option<String>,
+        /// A reload may read the configured policy or a regular file below this directory, nothing
+        /// else.
+        #[arg(long, default_value = "/etc/sentra")]
+        policy_dir: PathBuf,
     },
-    /// Start a command inside the daemon's governed cgroup; exits with its exit code.
+    /// Start the agent inside the daemon's governed cgroup: as an unprivileged user, with no new
+    /// privileges, a clean environment and a seccomp profile; exits with its exit code.
     Launch {
         /// Which governed cgroup, by name [default: the first].
         #[arg(long)]
         cgroup: Option<String>,
-        #[arg(trailing_var_arg = true, required = true, num_args = 1..)]
+        /// Run as this user [default: the policy's `governed.user`]; root only with
+        /// `governed.allow_root: true`.
+        #[arg(long)]
+        user: Option<String>,
+        /// Seccomp profile from the policy's `seccomp_profiles` [default: `governed.seccomp_profile`,
+        /// else `gateway`].
+        #[arg(long, conflicts_with = "no_seccomp")]
+        seccomp_profile: Option<String>,
+        /// Launch without a seccomp profile (warned about and recorded).
+        #[arg(long)]
+        no_seccomp: bool,
+        /// List the policy's seccomp profiles and exit.
+        #[arg(long)]
+        list_profiles: bool,
+        /// Pass a variable of this environment (`NAME`) or set one (`NAME=VALUE`); nothing else is
+        /// passed.
+        #[arg(long = "env", value_name = "NAME[=VALUE]")]
+        env: Vec<String>,
+        /// Policy for --list-profiles [default: the running controller's, else
+        /// /etc/sentra/policy.yaml].
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        #[arg(trailing_var_arg = true, required_unless_present = "list_profiles", num_args = 1..)]
         command: Vec<String>,
     },
     /// The running controller's state: backend, policy, generation, counters.
     Status,
+    /// Cleans up after a killed `run` (started by `run` itself).
+    #[command(hide = true)]
+    Reap {
+        #[arg(long)]
+        cgroup: PathBuf,
+        #[arg(long)]
+        pin_root: PathBuf,
+        #[arg(long)]
+        audit_log: PathBuf,
+        #[arg(long)]
+        run_pid: u32,
+    },
     /// Stop enforcing: remove every pin (the daemon exits).
     Stop {
         /// Remove the pins directly, without a running controller (e.g. after its state was lost).
@@ -125,7 +164,7 @@ fn real_main() -> anyhow::Result<i32> {
                 .context("starting the async runtime")?;
             runtime.block_on(run::run(run::RunOptions { policy, audit_log, backend, command }))
         }
-        Command::Daemon { policy, audit_log, backend, cgroup } => {
+        Command::Daemon { policy, audit_log, backend, cgroup, policy_dir } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -136,37 +175,32 @@ fn real_main() -> anyhow::Result<i32> {
                 backend,
                 cgroup,
                 pin_root: controller::state::pin_root(),
+                policy_dir,
             }))?;
             Ok(0)
         }
-        Command::Launch { cgroup, command } => {
-            let state = controller::state::State::load(&controller::state::state_file())
-                .context("no controller state (start `sentra-ctl daemon` first)")?
-                .state;
-            let group = match &cgroup {
-                None => state.cgroups.first().context("the controller governs no cgroup")?,
-                Some(name) => state
-                    .cgroups
-                    .iter()
-                    .find(|g| g.path.file_name().is_some_and(|n| n == name.as_str()))
-                    .with_context(|| {
-                        let names: Vec<String> =
-                            state.cgroups.iter().map(|g| g.path.display().to_string()).collect();
-                        format!(
-                            "the controller governs no cgroup named {name} (it governs {})",
-                            names.join(", ")
-                        )
-                    })?,
-            };
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
-            runtime.block_on(async {
-                let mut child = run::spawn_in(&group.path.join("cgroup.procs"), &command)?;
-                let status = child.wait().await?;
-                Ok(run::exit_code(status))
-            })
+        Command::Launch {
+            cgroup,
+            user,
+            seccomp_profile,
+            no_seccomp,
+            list_profiles,
+            env,
+            policy,
+            command,
+        } => launch_command(LaunchArgs {
+            cgroup,
+            user,
+            seccomp_profile,
+            no_seccomp,
+            list_profiles,
+            env,
+            policy,
+            command,
+        }),
+        Command::Reap { cgroup, pin_root, audit_log, run_pid } => {
+            run::reap(&cgroup, &pin_root, &audit_log, run_pid)?;
+            Ok(0)
         }
         Command::Status => answer(&controller::protocol::Request::Status),
         Command::Stop { force: false } => answer(&controller::protocol::Request::Stop),
@@ -197,6 +231,73 @@ fn real_main() -> anyhow::Result<i32> {
             policy_explain(&file, identity, &command)
         }
     }
+}
+
+/// `launch`'s arguments.
+struct LaunchArgs {
+    cgroup: Option<String>,
+    user: Option<String>,
+    seccomp_profile: Option<String>,
+    no_seccomp: bool,
+    list_profiles: bool,
+    env: Vec<String>,
+    policy: Option<PathBuf>,
+    command: Vec<String>,
+}
+
+/// `launch`: the agent in the daemon's governed cgroup, with the policy the daemon enforces.
+fn launch_command(args: LaunchArgs) -> anyhow::Result<i32> {
+    let LaunchArgs { cgroup, user, seccomp_profile, no_seccomp, list_profiles, env, policy, command } = args;
+    let loaded = controller::state::State::load(&controller::state::state_file());
+    if list_profiles {
+        let file = policy
+            .or_else(|| loaded.as_ref().ok().map(|l| l.policy.policy.clone()))
+            .unwrap_or_else(|| PathBuf::from("/etc/sentra/policy.yaml"));
+        let policy = sentra_ctl::policy::Policy::read(&file)?;
+        print!("{}", launch::list_profiles(&policy));
+        return Ok(0);
+    }
+    let loaded = loaded.context("no controller state (start `sentra-ctl daemon` first)")?;
+    let group = match &cgroup {
+        None => loaded.state.cgroups.first().context("the controller governs no cgroup")?,
+        Some(name) => loaded
+            .state
+            .cgroups
+            .iter()
+            .find(|g| g.path.file_name().is_some_and(|n| n == name.as_str()))
+            .with_context(|| {
+                let names: Vec<String> =
+                    loaded.state.cgroups.iter().map(|g| g.path.display().to_string()).collect();
+                format!("the controller governs no cgroup named {name} (it governs {})", names.join(", "))
+            })?,
+    };
+    // The policy the controller enforces: its user, root permission and profiles.
+    let file = &loaded.policy.policy;
+    sentra_ctl::policy::check_file_safety(file)?;
+    let policy = sentra_ctl::policy::Policy::read(file)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(launch::launch(
+        &policy,
+        launch::Launch {
+            procs: group.path.join("cgroup.procs"),
+            command,
+            user,
+            seccomp: if no_seccomp {
+                launch::Seccomp::Off
+            } else {
+                launch::Seccomp::Profile(seccomp_profile)
+            },
+            env,
+            hide: launch::Hidden {
+                files: vec![loaded.state.audit_log.clone(), controller::state::state_file()],
+                dirs: vec![controller::state::pin_root()],
+                read_only: sentra_ctl::cgroup::cgroup2_root().into_iter().collect(),
+            },
+        },
+    ))
 }
 
 /// `doctor`: prints each check; exit 0 when a backend can enforce here.
@@ -276,7 +377,8 @@ fn policy_check(file: &std::path::Path) -> i32 {
                 }
             );
             let reached = policy.denies_reached_by_allows();
-            for w in policy.warnings.iter().chain(&compiled.warnings).chain(&reached) {
+            let own_tools = compiled.own_tools_reachable();
+            for w in policy.warnings.iter().chain(&compiled.warnings).chain(&reached).chain(&own_tools) {
                 println!("  warning: {}", w.message);
             }
             if !compiled.absent.is_empty() {

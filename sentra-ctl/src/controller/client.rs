@@ -22,8 +22,12 @@ pub fn send(request: &Request) -> anyhow::Result<Response> {
     stream.set_read_timeout(Some(Duration::from_mins(1)))?;
     let mut line = serde_json::to_vec(request)?;
     line.push(b'\n');
-    stream.write_all(&line)?;
+    // A refused peer is answered without being read: the answer is there even if writing failed.
+    let written = stream.write_all(&line);
     let mut reply = String::new();
     BufReader::new(stream).read_line(&mut reply).context("reading the controller's answer")?;
+    if reply.is_empty() {
+        written.context("sending the request")?;
+    }
     serde_json::from_str(&reply).with_context(|| format!("unreadable answer: {reply:?}"))
 }

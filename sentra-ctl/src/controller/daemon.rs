@@ -5,13 +5,15 @@ use std::{
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     sync::Arc,
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail};
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
     signal::unix::{SignalKind, signal},
+    sync::{mpsc, oneshot},
 };
 
 use super::{
@@ -36,6 +38,8 @@ pub struct DaemonOptions {
     /// `governed.cgroups`.
     pub cgroup: Option<String>,
     pub pin_root: PathBuf,
+    /// Policies a reload may name: the configured one and regular files below this directory.
+    pub policy_dir: PathBuf,
 }
 
 struct Daemon {
@@ -46,6 +50,9 @@ struct Daemon {
     pin_root: PathBuf,
     /// `--cgroup`, which overrides the policy's `governed.cgroups`.
     cgroup_override: Option<String>,
+    /// The policy the daemon was started with, and the directory reloads may read from.
+    configured_policy: PathBuf,
+    policy_dir: PathBuf,
 }
 
 /// Runs the controller until `stop` (pins removed) or SIGTERM/SIGINT (pins kept: enforcement goes on).
@@ -70,6 +77,8 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         last_retire_ms: None,
         pin_root: options.pin_root.clone(),
         cgroup_override: options.cgroup.clone(),
+        configured_policy: std::fs::canonicalize(&options.policy).unwrap_or_else(|_| options.policy.clone()),
+        policy_dir: std::fs::canonicalize(&options.policy_dir).unwrap_or_else(|_| options.policy_dir.clone()),
     };
     daemon.save_state();
     let mut start =
@@ -105,12 +114,21 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         daemon.session.backend.as_str(),
         socket.display()
     );
+    // Each connection is served by its own task (reading with a deadline); this loop only decides
+    // requests, which never wait for a peer, so draining never waits for the control plane.
+    let (requests, mut incoming) = mpsc::channel::<Incoming>(CONNECTIONS_QUEUED);
     loop {
         tokio::select! {
             drained = daemon.session.drain_when_due() => drained?,
-            accepted = listener.accept() => {
-                let (stream, _) = accepted.context("accepting on the socket")?;
-                if daemon.serve(stream).await? {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(connection(stream, requests.clone()));
+                }
+                // Out of descriptors and the like: the peer is refused, the controller goes on.
+                Err(err) => tracing::warn!("accepting on the control socket: {err}"),
+            },
+            Some(request) = incoming.recv() => {
+                if daemon.decide(request).await {
                     daemon.session.drain()?;
                     return Ok(());
                 }
@@ -124,6 +142,88 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&socket);
     eprintln!("sentra-ctl daemon: exiting; enforcement stays pinned (sentra-ctl stop removes it)");
     Ok(())
+}
+
+/// Requests waiting for the loop; a full queue makes connection tasks wait, never the loop.
+const CONNECTIONS_QUEUED: usize = 16;
+/// How long a peer may take to send its request line, and how long it may be.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+const REQUEST_MAX_BYTES: u64 = 64 * 1024;
+
+/// Who is on the other end of a connection, from the kernel's credentials of the connecting
+/// process (`SO_PEERCRED`) and its cgroup at the time it was served.
+#[derive(Debug, Clone)]
+struct Peer {
+    pid: Option<u32>,
+    uid: Option<u32>,
+    /// Its cgroup v2 path (`/proc/PID/cgroup`), if it could be read.
+    cgroup: Option<String>,
+}
+
+impl Peer {
+    fn of(stream: &UnixStream) -> Self {
+        let cred = stream.peer_cred().ok();
+        let pid = cred.and_then(|c| c.pid()).and_then(|p| u32::try_from(p).ok());
+        let cgroup = pid.and_then(|pid| {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+            text.lines().find_map(|line| line.strip_prefix("0::")).map(str::to_string)
+        });
+        Self { pid, uid: cred.map(|c| c.uid()), cgroup }
+    }
+
+    /// Whether the peer may be governed: inside `<cgroup2>/sentra/` (every cgroup a controller
+    /// governs, or a `run`'s, is there), or unknown (its process is gone, its cgroup unreadable:
+    /// fail closed). Decided from the cgroup, not the uid: a governed agent may be root.
+    fn governed(&self) -> bool {
+        self.cgroup.as_deref().is_none_or(|path| {
+            path == format!("/{}", cgroup::GOVERNED_PARENT)
+                || path.starts_with(&format!("/{}/", cgroup::GOVERNED_PARENT))
+        })
+    }
+}
+
+/// A request handed from a connection task to the loop.
+struct Incoming {
+    peer: Peer,
+    /// `None`: refused before it was read (a governed peer).
+    request: Option<Result<Request, String>>,
+    reply: oneshot::Sender<Response>,
+    /// Told once the reply is written (so that `stop` answers before the controller exits).
+    written: Option<oneshot::Sender<()>>,
+}
+
+/// Serves one connection: a governed peer is refused without reading anything; others have
+/// [`REQUEST_DEADLINE`] to send one line of at most [`REQUEST_MAX_BYTES`].
+async fn connection(stream: UnixStream, loop_: mpsc::Sender<Incoming>) {
+    let peer = Peer::of(&stream);
+    let (read, mut write) = stream.into_split();
+    let request = if peer.governed() {
+        None
+    } else {
+        let mut line = String::new();
+        let mut reader = BufReader::new(read.take(REQUEST_MAX_BYTES));
+        match tokio::time::timeout(REQUEST_DEADLINE, reader.read_line(&mut line)).await {
+            Ok(Ok(n)) if n > 0 && line.ends_with('\n') => {
+                Some(serde_json::from_str::<Request>(&line).map_err(|e| format!("bad request: {e}")))
+            }
+            Ok(Ok(_)) => {
+                Some(Err(format!("bad request: one JSON line of at most {REQUEST_MAX_BYTES} bytes expected")))
+            }
+            Ok(Err(err)) => Some(Err(format!("bad request: {err}"))),
+            Err(_) => Some(Err(format!("no request within {} s", REQUEST_DEADLINE.as_secs()))),
+        }
+    };
+    let (reply, answer) = oneshot::channel();
+    let (written, done) = oneshot::channel();
+    if loop_.send(Incoming { peer, request, reply, written: Some(written) }).await.is_err() {
+        return;
+    }
+    let Ok(response) = answer.await else { return };
+    if let Ok(mut text) = serde_json::to_vec(&response) {
+        text.push(b'\n');
+        let _ = tokio::time::timeout(REQUEST_DEADLINE, write.write_all(&text)).await;
+    }
+    drop(done);
 }
 
 /// The cgroup names a controller governs: `--cgroup`, else the policy's `governed.cgroups`.
@@ -194,34 +294,68 @@ impl Daemon {
         }
     }
 
-    /// Answers one connection; returns true when the controller must exit (after `stop`).
-    async fn serve(&mut self, stream: UnixStream) -> anyhow::Result<bool> {
-        // The socket's mode already keeps others out; the peer's credentials are checked as well.
-        let uid = stream.peer_cred().map_or(u32::MAX, |c| c.uid());
-        let (read, mut write) = stream.into_split();
-        let mut line = String::new();
-        let mut reader = BufReader::new(read);
-        if reader.read_line(&mut line).await.is_err() {
-            return Ok(false);
-        }
+    /// Answers one request; returns true when the controller must exit (after `stop`, once the
+    /// reply is written).
+    async fn decide(&mut self, incoming: Incoming) -> bool {
+        let Incoming { peer, request, reply, written } = incoming;
         let mut stop = false;
-        let response = if uid != 0 {
-            Response::error(format!("uid {uid} may not control sentra (root only)"))
-        } else {
-            match serde_json::from_str::<Request>(&line) {
-                Err(err) => Response::error(format!("bad request: {err}")),
-                Ok(Request::Status) => self.status(),
-                Ok(Request::Reload { policy }) => self.reload(policy),
-                Ok(Request::Stop) => {
-                    stop = true;
-                    self.stop()
-                }
+        let response = match request {
+            None => self.refuse(&peer, "the peer runs in a governed cgroup"),
+            Some(_) if peer.uid != Some(0) => {
+                self.refuse(&peer, &format!("uid {} is not root", peer.uid.map_or(-1, i64::from)))
+            }
+            Some(Err(err)) => Response::error(err),
+            Some(Ok(Request::Status)) => self.status(),
+            Some(Ok(Request::Reload { policy })) => self.reload(policy),
+            Some(Ok(Request::Record { record })) => self.record(&peer, record),
+            Some(Ok(Request::Stop)) => {
+                let response = self.stop();
+                stop = response.ok;
+                response
             }
         };
-        let mut reply = serde_json::to_vec(&response)?;
-        reply.push(b'\n');
-        let _ = write.write_all(&reply).await;
-        Ok(stop && response.ok)
+        let _ = reply.send(response);
+        if stop && let Some(mut written) = written {
+            // The connection task drops its end once the reply is out (or the peer is gone).
+            let _ = tokio::time::timeout(REQUEST_DEADLINE, written.closed()).await;
+        }
+        stop
+    }
+
+    /// Appends a record a trusted peer (the launcher) sent, stamped with who sent it.
+    fn record(&mut self, peer: &Peer, mut record: serde_json::Value) -> Response {
+        let Some(fields) = record.as_object_mut() else {
+            return Response::error("a record is a JSON object");
+        };
+        if !fields.get("event").is_some_and(serde_json::Value::is_string) {
+            return Response::error("a record needs an `event`");
+        }
+        fields.insert(
+            "reported_by".into(),
+            serde_json::json!({ "pid": peer.pid, "uid": peer.uid, "cgroup": peer.cgroup }),
+        );
+        match self.session.write_value(&record) {
+            Ok(()) => Response::ok(serde_json::json!({ "written": true })),
+            Err(err) => Response::error(format!("writing the audit log: {}", crate::describe(&err))),
+        }
+    }
+
+    /// Refuses a peer, with a record saying who and why.
+    fn refuse(&mut self, peer: &Peer, why: &str) -> Response {
+        let _ = self.session.write(&Record {
+            timestamp: audit::now(),
+            event: "control_refused".into(),
+            layer: "kernel",
+            decision: Some("denied"),
+            reason: Some(why.into()),
+            detail: Some(serde_json::json!({
+                "peer_pid": peer.pid,
+                "peer_uid": peer.uid,
+                "peer_cgroup": peer.cgroup,
+            })),
+            ..Record::default()
+        });
+        Response::error(format!("refused: {why}: only root outside the governed cgroups controls sentra"))
     }
 
     fn status(&mut self) -> Response {
@@ -281,6 +415,9 @@ impl Daemon {
     /// nothing.
     fn reload(&mut self, policy: Option<String>) -> Response {
         let path = policy.map_or_else(|| self.session.policy.policy.clone(), PathBuf::from);
+        if let Err(why) = self.reloadable(&path) {
+            return Response::error(format!("policy rejected, the enforced one stays: {why}"));
+        }
         let prepared = match prepare_policy(&path) {
             Ok(p) => p,
             Err(err) => return Response::error(format!("policy rejected, the enforced one stays: {err:#}")),
@@ -341,6 +478,22 @@ impl Daemon {
             "exec_rules": exec_rules,
             "flip_ms": flip_ms,
         }))
+    }
+
+    /// A reload reads only the configured policy or a file below the policy directory (so that no
+    /// root-owned file elsewhere, such as a permissive example, can become the policy).
+    fn reloadable(&self, path: &Path) -> Result<(), String> {
+        let real = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if real == self.configured_policy || real.starts_with(&self.policy_dir) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}: a reload reads only {} or files below {} (--policy-dir)",
+                path.display(),
+                self.configured_policy.display(),
+                self.policy_dir.display()
+            ))
+        }
     }
 
     /// Clears the generation the last reload retired (after the reply: the new policy already

@@ -18,6 +18,11 @@ pub enum Request {
     },
     /// Remove every pin and stop enforcing.
     Stop,
+    /// Append a record to the audit log (the launcher's: denied system calls, launches). Only root
+    /// outside the governed cgroups may send one; the controller adds who sent it.
+    Record {
+        record: serde_json::Value,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -21,6 +21,8 @@ use crate::{
 pub struct Drained {
     pub events_written: u64,
     pub events_undecodable: u64,
+    /// The kernel's lost-event count as last written to the log (an `events_lost` record).
+    pub events_lost_recorded: u64,
 }
 
 /// The `EVENTS` ring buffer and the audit log it drains into.
@@ -101,12 +103,51 @@ impl Events {
         Ok(())
     }
 
+    /// Writes an `events_lost` record when the kernel counted lost events since the last one
+    /// (`dropped`: its counter now), so that a loss is always in the log itself, with its exact count.
+    /// A controller that adopts pinned maps starts from zero: the first record then also counts what
+    /// was lost under its predecessor (`lost_total` is the kernel's count either way).
+    ///
+    /// # Errors
+    /// The audit log cannot be written (the loss is then recorded by the next drain).
+    pub fn record_loss(&mut self, dropped: u64) -> Result<(), AuditError> {
+        if dropped <= self.drained.events_lost_recorded {
+            return Ok(());
+        }
+        let lost = dropped - self.drained.events_lost_recorded;
+        tracing::warn!("{lost} events were lost because the ring buffer was full");
+        self.audit.write(&Record {
+            timestamp: crate::audit::now(),
+            event: "events_lost".into(),
+            layer: "kernel",
+            reason: Some("the ring buffer was full: the controller did not drain it in time".into()),
+            detail: Some(serde_json::json!({ "lost": lost, "lost_total": dropped })),
+            ..Record::default()
+        })?;
+        self.drained.events_lost_recorded = dropped;
+        Ok(())
+    }
+
+    /// The audit log's writer counters.
+    #[must_use]
+    pub fn audit_stats(&self) -> crate::audit::WriteStats {
+        self.audit.stats()
+    }
+
     /// Appends a record to the audit log.
     ///
     /// # Errors
     /// The write fails.
     pub fn write(&mut self, record: &Record) -> Result<(), AuditError> {
         self.audit.write(record)
+    }
+
+    /// Appends a record another process built.
+    ///
+    /// # Errors
+    /// The write fails.
+    pub fn write_value(&mut self, record: &serde_json::Value) -> Result<(), AuditError> {
+        self.audit.write_value(record)
     }
 
     /// What the drains did.

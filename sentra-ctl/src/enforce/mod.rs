@@ -158,7 +158,7 @@ impl Session {
         let mode = policy.model.mode;
         let barrier = RcuBarrier::new().context("creating the RCU barrier maps")?;
         // Opened once: the event drain and the resolver write through clones of it.
-        let audit = AuditLog::open(audit_log)?;
+        let audit = AuditLog::open_owned(audit_log)?;
         let mut kernel = Kernel::load(backend)?;
         // The resolver binds first: the network generation steers DNS to its address.
         let resolver = if net.governed || resolver == ResolverWhen::Always {
@@ -217,7 +217,7 @@ impl Session {
         audit_log: &Path,
     ) -> anyhow::Result<(Self, Adopted)> {
         let barrier = RcuBarrier::new().context("creating the RCU barrier maps")?;
-        let audit = AuditLog::open(audit_log)?;
+        let audit = AuditLog::open_owned(audit_log)?;
         let mut store = pin::open(pin_root)?;
         let generation = maps::active_generation(&mut store)?.generation;
         // The network rules of the pinned generation, from the policy file if it is still the one
@@ -270,7 +270,13 @@ impl Session {
     /// # Errors
     /// The audit log cannot be written.
     pub fn drain(&mut self) -> anyhow::Result<()> {
-        Ok(self.events.drain(&self.generations)?)
+        self.events.drain(&self.generations)?;
+        // Read after the ring is empty: a loss counted now happened before this drain.
+        match maps::events_dropped(self.store.as_ref()) {
+            Ok(dropped) => self.events.record_loss(dropped)?,
+            Err(err) => tracing::warn!("reading the lost-event count: {}", crate::describe(&err)),
+        }
+        Ok(())
     }
 
     /// Switches to `prepared` atomically (see [`Generations::switch`]); the old generation is
@@ -381,6 +387,8 @@ impl Session {
         let mut detail = serde_json::json!({
             "events_written": drained.events_written,
             "events_undecodable": drained.events_undecodable,
+            "events_lost_recorded": drained.events_lost_recorded,
+            "audit_write_failures": self.events.audit_stats().audit_write_failures,
         });
         match (maps::read_stats(self.store.as_ref()), knet::read_stats(self.store.as_ref())) {
             (Ok(kernel), Ok(net)) => {
@@ -424,5 +432,13 @@ impl Session {
     /// The write fails.
     pub fn write(&mut self, record: &Record) -> Result<(), audit::AuditError> {
         self.events.write(record)
+    }
+
+    /// Appends a record another process built (see [`audit::AuditLog::write_value`]).
+    ///
+    /// # Errors
+    /// The write fails.
+    pub fn write_value(&mut self, record: &serde_json::Value) -> Result<(), audit::AuditError> {
+        self.events.write_value(record)
     }
 }

@@ -43,6 +43,15 @@ pub struct Stats {
     pub probe_errors_by_site: BTreeMap<&'static str, u64>,
 }
 
+/// The kernel's count of events lost to a full ring buffer (exec and network), summed over CPUs.
+///
+/// # Errors
+/// The map cannot be read.
+pub fn events_dropped<S: MapStore + ?Sized>(ebpf: &S) -> Result<u64, KernelError> {
+    let [dropped] = counters(ebpf, STATS, [stats::EVENTS_DROPPED])?;
+    Ok(dropped)
+}
+
 /// Reads `STATS`.
 ///
 /// # Errors

@@ -686,6 +686,46 @@ impl CompiledExec {
         std::fs::metadata(path)?;
         ExecFiles::new(self, true).decide(path)
     }
+
+    /// Warnings for each of Sentra's own tools installed here (the controller beside this binary and
+    /// in the usual places, `bpftool`) that the governed agent may execute: with it, a root agent
+    /// talks to the kernel's BPF state or the controller directly.
+    #[must_use]
+    pub fn own_tools_reachable(&self) -> Vec<super::Warning> {
+        let mut candidates: Vec<PathBuf> =
+            ["/usr/local/bin/sentra-ctl", "/usr/bin/sentra-ctl", "/usr/sbin/bpftool", "/usr/bin/bpftool"]
+                .iter()
+                .map(PathBuf::from)
+                .collect();
+        if let Ok(exe) = std::env::current_exe() {
+            candidates.insert(0, exe);
+        }
+        let mut seen = Vec::new();
+        let files = ExecFiles::new(self, true);
+        let mut warnings = Vec::new();
+        for candidate in candidates {
+            let Ok(real) = std::fs::canonicalize(&candidate) else { continue };
+            if seen.contains(&real) {
+                continue;
+            }
+            seen.push(real.clone());
+            if let Ok(decision) = files.decide(&real)
+                && decision.effect == Effect::Allow
+            {
+                warnings.push(super::Warning {
+                    message: format!(
+                        "the governed agent may execute {} ({}{}): deny it, e.g. `- {{ id: no_{}, name: {} }}` under exec.deny",
+                        real.display(),
+                        decision.how,
+                        decision.rule.map(|r| format!(", rule {r}")).unwrap_or_default(),
+                        real.file_name().map(|n| n.to_string_lossy().replace('-', "_")).unwrap_or_default(),
+                        real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                    ),
+                });
+            }
+        }
+        warnings
+    }
 }
 
 /// [`ExecFiles`] compiled on first use: compiling looks up every rule's target, which a line that

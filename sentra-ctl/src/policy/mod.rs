@@ -8,6 +8,7 @@ pub mod model;
 pub mod network;
 pub mod overlap;
 pub mod required;
+pub mod seccomp;
 pub mod shell;
 
 use std::{
@@ -253,7 +254,7 @@ impl Policy {
                 }
             }
         }
-        Ok(())
+        seccomp::validate_names(self)
     }
 
     /// `governed:`: cgroup names are plain names (created below `<cgroup2>/sentra/`), identities are
@@ -278,6 +279,19 @@ impl Policy {
                 return Err(self
                     .error_at(format!("governed.cgroups[{i}]"), format!("cgroup `{name}` is listed twice")));
             }
+        }
+        if let Some(profile) = &governed.seccomp_profile
+            && !self.model.seccomp_profiles.contains_key(profile)
+        {
+            return Err(self.error_at(
+                "governed.seccomp_profile",
+                format!("no seccomp profile named `{profile}` in `seccomp_profiles`"),
+            ));
+        }
+        if let Some(user) = &governed.user
+            && user.trim().is_empty()
+        {
+            return Err(self.error_at("governed.user", "a user cannot be empty"));
         }
         for (i, identity) in governed.identities.iter().enumerate() {
             if identity.trim().is_empty() {

@@ -100,6 +100,14 @@ pub struct GovernedSection {
     /// command (the identity can come from `$SENTRA_IDENTITY`, which the agent can set). Empty: any.
     #[serde(default)]
     pub identities: Vec<String>,
+    /// The user `sentra-ctl launch` runs the agent as (`--user` overrides it).
+    pub user: Option<String>,
+    /// Whether `launch` may run the agent as root (refused unless this says so).
+    #[serde(default)]
+    pub allow_root: bool,
+    /// The seccomp profile `launch` applies (`--seccomp-profile` overrides it) [default: `gateway`
+    /// when the policy defines it].
+    pub seccomp_profile: Option<String>,
 }
 
 /// The governed cgroup when a policy names none.
@@ -197,7 +205,7 @@ pub struct SeccompProfile {
 }
 
 /// `{arg, mask, value, action}`: the action applies when `(args[arg] & mask) == value`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyscallCondition {
     pub arg: u8,
