@@ -101,6 +101,25 @@ impl<'a> TestDaemon<'a> {
         let _ = child.wait();
     }
 
+    /// `sentra-ctl launch` as the enforcement tests use it: as uid 65534 (no passwd entry needed),
+    /// without a seccomp profile (the launcher's own tests cover profiles); `args` are `launch`'s
+    /// (options, `--`, the command).
+    #[must_use]
+    pub fn launch_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = self.ctl();
+        cmd.args(["launch", "--user", "65534", "--no-seccomp"]).args(args);
+        cmd
+    }
+
+    /// Runs [`Self::launch_cmd`] to its end.
+    ///
+    /// # Panics
+    /// If `sentra-ctl` cannot be started.
+    #[must_use]
+    pub fn launch(&self, args: &[&str]) -> Output {
+        self.launch_cmd(args).output().expect("sentra-ctl launch")
+    }
+
     /// Runs `sentra-ctl ARGS` against this controller.
     ///
     /// # Panics

@@ -37,6 +37,8 @@ impl std::ops::DerefMut for Controller {
 impl Controller {
     fn new(tag: &str) -> Self {
         let dir = tempfile::Builder::new().prefix("sentra-ctl-test-").tempdir_in("/tmp").expect("tempdir");
+        // The agent runs as an unprivileged user: it must reach the tools.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let controller = Self { daemon: TestDaemon::new(tag, dir.path(), None), dir };
         install(Path::new(FIXTURE), &controller.tool("allowed"));
         install(Path::new(FIXTURE), &controller.tool("denied"));
@@ -70,7 +72,7 @@ impl Controller {
     }
     /// Runs `fixture spawn PATH` inside the governed cgroup; returns what it printed.
     fn launch_spawn(&self, path: &Path) -> String {
-        let out = self.run(&["launch", "--", FIXTURE, "spawn", path.to_str().expect("utf-8"), "hello"]);
+        let out = self.launch(&["--", FIXTURE, "spawn", path.to_str().expect("utf-8"), "hello"]);
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
     fn denied_marker(&self) -> &'static str {
@@ -216,9 +218,7 @@ fn reload_under_an_exec_storm_never_mixes_generations() {
     c.start(&a);
     let n: u32 = std::env::var("SENTRA_STORM").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     let storm = c
-        .ctl()
-        .args([
-            "launch",
+        .launch_cmd(&[
             "--",
             FIXTURE,
             "storm",
@@ -303,22 +303,14 @@ fn each_cgroup_the_policy_names_is_governed_and_the_set_is_fixed_while_running()
     let marker = c.denied_marker();
     for name in [&a, &b] {
         let launch = |tool: &Path| {
-            let out = c.run(&[
-                "launch",
-                "--cgroup",
-                name,
-                "--",
-                FIXTURE,
-                "spawn",
-                tool.to_str().expect("utf-8"),
-                "hello",
-            ]);
+            let out =
+                c.launch(&["--cgroup", name, "--", FIXTURE, "spawn", tool.to_str().expect("utf-8"), "hello"]);
             String::from_utf8_lossy(&out.stdout).into_owned()
         };
         assert!(launch(&c.tool("denied")).contains(marker), "{name}: denied tool not denied");
         assert!(launch(&c.tool("allowed")).contains("hello"), "{name}: allowed tool did not run");
     }
-    let out = c.run(&["launch", "--cgroup", "nope", "--", "/bin/true"]);
+    let out = c.launch(&["--cgroup", "nope", "--", "/bin/true"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no cgroup named nope"));
 
@@ -366,7 +358,7 @@ fn a_probe_that_cannot_decide_denies_and_names_the_failed_site() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
     let target = listener.local_addr().expect("addr").to_string();
     let connect = |c: &Controller| {
-        let out = c.run(&["launch", "--", FIXTURE, "connect", &target]);
+        let out = c.launch(&["--", FIXTURE, "connect", &target]);
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     // Loopback is not governed by this policy: the connect succeeds (or fails for the network's own
@@ -389,7 +381,7 @@ fn a_probe_that_cannot_decide_denies_and_names_the_failed_site() {
 
     // Exec: the governed exec is denied, reported with the site, and counted.
     unload_active_settings(&c.pin_root, true);
-    let out = c.run(&["launch", "--", FIXTURE, "hello"]);
+    let out = c.launch(&["--", FIXTURE, "hello"]);
     assert!(!String::from_utf8_lossy(&out.stdout).contains("hello"), "an exec the probe cannot decide ran");
     let records = wait_for_records(&c.audit(), Duration::from_secs(20), "the exec fail-closed event", |r| {
         r.iter().any(|r| r["event"] == "exec" && r["rule_id"] == "internal_error")

@@ -549,9 +549,7 @@ fn net_reload_changes_access_live() {
 fn launch_probe(d: &TestDaemon<'_>, ops: &[&str]) -> Vec<String> {
     let exe = std::env::current_exe().expect("exe");
     let out = d
-        .ctl()
-        .arg("launch")
-        .arg("--")
+        .launch_cmd(&["--env", OPS_ENV, "--"])
         .arg(exe)
         .args(["netprobe_entry", "--exact", "--nocapture", "--test-threads=1", "-q"])
         .env(OPS_ENV, ops.join(";"))

@@ -74,10 +74,21 @@ impl Identity {
     pub fn lookup(name: &str) -> anyhow::Result<Self> {
         use nix::unistd::{Uid, User};
         let user = match name.parse::<u32>() {
-            Ok(uid) => User::from_uid(Uid::from_raw(uid))?,
-            Err(_) => User::from_name(name)?,
-        }
-        .with_context(|| format!("no user named {name}"))?;
+            Ok(uid) => match User::from_uid(Uid::from_raw(uid))? {
+                Some(user) => user,
+                // A numeric uid with no passwd entry (minimal systems): its own group, home `/`.
+                None => {
+                    return Ok(Self {
+                        name: uid.to_string(),
+                        uid,
+                        gid: uid,
+                        groups: vec![uid],
+                        home: PathBuf::from("/"),
+                    });
+                }
+            },
+            Err(_) => User::from_name(name)?.with_context(|| format!("no user named {name}"))?,
+        };
         let cname = CString::new(user.name.as_str())?;
         let groups = nix::unistd::getgrouplist(&cname, user.gid).map_or_else(
             |_| vec![user.gid.as_raw()],

@@ -7,6 +7,10 @@
 //! `sentra-fixture storm N PATH [ARGS…]` → spawns PATH N times; prints `ok=K failed=F`
 //! `sentra-fixture bench N PATH [ARGS…]` → spawns PATH N times; prints `ns_per_exec=` (mean fork+exec+wait)
 //! `sentra-fixture connect ADDR:PORT`   → TCP connect; prints `connected` or `connect-errno=N`
+//! `sentra-fixture sys NAME…`              → makes each named system call with harmless arguments;
+//!                                          prints `NAME errno=N` (0: it succeeded)
+//! `sentra-fixture whoami`                 → prints `uid=`, `euid=`, the `/proc/self/status` lines
+//!                                          about privileges and seccomp, and `env=` (variable names)
 //! `sentra-fixture subcgroup NAME PATH [ARGS…]` → moves itself into a new child cgroup NAME of its own
 //!                                          cgroup (created now), then behaves as `spawn`
 
@@ -43,6 +47,71 @@ fn own_cgroup_dir() -> Option<PathBuf> {
             .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
     })?;
     Some(root.join(relative.trim_start_matches('/')))
+}
+
+/// One system call by name, with arguments that do nothing even when it is allowed.
+fn sys(name: &str) -> Option<i64> {
+    let null = std::ptr::null::<libc::c_void>();
+    let missing = c"/nonexistent-sentra".as_ptr();
+    // SAFETY: every call gets null or valid pointers and fails or does nothing lasting.
+    let rc = unsafe {
+        match name {
+            "bpf" => libc::syscall(libc::SYS_bpf, 0, null, 0),
+            "ptrace" => libc::syscall(libc::SYS_ptrace, libc::PTRACE_PEEKDATA, 1, 0, 0),
+            "mount" => libc::syscall(libc::SYS_mount, c"none".as_ptr(), missing, c"tmpfs".as_ptr(), 0, null),
+            "umount2" => libc::syscall(libc::SYS_umount2, missing, 0),
+            "unshare" => libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUSER),
+            "setns" => libc::syscall(libc::SYS_setns, -1, 0),
+            "perf_event_open" => libc::syscall(libc::SYS_perf_event_open, null, 0, -1, -1, 0),
+            "keyctl" => libc::syscall(libc::SYS_keyctl, 0, -1, 0),
+            "reboot" => libc::syscall(libc::SYS_reboot, 0, 0, 0, null),
+            "init_module" => libc::syscall(libc::SYS_init_module, null, 0, c"".as_ptr()),
+            "kexec_load" => libc::syscall(libc::SYS_kexec_load, 0, 0, null, 0),
+            "io_uring_setup" => libc::syscall(libc::SYS_io_uring_setup, 1, null),
+            "execveat" => libc::syscall(libc::SYS_execveat, -1, c"".as_ptr(), null, null, 0),
+            "clone3" => libc::syscall(libc::SYS_clone3, null, 0),
+            "socket" => {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+                i64::from(fd)
+            }
+            "fork" => {
+                let pid = libc::fork();
+                if pid == 0 {
+                    libc::_exit(0);
+                }
+                if pid > 0 {
+                    libc::waitpid(pid, std::ptr::null_mut(), 0);
+                }
+                i64::from(pid)
+            }
+            #[cfg(target_arch = "x86_64")]
+            "x32" => libc::syscall(0x4000_0000 + libc::SYS_getpid),
+            _ => return None,
+        }
+    };
+    Some(if rc < 0 { i64::from(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)) } else { 0 })
+}
+
+/// Who the process is, what it may do, what it inherited.
+fn whoami() -> ExitCode {
+    // SAFETY: plain getters.
+    let (uid, euid, gid) = unsafe { (libc::getuid(), libc::geteuid(), libc::getgid()) };
+    println!("uid={uid}\neuid={euid}\ngid={gid}");
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    for line in status.lines().filter(|l| {
+        ["NoNewPrivs:", "CapBnd:", "CapAmb:", "CapEff:", "CapPrm:", "Seccomp:"]
+            .iter()
+            .any(|p| l.starts_with(p))
+    }) {
+        println!("{}", line.replace(":\t", "=").replace(": ", "="));
+    }
+    let names: Vec<String> = std::env::vars_os().map(|(k, _)| k.to_string_lossy().into_owned()).collect();
+    println!("env={}", names.join(","));
+    println!("cwd={}", std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default());
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
@@ -102,6 +171,16 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Some("sys") => {
+            for name in rest(1) {
+                match sys(&name) {
+                    Some(errno) => println!("{name} errno={errno}"),
+                    None => println!("{name} unknown"),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Some("whoami") => whoami(),
         Some("subcgroup") => {
             let (Some(name), Some(path)) = (args.get(1), args.get(2)) else {
                 return ExitCode::from(2);

@@ -1,0 +1,478 @@
+//! Self-protection: a governed agent, as root and as an unprivileged user, tries to switch Sentra off
+//! or out of its way; each attempt fails and is recorded. And the launcher: the user, no new
+//! privileges, capabilities, environment and seccomp profiles, each profile blocking what it names
+//! with a record per denied call. Real processes against a real controller (its own pins, runtime
+//! directory and cgroup).
+
+use std::{
+    fmt::Write as _,
+    os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::Output,
+    time::{Duration, Instant},
+};
+
+use sentra_tests::{daemon::TestDaemon, install, read_records, sentra_ctl, wait_for_records};
+use serde_json::Value;
+
+const FIXTURE: &str = env!("CARGO_BIN_EXE_sentra-fixture");
+
+/// The shipped profiles, from the shipped gateway policy (the text from `seccomp_profiles:` on).
+fn shipped_profiles() -> String {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/gateway.yaml"))
+            .expect("gateway policy");
+    let at = text.find("seccomp_profiles:").expect("profiles in the gateway policy");
+    text[at..].to_string()
+}
+
+struct Scene {
+    dir: tempfile::TempDir,
+    daemon: TestDaemon<'static>,
+}
+
+impl Scene {
+    /// A controller enforcing an allow-all exec policy with the shipped profiles and `governed`.
+    fn start(tag: &str, governed: &str) -> Self {
+        let dir = tempfile::Builder::new().prefix("sentra-self-").tempdir_in("/tmp").expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mut scene = Self { daemon: TestDaemon::new(tag, dir.path(), None), dir };
+        install(Path::new(FIXTURE), &scene.dir.path().join("bin/fixture"));
+        let policy = scene.write(
+            "policy.yaml",
+            &format!(
+                "version: \"2.0\"\nmode: enforce\ndefault: allow\nexec:\n  default: allow\ngoverned:\n{governed}\n{}",
+                shipped_profiles()
+            ),
+        );
+        scene.daemon.start(&policy);
+        scene
+    }
+
+    fn write(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, body).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        path
+    }
+
+    fn fixture(&self) -> String {
+        self.dir.path().join("bin/fixture").display().to_string()
+    }
+
+    /// `sentra-ctl launch OPTIONS -- fixture ARGS`, with the controller's runtime directory passed
+    /// to the agent (so that its own `sentra-ctl` would find the socket).
+    fn launch(&self, options: &[&str], args: &[&str]) -> Output {
+        let fixture = self.fixture();
+        let mut cmd = self.daemon.ctl();
+        cmd.arg("launch").args(options).args(["--env", "SENTRA_RUN_DIR", "--env", "SENTRA_PIN_ROOT", "--"]);
+        cmd.arg(&fixture).args(args);
+        cmd.output().expect("launch")
+    }
+
+    fn wait_for(&self, what: &str, found: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        wait_for_records(&self.daemon.audit(), Duration::from_secs(10), what, found)
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn line<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {text}"))
+}
+
+/// `NAME errno=N` lines of `fixture sys`.
+fn errnos(text: &str) -> Vec<(String, i64)> {
+    text.lines()
+        .filter_map(|l| {
+            let (name, errno) = l.split_once(" errno=")?;
+            Some((name.to_string(), errno.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn launch_drops_to_the_user_with_no_new_privileges_capabilities_or_inherited_environment() {
+    let s = Scene::start("launch-user", "  user: \"65534\"");
+    let out = s.launch(&[], &["whoami"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(line(&text, "uid"), "65534");
+    assert_eq!(line(&text, "euid"), "65534");
+    assert_eq!(line(&text, "NoNewPrivs"), "1");
+    assert_eq!(line(&text, "CapBnd"), "0000000000000000");
+    assert_eq!(line(&text, "CapAmb"), "0000000000000000");
+    assert_eq!(line(&text, "CapEff"), "0000000000000000");
+    assert_eq!(line(&text, "Seccomp"), "2", "the gateway profile is applied by default");
+    let env: Vec<&str> = line(&text, "env").split(',').collect();
+    for name in ["HOME", "USER", "LOGNAME", "PATH"] {
+        assert!(env.contains(&name), "{name} missing: {env:?}");
+    }
+    // Only what --env passed of the launcher's environment; none of the test harness's variables.
+    assert!(!env.iter().any(|n| n.starts_with("CARGO") || n.starts_with("RUST")), "{env:?}");
+
+    // Root is refused unless the policy says so.
+    let out = s.launch(&["--user", "0"], &["whoami"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("governed.allow_root"), "{out:?}");
+
+    let records = s.wait_for("the launch records", |r| {
+        r.iter().filter(|r| r["event"] == "launch").count() >= 1
+            && r.iter().any(|r| r["event"] == "launch_exit")
+    });
+    let launch = records.iter().find(|r| r["event"] == "launch").expect("launch record");
+    assert_eq!(launch["detail"]["uid"], 65534);
+    assert_eq!(launch["detail"]["seccomp_profile"], "gateway");
+    assert_eq!(launch["reported_by"]["uid"], 0, "{launch}");
+}
+
+#[test]
+fn no_new_privs_makes_a_setuid_binary_useless() {
+    let s = Scene::start("launch-suid", "  user: \"65534\"");
+    let suid = s.dir.path().join("bin/suid-fixture");
+    install(Path::new(FIXTURE), &suid);
+    std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).expect("setuid");
+    // The setuid bit works here at all (a nosuid /tmp would make this test prove nothing).
+    let direct =
+        std::process::Command::new(&suid).arg("whoami").uid(65534).gid(65534).output().expect("direct");
+    assert_eq!(line(&stdout(&direct), "euid"), "0", "setuid must work outside the launcher for this test");
+    let out = s.launch(&[], &["spawn", suid.to_str().expect("utf-8"), "whoami"]);
+    let text = stdout(&out);
+    assert_eq!(line(&text, "euid"), "65534", "{text}");
+}
+
+#[test]
+fn each_shipped_profile_denies_what_it_names_with_eperm_and_a_record() {
+    let s = Scene::start("profiles", "  user: \"65534\"");
+    let gateway = [
+        "bpf",
+        "ptrace",
+        "mount",
+        "umount2",
+        "unshare",
+        "setns",
+        "perf_event_open",
+        "keyctl",
+        "reboot",
+        "init_module",
+        "kexec_load",
+        "io_uring_setup",
+        "execveat",
+    ];
+    let cases: [(&str, Vec<&str>, Vec<&str>); 4] = [
+        ("gateway", gateway.to_vec(), vec!["socket", "fork"]),
+        ("base_restricted", [&gateway[..], &["fork"]].concat(), vec!["socket"]),
+        ("whatsapp_agent", vec!["bpf", "ptrace", "fork"], vec!["socket"]),
+        ("isolated_agent", vec!["bpf", "socket", "fork"], vec![]),
+    ];
+    for (profile, denied, allowed) in cases {
+        let mut calls: Vec<&str> = denied.clone();
+        calls.extend(&allowed);
+        calls.push("clone3");
+        let mut args = vec!["sys"];
+        args.extend(&calls);
+        let out = s.launch(&["--seccomp-profile", profile], &args);
+        let results = errnos(&stdout(&out));
+        assert_eq!(results.len(), calls.len(), "{profile}: {out:?}");
+        let pid_records = s.wait_for(&format!("{profile}: a record per denied call"), |records| {
+            denied.iter().all(|name| {
+                records.iter().any(|r| {
+                    r["event"] == "syscall_denied"
+                        && r["detail"]["syscall"] == recorded_as(name)
+                        && r["detail"]["profile"] == profile
+                })
+            })
+        });
+        for (name, errno) in &results {
+            if denied.contains(&name.as_str()) {
+                assert_eq!(*errno, i64::from(libc::EPERM), "{profile}: {name} must fail with EPERM");
+            } else if name == "clone3" {
+                assert_eq!(*errno, i64::from(libc::ENOSYS), "{profile}: clone3 must answer ENOSYS");
+            } else {
+                assert_eq!(*errno, 0, "{profile}: {name} must be allowed");
+                assert!(
+                    !pid_records.iter().any(|r| r["event"] == "syscall_denied"
+                        && r["detail"]["syscall"] == recorded_as(name)
+                        && r["detail"]["profile"] == profile),
+                    "{profile}: {name} allowed but recorded as denied"
+                );
+            }
+        }
+        let record = pid_records
+            .iter()
+            .find(|r| r["event"] == "syscall_denied" && r["detail"]["profile"] == profile)
+            .expect("a record");
+        assert_eq!(record["decision"], "denied");
+        assert_eq!(record["rule_id"], format!("seccomp:{profile}"));
+        assert!(record["pid"].as_u64().is_some_and(|p| p > 0), "{record}");
+    }
+}
+
+/// The system call a fixture call makes: libc's `fork` is `clone` without `CLONE_THREAD`.
+fn recorded_as(name: &str) -> &str {
+    if name == "fork" { "clone" } else { name }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn x32_entry_points_kill_the_process() {
+    let s = Scene::start("x32", "  user: \"65534\"");
+    let out = s.launch(&[], &["sys", "x32"]);
+    // 128 + SIGSYS: SECCOMP_RET_KILL_PROCESS.
+    assert_eq!(out.status.code(), Some(128 + libc::SIGSYS), "{out:?}");
+}
+
+#[test]
+fn no_seccomp_is_loud_and_recorded() {
+    let s = Scene::start("noseccomp", "  user: \"65534\"");
+    let out = s.launch(&["--no-seccomp"], &["whoami"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WARNING: --no-seccomp"), "{out:?}");
+    assert_eq!(line(&stdout(&out), "Seccomp"), "0");
+    s.wait_for("the seccomp_disabled record", |r| r.iter().any(|r| r["event"] == "seccomp_disabled"));
+}
+
+#[test]
+fn list_profiles_names_each_profile_and_the_default() {
+    let s = Scene::start("list", "  user: \"65534\"");
+    let out = s.daemon.run(&["launch", "--list-profiles"]);
+    let text = stdout(&out);
+    for name in ["gateway (default)", "base_restricted extends gateway", "whatsapp_agent", "isolated_agent"] {
+        assert!(text.contains(name), "{name} missing: {text}");
+    }
+}
+
+/// Attacks an agent makes on Sentra itself; `root` says whether it runs as root.
+fn attacks(s: &Scene, root: bool) {
+    let ctl = sentra_ctl().display().to_string();
+    let pins = s.daemon.pin_root.display().to_string();
+    let audit = s.daemon.audit().display().to_string();
+    let cgroup_root = sentra_ctl::cgroup::cgroup2_root().expect("cgroup2").display().to_string();
+    let user = if root { "0" } else { "65534" };
+    // Each attack prints `NAME rc=N`; the agent is a shell so that it can try what an agent would.
+    let mut script = String::new();
+    for (name, command) in [
+        ("stop", format!("{ctl} stop")),
+        ("reload", format!("{ctl} policy reload /etc/hostname")),
+        ("escape", format!("echo $$ > {cgroup_root}/cgroup.procs")),
+        ("pins", format!("test -d {pins}/maps && rm -rf {pins}/maps {pins}/links")),
+        ("truncate", format!(": > {audit} && test ! -c {audit}")),
+        ("umount", format!("umount {pins}")),
+    ] {
+        let _ = write!(script, "{command} >/dev/null 2>&1; echo \"{name} rc=$?\"; ");
+    }
+    let out = s.launch(&["--user", user], &["spawn", "/bin/sh", "-c", &script]);
+    let text = stdout(&out);
+    for name in ["stop", "reload", "escape", "pins", "truncate", "umount"] {
+        let rc = line(&text, &format!("{name} rc"));
+        assert_ne!(rc, "0", "as {user}: attack `{name}` succeeded: {text}");
+    }
+    // The syscall-level attacks, recorded by the launcher.
+    let out = s.launch(&["--user", user], &["sys", "bpf", "ptrace", "umount2", "mount"]);
+    for (name, errno) in errnos(&stdout(&out)) {
+        assert_eq!(errno, i64::from(libc::EPERM), "as {user}: {name}");
+    }
+    s.wait_for("a record of each denied call", |r| {
+        ["bpf", "ptrace", "umount2", "mount"].iter().all(|name| {
+            r.iter().any(|r| {
+                r["event"] == "syscall_denied"
+                    && r["detail"]["syscall"] == *name
+                    && r["uid"] == root_uid(root)
+            })
+        })
+    });
+    // Enforcement is intact: the pins are there, the controller answers, the log is whole.
+    assert!(s.daemon.pin_root.join("maps").is_dir(), "pins removed");
+    assert!(s.daemon.status()["backend"].is_string(), "the controller stopped");
+    assert!(std::fs::metadata(s.daemon.audit()).expect("log").len() > 0, "the log was emptied");
+}
+
+fn root_uid(root: bool) -> u32 {
+    if root { 0 } else { 65534 }
+}
+
+#[test]
+fn an_unprivileged_agent_cannot_switch_sentra_off() {
+    let s = Scene::start("attack-user", "  user: \"65534\"");
+    attacks(&s, false);
+}
+
+#[test]
+fn a_root_agent_cannot_switch_sentra_off_and_its_control_attempts_are_recorded() {
+    let s = Scene::start("attack-root", "  user: \"65534\"\n  allow_root: true");
+    attacks(&s, true);
+    let records = s.wait_for("control_refused records", |r| {
+        r.iter().filter(|r| r["event"] == "control_refused").count() >= 2
+    });
+    let refused = records.iter().find(|r| r["event"] == "control_refused").expect("record");
+    assert_eq!(refused["detail"]["peer_uid"], 0);
+    assert!(
+        refused["detail"]["peer_cgroup"].as_str().is_some_and(|c| c.contains(&s.daemon.cgroup)),
+        "{refused}"
+    );
+}
+
+#[test]
+fn a_peer_holding_the_socket_open_stalls_nothing() {
+    let s = Scene::start("hold", "  user: \"65534\"");
+    let socket = s.daemon.run_dir().join("ctl.sock");
+    // Three root peers outside the governed cgroup connect and send nothing.
+    let held: Vec<_> =
+        (0..3).map(|_| std::os::unix::net::UnixStream::connect(&socket).expect("connect")).collect();
+    let started = Instant::now();
+    assert!(s.daemon.status()["backend"].is_string());
+    assert!(started.elapsed() < Duration::from_secs(3), "status waited for the held connections");
+    let n: u32 = 2000;
+    let out = s.launch(&[], &["storm", &n.to_string(), &s.fixture(), "exit", "0"]);
+    assert!(stdout(&out).contains(&format!("ok={n}")), "{out:?}");
+    // Every exec is in the log, or the loss is, with its count.
+    let records = s.wait_for("the storm's events or their loss", |r| {
+        let execs = r.iter().filter(|r| r["event"] == "exec" && r["comm"] == "fixture").count();
+        let lost: u64 = r
+            .iter()
+            .filter(|r| r["event"] == "events_lost")
+            .filter_map(|r| r["detail"]["lost"].as_u64())
+            .sum();
+        execs as u64 + lost > u64::from(n)
+    });
+    let lost: u64 = records
+        .iter()
+        .filter(|r| r["event"] == "events_lost")
+        .filter_map(|r| r["detail"]["lost"].as_u64())
+        .sum();
+    let counters = &s.daemon.status()["counters"];
+    assert_eq!(
+        counters["events_dropped"].as_u64(),
+        Some(lost),
+        "every loss the kernel counted is in the log"
+    );
+    drop(held);
+}
+
+#[test]
+fn reload_reads_only_the_policy_directory_and_regular_files_of_bounded_size() {
+    let s = Scene::start("reload-paths", "  user: \"65534\"");
+    // Outside --policy-dir: refused, however root-owned and valid.
+    let elsewhere = tempfile::tempdir().expect("dir");
+    let outside = elsewhere.path().join("open.yaml");
+    std::fs::write(&outside, "version: \"2.0\"\ndefault: allow\n").expect("write");
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = s.daemon.run(&["policy", "reload", outside.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--policy-dir"), "{out:?}");
+    // A FIFO in the directory: refused at once (a read would block until a writer came).
+    let fifo = s.dir.path().join("fifo.yaml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).expect("mkfifo");
+    let started = Instant::now();
+    let out = s.daemon.run(&["policy", "reload", fifo.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FIFO"), "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Oversized: refused.
+    let big = s.write("big.yaml", &"# padding\n".repeat(2 * 1024 * 1024));
+    let out = s.daemon.run(&["policy", "reload", big.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("larger than"), "{out:?}");
+    assert!(s.daemon.status()["reloads"] == 0, "nothing was reloaded");
+}
+
+#[test]
+fn a_deleted_audit_log_is_recreated_and_the_gap_recorded() {
+    let s = Scene::start("audit-gap", "  user: \"65534\"");
+    std::fs::remove_file(s.daemon.audit()).expect("rm");
+    let out = s.launch(&[], &["hello"]);
+    assert!(out.status.success());
+    let records = s.wait_for("the reopened log's first record", |r| !r.is_empty());
+    assert_eq!(records[0]["event"], "audit_log_reopened", "{records:?}");
+}
+
+/// `sentra-ctl run` of the fixture sleeping, in its own cgroup: returns the run process.
+fn run_sleeping(policy: &Path, audit: &Path, script: &str) -> std::process::Child {
+    std::process::Command::new(sentra_ctl())
+        .env("SENTRA_PIN_ROOT", pin_root())
+        .args(["run", "--policy"])
+        .arg(policy)
+        .arg("--audit-log")
+        .arg(audit)
+        .args(["--backend", &sentra_tests::requested_backend(), "--", "/bin/sh", "-c", script])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run")
+}
+
+/// Where this test's runs pin (each run below `<this>-run-PID`).
+fn pin_root() -> PathBuf {
+    PathBuf::from(format!("/sys/fs/bpf/sentra-test-runkill-{}", std::process::id()))
+}
+
+fn run_cgroups() -> Vec<PathBuf> {
+    let root = sentra_ctl::cgroup::cgroup2_root().expect("cgroup2").join("sentra");
+    std::fs::read_dir(root)
+        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().contains("/run-")).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn run_killed_from_inside_or_outside_leaves_nothing_running_ungoverned() {
+    let dir = tempfile::Builder::new().prefix("sentra-run-kill-").tempdir_in("/tmp").expect("dir");
+    let policy = dir.path().join("p.yaml");
+    std::fs::write(&policy, "version: \"2.0\"\ndefault: allow\nexec:\n  default: allow\n").expect("write");
+    std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let audit = dir.path().join("audit.jsonl");
+    // A unique argument to find the command by.
+    let marker = format!("29.{}", std::process::id());
+
+    // From inside: the command kills its controller with SIGKILL.
+    let mut run = run_sleeping(&policy, &audit, &format!("kill -9 $PPID; exec {FIXTURE} sleep {marker}"));
+    let status = run.wait().expect("wait");
+    assert_eq!(status.code(), None, "run was killed");
+    let records = wait_for_records(&audit, Duration::from_secs(10), "controller_killed", |r| {
+        r.iter().any(|r| r["event"] == "controller_killed")
+    });
+    let killed = records.iter().find(|r| r["event"] == "controller_killed").expect("record");
+    assert_eq!(killed["detail"]["cgroup_killed"], true, "{killed}");
+    assert_eq!(killed["detail"]["pins_removed"], true, "{killed}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !procs_named(&marker).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(procs_named(&marker).is_empty(), "the command outlived its killed controller");
+    assert!(
+        !PathBuf::from(format!("{}-run-{}", pin_root().display(), run.id())).exists(),
+        "pins left behind"
+    );
+
+    // From outside: SIGTERM is forwarded and the cgroup removed; the stop record says so.
+    let mut run = run_sleeping(&policy, &audit, &format!("exec {FIXTURE} sleep 30"));
+    std::thread::sleep(Duration::from_millis(1500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(run.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let status = run.wait().expect("wait");
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
+    let records = read_records(&audit);
+    let stop = records.iter().rev().find(|r| r["event"] == "controller_stop").expect("stop record");
+    assert_eq!(stop["detail"]["signal_forwarded"], "SIGTERM", "{stop}");
+    assert!(!run_cgroups().iter().any(|p| p.ends_with(format!("run-{}", run.id()))), "cgroup left behind");
+}
+
+/// Processes with `name` among their arguments.
+fn procs_named(name: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == name.as_bytes()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
