@@ -353,6 +353,31 @@ fn a_peer_holding_the_socket_open_stalls_nothing() {
 }
 
 #[test]
+fn a_launched_shell_writes_through_the_controller_and_cannot_choose_its_log_or_policy() {
+    let s = Scene::start("shell-records", "  user: \"65534\"");
+    let shell = sentra_ctl().with_file_name("sentra-shell");
+    let own_log = s.dir.path().join("agent-chosen.jsonl");
+    let own_policy = s.write("agent-policy.yaml", "version: \"2.0\"\ndefault: deny\n");
+    let script = format!(
+        "SENTRA_AUDIT_LOG={} SENTRA_POLICY={} {} -c 'echo from-the-shell'",
+        own_log.display(),
+        own_policy.display(),
+        shell.display()
+    );
+    let out = s.launch(&[], &["spawn", "/bin/sh", "-c", &script]);
+    let text = stdout(&out);
+    // The controller's policy (default allow) decided, not the agent's (default deny).
+    assert!(text.contains("from-the-shell"), "{out:?}");
+    let records = s.wait_for("the shell's record in the controller's log", |r| {
+        r.iter().any(|r| r["layer"] == "shell" && r["command"] == "echo from-the-shell")
+    });
+    let record = records.iter().find(|r| r["command"] == "echo from-the-shell").expect("record");
+    assert_eq!(record["reported_by"]["uid"], 65534, "{record}");
+    assert_eq!(record["kernel_enforced"], true, "{record}");
+    assert!(!own_log.exists(), "the agent chose its own log");
+}
+
+#[test]
 fn reload_reads_only_the_policy_directory_and_regular_files_of_bounded_size() {
     let s = Scene::start("reload-paths", "  user: \"65534\"");
     // Outside --policy-dir: refused, however root-owned and valid.

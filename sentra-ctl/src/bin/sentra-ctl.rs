@@ -295,6 +295,7 @@ fn launch_command(args: LaunchArgs) -> anyhow::Result<i32> {
                 files: vec![loaded.state.audit_log.clone(), controller::state::state_file()],
                 dirs: vec![controller::state::pin_root()],
                 read_only: sentra_ctl::cgroup::cgroup2_root().into_iter().collect(),
+                records: Some(controller::protocol::records_socket()),
             },
         },
     ))

@@ -17,7 +17,7 @@ use tokio::{
 };
 
 use super::{
-    protocol::{Request, Response, socket},
+    protocol::{Greeting, Request, Response, records_socket, socket},
     state::{GovernedPath, Loaded, State, run_dir, state_file},
 };
 use crate::{
@@ -53,6 +53,8 @@ struct Daemon {
     /// The policy the daemon was started with, and the directory reloads may read from.
     configured_policy: PathBuf,
     policy_dir: PathBuf,
+    /// Shell connections refused because too many were open.
+    records_refused: u64,
 }
 
 /// Runs the controller until `stop` (pins removed) or SIGTERM/SIGINT (pins kept: enforcement goes on).
@@ -65,7 +67,8 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     crate::kernel::keep_freed_memory();
     let dir = run_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    // Others may traverse it (to the records socket), not list it; the control socket is root's.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
     let socket = socket();
 
     let adopting = pin::exists(&options.pin_root);
@@ -79,6 +82,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         cgroup_override: options.cgroup.clone(),
         configured_policy: std::fs::canonicalize(&options.policy).unwrap_or_else(|_| options.policy.clone()),
         policy_dir: std::fs::canonicalize(&options.policy_dir).unwrap_or_else(|_| options.policy_dir.clone()),
+        records_refused: 0,
     };
     daemon.save_state();
     let mut start =
@@ -107,6 +111,13 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+    let records_path = records_socket();
+    let _ = std::fs::remove_file(&records_path);
+    let records_listener =
+        UnixListener::bind(&records_path).with_context(|| format!("binding {}", records_path.display()))?;
+    std::fs::set_permissions(&records_path, std::fs::Permissions::from_mode(0o666))?;
+    let record_slots = Arc::new(tokio::sync::Semaphore::new(RECORD_CONNECTIONS));
+    let (records, mut shell_records) = mpsc::channel::<(Peer, serde_json::Value)>(RECORDS_QUEUED);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     eprintln!(
@@ -127,6 +138,22 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
                 // Out of descriptors and the like: the peer is refused, the controller goes on.
                 Err(err) => tracing::warn!("accepting on the control socket: {err}"),
             },
+            accepted = records_listener.accept() => match accepted {
+                Ok((stream, _)) => match Arc::clone(&record_slots).try_acquire_owned() {
+                    Ok(slot) => {
+                        let policy = &daemon.session.policy.policy;
+                        let greeting = Greeting {
+                            // Absolute: the shell's working directory is not the controller's.
+                            policy: std::fs::canonicalize(policy).unwrap_or_else(|_| policy.clone()),
+                            policy_hash: daemon.session.policy.policy_hash.clone(),
+                        };
+                        tokio::spawn(shell_records_connection(stream, greeting, records.clone(), slot));
+                    }
+                    Err(_) => daemon.count_refused_record_connection(),
+                },
+                Err(err) => tracing::warn!("accepting on the records socket: {err}"),
+            },
+            Some((peer, record)) = shell_records.recv() => daemon.shell_record(&peer, record),
             Some(request) = incoming.recv() => {
                 if daemon.decide(request).await {
                     daemon.session.drain()?;
@@ -140,6 +167,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     }
     daemon.session.drain()?;
     let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(&records_path);
     eprintln!("sentra-ctl daemon: exiting; enforcement stays pinned (sentra-ctl stop removes it)");
     Ok(())
 }
@@ -149,6 +177,51 @@ const CONNECTIONS_QUEUED: usize = 16;
 /// How long a peer may take to send its request line, and how long it may be.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 const REQUEST_MAX_BYTES: u64 = 64 * 1024;
+
+/// Records connections served at once (each holds a descriptor); more are closed at once, counted.
+const RECORD_CONNECTIONS: usize = 256;
+/// Records waiting for the loop; a full queue makes the shells wait, never the loop.
+const RECORDS_QUEUED: usize = 1024;
+/// How long a shell's connection may stay idle (a REPL session waits for its user).
+const RECORDS_IDLE: Duration = Duration::from_hours(1);
+
+/// Serves one shell: greets it with the enforced policy, then takes one JSON object per line (at
+/// most [`REQUEST_MAX_BYTES`] each) until it closes.
+async fn shell_records_connection(
+    stream: UnixStream,
+    greeting: Greeting,
+    loop_: mpsc::Sender<(Peer, serde_json::Value)>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    let peer = Peer::of(&stream);
+    let (read, mut write) = stream.into_split();
+    let Ok(mut hello) = serde_json::to_vec(&greeting) else { return };
+    hello.push(b'\n');
+    if tokio::time::timeout(REQUEST_DEADLINE, write.write_all(&hello)).await.is_err() {
+        return;
+    }
+    let mut reader = BufReader::new(read);
+    loop {
+        let mut line = Vec::new();
+        let mut limited = (&mut reader).take(REQUEST_MAX_BYTES);
+        match tokio::time::timeout(RECORDS_IDLE, limited.read_until(b'\n', &mut line)).await {
+            Ok(Ok(0) | Err(_)) | Err(_) => return,
+            Ok(Ok(_)) => {}
+        }
+        let record = match serde_json::from_slice::<serde_json::Value>(&line) {
+            Ok(record) if record.is_object() => record,
+            // A line that is not a record is itself worth recording: it says who sent what.
+            _ => serde_json::json!({
+                "event": "bad_shell_record",
+                "bytes": line.len(),
+                "reason": "not one JSON object on a line of at most 64 KiB",
+            }),
+        };
+        if loop_.send((peer.clone(), record)).await.is_err() {
+            return;
+        }
+    }
+}
 
 /// Who is on the other end of a connection, from the kernel's credentials of the connecting
 /// process (`SO_PEERCRED`) and its cgroup at the time it was served.
@@ -320,6 +393,42 @@ impl Daemon {
             let _ = tokio::time::timeout(REQUEST_DEADLINE, written.closed()).await;
         }
         stop
+    }
+
+    /// Appends a shell's record, stamped with who sent it; a shell record stays one (`layer`).
+    fn shell_record(&mut self, peer: &Peer, mut record: serde_json::Value) {
+        if let Some(fields) = record.as_object_mut() {
+            fields.insert("layer".into(), "shell".into());
+            if !fields.get("event").is_some_and(serde_json::Value::is_string) {
+                fields.insert("event".into(), "shell_record".into());
+            }
+            if !fields.get("timestamp").is_some_and(serde_json::Value::is_string) {
+                fields.insert("timestamp".into(), audit::now().into());
+            }
+            fields.insert(
+                "reported_by".into(),
+                serde_json::json!({ "pid": peer.pid, "uid": peer.uid, "cgroup": peer.cgroup }),
+            );
+        }
+        if let Err(err) = self.session.write_value(&record) {
+            tracing::warn!("writing a shell record: {}", crate::describe(&err));
+        }
+    }
+
+    /// A shell connection refused because too many are open: counted, and recorded once per
+    /// thousand (a flood must not become a flood of records).
+    fn count_refused_record_connection(&mut self) {
+        self.records_refused += 1;
+        if self.records_refused % 1000 == 1 {
+            let _ = self.session.write(&Record {
+                timestamp: audit::now(),
+                event: "shell_records_refused".into(),
+                layer: "kernel",
+                reason: Some(format!("more than {RECORD_CONNECTIONS} shells connected at once")),
+                detail: Some(serde_json::json!({ "refused_total": self.records_refused })),
+                ..Record::default()
+            });
+        }
     }
 
     /// Appends a record a trusted peer (the launcher) sent, stamped with who sent it.
@@ -515,6 +624,7 @@ impl Daemon {
         }
         let _ = std::fs::remove_file(state_file());
         let _ = std::fs::remove_file(socket());
+        let _ = std::fs::remove_file(records_socket());
         for group in &self.state.cgroups {
             // Left in place if processes are still inside (they run on, ungoverned).
             let _ = std::fs::remove_dir(&group.path);

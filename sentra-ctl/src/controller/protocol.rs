@@ -8,6 +8,26 @@ pub fn socket() -> std::path::PathBuf {
     super::state::run_dir().join("ctl.sock")
 }
 
+/// Where shells send their audit records: mode 0666, every agent user may connect; the controller
+/// stamps each record with the peer's credentials. It greets each connection with a [`Greeting`].
+#[must_use]
+pub fn records_socket() -> std::path::PathBuf {
+    super::state::run_dir().join("records.sock")
+}
+
+/// Where a launched agent finds the records socket: the launcher mounts it there, in a runtime
+/// directory of the agent's mount namespace that holds nothing else (a fixed path: the agent cannot
+/// point its shell at a socket of its own, as it could with `SENTRA_RUN_DIR`).
+pub const AGENT_RECORDS_SOCKET: &str = "/run/sentra/records.sock";
+
+/// The first line on the records socket: the policy the controller enforces (the shell then
+/// evaluates exactly that one).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Greeting {
+    pub policy: std::path::PathBuf,
+    pub policy_hash: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {

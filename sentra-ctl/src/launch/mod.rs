@@ -11,7 +11,10 @@ pub mod notify;
 
 use std::{
     ffi::CString,
-    os::fd::{AsRawFd as _, FromRawFd as _, IntoRawFd as _, OwnedFd, RawFd},
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _, IntoRawFd as _, OwnedFd, RawFd},
+        unix::fs::DirBuilderExt as _,
+    },
     path::{Path, PathBuf},
 };
 
@@ -54,6 +57,8 @@ pub struct Hidden {
     pub files: Vec<PathBuf>,
     pub dirs: Vec<PathBuf>,
     pub read_only: Vec<PathBuf>,
+    /// The controller's records socket: the agent's `/run/sentra` holds it and nothing else.
+    pub records: Option<PathBuf>,
 }
 
 /// The user the agent runs as.
@@ -211,6 +216,8 @@ struct ChildPlan {
     hidden_files: Vec<CString>,
     hidden_dirs: Vec<CString>,
     read_only: Vec<CString>,
+    /// The controller's records socket.
+    records: Option<CString>,
 }
 
 impl ChildPlan {
@@ -253,6 +260,26 @@ impl ChildPlan {
             hidden_files: c_paths(&options.hide.files)?,
             hidden_dirs: c_paths(&options.hide.dirs)?,
             read_only: c_paths(&options.hide.read_only)?,
+            records: match &options.hide.records {
+                Some(socket) if socket.exists() => {
+                    let agent_dir = Path::new(crate::controller::protocol::AGENT_RECORDS_SOCKET)
+                        .parent()
+                        .unwrap_or(Path::new("/run/sentra"));
+                    // The mount point (the controller's own runtime directory, usually).
+                    if !agent_dir.is_dir() {
+                        std::fs::DirBuilder::new()
+                            .recursive(true)
+                            .mode(0o711)
+                            .create(agent_dir)
+                            .with_context(|| format!("creating {}", agent_dir.display()))?;
+                    }
+                    Some(
+                        CString::new(socket.as_os_str().as_encoded_bytes())
+                            .context("a path with a NUL byte")?,
+                    )
+                }
+                _ => None,
+            },
         };
         Ok((plan, parent_end))
     }
@@ -368,6 +395,56 @@ fn prepare(plan: &ChildPlan) -> std::io::Result<()> {
         if libc::write(plan.procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
             return Err(std::io::Error::last_os_error());
         }
+        enter_namespaces(plan)?;
+        check(libc::setgroups(id.groups.len(), id.groups.as_ptr()).into())?;
+        check(libc::setresgid(id.gid, id.gid, id.gid).into())?;
+        for &cap in &plan.drop_caps {
+            // EINVAL: a capability this kernel does not know.
+            if libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) < 0
+                && *libc::__errno_location() != libc::EINVAL
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        check(libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0).into())?;
+        check(libc::setresuid(id.uid, id.uid, id.uid).into())?;
+        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0).into())?;
+        if let Some((deny, others)) = plan.filters.split_last() {
+            for filter in others {
+                let program = fprog(filter);
+                check(libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    0,
+                    &raw const program,
+                ))?;
+            }
+            let program = fprog(deny);
+            let listener = libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                &raw const program,
+            );
+            check(listener)?;
+            let listener = i32::try_from(listener).unwrap_or(-1);
+            notify::send_listener(plan.channel, listener)?;
+            libc::close(listener);
+        }
+        libc::close(plan.channel);
+    }
+    Ok(())
+}
+
+/// The agent's own cgroup and mount namespaces, with Sentra's files out of sight. In the child,
+/// between fork and exec: system calls only.
+///
+/// # Safety
+/// Called in the child, as root, after it joined the governed cgroup.
+unsafe fn enter_namespaces(plan: &ChildPlan) -> std::io::Result<()> {
+    let check = |rc: libc::c_long| if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) };
+    // SAFETY: plain system calls on C strings prepared before the fork.
+    unsafe {
         // A cgroup namespace rooted here: no move to a cgroup outside it is permitted, whatever
         // the uid (kernel/cgroup/cgroup.c, cgroup_procs_write_permission). A mount namespace of its
         // own, with Sentra's files out of sight.
@@ -407,6 +484,9 @@ fn prepare(plan: &ChildPlan) -> std::io::Result<()> {
                 .into(),
             )?;
         }
+        if let Some(source) = &plan.records {
+            mount_records(source)?;
+        }
         for dir in &plan.read_only {
             check(
                 libc::mount(
@@ -428,42 +508,46 @@ fn prepare(plan: &ChildPlan) -> std::io::Result<()> {
                 libc::mount(std::ptr::null(), dir.as_ptr(), std::ptr::null(), flags, std::ptr::null()).into(),
             )?;
         }
-        check(libc::setgroups(id.groups.len(), id.groups.as_ptr()).into())?;
-        check(libc::setresgid(id.gid, id.gid, id.gid).into())?;
-        for &cap in &plan.drop_caps {
-            // EINVAL: a capability this kernel does not know.
-            if libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) < 0
-                && *libc::__errno_location() != libc::EINVAL
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        check(libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0).into())?;
-        check(libc::setresuid(id.uid, id.uid, id.uid).into())?;
-        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0).into())?;
-        if let Some((deny, others)) = plan.filters.split_last() {
-            for filter in others {
-                let program = fprog(filter);
-                check(libc::syscall(
-                    libc::SYS_seccomp,
-                    libc::SECCOMP_SET_MODE_FILTER,
-                    0,
-                    &raw const program,
-                ))?;
-            }
-            let program = fprog(deny);
-            let listener = libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
-                &raw const program,
-            );
-            check(listener)?;
-            let listener = i32::try_from(listener).unwrap_or(-1);
-            notify::send_listener(plan.channel, listener)?;
-            libc::close(listener);
-        }
-        libc::close(plan.channel);
+    }
+    Ok(())
+}
+
+/// The agent's `/run/sentra`: a read-only tmpfs holding only the controller's records socket, at the
+/// fixed path its shells look for. In the child, between fork and exec: system calls only.
+///
+/// # Safety
+/// Called in the child after `unshare(CLONE_NEWNS)`; `source` names the socket.
+unsafe fn mount_records(source: &CString) -> std::io::Result<()> {
+    let check = |rc: libc::c_int| if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) };
+    let dir = c"/run/sentra";
+    let target = c"/run/sentra/records.sock";
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    // SAFETY: plain system calls with valid C strings.
+    unsafe {
+        check(libc::mount(
+            c"sentra-run".as_ptr(),
+            dir.as_ptr(),
+            c"tmpfs".as_ptr(),
+            flags,
+            c"size=16k,mode=0755".as_ptr().cast(),
+        ))?;
+        let fd = libc::open(target.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644);
+        check(fd)?;
+        libc::close(fd);
+        check(libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        ))?;
+        check(libc::mount(
+            std::ptr::null(),
+            dir.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REMOUNT | libc::MS_RDONLY | flags,
+            std::ptr::null(),
+        ))?;
     }
     Ok(())
 }

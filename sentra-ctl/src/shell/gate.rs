@@ -124,6 +124,70 @@ impl Decision {
     }
 }
 
+/// Where a shell's records go.
+pub enum Sink {
+    /// Its own log file (a shell outside a deployment, as the original Sentra's).
+    File(AuditLog),
+    /// The controller, which writes them in its log (a launched agent's shell).
+    Controller(ControllerLog),
+}
+
+impl Sink {
+    fn write(&mut self, record: &Record) -> Result<(), AuditError> {
+        match self {
+            Self::File(log) => log.write(record),
+            Self::Controller(controller) => controller.write(record),
+        }
+    }
+
+    #[must_use]
+    pub const fn is_controller(&self) -> bool {
+        matches!(self, Self::Controller(_))
+    }
+}
+
+/// The controller's records socket, as a launched agent sees it.
+pub struct ControllerLog {
+    path: PathBuf,
+    stream: std::os::unix::net::UnixStream,
+    /// The policy the controller enforces.
+    pub greeting: crate::controller::protocol::Greeting,
+}
+
+impl ControllerLog {
+    /// The records socket at its fixed place in a launched agent's mount namespace, when this
+    /// process may be governed (its cgroup is below `/sentra/`, or it is in a cgroup namespace, where
+    /// its cgroup reads `/`). `None`: no controller here (a shell outside a deployment).
+    fn find() -> Option<Result<Self, AuditError>> {
+        let path = PathBuf::from(crate::controller::protocol::AGENT_RECORDS_SOCKET);
+        let own = crate::cgroup::own_cgroup()?;
+        let governed = own == "/" || own.starts_with(&format!("/{}/", crate::cgroup::GOVERNED_PARENT));
+        if !governed || std::fs::symlink_metadata(&path).is_err() {
+            return None;
+        }
+        Some(Self::connect(&path))
+    }
+
+    fn connect(path: &Path) -> Result<Self, AuditError> {
+        use std::io::BufRead as _;
+        let io = |source| AuditError::Io { path: path.to_path_buf(), source };
+        let stream = std::os::unix::net::UnixStream::connect(path).map_err(io)?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).map_err(io)?;
+        let mut line = String::new();
+        std::io::BufReader::new(&stream).read_line(&mut line).map_err(io)?;
+        let greeting = serde_json::from_str(&line).map_err(|e| io(std::io::Error::other(e)))?;
+        Ok(Self { path: path.to_path_buf(), stream, greeting })
+    }
+
+    fn write(&mut self, record: &Record) -> Result<(), AuditError> {
+        use std::io::Write as _;
+        let io = |source| AuditError::Io { path: self.path.clone(), source };
+        let mut line = serde_json::to_vec(record).map_err(|e| io(std::io::Error::other(e)))?;
+        line.push(b'\n');
+        self.stream.write_all(&line).map_err(io)
+    }
+}
+
 /// Policy, matcher, log and session of a shell.
 pub struct Gate {
     pub settings: Settings,
@@ -133,7 +197,7 @@ pub struct Gate {
     pub files: LazyExecFiles,
     /// Inherited variables that make programs run code (judged on every line).
     pub inherited: Vec<(String, String)>,
-    pub log: AuditLog,
+    pub log: Sink,
     pub shells: Shells,
     pub host: String,
     pub kernel_enforced: bool,
@@ -146,7 +210,19 @@ impl Gate {
     ///
     /// # Errors
     /// The policy is unusable or the audit log cannot be opened: nothing may run.
-    pub fn open(settings: Settings) -> Result<Self, GateError> {
+    pub fn open(mut settings: Settings) -> Result<Self, GateError> {
+        let controller = match ControllerLog::find() {
+            Some(Ok(controller)) => {
+                // Inside a launched agent: the controller's policy and log, whatever flags and
+                // environment (the agent's to set) said.
+                settings.policy.clone_from(&controller.greeting.policy);
+                settings.policy_must_be_root_owned = true;
+                settings.log = PathBuf::from(format!("controller:{}", controller.path.display()));
+                Some(controller)
+            }
+            Some(Err(err)) => return Err(GateError::Audit(err)),
+            None => None,
+        };
         if settings.policy_must_be_root_owned {
             crate::policy::check_file_safety(&settings.policy)?;
         }
@@ -154,7 +230,11 @@ impl Gate {
         let matcher = ShellMatcher::new(&policy)?;
         let policy = Rc::new(policy);
         let files = LazyExecFiles::new(Rc::clone(&policy));
-        let log = AuditLog::open(&settings.log)?;
+        let log = match controller {
+            Some(controller) => Sink::Controller(controller),
+            None => Sink::File(AuditLog::open(&settings.log)?),
+        };
+        let kernel_enforced = crate::cgroup::in_governed_cgroup() || log.is_controller();
         Ok(Self {
             settings,
             policy,
@@ -164,7 +244,7 @@ impl Gate {
             log,
             shells: Shells::find(),
             host: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
-            kernel_enforced: crate::cgroup::in_governed_cgroup(),
+            kernel_enforced,
             executed: 0,
             denied: 0,
         })
@@ -184,10 +264,15 @@ impl Gate {
     /// `SENTRA_STATE_DIR` says otherwise.
     #[must_use]
     pub fn rate_state(&self) -> PathBuf {
-        let dir = std::env::var_os("SENTRA_STATE_DIR").filter(|v| !v.is_empty()).map_or_else(
-            || self.settings.log.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf),
-            PathBuf::from,
-        );
+        let beside_log = || match &self.log {
+            // A launched agent writes no log of its own; its limit state is its own to keep (the
+            // kernel layer does not depend on it).
+            Sink::Controller(_) => std::env::temp_dir().join(format!("sentra-{}", nix::unistd::getuid())),
+            Sink::File(_) => self.settings.log.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+        };
+        let dir = std::env::var_os("SENTRA_STATE_DIR")
+            .filter(|v| !v.is_empty())
+            .map_or_else(beside_log, PathBuf::from);
         ratelimit::state_path(&dir, &self.settings.identity)
     }
 

@@ -29,8 +29,11 @@ fn main() -> anyhow::Result<()> {
     let fixture = fixture()?;
     let fixture = s(&fixture);
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("seccomp") {
+        return seccomp(fixture, &args);
+    }
     if args.first().map(String::as_str) != Some("exec") {
-        bail!("usage: sentra-bench exec [N] [ROUNDS]");
+        bail!("usage: sentra-bench exec|seccomp [N] [ROUNDS]");
     }
     let n: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2000);
     let rounds: u32 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3);
@@ -86,6 +89,69 @@ fn main() -> anyhow::Result<()> {
         maps.0 / 1024,
         maps.1 / 1024
     );
+    Ok(())
+}
+
+/// `sentra-bench seccomp [N] [ROUNDS]`: system-call-heavy work (the fixture's `sysloop`) without a
+/// filter and under each shipped profile as the launcher installs it (every filter of the profile;
+/// allowed calls never leave the kernel, so the deny filter's action does not matter here).
+fn seccomp(fixture: &str, args: &[String]) -> anyhow::Result<()> {
+    let n: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(200_000);
+    let rounds: u32 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let policy_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/gateway.yaml");
+    let policy = sentra_ctl::policy::Policy::read(&policy_file)?;
+    let profiles = ["gateway", "base_restricted"];
+    let mut programs = Vec::new();
+    for name in profiles {
+        let compiled = policy.seccomp_profile(name)?.compile(false)?;
+        programs.push(compiled.filters.into_iter().map(|(_, p)| p).collect::<Vec<_>>());
+    }
+    let run = |filters: Option<&Vec<seccompiler::BpfProgram>>| -> anyhow::Result<f64> {
+        let mut cmd = Command::new(fixture);
+        cmd.args(["sysloop", &n.to_string()]).stdout(Stdio::piped());
+        if let Some(filters) = filters.cloned() {
+            // SAFETY: only prctl and seccomp, on programs prepared before the fork.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                    for program in &filters {
+                        seccompiler::apply_filter(program).map_err(std::io::Error::other)?;
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let out = cmd.output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| l.strip_prefix("ns_per_round="))
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("sysloop printed {text:?}"))
+    };
+    let mut none = Vec::new();
+    let mut with: Vec<Vec<f64>> = vec![Vec::new(); profiles.len()];
+    for round in 0..rounds {
+        none.push(run(None)?);
+        for (i, filters) in programs.iter().enumerate() {
+            with[i].push(run(Some(filters))?);
+        }
+        eprintln!(
+            "round {round}: none {:.0} ns, gateway {:.0} ns",
+            none[none.len() - 1],
+            with[0][with[0].len() - 1]
+        );
+    }
+    let base = median(&mut none);
+    println!("BENCH seccomp rounds_of_4_syscalls={n} rounds={rounds}");
+    println!("BENCH sysloop_ns_no_filter={base:.1}");
+    for (i, name) in profiles.iter().enumerate() {
+        let ns = median(&mut with[i]);
+        let filters = programs[i].len();
+        let instructions: usize = programs[i].iter().map(Vec::len).sum();
+        println!(
+            "BENCH sysloop_ns_{name}={ns:.1} ratio_{name}_over_none={:.3} ({filters} filters, {instructions} BPF instructions; target <= 1.10)",
+            ns / base
+        );
+    }
     Ok(())
 }
 

@@ -9,6 +9,8 @@
 //! `sentra-fixture connect ADDR:PORT`   → TCP connect; prints `connected` or `connect-errno=N`
 //! `sentra-fixture sys NAME…`              → makes each named system call with harmless arguments;
 //!                                          prints `NAME errno=N` (0: it succeeded)
+//! `sentra-fixture sysloop N`               → N rounds of getppid, a 1-byte read of /dev/zero, fstat and
+//!                                          `clock_gettime`; prints `ns_per_round=`
 //! `sentra-fixture whoami`                 → prints `uid=`, `euid=`, the `/proc/self/status` lines
 //!                                          about privileges and seccomp, and `env=` (variable names)
 //! `sentra-fixture subcgroup NAME PATH [ARGS…]` → moves itself into a new child cgroup NAME of its own
@@ -114,6 +116,23 @@ fn whoami() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// System-call-heavy work: `n` rounds of four cheap calls.
+fn sysloop(n: u32) -> ExitCode {
+    use std::io::Read as _;
+    let Ok(mut zero) = std::fs::File::open("/dev/zero") else { return ExitCode::from(3) };
+    let mut byte = [0u8; 1];
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        // SAFETY: plain getters.
+        let _ = unsafe { libc::getppid() };
+        let _ = zero.read(&mut byte);
+        let _ = zero.metadata();
+        let _ = std::time::SystemTime::now();
+    }
+    println!("ns_per_round={:.1}", started.elapsed().as_secs_f64() * 1e9 / f64::from(n.max(1)));
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rest = |n: usize| args.get(n..).unwrap_or_default().to_vec();
@@ -181,6 +200,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("whoami") => whoami(),
+        Some("sysloop") => sysloop(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100_000)),
         Some("subcgroup") => {
             let (Some(name), Some(path)) = (args.get(1), args.get(2)) else {
                 return ExitCode::from(2);

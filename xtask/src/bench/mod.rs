@@ -3,6 +3,7 @@
 mod exec;
 mod net;
 mod policy;
+mod seccomp;
 mod shell;
 
 use clap::Subcommand;
@@ -17,6 +18,8 @@ pub enum Bench {
     Policy(policy::Args),
     /// `connect()` latency with 0/10/10,000 CIDR entries, and the resolver's added latency (host).
     Net(net::Args),
+    /// System-call-heavy work under the shipped seccomp profiles against no filter (host).
+    Seccomp(seccomp::Args),
 }
 
 pub fn run(which: Bench) -> anyhow::Result<()> {
@@ -25,5 +28,6 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
         Bench::Shell(args) => shell::run(&args),
         Bench::Policy(args) => policy::run(&args),
         Bench::Net(args) => net::run(&args),
+        Bench::Seccomp(args) => seccomp::run(&args),
     }
 }
