@@ -36,6 +36,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
         bail!("no command given: sentra-ctl run --policy FILE -- CMD ARGS…");
     }
     require_root()?;
+    // Taken over before anything else: a signal that comes while loading must not kill `run`
+    // between the start of its command and the cleanup.
+    let signals = Signals::new()?;
     let prepared = prepare_policy(&options.policy)?;
     prepared.log_warnings();
     let root = cgroup::cgroup2_root()?;
@@ -69,54 +72,88 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
         }
     };
     let [(_, group)] = cgroups;
+    let governed = govern(&mut session, group, &options.command, signals).await;
+    // Whatever happened, the command's cgroup is gone by now (`govern` and the Cgroup's drop kill
+    // it): the pins go, and the reaper is told there is nothing left to do.
+    if let Err(err) = pin::remove(&pin_root) {
+        tracing::warn!("removing the run's pins: {}", crate::describe(&err));
+    }
+    reaper.finished();
+    governed
+}
+
+/// Runs the command in `group` until it exits, forwarding signals; kills what it leaves behind and
+/// writes the stop record. Returns its exit code.
+async fn govern(
+    session: &mut Session,
+    mut group: Cgroup,
+    command: &[String],
+    mut signals: Signals,
+) -> anyhow::Result<i32> {
     tracing::info!(
         backend = session.backend.as_str(),
         cgroup = %group.path.display(),
-        "governing {:?}",
-        options.command
+        "governing {command:?}"
     );
     session.write(&Record {
-        command: Some(options.command.join(" ")),
+        command: Some(command.join(" ")),
         cgroup_id: Some(group.id),
         ..session.start_record("controller_start")
     })?;
 
-    let mut child = spawn_in(&group.procs_file(), &options.command)?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+    let mut child = spawn_in(&group.procs_file(), command)?;
+    // A signal that came while loading is buffered by its stream: the first turn forwards it.
     let mut forwarded = None;
     let status = loop {
         let forward = tokio::select! {
             status = child.wait() => break status.context("waiting for the command")?,
             drained = session.drain_when_due() => { drained?; continue; }
-            _ = term.recv() => Signal::SIGTERM,
-            _ = int.recv() => Signal::SIGINT,
-            _ = hup.recv() => Signal::SIGHUP,
+            forward = signals.next() => forward,
         };
         // Passed on to the command; whatever it leaves behind is killed with its cgroup below.
         if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), forward);
         }
-        forwarded = Some(forward.as_str());
+        forwarded = Some(forward);
     };
     // Events of the last execs may still be in the ring: take them before reporting.
     session.drain()?;
     // Nothing of the command may outlive it ungoverned: its cgroup is killed before release.
-    let mut group = group;
     group.destroy();
     session.release(group.id)?;
     drop(group);
     let mut stop = Record { exit_code: Some(exit_code(status)), ..session.stop_record() };
     if let (Some(signal), Some(detail)) = (forwarded, stop.detail.as_mut()) {
-        detail["signal_forwarded"] = signal.into();
+        detail["signal_forwarded"] = signal.as_str().into();
     }
     session.write(&stop)?;
-    if let Err(err) = pin::remove(&pin_root) {
-        tracing::warn!("removing the run's pins: {}", crate::describe(&err));
-    }
-    reaper.finished();
     Ok(exit_code(status))
+}
+
+/// SIGTERM, SIGINT and SIGHUP, taken over from the start of `run` and passed on to its command.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next one; cancel-safe.
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::SIGTERM,
+            _ = self.int.recv() => Signal::SIGINT,
+            _ = self.hup.recv() => Signal::SIGHUP,
+        }
+    }
 }
 
 /// A process outside the governed cgroup that outlives `run` if it is killed: it waits for `run`'s

@@ -473,7 +473,10 @@ fn run_killed_from_inside_or_outside_leaves_nothing_running_ungoverned() {
 
     // From outside: SIGTERM is forwarded and the cgroup removed; the stop record says so.
     let mut run = run_sleeping(&policy, &audit, &format!("exec {FIXTURE} sleep 30"));
-    std::thread::sleep(Duration::from_millis(1500));
+    let starts = read_records(&audit).iter().filter(|r| r["event"] == "controller_start").count();
+    wait_for_records(&audit, Duration::from_mins(1), "the second run's start", |r| {
+        r.iter().filter(|r| r["event"] == "controller_start").count() > starts
+    });
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(run.id()).expect("pid")),
         nix::sys::signal::Signal::SIGTERM,

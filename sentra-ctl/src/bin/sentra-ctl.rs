@@ -58,35 +58,7 @@ enum Command {
     },
     /// Start the agent inside the daemon's governed cgroup: as an unprivileged user, with no new
     /// privileges, a clean environment and a seccomp profile; exits with its exit code.
-    Launch {
-        /// Which governed cgroup, by name [default: the first].
-        #[arg(long)]
-        cgroup: Option<String>,
-        /// Run as this user [default: the policy's `governed.user`]; root only with
-        /// `governed.allow_root: true`.
-        #[arg(long)]
-        user: Option<String>,
-        /// Seccomp profile from the policy's `seccomp_profiles` [default: `governed.seccomp_profile`,
-        /// else `gateway`].
-        #[arg(long, conflicts_with = "no_seccomp")]
-        seccomp_profile: Option<String>,
-        /// Launch without a seccomp profile (warned about and recorded).
-        #[arg(long)]
-        no_seccomp: bool,
-        /// List the policy's seccomp profiles and exit.
-        #[arg(long)]
-        list_profiles: bool,
-        /// Pass a variable of this environment (`NAME`) or set one (`NAME=VALUE`); nothing else is
-        /// passed.
-        #[arg(long = "env", value_name = "NAME[=VALUE]")]
-        env: Vec<String>,
-        /// Policy for --list-profiles [default: the running controller's, else
-        /// /etc/sentra/policy.yaml].
-        #[arg(long)]
-        policy: Option<PathBuf>,
-        #[arg(trailing_var_arg = true, required_unless_present = "list_profiles", num_args = 1..)]
-        command: Vec<String>,
-    },
+    Launch(LaunchArgs),
     /// The running controller's state: backend, policy, generation, counters.
     Status,
     /// Cleans up after a killed `run` (started by `run` itself).
@@ -179,25 +151,7 @@ fn real_main() -> anyhow::Result<i32> {
             }))?;
             Ok(0)
         }
-        Command::Launch {
-            cgroup,
-            user,
-            seccomp_profile,
-            no_seccomp,
-            list_profiles,
-            env,
-            policy,
-            command,
-        } => launch_command(LaunchArgs {
-            cgroup,
-            user,
-            seccomp_profile,
-            no_seccomp,
-            list_profiles,
-            env,
-            policy,
-            command,
-        }),
+        Command::Launch(args) => launch_command(args),
         Command::Reap { cgroup, pin_root, audit_log, run_pid } => {
             run::reap(&cgroup, &pin_root, &audit_log, run_pid)?;
             Ok(0)
@@ -234,14 +188,34 @@ fn real_main() -> anyhow::Result<i32> {
 }
 
 /// `launch`'s arguments.
+#[derive(clap::Args)]
 struct LaunchArgs {
+    /// Which governed cgroup, by name [default: the first].
+    #[arg(long)]
     cgroup: Option<String>,
+    /// Run as this user [default: the policy's `governed.user`]; root only with
+    /// `governed.allow_root: true`.
+    #[arg(long)]
     user: Option<String>,
+    /// Seccomp profile from the policy's `seccomp_profiles` [default: `governed.seccomp_profile`,
+    /// else `gateway`].
+    #[arg(long, conflicts_with = "no_seccomp")]
     seccomp_profile: Option<String>,
+    /// Launch without a seccomp profile (warned about and recorded).
+    #[arg(long)]
     no_seccomp: bool,
+    /// List the policy's seccomp profiles and exit.
+    #[arg(long)]
     list_profiles: bool,
+    /// Pass a variable of this environment (`NAME`) or set one (`NAME=VALUE`); nothing else is
+    /// passed.
+    #[arg(long = "env", value_name = "NAME[=VALUE]")]
     env: Vec<String>,
+    /// Policy for --list-profiles [default: the running controller's, else
+    /// /etc/sentra/policy.yaml].
+    #[arg(long)]
     policy: Option<PathBuf>,
+    #[arg(trailing_var_arg = true, required_unless_present = "list_profiles", num_args = 1..)]
     command: Vec<String>,
 }
 

@@ -346,6 +346,12 @@ impl Session {
         self.resolver.as_ref()
     }
 
+    /// The audit log writer's counters.
+    #[must_use]
+    pub fn audit_stats(&self) -> audit::WriteStats {
+        self.events.audit_stats()
+    }
+
     /// What the drains of this process did.
     #[must_use]
     pub const fn drained(&self) -> Drained {

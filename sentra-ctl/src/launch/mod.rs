@@ -79,10 +79,11 @@ impl Identity {
     pub fn lookup(name: &str) -> anyhow::Result<Self> {
         use nix::unistd::{Uid, User};
         let user = match name.parse::<u32>() {
-            Ok(uid) => match User::from_uid(Uid::from_raw(uid))? {
-                Some(user) => user,
-                // A numeric uid with no passwd entry (minimal systems): its own group, home `/`.
-                None => {
+            Ok(uid) => match User::from_uid(Uid::from_raw(uid)) {
+                Ok(Some(user)) => user,
+                // A numeric uid with no passwd entry (minimal systems have no /etc/passwd at all,
+                // and glibc then answers ENOENT): its own group, home `/`.
+                Ok(None) | Err(_) => {
                     return Ok(Self {
                         name: uid.to_string(),
                         uid,

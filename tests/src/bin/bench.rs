@@ -98,8 +98,10 @@ fn main() -> anyhow::Result<()> {
 fn seccomp(fixture: &str, args: &[String]) -> anyhow::Result<()> {
     let n: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(200_000);
     let rounds: u32 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(5);
-    let policy_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/gateway.yaml");
-    let policy = sentra_ctl::policy::Policy::read(&policy_file)?;
+    let policy = sentra_ctl::policy::Policy::parse(
+        Path::new("policies/gateway.yaml"),
+        include_str!("../../../policies/gateway.yaml"),
+    )?;
     let profiles = ["gateway", "base_restricted"];
     let mut programs = Vec::new();
     for name in profiles {
