@@ -17,11 +17,10 @@ use serde_json::Value;
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_sentra-fixture");
 
-/// The shipped profiles, from the shipped gateway policy (the text from `seccomp_profiles:` on).
+/// The shipped profiles, from the shipped gateway policy (the text from `seccomp_profiles:` on;
+/// compiled in: the VMs hold the test binaries, not the source tree).
 fn shipped_profiles() -> String {
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/gateway.yaml"))
-            .expect("gateway policy");
+    let text = include_str!("../../policies/gateway.yaml");
     let at = text.find("seccomp_profiles:").expect("profiles in the gateway policy");
     text[at..].to_string()
 }
