@@ -255,7 +255,7 @@ fn attacks(s: &Scene, root: bool) {
     let mut script = String::new();
     for (name, command) in [
         ("stop", format!("{ctl} stop")),
-        ("reload", format!("{ctl} policy reload /etc/hostname")),
+        ("reload", format!("{ctl} policy reload")),
         ("escape", format!("echo $$ > {cgroup_root}/cgroup.procs")),
         ("pins", format!("test -d {pins}/maps && rm -rf {pins}/maps {pins}/links")),
         ("truncate", format!(": > {audit} && test ! -c {audit}")),
@@ -324,19 +324,25 @@ fn a_peer_holding_the_socket_open_stalls_nothing() {
     let started = Instant::now();
     assert!(s.daemon.status()["backend"].is_string());
     assert!(started.elapsed() < Duration::from_secs(3), "status waited for the held connections");
-    let n: u32 = 2000;
+    // Software-emulated VMs run fewer (SENTRA_STORM).
+    let n: u32 = std::env::var("SENTRA_STORM").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     let out = s.launch(&[], &["storm", &n.to_string(), &s.fixture(), "exit", "0"]);
     assert!(stdout(&out).contains(&format!("ok={n}")), "{out:?}");
     // Every exec is in the log, or the loss is, with its count.
-    let records = s.wait_for("the storm's events or their loss", |r| {
-        let execs = r.iter().filter(|r| r["event"] == "exec" && r["comm"] == "fixture").count();
-        let lost: u64 = r
-            .iter()
-            .filter(|r| r["event"] == "events_lost")
-            .filter_map(|r| r["detail"]["lost"].as_u64())
-            .sum();
-        execs as u64 + lost > u64::from(n)
-    });
+    let records = wait_for_records(
+        &s.daemon.audit(),
+        Duration::from_mins(2),
+        "the storm's events or their loss",
+        |r| {
+            let execs = r.iter().filter(|r| r["event"] == "exec" && r["comm"] == "fixture").count();
+            let lost: u64 = r
+                .iter()
+                .filter(|r| r["event"] == "events_lost")
+                .filter_map(|r| r["detail"]["lost"].as_u64())
+                .sum();
+            execs as u64 + lost > u64::from(n)
+        },
+    );
     let lost: u64 = records
         .iter()
         .filter(|r| r["event"] == "events_lost")

@@ -119,6 +119,8 @@ pub fn workspace_root() -> anyhow::Result<PathBuf> {
 /// Binaries that go into the VM.
 pub struct Binaries {
     pub sentra_ctl: PathBuf,
+    /// The shell layer (the self-protection tests run it inside a launched agent).
+    pub sentra_shell: PathBuf,
     pub fixture: PathBuf,
     pub bench: PathBuf,
     pub tests: Vec<PathBuf>,
@@ -163,6 +165,7 @@ pub fn build(workspace: &Path) -> anyhow::Result<Binaries> {
     let release = workspace.join("target/release");
     Ok(Binaries {
         sentra_ctl: release.join("sentra-ctl"),
+        sentra_shell: release.join("sentra-shell"),
         fixture: release.join("sentra-fixture"),
         bench: release.join("sentra-bench"),
         tests,
@@ -271,8 +274,12 @@ pub fn pack(binaries: &Binaries, init: &str, initrd: &Path) -> anyhow::Result<()
     }
     std::fs::copy("/bin/busybox", root.join("bin/busybox"))
         .context("busybox-static is required (setup.sh)")?;
-    let mut files: Vec<PathBuf> =
-        vec![binaries.sentra_ctl.clone(), binaries.fixture.clone(), binaries.bench.clone()];
+    let mut files: Vec<PathBuf> = vec![
+        binaries.sentra_ctl.clone(),
+        binaries.sentra_shell.clone(),
+        binaries.fixture.clone(),
+        binaries.bench.clone(),
+    ];
     files.extend(binaries.tests.iter().cloned());
     let mut libs = BTreeSet::new();
     for file in &files {
