@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
         cwd: "/nonexistent".into(),
         path: Some("/usr/bin:/bin".into()),
         files: None,
-        inherited: Vec::new(),
+        inherited: &[],
     };
     let verdict = evaluator.evaluate(line);
     // A line that runs nothing has no parts; one that runs something is judged part by part.

@@ -60,7 +60,7 @@ fn corpus_verdicts_through_the_library() {
         cwd: std::env::temp_dir(),
         path: Some("/usr/bin:/bin".into()),
         files: Some(&files),
-        inherited: Vec::new(),
+        inherited: &[],
     };
     let mut failures = Vec::new();
     for case in corpus() {

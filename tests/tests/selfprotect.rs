@@ -251,6 +251,7 @@ fn attacks(s: &Scene, root: bool) {
     let audit = s.daemon.audit().display().to_string();
     let cgroup_root = sentra_ctl::cgroup::cgroup2_root().expect("cgroup2").display().to_string();
     let user = if root { "0" } else { "65534" };
+    let daemon_pid = s.daemon.child.as_ref().map(std::process::Child::id).expect("daemon running");
     // Each attack prints `NAME rc=N`; the agent is a shell so that it can try what an agent would.
     let mut script = String::new();
     for (name, command) in [
@@ -260,12 +261,14 @@ fn attacks(s: &Scene, root: bool) {
         ("pins", format!("test -d {pins}/maps && rm -rf {pins}/maps {pins}/links")),
         ("truncate", format!(": > {audit} && test ! -c {audit}")),
         ("umount", format!("umount {pins}")),
+        // The agent's PID namespace holds no controller to signal, whatever the uid.
+        ("kill", format!("kill -9 {daemon_pid}")),
     ] {
         let _ = write!(script, "{command} >/dev/null 2>&1; echo \"{name} rc=$?\"; ");
     }
     let out = s.launch(&["--user", user], &["spawn", "/bin/sh", "-c", &script]);
     let text = stdout(&out);
-    for name in ["stop", "reload", "escape", "pins", "truncate", "umount"] {
+    for name in ["stop", "reload", "escape", "pins", "truncate", "umount", "kill"] {
         let rc = line(&text, &format!("{name} rc"));
         assert_ne!(rc, "0", "as {user}: attack `{name}` succeeded: {text}");
     }

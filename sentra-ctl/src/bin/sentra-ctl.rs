@@ -396,13 +396,14 @@ fn policy_explain(
     let matcher = ShellMatcher::new(&policy)?;
     let line: Vec<String> = command.iter().map(|w| shell_word(w)).collect();
     let line = line.join(" ");
+    let inherited = Evaluator::inherited_from(std::env::vars());
     let evaluator = Evaluator {
         matcher: &matcher,
         identity: identity.unwrap_or_else(os_user),
         cwd: std::env::current_dir()?,
         path: std::env::var("PATH").ok(),
         files: Some(&files),
-        inherited: Evaluator::inherited_from(std::env::vars()),
+        inherited: &inherited,
     };
     let verdict = evaluator.evaluate(&line);
     println!("shell layer (sentra-shell) on: {line}");

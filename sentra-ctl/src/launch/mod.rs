@@ -2,11 +2,14 @@
 //! privileges, no capabilities to regain, a clean environment and a seccomp profile installed last.
 //!
 //! The child prepares itself between fork and exec, in this order: it joins the cgroup (so its own
-//! exec is governed), takes the user's groups and ids (dropping the capability bounding set first,
-//! which needs `CAP_SETPCAP`), clears the ambient set, sets `PR_SET_NO_NEW_PRIVS`, installs the
-//! filters, and hands the deny filter's notification listener to the launcher. The launcher answers
+//! exec is governed), enters a cgroup namespace rooted there and a mount namespace where Sentra's
+//! files are out of sight ([`Hidden`]), takes the user's groups and ids (dropping the capability
+//! bounding set first, which needs `CAP_SETPCAP`), clears the ambient set, sets
+//! `PR_SET_NO_NEW_PRIVS`, installs the filters, and hands the deny filter's notification listener to
+//! the launcher. The launcher answers
 //! each denied call with `EPERM` and records it (see [`notify`]).
 
+mod init;
 pub mod notify;
 
 use std::{
@@ -397,6 +400,8 @@ fn prepare(plan: &ChildPlan) -> std::io::Result<()> {
             return Err(std::io::Error::last_os_error());
         }
         enter_namespaces(plan)?;
+        // From here on this is the agent, pid 2 of its own PID namespace (see `init`).
+        init::split()?;
         check(libc::setgroups(id.groups.len(), id.groups.as_ptr()).into())?;
         check(libc::setresgid(id.gid, id.gid, id.gid).into())?;
         for &cap in &plan.drop_caps {
@@ -448,8 +453,8 @@ unsafe fn enter_namespaces(plan: &ChildPlan) -> std::io::Result<()> {
     unsafe {
         // A cgroup namespace rooted here: no move to a cgroup outside it is permitted, whatever
         // the uid (kernel/cgroup/cgroup.c, cgroup_procs_write_permission). A mount namespace of its
-        // own, with Sentra's files out of sight.
-        check(libc::unshare(libc::CLONE_NEWCGROUP | libc::CLONE_NEWNS).into())?;
+        // own, with Sentra's files out of sight. A PID namespace for the processes forked next.
+        check(libc::unshare(libc::CLONE_NEWCGROUP | libc::CLONE_NEWNS | libc::CLONE_NEWPID).into())?;
         check(
             libc::mount(
                 std::ptr::null(),

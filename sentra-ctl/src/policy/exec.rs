@@ -576,11 +576,24 @@ fn targets_of(
 /// The files named `name` in the `search` directories that a rule with `effect` covers: the shell
 /// runs the first match, so an allow covers that one, and a deny covers all of them.
 fn find_in_path(search: &[PathBuf], name: &str, effect: Effect) -> Vec<PathBuf> {
-    let found = search.iter().map(|dir| dir.join(name)).filter(|p| p.is_file());
+    let found =
+        path_candidates(search.iter().map(PathBuf::as_path), Path::new("/"), name).filter(|p| p.is_file());
     match effect {
         Effect::Allow => found.take(1).collect(),
         Effect::Deny => found.collect(),
     }
+}
+
+/// Each `DIR/name` of a search list, in order, as the kernel and the shells look names up: a
+/// relative entry (an empty one is `.`) is taken from `base`. The one walk over `PATH`-like lists
+/// (the exec section's `path`, the shell's `PATH` for programs and for sourced scripts); each caller
+/// says which candidate counts.
+pub fn path_candidates<'a>(
+    search: impl IntoIterator<Item = &'a Path> + 'a,
+    base: &'a Path,
+    name: &'a str,
+) -> impl Iterator<Item = PathBuf> + 'a {
+    search.into_iter().map(move |dir| base.join(dir).join(name))
 }
 
 /// Programs that run arbitrary code given to them as text: allowing one allows whatever it is told to

@@ -77,7 +77,7 @@ pub struct Evaluator<'m> {
     pub files: Option<&'m LazyExecFiles>,
     /// Variables of [`runners::VARIABLES`] the shell inherits (the agent can set them): judged on
     /// every line, since every program the line starts inherits them too.
-    pub inherited: Vec<(String, String)>,
+    pub inherited: &'m [(String, String)],
 }
 
 impl Evaluator<'_> {
@@ -85,7 +85,7 @@ impl Evaluator<'_> {
     #[must_use]
     pub fn evaluate(&self, line: &str) -> LineVerdict {
         let mut verdict = LineVerdict::default();
-        for (name, value) in &self.inherited {
+        for (name, value) in self.inherited {
             let word = Word { raw: value.clone(), value: Some(value.clone()), basename: None, glob: false };
             let mut actions = Vec::new();
             runners::variable(name, &word, &mut actions);
@@ -322,12 +322,11 @@ impl Evaluator<'_> {
     /// and `.` are the working directory, as in the shell).
     fn lookup(&self, search: &str, name: &str) -> Option<PathBuf> {
         use std::os::unix::fs::PermissionsExt as _;
-        search.split(':').find_map(|dir| {
-            let dir = if dir.is_empty() { Path::new(".") } else { Path::new(dir) };
-            let candidate = self.cwd.join(dir).join(name);
-            let meta = std::fs::metadata(&candidate).ok()?;
-            (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(candidate)
-        })
+        crate::policy::exec::path_candidates(search.split(':').map(Path::new), &self.cwd, name).find(
+            |candidate| {
+                std::fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            },
+        )
     }
 
     /// Reads a script run by `.`/`source`/`sh FILE`, so that its commands are judged too.
@@ -359,11 +358,10 @@ impl Evaluator<'_> {
         if file.contains('/') {
             return Some(self.cwd.join(path));
         }
+        // Sourcing searches `PATH` (not its empty entries), then the working directory.
         let search = self.path.as_deref().unwrap_or_default();
-        search
-            .split(':')
-            .filter(|dir| !dir.is_empty())
-            .map(|dir| Path::new(dir).join(file))
+        let dirs = search.split(':').filter(|dir| !dir.is_empty()).map(Path::new);
+        crate::policy::exec::path_candidates(dirs, &self.cwd, file)
             .chain(std::iter::once(self.cwd.join(file)))
             .find(|candidate| candidate.is_file())
     }

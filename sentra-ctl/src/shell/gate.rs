@@ -303,7 +303,7 @@ impl Gate {
             cwd: cwd.to_path_buf(),
             path,
             files: Some(&self.files),
-            inherited: self.inherited.clone(),
+            inherited: &self.inherited,
         };
         let verdict = evaluator.evaluate(line);
         let eval_duration = start.elapsed();

@@ -876,7 +876,7 @@ mod tests {
             cwd: "/".into(),
             path: None,
             files: None,
-            inherited: Vec::new(),
+            inherited: &[],
         }
     }
 

@@ -296,7 +296,7 @@ fn whole_lines(matcher: &ShellMatcher, path: &Path) -> anyhow::Result<()> {
         cwd: "/tmp".into(),
         path: None,
         files: None,
-        inherited: Vec::new(),
+        inherited: &[],
     };
     let lines = [
         "ls -la /tmp",
@@ -339,7 +339,7 @@ fn whole_lines(matcher: &ShellMatcher, path: &Path) -> anyhow::Result<()> {
         cwd: "/tmp".into(),
         path: system_path.clone(),
         files,
-        inherited: Vec::new(),
+        inherited: &[],
     };
     let (resolving, plain) = (located(Some(&files)), located(None));
     // Programs each line runs: ls; git, git, head; cat, grep.
