@@ -108,14 +108,10 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     }
     daemon.session.drain()?;
 
-    let _ = std::fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+    // The records socket first: once the control socket answers, both are there.
     let records_path = records_socket();
-    let _ = std::fs::remove_file(&records_path);
-    let records_listener =
-        UnixListener::bind(&records_path).with_context(|| format!("binding {}", records_path.display()))?;
-    std::fs::set_permissions(&records_path, std::fs::Permissions::from_mode(0o666))?;
+    let records_listener = bind_with_mode(&records_path, 0o666)?;
+    let listener = bind_with_mode(&socket, 0o600)?;
     let record_slots = Arc::new(tokio::sync::Semaphore::new(RECORD_CONNECTIONS));
     let (records, mut shell_records) = mpsc::channel::<(Peer, serde_json::Value)>(RECORDS_QUEUED);
     let mut term = signal(SignalKind::terminate())?;
@@ -297,6 +293,21 @@ async fn connection(stream: UnixStream, loop_: mpsc::Sender<Incoming>) {
         let _ = tokio::time::timeout(REQUEST_DEADLINE, write.write_all(&text)).await;
     }
     drop(done);
+}
+
+/// Binds a socket that has `mode` from the start (chmod after bind would leave a window in which
+/// anyone may connect).
+fn bind_with_mode(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
+    use nix::sys::stat::{Mode, umask};
+    let _ = std::fs::remove_file(path);
+    // The process's umask, for the one bind(2): the daemon starts no thread that creates files here.
+    let previous = umask(Mode::from_bits_truncate(!mode & 0o777));
+    let bound = UnixListener::bind(path);
+    umask(previous);
+    let listener = bound.with_context(|| format!("binding {}", path.display()))?;
+    // The umask can only take bits away: make sure of the exact mode.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
 }
 
 /// The cgroup names a controller governs: `--cgroup`, else the policy's `governed.cgroups`.
