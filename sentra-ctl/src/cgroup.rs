@@ -71,19 +71,34 @@ fn unescape(field: &str) -> String {
 /// Top-level directory, under the cgroup2 root, of every cgroup the controller governs.
 pub const GOVERNED_PARENT: &str = "sentra";
 
-/// The calling process's cgroup v2 path (relative to the hierarchy root, starting with `/`), from
-/// `/proc/self/cgroup` (its `0::` line).
+/// The cgroup v2 path (relative to the hierarchy root as the reader's cgroup namespace sees it,
+/// starting with `/`) of `/proc/ENTRY` (`self` or a pid), from its `cgroup` file's `0::` line.
+#[must_use]
+pub fn cgroup_of(entry: &str) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{entry}/cgroup")).ok()?;
+    text.lines().find_map(|line| line.strip_prefix("0::")).map(str::to_string)
+}
+
+/// The calling process's cgroup v2 path ([`cgroup_of`] `self`).
 #[must_use]
 pub fn own_cgroup() -> Option<String> {
-    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    text.lines().find_map(|line| line.strip_prefix("0::")).map(str::to_string)
+    cgroup_of("self")
+}
+
+/// Whether a cgroup path (as [`cgroup_of`] gives it) is below `/sentra/`, where every cgroup a
+/// controller governs, and every `run`'s, is created.
+#[must_use]
+pub fn is_governed_path(path: &str) -> bool {
+    path.strip_prefix('/')
+        .and_then(|rest| rest.strip_prefix(GOVERNED_PARENT))
+        .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Whether the calling process sits in a cgroup the controller governs (anywhere under
 /// `/sentra/`). Informational (for audit records): the kernel, not this check, enforces.
 #[must_use]
 pub fn in_governed_cgroup() -> bool {
-    own_cgroup().is_some_and(|path| path.starts_with(&format!("/{GOVERNED_PARENT}/")))
+    own_cgroup().is_some_and(|path| is_governed_path(&path))
 }
 
 /// A cgroup this process created and removes on drop (killing what is left in it).
@@ -209,6 +224,16 @@ mod tests {
                       27 25 0:24 / /sys/fs/cgroup/cpu rw shared:8 - cgroup cgroup rw,cpu\n";
         assert_eq!(parse_cgroup2_root(hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
         assert_eq!(parse_cgroup2_root("1 0 0:1 / / rw - ext4 /dev/vda rw\n"), None);
+    }
+
+    #[test]
+    fn governed_paths_are_below_the_parent() {
+        assert!(is_governed_path("/sentra/agent"));
+        assert!(is_governed_path("/sentra/agent/child"));
+        assert!(!is_governed_path("/sentra"));
+        assert!(!is_governed_path("/sentrax/agent"));
+        assert!(!is_governed_path("/user.slice/sentra/agent"));
+        assert!(!is_governed_path("/"));
     }
 
     #[test]

@@ -55,6 +55,8 @@ struct Daemon {
     policy_dir: PathBuf,
     /// Shell connections refused because too many were open.
     records_refused: u64,
+    /// What shells are told of the enforced policy (made when it changes, not per connection).
+    greeting: Greeting,
 }
 
 /// Runs the controller until `stop` (pins removed) or SIGTERM/SIGINT (pins kept: enforcement goes on).
@@ -83,7 +85,9 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         configured_policy: std::fs::canonicalize(&options.policy).unwrap_or_else(|_| options.policy.clone()),
         policy_dir: std::fs::canonicalize(&options.policy_dir).unwrap_or_else(|_| options.policy_dir.clone()),
         records_refused: 0,
+        greeting: Greeting { policy: PathBuf::new(), policy_hash: String::new() },
     };
+    daemon.greet();
     daemon.save_state();
     let mut start =
         daemon.session.start_record(if adopting { "controller_adopt" } else { "controller_start" });
@@ -137,12 +141,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
             accepted = records_listener.accept() => match accepted {
                 Ok((stream, _)) => match Arc::clone(&record_slots).try_acquire_owned() {
                     Ok(slot) => {
-                        let policy = &daemon.session.policy.policy;
-                        let greeting = Greeting {
-                            // Absolute: the shell's working directory is not the controller's.
-                            policy: std::fs::canonicalize(policy).unwrap_or_else(|_| policy.clone()),
-                            policy_hash: daemon.session.policy.policy_hash.clone(),
-                        };
+                        let greeting = daemon.greeting.clone();
                         tokio::spawn(shell_records_connection(stream, greeting, records.clone(), slot));
                     }
                     Err(_) => daemon.count_refused_record_connection(),
@@ -233,10 +232,7 @@ impl Peer {
     fn of(stream: &UnixStream) -> Self {
         let cred = stream.peer_cred().ok();
         let pid = cred.and_then(|c| c.pid()).and_then(|p| u32::try_from(p).ok());
-        let cgroup = pid.and_then(|pid| {
-            let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-            text.lines().find_map(|line| line.strip_prefix("0::")).map(str::to_string)
-        });
+        let cgroup = pid.and_then(|pid| cgroup::cgroup_of(&pid.to_string()));
         Self { pid, uid: cred.map(|c| c.uid()), cgroup }
     }
 
@@ -245,9 +241,13 @@ impl Peer {
     /// fail closed). Decided from the cgroup, not the uid: a governed agent may be root.
     fn governed(&self) -> bool {
         self.cgroup.as_deref().is_none_or(|path| {
-            path == format!("/{}", cgroup::GOVERNED_PARENT)
-                || path.starts_with(&format!("/{}/", cgroup::GOVERNED_PARENT))
+            path == format!("/{}", cgroup::GOVERNED_PARENT) || cgroup::is_governed_path(path)
         })
+    }
+
+    /// Who sent a record, as the controller stamps it (`reported_by`).
+    fn stamp(&self) -> serde_json::Value {
+        serde_json::json!({ "pid": self.pid, "uid": self.uid, "cgroup": self.cgroup })
     }
 }
 
@@ -406,6 +406,16 @@ impl Daemon {
         stop
     }
 
+    /// Makes the greeting for the policy now enforced.
+    fn greet(&mut self) {
+        let policy = &self.session.policy.policy;
+        self.greeting = Greeting {
+            // Absolute: the shell's working directory is not the controller's.
+            policy: std::fs::canonicalize(policy).unwrap_or_else(|_| policy.clone()),
+            policy_hash: self.session.policy.policy_hash.clone(),
+        };
+    }
+
     /// Appends a shell's record, stamped with who sent it; a shell record stays one (`layer`).
     fn shell_record(&mut self, peer: &Peer, mut record: serde_json::Value) {
         if let Some(fields) = record.as_object_mut() {
@@ -416,10 +426,7 @@ impl Daemon {
             if !fields.get("timestamp").is_some_and(serde_json::Value::is_string) {
                 fields.insert("timestamp".into(), audit::now().into());
             }
-            fields.insert(
-                "reported_by".into(),
-                serde_json::json!({ "pid": peer.pid, "uid": peer.uid, "cgroup": peer.cgroup }),
-            );
+            fields.insert("reported_by".into(), peer.stamp());
         }
         if let Err(err) = self.session.write_value(&record) {
             tracing::warn!("writing a shell record: {}", crate::describe(&err));
@@ -450,10 +457,7 @@ impl Daemon {
         if !fields.get("event").is_some_and(serde_json::Value::is_string) {
             return Response::error("a record needs an `event`");
         }
-        fields.insert(
-            "reported_by".into(),
-            serde_json::json!({ "pid": peer.pid, "uid": peer.uid, "cgroup": peer.cgroup }),
-        );
+        fields.insert("reported_by".into(), peer.stamp());
         match self.session.write_value(&record) {
             Ok(()) => Response::ok(serde_json::json!({ "written": true })),
             Err(err) => Response::error(format!("writing the audit log: {}", crate::describe(&err))),
@@ -575,6 +579,7 @@ impl Daemon {
         let generation = flipped.generation;
         let flip_ms = flipped.until_flip.as_secs_f64() * 1000.0;
         self.state.reloads += 1;
+        self.greet();
         self.save_state();
         let info = &self.session.policy;
         let (policy, policy_hash) = (info.policy.clone(), info.policy_hash.clone());

@@ -161,7 +161,7 @@ impl ControllerLog {
     fn find() -> Option<Result<Self, AuditError>> {
         let path = PathBuf::from(crate::controller::protocol::AGENT_RECORDS_SOCKET);
         let own = crate::cgroup::own_cgroup()?;
-        let governed = own == "/" || own.starts_with(&format!("/{}/", crate::cgroup::GOVERNED_PARENT));
+        let governed = own == "/" || crate::cgroup::is_governed_path(&own);
         if !governed || std::fs::symlink_metadata(&path).is_err() {
             return None;
         }
