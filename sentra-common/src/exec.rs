@@ -65,5 +65,7 @@ pub struct RuleValue {
 pub struct GovernedCgroup {
     /// Depth of the cgroup below the root (root = 0), as `bpf_get_current_ancestor_cgroup_id` counts.
     pub level: u32,
-    pub pad: u32,
+    /// The launch profile whose `network_policy` governs this cgroup's network
+    /// ([`crate::net::profile_id`] of its name), instead of the policy's `network:` section; 0: none.
+    pub net_profile: u32,
 }

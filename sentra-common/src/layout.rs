@@ -35,6 +35,7 @@ const _: () = assert!(offset_of!(NameKey, generation) == 0);
 const _: () = assert!(offset_of!(NameKey, name) == 24);
 const _: () = assert!(size_of::<RuleValue>() == 8);
 const _: () = assert!(size_of::<GovernedCgroup>() == 8);
+const _: () = assert!(offset_of!(GovernedCgroup, net_profile) == 4);
 const _: () = assert!(size_of::<Settings>() == 16);
 const _: () = assert!(size_of::<ActiveGeneration>() == 8);
 const _: () = assert!(size_of::<KernelOffsets>() == 22 * 4);
@@ -44,9 +45,10 @@ const _: () = assert!(size_of::<CidrKey>() == 24);
 const _: () = assert!(offset_of!(CidrKey, generation) == 0);
 const _: () = assert!(offset_of!(CidrKey, addr) * 8 == CIDR_KEY_HEADER_BITS as usize);
 const _: () = assert!(size_of::<HostKey>() == 24);
-const _: () = assert!(size_of::<PortRange>() == 12);
-const _: () = assert!(size_of::<NetAllow>() == 8 + 8 * 12);
-const _: () = assert!(size_of::<NetSettings>() == 48);
+const _: () = assert!(size_of::<PortRange>() == 16);
+const _: () = assert!(size_of::<NetAllow>() == 8 + 8 * 16);
+const _: () = assert!(size_of::<NetSettings>() == 48 + 4 * crate::net::MAX_NET_PROFILES + 4);
+const _: () = assert!(crate::net::MAX_NET_PROFILES < 32);
 const _: () = assert!(size_of::<DnsOrigin>() == 24);
 
 // Probe sites: the per-site counters cover every site.

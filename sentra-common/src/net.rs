@@ -32,6 +32,31 @@ pub const NET_RULE_INTERNAL_ERROR: u32 = u32::MAX - 1;
 pub const NET_RULE_LOOPBACK: u32 = u32::MAX - 3;
 /// Rule index: a DNS query (port 53) steered to the controller's resolver.
 pub const NET_RULE_DNS_STEERED: u32 = u32::MAX - 4;
+/// Rule index: the cgroup was launched with a profile whose network policy the active generation
+/// does not hold (the profile was removed by a reload): everything is denied (fail closed).
+pub const NET_RULE_UNKNOWN_PROFILE: u32 = u32::MAX - 5;
+
+/// Network scopes: which allowlist governs a cgroup. Scope 0 is the policy's `network:` section; scope
+/// `i + 1` is the launch profile in `NetSettings::profiles[i]`. Each port range carries the scopes it
+/// belongs to as a bit mask, so one lookup serves every scope.
+pub const MAX_NET_PROFILES: usize = 15;
+/// Scope bit of the `network:` section.
+pub const SCOPE_SECTION: u32 = 1;
+
+/// The id of a launch profile in `GovernedCgroup::net_profile` and `NetSettings::profiles`: FNV-1a of
+/// its name, never 0 (0 means no profile). Stable across reloads and controller restarts, so a
+/// launched cgroup keeps its allowlist when the policy is reloaded.
+#[must_use]
+pub const fn profile_id(name: &[u8]) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    let mut i = 0;
+    while i < name.len() {
+        hash ^= name[i] as u32;
+        hash = hash.wrapping_mul(0x0100_0193);
+        i += 1;
+    }
+    if hash == 0 { 1 } else { hash }
+}
 
 /// Data of a `NET_CIDR` key (the trie's key is `{prefix_len, data}`); `prefix_len` always covers
 /// `generation` and `family` (64 bits) plus the CIDR's own length.
@@ -68,6 +93,8 @@ pub struct PortRange {
     /// Inclusive, host order.
     pub first: u16,
     pub last: u16,
+    /// The scopes this range allows in (bit 0: [`SCOPE_SECTION`]; bit `i + 1`: `profiles[i]`).
+    pub scopes: u32,
 }
 
 /// Value of `NET_CIDR` and `NET_HOSTS`.
@@ -103,6 +130,10 @@ pub struct NetSettings {
     pub resolver_has_ip6: u32,
     /// As `bpf_sock_addr::user_ip6` holds it.
     pub resolver_ip6: [u32; 4],
+    /// Launch profiles with a network policy in this generation ([`profile_id`]s; 0: unused slot).
+    pub profiles: [u32; MAX_NET_PROFILES],
+    /// Scope bits (as in [`PortRange::scopes`]) of the profiles that allow every loopback destination.
+    pub profile_loopback: u32,
 }
 
 /// Original destination of a steered DNS socket, keyed by socket cookie in `NET_DNS_ORIGIN`, so that

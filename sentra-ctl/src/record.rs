@@ -1,6 +1,6 @@
 //! Turning kernel events into audit records.
 
-use sentra_common::net::{NET_RULE_DEFAULT, NET_RULE_INTERNAL_ERROR};
+use sentra_common::net::{NET_RULE_DEFAULT, NET_RULE_INTERNAL_ERROR, NET_RULE_UNKNOWN_PROFILE};
 
 use crate::{
     audit::{Capture, Record, Task},
@@ -120,7 +120,14 @@ pub fn net_record(event: &Net, rules: &CompiledNet, clock: &Clock) -> Record {
     let (rule_id, reason) = match event.rule {
         NET_RULE_DEFAULT => (
             "default".to_string(),
-            Some("no network entry allows this destination; default deny".to_string()),
+            Some("no network entry allows this destination (the `network:` section's, or the launch profile's network_policy); default deny".to_string()),
+        ),
+        NET_RULE_UNKNOWN_PROFILE => (
+            "unknown_profile".to_string(),
+            Some(
+                "the task was launched with a seccomp profile whose network_policy the enforced policy no longer has; denied (fail closed)"
+                    .to_string(),
+            ),
         ),
         NET_RULE_INTERNAL_ERROR => (
             "internal_error".to_string(),

@@ -6,6 +6,7 @@ use aya_ebpf::helpers::{
 };
 use sentra_common::{
     event::{EVENT_VERSION, EventHeader, EventKind, ProbeSite},
+    exec::GovernedCgroup,
     offsets::KernelOffsets,
 };
 
@@ -43,6 +44,35 @@ pub fn is_governed() -> bool {
         level += 1;
     }
     false
+}
+
+/// The entry of the innermost governed cgroup holding the current task, if any.
+///
+/// A launch cgroup (below a governed one, with its own network profile) must decide for its tasks, so
+/// unlike [`is_governed`] the walk does not stop at the first governed ancestor: it keeps the deepest.
+#[inline(always)]
+pub fn governing() -> Option<GovernedCgroup> {
+    // SAFETY: helper without pointer arguments.
+    let own = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: map lookup with a stack key; the value is copied out.
+    if let Some(entry) = unsafe { GOVERNED.get(own) } {
+        return Some(*entry);
+    }
+    let mut found = None;
+    let mut level = 1;
+    while level < MAX_CGROUP_LEVEL {
+        // SAFETY: as in `is_governed`.
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        if id == 0 || id == own {
+            break;
+        }
+        // SAFETY: as above.
+        if let Some(entry) = unsafe { GOVERNED.get(id) } {
+            found = Some(*entry);
+        }
+        level += 1;
+    }
+    found
 }
 
 /// Fills an event header for the current task.

@@ -477,7 +477,7 @@ fn net_reload_changes_access_live() {
         let group =
             Cgroup::create(&root, Path::new(&format!("sentra/test-net-reload-{}", std::process::id())))
                 .expect("cgroup");
-        maps::govern(&mut kernel.ebpf, group.id, group.level).expect("govern");
+        maps::govern(&mut kernel.ebpf, group.id, group.level, 0).expect("govern");
         let dir_fd = std::fs::File::open(&group.path).expect("cgroup dir");
         kernel.govern_network(&[("reload", dir_fd)]).expect("attach sock_addr programs");
 

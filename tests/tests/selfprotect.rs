@@ -33,6 +33,12 @@ struct Scene {
 impl Scene {
     /// A controller enforcing an allow-all exec policy with the shipped profiles and `governed`.
     fn start(tag: &str, governed: &str) -> Self {
+        Self::start_with(tag, governed, "", "")
+    }
+
+    /// As [`Scene::start`], with more top-level sections (`sections`) and more profiles (`profiles`,
+    /// indented as entries of `seccomp_profiles`).
+    fn start_with(tag: &str, governed: &str, sections: &str, profiles: &str) -> Self {
         let dir = tempfile::Builder::new().prefix("sentra-self-").tempdir_in("/tmp").expect("tempdir");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let mut scene = Self { daemon: TestDaemon::new(tag, dir.path(), None), dir };
@@ -40,7 +46,7 @@ impl Scene {
         let policy = scene.write(
             "policy.yaml",
             &format!(
-                "version: \"2.0\"\nmode: enforce\ndefault: allow\nexec:\n  default: allow\ngoverned:\n{governed}\n{}",
+                "version: \"2.0\"\nmode: enforce\ndefault: allow\nexec:\n  default: allow\ngoverned:\n{governed}\n{sections}{}{profiles}",
                 shipped_profiles()
             ),
         );
@@ -515,4 +521,113 @@ fn procs_named(name: &str) -> Vec<u32> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// `ADDR outcome` lines of `fixture connect A B …`.
+fn outcomes(text: &str) -> Vec<(String, String)> {
+    text.lines().filter_map(|l| l.split_once(' ').map(|(a, o)| (a.to_string(), o.to_string()))).collect()
+}
+
+#[test]
+fn a_launch_profiles_network_policy_is_the_kernel_allowlist_of_its_own_cgroup() {
+    let listeners: Vec<std::net::TcpListener> =
+        (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("listener")).collect();
+    let addrs: Vec<String> = listeners.iter().map(|l| l.local_addr().expect("addr").to_string()).collect();
+    let port = |i: usize| addrs[i].rsplit_once(':').expect("port").1.to_string();
+    // The section allows the first address; `netp` the second (a child inherits it); `loopall` every
+    // loopback destination; the upstream resolver is loopback (no query leaves this machine).
+    let sections = format!(
+        "network:\n  loopback: false\n  dns: {{ upstream: [\"127.0.0.1:9\"] }}\n  allow:\n    - {{ id: section_a, cidr: 127.0.0.1/32, ports: [{}] }}\n",
+        port(0)
+    );
+    let profiles = format!(
+        "  netp:\n    extends: gateway\n    network_policy: {{ allow_loopback: false, allow_outbound: [\"127.0.0.1:{}\", \"*.example.test:443\"] }}\n  netchild:\n    extends: netp\n  loopall:\n    extends: gateway\n    network_policy: {{ allow_loopback: true, allow_outbound: [] }}\n",
+        port(1)
+    );
+    let s = Scene::start_with("launch-net", "  user: \"65534\"", &sections, &profiles);
+    let check = s.daemon.run(&["policy", "check", s.dir.path().join("policy.yaml").to_str().expect("utf-8")]);
+    assert!(stdout(&check).contains("launch profile netp:"), "{}", stdout(&check));
+
+    let mut args = vec!["connect"];
+    args.extend(addrs.iter().map(String::as_str));
+    let expect = [
+        ("gateway", ["connected", "connect-errno=1", "connect-errno=1"]),
+        ("netp", ["connect-errno=1", "connected", "connect-errno=1"]),
+        ("netchild", ["connect-errno=1", "connected", "connect-errno=1"]),
+        ("loopall", ["connected", "connected", "connected"]),
+    ];
+    for (profile, wanted) in expect {
+        let out = s.launch(&["--seccomp-profile", profile], &args);
+        assert!(out.status.success(), "{profile}: {out:?}");
+        let got = outcomes(&stdout(&out));
+        let wanted: Vec<(String, String)> =
+            addrs.iter().zip(wanted).map(|(a, o)| (a.clone(), o.to_string())).collect();
+        assert_eq!(got, wanted, "{profile}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    // Each launch had a cgroup of its own, governed with its profile and forgotten once removed; each
+    // denial is in the log with the launch cgroup's id.
+    let records = s.wait_for("the launch cgroups' records", |r| {
+        r.iter().filter(|r| r["event"] == "launch_released").count() >= 4
+    });
+    let governed: Vec<&Value> = records.iter().filter(|r| r["event"] == "launch_governed").collect();
+    assert_eq!(governed.len(), 4, "{governed:?}");
+    let profiles: Vec<&Value> = governed.iter().map(|r| &r["detail"]["network_profile"]).collect();
+    assert_eq!(
+        profiles,
+        [&Value::Null, &Value::from("netp"), &Value::from("netchild"), &Value::from("loopall")]
+    );
+    let netp_id = &governed[1]["detail"]["cgroup_id"];
+    let denied: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["layer"] == "kernel" && r["decision"] == "denied" && r["port"].is_u64())
+        .collect();
+    assert!(
+        denied.iter().any(|r| r["cgroup_id"] == *netp_id && r["port"].to_string() == port(0)),
+        "netp's denial of the section's address: {denied:?}"
+    );
+    for record in governed {
+        let path = record["detail"]["cgroup"].as_str().expect("cgroup path");
+        assert!(!Path::new(path).exists(), "{path} was removed");
+    }
+    let status = s.daemon.status();
+    let ids = status["governed_ids_in_kernel"].as_array().expect("ids").len();
+    assert_eq!(ids, status["governed_cgroups"].as_array().expect("groups").len(), "{status}");
+
+    // A reload that drops the profile a running agent was launched with: its network is closed.
+    let flag = s.dir.path().join("go");
+    let script = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; exec {} connect {} {}",
+        flag.display(),
+        s.fixture(),
+        addrs[0],
+        addrs[1]
+    );
+    let mut cmd = s.daemon.ctl();
+    cmd.arg("launch").args([
+        "--seccomp-profile",
+        "netp",
+        "--",
+        &s.fixture(),
+        "spawn",
+        "/bin/sh",
+        "-c",
+        &script,
+    ]);
+    let agent = cmd.stdout(std::process::Stdio::piped()).spawn().expect("launch");
+    s.wait_for("the running launch", |r| r.iter().filter(|r| r["event"] == "launch_governed").count() >= 5);
+    let text = std::fs::read_to_string(s.dir.path().join("policy.yaml")).expect("policy");
+    let without = text.split("  netp:").next().expect("before netp").to_string();
+    let reduced = s.write("reduced.yaml", &without);
+    let out = s.daemon.run(&["policy", "reload", reduced.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{out:?}");
+    std::fs::write(&flag, b"").expect("flag");
+    let out = agent.wait_with_output().expect("agent");
+    let got = outcomes(&stdout(&out));
+    let closed: Vec<(String, String)> =
+        addrs[..2].iter().map(|a| (a.clone(), "connect-errno=1".to_string())).collect();
+    assert_eq!(got, closed, "{}", String::from_utf8_lossy(&out.stderr));
+    s.wait_for("denials for the dropped profile", |r| {
+        r.iter().filter(|r| r["rule_id"] == "unknown_profile").count() >= 2
+    });
 }

@@ -332,14 +332,28 @@ fn policy_check(file: &std::path::Path) -> i32 {
             }
             if net.governed {
                 println!(
-                    "  network: {} rules -> {} CIDR entries, {} domain rules; loopback {}",
-                    net.rules.len(),
+                    "  network: {} rules -> {} CIDR entries, {} domain rules (with the launch profiles'); loopback {}",
+                    net.section_rules,
                     net.cidr.len(),
                     net.domains.len(),
                     if net.loopback { "allowed" } else { "denied" }
                 );
             } else {
                 println!("  network: not governed (no `network:` section)");
+            }
+            for profile in &net.profiles {
+                let prefix = format!("{}.network_policy[", profile.name);
+                let targets: Vec<&str> = net.rules[net.section_rules..]
+                    .iter()
+                    .filter(|r| r.id.starts_with(&prefix))
+                    .map(|r| r.target.as_str())
+                    .collect();
+                println!(
+                    "  launch profile {}: its network_policy is the network allowlist of agents launched with it: [{}]; loopback {}",
+                    profile.name,
+                    targets.join(", "),
+                    if profile.loopback { "allowed" } else { "denied" }
+                );
             }
             let governed = &policy.model.governed;
             println!(

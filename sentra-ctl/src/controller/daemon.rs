@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use sentra_common::net::profile_id;
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
@@ -392,6 +393,10 @@ impl Daemon {
             Some(Ok(Request::Status)) => self.status(),
             Some(Ok(Request::Reload { policy })) => self.reload(policy),
             Some(Ok(Request::Record { record })) => self.record(&peer, record),
+            Some(Ok(Request::GovernLaunch { cgroup, net_profile })) => {
+                self.govern_launch(&peer, &cgroup, net_profile)
+            }
+            Some(Ok(Request::ReleaseLaunch { cgroup, id })) => self.release_launch(&peer, &cgroup, id),
             Some(Ok(Request::Stop)) => {
                 let response = self.stop();
                 stop = response.ok;
@@ -462,6 +467,76 @@ impl Daemon {
             Ok(()) => Response::ok(serde_json::json!({ "written": true })),
             Err(err) => Response::error(format!("writing the audit log: {}", crate::describe(&err))),
         }
+    }
+
+    /// Governs a launch cgroup strictly below a governed one, with its launch profile's network policy.
+    fn govern_launch(&mut self, peer: &Peer, cgroup: &Path, net_profile: Option<String>) -> Response {
+        let real = match std::fs::canonicalize(cgroup) {
+            Ok(real) if real.is_dir() => real,
+            Ok(_) => return Response::error(format!("{}: not a directory", cgroup.display())),
+            Err(err) => return Response::error(format!("{}: {err}", cgroup.display())),
+        };
+        if !self.state.cgroups.iter().any(|g| real.starts_with(&g.path) && real != g.path) {
+            return Response::error(format!("{}: not below a governed cgroup", real.display()));
+        }
+        let level = match cgroup::cgroup2_root() {
+            Ok(root) => match real.strip_prefix(&root) {
+                Ok(relative) => u32::try_from(relative.components().count()).unwrap_or(u32::MAX),
+                Err(_) => {
+                    return Response::error(format!("{}: not in the cgroup2 hierarchy", real.display()));
+                }
+            },
+            Err(err) => return Response::error(err.to_string()),
+        };
+        let id = match std::fs::metadata(&real) {
+            Ok(meta) => std::os::unix::fs::MetadataExt::ino(&meta),
+            Err(err) => return Response::error(format!("{}: {err}", real.display())),
+        };
+        let profile_id = net_profile.as_deref().map_or(0, |name| profile_id(name.as_bytes()));
+        if let Err(err) = self.session.govern(id, level, profile_id) {
+            return Response::error(format!("governing {}: {}", real.display(), crate::describe(&err)));
+        }
+        let _ = self.session.write(&Record {
+            timestamp: audit::now(),
+            event: "launch_governed".into(),
+            layer: "kernel",
+            detail: Some(serde_json::json!({
+                "cgroup": real,
+                "cgroup_id": id,
+                "network_profile": net_profile,
+                "reported_by": peer.stamp(),
+            })),
+            ..Record::default()
+        });
+        Response::ok(serde_json::json!({ "id": id }))
+    }
+
+    /// Forgets a launch cgroup once it is gone; a governed cgroup of the configuration, or one that
+    /// still exists, stays.
+    fn release_launch(&mut self, peer: &Peer, cgroup: &Path, id: u64) -> Response {
+        if self.state.cgroups.iter().any(|g| g.id == id) {
+            return Response::error("a configured governed cgroup is released only by `stop`");
+        }
+        if !self.state.cgroups.iter().any(|g| cgroup.starts_with(&g.path) && cgroup != g.path) {
+            return Response::error(format!("{}: not below a governed cgroup", cgroup.display()));
+        }
+        if std::fs::symlink_metadata(cgroup).is_ok() {
+            return Response::error(format!("{}: still exists; remove it first", cgroup.display()));
+        }
+        if let Err(err) = self.session.release(id) {
+            // Absent already: nothing to forget.
+            tracing::debug!("releasing launch cgroup {id}: {}", crate::describe(&err));
+        }
+        let _ = self.session.write(&Record {
+            timestamp: audit::now(),
+            event: "launch_released".into(),
+            layer: "kernel",
+            detail: Some(
+                serde_json::json!({ "cgroup": cgroup, "cgroup_id": id, "reported_by": peer.stamp() }),
+            ),
+            ..Record::default()
+        });
+        Response::ok(serde_json::json!({ "released": id }))
     }
 
     /// Refuses a peer, with a record saying who and why.

@@ -43,6 +43,18 @@ pub enum Request {
     Record {
         record: serde_json::Value,
     },
+    /// Govern a launch's own cgroup, created below a governed one, with the network policy of the
+    /// launch profile `net_profile` (`None`: the `network:` section). The body answers its `id`.
+    GovernLaunch {
+        cgroup: std::path::PathBuf,
+        net_profile: Option<String>,
+    },
+    /// Forget a launch cgroup that is gone (removed once empty; an entry is never dropped while its
+    /// cgroup exists).
+    ReleaseLaunch {
+        cgroup: std::path::PathBuf,
+        id: u64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -170,7 +170,7 @@ impl Session {
             Generations::install(&mut kernel.ebpf, kernel.backend, exec, net, mode, resolver.as_ref())?;
         let mut dirs = Vec::new();
         for (name, group) in cgroups {
-            maps::govern(&mut kernel.ebpf, group.id, group.level)?;
+            maps::govern(&mut kernel.ebpf, group.id, group.level, 0)?;
             let dir = std::fs::File::open(&group.path)
                 .with_context(|| format!("opening {}", group.path.display()))?;
             dirs.push((name.as_str(), dir));
@@ -356,6 +356,15 @@ impl Session {
     #[must_use]
     pub const fn drained(&self) -> Drained {
         self.events.drained()
+    }
+
+    /// Governs `cgroup_id` (a launch's own cgroup), its network decided by the launch profile
+    /// `net_profile` (0: the `network:` section).
+    ///
+    /// # Errors
+    /// The map cannot be updated.
+    pub fn govern(&mut self, cgroup_id: u64, level: u32, net_profile: u32) -> Result<(), KernelError> {
+        maps::govern(self.store.as_mut(), cgroup_id, level, net_profile)
     }
 
     /// Stops governing `cgroup_id` (its processes go on, ungoverned).

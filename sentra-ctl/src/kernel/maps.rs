@@ -187,13 +187,19 @@ pub fn activate<S: MapStore + ?Sized>(
         .map_err(map_err(ACTIVE_GENERATION))
 }
 
-/// Governs a cgroup (and its descendants).
+/// Governs a cgroup (and its descendants). `net_profile`: the launch profile whose network policy
+/// decides its network (`sentra_common::net::profile_id`), 0 for the `network:` section.
 ///
 /// # Errors
 /// The map cannot be updated.
-pub fn govern<S: MapStore + ?Sized>(ebpf: &mut S, cgroup_id: u64, level: u32) -> Result<(), KernelError> {
+pub fn govern<S: MapStore + ?Sized>(
+    ebpf: &mut S,
+    cgroup_id: u64,
+    level: u32,
+    net_profile: u32,
+) -> Result<(), KernelError> {
     hash::<u64, GovernedCgroup, S>(ebpf, GOVERNED)?
-        .insert(cgroup_id, GovernedCgroup { level, pad: 0 }, 0)
+        .insert(cgroup_id, GovernedCgroup { level, net_profile }, 0)
         .map_err(map_err(GOVERNED))
 }
 

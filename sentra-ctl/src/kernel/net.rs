@@ -58,6 +58,12 @@ pub fn write_generation<S: MapStore + ?Sized>(
         loopback: u32::from(compiled.loopback),
         ..NetSettings::default()
     };
+    for (slot, profile) in settings.profiles.iter_mut().zip(&compiled.profiles) {
+        *slot = profile.id;
+        if profile.loopback {
+            settings.profile_loopback |= profile.scope;
+        }
+    }
     if let Some(resolver) = resolver.filter(|_| compiled.has_domains()) {
         settings.dns_steer = 1;
         settings.resolver_port = u32::from(resolver.port);

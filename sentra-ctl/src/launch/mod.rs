@@ -9,6 +9,7 @@
 //! the launcher. The launcher answers
 //! each denied call with `EPERM` and records it (see [`notify`]).
 
+mod cgroup;
 mod init;
 pub mod notify;
 
@@ -40,7 +41,7 @@ pub enum Seccomp {
 /// What `launch` was asked.
 #[derive(Debug, Clone)]
 pub struct Launch {
-    /// `cgroup.procs` of the governed cgroup.
+    /// `cgroup.procs` of the governed cgroup (the launch gets a cgroup of its own below it).
     pub procs: PathBuf,
     pub command: Vec<String>,
     /// `None`: the policy's `governed.user`.
@@ -315,6 +316,18 @@ pub async fn launch(policy: &Policy, options: Launch) -> anyhow::Result<i32> {
             None
         }
     };
+    // The profile's network policy, when it has one, is the kernel allowlist of this launch's cgroup.
+    let net_profile = match &compiled {
+        Some(compiled) => crate::policy::network::compile(policy)?
+            .profiles
+            .iter()
+            .any(|p| p.name == compiled.profile)
+            .then(|| compiled.profile.clone()),
+        None => None,
+    };
+    let governed = options.procs.parent().context("no governed cgroup")?;
+    let own = cgroup::LaunchCgroup::create(governed, net_profile.as_deref())?;
+    let options = Launch { procs: own.procs(), ..options };
     let (plan, parent_end) = ChildPlan::new(&options, &identity, compiled.as_ref())?;
     let env = environment(&identity, policy, &options.env);
     let mut cmd = tokio::process::Command::new(&options.command[0]);
@@ -344,7 +357,8 @@ pub async fn launch(policy: &Policy, options: Launch) -> anyhow::Result<i32> {
             "uid": identity.uid,
             "seccomp_profile": profile,
             "seccomp": compiled.is_some(),
-            "cgroup": options.procs.parent(),
+            "cgroup": own.path(),
+            "network_profile": net_profile,
             "absent_on_this_architecture": compiled.as_ref().map(|c| &c.absent_here),
         }),
     ));

@@ -192,8 +192,6 @@ impl Policy {
         let mut policy = policy;
         let shadowed = policy.shadowed_rules();
         policy.warnings.extend(shadowed);
-        let not_applied = policy.unapplied_network_policies();
-        policy.warnings.extend(not_applied);
         Ok(policy)
     }
 
@@ -305,26 +303,6 @@ impl Policy {
             }
         }
         Ok(())
-    }
-
-    /// The original's per-profile `network_policy` lists, which it enforced with firewall scripts:
-    /// accepted, and reported as not applied (network destinations are the `network:` section's).
-    fn unapplied_network_policies(&self) -> Vec<Warning> {
-        self.model
-            .seccomp_profiles
-            .iter()
-            .filter(|(_, profile)| profile.network_policy.is_some())
-            .map(|(name, _)| {
-                let (line, column) =
-                    self.locator.find(&format!("seccomp_profiles.{name}.network_policy")).unwrap_or((0, 0));
-                Warning {
-                    message: format!(
-                        "{}:{line}:{column}: seccomp_profiles.{name}.network_policy is not applied: network destinations are governed by the `network:` section",
-                        self.file.display()
-                    ),
-                }
-            })
-            .collect()
     }
 
     /// Rules that can never fire because an earlier rule matches everything they match (first match

@@ -227,9 +227,9 @@ pub enum SeccompAction {
     Trap,
 }
 
-/// The original's per-profile network list (`"*.whatsapp.net:443"`). The original enforced it outside
-/// seccomp (firewall scripts); here network destinations are the `network:` section's, so this is
-/// accepted and reported as not applied.
+/// The original's per-profile network list (`"*.whatsapp.net:443"`), which it only printed. Here it is
+/// the kernel network allowlist of every cgroup launched with the profile, in place of the `network:`
+/// section (see `policy::network`).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkPolicy {

@@ -23,7 +23,10 @@ use std::{
     time::Duration,
 };
 
-use sentra_common::net::{FAMILY_V4, FAMILY_V6, MAX_PORT_RANGES, NetAllow, PortRange, proto};
+use sentra_common::net::{
+    FAMILY_V4, FAMILY_V6, MAX_NET_PROFILES, MAX_PORT_RANGES, NetAllow, PortRange, SCOPE_SECTION, profile_id,
+    proto,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{Policy, PolicyError};
@@ -290,11 +293,16 @@ pub struct CompiledNet {
     /// False without a `network:` section: the network is then not governed.
     pub governed: bool,
     pub loopback: bool,
+    /// The `network:` section's rules first, then the launch profiles'.
     pub rules: Vec<NetRule>,
+    /// How many of `rules` are the section's.
+    pub section_rules: usize,
     /// One trie entry per distinct prefix, holding the ranges of every entry covering it.
     pub cidr: Vec<(Cidr, NetAllow)>,
     pub domains: Vec<DomainRule>,
     pub dns: DnsConfig,
+    /// Launch profiles with a network policy, each a scope of its own.
+    pub profiles: Vec<NetProfile>,
 }
 
 impl CompiledNet {
@@ -389,93 +397,200 @@ fn compile_dns(dns: &DnsSection) -> Result<DnsConfig, String> {
     Ok(config)
 }
 
-/// Compiles `network:`.
+/// A launch profile's network scope: its `network_policy` (the nearest in its `extends` chain) is the
+/// allowlist of every cgroup launched with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetProfile {
+    pub name: String,
+    /// [`sentra_common::net::profile_id`] of the name.
+    pub id: u32,
+    /// Its bit in [`PortRange::scopes`].
+    pub scope: u32,
+    pub loopback: bool,
+}
+
+/// Compiles `network:` and the launch profiles' `network_policy` lists.
 ///
 /// # Errors
-/// Invalid entries (named by id), duplicate ids, too many port ranges on one prefix.
+/// Invalid entries (named by id), duplicate ids, too many port ranges on one prefix, more than
+/// `MAX_NET_PROFILES` profiles with a network policy.
 pub fn compile(policy: &Policy) -> Result<CompiledNet, PolicyError> {
-    let Some(section) = &policy.model.network else {
+    let section = policy.model.network.as_ref();
+    let profiles = profile_policies(policy);
+    if section.is_none() && profiles.is_empty() {
         return Ok(CompiledNet::default());
-    };
-    // Errors point at the value in the file (`network.allow[2].cidr`, …).
-    let err_at = |path: &str, message: String| policy.error_at(path, format!("network: {message}"));
-    let err = |message: String| err_at("network", message);
-    let mut out = CompiledNet { governed: true, loopback: section.loopback, ..CompiledNet::default() };
-
-    if let Some(dns) = &section.dns {
-        out.dns = compile_dns(dns).map_err(|m| err_at("network.dns", m))?;
     }
-
-    let mut ids = BTreeSet::new();
+    let mut out = CompiledNet {
+        governed: section.is_some(),
+        loopback: section.is_some_and(|s| s.loopback),
+        ..CompiledNet::default()
+    };
+    if let Some(dns) = section.and_then(|s| s.dns.as_ref()) {
+        out.dns = compile_dns(dns).map_err(|m| policy.error_at("network.dns", format!("network: {m}")))?;
+    }
     // Ranges of each CIDR as written, before merging.
     let mut by_cidr: BTreeMap<Cidr, Vec<PortRange>> = BTreeMap::new();
-    for (i, entry) in section.allow.iter().enumerate() {
-        let at_field = |field: &str, message: String| {
-            err_at(&format!("network.allow[{i}]{field}"), format!("allow `{}`: {message}", entry.id))
-        };
-        let at = |message: String| at_field("", message);
-        let at_cidr = |message: String| at_field(".cidr", message);
-        let at_domain = |message: String| at_field(".domain", message);
-        let at_ports = |message: String| at_field(".ports", message);
-        if !ids.insert(entry.id.as_str()) {
-            return Err(at_field(".id", "duplicate id".into()));
+    if let Some(section) = section {
+        let mut ids = BTreeSet::new();
+        for (i, entry) in section.allow.iter().enumerate() {
+            let site = Site { policy, path: format!("network.allow[{i}]"), fields: true, id: &entry.id };
+            if !ids.insert(entry.id.as_str()) {
+                return Err(site.error(".id", "duplicate id".into()));
+            }
+            add_entry(&mut out, &mut by_cidr, entry, &site, SCOPE_SECTION)?;
         }
-        let rule = u32::try_from(out.rules.len()).map_err(|_| at("too many rules".into()))?;
-        let protocols = entry.protocol.unwrap_or_default().bits();
-        let mut specs = entry.ports.clone();
-        match (&entry.cidr, &entry.domain) {
-            (Some(cidr_text), None) => {
-                let cidr = Cidr::parse(cidr_text).map_err(at_cidr)?;
-                let ranges = parse_ports(&specs).map_err(at_ports)?;
-                by_cidr.entry(cidr).or_default().extend(ranges.into_iter().map(|(first, last)| PortRange {
-                    rule,
-                    protocols,
-                    first,
-                    last,
-                }));
-                out.rules.push(NetRule {
-                    id: entry.id.clone(),
-                    reason: entry.reason.clone(),
-                    target: cidr.to_string(),
-                });
-            }
-            (None, Some(domain_text)) => {
-                // `name:port` shorthand (the seed's `*.whatsapp.net:443`).
-                let mut name = domain_text.as_str();
-                if let Some((host, port)) = domain_text.rsplit_once(':') {
-                    if !specs.is_empty() {
-                        return Err(at_domain(
-                            "give the port either in `domain` or in `ports`, not both".into(),
-                        ));
-                    }
-                    specs.push(PortSpec::Text(port.to_string()));
-                    name = host;
-                }
-                let pattern = DomainPattern::parse(name).map_err(at_domain)?;
-                let ranges: Vec<PortRange> = parse_ports(&specs)
-                    .map_err(|m| if entry.ports.is_empty() { at_domain(m) } else { at_ports(m) })?
-                    .into_iter()
-                    .map(|(first, last)| PortRange { rule, protocols, first, last })
-                    .collect();
-                if ranges.len() > MAX_PORT_RANGES {
-                    return Err(at_ports(format!("at most {MAX_PORT_RANGES} port ranges per entry")));
-                }
-                out.rules.push(NetRule {
-                    id: entry.id.clone(),
-                    reason: entry.reason.clone(),
-                    target: pattern.to_string(),
-                });
-                out.domains.push(DomainRule { pattern, rule, ranges });
-            }
-            _ => return Err(at("give exactly one of `cidr` and `domain`".into())),
+    }
+    out.section_rules = out.rules.len();
+    for (index, (name, origin, network)) in profiles.iter().enumerate() {
+        let at = format!("seccomp_profiles.{origin}.network_policy");
+        if index >= MAX_NET_PROFILES {
+            return Err(policy.error_at(
+                &at,
+                format!(
+                    "at most {MAX_NET_PROFILES} launch profiles may have a network_policy (their own or inherited); `{name}` is one too many"
+                ),
+            ));
+        }
+        let scope = 1u32 << (index + 1);
+        out.profiles.push(NetProfile {
+            name: (*name).to_string(),
+            id: profile_id(name.as_bytes()),
+            scope,
+            loopback: network.allow_loopback,
+        });
+        for (j, target) in network.allow_outbound.iter().enumerate() {
+            let entry = outbound_entry(name, j, target);
+            let site =
+                Site { policy, path: format!("{at}.allow_outbound[{j}]"), fields: false, id: &entry.id };
+            add_entry(&mut out, &mut by_cidr, &entry, &site, scope)?;
         }
     }
 
-    out.cidr = merge_cidrs(&by_cidr).map_err(&err)?;
+    out.cidr = merge_cidrs(&by_cidr).map_err(|m| policy.error_at("network", format!("network: {m}")))?;
     if out.has_domains() && out.dns.upstream.is_empty() {
         out.dns.upstream = system_resolvers();
     }
     Ok(out)
+}
+
+/// Every launch profile with a network policy of its own or inherited through `extends`: (name,
+/// the profile that wrote the policy, the policy), in name order.
+fn profile_policies(policy: &Policy) -> Vec<(&str, &str, &super::model::NetworkPolicy)> {
+    let profiles = &policy.model.seccomp_profiles;
+    profiles
+        .keys()
+        .filter_map(|name| {
+            let mut current = name.as_str();
+            // Cycles are rejected when the policy is loaded; the bound only keeps a bug finite.
+            for _ in 0..=profiles.len() {
+                let profile = profiles.get(current)?;
+                if let Some(network) = &profile.network_policy {
+                    return Some((name.as_str(), current, network));
+                }
+                current = profile.extends.as_deref()?;
+            }
+            None
+        })
+        .collect()
+}
+
+/// An `allow_outbound` item (`"*.whatsapp.net:443"`, `"10.0.0.0/8"`, `"10.1.2.3:8080"`) as a network
+/// entry: an address or CIDR with an optional port, else a domain with an optional port.
+fn outbound_entry(profile: &str, index: usize, target: &str) -> NetEntry {
+    let id = format!("{profile}.network_policy[{index}]");
+    let entry = |cidr: Option<String>, domain: Option<String>, ports: Vec<PortSpec>| NetEntry {
+        id: id.clone(),
+        cidr,
+        domain,
+        ports,
+        protocol: None,
+        reason: Some(format!("seccomp profile `{profile}` allows {target}")),
+    };
+    if Cidr::parse(target).is_ok() {
+        return entry(Some(target.to_string()), None, Vec::new());
+    }
+    if let Some((host, port)) = target.rsplit_once(':')
+        && Cidr::parse(host.trim_start_matches('[').trim_end_matches(']')).is_ok()
+    {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        return entry(Some(host.to_string()), None, vec![PortSpec::Text(port.to_string())]);
+    }
+    entry(None, Some(target.to_string()), Vec::new())
+}
+
+/// Where an entry is written, for errors.
+struct Site<'a> {
+    policy: &'a Policy,
+    /// `network.allow[2]` or `seccomp_profiles.x.network_policy.allow_outbound[0]`.
+    path: String,
+    /// Whether the entry has fields of its own to point at (a map, not a string).
+    fields: bool,
+    id: &'a str,
+}
+
+impl Site<'_> {
+    fn error(&self, field: &str, message: String) -> PolicyError {
+        let path = if self.fields { format!("{}{field}", self.path) } else { self.path.clone() };
+        self.policy.error_at(&path, format!("network: allow `{}`: {message}", self.id))
+    }
+}
+
+/// Compiles one entry into `out` (its rule, and its ranges in `by_cidr` or as a domain rule), allowed
+/// in the scopes `scopes`.
+fn add_entry(
+    out: &mut CompiledNet,
+    by_cidr: &mut BTreeMap<Cidr, Vec<PortRange>>,
+    entry: &NetEntry,
+    site: &Site<'_>,
+    scopes: u32,
+) -> Result<(), PolicyError> {
+    let rule = u32::try_from(out.rules.len()).map_err(|_| site.error("", "too many rules".into()))?;
+    let protocols = entry.protocol.unwrap_or_default().bits();
+    let mut specs = entry.ports.clone();
+    let range = |(first, last): (u16, u16)| PortRange { rule, protocols, first, last, scopes };
+    match (&entry.cidr, &entry.domain) {
+        (Some(cidr_text), None) => {
+            let cidr = Cidr::parse(cidr_text).map_err(|m| site.error(".cidr", m))?;
+            let ranges = parse_ports(&specs).map_err(|m| site.error(".ports", m))?;
+            by_cidr.entry(cidr).or_default().extend(ranges.into_iter().map(range));
+            out.rules.push(NetRule {
+                id: entry.id.clone(),
+                reason: entry.reason.clone(),
+                target: cidr.to_string(),
+            });
+        }
+        (None, Some(domain_text)) => {
+            // `name:port` shorthand (the seed's `*.whatsapp.net:443`).
+            let mut name = domain_text.as_str();
+            if let Some((host, port)) = domain_text.rsplit_once(':') {
+                if !specs.is_empty() {
+                    return Err(site.error(
+                        ".domain",
+                        "give the port either in `domain` or in `ports`, not both".into(),
+                    ));
+                }
+                specs.push(PortSpec::Text(port.to_string()));
+                name = host;
+            }
+            let pattern = DomainPattern::parse(name).map_err(|m| site.error(".domain", m))?;
+            let ranges: Vec<PortRange> = parse_ports(&specs)
+                .map_err(|m| site.error(if entry.ports.is_empty() { ".domain" } else { ".ports" }, m))?
+                .into_iter()
+                .map(range)
+                .collect();
+            if ranges.len() > MAX_PORT_RANGES {
+                return Err(site.error(".ports", format!("at most {MAX_PORT_RANGES} port ranges per entry")));
+            }
+            out.rules.push(NetRule {
+                id: entry.id.clone(),
+                reason: entry.reason.clone(),
+                target: pattern.to_string(),
+            });
+            out.domains.push(DomainRule { pattern, rule, ranges });
+        }
+        _ => return Err(site.error("", "give exactly one of `cidr` and `domain`".into())),
+    }
+    Ok(())
 }
 
 /// A longest-prefix lookup finds only the most specific prefix: gives every prefix the ranges of all
@@ -543,7 +658,10 @@ mod tests {
         assert_eq!(narrow.1.count, 2);
         let wide = compiled.cidr.iter().find(|(c, _)| c.len == 8).expect("wide prefix");
         assert_eq!(wide.1.count, 1);
-        assert_eq!(wide.1.ranges[0], PortRange { rule: 0, protocols: proto::TCP, first: 443, last: 443 });
+        assert_eq!(
+            wide.1.ranges[0],
+            PortRange { rule: 0, protocols: proto::TCP, first: 443, last: 443, scopes: SCOPE_SECTION }
+        );
     }
 
     #[test]
@@ -566,12 +684,56 @@ mod tests {
             compile_text("  dns: { upstream: [\"127.0.0.1:5353\"] }\n  allow:\n    - { id: wa, domain: \"*.WhatsApp.net:443\" }\n")
                 .expect("compiles");
         let rule = &compiled.domains[0];
-        assert_eq!(rule.ranges, vec![PortRange { rule: 0, protocols: proto::TCP, first: 443, last: 443 }]);
+        assert_eq!(
+            rule.ranges,
+            vec![PortRange { rule: 0, protocols: proto::TCP, first: 443, last: 443, scopes: SCOPE_SECTION }]
+        );
         assert!(rule.pattern.matches("web.whatsapp.net"));
         assert!(rule.pattern.matches("a.b.whatsapp.net"));
         assert!(!rule.pattern.matches("whatsapp.net"));
         assert!(!rule.pattern.matches("evilwhatsapp.net"));
         assert_eq!(compiled.dns.upstream, vec!["127.0.0.1:5353".parse::<SocketAddr>().expect("addr")]);
+    }
+
+    #[test]
+    fn launch_profiles_are_scopes_of_their_own_inherited_through_extends() {
+        let text = "version: \"2.0\"\nnetwork:\n  allow:\n    - { id: a, cidr: 10.0.0.0/8, ports: [443] }\nseccomp_profiles:\n  base:\n    network_policy: { allow_loopback: true, allow_outbound: [\"10.0.0.0/8:80\", \"10.1.2.3\", \"*.wa.net:443\", \"[::1]:53\"] }\n  child:\n    extends: base\n  plain: {}\n";
+        let policy = Policy::parse(Path::new("p.yaml"), text).expect("parses");
+        let net = compile(&policy).expect("compiles");
+        let names: Vec<(&str, u32, bool)> =
+            net.profiles.iter().map(|p| (p.name.as_str(), p.scope, p.loopback)).collect();
+        assert_eq!(names, [("base", 1 << 1, true), ("child", 1 << 2, true)]);
+        assert_eq!(net.profiles[0].id, profile_id(b"base"));
+        assert_eq!(net.section_rules, 1);
+        // 10.0.0.0/8 holds the section's 443 and each profile's 80, each in its own scope.
+        let (_, wide) = net.cidr.iter().find(|(c, _)| c.len == 8).expect("10/8");
+        let scopes: Vec<(u16, u32)> =
+            wide.ranges[..wide.count as usize].iter().map(|r| (r.first, r.scopes)).collect();
+        assert_eq!(scopes, [(443, SCOPE_SECTION), (80, 1 << 1), (80, 1 << 2)]);
+        // A single address is a /32 of every port; `*.wa.net:443` a domain rule in both scopes.
+        assert!(
+            net.cidr
+                .iter()
+                .any(|(c, a)| c.len == 32 && a.ranges[0].first == 0 && a.ranges[0].last == u16::MAX)
+        );
+        let scopes: Vec<u32> = net.domains.iter().map(|d| d.ranges[0].scopes).collect();
+        assert_eq!(scopes, [1 << 1, 1 << 2]);
+        assert!(net.cidr.iter().any(|(c, a)| c.family == FAMILY_V6 && a.ranges[0].first == 53));
+    }
+
+    #[test]
+    fn a_bad_outbound_item_and_too_many_profiles_are_located() {
+        let text = "version: \"2.0\"\nseccomp_profiles:\n  p:\n    network_policy:\n      allow_outbound: [\"ok.example:443\", \"bad..name:1\"]\n";
+        let err = compile(&Policy::parse(Path::new("p.yaml"), text).expect("parses")).expect_err("bad name");
+        assert!(err.to_string().starts_with("p.yaml:5:"), "{err}");
+        assert!(err.to_string().contains("p.network_policy[1]"), "{err}");
+        let mut text = "version: \"2.0\"\nseccomp_profiles:\n".to_string();
+        for i in 0..=MAX_NET_PROFILES {
+            text.push_str(&format!("  p{i:02}: {{ network_policy: {{ allow_outbound: [] }} }}\n"));
+        }
+        let err = compile(&Policy::parse(Path::new("p.yaml"), &text).expect("parses")).expect_err("too many");
+        assert!(err.to_string().contains("one too many"), "{err}");
+        assert!(err.to_string().starts_with(&format!("p.yaml:{}:", MAX_NET_PROFILES + 3)), "{err}");
     }
 
     #[test]

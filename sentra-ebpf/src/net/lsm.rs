@@ -35,9 +35,9 @@ fn try_net_lsm_connect(ctx: &LsmContext) -> Result<i32, kernel::ReadError> {
     if retval != 0 {
         return Ok(retval);
     }
-    if !task::is_governed() {
+    let Some(governing) = task::governing() else {
         return Ok(0);
-    }
+    };
     let sock: u64 = ctx.arg(0);
     let address: u64 = ctx.arg(1);
     let addrlen: i32 = ctx.arg(2);
@@ -70,7 +70,7 @@ fn try_net_lsm_connect(ctx: &LsmContext) -> Result<i32, kernel::ReadError> {
         // destinations; a short sockaddr fails in the protocol's own connect with EINVAL.
         _ => return Ok(0),
     };
-    match decide(&dest, NetHook::LsmConnect) {
+    match decide(&dest, NetHook::LsmConnect, Some(governing)) {
         Outcome::Allow | Outcome::Steer(_) => Ok(0),
         Outcome::Deny => Ok(-EPERM),
     }

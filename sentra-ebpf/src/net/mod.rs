@@ -12,9 +12,11 @@ mod sock_addr;
 use aya_ebpf::maps::lpm_trie::Key;
 use sentra_common::{
     event::{Decision, EventKind, NetEvent, NetHook, ProbeSite},
+    exec::GovernedCgroup,
     net::{
-        CIDR_KEY_HEADER_BITS, CidrKey, FAMILY_V4, HostKey, MAX_PORT_RANGES, NET_RULE_DEFAULT,
-        NET_RULE_INTERNAL_ERROR, NetAllow, NetSettings, proto, stats,
+        CIDR_KEY_HEADER_BITS, CidrKey, FAMILY_V4, HostKey, MAX_NET_PROFILES, MAX_PORT_RANGES,
+        NET_RULE_DEFAULT, NET_RULE_INTERNAL_ERROR, NET_RULE_UNKNOWN_PROFILE, NetAllow, NetSettings,
+        SCOPE_SECTION, proto, stats,
     },
     settings::{ActiveGeneration, Mode},
 };
@@ -54,9 +56,17 @@ pub enum Outcome {
     Steer(NetSettings),
 }
 
-/// Decides a destination of a governed task and emits the event of a denial.
+/// The allowlist deciding for a task: the scope bit its ranges must carry, and whether every
+/// loopback destination is allowed.
+struct Scope {
+    bit: u32,
+    loopback: bool,
+}
+
+/// Decides a destination of a governed task and emits the event of a denial. `governing` is the entry
+/// of the innermost governed cgroup holding the task (`None`: decided by the `network:` section).
 #[inline(always)]
-pub fn decide(dest: &Dest, hook: NetHook) -> Outcome {
+pub fn decide(dest: &Dest, hook: NetHook, governing: Option<GovernedCgroup>) -> Outcome {
     // The controller writes generation 0 completely and activates it before it attaches any program,
     // so the active generation (and its backend) is always set when a hook runs.
     let active = ACTIVE_GENERATION.get(0).copied().unwrap_or_default();
@@ -64,10 +74,34 @@ pub fn decide(dest: &Dest, hook: NetHook) -> Outcome {
         Some(settings) if settings.loaded != 0 => *settings,
         _ => return fail_closed(Some(dest), hook, &active, ProbeSite::Settings),
     };
-    if settings.governed == 0 {
+    let profile = governing.map_or(0, |g| g.net_profile);
+    // A launch profile's network policy governs its cgroup whether or not the policy has a
+    // `network:` section.
+    if profile == 0 && settings.governed == 0 {
         return Outcome::Allow;
     }
     count(stats::DECISIONS);
+    let scope = if profile == 0 {
+        Scope { bit: SCOPE_SECTION, loopback: settings.loopback != 0 }
+    } else {
+        match profile_scope(&settings, profile) {
+            Some(scope) => scope,
+            None => {
+                // The profile the cgroup was launched with is not in this generation: deny all.
+                count(stats::DENIED);
+                emit(
+                    dest,
+                    hook,
+                    &active,
+                    Mode::Enforce as u32,
+                    Decision::Denied,
+                    NET_RULE_UNKNOWN_PROFILE,
+                    ProbeSite::None,
+                );
+                return Outcome::Deny;
+            }
+        }
+    };
     if settings.dns_steer != 0
         && dest.port == DNS_PORT
         && (dest.ip_proto == IPPROTO_TCP || dest.ip_proto == IPPROTO_UDP)
@@ -75,10 +109,10 @@ pub fn decide(dest: &Dest, hook: NetHook) -> Outcome {
         count(stats::DNS_STEERED);
         return Outcome::Steer(settings);
     }
-    if settings.loopback != 0 && is_loopback(dest) {
+    if scope.loopback && is_loopback(dest) {
         return Outcome::Allow;
     }
-    if lookup(dest, active.generation).is_some() {
+    if lookup(dest, active.generation, scope.bit).is_some() {
         return Outcome::Allow;
     }
     count(stats::DENIED);
@@ -92,30 +126,44 @@ pub fn decide(dest: &Dest, hook: NetHook) -> Outcome {
     if audit { Outcome::Allow } else { Outcome::Deny }
 }
 
-/// The rule allowing `dest`, if one does.
+/// The scope of a launch profile in `settings`, if the generation holds it.
 #[inline(always)]
-fn lookup(dest: &Dest, generation: u32) -> Option<u32> {
+fn profile_scope(settings: &NetSettings, profile: u32) -> Option<Scope> {
+    let mut i = 0;
+    while i < MAX_NET_PROFILES {
+        if settings.profiles[i] == profile {
+            let bit = 1u32 << (i + 1);
+            return Some(Scope { bit, loopback: settings.profile_loopback & bit != 0 });
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The rule allowing `dest` in the scope `scope`, if one does.
+#[inline(always)]
+fn lookup(dest: &Dest, generation: u32, scope: u32) -> Option<u32> {
     let bits = if dest.family == FAMILY_V4 { 32 } else { 128 };
     let key =
         Key::new(CIDR_KEY_HEADER_BITS + bits, CidrKey { generation, family: dest.family, addr: dest.addr });
     if let Some(allow) = NET_CIDR.get(&key)
-        && let Some(rule) = matching_range(allow, dest)
+        && let Some(rule) = matching_range(allow, dest, scope)
     {
         return Some(rule);
     }
     let key = HostKey { generation, family: dest.family, addr: dest.addr };
     // SAFETY: map lookup with a stack key; the value is only read.
     if let Some(allow) = unsafe { NET_HOSTS.get(key) }
-        && let Some(rule) = matching_range(allow, dest)
+        && let Some(rule) = matching_range(allow, dest, scope)
     {
         return Some(rule);
     }
     None
 }
 
-/// The first range of `allow` covering the port and protocol. Bounded by `MAX_PORT_RANGES`.
+/// The first range of `allow` in `scope` covering the port and protocol. Bounded by `MAX_PORT_RANGES`.
 #[inline(always)]
-fn matching_range(allow: &NetAllow, dest: &Dest) -> Option<u32> {
+fn matching_range(allow: &NetAllow, dest: &Dest, scope: u32) -> Option<u32> {
     let bit = match dest.ip_proto {
         IPPROTO_TCP => proto::TCP,
         IPPROTO_UDP => proto::UDP,
@@ -128,7 +176,11 @@ fn matching_range(allow: &NetAllow, dest: &Dest) -> Option<u32> {
             break;
         }
         let range = &allow.ranges[i];
-        if range.protocols & bit != 0 && range.first <= dest.port && dest.port <= range.last {
+        if range.scopes & scope != 0
+            && range.protocols & bit != 0
+            && range.first <= dest.port
+            && dest.port <= range.last
+        {
             return Some(range.rule);
         }
         i += 1;

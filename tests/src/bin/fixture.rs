@@ -6,7 +6,7 @@
 //! `sentra-fixture spawn PATH [ARGS…]`   → runs PATH as a child; prints `exit=N`, `signal=N` or `exec-errno=N`
 //! `sentra-fixture storm N PATH [ARGS…]` → spawns PATH N times; prints `ok=K failed=F`
 //! `sentra-fixture bench N PATH [ARGS…]` → spawns PATH N times; prints `ns_per_exec=` (mean fork+exec+wait)
-//! `sentra-fixture connect ADDR:PORT`   → TCP connect; prints `connected` or `connect-errno=N`
+//! `sentra-fixture connect ADDR:PORT…` → TCP connects; prints `connected` or `connect-errno=N` (with several, each line starts with its address)
 //! `sentra-fixture sys NAME…`              → makes each named system call with harmless arguments;
 //!                                          prints `NAME errno=N` (0: it succeeded)
 //! `sentra-fixture sysloop N`               → N rounds of getppid, a 1-byte read of /dev/zero, fstat and
@@ -181,12 +181,18 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("connect") => {
-            let Some(addr) = args.get(1).and_then(|a| a.parse::<std::net::SocketAddr>().ok()) else {
-                return ExitCode::from(2);
-            };
-            match std::net::TcpStream::connect(addr) {
-                Ok(_) => println!("connected"),
-                Err(err) => println!("connect-errno={}", err.raw_os_error().unwrap_or(-1)),
+            // One address: `connected` / `connect-errno=N`; several: each line starts with its address.
+            let addrs = rest(1);
+            let several = addrs.len() > 1;
+            for text in &addrs {
+                let Ok(addr) = text.parse::<std::net::SocketAddr>() else {
+                    return ExitCode::from(2);
+                };
+                let prefix = if several { format!("{text} ") } else { String::new() };
+                match std::net::TcpStream::connect(addr) {
+                    Ok(_) => println!("{prefix}connected"),
+                    Err(err) => println!("{prefix}connect-errno={}", err.raw_os_error().unwrap_or(-1)),
+                }
             }
             ExitCode::SUCCESS
         }
