@@ -396,6 +396,40 @@ fn a_launched_shell_writes_through_the_controller_and_cannot_choose_its_log_or_p
 }
 
 #[test]
+fn a_launched_shells_rate_limit_is_counted_by_the_controller_and_cannot_be_reset() {
+    let s = Scene::start_with(
+        "shell-rate",
+        "  user: \"65534\"",
+        "rate_limit: { max_commands: 3, window_seconds: 600 }\n",
+        "",
+    );
+    let shell = sentra_ctl().with_file_name("sentra-shell");
+    // Five commands, each from a new shell that tries another way to a fresh budget: its own state
+    // directory, temporary directory or identity.
+    let mut script = String::new();
+    for (i, env) in ["", "TMPDIR=/tmp/x1", "SENTRA_STATE_DIR=/tmp/x2", "SENTRA_IDENTITY=other", "HOME=/tmp"]
+        .iter()
+        .enumerate()
+    {
+        let _ = write!(script, "{env} {} -c 'echo run-{i}'; echo rc-{i}=$?; ", shell.display());
+    }
+    let out = s.launch(&[], &["spawn", "/bin/sh", "-c", &script]);
+    let text = stdout(&out);
+    for i in 0..3 {
+        assert!(text.contains(&format!("run-{i}\n")), "command {i} within the limit: {out:?}");
+    }
+    for i in 3..5 {
+        assert!(!text.contains(&format!("run-{i}\n")), "command {i} over the limit ran: {out:?}");
+        assert!(!text.contains(&format!("rc-{i}=0")), "{out:?}");
+    }
+    let records = s.wait_for("the rate-limited commands' records", |r| {
+        r.iter().filter(|r| r["layer"] == "shell" && r["rule_id"] == "rate_limit").count() >= 2
+    });
+    let limited: Vec<&Value> = records.iter().filter(|r| r["rule_id"] == "rate_limit").collect();
+    assert!(limited.iter().all(|r| r["reported_by"]["uid"] == 65534), "{limited:?}");
+}
+
+#[test]
 fn reload_reads_only_the_policy_directory_and_regular_files_of_bounded_size() {
     let s = Scene::start("reload-paths", "  user: \"65534\"");
     // Outside --policy-dir: refused, however root-owned and valid.
@@ -583,7 +617,7 @@ fn a_launch_profiles_network_policy_is_the_kernel_allowlist_of_its_own_cgroup() 
         .filter(|r| r["layer"] == "kernel" && r["decision"] == "denied" && r["port"].is_u64())
         .collect();
     assert!(
-        denied.iter().any(|r| r["cgroup_id"] == *netp_id && r["port"].to_string() == port(0)),
+        denied.iter().any(|r| r["cgroup_id"] == *netp_id && r["port"].as_u64().map(|p| p.to_string()) == Some(port(0))),
         "netp's denial of the section's address: {denied:?}"
     );
     for record in governed {

@@ -183,7 +183,8 @@ pub fn find_kernel(cache: &Path, version: &str) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("no vmlinuz-* in {}", boot.display()))
 }
 
-/// The start of every VM's /init: busybox applets and the filesystems the controller needs. /tmp gets
+/// The start of every VM's /init: busybox applets, the filesystems the controller needs, and loopback
+/// up as on any machine. /tmp gets
 /// its own tmpfs (so tests also cross a mount point) unless the workspace, whose binaries sit at their
 /// host paths in the initramfs, is itself under /tmp, which the tmpfs would hide.
 pub fn base_init() -> String {
@@ -199,6 +200,7 @@ pub fn base_init() -> String {
          mount -t tracefs none /sys/kernel/tracing\n\
          mount -t cgroup2 none /sys/fs/cgroup\n\
          mount -t bpf bpf /sys/fs/bpf\n\
+         ip link set lo up || ifconfig lo up\n\
          case \"$SENTRA_WORKSPACE\" in /tmp|/tmp/*) ;; *) mount -t tmpfs tmp /tmp ;; esac\n\
          echo SENTRA-VM-KERNEL $(uname -r) lsm=$(cat /sys/kernel/security/lsm)\n",
         )

@@ -18,7 +18,7 @@ use tokio::{
 };
 
 use super::{
-    protocol::{Greeting, Request, Response, records_socket, socket},
+    protocol::{ADMIT_KEY, Admitted, Greeting, Request, Response, records_socket, socket},
     state::{GovernedPath, Loaded, State, run_dir, state_file},
 };
 use crate::{
@@ -27,6 +27,8 @@ use crate::{
     dns::Resolver,
     enforce::{ResolverWhen, Session, Start, prepare_policy, require_root},
     kernel::{BackendChoice, maps, net as knet, pin},
+    policy::model::RateLimit,
+    shell::ratelimit::{Admission, Budgets},
 };
 
 /// Options of `daemon`.
@@ -58,6 +60,9 @@ struct Daemon {
     records_refused: u64,
     /// What shells are told of the enforced policy (made when it changes, not per connection).
     greeting: Greeting,
+    /// The enforced policy's `rate_limit`, and the shells' budgets under it.
+    rate_limit: Option<RateLimit>,
+    budgets: Budgets,
 }
 
 /// Runs the controller until `stop` (pins removed) or SIGTERM/SIGINT (pins kept: enforcement goes on).
@@ -87,7 +92,14 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         policy_dir: std::fs::canonicalize(&options.policy_dir).unwrap_or_else(|_| options.policy_dir.clone()),
         records_refused: 0,
         greeting: Greeting { policy: PathBuf::new(), policy_hash: String::new() },
+        rate_limit: None,
+        budgets: Budgets::default(),
     };
+    // The enforced policy's (the pinned one, when adopting: its hash must match).
+    daemon.rate_limit = crate::policy::Policy::read(&daemon.session.policy.policy)
+        .ok()
+        .filter(|p| format!("{:016x}", p.hash) == daemon.session.policy.policy_hash)
+        .and_then(|p| p.model.rate_limit);
     daemon.greet();
     daemon.save_state();
     let mut start =
@@ -118,7 +130,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let records_listener = bind_with_mode(&records_path, 0o666)?;
     let listener = bind_with_mode(&socket, 0o600)?;
     let record_slots = Arc::new(tokio::sync::Semaphore::new(RECORD_CONNECTIONS));
-    let (records, mut shell_records) = mpsc::channel::<(Peer, serde_json::Value)>(RECORDS_QUEUED);
+    let (records, mut shell_records) = mpsc::channel::<(Peer, ShellLine)>(RECORDS_QUEUED);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     eprintln!(
@@ -149,7 +161,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
                 },
                 Err(err) => tracing::warn!("accepting on the records socket: {err}"),
             },
-            Some((peer, record)) = shell_records.recv() => daemon.shell_record(&peer, record),
+            Some((peer, line)) = shell_records.recv() => daemon.shell_line(&peer, line),
             Some(request) = incoming.recv() => {
                 if daemon.decide(request).await {
                     daemon.session.drain()?;
@@ -181,12 +193,19 @@ const RECORDS_QUEUED: usize = 1024;
 /// How long a shell's connection may stay idle (a REPL session waits for its user).
 const RECORDS_IDLE: Duration = Duration::from_hours(1);
 
+/// What a shell sent on the records socket.
+enum ShellLine {
+    Record(serde_json::Value),
+    /// A request for one command from the peer's rate-limit budget, answered on the connection.
+    Admit(tokio::sync::oneshot::Sender<Admitted>),
+}
+
 /// Serves one shell: greets it with the enforced policy, then takes one JSON object per line (at
-/// most [`REQUEST_MAX_BYTES`] each) until it closes.
+/// most [`REQUEST_MAX_BYTES`] each) until it closes: a record, or an admission request it answers.
 async fn shell_records_connection(
     stream: UnixStream,
     greeting: Greeting,
-    loop_: mpsc::Sender<(Peer, serde_json::Value)>,
+    loop_: mpsc::Sender<(Peer, ShellLine)>,
     _slot: tokio::sync::OwnedSemaphorePermit,
 ) {
     let peer = Peer::of(&stream);
@@ -205,6 +224,19 @@ async fn shell_records_connection(
             Ok(Ok(_)) => {}
         }
         let record = match serde_json::from_slice::<serde_json::Value>(&line) {
+            Ok(request) if request.get(ADMIT_KEY).is_some() => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                if loop_.send((peer.clone(), ShellLine::Admit(tx))).await.is_err() {
+                    return;
+                }
+                let Ok(admitted) = rx.await else { return };
+                let Ok(mut answer) = serde_json::to_vec(&admitted) else { return };
+                answer.push(b'\n');
+                if tokio::time::timeout(REQUEST_DEADLINE, write.write_all(&answer)).await.is_err() {
+                    return;
+                }
+                continue;
+            }
             Ok(record) if record.is_object() => record,
             // A line that is not a record is itself worth recording: it says who sent what.
             _ => serde_json::json!({
@@ -213,7 +245,7 @@ async fn shell_records_connection(
                 "reason": "not one JSON object on a line of at most 64 KiB",
             }),
         };
-        if loop_.send((peer.clone(), record)).await.is_err() {
+        if loop_.send((peer.clone(), ShellLine::Record(record))).await.is_err() {
             return;
         }
     }
@@ -394,7 +426,7 @@ impl Daemon {
             Some(Ok(Request::Reload { policy })) => self.reload(policy),
             Some(Ok(Request::Record { record })) => self.record(&peer, record),
             Some(Ok(Request::GovernLaunch { cgroup, net_profile })) => {
-                self.govern_launch(&peer, &cgroup, net_profile)
+                self.govern_launch(&peer, &cgroup, net_profile.as_deref())
             }
             Some(Ok(Request::ReleaseLaunch { cgroup, id })) => self.release_launch(&peer, &cgroup, id),
             Some(Ok(Request::Stop)) => {
@@ -419,6 +451,33 @@ impl Daemon {
             policy: std::fs::canonicalize(policy).unwrap_or_else(|_| policy.clone()),
             policy_hash: self.session.policy.policy_hash.clone(),
         };
+    }
+
+    /// A shell's line: a record to append, or an admission to answer.
+    fn shell_line(&mut self, peer: &Peer, line: ShellLine) {
+        match line {
+            ShellLine::Record(record) => self.shell_record(peer, record),
+            ShellLine::Admit(reply) => {
+                let _ = reply.send(self.admit(peer));
+            }
+        }
+    }
+
+    /// Takes one command from the budget of a shell's peer (its cgroup and uid) under the enforced
+    /// policy's rate limit.
+    fn admit(&mut self, peer: &Peer) -> Admitted {
+        let Some(limit) = self.rate_limit else {
+            return Admitted { admitted: true, used: 0, retry_after_ms: 0 };
+        };
+        let key = (peer.cgroup.clone().unwrap_or_default(), peer.uid.unwrap_or(u32::MAX));
+        match self.budgets.admit(key, limit, std::time::SystemTime::now()) {
+            Admission::Admitted { used } => Admitted { admitted: true, used, retry_after_ms: 0 },
+            Admission::Limited { used, retry_after } => Admitted {
+                admitted: false,
+                used,
+                retry_after_ms: u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
+            },
+        }
     }
 
     /// Appends a shell's record, stamped with who sent it; a shell record stays one (`layer`).
@@ -470,7 +529,7 @@ impl Daemon {
     }
 
     /// Governs a launch cgroup strictly below a governed one, with its launch profile's network policy.
-    fn govern_launch(&mut self, peer: &Peer, cgroup: &Path, net_profile: Option<String>) -> Response {
+    fn govern_launch(&mut self, peer: &Peer, cgroup: &Path, net_profile: Option<&str>) -> Response {
         let real = match std::fs::canonicalize(cgroup) {
             Ok(real) if real.is_dir() => real,
             Ok(_) => return Response::error(format!("{}: not a directory", cgroup.display())),
@@ -492,7 +551,7 @@ impl Daemon {
             Ok(meta) => std::os::unix::fs::MetadataExt::ino(&meta),
             Err(err) => return Response::error(format!("{}: {err}", real.display())),
         };
-        let profile_id = net_profile.as_deref().map_or(0, |name| profile_id(name.as_bytes()));
+        let profile_id = net_profile.map_or(0, |name| profile_id(name.as_bytes()));
         if let Err(err) = self.session.govern(id, level, profile_id) {
             return Response::error(format!("governing {}: {}", real.display(), crate::describe(&err)));
         }
@@ -641,6 +700,7 @@ impl Daemon {
             ));
         }
         let exec_rules = prepared.exec.table.rules.len();
+        let rate_limit = prepared.policy.model.rate_limit;
         let net = Arc::clone(&prepared.net);
         let flipped = match self.session.switch(prepared, &path) {
             Ok(flipped) => flipped,
@@ -654,6 +714,11 @@ impl Daemon {
         let generation = flipped.generation;
         let flip_ms = flipped.until_flip.as_secs_f64() * 1000.0;
         self.state.reloads += 1;
+        if self.rate_limit != rate_limit {
+            // A new limit starts from fresh budgets.
+            self.budgets = Budgets::default();
+        }
+        self.rate_limit = rate_limit;
         self.greet();
         self.save_state();
         let info = &self.session.policy;

@@ -28,6 +28,22 @@ pub struct Greeting {
     pub policy_hash: String,
 }
 
+/// Key of a shell's line on the records socket that asks for one command from its rate-limit budget
+/// (`{"sentra_admit": true}`) instead of carrying a record; the controller answers one [`Admitted`]
+/// line. The budget is the controller's, per peer cgroup and uid, under the enforced policy's
+/// `rate_limit`: nothing the agent can reset or rename.
+pub const ADMIT_KEY: &str = "sentra_admit";
+
+/// The controller's answer to an admission request.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Admitted {
+    pub admitted: bool,
+    /// Commands counted in the window (this one included when admitted).
+    pub used: u32,
+    /// When refused: how long until one frees up.
+    pub retry_after_ms: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {

@@ -128,7 +128,7 @@ impl GovernedSection {
 }
 
 /// `rate_limit: {max_commands, window_seconds}`.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     pub max_commands: u32,

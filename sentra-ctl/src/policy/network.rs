@@ -435,7 +435,7 @@ pub fn compile(policy: &Policy) -> Result<CompiledNet, PolicyError> {
         for (i, entry) in section.allow.iter().enumerate() {
             let site = Site { policy, path: format!("network.allow[{i}]"), fields: true, id: &entry.id };
             if !ids.insert(entry.id.as_str()) {
-                return Err(site.error(".id", "duplicate id".into()));
+                return Err(site.error(".id", "duplicate id"));
             }
             add_entry(&mut out, &mut by_cidr, entry, &site, SCOPE_SECTION)?;
         }
@@ -529,7 +529,7 @@ struct Site<'a> {
 }
 
 impl Site<'_> {
-    fn error(&self, field: &str, message: String) -> PolicyError {
+    fn error(&self, field: &str, message: &str) -> PolicyError {
         let path = if self.fields { format!("{}{field}", self.path) } else { self.path.clone() };
         self.policy.error_at(&path, format!("network: allow `{}`: {message}", self.id))
     }
@@ -544,14 +544,14 @@ fn add_entry(
     site: &Site<'_>,
     scopes: u32,
 ) -> Result<(), PolicyError> {
-    let rule = u32::try_from(out.rules.len()).map_err(|_| site.error("", "too many rules".into()))?;
+    let rule = u32::try_from(out.rules.len()).map_err(|_| site.error("", "too many rules"))?;
     let protocols = entry.protocol.unwrap_or_default().bits();
     let mut specs = entry.ports.clone();
     let range = |(first, last): (u16, u16)| PortRange { rule, protocols, first, last, scopes };
     match (&entry.cidr, &entry.domain) {
         (Some(cidr_text), None) => {
-            let cidr = Cidr::parse(cidr_text).map_err(|m| site.error(".cidr", m))?;
-            let ranges = parse_ports(&specs).map_err(|m| site.error(".ports", m))?;
+            let cidr = Cidr::parse(cidr_text).map_err(|m| site.error(".cidr", &m))?;
+            let ranges = parse_ports(&specs).map_err(|m| site.error(".ports", &m))?;
             by_cidr.entry(cidr).or_default().extend(ranges.into_iter().map(range));
             out.rules.push(NetRule {
                 id: entry.id.clone(),
@@ -564,22 +564,21 @@ fn add_entry(
             let mut name = domain_text.as_str();
             if let Some((host, port)) = domain_text.rsplit_once(':') {
                 if !specs.is_empty() {
-                    return Err(site.error(
-                        ".domain",
-                        "give the port either in `domain` or in `ports`, not both".into(),
-                    ));
+                    return Err(
+                        site.error(".domain", "give the port either in `domain` or in `ports`, not both")
+                    );
                 }
                 specs.push(PortSpec::Text(port.to_string()));
                 name = host;
             }
-            let pattern = DomainPattern::parse(name).map_err(|m| site.error(".domain", m))?;
+            let pattern = DomainPattern::parse(name).map_err(|m| site.error(".domain", &m))?;
             let ranges: Vec<PortRange> = parse_ports(&specs)
-                .map_err(|m| site.error(if entry.ports.is_empty() { ".domain" } else { ".ports" }, m))?
+                .map_err(|m| site.error(if entry.ports.is_empty() { ".domain" } else { ".ports" }, &m))?
                 .into_iter()
                 .map(range)
                 .collect();
             if ranges.len() > MAX_PORT_RANGES {
-                return Err(site.error(".ports", format!("at most {MAX_PORT_RANGES} port ranges per entry")));
+                return Err(site.error(".ports", &format!("at most {MAX_PORT_RANGES} port ranges per entry")));
             }
             out.rules.push(NetRule {
                 id: entry.id.clone(),
@@ -588,7 +587,7 @@ fn add_entry(
             });
             out.domains.push(DomainRule { pattern, rule, ranges });
         }
-        _ => return Err(site.error("", "give exactly one of `cidr` and `domain`".into())),
+        _ => return Err(site.error("", "give exactly one of `cidr` and `domain`")),
     }
     Ok(())
 }
@@ -723,13 +722,14 @@ mod tests {
 
     #[test]
     fn a_bad_outbound_item_and_too_many_profiles_are_located() {
+        use std::fmt::Write as _;
         let text = "version: \"2.0\"\nseccomp_profiles:\n  p:\n    network_policy:\n      allow_outbound: [\"ok.example:443\", \"bad..name:1\"]\n";
         let err = compile(&Policy::parse(Path::new("p.yaml"), text).expect("parses")).expect_err("bad name");
         assert!(err.to_string().starts_with("p.yaml:5:"), "{err}");
         assert!(err.to_string().contains("p.network_policy[1]"), "{err}");
         let mut text = "version: \"2.0\"\nseccomp_profiles:\n".to_string();
         for i in 0..=MAX_NET_PROFILES {
-            text.push_str(&format!("  p{i:02}: {{ network_policy: {{ allow_outbound: [] }} }}\n"));
+            let _ = writeln!(text, "  p{i:02}: {{ network_policy: {{ allow_outbound: [] }} }}");
         }
         let err = compile(&Policy::parse(Path::new("p.yaml"), &text).expect("parses")).expect_err("too many");
         assert!(err.to_string().contains("one too many"), "{err}");

@@ -179,6 +179,30 @@ impl ControllerLog {
         Ok(Self { path: path.to_path_buf(), stream, greeting })
     }
 
+    /// Asks the controller for one command from this shell's budget (the controller's, per cgroup and
+    /// uid under the enforced policy: the agent can neither reset nor rename it).
+    fn admit(&self) -> Result<Admission, AuditError> {
+        use std::io::{BufRead as _, Write as _};
+        let io = |source| AuditError::Io { path: self.path.clone(), source };
+        let mut request =
+            serde_json::to_vec(&serde_json::json!({ crate::controller::protocol::ADMIT_KEY: true }))
+                .map_err(|e| io(std::io::Error::other(e)))?;
+        request.push(b'\n');
+        (&self.stream).write_all(&request).map_err(io)?;
+        let mut answer = String::new();
+        std::io::BufReader::new(&self.stream).read_line(&mut answer).map_err(io)?;
+        let admitted: crate::controller::protocol::Admitted =
+            serde_json::from_str(&answer).map_err(|e| io(std::io::Error::other(e)))?;
+        Ok(if admitted.admitted {
+            Admission::Admitted { used: admitted.used }
+        } else {
+            Admission::Limited {
+                used: admitted.used,
+                retry_after: Duration::from_millis(admitted.retry_after_ms),
+            }
+        })
+    }
+
     fn write(&mut self, record: &Record) -> Result<(), AuditError> {
         use std::io::Write as _;
         let io = |source| AuditError::Io { path: self.path.clone(), source };
@@ -261,15 +285,11 @@ impl Gate {
     }
 
     /// The shared rate-limit state file of this identity, next to the audit log unless
-    /// `SENTRA_STATE_DIR` says otherwise.
+    /// `SENTRA_STATE_DIR` says otherwise (a shell writing through the controller keeps none: the
+    /// controller counts).
     #[must_use]
     pub fn rate_state(&self) -> PathBuf {
-        let beside_log = || match &self.log {
-            // A launched agent writes no log of its own; its limit state is its own to keep (the
-            // kernel layer does not depend on it).
-            Sink::Controller(_) => std::env::temp_dir().join(format!("sentra-{}", nix::unistd::getuid())),
-            Sink::File(_) => self.settings.log.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf),
-        };
+        let beside_log = || self.settings.log.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         let dir = std::env::var_os("SENTRA_STATE_DIR")
             .filter(|v| !v.is_empty())
             .map_or_else(beside_log, PathBuf::from);
@@ -336,7 +356,11 @@ impl Gate {
             decision.part = None;
         }
         if let (true, Some(limit)) = (count && decision.runs(), self.rate_limit()) {
-            let limited = match ratelimit::admit(&self.rate_state(), limit) {
+            let admission = match &self.log {
+                Sink::Controller(controller) => controller.admit().map_err(|e| crate::describe(&e)),
+                Sink::File(_) => ratelimit::admit(&self.rate_state(), limit).map_err(|e| crate::describe(&e)),
+            };
+            let limited = match admission {
                 Ok(Admission::Admitted { .. }) => None,
                 Ok(Admission::Limited { used, retry_after }) => Some((
                     format!(
@@ -348,7 +372,7 @@ impl Gate {
                     Some((used, retry_after)),
                 )),
                 // The limit cannot be checked: refuse rather than run unlimited.
-                Err(err) => Some((format!("rate limit cannot be checked: {}", crate::describe(&err)), None)),
+                Err(err) => Some((format!("rate limit cannot be checked: {err}"), None)),
             };
             if let Some((reason, usage)) = limited {
                 decision.decision = if audit_mode { Verdict::AuditDenied } else { Verdict::Denied };

@@ -85,30 +85,72 @@ pub fn admit_at(path: &Path, limit: RateLimit, now: SystemTime) -> Result<Admiss
         .map_err(|(_, errno)| RateLimitError::Lock { path: path.to_path_buf(), errno })?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(io)?;
-    let now_ms =
-        u64::try_from(now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(u64::MAX);
-    let window_ms = limit.window_seconds.saturating_mul(1000);
-    let mut times: Vec<u64> = bytes
-        .chunks_exact(8)
-        .filter_map(|chunk| chunk.try_into().ok().map(u64::from_le_bytes))
-        // Entries from the future (clock set back) are kept: they still count against the budget.
-        .filter(|&t| now_ms.saturating_sub(t) < window_ms)
-        .collect();
-    times.sort_unstable();
-    let used = u32::try_from(times.len()).unwrap_or(u32::MAX);
-    let admission = if used >= limit.max_commands {
-        let oldest = times.len().saturating_sub(limit.max_commands.max(1) as usize);
-        let frees_at = times.get(oldest).copied().unwrap_or(now_ms).saturating_add(window_ms);
-        Admission::Limited { used, retry_after: Duration::from_millis(frees_at.saturating_sub(now_ms)) }
-    } else {
-        times.push(now_ms);
-        Admission::Admitted { used: used.saturating_add(1) }
-    };
+    let mut times: Vec<u64> =
+        bytes.chunks_exact(8).filter_map(|chunk| chunk.try_into().ok().map(u64::from_le_bytes)).collect();
+    let admission = take(&mut times, limit, millis(now));
     let out: Vec<u8> = times.iter().flat_map(|t| t.to_le_bytes()).collect();
     file.seek(SeekFrom::Start(0)).map_err(io)?;
     file.write_all(&out).map_err(io)?;
     file.set_len(out.len() as u64).map_err(io)?;
     Ok(admission)
+}
+
+fn millis(time: SystemTime) -> u64 {
+    u64::try_from(time.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The sliding window: drops the start times (ms) that left the window, then takes one command from
+/// the budget or says when one frees up. One rule for the file-backed and the controller's counts.
+fn take(times: &mut Vec<u64>, limit: RateLimit, now_ms: u64) -> Admission {
+    let window_ms = limit.window_seconds.saturating_mul(1000);
+    // Entries from the future (clock set back) are kept: they still count against the budget.
+    times.retain(|&t| now_ms.saturating_sub(t) < window_ms);
+    times.sort_unstable();
+    let used = u32::try_from(times.len()).unwrap_or(u32::MAX);
+    if used >= limit.max_commands {
+        let oldest = times.len().saturating_sub(limit.max_commands.max(1) as usize);
+        let frees_at = times.get(oldest).copied().unwrap_or(now_ms).saturating_add(window_ms);
+        // Only the newest `max_commands` matter from here on: the list stays bounded.
+        let excess = times.len().saturating_sub(limit.max_commands as usize);
+        times.drain(..excess);
+        Admission::Limited { used, retry_after: Duration::from_millis(frees_at.saturating_sub(now_ms)) }
+    } else {
+        times.push(now_ms);
+        Admission::Admitted { used: used.saturating_add(1) }
+    }
+}
+
+/// The controller's budgets, one per governed peer (its cgroup and uid, from the kernel's
+/// credentials: nothing the agent names or can reset), kept in memory.
+#[derive(Debug, Default)]
+pub struct Budgets {
+    by_peer: std::collections::HashMap<(String, u32), Vec<u64>>,
+}
+
+/// Peers whose budgets are kept at once; the idle ones go first when more arrive.
+const MAX_PEERS: usize = 4096;
+
+impl Budgets {
+    /// Takes one command from the budget of `peer` under `limit`.
+    pub fn admit(&mut self, peer: (String, u32), limit: RateLimit, now: SystemTime) -> Admission {
+        let now_ms = millis(now);
+        if self.by_peer.len() >= MAX_PEERS && !self.by_peer.contains_key(&peer) {
+            let window_ms = limit.window_seconds.saturating_mul(1000);
+            self.by_peer.retain(|_, times| times.iter().any(|&t| now_ms.saturating_sub(t) < window_ms));
+            if self.by_peer.len() >= MAX_PEERS {
+                // Every kept peer is active: the one with the oldest last command goes.
+                if let Some(idle) = self
+                    .by_peer
+                    .iter()
+                    .min_by_key(|(_, times)| times.last().copied().unwrap_or(0))
+                    .map(|(key, _)| key.clone())
+                {
+                    self.by_peer.remove(&idle);
+                }
+            }
+        }
+        take(self.by_peer.entry(peer).or_default(), limit, now_ms)
+    }
 }
 
 /// Commands counted in the current window, without taking one (for `status`).

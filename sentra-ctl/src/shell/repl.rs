@@ -203,6 +203,10 @@ fn print_status(session: &Session) {
     println!("Executed:   {}", gate.executed);
     println!("Denied:     {}", gate.denied);
     match gate.rate_limit() {
+        Some(limit) if gate.log.is_controller() => println!(
+            "Rate limit: {} in {} s (counted by the controller)",
+            limit.max_commands, limit.window_seconds
+        ),
         Some(limit) => println!(
             "Rate limit: {}/{} in {} s",
             ratelimit::usage(&gate.rate_state(), limit),

@@ -84,23 +84,21 @@ pub fn decide(dest: &Dest, hook: NetHook, governing: Option<GovernedCgroup>) -> 
     let scope = if profile == 0 {
         Scope { bit: SCOPE_SECTION, loopback: settings.loopback != 0 }
     } else {
-        match profile_scope(&settings, profile) {
-            Some(scope) => scope,
-            None => {
-                // The profile the cgroup was launched with is not in this generation: deny all.
-                count(stats::DENIED);
-                emit(
-                    dest,
-                    hook,
-                    &active,
-                    Mode::Enforce as u32,
-                    Decision::Denied,
-                    NET_RULE_UNKNOWN_PROFILE,
-                    ProbeSite::None,
-                );
-                return Outcome::Deny;
-            }
-        }
+        let Some(scope) = profile_scope(&settings, profile) else {
+            // The profile the cgroup was launched with is not in this generation: deny all.
+            count(stats::DENIED);
+            emit(
+                dest,
+                hook,
+                &active,
+                Mode::Enforce as u32,
+                Decision::Denied,
+                NET_RULE_UNKNOWN_PROFILE,
+                ProbeSite::None,
+            );
+            return Outcome::Deny;
+        };
+        scope
     };
     if settings.dns_steer != 0
         && dest.port == DNS_PORT
