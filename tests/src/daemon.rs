@@ -84,7 +84,8 @@ impl<'a> TestDaemon<'a> {
         // The socket of a killed controller may still be on disk: wait until one answers.
         while std::os::unix::net::UnixStream::connect(&socket).is_err() {
             if let Some(status) = child.try_wait().ok().flatten() {
-                panic!("daemon exited early: {status}");
+                let said = std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default();
+                panic!("daemon exited early: {status}; it said:\n{said}");
             }
             assert!(Instant::now() < deadline, "daemon socket never appeared");
             std::thread::sleep(Duration::from_millis(50));

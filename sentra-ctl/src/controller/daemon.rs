@@ -251,6 +251,43 @@ async fn shell_records_connection(
     }
 }
 
+/// The peer's pidfd (`SO_PEERPIDFD`, net/core/sock.c), or `None` on kernels before 6.5.
+fn peer_pidfd(stream: &UnixStream) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _};
+    let mut fd: libc::c_int = -1;
+    let mut len = libc::socklen_t::try_from(size_of::<libc::c_int>()).ok()?;
+    // SAFETY: getsockopt writes at most `len` bytes into `fd`, a c_int.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERPIDFD,
+            (&raw mut fd).cast(),
+            &raw mut len,
+        )
+    };
+    // SAFETY: on success the kernel installed a new descriptor that this process now owns.
+    (rc == 0 && fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether the process of a pidfd has not been reaped (signal 0 checks without sending; a zombie
+/// still holds its pid).
+fn still_alive(pidfd: &std::os::fd::OwnedFd) -> bool {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: pidfd_send_signal with signal 0 and no siginfo only checks the target.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    // EPERM: alive, only not signallable by us (cannot happen as root, but it still means alive).
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// Who is on the other end of a connection, from the kernel's credentials of the connecting
 /// process (`SO_PEERCRED`) and its cgroup at the time it was served.
 #[derive(Debug, Clone)]
@@ -265,7 +302,13 @@ impl Peer {
     fn of(stream: &UnixStream) -> Self {
         let cred = stream.peer_cred().ok();
         let pid = cred.and_then(|c| c.pid()).and_then(|p| u32::try_from(p).ok());
-        let cgroup = pid.and_then(|pid| cgroup::cgroup_of(&pid.to_string()));
+        // A pidfd of the connecting process (Linux 6.5+), taken before its cgroup is read and
+        // checked after: a process still alive then still owns its pid, so the cgroup read was its
+        // own and not that of a process that reused the pid after it exited.
+        let pidfd = peer_pidfd(stream);
+        let cgroup = pid
+            .and_then(|pid| cgroup::cgroup_of(&pid.to_string()))
+            .filter(|_| pidfd.as_ref().is_none_or(still_alive));
         Self { pid, uid: cred.map(|c| c.uid()), cgroup }
     }
 

@@ -191,8 +191,17 @@ impl Resolver {
 /// # Errors
 /// It has domain rules and no upstream.
 pub fn check_upstream(compiled: &CompiledNet) -> Result<(), NetError> {
-    if compiled.has_domains() && compiled.dns.upstream.is_empty() {
-        return Err(NetError::NoUpstream);
+    if compiled.dns.upstream.is_empty() {
+        // The `network:` section's domain rules need a resolver for every governed cgroup; a launch
+        // profile's only for its own agents, which then get SERVFAIL (said once, at load).
+        if compiled.section_domains() {
+            return Err(NetError::NoUpstream);
+        }
+        if compiled.has_domains() {
+            tracing::warn!(
+                "launch profiles have domain rules but there is no upstream resolver (none in /etc/resolv.conf, no network.dns.upstream): agents launched with them cannot resolve names"
+            );
+        }
     }
     Ok(())
 }

@@ -317,6 +317,12 @@ impl CompiledNet {
         !self.domains.is_empty()
     }
 
+    /// Whether the `network:` section itself has domain rules (not only the launch profiles).
+    #[must_use]
+    pub fn section_domains(&self) -> bool {
+        self.domains.iter().any(|d| (d.rule as usize) < self.section_rules)
+    }
+
     /// The domain rules matching `name` (lower case, no trailing dot).
     pub fn matching_domains<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a DomainRule> + 'a {
         self.domains.iter().filter(move |d| d.pattern.matches(name))
