@@ -54,7 +54,8 @@ pub fn nesting_bound(text: &str, limit: usize) -> Option<usize> {
 pub struct Shape {
     /// Never less than the parser's depth.
     pub deepest: usize,
-    /// A substitution (`$(`, `` ` ``, `${`, `(`) is still open at the end: the line is incomplete.
+    /// A substitution (`$(`, `` ` ``, `${`, `(`) or a `case` is still open at the end: the line is
+    /// incomplete.
     pub unclosed: bool,
     /// The line has a here-document operator.
     pub heredoc: bool,
@@ -189,8 +190,10 @@ impl Scanner<'_> {
             }
             i += 1;
         }
+        // An unclosed `case` too: the parser backtracks exponentially over runs of them (each pattern's
+        // `)` can end an item or not).
         self.unclosed |= stack.iter().any(|level| {
-            matches!(level, Level::Paren { .. } | Level::Backquote { .. } | Level::Param { .. })
+            matches!(level, Level::Paren { .. } | Level::Backquote { .. } | Level::Param { .. } | Level::Case)
         });
         Some(self.deepest)
     }

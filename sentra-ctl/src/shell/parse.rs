@@ -101,7 +101,9 @@ pub fn analyze(line: &str) -> Result<Analysis, ParseError> {
     // inside an unclosed `$(`) or the parser backtrack exponentially (runs of unclosed `(`): answered
     // without them.
     if shape.unclosed {
-        return Err(ParseError::Incomplete("a parenthesis, substitution or `${` is not closed".into()));
+        return Err(ParseError::Incomplete(
+            "a parenthesis, substitution, `${` or `case` is not closed".into(),
+        ));
     }
     let mut analysis = Analysis::default();
     Walker { out: &mut analysis, depth: 0 }.program(line)?;
