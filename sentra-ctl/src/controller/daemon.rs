@@ -571,6 +571,12 @@ impl Daemon {
         }
     }
 
+    /// Whether `path` is strictly below one of the configured governed cgroups (where launches make
+    /// theirs).
+    fn below_governed(&self, path: &Path) -> bool {
+        self.state.cgroups.iter().any(|g| path.starts_with(&g.path) && path != g.path)
+    }
+
     /// Governs a launch cgroup strictly below a governed one, with its launch profile's network policy.
     fn govern_launch(&mut self, peer: &Peer, cgroup: &Path, net_profile: Option<&str>) -> Response {
         let real = match std::fs::canonicalize(cgroup) {
@@ -578,7 +584,7 @@ impl Daemon {
             Ok(_) => return Response::error(format!("{}: not a directory", cgroup.display())),
             Err(err) => return Response::error(format!("{}: {err}", cgroup.display())),
         };
-        if !self.state.cgroups.iter().any(|g| real.starts_with(&g.path) && real != g.path) {
+        if !self.below_governed(&real) {
             return Response::error(format!("{}: not below a governed cgroup", real.display()));
         }
         let level = match cgroup::cgroup2_root() {
@@ -619,7 +625,7 @@ impl Daemon {
         if self.state.cgroups.iter().any(|g| g.id == id) {
             return Response::error("a configured governed cgroup is released only by `stop`");
         }
-        if !self.state.cgroups.iter().any(|g| cgroup.starts_with(&g.path) && cgroup != g.path) {
+        if !self.below_governed(cgroup) {
             return Response::error(format!("{}: not below a governed cgroup", cgroup.display()));
         }
         if std::fs::symlink_metadata(cgroup).is_ok() {
