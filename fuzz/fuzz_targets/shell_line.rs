@@ -26,6 +26,7 @@ fuzz_target!(|data: &[u8]| {
         cwd: "/nonexistent".into(),
         path: Some("/usr/bin:/bin".into()),
         files: None,
+        programs: &sentra_ctl::shell::identity::SystemPrograms::default(),
         inherited: &[],
     };
     let start = std::time::Instant::now();

@@ -60,6 +60,7 @@ fn corpus_verdicts_through_the_library() {
         cwd: std::env::temp_dir(),
         path: Some("/usr/bin:/bin".into()),
         files: Some(&files),
+        programs: &sentra_ctl::shell::identity::SystemPrograms::default(),
         inherited: &[],
     };
     let mut failures = Vec::new();

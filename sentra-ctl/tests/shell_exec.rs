@@ -463,6 +463,39 @@ fn the_file_that_will_run_is_judged() {
         }
     }
     assert!(!dir.join("made").exists(), "a denied line runs nothing");
+    // Directory changes and appended `PATH` entries are followed through the line.
+    std::fs::create_dir_all(dir.join("sub")).expect("mkdir");
+    std::os::unix::fs::symlink(&id, dir.join("sub/tool")).expect("symlink");
+    std::fs::create_dir_all(dir.join("tools")).expect("mkdir");
+    std::os::unix::fs::symlink(&id, dir.join("tools/tool")).expect("symlink");
+    let tools = dir.join("tools").display().to_string();
+    let lines: Vec<(String, Option<&str>)> = vec![
+        ("cd sub && ./tool".into(), Some("no_id")),
+        ("cd /usr/bin && ./id".into(), Some("no_id")),
+        ("cd sub; cd ..; cd sub; ./tool".into(), Some("no_id")),
+        ("pushd sub >/dev/null && ./tool".into(), Some("no_id")),
+        ("cd -P -- sub && ./tool".into(), Some("no_id")),
+        ("cd \"$(mktemp -d)\" && ./tool".into(), Some("unknown_program")),
+        ("cd sub && ls >/dev/null && cd .. && ls >/dev/null".into(), None),
+        ("cd /usr/bin && ./true".into(), None),
+        (format!("export PATH+=:{tools}; tool"), Some("no_id")),
+        (format!("PATH+=:{tools} tool"), Some("no_id")),
+        // Appended, the entry comes after the system directories: `ls` is still /usr/bin/ls (the
+        // working directory's `ls` is `id`, and an empty first entry would find it).
+        ("PATH+=:/nonexistent ls >/dev/null".into(), None),
+        ("export PATH+=:/nonexistent; ls >/dev/null".into(), None),
+    ];
+    for (line, denied_by) in &lines {
+        let out = env.run(&["-c", line]);
+        let record = env.records().pop().expect("a record per line");
+        match denied_by {
+            Some(rule) => {
+                assert_eq!(out.status.code(), Some(126), "{line}: {}", text(&out.stderr));
+                assert_eq!(record["rule_id"], *rule, "{line}: {record}");
+            }
+            None => assert_eq!(out.status.code(), Some(0), "{line}: {}", text(&out.stderr)),
+        }
+    }
     let out = env.run(&["-c", "./ls"]);
     assert!(
         text(&out.stderr).contains(&id.display().to_string()),
@@ -486,8 +519,68 @@ fn a_link_is_judged_by_the_name_of_what_it_leads_to() {
     assert_eq!(env.records().pop().expect("record")["rule_id"], "no_id");
     let out = env.run(&["-c", "ls / >/dev/null"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // A copy or a hard link is the program it copies, whatever its name.
+    std::fs::create_dir_all(env.dir.path().join("bin")).expect("mkdir");
+    std::fs::copy(&id, env.dir.path().join("bin/ls")).expect("copy");
+    let linked = tempfile::tempdir_in("/var/tmp").expect("tempdir in /var/tmp");
+    std::fs::hard_link(&id, linked.path().join("ls"))
+        .expect("hard link /usr/bin/id (same filesystem as /var/tmp)");
+    let copy_of_ls = env.dir.path().join("bin/lister");
+    std::fs::copy("/usr/bin/ls", &copy_of_ls).expect("copy ls");
+    let listing = env.dir.path().join("bin/ls-copy");
+    std::fs::copy("/usr/bin/ls", &listing).expect("copy ls");
+    for line in ["bin/ls".to_string(), format!("{}/ls", linked.path().display())] {
+        let out = env.run(&["-c", &line]);
+        assert_eq!(out.status.code(), Some(126), "{line}: {}", text(&out.stderr));
+        let record = env.records().pop().expect("record");
+        assert_eq!(record["rule_id"], "no_id", "{line}: {record}");
+        assert!(text(&out.stderr).contains("/usr/bin/id"), "names what it is: {}", text(&out.stderr));
+    }
+    // A copy of an allowed program is judged by its name, like any program (`ls-copy` matches no
+    // allow rule here: default deny), and nothing about it is denied for what it is.
+    let out = env.run(&["-c", "bin/ls-copy >/dev/null"]);
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    assert_eq!(env.records().pop().expect("record")["rule_id"], "default");
     if std::fs::canonicalize("/usr/bin/awk").is_ok_and(|real| !real.ends_with("awk")) {
         let out = env.run(&["-c", "echo a | awk '{print}' >/dev/null"]);
         assert_eq!(out.status.code(), Some(0), "awk through its alternatives link: {}", text(&out.stderr));
+    }
+}
+
+/// The program files of awk and sed (`-f`) are read and judged like their inline programs.
+#[test]
+fn awk_and_sed_program_files_are_read() {
+    let env = Env::new(POLICY);
+    let dir = env.dir.path();
+    std::fs::write(dir.join("plain.awk"), "{ print $1 || $2 }\n").expect("write");
+    std::fs::write(dir.join("evil.awk"), "BEGIN { system(\"id\") }\n").expect("write");
+    std::fs::write(dir.join("plain.sed"), "s/a/b/g\n/x/d\n").expect("write");
+    std::fs::write(dir.join("evil.sed"), "1e id\n").expect("write");
+    std::fs::create_dir_all(dir.join("sub")).expect("mkdir");
+    let cases: &[(&str, Option<&str>)] = &[
+        ("awk -f plain.awk /dev/null", None),
+        ("sed -f plain.sed /dev/null", None),
+        ("sed -n -f plain.sed /dev/null", None),
+        ("awk -f evil.awk /dev/null", Some("system()")),
+        ("awk -fevil.awk /dev/null", Some("system()")),
+        ("awk -f plain.awk -f evil.awk /dev/null", Some("system()")),
+        ("sed -f evil.sed /dev/null", Some("runs a command")),
+        ("cd sub && awk -f ../evil.awk /dev/null", Some("system()")),
+        ("awk -f missing.awk /dev/null", Some("not found")),
+        ("awk -f /dev/stdin /dev/null <<'EOF'\nBEGIN { system(\"id\") }\nEOF", Some("descriptor")),
+        ("awk -f \"$(mktemp)\" /dev/null", Some("only known when the line runs")),
+        ("awk -l ext '{print}' /dev/null", Some("native code")),
+    ];
+    for (line, denied) in cases {
+        let out = env.run(&["-c", line]);
+        match denied {
+            Some(why) => {
+                assert_eq!(out.status.code(), Some(126), "{line}: {}", text(&out.stderr));
+                let record = env.records().pop().expect("record");
+                assert_eq!(record["rule_id"], "unknown_program", "{line}: {record}");
+                assert!(text(&out.stderr).contains(why), "{line}: {}", text(&out.stderr));
+            }
+            None => assert_eq!(out.status.code(), Some(0), "{line}: {}", text(&out.stderr)),
+        }
     }
 }

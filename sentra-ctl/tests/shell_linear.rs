@@ -63,6 +63,7 @@ fn evaluation_time_is_linear_in_the_line() {
         cwd: "/nonexistent".into(),
         path: Some("/usr/bin:/bin".into()),
         files: None,
+        programs: &sentra_ctl::shell::identity::SystemPrograms::default(),
         inherited: &[],
     };
     let mut report = Vec::new();

@@ -417,6 +417,7 @@ fn policy_explain(
         cwd: std::env::current_dir()?,
         path: std::env::var("PATH").ok(),
         files: Some(&files),
+        programs: &sentra_ctl::shell::identity::SystemPrograms::default(),
         inherited: &inherited,
     };
     let verdict = evaluator.evaluate(&line);

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{
+    identity::SystemPrograms,
     parse::{self, Analysis, ParseError, Word},
     runners,
     unwrap::{self, Action},
@@ -18,6 +19,8 @@ use crate::policy::{
 const MAX_NESTING: usize = 16;
 /// Scripts run by `.`/`source`/`sh FILE` are read and judged up to this size.
 const MAX_SCRIPT: u64 = 1 << 20;
+/// A line that may be in more working directories than this is judged as if in an unknown one.
+const MAX_DIRECTORIES: usize = 64;
 
 /// Rule ids of denials that no policy rule decided.
 pub const RULE_PARSE_ERROR: &str = "parse_error";
@@ -49,6 +52,11 @@ pub struct LineVerdict {
     paths: Vec<String>,
     /// The line sets `PATH` to a value only known when it runs (as written).
     path_unknown: Option<String>,
+    /// Directories the line changes to (`cd`, `pushd`), besides the one it starts in: a relative path
+    /// is looked up in each, since any of them may be the working directory when it is used.
+    cwds: Vec<PathBuf>,
+    /// The line changes to a directory only known when it runs (as written).
+    cwd_unknown: Option<String>,
 }
 
 impl LineVerdict {
@@ -75,6 +83,8 @@ pub struct Evaluator<'m> {
     pub path: Option<String>,
     /// The policy's exec entries, to judge the file each program will be (`None`: names only).
     pub files: Option<&'m LazyExecFiles>,
+    /// The system programs, to tell what a copy or hard link of one is.
+    pub programs: &'m SystemPrograms,
     /// Variables of [`runners::VARIABLES`] the shell inherits (the agent can set them): judged on
     /// every line, since every program the line starts inherits them too.
     pub inherited: &'m [(String, String)],
@@ -137,6 +147,9 @@ impl Evaluator<'_> {
             self.actions(actions, &context, depth, out);
         }
         for command in &analysis.commands {
+            self.directory_change(&command.words, out);
+        }
+        for command in &analysis.commands {
             if let Some(name) = command.words.first().and_then(|w| w.value.as_deref())
                 && unwrap::BASH_BUILTINS.contains(&name)
             {
@@ -159,10 +172,25 @@ impl Evaluator<'_> {
                     }
                 }
                 Action::Line(line) => self.line(&line, text, depth + 1, out),
-                Action::File(file) => match self.read_script(&file) {
-                    Ok(script) => self.line(&script, text, depth + 1, out),
+                Action::File(file) => match self.read_scripts(&file, true, out) {
+                    Ok(scripts) => {
+                        for script in scripts {
+                            self.line(&script, text, depth + 1, out);
+                        }
+                    }
                     Err(reason) => out.parts.push(refusal(text, RULE_UNKNOWN, reason)),
                 },
+                Action::CheckedFile { file, check, what } => {
+                    let found = self.read_scripts(&file, false, out).and_then(|programs| {
+                        programs
+                            .iter()
+                            .find_map(|program| check(program))
+                            .map_or(Ok(()), |reason| Err(format!("{what}: {reason} (program file `{file}`)")))
+                    });
+                    if let Err(reason) = found {
+                        out.parts.push(refusal(text, RULE_UNKNOWN, reason));
+                    }
+                }
                 Action::Unknown(reason) => out.parts.push(refusal(text, RULE_UNKNOWN, reason)),
             }
         }
@@ -224,7 +252,20 @@ impl Evaluator<'_> {
             }
         };
         let candidates: Vec<PathBuf> = if name.contains('/') {
-            vec![self.cwd.join(name)]
+            match self.bases(name, verdict) {
+                // Where the file exists, if it does anywhere the line may look (a file the line
+                // creates meanwhile is judged by where it would be, as the kernel will).
+                Ok(bases) => {
+                    let paths: Vec<PathBuf> = bases.into_iter().map(|base| base.join(name)).collect();
+                    let existing: Vec<PathBuf> = paths
+                        .iter()
+                        .filter(|path| std::fs::symlink_metadata(path).is_ok())
+                        .cloned()
+                        .collect();
+                    if existing.is_empty() { paths } else { existing }
+                }
+                Err(reason) => return Some(refusal(text, RULE_UNKNOWN, reason)),
+            }
         } else {
             if let Some(raw) = &verdict.path_unknown {
                 return Some(refusal(
@@ -235,10 +276,16 @@ impl Evaluator<'_> {
                     ),
                 ));
             }
-            std::iter::once(self.path.as_deref().unwrap_or_default())
+            let mut found = Vec::new();
+            for search in std::iter::once(self.path.as_deref().unwrap_or_default())
                 .chain(verdict.paths.iter().map(String::as_str))
-                .filter_map(|search| self.lookup(search, name))
-                .collect()
+            {
+                match self.lookup(search, name, verdict) {
+                    Ok(path) => found.extend(path),
+                    Err(reason) => return Some(refusal(text, RULE_UNKNOWN, reason)),
+                }
+            }
+            found
         };
         let denied = |rule: &str, reason: String| PartVerdict {
             text: text.to_string(),
@@ -251,6 +298,9 @@ impl Evaluator<'_> {
         for path in candidates {
             let real = std::fs::canonicalize(&path).ok();
             if let Some(part) = real.as_deref().and_then(|real| self.real_name(real, name, words, &denied)) {
+                return Some(part);
+            }
+            if let Some(part) = real.as_deref().and_then(|real| self.copy_of(real, name, words, &denied)) {
                 return Some(part);
             }
             if files.is_empty() {
@@ -298,72 +348,228 @@ impl Evaluator<'_> {
         denied: &dyn Fn(&str, String) -> PartVerdict,
     ) -> Option<PartVerdict> {
         let real_name = real.file_name()?.to_str()?;
-        if Path::new(typed).file_name().and_then(|n| n.to_str()) == Some(real_name) {
+        let (rule, name, why) = self.denied_names(&[real_name], typed, words)?;
+        Some(denied(rule, format!("`{typed}` is {}, and rule `{rule}` denies `{name}`{why}", real.display())))
+    }
+
+    /// The name rules on every name of the system program that `real` (canonical, outside the
+    /// system directories) is a hard link to or a copy of: a file's bytes, not its name, say what
+    /// runs. Only a deny counts, as for [`Self::real_name`].
+    fn copy_of(
+        &self,
+        real: &Path,
+        typed: &str,
+        words: &[Word],
+        denied: &dyn Fn(&str, String) -> PartVerdict,
+    ) -> Option<PartVerdict> {
+        if self.programs.is_system(real) {
             return None;
         }
-        let args: Vec<&str> = words.iter().skip(1).map(Word::text).collect();
-        let joined = args.join(" ");
-        let query = Query {
-            executable: real_name,
-            args: &joined,
-            args_known: words.iter().skip(1).all(|w| w.value.is_some()),
-            identity: &self.identity,
-        };
-        let verdict = self.matcher.evaluate(&query);
-        let rule = verdict.rule_id.filter(|_| verdict.effect == Effect::Deny)?;
-        let why = verdict.reason.map(|r| format!(": {r}")).unwrap_or_default();
+        let (kinship, program) = self.programs.identify(real)?;
+        let names: Vec<&str> = program.names.iter().map(String::as_str).collect();
+        let (rule, name, why) = self.denied_names(&names, typed, words)?;
         Some(denied(
             rule,
-            format!("`{typed}` is {}, and rule `{rule}` denies `{real_name}`{why}", real.display()),
+            format!(
+                "`{typed}` is {}, {} {} (`{name}`), and rule `{rule}` denies `{name}`{why}",
+                real.display(),
+                kinship.as_str(),
+                program.path.display()
+            ),
         ))
     }
 
-    /// The first executable regular file named `name` in the directories of `search` (empty entries
-    /// and `.` are the working directory, as in the shell).
-    fn lookup(&self, search: &str, name: &str) -> Option<PathBuf> {
-        use std::os::unix::fs::PermissionsExt as _;
-        crate::policy::exec::path_candidates(search.split(':').map(Path::new), &self.cwd, name).find(
-            |candidate| {
-                std::fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    /// The first of `names` (other than the name typed) that a name rule denies with the line's
+    /// arguments: its rule, the name and the rule's reason (`": reason"`, or empty).
+    fn denied_names<'n>(
+        &self,
+        names: &[&'n str],
+        typed: &str,
+        words: &[Word],
+    ) -> Option<(&str, &'n str, String)> {
+        let typed_name = Path::new(typed).file_name().and_then(|n| n.to_str());
+        let args: Vec<&str> = words.iter().skip(1).map(Word::text).collect();
+        let joined = args.join(" ");
+        names.iter().filter(|name| typed_name != Some(**name)).find_map(|name| {
+            let query = Query {
+                executable: name,
+                args: &joined,
+                args_known: words.iter().skip(1).all(|w| w.value.is_some()),
+                identity: &self.identity,
+            };
+            let verdict = self.matcher.evaluate(&query);
+            let rule = verdict.rule_id.filter(|_| verdict.effect == Effect::Deny)?;
+            Some((rule, *name, verdict.reason.map(|r| format!(": {r}")).unwrap_or_default()))
+        })
+    }
+
+    /// Where a relative `path` may be looked up: the starting directory and every one the line
+    /// changes to. An absolute path has one base, `/`.
+    fn bases(&self, path: &str, verdict: &LineVerdict) -> Result<Vec<PathBuf>, String> {
+        if path.starts_with('/') {
+            return Ok(vec![PathBuf::from("/")]);
+        }
+        if let Some(raw) = &verdict.cwd_unknown {
+            return Err(format!(
+                "the line changes directory to `{raw}`, only known when it runs: `{path}` cannot be located"
+            ));
+        }
+        Ok(std::iter::once(self.cwd.clone()).chain(verdict.cwds.iter().cloned()).collect())
+    }
+
+    /// `cd DIR`, `pushd DIR`: records the directories the line may change to (relative ones from
+    /// each directory it may already be in, and `CDPATH`).
+    fn directory_change(&self, words: &[Word], out: &mut LineVerdict) {
+        let Some(name) = words.first().and_then(|w| w.value.as_deref()) else { return };
+        if !matches!(name, "cd" | "pushd" | "popd") {
+            return;
+        }
+        let mut operand = None;
+        let mut options = true;
+        for word in &words[1..] {
+            let text = word.text();
+            if options && text == "--" {
+                options = false;
+            } else if options
+                && text.len() > 1
+                && text.starts_with('-')
+                && text[1..].chars().all(|c| "LPe@n".contains(c))
+            {
+            } else {
+                operand = Some(word);
+                break;
+            }
+        }
+        let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
+        let target = match (name, operand) {
+            // `popd` and `pushd` without a directory go back to one only the shell knows.
+            ("popd", _) | ("pushd", None) => None,
+            (_, None) => env("HOME"),
+            (_, Some(word)) => match word.value.as_deref() {
+                Some("-") => env("OLDPWD"),
+                Some(value) if value.starts_with('+') || (name == "pushd" && value.starts_with('-')) => None,
+                Some(value) => Some(value.to_string()),
+                None => known_value(&word.raw),
             },
-        )
+        };
+        let Some(target) = target.map(|t| tilde(&t)) else {
+            let raw = operand.map_or_else(|| name.to_string(), |w| format!("{name} {}", w.raw));
+            out.cwd_unknown = Some(raw);
+            return;
+        };
+        let mut dirs = Vec::new();
+        if target.starts_with('/') {
+            dirs.push(PathBuf::from(&target));
+        } else {
+            let from: Vec<PathBuf> =
+                std::iter::once(self.cwd.clone()).chain(out.cwds.iter().cloned()).collect();
+            dirs.extend(from.iter().map(|base| base.join(&target)));
+            let explicit =
+                target == "." || target == ".." || target.starts_with("./") || target.starts_with("../");
+            if !explicit && let Some(cdpath) = env("CDPATH") {
+                for entry in cdpath.split(':').filter(|e| !e.is_empty()) {
+                    dirs.extend(from.iter().map(|base| base.join(entry).join(&target)));
+                }
+            }
+        }
+        for dir in dirs {
+            if !out.cwds.contains(&dir) {
+                out.cwds.push(dir);
+            }
+        }
+        if out.cwds.len() > MAX_DIRECTORIES {
+            out.cwd_unknown = Some(format!("one of more than {MAX_DIRECTORIES} directories"));
+        }
     }
 
-    /// Reads a script run by `.`/`source`/`sh FILE`, so that its commands are judged too.
-    fn read_script(&self, file: &str) -> Result<String, String> {
-        let path = self.resolve(file).ok_or_else(|| format!("script `{file}` not found"))?;
-        // What `/dev/stdin`, `/dev/fd/N` or `/proc/*/fd/N` hold is whatever the shell running the line
-        // will have open there (a here-document, a pipe), not what this process would read: unknown
-        // code. So is a FIFO or a device, whose content is made as it is read.
-        let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-        if [&path, &real].iter().any(|p| p.starts_with("/dev") || p.starts_with("/proc")) {
-            return Err(format!(
-                "script `{file}` is a descriptor or device: its content is only known when the line runs"
-            ));
-        }
-        let meta = std::fs::metadata(&path).map_err(|err| format!("script `{file}`: {err}"))?;
-        if !meta.is_file() {
-            return Err(format!(
-                "script `{file}` is not a regular file: its content is only known when read"
-            ));
-        }
-        if meta.len() > MAX_SCRIPT {
-            return Err(format!("script `{file}` is larger than {MAX_SCRIPT} bytes"));
-        }
-        std::fs::read_to_string(&path).map_err(|err| format!("script `{file}` cannot be read: {err}"))
+    /// The executable regular files named `name` that a `PATH` of `search` may find: the first in
+    /// its directories, for each working directory the line may be in (empty entries and `.` are the
+    /// working directory, as in the shell).
+    fn lookup(&self, search: &str, name: &str, verdict: &LineVerdict) -> Result<Vec<PathBuf>, String> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let relative = search.split(':').any(|dir| !dir.starts_with('/'));
+        let bases = if relative { self.bases(".", verdict)? } else { vec![self.cwd.clone()] };
+        Ok(bases
+            .iter()
+            .filter_map(|base| {
+                crate::policy::exec::path_candidates(search.split(':').map(Path::new), base, name).find(
+                    |candidate| {
+                        std::fs::metadata(candidate)
+                            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                    },
+                )
+            })
+            .collect())
     }
 
-    fn resolve(&self, file: &str) -> Option<PathBuf> {
+    /// Reads every file `file` may be when the line runs (a script run by `.`/`source`/`sh FILE`,
+    /// or a program file of awk or sed), so that what it runs is judged too. `sourced`: `file` is
+    /// looked up like `.` does, in `PATH` first.
+    fn read_scripts(&self, file: &str, sourced: bool, verdict: &LineVerdict) -> Result<Vec<String>, String> {
+        let bases = self.bases(file, verdict)?;
+        let mut found = Vec::new();
+        for base in &bases {
+            if let Some(path) = self.resolve(file, base, sourced)
+                && !found.contains(&path)
+            {
+                found.push(path);
+            }
+        }
+        if found.is_empty() {
+            return Err(format!("script `{file}` not found"));
+        }
+        found.iter().map(|path| read_script(file, path)).collect()
+    }
+
+    fn resolve(&self, file: &str, base: &Path, sourced: bool) -> Option<PathBuf> {
         let path = Path::new(file);
-        if file.contains('/') {
-            return Some(self.cwd.join(path));
+        if file.contains('/') || !sourced {
+            let path = base.join(path);
+            return path.exists().then_some(path);
         }
         // Sourcing searches `PATH` (not its empty entries), then the working directory.
         let search = self.path.as_deref().unwrap_or_default();
         let dirs = search.split(':').filter(|dir| !dir.is_empty()).map(Path::new);
-        crate::policy::exec::path_candidates(dirs, &self.cwd, file)
-            .chain(std::iter::once(self.cwd.join(file)))
+        crate::policy::exec::path_candidates(dirs, base, file)
+            .chain(std::iter::once(base.join(file)))
             .find(|candidate| candidate.is_file())
+    }
+}
+
+/// Reads a script `file` found at `path`.
+fn read_script(file: &str, path: &Path) -> Result<String, String> {
+    // What `/dev/stdin`, `/dev/fd/N` or `/proc/*/fd/N` hold is whatever the shell running the line
+    // will have open there (a here-document, a pipe), not what this process would read: unknown
+    // code. So is a FIFO or a device, whose content is made as it is read.
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if [path, real.as_path()].iter().any(|p| p.starts_with("/dev") || p.starts_with("/proc")) {
+        return Err(format!(
+            "script `{file}` is a descriptor or device: its content is only known when the line runs"
+        ));
+    }
+    let meta = std::fs::metadata(path).map_err(|err| format!("script `{file}`: {err}"))?;
+    if !meta.is_file() {
+        return Err(format!("script `{file}` is not a regular file: its content is only known when read"));
+    }
+    if meta.len() > MAX_SCRIPT {
+        return Err(format!("script `{file}` is larger than {MAX_SCRIPT} bytes"));
+    }
+    std::fs::read_to_string(path).map_err(|err| format!("script `{file}` cannot be read: {err}"))
+}
+
+/// The value of a word written `raw` whose expansions are all of the environment the line inherits
+/// (`$HOME/x`, `"${DIR}"`); `None` when any part is only known when the line runs.
+fn known_value(raw: &str) -> Option<String> {
+    let lookup = |name: &str| std::env::var(name).ok();
+    let value = expand(&raw.replace(['"', '\''], ""), &lookup, 0)?;
+    (!value.contains(['$', '`', '\\', '*', '?', '['])).then_some(value)
+}
+
+/// A leading `~` or `~/` made `$HOME`.
+fn tilde(path: &str) -> String {
+    match (path.strip_prefix('~'), std::env::var("HOME")) {
+        (Some(rest), Ok(home)) if rest.is_empty() || rest.starts_with('/') => format!("{home}{rest}"),
+        _ => path.to_string(),
     }
 }
 

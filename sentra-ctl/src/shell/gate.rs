@@ -14,6 +14,7 @@ use serde_json::json;
 use super::{
     evaluate::{Evaluator, LineVerdict},
     exec::Shells,
+    identity::SystemPrograms,
     ratelimit::{self, Admission},
 };
 use crate::{
@@ -219,6 +220,8 @@ pub struct Gate {
     pub matcher: ShellMatcher,
     /// The policy's exec entries: the file each program will be is judged as the kernel judges it.
     pub files: LazyExecFiles,
+    /// The system programs, to tell what a copy or hard link of one is (scanned when first needed).
+    pub programs: SystemPrograms,
     /// Inherited variables that make programs run code (judged on every line).
     pub inherited: Vec<(String, String)>,
     pub log: Sink,
@@ -264,6 +267,7 @@ impl Gate {
             policy,
             matcher,
             files,
+            programs: SystemPrograms::default(),
             inherited: Evaluator::inherited_from(std::env::vars()),
             log,
             shells: Shells::find(),
@@ -323,6 +327,7 @@ impl Gate {
             cwd: cwd.to_path_buf(),
             path,
             files: Some(&self.files),
+            programs: &self.programs,
             inherited: &self.inherited,
         };
         let verdict = evaluator.evaluate(line);

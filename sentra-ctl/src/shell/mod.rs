@@ -10,6 +10,7 @@
 pub mod evaluate;
 pub mod exec;
 pub mod gate;
+pub mod identity;
 pub mod nesting;
 pub mod parse;
 pub mod ratelimit;

@@ -330,11 +330,14 @@ impl Walker<'_> {
             .is_some_and(|name| ASSIGNING_COMMANDS.contains(&name))
         {
             for word in &words[1..] {
-                if let Some((name, value)) = word.raw.split_once('=')
-                    && watched(name)
-                {
-                    let value = self.word(value)?;
-                    self.out.variables.push((name.to_string(), value));
+                if let Some((name, value)) = word.raw.split_once('=') {
+                    // `export PATH+=…` appends, as `PATH+=…` does.
+                    let (name, append) = name.strip_suffix('+').map_or((name, false), |name| (name, true));
+                    self.out.needs_bash |= append;
+                    if watched(name) {
+                        let value = self.appended(name, value, append)?;
+                        self.out.variables.push((name.to_string(), value));
+                    }
                 }
             }
         }
@@ -368,11 +371,15 @@ impl Walker<'_> {
                 }
                 match &assignment.value {
                     ast::AssignmentValue::Scalar(value) => {
-                        let value = self.word(&value.value)?;
+                        // `NAME+=…` is bash: sh takes `X+=…` for a command of that name.
+                        self.out.needs_bash |= assignment.append;
                         if let ast::AssignmentName::VariableName(name) = &assignment.name
                             && watched(name)
                         {
+                            let value = self.appended(name, &value.value, assignment.append)?;
                             self.out.variables.push((name.clone(), value));
+                        } else {
+                            self.word(&value.value)?;
                         }
                     }
                     ast::AssignmentValue::Array(elements) => {
@@ -407,6 +414,17 @@ impl Walker<'_> {
             self.word(text)?;
         }
         Ok(())
+    }
+
+    /// The value a variable `name` is given by an assignment of `raw`: with `append` (`NAME+=…`),
+    /// the variable's value before it, followed by `raw`.
+    fn appended(&mut self, name: &str, raw: &str, append: bool) -> Result<Word, ParseError> {
+        if !append {
+            return self.word(raw);
+        }
+        // Parsed once, so the substitutions of `raw` are collected once; `${NAME}` adds none, and
+        // makes the value one only known when the line runs (the evaluator expands `PATH` itself).
+        self.word(&format!("${{{name}}}{raw}"))
     }
 
     /// Parses a word: collects its substitutions, and works out its value.

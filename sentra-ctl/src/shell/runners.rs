@@ -42,10 +42,12 @@ pub enum Spelling {
     /// Every word after this operand, as one command (`git submodule foreach CMD…`).
     Rest(&'static str),
     /// The program text of awk or sed: inline with one of `inline` or as the first operand, from a
-    /// file with one of `files`; `values` are the other options that take a value.
+    /// file with one of `files` (read and checked like inline text), native code loaded with one of
+    /// `loads` (unknown code); `values` are the other options that take a value.
     Script {
         inline: &'static [&'static str],
         files: &'static [&'static str],
+        loads: &'static [&'static str],
         values: &'static [&'static str],
     },
 }
@@ -444,7 +446,8 @@ pub const RUNNERS: &[Runner] = &[
         subcommand: None,
         spelling: Spelling::Script {
             inline: &["-e", "--source"],
-            files: &["-f", "--file", "-i", "--include", "-l", "--load"],
+            files: &["-f", "--file", "-i", "--include"],
+            loads: &["-l", "--load"],
             values: &["-F", "-v", "--field-separator", "--assign", "-W"],
         },
         runs: Runs::Check(awk_program),
@@ -456,6 +459,7 @@ pub const RUNNERS: &[Runner] = &[
         spelling: Spelling::Script {
             inline: &["-e", "--expression"],
             files: &["-f", "--file"],
+            loads: &[],
             values: &["-l", "--line-length"],
         },
         runs: Runs::Check(sed_script),
@@ -526,8 +530,8 @@ pub fn scan(base: &str, args: &[Word], out: &mut Vec<Action<'_>>) {
         for value in values(runner.spelling, args) {
             embedded(runner.runs, value.as_deref(), &what, out);
         }
-        if let Spelling::Script { inline, files, values } = runner.spelling {
-            script(runner.runs, args, inline, files, values, &what, out);
+        if let Spelling::Script { inline, files, loads, values } = runner.spelling {
+            script(runner.runs, args, Options { inline, files, loads, values }, &what, out);
         }
     }
 }
@@ -657,16 +661,18 @@ fn given(word: &Word, names: &[&str]) -> Option<Given> {
     })
 }
 
+/// The options of [`Spelling::Script`].
+#[derive(Clone, Copy)]
+struct Options {
+    inline: &'static [&'static str],
+    files: &'static [&'static str],
+    loads: &'static [&'static str],
+    values: &'static [&'static str],
+}
+
 /// The program texts of awk or sed in `args`, each checked.
-fn script(
-    runs: Runs,
-    args: &[Word],
-    inline: &[&str],
-    files: &[&str],
-    values: &[&str],
-    what: &str,
-    out: &mut Vec<Action<'_>>,
-) {
+fn script(runs: Runs, args: &[Word], options: Options, what: &str, out: &mut Vec<Action<'_>>) {
+    let Options { inline, files, loads, values } = options;
     let mut from_options = false;
     let mut iter = args.iter();
     while let Some(word) = iter.next() {
@@ -689,10 +695,24 @@ fn script(
             embedded(runs, value.as_deref(), what, out);
         } else if let Some(spelled) = given(word, files) {
             from_options = true;
+            let file = match spelled {
+                Given::Alone => iter.next().and_then(|w| w.value.clone()),
+                Given::Attached(value) => value,
+            };
+            match (file, runs) {
+                (Some(file), Runs::Check(check)) => {
+                    out.push(Action::CheckedFile { file, check, what: what.to_string() });
+                }
+                _ => out.push(Action::Unknown(format!(
+                    "{what} runs a program file only known when the line runs"
+                ))),
+            }
+        } else if let Some(spelled) = given(word, loads) {
+            from_options = true;
             if matches!(spelled, Given::Alone) {
                 iter.next();
             }
-            out.push(Action::Unknown(format!("{what} runs a program file, which is not read here")));
+            out.push(Action::Unknown(format!("{what} loads native code")));
         } else if values.contains(&text) {
             iter.next();
         }
@@ -876,6 +896,8 @@ mod tests {
             cwd: "/".into(),
             path: None,
             files: None,
+            // Leaked: one small value per test.
+            programs: Box::leak(Box::default()),
             inherited: &[],
         }
     }

@@ -7,7 +7,7 @@ use std::{collections::BTreeSet, sync::LazyLock};
 use super::parse::Word;
 
 /// Something a simple command asks for, to be judged by the policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Action<'w> {
     /// A program with its arguments (`words[0]` names it).
     Program {
@@ -24,6 +24,9 @@ pub enum Action<'w> {
     Line(String),
     /// A script file run by `.`/`source` or `sh FILE`.
     File(String),
+    /// A program file of a language that can run commands (`awk -f`, `sed -f`): read, and checked by
+    /// `check`, which says why the program may run a command (`what` names the option).
+    CheckedFile { file: String, check: fn(&str) -> Option<&'static str>, what: String },
     /// Something that cannot be known before the line runs: denied with this reason.
     Unknown(String),
 }

@@ -296,6 +296,7 @@ fn whole_lines(matcher: &ShellMatcher, path: &Path) -> anyhow::Result<()> {
         cwd: "/tmp".into(),
         path: None,
         files: None,
+        programs: &sentra_ctl::shell::identity::SystemPrograms::default(),
         inherited: &[],
     };
     let lines = [
@@ -333,12 +334,14 @@ fn whole_lines(matcher: &ShellMatcher, path: &Path) -> anyhow::Result<()> {
     let gateway = Policy::load(&path.with_file_name("gateway.yaml"))?;
     let files = LazyExecFiles::from(ExecFiles::new(&exec::compile_entries(&gateway)?, true));
     let system_path = Some("/usr/local/bin:/usr/bin:/bin".to_string());
+    let programs = sentra_ctl::shell::identity::SystemPrograms::default();
     let located = |files| Evaluator {
         matcher,
         identity: "agent".into(),
         cwd: "/tmp".into(),
         path: system_path.clone(),
         files,
+        programs: &programs,
         inherited: &[],
     };
     let (resolving, plain) = (located(Some(&files)), located(None));
