@@ -424,22 +424,18 @@ impl Evaluator<'_> {
         if !matches!(name, "cd" | "pushd" | "popd") {
             return;
         }
-        let mut operand = None;
-        let mut options = true;
-        for word in &words[1..] {
-            let text = word.text();
-            if options && text == "--" {
-                options = false;
-            } else if options
-                && text.len() > 1
-                && text.starts_with('-')
-                && text[1..].chars().all(|c| "LPe@n".contains(c))
-            {
-            } else {
-                operand = Some(word);
-                break;
+        // The first word after the options (`-L`, `-P`, `-e`, `-@`, pushd's `-n`) and `--`.
+        let is_option = |text: &str| {
+            text.len() > 1 && text.starts_with('-') && text[1..].chars().all(|c| "LPe@n".contains(c))
+        };
+        let mut rest = words[1..].iter();
+        let operand = loop {
+            match rest.next() {
+                Some(word) if word.text() == "--" => break rest.next(),
+                Some(word) if is_option(word.text()) => {}
+                other => break other,
             }
-        }
+        };
         let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
         let target = match (name, operand) {
             // `popd` and `pushd` without a directory go back to one only the shell knows.
@@ -488,7 +484,7 @@ impl Evaluator<'_> {
     fn lookup(&self, search: &str, name: &str, verdict: &LineVerdict) -> Result<Vec<PathBuf>, String> {
         use std::os::unix::fs::PermissionsExt as _;
         let relative = search.split(':').any(|dir| !dir.starts_with('/'));
-        let bases = if relative { self.bases(".", verdict)? } else { vec![self.cwd.clone()] };
+        let bases = if relative { self.bases(name, verdict)? } else { vec![self.cwd.clone()] };
         Ok(bases
             .iter()
             .filter_map(|base| {
@@ -560,9 +556,7 @@ fn read_script(file: &str, path: &Path) -> Result<String, String> {
 /// The value of a word written `raw` whose expansions are all of the environment the line inherits
 /// (`$HOME/x`, `"${DIR}"`); `None` when any part is only known when the line runs.
 fn known_value(raw: &str) -> Option<String> {
-    let lookup = |name: &str| std::env::var(name).ok();
-    let value = expand(&raw.replace(['"', '\''], ""), &lookup, 0)?;
-    (!value.contains(['$', '`', '\\', '*', '?', '['])).then_some(value)
+    literal(expand_unquoted(raw, &|name| std::env::var(name).ok())?)
 }
 
 /// A leading `~` or `~/` made `$HOME`.
@@ -581,13 +575,24 @@ fn tilde(path: &str) -> String {
 fn assigned_path(raw: &str, current: &str) -> Option<String> {
     let lookup =
         |name: &str| if name == "PATH" { Some(current.to_string()) } else { std::env::var(name).ok() };
-    let value = expand(&raw.replace(['"', '\''], ""), &lookup, 0)?;
+    let value = expand_unquoted(raw, &lookup)?;
     let home = std::env::var("HOME").unwrap_or_default();
     let value = value
         .split(':')
         .map(|dir| dir.strip_prefix('~').map_or_else(|| dir.to_string(), |rest| format!("{home}{rest}")))
         .collect::<Vec<_>>()
         .join(":");
+    literal(value)
+}
+
+/// `raw` with its quotes removed and the parameter forms [`expand`] accepts expanded by `lookup`.
+fn expand_unquoted(raw: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    expand(&raw.replace(['"', '\''], ""), lookup, 0)
+}
+
+/// `value` if nothing is left in it that only the running shell can expand (a parameter, a
+/// substitution, an escape, a glob).
+fn literal(value: String) -> Option<String> {
     (!value.contains(['$', '`', '\\', '*', '?', '['])).then_some(value)
 }
 

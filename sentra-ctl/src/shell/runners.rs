@@ -41,15 +41,19 @@ pub enum Spelling {
     Setting { option: &'static str, keys: &'static [&'static str] },
     /// Every word after this operand, as one command (`git submodule foreach CMD…`).
     Rest(&'static str),
-    /// The program text of awk or sed: inline with one of `inline` or as the first operand, from a
-    /// file with one of `files` (read and checked like inline text), native code loaded with one of
-    /// `loads` (unknown code); `values` are the other options that take a value.
-    Script {
-        inline: &'static [&'static str],
-        files: &'static [&'static str],
-        loads: &'static [&'static str],
-        values: &'static [&'static str],
-    },
+    /// The program text of awk or sed (see [`Script`]).
+    Script(Script),
+}
+
+/// How awk or sed is given its program: inline with one of `inline` or as the first operand, from a
+/// file with one of `files` (read and checked like inline text), native code loaded with one of
+/// `loads` (unknown code); `values` are the other options that take a value.
+#[derive(Debug, Clone, Copy)]
+pub struct Script {
+    pub inline: &'static [&'static str],
+    pub files: &'static [&'static str],
+    pub loads: &'static [&'static str],
+    pub values: &'static [&'static str],
 }
 
 /// One row: a way for `programs` to run a command.
@@ -444,24 +448,24 @@ pub const RUNNERS: &[Runner] = &[
     Runner {
         programs: AWK,
         subcommand: None,
-        spelling: Spelling::Script {
+        spelling: Spelling::Script(Script {
             inline: &["-e", "--source"],
             files: &["-f", "--file", "-i", "--include"],
             loads: &["-l", "--load"],
             values: &["-F", "-v", "--field-separator", "--assign", "-W"],
-        },
+        }),
         runs: Runs::Check(awk_program),
         example: ("awk 'BEGIN{system(\"python3\")}'", "awk '{print $1 || $2}' f"),
     },
     Runner {
         programs: &["sed", "gsed"],
         subcommand: None,
-        spelling: Spelling::Script {
+        spelling: Spelling::Script(Script {
             inline: &["-e", "--expression"],
             files: &["-f", "--file"],
             loads: &[],
             values: &["-l", "--line-length"],
-        },
+        }),
         runs: Runs::Check(sed_script),
         example: ("sed '1e python3' f", "sed -e 's/e/E/g;/x/d' f"),
     },
@@ -530,8 +534,8 @@ pub fn scan(base: &str, args: &[Word], out: &mut Vec<Action<'_>>) {
         for value in values(runner.spelling, args) {
             embedded(runner.runs, value.as_deref(), &what, out);
         }
-        if let Spelling::Script { inline, files, loads, values } = runner.spelling {
-            script(runner.runs, args, Options { inline, files, loads, values }, &what, out);
+        if let Spelling::Script(options) = runner.spelling {
+            script(runner.runs, args, options, &what, out);
         }
     }
 }
@@ -618,7 +622,7 @@ fn values(spelling: Spelling, args: &[Word]) -> Vec<Option<String>> {
                     break;
                 }
             }
-            Spelling::Script { .. } => break,
+            Spelling::Script(_) => break,
         }
     }
     found
@@ -661,18 +665,9 @@ fn given(word: &Word, names: &[&str]) -> Option<Given> {
     })
 }
 
-/// The options of [`Spelling::Script`].
-#[derive(Clone, Copy)]
-struct Options {
-    inline: &'static [&'static str],
-    files: &'static [&'static str],
-    loads: &'static [&'static str],
-    values: &'static [&'static str],
-}
-
 /// The program texts of awk or sed in `args`, each checked.
-fn script(runs: Runs, args: &[Word], options: Options, what: &str, out: &mut Vec<Action<'_>>) {
-    let Options { inline, files, loads, values } = options;
+fn script(runs: Runs, args: &[Word], options: Script, what: &str, out: &mut Vec<Action<'_>>) {
+    let Script { inline, files, loads, values } = options;
     let mut from_options = false;
     let mut iter = args.iter();
     while let Some(word) = iter.next() {
