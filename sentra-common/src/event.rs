@@ -21,6 +21,8 @@ wire_enum! {
         Exec = 1 => "exec",
         /// A network destination decision ([`NetEvent`]).
         Net = 2 => "net",
+        /// A governed task refused by a self-protection hook ([`GuardEvent`]).
+        Guard = 3 => "guard",
     }
 }
 
@@ -180,4 +182,58 @@ pub struct NetEvent {
     pub addr: [u8; 16],
     /// File name of the task's executable (`mm->exe_file`), NUL-terminated; empty if unreadable.
     pub exe: [u8; crate::exec::NAME_LEN],
+}
+
+wire_enum! {
+    /// Which self-protection hook refused a governed task ([`GuardEvent::hook`]). These hooks are not
+    /// policy: they hold in every mode, on the `lsm` backend (the sysctl one on both backends).
+    GuardHook: "guard hook" {
+        /// `lsm/bpf`: any `bpf(2)` command; `detail` is the command.
+        Bpf = 0 => "bpf",
+        /// `lsm/kernel_read_file`: the kernel reading a file for the caller (`finit_module`,
+        /// `kexec_file_load`, firmware, policy); `detail` is `enum kernel_read_file_id`.
+        KernelReadFile = 1 => "kernel_read_file",
+        /// `lsm/kernel_load_data`: `init_module`, `kexec_load`, …; `detail` is
+        /// `enum kernel_load_data_id`.
+        KernelLoadData = 2 => "kernel_load_data",
+        /// `lsm/task_kill` aimed at a protected process; `detail` is the signal, `target` its pid.
+        Signal = 3 => "signal",
+        /// `lsm/ptrace_access_check` aimed at a protected process (`ptrace`, `/proc/PID/mem`,
+        /// `process_vm_*`, `pidfd_getfd`); `detail` is the `PTRACE_MODE_*` mask, `target` its pid.
+        Ptrace = 4 => "ptrace",
+        /// `lsm/capable`: a capability that reaches the kernel itself; `detail` is its number.
+        Capability = 5 => "capability",
+        /// `lsm/socket_create`: raw, packet and ICMP sockets, which no network rule can allow;
+        /// `detail` is the family, `target` the type, `extra` the protocol.
+        Socket = 6 => "socket",
+        /// `lsm/file_open` for writing: a file of a kernel-control filesystem or one of Sentra's
+        /// own files; `detail` is the filesystem magic, the file in `dev`/`ino`/`name`.
+        FileWrite = 7 => "file_write",
+        /// `lsm/inode_unlink`, `inode_rmdir`: removing a protected file; as [`Self::FileWrite`].
+        Unlink = 8 => "unlink",
+        /// `lsm/inode_rename`: renaming a protected file or over one; as [`Self::FileWrite`].
+        Rename = 9 => "rename",
+        /// `cgroup/sysctl`: a sysctl write (`/proc/sys`); `name` is the sysctl's last component.
+        Sysctl = 10 => "sysctl",
+    }
+}
+
+/// A governed task refused by a self-protection hook.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct GuardEvent {
+    pub header: EventHeader,
+    /// [`GuardHook`] as `u32`.
+    pub hook: u32,
+    /// Hook-specific number (see [`GuardHook`]).
+    pub detail: u32,
+    /// Process id the hook aimed at, or the socket type; 0 when none.
+    pub target: u32,
+    /// The socket protocol; 0 otherwise.
+    pub extra: u32,
+    /// The file involved, if any: device (kernel `dev_t`) and inode, 0 when none.
+    pub dev: u64,
+    pub ino: u64,
+    /// Its name (last path component), NUL-terminated; empty when none.
+    pub name: [u8; NAME_LEN],
 }

@@ -69,3 +69,13 @@ pub struct GovernedCgroup {
     /// ([`crate::net::profile_id`] of its name), instead of the policy's `network:` section; 0: none.
     pub net_profile: u32,
 }
+
+/// Key of `PROTECTED_FILES`: one of Sentra's own files (binaries, policy, audit log, state), which
+/// governed tasks may not open for writing, remove or rename.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FileKey {
+    /// Kernel `dev_t`, as in [`InodeKey`].
+    pub dev: u64,
+    pub ino: u64,
+}

@@ -5,7 +5,7 @@
 use core::mem::{offset_of, size_of};
 
 use crate::{
-    event::{EventHeader, ExecEvent, NetEvent},
+    event::{EventHeader, ExecEvent, GuardEvent, NetEvent},
     exec::{GovernedCgroup, InodeKey, NameKey, RuleValue},
     net::{CIDR_KEY_HEADER_BITS, CidrKey, DnsOrigin, HostKey, NetAllow, NetSettings, PortRange},
     offsets::KernelOffsets,
@@ -25,6 +25,9 @@ const _: () = assert!(offset_of!(ExecEvent, path) == 112);
 const _: () = assert!(size_of::<NetEvent>() == 184);
 const _: () = assert!(offset_of!(NetEvent, header) == 0);
 const _: () = assert!(offset_of!(NetEvent, addr) == 104);
+const _: () = assert!(size_of::<GuardEvent>() == 64 + 16 + 16 + crate::exec::NAME_LEN);
+const _: () = assert!(offset_of!(GuardEvent, dev) == 80);
+const _: () = assert!(size_of::<crate::exec::FileKey>() == 16);
 
 // Exec rule maps: every key starts with its generation.
 const _: () = assert!(size_of::<InodeKey>() == 24);
@@ -38,7 +41,7 @@ const _: () = assert!(size_of::<GovernedCgroup>() == 8);
 const _: () = assert!(offset_of!(GovernedCgroup, net_profile) == 4);
 const _: () = assert!(size_of::<Settings>() == 16);
 const _: () = assert!(size_of::<ActiveGeneration>() == 8);
-const _: () = assert!(size_of::<KernelOffsets>() == 22 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 27 * 4);
 
 // Network maps: the trie's prefix covers generation and family before the address.
 const _: () = assert!(size_of::<CidrKey>() == 24);

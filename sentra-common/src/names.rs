@@ -18,9 +18,13 @@ pub mod map {
     pub const NET_HOSTS: &str = "NET_HOSTS";
     pub const NET_DNS_ORIGIN: &str = "NET_DNS_ORIGIN";
     pub const NET_STATS: &str = "NET_STATS";
+    /// Process ids (tgid) of the controller's own processes: no signal or ptrace from governed tasks.
+    pub const PROTECTED: &str = "PROTECTED";
+    /// Sentra's own files by (device, inode): governed tasks may not write, remove or rename them.
+    pub const PROTECTED_FILES: &str = "PROTECTED_FILES";
 
     /// Every map of the object.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 16] = [
         EVENTS,
         STATS,
         GOVERNED,
@@ -35,6 +39,8 @@ pub mod map {
         NET_HOSTS,
         NET_DNS_ORIGIN,
         NET_STATS,
+        PROTECTED,
+        PROTECTED_FILES,
     ];
 }
 
@@ -57,12 +63,44 @@ pub mod program {
     pub const NET_RECVMSG4: &str = "net_recvmsg4";
     pub const NET_RECVMSG6: &str = "net_recvmsg6";
 
+    /// Self-protection hooks (`lsm` backend): see `sentra_common::event::GuardHook`.
+    pub const GUARD_BPF: &str = "guard_bpf";
+    pub const GUARD_READ_FILE: &str = "guard_read_file";
+    pub const GUARD_LOAD_DATA: &str = "guard_load_data";
+    pub const GUARD_KILL: &str = "guard_kill";
+    pub const GUARD_PTRACE: &str = "guard_ptrace";
+    pub const GUARD_CAPABLE: &str = "guard_capable";
+    pub const GUARD_SOCKET: &str = "guard_socket";
+    pub const GUARD_FILE_OPEN: &str = "guard_file_open";
+    pub const GUARD_TRUNCATE: &str = "guard_truncate";
+    pub const GUARD_UNLINK: &str = "guard_unlink";
+    pub const GUARD_RMDIR: &str = "guard_rmdir";
+    pub const GUARD_RENAME: &str = "guard_rename";
+    /// `cgroup/sysctl`: refuses sysctl writes; attached to each governed cgroup on both backends.
+    pub const GUARD_SYSCTL: &str = "guard_sysctl";
+
+    /// The self-protection LSM programs and the hook each attaches to.
+    pub const GUARDS: [(&str, &str); 12] = [
+        (GUARD_BPF, "bpf"),
+        (GUARD_READ_FILE, "kernel_read_file"),
+        (GUARD_LOAD_DATA, "kernel_load_data"),
+        (GUARD_KILL, "task_kill"),
+        (GUARD_PTRACE, "ptrace_access_check"),
+        (GUARD_CAPABLE, "capable"),
+        (GUARD_SOCKET, "socket_create"),
+        (GUARD_FILE_OPEN, "file_open"),
+        (GUARD_TRUNCATE, "path_truncate"),
+        (GUARD_UNLINK, "inode_unlink"),
+        (GUARD_RMDIR, "inode_rmdir"),
+        (GUARD_RENAME, "inode_rename"),
+    ];
+
     /// The cgroup `sock_addr` programs, attached to each governed cgroup.
     pub const SOCK_ADDR: [&str; 6] =
         [NET_CONNECT4, NET_CONNECT6, NET_SENDMSG4, NET_SENDMSG6, NET_RECVMSG4, NET_RECVMSG6];
 
     /// Every program of the object.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 24] = [
         EXEC_LSM,
         EXEC_SIGNAL,
         EXECVE_ENTER,
@@ -74,6 +112,19 @@ pub mod program {
         NET_SENDMSG6,
         NET_RECVMSG4,
         NET_RECVMSG6,
+        GUARD_BPF,
+        GUARD_READ_FILE,
+        GUARD_LOAD_DATA,
+        GUARD_KILL,
+        GUARD_PTRACE,
+        GUARD_CAPABLE,
+        GUARD_SOCKET,
+        GUARD_FILE_OPEN,
+        GUARD_TRUNCATE,
+        GUARD_UNLINK,
+        GUARD_RMDIR,
+        GUARD_RENAME,
+        GUARD_SYSCTL,
     ];
 }
 

@@ -49,6 +49,16 @@ pub struct KernelOffsets {
     pub mm_exe_file: u32,
     /// `struct socket::type` (a `short`: `SOCK_STREAM`, `SOCK_DGRAM`; lsm `socket_connect`)
     pub socket_type: u32,
+    /// `struct file::f_mode` (`FMODE_WRITE`: opened for writing)
+    pub file_mode: u32,
+    /// `struct dentry::d_sb`
+    pub dentry_sb: u32,
+    /// `struct super_block::s_magic`
+    pub sb_magic: u32,
+    /// `struct super_block::s_root`
+    pub sb_root: u32,
+    /// `struct inode::i_mode` (a `umode_t`: `S_IFBLK`)
+    pub inode_mode: u32,
     /// Non-zero once filled by userspace; probes refuse to decide on zeroed offsets.
     pub valid: u32,
 }

@@ -40,3 +40,7 @@ unsafe impl aya::Pod for crate::net::NetSettings {}
 unsafe impl aya::Pod for crate::net::DnsOrigin {}
 // SAFETY: as above.
 unsafe impl aya::Pod for crate::event::NetEvent {}
+// SAFETY: as above.
+unsafe impl aya::Pod for crate::event::GuardEvent {}
+// SAFETY: as above.
+unsafe impl aya::Pod for crate::exec::FileKey {}

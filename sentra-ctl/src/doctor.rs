@@ -62,6 +62,18 @@ pub fn run(probe_backends: bool) -> Vec<Check> {
             ))
         },
     ));
+    // Informational: which self-protection holds on this kernel (never a failure by itself).
+    let lsm_active = lsm_list.split(',').any(|m| m.trim() == "bpf");
+    checks.push(Check {
+        name: "self-protection",
+        ok: true,
+        detail: if lsm_active {
+            "lsm backend: governed tasks, root included, cannot use bpf(2), load modules or kexec, reboot, signal or trace the controller, open raw/packet sockets, write cgroup/bpffs/sysfs/securityfs/tracefs files or Sentra's own files; sysctl writes are refused on both backends".into()
+        } else {
+            "signal backend only: sysctl writes are refused in the kernel; the rest (bpf(2), module loading, signals to the controller, writes to Sentra's files, dlopen of writable files) is stopped only by running the agent unprivileged under the launcher's seccomp profile (sentra-ctl launch)".into()
+        },
+        fix: None,
+    });
     checks.push(check(
         "cgroup2",
         match cgroup::cgroup2_root() {

@@ -1,10 +1,13 @@
 //! Turning kernel events into audit records.
 
-use sentra_common::net::{NET_RULE_DEFAULT, NET_RULE_INTERNAL_ERROR, NET_RULE_UNKNOWN_PROFILE};
+use sentra_common::{
+    event::GuardHook,
+    net::{NET_RULE_DEFAULT, NET_RULE_INTERNAL_ERROR, NET_RULE_UNKNOWN_PROFILE},
+};
 
 use crate::{
     audit::{Capture, Record, Task},
-    kernel::events::{Exec, Header, Net, RuleRef},
+    kernel::events::{Exec, Guard, Header, Net, RuleRef},
     policy::{exec::RuleTable, network::CompiledNet},
 };
 
@@ -151,5 +154,162 @@ pub fn net_record(event: &Net, rules: &CompiledNet, clock: &Clock) -> Record {
         port: Some(event.port),
         protocol: Some(protocol_name(event.protocol)),
         ..from_header("net", &event.header, clock)
+    }
+}
+
+/// Name of a `bpf(2)` command (include/uapi/linux/bpf.h `enum bpf_cmd`).
+fn bpf_command(cmd: u32) -> String {
+    const NAMES: [&str; 37] = [
+        "BPF_MAP_CREATE",
+        "BPF_MAP_LOOKUP_ELEM",
+        "BPF_MAP_UPDATE_ELEM",
+        "BPF_MAP_DELETE_ELEM",
+        "BPF_MAP_GET_NEXT_KEY",
+        "BPF_PROG_LOAD",
+        "BPF_OBJ_PIN",
+        "BPF_OBJ_GET",
+        "BPF_PROG_ATTACH",
+        "BPF_PROG_DETACH",
+        "BPF_PROG_TEST_RUN",
+        "BPF_PROG_GET_NEXT_ID",
+        "BPF_MAP_GET_NEXT_ID",
+        "BPF_PROG_GET_FD_BY_ID",
+        "BPF_MAP_GET_FD_BY_ID",
+        "BPF_OBJ_GET_INFO_BY_FD",
+        "BPF_PROG_QUERY",
+        "BPF_RAW_TRACEPOINT_OPEN",
+        "BPF_BTF_LOAD",
+        "BPF_BTF_GET_FD_BY_ID",
+        "BPF_TASK_FD_QUERY",
+        "BPF_MAP_LOOKUP_AND_DELETE_ELEM",
+        "BPF_MAP_FREEZE",
+        "BPF_BTF_GET_NEXT_ID",
+        "BPF_MAP_LOOKUP_BATCH",
+        "BPF_MAP_LOOKUP_AND_DELETE_BATCH",
+        "BPF_MAP_UPDATE_BATCH",
+        "BPF_MAP_DELETE_BATCH",
+        "BPF_LINK_CREATE",
+        "BPF_LINK_UPDATE",
+        "BPF_LINK_GET_FD_BY_ID",
+        "BPF_LINK_GET_NEXT_ID",
+        "BPF_ENABLE_STATS",
+        "BPF_ITER_CREATE",
+        "BPF_LINK_DETACH",
+        "BPF_PROG_BIND_MAP",
+        "BPF_TOKEN_CREATE",
+    ];
+    usize::try_from(cmd).ok().and_then(|i| NAMES.get(i)).map_or_else(|| cmd.to_string(), |n| (*n).to_string())
+}
+
+/// Name of a kernel read or load kind: `enum kernel_read_file_id` (`include/linux/kernel_read_file.h`)
+/// and `enum kernel_load_data_id` (`include/linux/security.h`) list the same kinds in the same order.
+fn load_kind(id: u32) -> &'static str {
+    match id {
+        1 => "firmware",
+        2 => "module",
+        3 => "kexec_image",
+        4 => "kexec_initramfs",
+        5 => "policy",
+        6 => "x509_certificate",
+        _ => "unknown",
+    }
+}
+
+/// Name of a capability the guard refuses (include/uapi/linux/capability.h).
+fn capability_name(cap: u32) -> String {
+    match cap {
+        16 => "CAP_SYS_MODULE".into(),
+        17 => "CAP_SYS_RAWIO".into(),
+        22 => "CAP_SYS_BOOT".into(),
+        other => format!("capability {other}"),
+    }
+}
+
+/// Name of a filesystem the guard protects, by its magic (include/uapi/linux/magic.h); 1 marks a
+/// block device or one of Sentra's own files.
+fn filesystem_name(magic: u32) -> &'static str {
+    match magic {
+        1 => "protected file",
+        0x0027_e0eb | 0x6367_7270 => "cgroupfs",
+        0xcafe_4a11 => "bpffs",
+        0x7363_6673 => "securityfs",
+        0x6462_6720 => "debugfs",
+        0x7472_6163 => "tracefs",
+        0x6265_6572 => "sysfs",
+        0xde5e_81e4 => "efivarfs",
+        0x6265_6570 => "configfs",
+        0x9fa0 => "procfs",
+        _ => "filesystem",
+    }
+}
+
+/// The audit record of a self-protection refusal.
+#[must_use]
+pub fn guard_record(event: &Guard, clock: &Clock) -> Record {
+    let mut detail = serde_json::Map::new();
+    let reason = match event.hook {
+        GuardHook::Bpf => {
+            let command = bpf_command(event.detail);
+            let text = format!("governed tasks may not use bpf(2) ({command})");
+            detail.insert("operand".into(), command.into());
+            text
+        }
+        GuardHook::KernelReadFile | GuardHook::KernelLoadData => {
+            let kind = load_kind(event.detail);
+            detail.insert("operand".into(), kind.into());
+            format!("governed tasks may not load code or data into the kernel ({kind})")
+        }
+        GuardHook::Signal => {
+            detail.insert("operand".into(), event.detail.into());
+            detail.insert("target_pid".into(), event.target.into());
+            format!("signal {} to Sentra's controller (pid {}) refused", event.detail, event.target)
+        }
+        GuardHook::Ptrace => {
+            detail.insert("operand".into(), event.detail.into());
+            detail.insert("target_pid".into(), event.target.into());
+            format!("tracing or reading the memory of Sentra's controller (pid {}) refused", event.target)
+        }
+        GuardHook::Capability => {
+            let cap = capability_name(event.detail);
+            let text = format!("{cap} reaches the kernel itself: refused to governed tasks");
+            detail.insert("operand".into(), cap.into());
+            text
+        }
+        GuardHook::Socket => {
+            detail.insert("operand".into(), event.detail.into());
+            detail.insert("socket_type".into(), event.target.into());
+            detail.insert("socket_protocol".into(), event.extra.into());
+            format!(
+                "raw, packet and ICMP sockets bypass the network rules (family {}, type {}, protocol {}): refused",
+                event.detail, event.target, event.extra
+            )
+        }
+        GuardHook::FileWrite | GuardHook::Unlink | GuardHook::Rename => {
+            let what = filesystem_name(event.detail);
+            detail.insert("operand".into(), what.into());
+            let verb = match event.hook {
+                GuardHook::Unlink => "removing",
+                GuardHook::Rename => "renaming",
+                _ => "writing",
+            };
+            format!("{verb} a {what} file is refused to governed tasks")
+        }
+        GuardHook::Sysctl => "sysctl writes are refused to governed tasks".to_string(),
+    };
+    if let Some(file) = &event.file {
+        detail.insert("file".into(), file.name.clone().into());
+        if file.ino != 0 {
+            detail.insert("dev".into(), file.dev.into());
+            detail.insert("ino".into(), file.ino.into());
+        }
+    }
+    Record {
+        action: Some(event.hook.as_str()),
+        decision: Some("denied"),
+        rule_id: Some("self_protection".into()),
+        reason: Some(reason),
+        mode: Some("enforce"),
+        detail: Some(serde_json::Value::Object(detail)),
+        ..from_header("guard", &event.header, clock)
     }
 }

@@ -71,6 +71,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
             return Err(err);
         }
     };
+    // The command may not signal or trace this controller, nor write its policy or log.
+    if let Err(err) = session.protect(&[options.policy.clone(), options.audit_log.clone()]) {
+        tracing::warn!("protecting the controller: {}", crate::describe(&err));
+    }
     let [(_, group)] = cgroups;
     let governed = govern(&mut session, group, &options.command, signals).await;
     // Whatever happened, the command's cgroup is gone by now (`govern` and the Cgroup's drop kill

@@ -27,6 +27,11 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     binprm_argc: 0,
     mm_exe_file: 0,
     socket_type: 0,
+    file_mode: 0,
+    dentry_sb: 0,
+    sb_magic: 0,
+    sb_root: 0,
+    inode_mode: 0,
     valid: 0,
 };
 sentra_common::same_name!(sentra_common::names::KERNEL_OFFSETS, KERNEL_OFFSETS);
@@ -63,4 +68,14 @@ pub fn read_str(src: u64, dst: &mut [u8], site: ProbeSite) -> Result<usize, Read
     unsafe { bpf_probe_read_kernel_str_bytes(src as *const u8, dst) }
         .map(<[u8]>::len)
         .map_err(|_| ReadError(site))
+}
+
+/// (device, inode) of a dentry's inode, device as the kernel's `dev_t`.
+#[inline(always)]
+pub fn identity(dentry: u64, off: &KernelOffsets) -> Result<(u64, u64), ReadError> {
+    let inode = read_ptr(dentry, off.dentry_inode, ProbeSite::Inode)?;
+    let ino: u64 = read(inode, off.inode_ino, ProbeSite::Inode)?;
+    let sb = read_ptr(inode, off.inode_sb, ProbeSite::Inode)?;
+    let dev: u32 = read(sb, off.sb_dev, ProbeSite::Inode)?;
+    Ok((u64::from(dev), ino))
 }

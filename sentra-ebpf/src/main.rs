@@ -23,6 +23,7 @@
 )]
 
 mod exec;
+mod guard;
 mod kernel;
 mod maps;
 mod net;

@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use sentra_common::{
-    exec::{GovernedCgroup, InodeKey, NameKey, RuleValue},
+    exec::{FileKey, GovernedCgroup, InodeKey, NameKey, RuleValue},
     settings::{ActiveGeneration, GENERATIONS, Settings, stats},
 };
 
@@ -55,6 +55,17 @@ sentra_common::same_name!(sentra_common::names::map::EXEC_DIR_RULES, EXEC_DIR_RU
 #[map]
 pub static EXEC_ARGV: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
 sentra_common::same_name!(sentra_common::names::map::EXEC_ARGV, EXEC_ARGV);
+
+/// The controller's own processes (tgid → 1): governed tasks may not signal or trace them.
+#[map]
+pub static PROTECTED: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);
+sentra_common::same_name!(sentra_common::names::map::PROTECTED, PROTECTED);
+
+/// Sentra's own files (→ 1): governed tasks may not open them for writing, truncate, remove or
+/// rename them.
+#[map]
+pub static PROTECTED_FILES: HashMap<FileKey, u32> = HashMap::with_max_entries(1024, 0);
+sentra_common::same_name!(sentra_common::names::map::PROTECTED_FILES, PROTECTED_FILES);
 
 /// Ring-buffer backlog (bytes waiting) above which even a routine event wakes the controller.
 const WAKEUP_BACKLOG: u64 = 512 << 10;

@@ -503,8 +503,22 @@ fn run_killed_from_inside_or_outside_leaves_nothing_running_ungoverned() {
     // A unique argument to find the command by.
     let marker = format!("29.{}", std::process::id());
 
-    // From inside: the command kills its controller with SIGKILL.
+    // From inside: the command kills its controller with SIGKILL. On the `lsm` backend the kernel
+    // refuses (the controller is protected) and records it; the controller is then killed from
+    // outside, and what follows must be the same.
     let mut run = run_sleeping(&policy, &audit, &format!("kill -9 $PPID; exec {FIXTURE} sleep {marker}"));
+    let records = wait_for_records(&audit, Duration::from_mins(1), "the run's start", |r| {
+        r.iter().any(|r| r["event"] == "controller_start")
+    });
+    let start = records.iter().find(|r| r["event"] == "controller_start").expect("start");
+    if start["backend"] == "lsm" {
+        wait_for_records(&audit, Duration::from_secs(10), "the refused kill", |r| {
+            r.iter().any(|r| {
+                r["event"] == "guard" && r["action"] == "signal" && r["detail"]["target_pid"] == run.id()
+            })
+        });
+        run.kill().expect("SIGKILL from outside");
+    }
     let status = run.wait().expect("wait");
     assert_eq!(status.code(), None, "run was killed");
     let records = wait_for_records(&audit, Duration::from_secs(10), "controller_killed", |r| {
@@ -664,4 +678,119 @@ fn a_launch_profiles_network_policy_is_the_kernel_allowlist_of_its_own_cgroup() 
     s.wait_for("denials for the dropped profile", |r| {
         r.iter().filter(|r| r["rule_id"] == "unknown_profile").count() >= 2
     });
+}
+
+/// `sentra-ctl run` of `fixture sys CALLS…` as root (no launcher, no seccomp), with its policy and log
+/// at known paths; the fixture's output and the run's records.
+fn run_calls(dir: &Path, policy: &Path, audit: &Path, calls: &[String]) -> (String, Vec<Value>) {
+    let out = std::process::Command::new(sentra_ctl())
+        .args(["run", "--policy"])
+        .arg(policy)
+        .arg("--audit-log")
+        .arg(audit)
+        .args(["--backend", &sentra_tests::requested_backend(), "--", FIXTURE, "sys"])
+        .args(calls)
+        .current_dir(dir)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    (stdout(&out), read_records(audit))
+}
+
+/// The `lsm` backend's self-protection, against a governed root task with every capability (no
+/// launcher, no seccomp): each way to reach the kernel or Sentra fails with `EPERM` and leaves a
+/// `guard` record, while the same operations on an ordinary file succeed. On the `signal` backend the
+/// LSM hooks do not exist: only sysctl writes are refused (a cgroup program), and nothing else is
+/// recorded as a guard; calls that would change the host if allowed are made on `lsm` only.
+#[test]
+fn a_governed_root_task_cannot_reach_the_kernel_or_sentra() {
+    let dir = tempfile::Builder::new().prefix("sentra-guard-").tempdir_in("/tmp").expect("dir");
+    let policy = dir.path().join("p.yaml");
+    std::fs::write(&policy, "version: \"2.0\"\ndefault: allow\nexec:\n  default: allow\n").expect("write");
+    std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let audit = dir.path().join("audit.jsonl");
+    let scratch = dir.path().join("scratch");
+    std::fs::write(&scratch, "x").expect("scratch");
+    let cgroup_procs = sentra_ctl::cgroup::cgroup2_root().expect("cgroup2").join("cgroup.procs");
+    let file = |call: &str, path: &Path| format!("{call}:{}", path.display());
+    // Harmless whether refused or not: nothing is written, loaded or sent that changes the host.
+    let mut calls: Vec<String> = [
+        "bpf",
+        "init_module",
+        "finit_module",
+        "reboot",
+        "raw-socket",
+        "packet-socket",
+        "ping-socket",
+        "kill-parent",
+        "parent-mem",
+        "sysctl-write",
+    ]
+    .map(String::from)
+    .to_vec();
+    calls.extend([
+        file("open-write", &cgroup_procs),
+        file("open-write", Path::new("/proc/sysrq-trigger")),
+        file("open-write", &policy),
+        file("open-write", &audit),
+        file("open-write", &scratch),
+    ]);
+    let (text, records) = run_calls(dir.path(), &policy, &audit, &calls);
+    let results: std::collections::BTreeMap<String, i64> = errnos(&text).into_iter().collect();
+    assert_eq!(results.len(), calls.len(), "{text}");
+    let start = records.iter().find(|r| r["event"] == "controller_start").expect("start record");
+    let guards = |records: &[Value]| -> Vec<Value> {
+        records.iter().filter(|r| r["event"] == "guard").cloned().collect()
+    };
+    let eperm = i64::from(libc::EPERM);
+    assert_eq!(results["sysctl-write"], eperm, "sysctl writes are refused on every backend: {text}");
+    assert_eq!(results[&file("open-write", &scratch)], 0, "{text}");
+    if start["backend"] != "lsm" {
+        let found = guards(&records);
+        assert!(found.iter().all(|r| r["action"] == "sysctl"), "only the sysctl guard runs here: {found:?}");
+        assert!(found.iter().any(|r| r["detail"]["file"] == "domainname"), "{found:?}");
+        return;
+    }
+    for (call, errno) in &results {
+        // /proc/PID/mem turns any refused access check into EACCES (fs/proc/base.c `proc_mem_open`
+        // through kernel/fork.c `mm_access`); the ptrace record below shows it was the guard's.
+        let expected = match call.as_str() {
+            "parent-mem" => i64::from(libc::EACCES),
+            _ if *call == file("open-write", &scratch) => 0,
+            _ => eperm,
+        };
+        assert_eq!(*errno, expected, "{call}: {text}");
+    }
+    let found = guards(&records);
+    for action in ["bpf", "capability", "socket", "signal", "ptrace", "sysctl", "file_write"] {
+        assert!(found.iter().any(|r| r["action"] == action), "no {action} record: {found:?}");
+    }
+    assert!(found.iter().all(|r| r["rule_id"] == "self_protection" && r["decision"] == "denied"));
+    assert!(
+        found.iter().any(|r| r["action"] == "file_write" && r["detail"]["file"] == "cgroup.procs"),
+        "{found:?}"
+    );
+    assert!(found.iter().any(|r| r["action"] == "file_write" && r["detail"]["file"] == "audit.jsonl"));
+    assert!(found.iter().any(|r| r["action"] == "signal" && r["detail"]["target_pid"].as_u64().is_some()));
+
+    // Calls that would change the host were they allowed: made only where they are refused.
+    let ctl = sentra_ctl();
+    let calls = vec![
+        "kexec_load".to_string(),
+        file("unlink", &policy),
+        file("rename", &audit),
+        // (Opening a running program for writing fails with ETXTBSY before any LSM hook.)
+        file("unlink", &ctl),
+        file("rename", &scratch),
+    ];
+    let (text, records) = run_calls(dir.path(), &policy, &audit, &calls);
+    for (call, errno) in errnos(&text) {
+        let expected = if call == file("rename", &scratch) { 0 } else { eperm };
+        assert_eq!(errno, expected, "{call}: {text}");
+    }
+    assert!(policy.exists() && audit.exists() && ctl.exists(), "a protected file went away");
+    let found = guards(&records);
+    for action in ["unlink", "rename", "capability"] {
+        assert!(found.iter().any(|r| r["action"] == action), "no {action} record: {found:?}");
+    }
 }

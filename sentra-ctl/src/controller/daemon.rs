@@ -129,6 +129,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let records_path = records_socket();
     let records_listener = bind_with_mode(&records_path, 0o666)?;
     let listener = bind_with_mode(&socket, 0o600)?;
+    daemon.protect();
     let record_slots = Arc::new(tokio::sync::Semaphore::new(RECORD_CONNECTIONS));
     let (records, mut shell_records) = mpsc::channel::<(Peer, ShellLine)>(RECORDS_QUEUED);
     let mut term = signal(SignalKind::terminate())?;
@@ -448,6 +449,31 @@ async fn adopt(options: &DaemonOptions) -> anyhow::Result<(Session, State, bool)
 }
 
 impl Daemon {
+    /// Sentra's own files, which governed tasks may not write, truncate, remove or rename (the
+    /// binaries are added by `Session::protect`): the policy and its directory, the audit log, the
+    /// runtime directory, state file and sockets.
+    fn protected_paths(&self) -> Vec<PathBuf> {
+        vec![
+            self.session.policy.policy.clone(),
+            self.configured_policy.clone(),
+            self.policy_dir.clone(),
+            self.state.audit_log.clone(),
+            run_dir(),
+            state_file(),
+            socket(),
+            records_socket(),
+        ]
+    }
+
+    /// Protects the controller and its files (again after a reload: the policy may be a new file).
+    fn protect(&mut self) {
+        let paths = self.protected_paths();
+        match self.session.protect(&paths) {
+            Ok(count) => tracing::debug!("protecting this process and {count} files"),
+            Err(err) => tracing::warn!("protecting the controller's files: {}", crate::describe(&err)),
+        }
+    }
+
     fn save_state(&self) {
         if let Err(err) = self.state.save(&state_file(), &self.session) {
             tracing::warn!("saving {}: {err:#}", state_file().display());
@@ -770,6 +796,7 @@ impl Daemon {
         self.rate_limit = rate_limit;
         self.greet();
         self.save_state();
+        self.protect();
         let info = &self.session.policy;
         let (policy, policy_hash) = (info.policy.clone(), info.policy_hash.clone());
         let _ = self.session.write(&Record {

@@ -90,6 +90,7 @@ impl Events {
                         Event::Net(net) => {
                             record::net_record(net, generations.net(net.generation), &self.clock)
                         }
+                        Event::Guard(guard) => record::guard_record(guard, &self.clock),
                     };
                     self.audit.write(&record)?;
                     self.drained.events_written += 1;

@@ -443,6 +443,35 @@ impl Session {
 
     /// Appends a record to the audit log.
     ///
+    /// Protects this process, Sentra's binaries and `paths` (those that exist) from governed tasks
+    /// (enforced by the `lsm` backend's guard hooks), replacing what was protected before; returns
+    /// how many files are protected.
+    ///
+    /// # Errors
+    /// The maps cannot be updated.
+    pub fn protect(&mut self, paths: &[std::path::PathBuf]) -> Result<usize, crate::kernel::KernelError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let mut all = paths.to_vec();
+        if let Ok(exe) = std::env::current_exe() {
+            if let Some(dir) = exe.parent() {
+                all.extend(["sentra-shell", "sentra"].map(|name| dir.join(name)));
+            }
+            all.push(exe);
+        }
+        let mut files: Vec<sentra_common::exec::FileKey> = all
+            .iter()
+            .filter_map(|path| std::fs::metadata(path).ok())
+            .map(|meta| sentra_common::exec::FileKey {
+                dev: crate::policy::exec::kernel_dev(meta.dev()),
+                ino: meta.ino(),
+            })
+            .collect();
+        files.sort_unstable_by_key(|f| (f.dev, f.ino));
+        files.dedup();
+        maps::protect(self.store.as_mut(), std::process::id(), &files)?;
+        Ok(files.len())
+    }
+
     /// # Errors
     /// The write fails.
     pub fn write(&mut self, record: &Record) -> Result<(), audit::AuditError> {

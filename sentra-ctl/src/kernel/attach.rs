@@ -5,8 +5,8 @@ use std::os::fd::AsFd;
 use aya::{
     Btf, Ebpf,
     programs::{
-        BtfTracePoint, CgroupAttachMode, CgroupSockAddr, Lsm, Program, ProgramError, TracePoint,
-        links::FdLink, trace_point::TracePointLink,
+        BtfTracePoint, CgroupAttachMode, CgroupSockAddr, CgroupSysctl, Lsm, Program, ProgramError,
+        TracePoint, links::FdLink, trace_point::TracePointLink,
     },
 };
 use sentra_common::{names::program, settings::Backend};
@@ -28,7 +28,13 @@ pub enum OwnedLink {
     Fd(FdLink),
     /// A perf-event attachment on a kernel without BPF links for perf events (not pinnable).
     Perf(TracePointLink),
+    /// A BPF link made with `bpf(2)` directly, for program types whose links aya 0.14 cannot hand
+    /// over (cgroup sysctl); pinnable.
+    Raw(std::os::fd::OwnedFd),
 }
+
+/// `BPF_CGROUP_SYSCTL` (include/uapi/linux/bpf.h `enum bpf_attach_type`).
+const BPF_CGROUP_SYSCTL: u32 = 18;
 
 /// The program `name` of `ebpf` as type `P`, loaded by `load` unless it already is.
 fn loaded<'e, P>(
@@ -129,6 +135,11 @@ pub fn backend(
     if backend == Backend::Lsm {
         // The network LSM hook needs BPF LSM too; the host kernel refuses LSM programs.
         lsm_hook(ebpf, btf, program::NET_LSM_CONNECT, "socket_connect", links)?;
+        // Self-protection: every hook, or the backend fails (a partial guard would be reported as a
+        // whole one).
+        for (name, hook) in program::GUARDS {
+            lsm_hook(ebpf, btf, name, hook, links)?;
+        }
     }
     Ok((backend, refusal))
 }
@@ -204,13 +215,14 @@ fn signal(ebpf: &mut Ebpf, btf: &Btf, links: &mut Vec<(String, OwnedLink)>) -> R
     )
 }
 
-/// Loads the `sock_addr` programs and attaches them to each governed cgroup (`cgroups`: a name and an
-/// open fd of its directory); they then apply to every process in it and in its descendants. The
-/// attachments go to `links` as `PROGRAM@NAME` (dropping one detaches its program unless it was pinned).
+/// Loads the cgroup programs (the `sock_addr` network hooks and `guard_sysctl`) and attaches them to
+/// each governed cgroup (`cgroups`: a name and an open fd of its directory); they then apply to every
+/// process in it and in its descendants. The attachments go to `links` as `PROGRAM@NAME` (dropping
+/// one detaches its program unless it was pinned).
 ///
 /// # Errors
 /// A program missing, failing to load (with the verifier's log) or to attach.
-pub fn sock_addr<F: AsFd>(
+pub fn cgroup_programs<F: AsFd>(
     ebpf: &mut Ebpf,
     cgroups: &[(&str, F)],
     links: &mut Vec<(String, OwnedLink)>,
@@ -225,15 +237,31 @@ pub fn sock_addr<F: AsFd>(
                 let id = program.attach(cgroup.as_fd(), CgroupAttachMode::Single)?;
                 program.take_link(id)
             })?;
-            // A BPF link (kernel 5.7+; the ring buffer already needs 5.8), so that it can be pinned.
-            let link = FdLink::try_from(link).map_err(|err| KernelError::Attach {
-                program: name,
-                detail: format!("not a BPF link: {err}"),
-            })?;
-            links.push((format!("{name}@{cgroup_name}"), OwnedLink::Fd(link)));
+            links.push((format!("{name}@{cgroup_name}"), fd_link(name, FdLink::try_from(link))?));
         }
     }
+    let name = program::GUARD_SYSCTL;
+    let program = loaded::<CgroupSysctl>(ebpf, name, CgroupSysctl::load)?;
+    let fd =
+        program.fd().map_err(|err| KernelError::Load { program: name, detail: program_err(&err) })?.as_fd();
+    for (cgroup_name, cgroup) in cgroups {
+        // aya 0.14 attaches through a link too but keeps it (no `FdLink` from a sysctl link).
+        let link = super::sys::link_create(fd, cgroup.as_fd(), BPF_CGROUP_SYSCTL).map_err(|err| {
+            KernelError::Attach { program: name, detail: format!("BPF_LINK_CREATE: {err}") }
+        })?;
+        links.push((format!("{name}@{cgroup_name}"), OwnedLink::Raw(link)));
+    }
     Ok(())
+}
+
+/// A cgroup attachment as a BPF link (kernel 5.7+; the ring buffer already needs 5.8), so that it can
+/// be pinned.
+fn fd_link(
+    name: &'static str,
+    link: Result<FdLink, aya::programs::links::LinkError>,
+) -> Result<OwnedLink, KernelError> {
+    link.map(OwnedLink::Fd)
+        .map_err(|err| KernelError::Attach { program: name, detail: format!("not a BPF link: {err}") })
 }
 
 /// An aya program error with its sources and, for a load, the verifier's log (its useful part, the

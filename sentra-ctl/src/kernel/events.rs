@@ -3,7 +3,10 @@
 use std::net::IpAddr;
 
 use sentra_common::{
-    event::{Decision, EventHeader, EventKind, ExecEvent, NetEvent, NetHook, ProbeSite, flags},
+    event::{
+        Decision, EventHeader, EventKind, ExecEvent, GuardEvent, GuardHook, NetEvent, NetHook, ProbeSite,
+        flags,
+    },
     exec::{RULE_DEFAULT, RULE_INTERNAL_ERROR, RULE_PATH_TOO_DEEP},
     settings::{Backend, Mode},
 };
@@ -65,6 +68,29 @@ pub struct Exec {
 pub enum Event {
     Exec(Exec),
     Net(Net),
+    Guard(Guard),
+}
+
+/// A decoded self-protection refusal (always enforced: these hooks are not policy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guard {
+    pub header: Header,
+    pub hook: GuardHook,
+    /// Hook-specific number (`sentra_common::event::GuardHook` says which).
+    pub detail: u32,
+    pub target: u32,
+    pub extra: u32,
+    /// The file involved, if any.
+    pub file: Option<GuardFile>,
+}
+
+/// The file a guard event names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardFile {
+    pub dev: u64,
+    pub ino: u64,
+    /// Its last path component.
+    pub name: String,
 }
 
 /// A decoded network event (a denial, or a would-be denial in audit mode).
@@ -134,7 +160,22 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     match kind {
         EventKind::Exec => decode_exec(&read::<ExecEvent>(bytes)?).map(Event::Exec),
         EventKind::Net => decode_net(&read::<NetEvent>(bytes)?).map(Event::Net),
+        EventKind::Guard => decode_guard(&read::<GuardEvent>(bytes)?).map(Event::Guard),
     }
+}
+
+fn decode_guard(event: &GuardEvent) -> Result<Guard, DecodeError> {
+    let name = c_string(&event.name);
+    let file =
+        (event.ino != 0 || !name.is_empty()).then_some(GuardFile { dev: event.dev, ino: event.ino, name });
+    Ok(Guard {
+        header: Header::decode(&event.header)?,
+        hook: GuardHook::try_from(event.hook).map_err(value)?,
+        detail: event.detail,
+        target: event.target,
+        extra: event.extra,
+        file,
+    })
 }
 
 fn decode_net(event: &NetEvent) -> Result<Net, DecodeError> {

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use aya::maps::{Array, HashMap, MapData};
 use sentra_common::{
     event::{PROBE_SITES, ProbeSite},
-    exec::{GovernedCgroup, InodeKey, NameKey, RuleValue},
+    exec::{FileKey, GovernedCgroup, InodeKey, NameKey, RuleValue},
     names::map::{
-        ACTIVE_GENERATION, EXEC_DIR_RULES, EXEC_INODE_RULES, EXEC_NAME_RULES, GOVERNED, SETTINGS, STATS,
+        ACTIVE_GENERATION, EXEC_DIR_RULES, EXEC_INODE_RULES, EXEC_NAME_RULES, GOVERNED, PROTECTED,
+        PROTECTED_FILES, SETTINGS, STATS,
     },
     settings::{ActiveGeneration, Backend, GENERATIONS, Settings, stats},
 };
@@ -217,4 +218,37 @@ pub fn release<S: MapStore + ?Sized>(ebpf: &mut S, cgroup_id: u64) -> Result<(),
 /// The map cannot be read.
 pub fn governed<S: MapStore + ?Sized>(ebpf: &mut S) -> Result<Vec<(u64, GovernedCgroup)>, KernelError> {
     Ok(hash::<u64, GovernedCgroup, S>(ebpf, GOVERNED)?.iter().filter_map(Result::ok).collect())
+}
+
+/// Makes `tgid` the one protected process (no signal or ptrace from governed tasks) and `files` the
+/// protected files (no write, truncation, removal or renaming), replacing what was there: a
+/// controller that adopts pins protects itself, not its dead predecessor.
+///
+/// # Errors
+/// A map cannot be read or updated.
+pub fn protect<S: MapStore + ?Sized>(ebpf: &mut S, tgid: u32, files: &[FileKey]) -> Result<(), KernelError> {
+    let mut processes = hash::<u32, u32, S>(ebpf, PROTECTED)?;
+    let old: Vec<u32> = processes.keys().filter_map(Result::ok).filter(|&pid| pid != tgid).collect();
+    processes.insert(tgid, 1, 0).map_err(map_err(PROTECTED))?;
+    for pid in old {
+        processes.remove(&pid).map_err(map_err(PROTECTED))?;
+    }
+    let mut protected = hash::<FileKey, u32, S>(ebpf, PROTECTED_FILES)?;
+    let stale: Vec<FileKey> =
+        protected.keys().filter_map(Result::ok).filter(|k| !files.contains(k)).collect();
+    for file in files {
+        protected.insert(*file, 1, 0).map_err(map_err(PROTECTED_FILES))?;
+    }
+    for file in stale {
+        protected.remove(&file).map_err(map_err(PROTECTED_FILES))?;
+    }
+    Ok(())
+}
+
+/// The protected files' keys, for `status`.
+///
+/// # Errors
+/// The map cannot be read.
+pub fn protected_files<S: MapStore + ?Sized>(ebpf: &mut S) -> Result<Vec<FileKey>, KernelError> {
+    Ok(hash::<FileKey, u32, S>(ebpf, PROTECTED_FILES)?.keys().filter_map(Result::ok).collect())
 }

@@ -135,12 +135,13 @@ impl Kernel {
         Ok(Self { ebpf, backend, lsm_refusal, links })
     }
 
-    /// Attaches the cgroup network programs to each governed cgroup (name, open directory).
+    /// Attaches the cgroup programs (network, sysctl guard) to each governed cgroup (name, open
+    /// directory).
     ///
     /// # Errors
     /// A program failing to load or attach.
     pub fn govern_network<F: std::os::fd::AsFd>(&mut self, cgroups: &[(&str, F)]) -> Result<(), KernelError> {
-        attach::sock_addr(&mut self.ebpf, cgroups, &mut self.links)
+        attach::cgroup_programs(&mut self.ebpf, cgroups, &mut self.links)
     }
 }
 

@@ -37,6 +37,11 @@ pub fn read(raw: &[u8]) -> Result<KernelOffsets, KernelError> {
         binprm_argc: lookup.offset("linux_binprm", &["argc"])?,
         mm_exe_file: lookup.offset("mm_struct", &["exe_file"])?,
         socket_type: lookup.offset("socket", &["type"])?,
+        file_mode: lookup.offset("file", &["f_mode"])?,
+        dentry_sb: lookup.offset("dentry", &["d_sb"])?,
+        sb_magic: lookup.offset("super_block", &["s_magic"])?,
+        sb_root: lookup.offset("super_block", &["s_root"])?,
+        inode_mode: lookup.offset("inode", &["i_mode"])?,
         valid: 1,
     })
 }

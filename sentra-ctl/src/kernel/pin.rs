@@ -83,6 +83,11 @@ pub fn pin(kernel: &mut Kernel, root: &Path) -> Result<Vec<String>, KernelError>
                 // A pinned link stays attached after its fd is closed.
                 drop(pinned);
             }
+            OwnedLink::Raw(link) => {
+                use std::os::fd::AsFd as _;
+                let path = links_dir(root).join(&name);
+                super::sys::obj_pin(link.as_fd(), &path).map_err(pin_err(&path, "pinning"))?;
+            }
             OwnedLink::Perf(link) => {
                 // Keep it attached for this process's lifetime.
                 std::mem::forget(link);

@@ -1,5 +1,5 @@
 //! The raw `bpf(2)` system call, for the commands aya 0.14 does not offer (map-in-map creation,
-//! batch updates and deletions).
+//! batch updates and deletions, BPF links for cgroup sysctl programs and pinning them).
 
 use std::io;
 
@@ -19,4 +19,61 @@ pub(crate) fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long
     // SAFETY: attr points to a properly sized, zero-padded bpf_attr for `cmd`.
     let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, std::ptr::from_mut(attr), size_of::<T>()) };
     if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+}
+
+/// `BPF_LINK_CREATE` (include/uapi/linux/bpf.h `enum bpf_cmd`).
+const BPF_LINK_CREATE: libc::c_long = 28;
+/// `BPF_OBJ_PIN`.
+const BPF_OBJ_PIN: libc::c_long = 6;
+
+/// `union bpf_attr` for `BPF_LINK_CREATE` (the common head; no type-specific fields).
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreate {
+    prog_fd: u32,
+    target_fd: u32,
+    attach_type: u32,
+    flags: u32,
+    pad: [u64; 6],
+}
+
+/// `union bpf_attr` for `BPF_OBJ_PIN`.
+#[repr(C)]
+#[derive(Default)]
+struct ObjPin {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+    pad: [u64; 6],
+}
+
+/// Attaches `program` to `target` with a new BPF link of `attach_type`; the link's fd.
+pub(crate) fn link_create(
+    program: std::os::fd::BorrowedFd<'_>,
+    target: std::os::fd::BorrowedFd<'_>,
+    attach_type: u32,
+) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _};
+    let mut attr = LinkCreate {
+        prog_fd: program.as_raw_fd().cast_unsigned(),
+        target_fd: target.as_raw_fd().cast_unsigned(),
+        attach_type,
+        ..LinkCreate::default()
+    };
+    let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
+    let fd = i32::try_from(fd).map_err(|_| io::Error::other("BPF_LINK_CREATE returned no fd"))?;
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Pins the BPF object `fd` at `path` (on a bpffs).
+pub(crate) fn obj_pin(fd: std::os::fd::BorrowedFd<'_>, path: &std::path::Path) -> io::Result<()> {
+    use std::os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _};
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let mut attr = ObjPin {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: fd.as_raw_fd().cast_unsigned(),
+        ..ObjPin::default()
+    };
+    bpf(BPF_OBJ_PIN, &mut attr).map(|_| ())
 }

@@ -57,19 +57,9 @@ impl Verdict {
     }
 }
 
-/// (device, inode) of a dentry's inode, device as the kernel's `dev_t`.
-#[inline(always)]
-fn identity(dentry: u64, off: &KernelOffsets) -> Result<(u64, u64), ReadError> {
-    let inode = kernel::read_ptr(dentry, off.dentry_inode, ProbeSite::Inode)?;
-    let ino: u64 = kernel::read(inode, off.inode_ino, ProbeSite::Inode)?;
-    let sb = kernel::read_ptr(inode, off.inode_sb, ProbeSite::Inode)?;
-    let dev: u32 = kernel::read(sb, off.sb_dev, ProbeSite::Inode)?;
-    Ok((u64::from(dev), ino))
-}
-
 #[inline(always)]
 fn dir_rule(generation: u32, dentry: u64, off: &KernelOffsets) -> Result<Verdict, ReadError> {
-    let (dev, ino) = identity(dentry, off)?;
+    let (dev, ino) = kernel::identity(dentry, off)?;
     let key = InodeKey { generation, pad: 0, dev, ino };
     // SAFETY: lookup with a stack key; the value is copied out at once.
     Ok(Verdict::from_value(unsafe { EXEC_DIR_RULES.get(key) }))
@@ -114,7 +104,7 @@ pub fn decide(
     // `struct mount` embeds the `struct vfsmount` (fs/mount.h): step back to the container.
     let mut mount = vfsmount - u64::from(off.mount_vfsmount);
 
-    let (dev, ino) = identity(dentry, off)?;
+    let (dev, ino) = kernel::identity(dentry, off)?;
     if let Some(event) = event.as_deref_mut() {
         event.dev = dev;
         event.ino = ino;
@@ -127,7 +117,7 @@ pub fn decide(
 
     let parent = kernel::read_ptr(dentry, off.dentry_parent, ProbeSite::DentryParent)?;
     if !verdict.found() {
-        let (dir_dev, dir_ino) = identity(parent, off)?;
+        let (dir_dev, dir_ino) = kernel::identity(parent, off)?;
         let mut key = NameKey { generation, pad: 0, dir_dev, dir_ino, name: [0; NAME_LEN] };
         let name = kernel::read_ptr(dentry, off.dentry_name, ProbeSite::DentryName)?;
         // A name longer than the key holds is cut short; policy validation rejects rules on such names,

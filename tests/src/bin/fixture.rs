@@ -8,7 +8,9 @@
 //! `sentra-fixture bench N PATH [ARGS…]` → spawns PATH N times; prints `ns_per_exec=` (mean fork+exec+wait)
 //! `sentra-fixture connect ADDR:PORT…` → TCP connects; prints `connected` or `connect-errno=N` (with several, each line starts with its address)
 //! `sentra-fixture sys NAME…`              → makes each named system call with harmless arguments;
-//!                                          prints `NAME errno=N` (0: it succeeded)
+//!                                          prints `NAME errno=N` (0: it succeeded); `NAME:PATH` forms
+//!                                          act on a file: `open-write:` opens it for writing (no write,
+//!                                          no truncation), `unlink:`, `rename:` (to `PATH.moved`)
 //! `sentra-fixture sysloop N`               → N rounds of getppid, a 1-byte read of /dev/zero, fstat and
 //!                                          `clock_gettime`; prints `ns_per_round=`
 //! `sentra-fixture whoami`                 → prints `uid=`, `euid=`, the `/proc/self/status` lines
@@ -72,6 +74,27 @@ fn sys(name: &str) -> Option<i64> {
             "io_uring_setup" => libc::syscall(libc::SYS_io_uring_setup, 1, null),
             "execveat" => libc::syscall(libc::SYS_execveat, -1, c"".as_ptr(), null, null, 0),
             "clone3" => libc::syscall(libc::SYS_clone3, null, 0),
+            "raw-socket" => close_fd(libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP)),
+            "packet-socket" => close_fd(libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0)),
+            "ping-socket" => close_fd(libc::socket(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP)),
+            // A harmless signal to the parent (the controller of `sentra-ctl run`).
+            "kill-parent" => i64::from(libc::kill(libc::getppid(), libc::SIGCONT)),
+            // Reading the parent's memory: a ptrace access check in the kernel.
+            "parent-mem" => {
+                let path =
+                    std::ffi::CString::new(format!("/proc/{}/mem", libc::getppid())).unwrap_or_default();
+                close_fd(libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC))
+            }
+            "finit_module" => libc::syscall(libc::SYS_finit_module, -1, c"".as_ptr(), 0),
+            // Writes a sysctl's own value back (no change if it is allowed).
+            "sysctl-write" => match std::fs::read("/proc/sys/kernel/domainname") {
+                Ok(value) => match std::fs::write("/proc/sys/kernel/domainname", value) {
+                    Ok(()) => 0,
+                    Err(err) => return Some(i64::from(err.raw_os_error().unwrap_or(-1))),
+                },
+                Err(err) => return Some(i64::from(err.raw_os_error().unwrap_or(-1))),
+            },
+            _ if name.contains(':') => return Some(file_call(name)),
             "socket" => {
                 let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
                 if fd >= 0 {
@@ -95,6 +118,28 @@ fn sys(name: &str) -> Option<i64> {
         }
     };
     Some(if rc < 0 { i64::from(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)) } else { 0 })
+}
+
+/// Closes `fd` if the call made one; the call's result as `sys` reports it.
+fn close_fd(fd: libc::c_int) -> i64 {
+    if fd >= 0 {
+        // SAFETY: closing a descriptor this process just opened.
+        unsafe { libc::close(fd) };
+    }
+    i64::from(fd.min(0))
+}
+
+/// `open-write:PATH`, `unlink:PATH`, `rename:PATH`: the errno (0: it succeeded).
+fn file_call(spec: &str) -> i64 {
+    let errno = |err: std::io::Error| i64::from(err.raw_os_error().unwrap_or(-1));
+    let Some((call, path)) = spec.split_once(':') else { return -1 };
+    let result = match call {
+        "open-write" => std::fs::OpenOptions::new().write(true).open(path).map(drop),
+        "unlink" => std::fs::remove_file(path),
+        "rename" => std::fs::rename(path, format!("{path}.moved")),
+        _ => return -1,
+    };
+    result.map_or_else(errno, |()| 0)
 }
 
 /// Who the process is, what it may do, what it inherited.

@@ -1,0 +1,469 @@
+//! Self-protection: what no governed task may do, whatever its uid and capabilities, because it would
+//! switch Sentra off or reach around it. These hooks are not policy (they hold in audit mode too) and
+//! run on the `lsm` backend; `guard_sysctl` is a cgroup program and runs on both.
+//!
+//! Every hook tests what is cheap first (the arguments) and only then whether the task is governed, so
+//! the host pays one comparison for the common case. A read that fails before the task is known to be
+//! governed lets the call through (fail safe for the host); after, it refuses (fail closed).
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::bpf_sysctl,
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns},
+    macros::{cgroup_sysctl, lsm},
+    programs::{LsmContext, SysctlContext},
+};
+use sentra_common::{
+    event::{EVENT_VERSION, EventKind, GuardEvent, GuardHook, ProbeSite},
+    exec::FileKey,
+    offsets::KernelOffsets,
+    settings::stats,
+};
+
+use crate::{
+    kernel::{self, ReadError},
+    maps::{ACTIVE_GENERATION, EVENTS, PROTECTED, PROTECTED_FILES, count, submit_flags},
+    task,
+};
+
+const EPERM: i32 = 1;
+
+/// Capabilities that reach the kernel itself (include/uapi/linux/capability.h): module loading,
+/// raw I/O (`/dev/mem`, `iopl`), `reboot` and `kexec_load`.
+const CAP_SYS_MODULE: i32 = 16;
+const CAP_SYS_RAWIO: i32 = 17;
+const CAP_SYS_BOOT: i32 = 22;
+/// include/linux/security.h: the check is a probe, not an attempt; refuse without a record.
+const CAP_OPT_NOAUDIT: u32 = 1 << 1;
+/// include/linux/ptrace.h.
+const PTRACE_MODE_NOAUDIT: u32 = 0x04;
+
+/// include/linux/socket.h, include/linux/net.h, include/uapi/linux/in.h.
+const AF_INET: i32 = 2;
+const AF_INET6: i32 = 10;
+const AF_PACKET: i32 = 17;
+const SOCK_DGRAM: i32 = 2;
+const SOCK_RAW: i32 = 3;
+const SOCK_PACKET: i32 = 10;
+/// `type` also carries `SOCK_NONBLOCK`/`SOCK_CLOEXEC` (include/linux/net.h `SOCK_TYPE_MASK`).
+const SOCK_TYPE_MASK: i32 = 0xf;
+const IPPROTO_ICMP: i32 = 1;
+const IPPROTO_ICMPV6: i32 = 58;
+
+/// include/linux/fs.h `FMODE_WRITE`.
+const FMODE_WRITE: u32 = 0x2;
+/// include/uapi/linux/stat.h.
+const S_IFMT: u16 = 0o170_000;
+const S_IFBLK: u16 = 0o060_000;
+
+/// Filesystems through which a root task controls the kernel or Sentra (include/uapi/linux/magic.h):
+/// cgroup membership and controllers, BPF pins, LSM and tracing control, sysfs (`uevent_helper`,
+/// module parameters), EFI variables and configfs.
+const CONTROL_FILESYSTEMS: [u64; 9] = [
+    0x0027_e0eb, // CGROUP_SUPER_MAGIC
+    0x6367_7270, // CGROUP2_SUPER_MAGIC
+    0xcafe_4a11, // BPF_FS_MAGIC
+    0x7363_6673, // SECURITYFS_MAGIC
+    0x6462_6720, // DEBUGFS_MAGIC
+    0x7472_6163, // TRACEFS_MAGIC
+    0x6265_6572, // SYSFS_MAGIC
+    0xde5e_81e4, // EFIVARFS_MAGIC
+    0x6265_6570, // CONFIGFS_MAGIC
+];
+/// procfs: its top-level files (`/proc/sysrq-trigger`, …) act on the whole machine; the per-process
+/// directories below it do not (sysctls under `/proc/sys` are `guard_sysctl`'s).
+const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
+
+/// What a refusal records.
+#[derive(Clone, Copy)]
+struct Refusal {
+    hook: GuardHook,
+    detail: u32,
+    target: u32,
+    extra: u32,
+    /// The dentry of the file involved, or 0.
+    dentry: u64,
+}
+
+impl Refusal {
+    const fn new(hook: GuardHook, detail: u32) -> Self {
+        Self { hook, detail, target: 0, extra: 0, dentry: 0 }
+    }
+}
+
+/// The hook's return value. The verifier accepts only constants in the LSM range here
+/// (kernel/bpf/verifier.c `check_return_code` for `BPF_PROG_TYPE_LSM`: `-MAX_ERRNO..=0`).
+#[inline(always)]
+fn verdict(refused: Result<Option<Refusal>, ReadError>, record: bool) -> i32 {
+    match refused {
+        Ok(None) => 0,
+        Ok(Some(refusal)) => {
+            if record {
+                emit(&refusal);
+            }
+            -EPERM
+        }
+        Err(ReadError(site)) => {
+            count(stats::PROBE_ERRORS);
+            count(stats::PROBE_SITE_BASE + site as u32);
+            -EPERM
+        }
+    }
+}
+
+/// Writes the refusal's event (best effort: a full ring buffer is counted).
+#[inline(always)]
+fn emit(refusal: &Refusal) {
+    let off = kernel::offsets();
+    let backend = ACTIVE_GENERATION.get(0).map_or(0, |active| active.backend);
+    let Some(mut entry) = EVENTS.reserve::<GuardEvent>(0) else {
+        count(stats::EVENTS_DROPPED);
+        return;
+    };
+    // SAFETY: the reservation is sizeof(GuardEvent) bytes; every field is written below (`name` up
+    // to its NUL).
+    let event = unsafe { &mut *entry.as_mut_ptr() };
+    task::fill_header(&mut event.header, &off, backend);
+    event.header.kind = EventKind::Guard as u32;
+    event.hook = refusal.hook as u32;
+    event.detail = refusal.detail;
+    event.target = refusal.target;
+    event.extra = refusal.extra;
+    event.dev = 0;
+    event.ino = 0;
+    event.name[0] = 0;
+    if refusal.dentry != 0 {
+        if let Ok((dev, ino)) = kernel::identity(refusal.dentry, &off) {
+            event.dev = dev;
+            event.ino = ino;
+        }
+        let named = kernel::read_ptr(refusal.dentry, off.dentry_name, ProbeSite::None)
+            .and_then(|name| kernel::read_str(name, &mut event.name, ProbeSite::None));
+        if named.is_err() {
+            event.name[0] = 0;
+        }
+    }
+    entry.submit(submit_flags(true));
+}
+
+/// The offsets, if userspace filled them (a governed task is refused without them).
+#[inline(always)]
+fn offsets() -> Result<KernelOffsets, ReadError> {
+    let off = kernel::offsets();
+    if off.valid == 0 { Err(ReadError(ProbeSite::Offsets)) } else { Ok(off) }
+}
+
+#[lsm(hook = "bpf")]
+pub fn guard_bpf(ctx: LsmContext) -> i32 {
+    // Arguments: (int cmd, union bpf_attr *attr, unsigned int size, …).
+    let cmd: i32 = ctx.arg(0);
+    let refused = task::is_governed().then(|| Refusal::new(GuardHook::Bpf, cmd.cast_unsigned()));
+    verdict(Ok(refused), true)
+}
+
+#[lsm(hook = "kernel_read_file")]
+pub fn guard_read_file(ctx: LsmContext) -> i32 {
+    verdict(try_guard_read_file(&ctx), true)
+}
+
+#[inline(always)]
+fn try_guard_read_file(ctx: &LsmContext) -> Result<Option<Refusal>, ReadError> {
+    // Arguments: (struct file *file, enum kernel_read_file_id id, bool contents).
+    if !task::is_governed() {
+        return Ok(None);
+    }
+    let file: u64 = ctx.arg(0);
+    let id: u32 = ctx.arg(1);
+    let off = offsets()?;
+    let dentry = kernel::read_ptr(file, off.file_dentry, ProbeSite::FileDentry).unwrap_or(0);
+    Ok(Some(Refusal { dentry, ..Refusal::new(GuardHook::KernelReadFile, id) }))
+}
+
+#[lsm(hook = "kernel_load_data")]
+pub fn guard_load_data(ctx: LsmContext) -> i32 {
+    // Arguments: (enum kernel_load_data_id id, bool contents).
+    let id: u32 = ctx.arg(0);
+    let refused = task::is_governed().then(|| Refusal::new(GuardHook::KernelLoadData, id));
+    verdict(Ok(refused), true)
+}
+
+/// Whether `task` (a `struct task_struct *`) belongs to a protected process; its tgid.
+#[inline(always)]
+fn protected_task(task: u64, off: &KernelOffsets) -> Option<u32> {
+    let tgid: u32 = kernel::read(task, off.task_tgid, ProbeSite::None).ok()?;
+    // SAFETY: lookup with a stack key.
+    unsafe { PROTECTED.get(tgid) }.map(|_| tgid)
+}
+
+#[lsm(hook = "task_kill")]
+pub fn guard_kill(ctx: LsmContext) -> i32 {
+    // Arguments: (struct task_struct *p, struct kernel_siginfo *info, int sig, const struct cred *cred).
+    let sig: i32 = ctx.arg(2);
+    // Signal 0 only asks whether the process exists.
+    if sig == 0 {
+        return 0;
+    }
+    let off = kernel::offsets();
+    let target: u64 = ctx.arg(0);
+    let refused = protected_task(target, &off)
+        .filter(|_| task::is_governed())
+        .map(|tgid| Refusal { target: tgid, ..Refusal::new(GuardHook::Signal, sig.cast_unsigned()) });
+    verdict(Ok(refused), true)
+}
+
+#[lsm(hook = "ptrace_access_check")]
+pub fn guard_ptrace(ctx: LsmContext) -> i32 {
+    // Arguments: (struct task_struct *child, unsigned int mode).
+    let mode: u32 = ctx.arg(1);
+    let off = kernel::offsets();
+    let child: u64 = ctx.arg(0);
+    let refused = protected_task(child, &off)
+        .filter(|_| task::is_governed())
+        .map(|tgid| Refusal { target: tgid, ..Refusal::new(GuardHook::Ptrace, mode) });
+    verdict(Ok(refused), mode & PTRACE_MODE_NOAUDIT == 0)
+}
+
+#[lsm(hook = "capable")]
+pub fn guard_capable(ctx: LsmContext) -> i32 {
+    // Arguments: (const struct cred *cred, struct user_namespace *ns, int cap, unsigned int opts).
+    let cap: i32 = ctx.arg(2);
+    if cap != CAP_SYS_MODULE && cap != CAP_SYS_RAWIO && cap != CAP_SYS_BOOT {
+        return 0;
+    }
+    let opts: u32 = ctx.arg(3);
+    let refused = task::is_governed().then(|| Refusal::new(GuardHook::Capability, cap.cast_unsigned()));
+    verdict(Ok(refused), opts & CAP_OPT_NOAUDIT == 0)
+}
+
+#[lsm(hook = "socket_create")]
+pub fn guard_socket(ctx: LsmContext) -> i32 {
+    // Arguments: (int family, int type, int protocol, int kern).
+    let family: i32 = ctx.arg(0);
+    let kind: i32 = ctx.arg::<i32>(1) & SOCK_TYPE_MASK;
+    let protocol: i32 = ctx.arg(2);
+    let kern: i32 = ctx.arg(3);
+    let ip = family == AF_INET || family == AF_INET6;
+    let icmp = kind == SOCK_DGRAM && (protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6);
+    let raw = family == AF_PACKET || kind == SOCK_PACKET || (ip && (kind == SOCK_RAW || icmp));
+    if kern != 0 || !raw {
+        return 0;
+    }
+    let refused = task::is_governed().then(|| Refusal {
+        target: kind.cast_unsigned(),
+        extra: protocol.cast_unsigned(),
+        ..Refusal::new(GuardHook::Socket, family.cast_unsigned())
+    });
+    verdict(Ok(refused), true)
+}
+
+/// Why a governed task may not change the file at `dentry`: its filesystem's magic when that is a
+/// kernel-control filesystem (or procfs at its top level), else 1 when it is a block device or one of
+/// Sentra's own files.
+#[inline(always)]
+fn protected_file(dentry: u64, off: &KernelOffsets) -> Result<Option<u32>, ReadError> {
+    let sb = kernel::read_ptr(dentry, off.dentry_sb, ProbeSite::Inode)?;
+    let magic: u64 = kernel::read(sb, off.sb_magic, ProbeSite::Inode)?;
+    #[expect(clippy::cast_possible_truncation, reason = "every magic number here fits 32 bits")]
+    let short = magic as u32;
+    let mut index = 0;
+    while index < CONTROL_FILESYSTEMS.len() {
+        if CONTROL_FILESYSTEMS[index] == magic {
+            return Ok(Some(short));
+        }
+        index += 1;
+    }
+    if magic == PROC_SUPER_MAGIC {
+        let parent = kernel::read_ptr(dentry, off.dentry_parent, ProbeSite::DentryParent)?;
+        let root = kernel::read_ptr(sb, off.sb_root, ProbeSite::MountRoot)?;
+        return Ok((parent == root).then_some(short));
+    }
+    // A negative dentry (a name about to be created) has no inode: nothing of ours.
+    let Ok(inode) = kernel::read_ptr(dentry, off.dentry_inode, ProbeSite::Inode) else {
+        return Ok(None);
+    };
+    let mode: u16 = kernel::read(inode, off.inode_mode, ProbeSite::Inode)?;
+    if mode & S_IFMT == S_IFBLK {
+        return Ok(Some(1));
+    }
+    let (dev, ino) = kernel::identity(dentry, off)?;
+    // SAFETY: lookup with a stack key.
+    Ok(unsafe { PROTECTED_FILES.get(FileKey { dev, ino }) }.map(|_| 1))
+}
+
+#[lsm(hook = "file_open")]
+pub fn guard_file_open(ctx: LsmContext) -> i32 {
+    verdict(try_guard_file_open(&ctx), true)
+}
+
+#[inline(always)]
+fn try_guard_file_open(ctx: &LsmContext) -> Result<Option<Refusal>, ReadError> {
+    // Arguments: (struct file *file). Most opens are for reading: test that first.
+    let file: u64 = ctx.arg(0);
+    let off = kernel::offsets();
+    let Ok(mode) = kernel::read::<u32>(file, off.file_mode, ProbeSite::None) else {
+        return if task::is_governed() { Err(ReadError(ProbeSite::Offsets)) } else { Ok(None) };
+    };
+    if mode & FMODE_WRITE == 0 || !task::is_governed() {
+        return Ok(None);
+    }
+    let off = offsets()?;
+    let dentry = kernel::read_ptr(file, off.file_dentry, ProbeSite::FileDentry)?;
+    Ok(protected_file(dentry, &off)?.map(|why| Refusal { dentry, ..Refusal::new(GuardHook::FileWrite, why) }))
+}
+
+#[lsm(hook = "path_truncate")]
+pub fn guard_truncate(ctx: LsmContext) -> i32 {
+    verdict(try_guard_path(&ctx, GuardHook::FileWrite), true)
+}
+
+#[inline(always)]
+fn try_guard_path(ctx: &LsmContext, hook: GuardHook) -> Result<Option<Refusal>, ReadError> {
+    // Arguments: (const struct path *path): `struct path` is {mnt, dentry} (include/linux/path.h).
+    if !task::is_governed() {
+        return Ok(None);
+    }
+    let path: u64 = ctx.arg(0);
+    let off = offsets()?;
+    let dentry = kernel::read_ptr(path, 8, ProbeSite::FileDentry)?;
+    Ok(protected_file(dentry, &off)?.map(|why| Refusal { dentry, ..Refusal::new(hook, why) }))
+}
+
+#[lsm(hook = "inode_unlink")]
+pub fn guard_unlink(ctx: LsmContext) -> i32 {
+    verdict(try_guard_removal(&ctx), true)
+}
+
+#[lsm(hook = "inode_rmdir")]
+pub fn guard_rmdir(ctx: LsmContext) -> i32 {
+    verdict(try_guard_removal(&ctx), true)
+}
+
+#[inline(always)]
+fn try_guard_removal(ctx: &LsmContext) -> Result<Option<Refusal>, ReadError> {
+    // Arguments: (struct inode *dir, struct dentry *dentry).
+    if !task::is_governed() {
+        return Ok(None);
+    }
+    let dentry: u64 = ctx.arg(1);
+    let off = offsets()?;
+    Ok(removable(dentry, &off)?.map(|why| Refusal { dentry, ..Refusal::new(GuardHook::Unlink, why) }))
+}
+
+/// As [`protected_file`], for removing or renaming: of the control filesystems only bpffs (pins)
+/// counts, since a cgroup directory can only be removed once empty and the rest have no entries a
+/// task can remove.
+#[inline(always)]
+fn removable(dentry: u64, off: &KernelOffsets) -> Result<Option<u32>, ReadError> {
+    let sb = kernel::read_ptr(dentry, off.dentry_sb, ProbeSite::Inode)?;
+    let magic: u64 = kernel::read(sb, off.sb_magic, ProbeSite::Inode)?;
+    if magic == BPF_FS_MAGIC {
+        return Ok(Some(0xcafe_4a11));
+    }
+    let Ok(_) = kernel::read_ptr(dentry, off.dentry_inode, ProbeSite::Inode) else {
+        return Ok(None);
+    };
+    let (dev, ino) = kernel::identity(dentry, off)?;
+    // SAFETY: lookup with a stack key.
+    Ok(unsafe { PROTECTED_FILES.get(FileKey { dev, ino }) }.map(|_| 1))
+}
+
+#[lsm(hook = "inode_rename")]
+pub fn guard_rename(ctx: LsmContext) -> i32 {
+    verdict(try_guard_rename(&ctx), true)
+}
+
+#[inline(always)]
+fn try_guard_rename(ctx: &LsmContext) -> Result<Option<Refusal>, ReadError> {
+    // Arguments: (struct inode *old_dir, struct dentry *old_dentry, struct inode *new_dir,
+    // struct dentry *new_dentry): neither the file moved nor the one it replaces may be ours.
+    if !task::is_governed() {
+        return Ok(None);
+    }
+    let off = offsets()?;
+    let old: u64 = ctx.arg(1);
+    if let Some(why) = removable(old, &off)? {
+        return Ok(Some(Refusal { dentry: old, ..Refusal::new(GuardHook::Rename, why) }));
+    }
+    let new: u64 = ctx.arg(3);
+    Ok(removable(new, &off)?.map(|why| Refusal { dentry: new, ..Refusal::new(GuardHook::Rename, why) }))
+}
+
+/// `cgroup/sysctl`, attached to each governed cgroup: a sysctl write (`/proc/sys/kernel/modprobe`,
+/// `core_pattern`, …) would make the kernel run a program of the task's choosing outside the cgroup.
+/// Returns 1 to allow, 0 to refuse with `EPERM` (kernel/bpf/cgroup.c `__cgroup_bpf_run_filter_sysctl`).
+#[cgroup_sysctl]
+pub fn guard_sysctl(ctx: SysctlContext) -> i32 {
+    // SAFETY: the context points at the kernel's `struct bpf_sysctl` for this call.
+    let write = unsafe { (*ctx.sysctl).write };
+    if write == 0 {
+        return 1;
+    }
+    emit_sysctl(&ctx);
+    0
+}
+
+/// The sysctl refusal's event. Only helpers every cgroup program may call (kernel/bpf/cgroup.c
+/// `cgroup_current_func_proto`): no task pointer, so no parent pid or comm.
+#[inline(always)]
+fn emit_sysctl(ctx: &SysctlContext) {
+    let backend = ACTIVE_GENERATION.get(0).map_or(0, |active| active.backend);
+    let Some(mut entry) = EVENTS.reserve::<GuardEvent>(0) else {
+        count(stats::EVENTS_DROPPED);
+        return;
+    };
+    // SAFETY: as in `emit`.
+    let event = unsafe { &mut *entry.as_mut_ptr() };
+    let header = &mut event.header;
+    header.kind = EventKind::Guard as u32;
+    header.version = EVENT_VERSION;
+    // SAFETY: helpers without pointer arguments.
+    header.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
+    header.pid = 0;
+    header.tid = 0;
+    header.ppid = 0;
+    let uid_gid = bpf_get_current_uid_gid();
+    #[expect(clippy::cast_possible_truncation, reason = "lower half is the uid, upper the gid")]
+    {
+        header.uid = uid_gid as u32;
+        header.gid = (uid_gid >> 32) as u32;
+    }
+    header.backend = backend;
+    // SAFETY: as above.
+    header.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    header.comm = [0; 16];
+    event.hook = GuardHook::Sysctl as u32;
+    event.detail = 0;
+    event.target = 0;
+    event.extra = 0;
+    event.dev = 0;
+    event.ino = 0;
+    // BPF_F_SYSCTL_BASE_NAME (include/uapi/linux/bpf.h): the last component only.
+    // SAFETY: the helper writes at most `name.len()` bytes, NUL-terminated.
+    let got = unsafe {
+        aya_ebpf::helpers::generated::bpf_sysctl_get_name(
+            ctx.as_ptr().cast::<bpf_sysctl>(),
+            event.name.as_mut_ptr().cast(),
+            event.name.len() as u64,
+            1,
+        )
+    };
+    if got < 0 {
+        event.name[0] = 0;
+    }
+    entry.submit(submit_flags(true));
+}
+
+sentra_common::same_name!(sentra_common::names::program::GUARD_BPF, guard_bpf);
+sentra_common::same_name!(sentra_common::names::program::GUARD_READ_FILE, guard_read_file);
+sentra_common::same_name!(sentra_common::names::program::GUARD_LOAD_DATA, guard_load_data);
+sentra_common::same_name!(sentra_common::names::program::GUARD_KILL, guard_kill);
+sentra_common::same_name!(sentra_common::names::program::GUARD_PTRACE, guard_ptrace);
+sentra_common::same_name!(sentra_common::names::program::GUARD_CAPABLE, guard_capable);
+sentra_common::same_name!(sentra_common::names::program::GUARD_SOCKET, guard_socket);
+sentra_common::same_name!(sentra_common::names::program::GUARD_FILE_OPEN, guard_file_open);
+sentra_common::same_name!(sentra_common::names::program::GUARD_TRUNCATE, guard_truncate);
+sentra_common::same_name!(sentra_common::names::program::GUARD_UNLINK, guard_unlink);
+sentra_common::same_name!(sentra_common::names::program::GUARD_RMDIR, guard_rmdir);
+sentra_common::same_name!(sentra_common::names::program::GUARD_RENAME, guard_rename);
+sentra_common::same_name!(sentra_common::names::program::GUARD_SYSCTL, guard_sysctl);
