@@ -22,7 +22,7 @@ use sentra_common::{
 
 use crate::{
     kernel::{self, ReadError},
-    maps::{ACTIVE_GENERATION, EVENTS, PROTECTED, PROTECTED_FILES, count, submit_flags},
+    maps::{ACTIVE_GENERATION, EVENTS, GOVERNED, PROTECTED, PROTECTED_FILES, count, submit_flags},
     task,
 };
 
@@ -57,7 +57,7 @@ const S_IFMT: u16 = 0o170_000;
 const S_IFBLK: u16 = 0o060_000;
 
 /// Filesystems through which a root task controls the kernel or Sentra (include/uapi/linux/magic.h):
-/// cgroup membership and controllers, BPF pins, LSM and tracing control, sysfs (`uevent_helper`,
+/// cgroup membership and controllers (cgroup2 outside the task's governed subtree), BPF pins, LSM and tracing control, sysfs (`uevent_helper`,
 /// module parameters), EFI variables and configfs.
 const CONTROL_FILESYSTEMS: [u64; 9] = [
     0x0027_e0eb, // CGROUP_SUPER_MAGIC
@@ -73,6 +73,9 @@ const CONTROL_FILESYSTEMS: [u64; 9] = [
 /// procfs: its top-level files (`/proc/sysrq-trigger`, …) act on the whole machine; the per-process
 /// directories below it do not (sysctls under `/proc/sys` are `guard_sysctl`'s).
 const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+const CGROUP2_SUPER_MAGIC: u64 = 0x6367_7270;
+/// Deepest cgroup nesting walked up (as in `task`).
+const MAX_CGROUP_DEPTH: u32 = 32;
 const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
 
 /// What a refusal records.
@@ -266,6 +269,9 @@ fn protected_file(dentry: u64, off: &KernelOffsets) -> Result<Option<u32>, ReadE
     let magic: u64 = kernel::read(sb, off.sb_magic, ProbeSite::Inode)?;
     #[expect(clippy::cast_possible_truncation, reason = "every magic number here fits 32 bits")]
     let short = magic as u32;
+    if magic == CGROUP2_SUPER_MAGIC && in_governed_subtree(dentry, off)? {
+        return Ok(None);
+    }
     let mut index = 0;
     while index < CONTROL_FILESYSTEMS.len() {
         if CONTROL_FILESYSTEMS[index] == magic {
@@ -285,6 +291,39 @@ fn protected_file(dentry: u64, off: &KernelOffsets) -> Result<Option<u32>, ReadE
     let mode: u16 = kernel::read(inode, off.inode_mode, ProbeSite::Inode)?;
     if mode & S_IFMT == S_IFBLK {
         return Ok(Some(1));
+    }
+    sentra_file(dentry, off)
+}
+
+/// Whether the cgroup2 file at `dentry` belongs to a governed cgroup or one below it: a governed task
+/// may manage its own subtree (create child cgroups, move into them, set their limits), never a
+/// cgroup outside it. A cgroup's id, the key of `GOVERNED`, is its directory's inode number
+/// (fs/kernfs/inode.c `kernfs_init_inode`: `i_ino` is the kernfs node id, as `cgroup_id` is).
+#[inline(always)]
+fn in_governed_subtree(dentry: u64, off: &KernelOffsets) -> Result<bool, ReadError> {
+    let mut dir = kernel::read_ptr(dentry, off.dentry_parent, ProbeSite::DentryParent)?;
+    let mut level = 0;
+    while level < MAX_CGROUP_DEPTH {
+        let (_, ino) = kernel::identity(dir, off)?;
+        // SAFETY: lookup with a stack key.
+        if unsafe { GOVERNED.get(ino) }.is_some() {
+            return Ok(true);
+        }
+        let parent = kernel::read_ptr(dir, off.dentry_parent, ProbeSite::DentryParent)?;
+        if parent == dir {
+            return Ok(false);
+        }
+        dir = parent;
+        level += 1;
+    }
+    Ok(false)
+}
+
+/// `Some(1)` when `dentry` is one of Sentra's own files (`PROTECTED_FILES`); a negative dentry is not.
+#[inline(always)]
+fn sentra_file(dentry: u64, off: &KernelOffsets) -> Result<Option<u32>, ReadError> {
+    if kernel::read_ptr(dentry, off.dentry_inode, ProbeSite::Inode).is_err() {
+        return Ok(None);
     }
     let (dev, ino) = kernel::identity(dentry, off)?;
     // SAFETY: lookup with a stack key.
@@ -360,12 +399,7 @@ fn removable(dentry: u64, off: &KernelOffsets) -> Result<Option<u32>, ReadError>
     if magic == BPF_FS_MAGIC {
         return Ok(Some(0xcafe_4a11));
     }
-    let Ok(_) = kernel::read_ptr(dentry, off.dentry_inode, ProbeSite::Inode) else {
-        return Ok(None);
-    };
-    let (dev, ino) = kernel::identity(dentry, off)?;
-    // SAFETY: lookup with a stack key.
-    Ok(unsafe { PROTECTED_FILES.get(FileKey { dev, ino }) }.map(|_| 1))
+    sentra_file(dentry, off)
 }
 
 #[lsm(hook = "inode_rename")]

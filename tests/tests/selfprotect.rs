@@ -725,6 +725,7 @@ fn a_governed_root_task_cannot_reach_the_kernel_or_sentra() {
         "kill-parent",
         "parent-mem",
         "sysctl-write",
+        "own-cgroup",
     ]
     .map(String::from)
     .to_vec();
@@ -745,6 +746,7 @@ fn a_governed_root_task_cannot_reach_the_kernel_or_sentra() {
     let eperm = i64::from(libc::EPERM);
     assert_eq!(results["sysctl-write"], eperm, "sysctl writes are refused on every backend: {text}");
     assert_eq!(results[&file("open-write", &scratch)], 0, "{text}");
+    assert_eq!(results["own-cgroup"], 0, "its own cgroup is its to manage: {text}");
     if start["backend"] != "lsm" {
         let found = guards(&records);
         assert!(found.iter().all(|r| r["action"] == "sysctl"), "only the sysctl guard runs here: {found:?}");
@@ -756,6 +758,7 @@ fn a_governed_root_task_cannot_reach_the_kernel_or_sentra() {
         // through kernel/fork.c `mm_access`); the ptrace record below shows it was the guard's.
         let expected = match call.as_str() {
             "parent-mem" => i64::from(libc::EACCES),
+            "own-cgroup" => 0,
             _ if *call == file("open-write", &scratch) => 0,
             _ => eperm,
         };

@@ -94,6 +94,13 @@ fn sys(name: &str) -> Option<i64> {
                 },
                 Err(err) => return Some(i64::from(err.raw_os_error().unwrap_or(-1))),
             },
+            // Its own cgroup's cgroup.procs, opened for writing (a governed task manages its subtree).
+            "own-cgroup" => match own_cgroup_dir() {
+                Some(dir) => {
+                    return Some(file_call(&format!("open-write:{}", dir.join("cgroup.procs").display())));
+                }
+                None => -1,
+            },
             _ if name.contains(':') => return Some(file_call(name)),
             "socket" => {
                 let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
