@@ -218,6 +218,59 @@ wire_enum! {
     }
 }
 
+/// Filesystem magic numbers (include/uapi/linux/magic.h, `super_block::s_magic`) the guard's file
+/// hooks act on; a file refusal's [`GuardEvent::detail`] is one of them, or [`Self::PROTECTED_FILE`].
+/// Every value fits 32 bits.
+pub struct Filesystem;
+
+impl Filesystem {
+    pub const CGROUP: u32 = 0x0027_e0eb;
+    pub const CGROUP2: u32 = 0x6367_7270;
+    pub const BPF: u32 = 0xcafe_4a11;
+    pub const SECURITY: u32 = 0x7363_6673;
+    pub const DEBUG: u32 = 0x6462_6720;
+    pub const TRACE: u32 = 0x7472_6163;
+    pub const SYS: u32 = 0x6265_6572;
+    pub const EFIVAR: u32 = 0xde5e_81e4;
+    pub const CONFIG: u32 = 0x6265_6570;
+    pub const PROC: u32 = 0x9fa0;
+    /// Not a filesystem: the file is a block device or one of Sentra's own files.
+    pub const PROTECTED_FILE: u32 = 1;
+
+    /// Filesystems through which a root task controls the kernel or Sentra: cgroup membership and
+    /// controllers (cgroup2 outside the task's governed subtree), BPF pins, LSM and tracing control,
+    /// sysfs (`uevent_helper`, module parameters), EFI variables and configfs.
+    pub const CONTROL: [u32; 9] = [
+        Self::CGROUP,
+        Self::CGROUP2,
+        Self::BPF,
+        Self::SECURITY,
+        Self::DEBUG,
+        Self::TRACE,
+        Self::SYS,
+        Self::EFIVAR,
+        Self::CONFIG,
+    ];
+
+    /// The name the audit log gives a [`GuardEvent::detail`] of a file refusal.
+    #[must_use]
+    pub const fn name(detail: u32) -> &'static str {
+        match detail {
+            Self::PROTECTED_FILE => "protected file",
+            Self::CGROUP | Self::CGROUP2 => "cgroupfs",
+            Self::BPF => "bpffs",
+            Self::SECURITY => "securityfs",
+            Self::DEBUG => "debugfs",
+            Self::TRACE => "tracefs",
+            Self::SYS => "sysfs",
+            Self::EFIVAR => "efivarfs",
+            Self::CONFIG => "configfs",
+            Self::PROC => "procfs",
+            _ => "filesystem",
+        }
+    }
+}
+
 /// A governed task refused by a self-protection hook.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]

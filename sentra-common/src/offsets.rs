@@ -59,6 +59,8 @@ pub struct KernelOffsets {
     pub sb_root: u32,
     /// `struct inode::i_mode` (a `umode_t`: `S_IFBLK`)
     pub inode_mode: u32,
+    /// `struct path::dentry` (the `path_truncate` hook's argument)
+    pub path_dentry: u32,
     /// Non-zero once filled by userspace; probes refuse to decide on zeroed offsets.
     pub valid: u32,
 }

@@ -1,7 +1,7 @@
 //! Turning kernel events into audit records.
 
 use sentra_common::{
-    event::GuardHook,
+    event::{Filesystem, GuardHook},
     net::{NET_RULE_DEFAULT, NET_RULE_INTERNAL_ERROR, NET_RULE_UNKNOWN_PROFILE},
 };
 
@@ -225,24 +225,6 @@ fn capability_name(cap: u32) -> String {
     }
 }
 
-/// Name of a filesystem the guard protects, by its magic (include/uapi/linux/magic.h); 1 marks a
-/// block device or one of Sentra's own files.
-fn filesystem_name(magic: u32) -> &'static str {
-    match magic {
-        1 => "protected file",
-        0x0027_e0eb | 0x6367_7270 => "cgroupfs",
-        0xcafe_4a11 => "bpffs",
-        0x7363_6673 => "securityfs",
-        0x6462_6720 => "debugfs",
-        0x7472_6163 => "tracefs",
-        0x6265_6572 => "sysfs",
-        0xde5e_81e4 => "efivarfs",
-        0x6265_6570 => "configfs",
-        0x9fa0 => "procfs",
-        _ => "filesystem",
-    }
-}
-
 /// The audit record of a self-protection refusal.
 #[must_use]
 pub fn guard_record(event: &Guard, clock: &Clock) -> Record {
@@ -285,7 +267,7 @@ pub fn guard_record(event: &Guard, clock: &Clock) -> Record {
             )
         }
         GuardHook::FileWrite | GuardHook::Unlink | GuardHook::Rename => {
-            let what = filesystem_name(event.detail);
+            let what = Filesystem::name(event.detail);
             detail.insert("operand".into(), what.into());
             let verb = match event.hook {
                 GuardHook::Unlink => "removing",

@@ -14,7 +14,7 @@ use aya_ebpf::{
     programs::{LsmContext, SysctlContext},
 };
 use sentra_common::{
-    event::{EVENT_VERSION, EventKind, GuardEvent, GuardHook, ProbeSite},
+    event::{EVENT_VERSION, EventKind, Filesystem, GuardEvent, GuardHook, ProbeSite},
     exec::FileKey,
     offsets::KernelOffsets,
     settings::stats,
@@ -56,27 +56,8 @@ const FMODE_WRITE: u32 = 0x2;
 const S_IFMT: u16 = 0o170_000;
 const S_IFBLK: u16 = 0o060_000;
 
-/// Filesystems through which a root task controls the kernel or Sentra (include/uapi/linux/magic.h):
-/// cgroup membership and controllers (cgroup2 outside the task's governed subtree), BPF pins, LSM and tracing control, sysfs (`uevent_helper`,
-/// module parameters), EFI variables and configfs.
-const CONTROL_FILESYSTEMS: [u64; 9] = [
-    0x0027_e0eb, // CGROUP_SUPER_MAGIC
-    0x6367_7270, // CGROUP2_SUPER_MAGIC
-    0xcafe_4a11, // BPF_FS_MAGIC
-    0x7363_6673, // SECURITYFS_MAGIC
-    0x6462_6720, // DEBUGFS_MAGIC
-    0x7472_6163, // TRACEFS_MAGIC
-    0x6265_6572, // SYSFS_MAGIC
-    0xde5e_81e4, // EFIVARFS_MAGIC
-    0x6265_6570, // CONFIGFS_MAGIC
-];
-/// procfs: its top-level files (`/proc/sysrq-trigger`, …) act on the whole machine; the per-process
-/// directories below it do not (sysctls under `/proc/sys` are `guard_sysctl`'s).
-const PROC_SUPER_MAGIC: u64 = 0x9fa0;
-const CGROUP2_SUPER_MAGIC: u64 = 0x6367_7270;
 /// Deepest cgroup nesting walked up (as in `task`).
 const MAX_CGROUP_DEPTH: u32 = 32;
-const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
 
 /// What a refusal records.
 #[derive(Clone, Copy)]
@@ -261,28 +242,28 @@ pub fn guard_socket(ctx: LsmContext) -> i32 {
 }
 
 /// Why a governed task may not change the file at `dentry`: its filesystem's magic when that is a
-/// kernel-control filesystem (or procfs at its top level), else 1 when it is a block device or one of
-/// Sentra's own files.
+/// kernel-control filesystem (or procfs at its top level), else `Filesystem::PROTECTED_FILE` when it is
+/// a block device or one of Sentra's own files.
 #[inline(always)]
 fn protected_file(dentry: u64, off: &KernelOffsets) -> Result<Option<u32>, ReadError> {
     let sb = kernel::read_ptr(dentry, off.dentry_sb, ProbeSite::Inode)?;
-    let magic: u64 = kernel::read(sb, off.sb_magic, ProbeSite::Inode)?;
-    #[expect(clippy::cast_possible_truncation, reason = "every magic number here fits 32 bits")]
-    let short = magic as u32;
-    if magic == CGROUP2_SUPER_MAGIC && in_governed_subtree(dentry, off)? {
+    let magic = fs_magic(sb, off)?;
+    if magic == Filesystem::CGROUP2 && in_governed_subtree(dentry, off)? {
         return Ok(None);
     }
     let mut index = 0;
-    while index < CONTROL_FILESYSTEMS.len() {
-        if CONTROL_FILESYSTEMS[index] == magic {
-            return Ok(Some(short));
+    while index < Filesystem::CONTROL.len() {
+        if Filesystem::CONTROL[index] == magic {
+            return Ok(Some(magic));
         }
         index += 1;
     }
-    if magic == PROC_SUPER_MAGIC {
+    // procfs: its top-level files (`/proc/sysrq-trigger`, …) act on the whole machine; the
+    // per-process directories below it do not (sysctls under `/proc/sys` are `guard_sysctl`'s).
+    if magic == Filesystem::PROC {
         let parent = kernel::read_ptr(dentry, off.dentry_parent, ProbeSite::DentryParent)?;
         let root = kernel::read_ptr(sb, off.sb_root, ProbeSite::MountRoot)?;
-        return Ok((parent == root).then_some(short));
+        return Ok((parent == root).then_some(magic));
     }
     // A negative dentry (a name about to be created) has no inode: nothing of ours.
     let Ok(inode) = kernel::read_ptr(dentry, off.dentry_inode, ProbeSite::Inode) else {
@@ -290,9 +271,17 @@ fn protected_file(dentry: u64, off: &KernelOffsets) -> Result<Option<u32>, ReadE
     };
     let mode: u16 = kernel::read(inode, off.inode_mode, ProbeSite::Inode)?;
     if mode & S_IFMT == S_IFBLK {
-        return Ok(Some(1));
+        return Ok(Some(Filesystem::PROTECTED_FILE));
     }
     sentra_file(dentry, off)
+}
+
+/// A superblock's magic (`s_magic`, an `unsigned long`); one no guard names, as 0, when it does not
+/// fit 32 bits.
+#[inline(always)]
+fn fs_magic(sb: u64, off: &KernelOffsets) -> Result<u32, ReadError> {
+    let magic: u64 = kernel::read(sb, off.sb_magic, ProbeSite::Inode)?;
+    Ok(u32::try_from(magic).unwrap_or(0))
 }
 
 /// Whether the cgroup2 file at `dentry` belongs to a governed cgroup or one below it: a governed task
@@ -319,7 +308,7 @@ fn in_governed_subtree(dentry: u64, off: &KernelOffsets) -> Result<bool, ReadErr
     Ok(false)
 }
 
-/// `Some(1)` when `dentry` is one of Sentra's own files (`PROTECTED_FILES`); a negative dentry is not.
+/// `Some(Filesystem::PROTECTED_FILE)` when `dentry` is one of Sentra's own files (`PROTECTED_FILES`); a negative dentry is not.
 #[inline(always)]
 fn sentra_file(dentry: u64, off: &KernelOffsets) -> Result<Option<u32>, ReadError> {
     if kernel::read_ptr(dentry, off.dentry_inode, ProbeSite::Inode).is_err() {
@@ -327,7 +316,7 @@ fn sentra_file(dentry: u64, off: &KernelOffsets) -> Result<Option<u32>, ReadErro
     }
     let (dev, ino) = kernel::identity(dentry, off)?;
     // SAFETY: lookup with a stack key.
-    Ok(unsafe { PROTECTED_FILES.get(FileKey { dev, ino }) }.map(|_| 1))
+    Ok(unsafe { PROTECTED_FILES.get(FileKey { dev, ino }) }.map(|_| Filesystem::PROTECTED_FILE))
 }
 
 #[lsm(hook = "file_open")]
@@ -339,10 +328,8 @@ pub fn guard_file_open(ctx: LsmContext) -> i32 {
 fn try_guard_file_open(ctx: &LsmContext) -> Result<Option<Refusal>, ReadError> {
     // Arguments: (struct file *file). Most opens are for reading: test that first.
     let file: u64 = ctx.arg(0);
-    let off = kernel::offsets();
-    let Ok(mode) = kernel::read::<u32>(file, off.file_mode, ProbeSite::None) else {
-        return if task::is_governed() { Err(ReadError(ProbeSite::Offsets)) } else { Ok(None) };
-    };
+    // An unreadable mode counts as a write: the governed test below still spares the host.
+    let mode = kernel::read::<u32>(file, kernel::offsets().file_mode, ProbeSite::None).unwrap_or(FMODE_WRITE);
     if mode & FMODE_WRITE == 0 || !task::is_governed() {
         return Ok(None);
     }
@@ -358,13 +345,13 @@ pub fn guard_truncate(ctx: LsmContext) -> i32 {
 
 #[inline(always)]
 fn try_guard_path(ctx: &LsmContext, hook: GuardHook) -> Result<Option<Refusal>, ReadError> {
-    // Arguments: (const struct path *path): `struct path` is {mnt, dentry} (include/linux/path.h).
+    // Arguments: (const struct path *path).
     if !task::is_governed() {
         return Ok(None);
     }
     let path: u64 = ctx.arg(0);
     let off = offsets()?;
-    let dentry = kernel::read_ptr(path, 8, ProbeSite::FileDentry)?;
+    let dentry = kernel::read_ptr(path, off.path_dentry, ProbeSite::FileDentry)?;
     Ok(protected_file(dentry, &off)?.map(|why| Refusal { dentry, ..Refusal::new(hook, why) }))
 }
 
@@ -395,9 +382,8 @@ fn try_guard_removal(ctx: &LsmContext) -> Result<Option<Refusal>, ReadError> {
 #[inline(always)]
 fn removable(dentry: u64, off: &KernelOffsets) -> Result<Option<u32>, ReadError> {
     let sb = kernel::read_ptr(dentry, off.dentry_sb, ProbeSite::Inode)?;
-    let magic: u64 = kernel::read(sb, off.sb_magic, ProbeSite::Inode)?;
-    if magic == BPF_FS_MAGIC {
-        return Ok(Some(0xcafe_4a11));
+    if fs_magic(sb, off)? == Filesystem::BPF {
+        return Ok(Some(Filesystem::BPF));
     }
     sentra_file(dentry, off)
 }

@@ -84,6 +84,15 @@ impl Run {
     }
 }
 
+/// `sentra-ctl run --policy POLICY --audit-log AUDIT --backend (requested) -- COMMAND…`, to be run.
+#[must_use]
+pub fn run_command<S: AsRef<std::ffi::OsStr>>(policy: &Path, audit: &Path, command: &[S]) -> Command {
+    let mut cmd = Command::new(sentra_ctl());
+    cmd.arg("run").arg("--policy").arg(policy).arg("--audit-log").arg(audit);
+    cmd.arg("--backend").arg(requested_backend()).arg("--").args(command);
+    cmd
+}
+
 /// Runs `command` under `sentra-ctl run` with `policy` (YAML text) and returns what happened.
 ///
 /// # Panics
@@ -94,18 +103,7 @@ pub fn run_governed(dir: &Path, policy: &str, command: &[&str]) -> Run {
     std::fs::write(&policy_path, policy).expect("write policy");
     std::fs::set_permissions(&policy_path, std::fs::Permissions::from_mode(0o644)).expect("chmod policy");
     let audit = dir.join(format!("audit-{}.jsonl", unique()));
-    let output = Command::new(sentra_ctl())
-        .arg("run")
-        .arg("--policy")
-        .arg(&policy_path)
-        .arg("--audit-log")
-        .arg(&audit)
-        .arg("--backend")
-        .arg(requested_backend())
-        .arg("--")
-        .args(command)
-        .output()
-        .expect("start sentra-ctl");
+    let output = run_command(&policy_path, &audit, command).output().expect("start sentra-ctl");
     let records = read_records(&audit);
     Run {
         code: output.status.code().unwrap_or(-1),

@@ -468,13 +468,8 @@ fn a_deleted_audit_log_is_recreated_and_the_gap_recorded() {
 
 /// `sentra-ctl run` of the fixture sleeping, in its own cgroup: returns the run process.
 fn run_sleeping(policy: &Path, audit: &Path, script: &str) -> std::process::Child {
-    std::process::Command::new(sentra_ctl())
+    sentra_tests::run_command(policy, audit, &["/bin/sh", "-c", script])
         .env("SENTRA_PIN_ROOT", pin_root())
-        .args(["run", "--policy"])
-        .arg(policy)
-        .arg("--audit-log")
-        .arg(audit)
-        .args(["--backend", &sentra_tests::requested_backend(), "--", "/bin/sh", "-c", script])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -683,16 +678,8 @@ fn a_launch_profiles_network_policy_is_the_kernel_allowlist_of_its_own_cgroup() 
 /// `sentra-ctl run` of `fixture sys CALLS…` as root (no launcher, no seccomp), with its policy and log
 /// at known paths; the fixture's output and the run's records.
 fn run_calls(dir: &Path, policy: &Path, audit: &Path, calls: &[String]) -> (String, Vec<Value>) {
-    let out = std::process::Command::new(sentra_ctl())
-        .args(["run", "--policy"])
-        .arg(policy)
-        .arg("--audit-log")
-        .arg(audit)
-        .args(["--backend", &sentra_tests::requested_backend(), "--", FIXTURE, "sys"])
-        .args(calls)
-        .current_dir(dir)
-        .output()
-        .expect("run");
+    let command: Vec<&str> = [FIXTURE, "sys"].into_iter().chain(calls.iter().map(String::as_str)).collect();
+    let out = sentra_tests::run_command(policy, audit, &command).current_dir(dir).output().expect("run");
     assert!(out.status.success(), "{out:?}");
     (stdout(&out), read_records(audit))
 }

@@ -441,8 +441,6 @@ impl Session {
         }
     }
 
-    /// Appends a record to the audit log.
-    ///
     /// Protects this process, Sentra's binaries and `paths` (those that exist) from governed tasks
     /// (enforced by the `lsm` backend's guard hooks), replacing what was protected before; returns
     /// how many files are protected.
@@ -472,6 +470,8 @@ impl Session {
         Ok(files.len())
     }
 
+    /// Appends a record to the audit log.
+    ///
     /// # Errors
     /// The write fails.
     pub fn write(&mut self, record: &Record) -> Result<(), audit::AuditError> {

@@ -244,11 +244,3 @@ pub fn protect<S: MapStore + ?Sized>(ebpf: &mut S, tgid: u32, files: &[FileKey])
     }
     Ok(())
 }
-
-/// The protected files' keys, for `status`.
-///
-/// # Errors
-/// The map cannot be read.
-pub fn protected_files<S: MapStore + ?Sized>(ebpf: &mut S) -> Result<Vec<FileKey>, KernelError> {
-    Ok(hash::<FileKey, u32, S>(ebpf, PROTECTED_FILES)?.keys().filter_map(Result::ok).collect())
-}

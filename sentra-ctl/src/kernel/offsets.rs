@@ -42,6 +42,7 @@ pub fn read(raw: &[u8]) -> Result<KernelOffsets, KernelError> {
         sb_magic: lookup.offset("super_block", &["s_magic"])?,
         sb_root: lookup.offset("super_block", &["s_root"])?,
         inode_mode: lookup.offset("inode", &["i_mode"])?,
+        path_dentry: lookup.offset("path", &["dentry"])?,
         valid: 1,
     })
 }

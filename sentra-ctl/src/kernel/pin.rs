@@ -32,13 +32,11 @@ pub fn exists(root: &Path) -> bool {
     maps_dir(root).is_dir()
 }
 
-/// `BPF_FS_MAGIC`, include/uapi/linux/magic.h.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
 /// Whether `path` is on a bpffs.
 #[must_use]
 pub fn is_bpffs(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type().0 == i64::from(sentra_common::event::Filesystem::BPF))
 }
 
 /// Makes sure `/sys/fs/bpf` is a bpffs when the pins go below it, mounting it if needed (systemd does
