@@ -5,7 +5,7 @@
 use crate::{exec::NAME_LEN, wire_enum};
 
 /// Version of the event layout; bump on any change to these structs.
-pub const EVENT_VERSION: u32 = 2;
+pub const EVENT_VERSION: u32 = 3;
 /// Arguments captured per exec (`argv[0]` included).
 pub const MAX_ARGS: usize = 8;
 /// Bytes captured per argument, including the terminating NUL.
@@ -215,6 +215,46 @@ wire_enum! {
         Rename = 9 => "rename",
         /// `cgroup/sysctl`: a sysctl write (`/proc/sys`); `name` is the sysctl's last component.
         Sysctl = 10 => "sysctl",
+        /// `lsm/sb_mount`, `sb_umount`, `sb_remount`, `sb_pivotroot`, `move_mount`: any change to
+        /// the mount tree; `detail` is a [`MountOp`], the mount point in the file fields.
+        Mount = 11 => "mount",
+        /// `lsm/mmap_file`, `file_mprotect` (trusted execution, policy: follows the mode): executable
+        /// code mapped from a file neither the exec policy nor `exec.libraries` allows; `detail` is 0
+        /// for `mmap`, 1 for `mprotect`, the file in the file fields, the exec decision in
+        /// `decision`, `rule` and `generation`.
+        ExecMap = 12 => "exec_map",
+        /// The `path_*` hooks and `file_open` (trusted execution, policy: follows the mode): a change
+        /// to a file or directory the exec policy allows to run (W^X); `detail` is a [`FileOp`].
+        ExecWrite = 13 => "exec_write",
+    }
+}
+
+wire_enum! {
+    /// Which mount-tree change a [`GuardHook::Mount`] refusal stopped.
+    MountOp: "mount operation" {
+        Mount = 0 => "mount",
+        Umount = 1 => "umount",
+        Remount = 2 => "remount",
+        PivotRoot = 3 => "pivot_root",
+        MoveMount = 4 => "move_mount",
+    }
+}
+
+wire_enum! {
+    /// Which change a [`GuardHook::ExecWrite`] refusal stopped.
+    FileOp: "file operation" {
+        OpenWrite = 0 => "open_for_write",
+        Create = 1 => "create",
+        Mkdir = 2 => "mkdir",
+        Symlink = 3 => "symlink",
+        Link = 4 => "link",
+        RenameFrom = 5 => "rename_from",
+        RenameTo = 6 => "rename_to",
+        Unlink = 7 => "unlink",
+        Rmdir = 8 => "rmdir",
+        Chmod = 9 => "chmod",
+        Chown = 10 => "chown",
+        Truncate = 11 => "truncate",
     }
 }
 
@@ -284,6 +324,14 @@ pub struct GuardEvent {
     pub target: u32,
     /// The socket protocol; 0 otherwise.
     pub extra: u32,
+    /// [`Decision`] as `u32`: `Denied`, or `AuditDenied` for a trusted-execution refusal in audit
+    /// mode (the call went through).
+    pub decision: u32,
+    /// Trusted execution: the exec rule index (or `RULE_*` of [`crate::exec`]) that decided the file.
+    pub rule: u32,
+    /// Trusted execution: the policy generation that decided.
+    pub generation: u32,
+    pub pad: u32,
     /// The file involved, if any: device (kernel `dev_t`) and inode, 0 when none.
     pub dev: u64,
     pub ino: u64,

@@ -25,8 +25,9 @@ const _: () = assert!(offset_of!(ExecEvent, path) == 112);
 const _: () = assert!(size_of::<NetEvent>() == 184);
 const _: () = assert!(offset_of!(NetEvent, header) == 0);
 const _: () = assert!(offset_of!(NetEvent, addr) == 104);
-const _: () = assert!(size_of::<GuardEvent>() == 64 + 16 + 16 + crate::exec::NAME_LEN);
-const _: () = assert!(offset_of!(GuardEvent, dev) == 80);
+const _: () = assert!(size_of::<GuardEvent>() == 64 + 32 + 16 + crate::exec::NAME_LEN);
+const _: () = assert!(offset_of!(GuardEvent, decision) == 80);
+const _: () = assert!(offset_of!(GuardEvent, dev) == 96);
 const _: () = assert!(size_of::<crate::exec::FileKey>() == 16);
 
 // Exec rule maps: every key starts with its generation.
@@ -41,7 +42,7 @@ const _: () = assert!(size_of::<GovernedCgroup>() == 8);
 const _: () = assert!(offset_of!(GovernedCgroup, net_profile) == 4);
 const _: () = assert!(size_of::<Settings>() == 16);
 const _: () = assert!(size_of::<ActiveGeneration>() == 8);
-const _: () = assert!(size_of::<KernelOffsets>() == 28 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 30 * 4);
 
 // Network maps: the trie's prefix covers generation and family before the address.
 const _: () = assert!(size_of::<CidrKey>() == 24);

@@ -22,9 +22,12 @@ pub mod map {
     pub const PROTECTED: &str = "PROTECTED";
     /// Sentra's own files by (device, inode): governed tasks may not write, remove or rename them.
     pub const PROTECTED_FILES: &str = "PROTECTED_FILES";
+    /// `exec.libraries`: files and directories (by device, inode, per generation) from which governed
+    /// tasks may map executable code besides what the exec policy allows.
+    pub const EXEC_LIBRARIES: &str = "EXEC_LIBRARIES";
 
     /// Every map of the object.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
         EVENTS,
         STATS,
         GOVERNED,
@@ -41,6 +44,7 @@ pub mod map {
         NET_STATS,
         PROTECTED,
         PROTECTED_FILES,
+        EXEC_LIBRARIES,
     ];
 }
 
@@ -76,11 +80,24 @@ pub mod program {
     pub const GUARD_UNLINK: &str = "guard_unlink";
     pub const GUARD_RMDIR: &str = "guard_rmdir";
     pub const GUARD_RENAME: &str = "guard_rename";
+    pub const GUARD_MKNOD: &str = "guard_mknod";
+    pub const GUARD_MKDIR: &str = "guard_mkdir";
+    pub const GUARD_SYMLINK: &str = "guard_symlink";
+    pub const GUARD_LINK: &str = "guard_link";
+    pub const GUARD_CHMOD: &str = "guard_chmod";
+    pub const GUARD_CHOWN: &str = "guard_chown";
+    pub const GUARD_MOUNT: &str = "guard_mount";
+    pub const GUARD_UMOUNT: &str = "guard_umount";
+    pub const GUARD_REMOUNT: &str = "guard_remount";
+    pub const GUARD_PIVOT_ROOT: &str = "guard_pivot_root";
+    pub const GUARD_MOVE_MOUNT: &str = "guard_move_mount";
+    pub const GUARD_MMAP: &str = "guard_mmap";
+    pub const GUARD_MPROTECT: &str = "guard_mprotect";
     /// `cgroup/sysctl`: refuses sysctl writes; attached to each governed cgroup on both backends.
     pub const GUARD_SYSCTL: &str = "guard_sysctl";
 
     /// The self-protection LSM programs and the hook each attaches to.
-    pub const GUARDS: [(&str, &str); 12] = [
+    pub const GUARDS: [(&str, &str); 25] = [
         (GUARD_BPF, "bpf"),
         (GUARD_READ_FILE, "kernel_read_file"),
         (GUARD_LOAD_DATA, "kernel_load_data"),
@@ -90,9 +107,22 @@ pub mod program {
         (GUARD_SOCKET, "socket_create"),
         (GUARD_FILE_OPEN, "file_open"),
         (GUARD_TRUNCATE, "path_truncate"),
-        (GUARD_UNLINK, "inode_unlink"),
-        (GUARD_RMDIR, "inode_rmdir"),
-        (GUARD_RENAME, "inode_rename"),
+        (GUARD_UNLINK, "path_unlink"),
+        (GUARD_RMDIR, "path_rmdir"),
+        (GUARD_RENAME, "path_rename"),
+        (GUARD_MKNOD, "path_mknod"),
+        (GUARD_MKDIR, "path_mkdir"),
+        (GUARD_SYMLINK, "path_symlink"),
+        (GUARD_LINK, "path_link"),
+        (GUARD_CHMOD, "path_chmod"),
+        (GUARD_CHOWN, "path_chown"),
+        (GUARD_MOUNT, "sb_mount"),
+        (GUARD_UMOUNT, "sb_umount"),
+        (GUARD_REMOUNT, "sb_remount"),
+        (GUARD_PIVOT_ROOT, "sb_pivotroot"),
+        (GUARD_MOVE_MOUNT, "move_mount"),
+        (GUARD_MMAP, "mmap_file"),
+        (GUARD_MPROTECT, "file_mprotect"),
     ];
 
     /// The cgroup `sock_addr` programs, attached to each governed cgroup.
@@ -100,7 +130,7 @@ pub mod program {
         [NET_CONNECT4, NET_CONNECT6, NET_SENDMSG4, NET_SENDMSG6, NET_RECVMSG4, NET_RECVMSG6];
 
     /// Every program of the object.
-    pub const ALL: [&str; 24] = [
+    pub const ALL: [&str; 37] = [
         EXEC_LSM,
         EXEC_SIGNAL,
         EXECVE_ENTER,
@@ -124,6 +154,19 @@ pub mod program {
         GUARD_UNLINK,
         GUARD_RMDIR,
         GUARD_RENAME,
+        GUARD_MKNOD,
+        GUARD_MKDIR,
+        GUARD_SYMLINK,
+        GUARD_LINK,
+        GUARD_CHMOD,
+        GUARD_CHOWN,
+        GUARD_MOUNT,
+        GUARD_UMOUNT,
+        GUARD_REMOUNT,
+        GUARD_PIVOT_ROOT,
+        GUARD_MOVE_MOUNT,
+        GUARD_MMAP,
+        GUARD_MPROTECT,
         GUARD_SYSCTL,
     ];
 }

@@ -59,8 +59,12 @@ pub struct KernelOffsets {
     pub sb_root: u32,
     /// `struct inode::i_mode` (a `umode_t`: `S_IFBLK`)
     pub inode_mode: u32,
-    /// `struct path::dentry` (the `path_truncate` hook's argument)
+    /// `struct path::dentry` (the `path_*` hooks' argument)
     pub path_dentry: u32,
+    /// `struct path::mnt`
+    pub path_mnt: u32,
+    /// `struct vm_area_struct::vm_file` (`file_mprotect`: the mapped file, or null)
+    pub vma_file: u32,
     /// Non-zero once filled by userspace; probes refuse to decide on zeroed offsets.
     pub valid: u32,
 }

@@ -1,7 +1,7 @@
 //! Turning kernel events into audit records.
 
 use sentra_common::{
-    event::{Filesystem, GuardHook},
+    event::{Decision, FileOp, Filesystem, GuardHook, MountOp},
     net::{NET_RULE_DEFAULT, NET_RULE_INTERNAL_ERROR, NET_RULE_UNKNOWN_PROFILE},
 };
 
@@ -64,8 +64,32 @@ fn from_header(event: &'static str, header: &Header, clock: &Clock) -> Record {
 /// The audit record of a kernel exec event; `rules` resolves its rule index.
 #[must_use]
 pub fn exec_record(event: &Exec, rules: &RuleTable, clock: &Clock) -> Record {
+    let (rule_id, reason, probe_site) = exec_rule(event.rule, rules);
+    let command = if event.args.is_empty() { event.path.clone() } else { event.args.join(" ") };
+    Record {
+        action: Some("exec"),
+        command: Some(command),
+        executable: Some(event.path.clone()),
+        args: Some(event.args.iter().skip(1).cloned().collect()),
+        decision: Some(event.decision.as_str()),
+        rule_id: Some(rule_id),
+        reason,
+        probe_site,
+        mode: Some(event.mode.as_str()),
+        capture: Some(Capture {
+            argc: event.argc,
+            args_truncated: event.args_truncated,
+            path_truncated: event.path_truncated,
+        }),
+        policy_generation: Some(event.generation),
+        ..from_header("exec", &event.header, clock)
+    }
+}
+
+/// The id and reason of the exec rule an event names, and the failed probe site of an internal error.
+fn exec_rule(rule: RuleRef, rules: &RuleTable) -> (String, Option<String>, Option<&'static str>) {
     let mut probe_site = None;
-    let (rule_id, reason) = match event.rule {
+    let (rule_id, reason) = match rule {
         RuleRef::Index(index) => match rules.rule(index) {
             Some(rule) => (rule.id.clone(), rule.reason.clone()),
             None => (format!("rule#{index}"), None),
@@ -86,24 +110,41 @@ pub fn exec_record(event: &Exec, rules: &RuleTable, clock: &Clock) -> Record {
             Some("the file is nested deeper than the kernel walk reaches; denied (fail closed)".into()),
         ),
     };
-    let command = if event.args.is_empty() { event.path.clone() } else { event.args.join(" ") };
+    (rule_id, reason, probe_site)
+}
+
+/// A trusted-execution refusal: decided by the exec rule it names, in the generation's mode.
+fn trusted_record(
+    event: &Guard,
+    rules: &RuleTable,
+    mut detail: serde_json::Map<String, serde_json::Value>,
+    clock: &Clock,
+) -> Record {
+    let (rule_id, rule_reason, probe_site) = exec_rule(event.rule, rules);
+    let file = event.file.as_ref().map_or("?", |f| f.name.as_str());
+    let reason = if event.hook == GuardHook::ExecMap {
+        let op = if event.detail == 0 { "mmap" } else { "mprotect" };
+        detail.insert("operand".into(), op.into());
+        format!(
+            "executable mapping of `{file}` refused: neither an exec rule nor exec.libraries allows it ({})",
+            rule_reason.as_deref().unwrap_or(&rule_id)
+        )
+    } else {
+        let op = FileOp::try_from(event.detail).map_or("write", FileOp::as_str);
+        detail.insert("operand".into(), op.into());
+        format!("`{file}` may run under exec rule `{rule_id}`: governed tasks may not change it ({op})")
+    };
+    let audit = event.decision == Decision::AuditDenied;
     Record {
-        action: Some("exec"),
-        command: Some(command),
-        executable: Some(event.path.clone()),
-        args: Some(event.args.iter().skip(1).cloned().collect()),
+        action: Some(event.hook.as_str()),
         decision: Some(event.decision.as_str()),
         rule_id: Some(rule_id),
-        reason,
+        reason: Some(reason),
         probe_site,
-        mode: Some(event.mode.as_str()),
-        capture: Some(Capture {
-            argc: event.argc,
-            args_truncated: event.args_truncated,
-            path_truncated: event.path_truncated,
-        }),
+        mode: Some(if audit { "audit" } else { "enforce" }),
+        detail: Some(serde_json::Value::Object(detail)),
         policy_generation: Some(event.generation),
-        ..from_header("exec", &event.header, clock)
+        ..from_header("guard", &event.header, clock)
     }
 }
 
@@ -227,8 +268,18 @@ fn capability_name(cap: u32) -> String {
 
 /// The audit record of a self-protection refusal.
 #[must_use]
-pub fn guard_record(event: &Guard, clock: &Clock) -> Record {
+pub fn guard_record(event: &Guard, rules: &RuleTable, clock: &Clock) -> Record {
     let mut detail = serde_json::Map::new();
+    if let Some(file) = &event.file {
+        detail.insert("file".into(), file.name.clone().into());
+        if file.ino != 0 {
+            detail.insert("dev".into(), file.dev.into());
+            detail.insert("ino".into(), file.ino.into());
+        }
+    }
+    if matches!(event.hook, GuardHook::ExecMap | GuardHook::ExecWrite) {
+        return trusted_record(event, rules, detail, clock);
+    }
     let reason = match event.hook {
         GuardHook::Bpf => {
             let command = bpf_command(event.detail);
@@ -277,14 +328,14 @@ pub fn guard_record(event: &Guard, clock: &Clock) -> Record {
             format!("{verb} a {what} file is refused to governed tasks")
         }
         GuardHook::Sysctl => "sysctl writes are refused to governed tasks".to_string(),
-    };
-    if let Some(file) = &event.file {
-        detail.insert("file".into(), file.name.clone().into());
-        if file.ino != 0 {
-            detail.insert("dev".into(), file.dev.into());
-            detail.insert("ino".into(), file.ino.into());
+        GuardHook::Mount => {
+            let op = MountOp::try_from(event.detail).map_or("mount", MountOp::as_str);
+            detail.insert("operand".into(), op.into());
+            format!("governed tasks may not change the mount tree ({op})")
         }
-    }
+        // Answered by `trusted_record` above.
+        GuardHook::ExecMap | GuardHook::ExecWrite => String::new(),
+    };
     Record {
         action: Some(event.hook.as_str()),
         decision: Some("denied"),

@@ -14,16 +14,19 @@ use aya_ebpf::{
     programs::{LsmContext, SysctlContext},
 };
 use sentra_common::{
-    event::{EVENT_VERSION, EventKind, Filesystem, GuardEvent, GuardHook, ProbeSite},
+    event::{
+        Decision, EVENT_VERSION, EventKind, FileOp, Filesystem, GuardEvent, GuardHook, MountOp, ProbeSite,
+    },
     exec::FileKey,
     offsets::KernelOffsets,
     settings::stats,
 };
 
 use crate::{
+    exec::decide::Place,
     kernel::{self, ReadError},
     maps::{ACTIVE_GENERATION, EVENTS, GOVERNED, PROTECTED, PROTECTED_FILES, count, submit_flags},
-    task,
+    task, trusted,
 };
 
 const EPERM: i32 = 1;
@@ -61,32 +64,47 @@ const MAX_CGROUP_DEPTH: u32 = 32;
 
 /// What a refusal records.
 #[derive(Clone, Copy)]
-struct Refusal {
-    hook: GuardHook,
-    detail: u32,
-    target: u32,
-    extra: u32,
+pub struct Refusal {
+    pub hook: GuardHook,
+    pub detail: u32,
+    pub target: u32,
+    pub extra: u32,
     /// The dentry of the file involved, or 0.
-    dentry: u64,
+    pub dentry: u64,
+    /// [`Decision`]: `AuditDenied` records the refusal and lets the call through (trusted execution in
+    /// audit mode).
+    pub decision: Decision,
+    /// Trusted execution: the exec rule that decided the file, and its generation.
+    pub rule: u32,
+    pub generation: u32,
 }
 
 impl Refusal {
-    const fn new(hook: GuardHook, detail: u32) -> Self {
-        Self { hook, detail, target: 0, extra: 0, dentry: 0 }
+    pub const fn new(hook: GuardHook, detail: u32) -> Self {
+        Self {
+            hook,
+            detail,
+            target: 0,
+            extra: 0,
+            dentry: 0,
+            decision: Decision::Denied,
+            rule: 0,
+            generation: 0,
+        }
     }
 }
 
 /// The hook's return value. The verifier accepts only constants in the LSM range here
 /// (kernel/bpf/verifier.c `check_return_code` for `BPF_PROG_TYPE_LSM`: `-MAX_ERRNO..=0`).
 #[inline(always)]
-fn verdict(refused: Result<Option<Refusal>, ReadError>, record: bool) -> i32 {
+pub fn verdict(refused: Result<Option<Refusal>, ReadError>, record: bool) -> i32 {
     match refused {
         Ok(None) => 0,
         Ok(Some(refusal)) => {
             if record {
                 emit(&refusal);
             }
-            -EPERM
+            if refusal.decision == Decision::AuditDenied { 0 } else { -EPERM }
         }
         Err(ReadError(site)) => {
             count(stats::PROBE_ERRORS);
@@ -114,6 +132,10 @@ fn emit(refusal: &Refusal) {
     event.detail = refusal.detail;
     event.target = refusal.target;
     event.extra = refusal.extra;
+    event.decision = refusal.decision as u32;
+    event.rule = refusal.rule;
+    event.generation = refusal.generation;
+    event.pad = 0;
     event.dev = 0;
     event.ino = 0;
     event.name[0] = 0;
@@ -133,7 +155,7 @@ fn emit(refusal: &Refusal) {
 
 /// The offsets, if userspace filled them (a governed task is refused without them).
 #[inline(always)]
-fn offsets() -> Result<KernelOffsets, ReadError> {
+pub fn offsets() -> Result<KernelOffsets, ReadError> {
     let off = kernel::offsets();
     if off.valid == 0 { Err(ReadError(ProbeSite::Offsets)) } else { Ok(off) }
 }
@@ -334,46 +356,56 @@ fn try_guard_file_open(ctx: &LsmContext) -> Result<Option<Refusal>, ReadError> {
         return Ok(None);
     }
     let off = offsets()?;
-    let dentry = kernel::read_ptr(file, off.file_dentry, ProbeSite::FileDentry)?;
-    Ok(protected_file(dentry, &off)?.map(|why| Refusal { dentry, ..Refusal::new(GuardHook::FileWrite, why) }))
+    let place = Place::of_file(file, &off)?;
+    if let Some(why) = protected_file(place.dentry, &off)? {
+        return Ok(Some(Refusal { dentry: place.dentry, ..Refusal::new(GuardHook::FileWrite, why) }));
+    }
+    trusted::exec_write(place, &off, FileOp::OpenWrite)
 }
 
 #[lsm(hook = "path_truncate")]
 pub fn guard_truncate(ctx: LsmContext) -> i32 {
-    verdict(try_guard_path(&ctx, GuardHook::FileWrite), true)
+    verdict(try_guard_truncate(&ctx), true)
 }
 
 #[inline(always)]
-fn try_guard_path(ctx: &LsmContext, hook: GuardHook) -> Result<Option<Refusal>, ReadError> {
+fn try_guard_truncate(ctx: &LsmContext) -> Result<Option<Refusal>, ReadError> {
     // Arguments: (const struct path *path).
     if !task::is_governed() {
         return Ok(None);
     }
     let path: u64 = ctx.arg(0);
     let off = offsets()?;
-    let dentry = kernel::read_ptr(path, off.path_dentry, ProbeSite::FileDentry)?;
-    Ok(protected_file(dentry, &off)?.map(|why| Refusal { dentry, ..Refusal::new(hook, why) }))
+    let place = Place::of_path(path, &off)?;
+    if let Some(why) = protected_file(place.dentry, &off)? {
+        return Ok(Some(Refusal { dentry: place.dentry, ..Refusal::new(GuardHook::FileWrite, why) }));
+    }
+    trusted::exec_write(place, &off, FileOp::Truncate)
 }
 
-#[lsm(hook = "inode_unlink")]
+#[lsm(hook = "path_unlink")]
 pub fn guard_unlink(ctx: LsmContext) -> i32 {
-    verdict(try_guard_removal(&ctx), true)
+    verdict(try_guard_removal(&ctx, FileOp::Unlink), true)
 }
 
-#[lsm(hook = "inode_rmdir")]
+#[lsm(hook = "path_rmdir")]
 pub fn guard_rmdir(ctx: LsmContext) -> i32 {
-    verdict(try_guard_removal(&ctx), true)
+    verdict(try_guard_removal(&ctx, FileOp::Rmdir), true)
 }
 
 #[inline(always)]
-fn try_guard_removal(ctx: &LsmContext) -> Result<Option<Refusal>, ReadError> {
-    // Arguments: (struct inode *dir, struct dentry *dentry).
+fn try_guard_removal(ctx: &LsmContext, op: FileOp) -> Result<Option<Refusal>, ReadError> {
+    // Arguments: (const struct path *dir, struct dentry *dentry).
     if !task::is_governed() {
         return Ok(None);
     }
+    let dir: u64 = ctx.arg(0);
     let dentry: u64 = ctx.arg(1);
     let off = offsets()?;
-    Ok(removable(dentry, &off)?.map(|why| Refusal { dentry, ..Refusal::new(GuardHook::Unlink, why) }))
+    if let Some(why) = removable(dentry, &off)? {
+        return Ok(Some(Refusal { dentry, ..Refusal::new(GuardHook::Unlink, why) }));
+    }
+    trusted::exec_write(Place::of_path(dir, &off)?.child(dentry), &off, op)
 }
 
 /// As [`protected_file`], for removing or renaming: of the control filesystems only bpffs (pins)
@@ -388,15 +420,16 @@ fn removable(dentry: u64, off: &KernelOffsets) -> Result<Option<u32>, ReadError>
     sentra_file(dentry, off)
 }
 
-#[lsm(hook = "inode_rename")]
+#[lsm(hook = "path_rename")]
 pub fn guard_rename(ctx: LsmContext) -> i32 {
     verdict(try_guard_rename(&ctx), true)
 }
 
 #[inline(always)]
 fn try_guard_rename(ctx: &LsmContext) -> Result<Option<Refusal>, ReadError> {
-    // Arguments: (struct inode *old_dir, struct dentry *old_dentry, struct inode *new_dir,
-    // struct dentry *new_dentry): neither the file moved nor the one it replaces may be ours.
+    // Arguments: (const struct path *old_dir, struct dentry *old_dentry, const struct path *new_dir,
+    // struct dentry *new_dentry[, unsigned int flags]): neither the file moved nor the one it replaces
+    // may be ours, and neither place may be one the exec policy runs programs from.
     if !task::is_governed() {
         return Ok(None);
     }
@@ -406,7 +439,145 @@ fn try_guard_rename(ctx: &LsmContext) -> Result<Option<Refusal>, ReadError> {
         return Ok(Some(Refusal { dentry: old, ..Refusal::new(GuardHook::Rename, why) }));
     }
     let new: u64 = ctx.arg(3);
-    Ok(removable(new, &off)?.map(|why| Refusal { dentry: new, ..Refusal::new(GuardHook::Rename, why) }))
+    if let Some(why) = removable(new, &off)? {
+        return Ok(Some(Refusal { dentry: new, ..Refusal::new(GuardHook::Rename, why) }));
+    }
+    let old_dir: u64 = ctx.arg(0);
+    if let Some(refusal) =
+        trusted::exec_write(Place::of_path(old_dir, &off)?.child(old), &off, FileOp::RenameFrom)?
+    {
+        return Ok(Some(refusal));
+    }
+    let new_dir: u64 = ctx.arg(2);
+    trusted::exec_write(Place::of_path(new_dir, &off)?.child(new), &off, FileOp::RenameTo)
+}
+
+/// `path_mknod` (also `open(O_CREAT)` of a new file, fs/namei.c `may_o_create`), `path_mkdir`,
+/// `path_symlink`: arguments (const struct path *dir, struct dentry *dentry, …).
+#[inline(always)]
+fn try_guard_create(ctx: &LsmContext, op: FileOp) -> Result<Option<Refusal>, ReadError> {
+    if !task::is_governed() {
+        return Ok(None);
+    }
+    let off = offsets()?;
+    let dir: u64 = ctx.arg(0);
+    let dentry: u64 = ctx.arg(1);
+    trusted::exec_write(Place::of_path(dir, &off)?.child(dentry), &off, op)
+}
+
+#[lsm(hook = "path_mknod")]
+pub fn guard_mknod(ctx: LsmContext) -> i32 {
+    verdict(try_guard_create(&ctx, FileOp::Create), true)
+}
+
+#[lsm(hook = "path_mkdir")]
+pub fn guard_mkdir(ctx: LsmContext) -> i32 {
+    verdict(try_guard_create(&ctx, FileOp::Mkdir), true)
+}
+
+#[lsm(hook = "path_symlink")]
+pub fn guard_symlink(ctx: LsmContext) -> i32 {
+    verdict(try_guard_create(&ctx, FileOp::Symlink), true)
+}
+
+#[lsm(hook = "path_link")]
+pub fn guard_link(ctx: LsmContext) -> i32 {
+    verdict(try_guard_link(&ctx), true)
+}
+
+#[inline(always)]
+fn try_guard_link(ctx: &LsmContext) -> Result<Option<Refusal>, ReadError> {
+    // Arguments: (struct dentry *old_dentry, const struct path *new_dir, struct dentry *new_dentry).
+    if !task::is_governed() {
+        return Ok(None);
+    }
+    let off = offsets()?;
+    let new_dir: u64 = ctx.arg(1);
+    let new: u64 = ctx.arg(2);
+    trusted::exec_write(Place::of_path(new_dir, &off)?.child(new), &off, FileOp::Link)
+}
+
+/// `path_chmod` (`const struct path *path, umode_t mode`), `path_chown` (`const struct path *path,
+/// kuid_t uid, kgid_t gid`).
+#[inline(always)]
+fn try_guard_attr(ctx: &LsmContext, op: FileOp) -> Result<Option<Refusal>, ReadError> {
+    if !task::is_governed() {
+        return Ok(None);
+    }
+    let off = offsets()?;
+    let path: u64 = ctx.arg(0);
+    let place = Place::of_path(path, &off)?;
+    if let Some(why) = sentra_file(place.dentry, &off)? {
+        return Ok(Some(Refusal { dentry: place.dentry, ..Refusal::new(GuardHook::FileWrite, why) }));
+    }
+    trusted::exec_write(place, &off, op)
+}
+
+#[lsm(hook = "path_chmod")]
+pub fn guard_chmod(ctx: LsmContext) -> i32 {
+    verdict(try_guard_attr(&ctx, FileOp::Chmod), true)
+}
+
+#[lsm(hook = "path_chown")]
+pub fn guard_chown(ctx: LsmContext) -> i32 {
+    verdict(try_guard_attr(&ctx, FileOp::Chown), true)
+}
+
+/// Any change to the mount tree by a governed task: a mount over or inside a directory the exec
+/// policy allows would put writable files there, a bind mount or a move would rearrange what the
+/// exec rules name, and an unmount would uncover what the launcher hid. `mount_point` is the
+/// `struct path *` involved (0: none readable).
+#[inline(always)]
+fn mount_refusal(op: MountOp, mount_point: u64) -> Option<Refusal> {
+    if !task::is_governed() {
+        return None;
+    }
+    let off = kernel::offsets();
+    let dentry = if mount_point == 0 {
+        0
+    } else {
+        kernel::read_ptr(mount_point, off.path_dentry, ProbeSite::None).unwrap_or(0)
+    };
+    Some(Refusal { dentry, ..Refusal::new(GuardHook::Mount, op as u32) })
+}
+
+#[lsm(hook = "sb_mount")]
+pub fn guard_mount(ctx: LsmContext) -> i32 {
+    // Arguments: (const char *dev_name, const struct path *path, const char *type, unsigned long
+    // flags, void *data): every mount(2), including bind, move and remount (fs/namespace.c
+    // `path_mount`).
+    verdict(Ok(mount_refusal(MountOp::Mount, ctx.arg(1))), true)
+}
+
+#[lsm(hook = "sb_umount")]
+pub fn guard_umount(ctx: LsmContext) -> i32 {
+    // Arguments: (struct vfsmount *mnt, int flags).
+    let mnt: u64 = ctx.arg(0);
+    let off = kernel::offsets();
+    let refused = mount_refusal(MountOp::Umount, 0).map(|refusal| Refusal {
+        dentry: kernel::read_ptr(mnt, off.vfsmount_root, ProbeSite::None).unwrap_or(0),
+        ..refusal
+    });
+    verdict(Ok(refused), true)
+}
+
+#[lsm(hook = "sb_remount")]
+pub fn guard_remount(_ctx: LsmContext) -> i32 {
+    // Arguments: (struct super_block *sb, void *mnt_opts).
+    verdict(Ok(mount_refusal(MountOp::Remount, 0)), true)
+}
+
+#[lsm(hook = "sb_pivotroot")]
+pub fn guard_pivot_root(ctx: LsmContext) -> i32 {
+    // Arguments: (const struct path *old_path, const struct path *new_path).
+    verdict(Ok(mount_refusal(MountOp::PivotRoot, ctx.arg(1))), true)
+}
+
+#[lsm(hook = "move_mount")]
+pub fn guard_move_mount(ctx: LsmContext) -> i32 {
+    // Arguments: (const struct path *from_path, const struct path *to_path): attaching a mount made
+    // with fsmount(2) or open_tree(2) (fs/namespace.c `do_move_mount`).
+    verdict(Ok(mount_refusal(MountOp::MoveMount, ctx.arg(1))), true)
 }
 
 /// `cgroup/sysctl`, attached to each governed cgroup: a sysctl write (`/proc/sys/kernel/modprobe`,
@@ -456,6 +627,10 @@ fn emit_sysctl(ctx: &SysctlContext) {
     event.detail = 0;
     event.target = 0;
     event.extra = 0;
+    event.decision = Decision::Denied as u32;
+    event.rule = 0;
+    event.generation = 0;
+    event.pad = 0;
     event.dev = 0;
     event.ino = 0;
     // BPF_F_SYSCTL_BASE_NAME (include/uapi/linux/bpf.h): the last component only.
@@ -487,3 +662,14 @@ sentra_common::same_name!(sentra_common::names::program::GUARD_UNLINK, guard_unl
 sentra_common::same_name!(sentra_common::names::program::GUARD_RMDIR, guard_rmdir);
 sentra_common::same_name!(sentra_common::names::program::GUARD_RENAME, guard_rename);
 sentra_common::same_name!(sentra_common::names::program::GUARD_SYSCTL, guard_sysctl);
+sentra_common::same_name!(sentra_common::names::program::GUARD_MKNOD, guard_mknod);
+sentra_common::same_name!(sentra_common::names::program::GUARD_MKDIR, guard_mkdir);
+sentra_common::same_name!(sentra_common::names::program::GUARD_SYMLINK, guard_symlink);
+sentra_common::same_name!(sentra_common::names::program::GUARD_LINK, guard_link);
+sentra_common::same_name!(sentra_common::names::program::GUARD_CHMOD, guard_chmod);
+sentra_common::same_name!(sentra_common::names::program::GUARD_CHOWN, guard_chown);
+sentra_common::same_name!(sentra_common::names::program::GUARD_MOUNT, guard_mount);
+sentra_common::same_name!(sentra_common::names::program::GUARD_UMOUNT, guard_umount);
+sentra_common::same_name!(sentra_common::names::program::GUARD_REMOUNT, guard_remount);
+sentra_common::same_name!(sentra_common::names::program::GUARD_PIVOT_ROOT, guard_pivot_root);
+sentra_common::same_name!(sentra_common::names::program::GUARD_MOVE_MOUNT, guard_move_mount);

@@ -33,6 +33,8 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     sb_root: 0,
     inode_mode: 0,
     path_dentry: 0,
+    path_mnt: 0,
+    vma_file: 0,
     valid: 0,
 };
 sentra_common::same_name!(sentra_common::names::KERNEL_OFFSETS, KERNEL_OFFSETS);

@@ -28,6 +28,7 @@ mod kernel;
 mod maps;
 mod net;
 mod task;
+mod trusted;
 
 #[cfg(not(test))]
 #[panic_handler]

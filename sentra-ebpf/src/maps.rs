@@ -67,6 +67,12 @@ sentra_common::same_name!(sentra_common::names::map::PROTECTED, PROTECTED);
 pub static PROTECTED_FILES: HashMap<FileKey, u32> = HashMap::with_max_entries(1024, 0);
 sentra_common::same_name!(sentra_common::names::map::PROTECTED_FILES, PROTECTED_FILES);
 
+/// `exec.libraries`: files and directories (keyed with their generation) from which governed tasks
+/// may map executable code although the exec policy does not allow them as programs (→ 1).
+#[map]
+pub static EXEC_LIBRARIES: HashMap<InodeKey, u32> = HashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
+sentra_common::same_name!(sentra_common::names::map::EXEC_LIBRARIES, EXEC_LIBRARIES);
+
 /// Ring-buffer backlog (bytes waiting) above which even a routine event wakes the controller.
 const WAKEUP_BACKLOG: u64 = 512 << 10;
 

@@ -784,3 +784,172 @@ fn a_governed_root_task_cannot_reach_the_kernel_or_sentra() {
         assert!(found.iter().any(|r| r["action"] == action), "no {action} record: {found:?}");
     }
 }
+
+/// Trusted execution on the `lsm` backend, against a governed root task under a default-deny exec
+/// policy that allows one directory: nothing that may run can be changed there (create, write,
+/// truncate, link, symlink, rename, mkdir, chmod, unlink), no mount anywhere, and no executable
+/// mapping of a file neither the exec rules nor the default `exec.libraries` allow (`mmap`,
+/// `mprotect`, `dlopen` of a copied library, the dynamic loader mapping a denied program); each with a
+/// record naming the file. The system's own libraries and the allowed programs still map, ordinary
+/// files stay writable. In audit mode the same change is recorded and goes through. On the `signal`
+/// backend none of these hooks exist: the same calls succeed (the README says so).
+#[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scene: the escape attempts, their records, the loader, audit mode"
+)]
+fn a_governed_root_task_cannot_run_code_around_the_exec_rules() {
+    let dir = tempfile::Builder::new().prefix("sentra-wx-").tempdir_in("/tmp").expect("dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let allowed = dir.path().join("allowed");
+    let plain = dir.path().join("plain");
+    std::fs::create_dir_all(&allowed).expect("allowed");
+    std::fs::create_dir_all(&plain).expect("plain");
+    let fixture = allowed.join("fixture");
+    install(Path::new(FIXTURE), &fixture);
+    let victim = allowed.join("victim");
+    install(Path::new(FIXTURE), &victim);
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
+    let libc_path = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.contains("/libc.so"))
+        .expect("libc in this process")
+        .to_string();
+    let copied = plain.join("x.so");
+    std::fs::copy(&libc_path, &copied).expect("copy libc");
+    let loader = ["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("the dynamic loader");
+    let scratch = plain.join("scratch");
+    std::fs::write(&scratch, "x").expect("scratch");
+    let audit = dir.path().join("audit.jsonl");
+    let write_policy = |mode: &str| {
+        let policy = dir.path().join(format!("{mode}.yaml"));
+        let text = format!(
+            "version: \"2.0\"\nmode: {mode}\ndefault: deny\nexec:\n  default: deny\n  allow:\n    - {{ id: agent_dir, dir: {} }}\n    - {{ id: loader, path: {loader} }}\n",
+            allowed.display()
+        );
+        std::fs::write(&policy, text).expect("policy");
+        std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        policy
+    };
+    let run = |policy: &Path, args: &[&str]| -> (String, Vec<Value>) {
+        let _ = std::fs::remove_file(&audit);
+        let mut command: Vec<&str> = vec![fixture.to_str().expect("utf-8")];
+        command.extend(args);
+        let out = sentra_tests::run_command(policy, &audit, &command)
+            .current_dir(dir.path())
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{out:?}");
+        (stdout(&out), read_records(&audit))
+    };
+    let at = |call: &str, path: &Path| format!("{call}:{}", path.display());
+    let two = |call: &str, from: &Path, to: &Path| format!("{call}:{},{}", from.display(), to.display());
+    let refused: Vec<String> = vec![
+        // Mappings first: `rename-to` below moves `scratch` away where it is allowed.
+        at("mmap-exec", &scratch),
+        at("mprotect-exec", &scratch),
+        at("dlopen", &copied),
+        at("create", &allowed.join("new")),
+        at("open-write", &victim),
+        at("truncate-path", &victim),
+        at("chmod", &victim),
+        at("mkdir", &allowed.join("sub")),
+        two("link", &scratch, &allowed.join("linked")),
+        two("symlink", &scratch, &allowed.join("symlinked")),
+        two("rename-to", &scratch, &allowed.join("moved")),
+        at("unlink", &victim),
+        at("mount-tmpfs", &allowed),
+        at("mount-tmpfs", &plain),
+    ];
+    let fine: Vec<String> = vec![
+        at("create", &plain.join("new")),
+        at("open-write", &scratch),
+        at("mmap-exec", Path::new(&libc_path)),
+        at("mmap-exec", &victim),
+    ];
+    let enforce = write_policy("enforce");
+    // Mounts would change the host were they allowed: made only where they are refused, below.
+    let (mounts, refused): (Vec<String>, Vec<String>) =
+        refused.into_iter().partition(|c| c.starts_with("mount-tmpfs"));
+    // The allowed calls first: on the `signal` backend the others succeed too (`unlink` of `victim`).
+    let calls: Vec<&str> =
+        std::iter::once("sys").chain(fine.iter().chain(&refused).map(String::as_str)).collect();
+    let (text, records) = run(&enforce, &calls);
+    let results: std::collections::BTreeMap<String, i64> = errnos(&text).into_iter().collect();
+    assert_eq!(results.len(), refused.len() + fine.len(), "{text}");
+    let start = records.iter().find(|r| r["event"] == "controller_start").expect("start record");
+    if start["backend"] != "lsm" {
+        for (call, errno) in &results {
+            assert_eq!(*errno, 0, "{call}: no LSM hooks on this backend: {text}");
+        }
+        assert!(!records.iter().any(|r| r["event"] == "guard" && r["action"] != "sysctl"), "{records:?}");
+        return;
+    }
+    for call in &refused {
+        assert_eq!(results[call], i64::from(libc::EPERM), "{call}: {text}");
+    }
+    for call in &fine {
+        assert_eq!(results[call], 0, "{call}: {text}");
+    }
+    assert!(victim.exists() && !allowed.join("new").exists() && scratch.exists());
+    let guards: Vec<&Value> = records.iter().filter(|r| r["event"] == "guard").collect();
+    for operand in
+        ["create", "open_for_write", "truncate", "chmod", "mkdir", "link", "symlink", "rename_to", "unlink"]
+    {
+        assert!(
+            guards.iter().any(|r| r["action"] == "exec_write"
+                && r["detail"]["operand"] == operand
+                && r["rule_id"] == "agent_dir"
+                && r["decision"] == "denied"),
+            "no exec_write {operand} record: {guards:?}"
+        );
+    }
+    for file in ["scratch", "x.so"] {
+        assert!(
+            guards.iter().any(|r| r["action"] == "exec_map"
+                && r["detail"]["file"] == file
+                && r["rule_id"] == "default"),
+            "no exec_map record for {file}: {guards:?}"
+        );
+    }
+    let calls: Vec<&str> = std::iter::once("sys").chain(mounts.iter().map(String::as_str)).collect();
+    let (text, records) = run(&enforce, &calls);
+    for (call, errno) in errnos(&text) {
+        assert_eq!(errno, i64::from(libc::EPERM), "{call}: {text}");
+    }
+    assert!(
+        records.iter().any(|r| r["action"] == "mount" && r["rule_id"] == "self_protection"),
+        "{records:?}"
+    );
+
+    // The dynamic loader, itself allowed, may not map a program the policy does not allow.
+    let denied = plain.join("denied");
+    install(Path::new(FIXTURE), &denied);
+    let _ = std::fs::remove_file(&audit);
+    let program =
+        [fixture.to_str().expect("utf-8"), "spawn", loader, denied.to_str().expect("utf-8"), "hello"];
+    let out = sentra_tests::run_command(&enforce, &audit, &program).output().expect("run");
+    let (text, records) = (stdout(&out), read_records(&audit));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(text.trim(), "exit=127", "{text} {stderr}");
+    assert!(
+        records.iter().any(|r| r["action"] == "exec_map" && r["detail"]["file"] == "denied"),
+        "{stderr} {records:?}"
+    );
+
+    // Audit mode: recorded as would-be refusals, done.
+    let audit_policy = write_policy("audit");
+    let created = allowed.join("audited");
+    let (text, records) = run(&audit_policy, &["sys", &at("create", &created)]);
+    assert_eq!(errnos(&text), [(at("create", &created), 0)], "{text}");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["action"] == "exec_write" && r["decision"] == "auditonly" && r["mode"] == "audit"),
+        "{records:?}"
+    );
+}

@@ -90,7 +90,9 @@ impl Events {
                         Event::Net(net) => {
                             record::net_record(net, generations.net(net.generation), &self.clock)
                         }
-                        Event::Guard(guard) => record::guard_record(guard, &self.clock),
+                        Event::Guard(guard) => {
+                            record::guard_record(guard, generations.exec(guard.generation), &self.clock)
+                        }
                     };
                     self.audit.write(&record)?;
                     self.drained.events_written += 1;

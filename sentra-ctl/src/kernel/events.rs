@@ -71,7 +71,8 @@ pub enum Event {
     Guard(Guard),
 }
 
-/// A decoded self-protection refusal (always enforced: these hooks are not policy).
+/// A decoded guard refusal: self-protection (always enforced: not policy) or trusted execution
+/// (decided by an exec rule; recorded without refusing in audit mode).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Guard {
     pub header: Header,
@@ -80,6 +81,10 @@ pub struct Guard {
     pub detail: u32,
     pub target: u32,
     pub extra: u32,
+    pub decision: Decision,
+    /// Trusted execution: the exec rule that decided the file, in `generation`.
+    pub rule: RuleRef,
+    pub generation: u32,
     /// The file involved, if any.
     pub file: Option<GuardFile>,
 }
@@ -174,7 +179,20 @@ fn decode_guard(event: &GuardEvent) -> Result<Guard, DecodeError> {
         detail: event.detail,
         target: event.target,
         extra: event.extra,
+        decision: Decision::try_from(event.decision).map_err(value)?,
+        rule: rule_ref(event.rule, ProbeSite::None as u32)?,
+        generation: event.generation,
         file,
+    })
+}
+
+/// An event's rule index as a reference (`probe_site` names the failed step of an internal error).
+fn rule_ref(rule: u32, probe_site: u32) -> Result<RuleRef, DecodeError> {
+    Ok(match rule {
+        RULE_DEFAULT => RuleRef::Default,
+        RULE_INTERNAL_ERROR => RuleRef::InternalError(ProbeSite::try_from(probe_site).map_err(value)?),
+        RULE_PATH_TOO_DEEP => RuleRef::PathTooDeep,
+        index => RuleRef::Index(index),
     })
 }
 
@@ -237,14 +255,7 @@ fn decode_exec(event: &ExecEvent) -> Result<Exec, DecodeError> {
         header: Header::decode(&event.header)?,
         decision: Decision::try_from(event.decision).map_err(value)?,
         mode: Mode::try_from(event.mode).map_err(value)?,
-        rule: match event.rule {
-            RULE_DEFAULT => RuleRef::Default,
-            RULE_INTERNAL_ERROR => {
-                RuleRef::InternalError(ProbeSite::try_from(event.probe_site).map_err(value)?)
-            }
-            RULE_PATH_TOO_DEEP => RuleRef::PathTooDeep,
-            index => RuleRef::Index(index),
-        },
+        rule: rule_ref(event.rule, event.probe_site)?,
         generation: event.generation,
         path,
         path_truncated,

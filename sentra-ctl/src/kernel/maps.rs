@@ -7,8 +7,8 @@ use sentra_common::{
     event::{PROBE_SITES, ProbeSite},
     exec::{FileKey, GovernedCgroup, InodeKey, NameKey, RuleValue},
     names::map::{
-        ACTIVE_GENERATION, EXEC_DIR_RULES, EXEC_INODE_RULES, EXEC_NAME_RULES, GOVERNED, PROTECTED,
-        PROTECTED_FILES, SETTINGS, STATS,
+        ACTIVE_GENERATION, EXEC_DIR_RULES, EXEC_INODE_RULES, EXEC_LIBRARIES, EXEC_NAME_RULES, GOVERNED,
+        PROTECTED, PROTECTED_FILES, SETTINGS, STATS,
     },
     settings::{ActiveGeneration, Backend, GENERATIONS, Settings, stats},
 };
@@ -114,6 +114,9 @@ pub fn write_generation<S: MapStore + ?Sized>(
     let dir: Vec<(InodeKey, RuleValue)> =
         compiled.dir.iter().map(|(id, value)| (inode_key(generation, *id), *value)).collect();
     super::batch::update(ebpf, EXEC_DIR_RULES, &dir)?;
+    let library: Vec<(InodeKey, u32)> =
+        compiled.library.iter().map(|id| (inode_key(generation, *id), 1)).collect();
+    super::batch::update(ebpf, EXEC_LIBRARIES, &library)?;
     let settings = Settings {
         mode: mode as u32,
         exec_default: compiled.table.default_effect() as u32,
@@ -149,6 +152,8 @@ pub fn clear_generation<S: MapStore + ?Sized>(
         let name: Vec<NameKey> =
             compiled.name.iter().map(|((dir, name), _)| name_key(generation, *dir, *name)).collect();
         super::batch::delete(ebpf, EXEC_NAME_RULES, &name)?;
+        let library: Vec<InodeKey> = compiled.library.iter().map(|id| inode_key(generation, *id)).collect();
+        super::batch::delete(ebpf, EXEC_LIBRARIES, &library)?;
     } else {
         for name in [EXEC_INODE_RULES, EXEC_DIR_RULES] {
             let map = hash::<InodeKey, RuleValue, S>(ebpf, name)?;
@@ -160,6 +165,10 @@ pub fn clear_generation<S: MapStore + ?Sized>(
         let stale: Vec<NameKey> =
             map.keys().filter_map(Result::ok).filter(|k| k.generation == generation).collect();
         super::batch::delete(ebpf, EXEC_NAME_RULES, &stale)?;
+        let map = hash::<InodeKey, u32, S>(ebpf, EXEC_LIBRARIES)?;
+        let stale: Vec<InodeKey> =
+            map.keys().filter_map(Result::ok).filter(|k| k.generation == generation).collect();
+        super::batch::delete(ebpf, EXEC_LIBRARIES, &stale)?;
     }
     array::<Settings, S>(ebpf, SETTINGS)?.set(generation, Settings::default(), 0).map_err(map_err(SETTINGS))
 }

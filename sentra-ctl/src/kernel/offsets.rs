@@ -43,6 +43,8 @@ pub fn read(raw: &[u8]) -> Result<KernelOffsets, KernelError> {
         sb_root: lookup.offset("super_block", &["s_root"])?,
         inode_mode: lookup.offset("inode", &["i_mode"])?,
         path_dentry: lookup.offset("path", &["dentry"])?,
+        path_mnt: lookup.offset("path", &["mnt"])?,
+        vma_file: lookup.offset("vm_area_struct", &["vm_file"])?,
         valid: 1,
     })
 }

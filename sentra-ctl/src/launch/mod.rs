@@ -1,9 +1,10 @@
 //! `sentra-ctl launch`: starts the agent in a governed cgroup as an unprivileged user, with no new
 //! privileges, no capabilities to regain, a clean environment and a seccomp profile installed last.
 //!
-//! The child prepares itself between fork and exec, in this order: it joins the cgroup (so its own
-//! exec is governed), enters a cgroup namespace rooted there and a mount namespace where Sentra's
-//! files are out of sight ([`Hidden`]), takes the user's groups and ids (dropping the capability
+//! The child prepares itself between fork and exec, in this order: it enters a mount namespace where
+//! Sentra's files are out of sight ([`Hidden`]) and a PID namespace, whose init joins the cgroup (so
+//! every exec from there on is governed) and a cgroup namespace rooted there before forking the
+//! agent (see [`init`]); the agent takes the user's groups and ids (dropping the capability
 //! bounding set first, which needs `CAP_SETPCAP`), clears the ambient set, sets
 //! `PR_SET_NO_NEW_PRIVS`, installs the filters, and hands the deny filter's notification listener to
 //! the launcher. The launcher answers
@@ -409,13 +410,12 @@ fn prepare(plan: &ChildPlan) -> std::io::Result<()> {
     let id = &plan.identity;
     // SAFETY: plain system calls on values and buffers prepared before the fork.
     unsafe {
-        // "0" moves the writing process itself (kernel/cgroup/cgroup.c, cgroup_procs_write_start).
-        if libc::write(plan.procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
-            return Err(std::io::Error::last_os_error());
-        }
+        // Every mount is made before the cgroup is joined: a governed task may not change the mount
+        // tree on the `lsm` backend (`guard_mount`), the launcher's own steps included.
         enter_namespaces(plan)?;
-        // From here on this is the agent, pid 2 of its own PID namespace (see `init`).
-        init::split()?;
+        // From here on this is the agent, pid 2 of its own PID namespace (see `init`); the namespace's
+        // init joined the cgroup before forking it.
+        init::split(&|| join(plan))?;
         check(libc::setgroups(id.groups.len(), id.groups.as_ptr()).into())?;
         check(libc::setresgid(id.gid, id.gid, id.gid).into())?;
         for &cap in &plan.drop_caps {
@@ -456,19 +456,33 @@ fn prepare(plan: &ChildPlan) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The agent's own cgroup and mount namespaces, with Sentra's files out of sight. In the child,
-/// between fork and exec: system calls only.
+/// Joins the governed cgroup and enters a cgroup namespace rooted there: no move to a cgroup outside
+/// it is permitted, whatever the uid (kernel/cgroup/cgroup.c, `cgroup_procs_write_permission`). In
+/// the PID namespace's init, before it forks the agent: system calls only.
+fn join(plan: &ChildPlan) -> std::io::Result<()> {
+    // SAFETY: write(2) and unshare(2) on a descriptor and flags prepared before the fork.
+    unsafe {
+        // "0" moves the writing process itself (kernel/cgroup/cgroup.c, cgroup_procs_write_start).
+        if libc::write(plan.procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::unshare(libc::CLONE_NEWCGROUP) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The agent's own mount namespace, with Sentra's files out of sight, and a PID namespace for the
+/// processes forked next. In the child, between fork and exec: system calls only.
 ///
 /// # Safety
-/// Called in the child, as root, after it joined the governed cgroup.
+/// Called in the child, as root, before it joins the governed cgroup.
 unsafe fn enter_namespaces(plan: &ChildPlan) -> std::io::Result<()> {
     let check = |rc: libc::c_long| if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) };
     // SAFETY: plain system calls on C strings prepared before the fork.
     unsafe {
-        // A cgroup namespace rooted here: no move to a cgroup outside it is permitted, whatever
-        // the uid (kernel/cgroup/cgroup.c, cgroup_procs_write_permission). A mount namespace of its
-        // own, with Sentra's files out of sight. A PID namespace for the processes forked next.
-        check(libc::unshare(libc::CLONE_NEWCGROUP | libc::CLONE_NEWNS | libc::CLONE_NEWPID).into())?;
+        check(libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWPID).into())?;
         check(
             libc::mount(
                 std::ptr::null(),

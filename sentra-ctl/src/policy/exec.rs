@@ -55,6 +55,8 @@ pub struct CompiledExec {
     pub inode: Vec<(FileId, RuleValue)>,
     pub name: Vec<((FileId, [u8; NAME_LEN]), RuleValue)>,
     pub dir: Vec<(FileId, RuleValue)>,
+    /// `exec.libraries` (or its default): files and directories executable code may be mapped from.
+    pub library: Vec<FileId>,
     pub warnings: Vec<Warning>,
     /// Deny rules whose target is not on this machine (nothing to deny; listed by `policy check`).
     pub absent: Vec<String>,
@@ -325,6 +327,7 @@ fn compile_with(policy: &Policy, warn: bool) -> Result<CompiledExec, PolicyError
         seen: HashSet::new(),
         out: CompiledExec::default(),
         warn,
+        program_dirs: Vec::new(),
     };
     compiler.out.table.default = section.default.or(policy.model.default);
     let named: Vec<&Path> = section
@@ -345,6 +348,7 @@ fn compile_with(policy: &Policy, warn: bool) -> Result<CompiledExec, PolicyError
         }
     }
     compiler.original_rules()?;
+    compiler.libraries(section.libraries.as_deref())?;
     let mut out = compiler.out;
     out.inode =
         CompiledExec::merge_duplicates(std::mem::take(&mut out.inode), &out.table.rules, &mut out.warnings);
@@ -366,7 +370,16 @@ struct Compiler<'p> {
     out: CompiledExec,
     /// Warnings about allowed entries are worked out (`policy check`, the controller).
     warn: bool,
+    /// Directories of programs allowed by path or name, and directories allowed whole: the default
+    /// libraries include the `lib` beside each that is a `bin`.
+    program_dirs: Vec<PathBuf>,
 }
+
+/// Where the system keeps shared libraries (and the dynamic loader, which the kernel maps for every
+/// dynamically linked program): the default `exec.libraries`, with the `lib` beside each allowed
+/// program's `bin` (a Node installed under `/opt/node` keeps its native modules in `/opt/node/lib`).
+pub const SYSTEM_LIBRARIES: [&str; 8] =
+    ["/lib", "/lib32", "/lib64", "/usr/lib", "/usr/lib32", "/usr/lib64", "/usr/local/lib", "/usr/libexec"];
 
 impl<'p> Compiler<'p> {
     /// Registers a rule under a new index (`what` names the kind in the error for too many).
@@ -381,6 +394,54 @@ impl<'p> Compiler<'p> {
         let value = RuleValue { rule: index, effect: info.effect as u32 };
         self.out.table.rules.push(info);
         Ok(value)
+    }
+
+    /// `exec.libraries`, or the default when the policy has none.
+    fn libraries(&mut self, listed: Option<&[String]>) -> Result<(), PolicyError> {
+        let policy = self.policy;
+        let mut targets: Vec<(Option<usize>, PathBuf)> = Vec::new();
+        if let Some(listed) = listed {
+            for (i, path) in listed.iter().enumerate() {
+                let path = PathBuf::from(path);
+                if !path.is_absolute() {
+                    return Err(policy.error_at(
+                        format!("exec.libraries[{i}]"),
+                        format!("exec.libraries: `{}` is not an absolute path", path.display()),
+                    ));
+                }
+                targets.push((Some(i), path));
+            }
+        } else {
+            targets.extend(SYSTEM_LIBRARIES.iter().map(|p| (None, PathBuf::from(p))));
+            for dir in &self.program_dirs {
+                if dir.file_name().is_some_and(|n| n == "bin")
+                    && let Some(prefix) = dir.parent()
+                {
+                    targets.push((None, prefix.join("lib")));
+                }
+            }
+        }
+        let mut seen = HashSet::new();
+        for (index, path) in targets {
+            match file_id(&path) {
+                Ok(id) => {
+                    if seen.insert(id) {
+                        self.out.library.push(id);
+                    }
+                }
+                Err(err) => {
+                    if let Some(i) = index {
+                        self.out.warnings.push(Warning {
+                            message: format!(
+                                "exec.libraries[{i}]: {}: {err}; nothing to allow",
+                                path.display()
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The original Sentra `rules` that the kernel can enforce: those matching on the executable
@@ -504,6 +565,9 @@ impl<'p> Compiler<'p> {
                 if effect == Effect::Allow && self.warn {
                     allow_warnings(entry, kind, &resolved, out);
                 }
+                if effect == Effect::Allow {
+                    self.program_dirs.push(resolved.path.clone());
+                }
                 out.dir.push((id, value));
                 continue;
             }
@@ -531,6 +595,9 @@ impl<'p> Compiler<'p> {
             out.name.push(((parent.id, key), value));
             if effect == Effect::Allow && self.warn {
                 allow_warnings(entry, kind, &resolved, out);
+            }
+            if effect == Effect::Allow {
+                self.program_dirs.push(parent.canonical.clone());
             }
             if effect == Effect::Deny {
                 // Follow the binary through hard links.

@@ -168,6 +168,11 @@ pub struct ExecSection {
     pub allow: Vec<ExecEntry>,
     #[serde(default)]
     pub deny: Vec<ExecEntry>,
+    /// Absolute files and directories (everything below) from which governed tasks may map executable
+    /// code (shared libraries, Python C extensions, npm native modules) besides the programs the exec
+    /// rules allow; enforced on the `lsm` backend. Absent: the system library directories and the
+    /// `lib` directory beside each allowed program's `bin`.
+    pub libraries: Option<Vec<String>>,
 }
 
 /// One exec entry: exactly one of `path`, `dir`, `name`.

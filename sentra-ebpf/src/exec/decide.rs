@@ -18,7 +18,7 @@ use sentra_common::{
 
 use crate::{
     kernel::{self, ReadError},
-    maps::{EXEC_DIR_RULES, EXEC_INODE_RULES, EXEC_NAME_RULES},
+    maps::{EXEC_DIR_RULES, EXEC_INODE_RULES, EXEC_LIBRARIES, EXEC_NAME_RULES},
 };
 
 /// The rule (or default) that decided, and its effect.
@@ -34,8 +34,9 @@ const NO_MATCH: u32 = u32::MAX - 3;
 impl Verdict {
     const NONE: Self = Self { effect: 0, rule: NO_MATCH };
 
+    /// Whether a rule (not the default) matched.
     #[inline(always)]
-    fn found(self) -> bool {
+    pub fn found(self) -> bool {
         self.rule != NO_MATCH
     }
 
@@ -89,6 +90,58 @@ fn record(event: &mut Option<&mut ExecEvent>, index: u32, dentry: u64, off: &Ker
     event.path_components = index + 1;
 }
 
+/// Where a file sits: its dentry, which may be negative (a name about to be created), and the mount
+/// it was reached through (a `struct vfsmount *`).
+#[derive(Clone, Copy)]
+pub struct Place {
+    pub dentry: u64,
+    pub vfsmount: u64,
+}
+
+impl Place {
+    /// Where an open file sits (`file->f_path`).
+    #[inline(always)]
+    pub fn of_file(file: u64, off: &KernelOffsets) -> Result<Self, ReadError> {
+        Ok(Self {
+            dentry: kernel::read_ptr(file, off.file_dentry, ProbeSite::FileDentry)?,
+            vfsmount: kernel::read_ptr(file, off.file_vfsmount, ProbeSite::FileMount)?,
+        })
+    }
+
+    /// Where a `struct path` points.
+    #[inline(always)]
+    pub fn of_path(path: u64, off: &KernelOffsets) -> Result<Self, ReadError> {
+        Ok(Self {
+            dentry: kernel::read_ptr(path, off.path_dentry, ProbeSite::FileDentry)?,
+            vfsmount: kernel::read_ptr(path, off.path_mnt, ProbeSite::FileMount)?,
+        })
+    }
+
+    /// The entry `dentry` of the directory at `self` (same mount).
+    #[inline(always)]
+    pub const fn child(self, dentry: u64) -> Self {
+        Self { dentry, vfsmount: self.vfsmount }
+    }
+}
+
+/// The exec decision for a file, and whether `exec.libraries` covers it (looked up only when asked,
+/// and only while no exec rule has matched: a rule, allow or deny, decides over a library entry).
+#[derive(Clone, Copy)]
+pub struct Found {
+    pub verdict: Verdict,
+    pub library: bool,
+}
+
+impl Found {
+    /// Whether an exec rule (not the default) allows running the file: what a governed task may not
+    /// change (W^X).
+    #[inline(always)]
+    pub fn allowed_by_rule(&self) -> bool {
+        // Rule indexes lie below every special value (`NO_MATCH`, the `RULE_*` of sentra_common::exec).
+        self.verdict.rule < NO_MATCH && self.verdict.effect == Effect::Allow as u32
+    }
+}
+
 /// Decides the exec described by `bprm` under policy generation `generation`.
 #[inline(always)]
 pub fn decide(
@@ -96,24 +149,47 @@ pub fn decide(
     off: &KernelOffsets,
     generation: u32,
     settings: &Settings,
-    mut event: Option<&mut ExecEvent>,
+    event: Option<&mut ExecEvent>,
 ) -> Result<Verdict, ReadError> {
     let file = kernel::read_ptr(bprm, off.binprm_file, ProbeSite::BprmFile)?;
-    let dentry = kernel::read_ptr(file, off.file_dentry, ProbeSite::FileDentry)?;
-    let mut vfsmount = kernel::read_ptr(file, off.file_vfsmount, ProbeSite::FileMount)?;
+    let place = Place::of_file(file, off)?;
+    Ok(decide_at(place, off, generation, settings, event, false)?.verdict)
+}
+
+/// Decides the file at `place` as an exec of it would be decided; with `libraries`, also whether an
+/// `exec.libraries` entry covers it.
+#[inline(always)]
+pub fn decide_at(
+    place: Place,
+    off: &KernelOffsets,
+    generation: u32,
+    settings: &Settings,
+    mut event: Option<&mut ExecEvent>,
+    libraries: bool,
+) -> Result<Found, ReadError> {
+    let dentry = place.dentry;
+    let mut vfsmount = place.vfsmount;
     // `struct mount` embeds the `struct vfsmount` (fs/mount.h): step back to the container.
     let mut mount = vfsmount - u64::from(off.mount_vfsmount);
 
-    let (dev, ino) = kernel::identity(dentry, off)?;
-    if let Some(event) = event.as_deref_mut() {
-        event.dev = dev;
-        event.ino = ino;
+    // A negative dentry (a name about to be created) has no inode: only its name and directories
+    // decide.
+    let inode: u64 = kernel::read(dentry, off.dentry_inode, ProbeSite::Inode)?;
+    let mut verdict = Verdict::NONE;
+    let mut library = false;
+    if inode != 0 {
+        let (dev, ino) = kernel::identity(dentry, off)?;
+        if let Some(event) = event.as_deref_mut() {
+            event.dev = dev;
+            event.ino = ino;
+        }
+        let inode_key = InodeKey { generation, pad: 0, dev, ino };
+        // SAFETY: lookup with a stack key.
+        verdict = Verdict::from_value(unsafe { EXEC_INODE_RULES.get(inode_key) });
+        // SAFETY: as above.
+        library = libraries && unsafe { EXEC_LIBRARIES.get(inode_key) }.is_some();
     }
     record(&mut event, 0, dentry, off);
-
-    let inode_key = InodeKey { generation, pad: 0, dev, ino };
-    // SAFETY: lookup with a stack key.
-    let mut verdict = Verdict::from_value(unsafe { EXEC_INODE_RULES.get(inode_key) });
 
     let parent = kernel::read_ptr(dentry, off.dentry_parent, ProbeSite::DentryParent)?;
     if !verdict.found() {
@@ -136,6 +212,9 @@ pub fn decide(
     while depth <= MAX_WALK_DEPTH {
         if !verdict.found() {
             verdict = dir_rule(generation, current, off)?;
+            if libraries && !library {
+                library = library_dir(generation, current, off)?;
+            }
         } else if event.is_none() {
             break;
         }
@@ -169,7 +248,7 @@ pub fn decide(
         }
     }
 
-    Ok(if verdict.found() {
+    let verdict = if verdict.found() {
         verdict
     } else if complete {
         Verdict { effect: settings.exec_default, rule: RULE_DEFAULT }
@@ -177,5 +256,14 @@ pub fn decide(
         // No rule found and the walk ended before the root: a directory rule above may apply. Decide
         // closed rather than let deep nesting evade a deny rule.
         Verdict { effect: Effect::Deny as u32, rule: RULE_PATH_TOO_DEEP }
-    })
+    };
+    Ok(Found { verdict, library })
+}
+
+/// Whether `exec.libraries` names the directory at `dentry`.
+#[inline(always)]
+fn library_dir(generation: u32, dentry: u64, off: &KernelOffsets) -> Result<bool, ReadError> {
+    let (dev, ino) = kernel::identity(dentry, off)?;
+    // SAFETY: lookup with a stack key.
+    Ok(unsafe { EXEC_LIBRARIES.get(InodeKey { generation, pad: 0, dev, ino }) }.is_some())
 }

@@ -1,7 +1,7 @@
 //! Exec governance: one decision procedure, two enforcement backends.
 
 mod args;
-mod decide;
+pub mod decide;
 mod lsm;
 mod signal;
 
@@ -83,7 +83,7 @@ pub fn govern(bprm: u64, args: ArgSource) -> Action {
 
 /// The active generation's settings, if the probe can decide under them at all.
 #[inline(always)]
-fn ready(off: &KernelOffsets, generation: u32) -> Result<Settings, kernel::ReadError> {
+pub fn ready(off: &KernelOffsets, generation: u32) -> Result<Settings, kernel::ReadError> {
     if off.valid == 0 {
         return Err(kernel::ReadError(ProbeSite::Offsets));
     }

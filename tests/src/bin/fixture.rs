@@ -10,7 +10,11 @@
 //! `sentra-fixture sys NAME…`              → makes each named system call with harmless arguments;
 //!                                          prints `NAME errno=N` (0: it succeeded); `NAME:PATH` forms
 //!                                          act on a file: `open-write:` opens it for writing (no write,
-//!                                          no truncation), `unlink:`, `rename:` (to `PATH.moved`)
+//!                                          no truncation), `create:`, `unlink:`, `rename:` (to
+//!                                          `PATH.moved`), `mkdir:`, `chmod:`, `truncate:` (through a
+//!                                          descriptor), `truncate-path:`, `mount-tmpfs:`, `umount:`,
+//!                                          `mmap-exec:`, `mprotect-exec:` (one page), `dlopen:`; and
+//!                                          `rename-to:FROM,TO`, `link:FROM,TO`, `symlink:FROM,TO`
 //! `sentra-fixture sysloop N`               → N rounds of getppid, a 1-byte read of /dev/zero, fstat and
 //!                                          `clock_gettime`; prints `ns_per_round=`
 //! `sentra-fixture whoami`                 → prints `uid=`, `euid=`, the `/proc/self/status` lines
@@ -136,17 +140,95 @@ fn close_fd(fd: libc::c_int) -> i64 {
     i64::from(fd.min(0))
 }
 
-/// `open-write:PATH`, `unlink:PATH`, `rename:PATH`: the errno (0: it succeeded).
+/// `CALL:PATH` (or `CALL:FROM,TO`): the errno (0: it succeeded).
 fn file_call(spec: &str) -> i64 {
     let errno = |err: std::io::Error| i64::from(err.raw_os_error().unwrap_or(-1));
     let Some((call, path)) = spec.split_once(':') else { return -1 };
+    let (from, to) = path.split_once(',').unwrap_or((path, ""));
     let result = match call {
         "open-write" => std::fs::OpenOptions::new().write(true).open(path).map(drop),
+        "create" => std::fs::OpenOptions::new().write(true).create_new(true).open(path).map(drop),
         "unlink" => std::fs::remove_file(path),
         "rename" => std::fs::rename(path, format!("{path}.moved")),
+        "rename-to" => std::fs::rename(from, to),
+        "link" => std::fs::hard_link(from, to),
+        "symlink" => std::os::unix::fs::symlink(from, to),
+        "mkdir" => std::fs::create_dir(path),
+        "chmod" => {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        }
+        "truncate" => std::fs::OpenOptions::new().write(true).open(path).and_then(|f| f.set_len(0)),
+        "truncate-path" => return path_call(path, |p| unsafe { libc::truncate(p, 0) }),
+        "mount-tmpfs" => {
+            return path_call(path, |p| unsafe {
+                libc::mount(c"sentra-test".as_ptr(), p, c"tmpfs".as_ptr(), 0, std::ptr::null())
+            });
+        }
+        "umount" => return path_call(path, |p| unsafe { libc::umount2(p, libc::MNT_DETACH) }),
+        "mmap-exec" => return map_call(path, false),
+        "mprotect-exec" => return map_call(path, true),
+        "dlopen" => return dlopen(path),
         _ => return -1,
     };
     result.map_or_else(errno, |()| 0)
+}
+
+/// A call on a C path; its errno (0: it succeeded).
+fn path_call(path: &str, call: impl FnOnce(*const libc::c_char) -> libc::c_int) -> i64 {
+    let Ok(path) = std::ffi::CString::new(path) else { return -1 };
+    if call(path.as_ptr()) == 0 {
+        0
+    } else {
+        i64::from(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1))
+    }
+}
+
+/// Maps the first page of `path` executable: directly, or readable and then `mprotect`ed executable.
+fn map_call(path: &str, mprotect: bool) -> i64 {
+    use std::os::fd::AsRawFd as _;
+    let errno = || i64::from(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1));
+    let Ok(file) = std::fs::File::open(path) else { return errno() };
+    let prot = if mprotect { libc::PROT_READ } else { libc::PROT_READ | libc::PROT_EXEC };
+    // SAFETY: a fresh private mapping of one page of an open file, unmapped before returning.
+    unsafe {
+        let at = libc::mmap(std::ptr::null_mut(), 4096, prot, libc::MAP_PRIVATE, file.as_raw_fd(), 0);
+        if at == libc::MAP_FAILED {
+            return errno();
+        }
+        let rc = if mprotect { libc::mprotect(at, 4096, libc::PROT_READ | libc::PROT_EXEC) } else { 0 };
+        let result = if rc == 0 { 0 } else { errno() };
+        libc::munmap(at, 4096);
+        result
+    }
+}
+
+/// `dlopen(path)`: 0 when loaded, else `EPERM` when the loader says it could not map the file (glibc
+/// reports the kernel's refusal only as text; the test checks the kernel's record of it), else
+/// `ENOEXEC`.
+fn dlopen(path: &str) -> i64 {
+    let Ok(c_path) = std::ffi::CString::new(path) else { return -1 };
+    // SAFETY: dlopen of a path; the handle is closed again, the error text copied at once.
+    unsafe {
+        let handle = libc::dlopen(c_path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+        if !handle.is_null() {
+            libc::dlclose(handle);
+            return 0;
+        }
+        let text = libc::dlerror();
+        let text = if text.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(text).to_string_lossy().into_owned()
+        };
+        eprintln!("dlopen {path}: {text}");
+        // glibc names a refused mapping by its step (elf/dl-load.c, "failed to map segment"), not errno.
+        if text.contains("not permitted") || text.contains("failed to map segment") {
+            i64::from(libc::EPERM)
+        } else {
+            i64::from(libc::ENOEXEC)
+        }
+    }
 }
 
 /// Who the process is, what it may do, what it inherited.
