@@ -35,8 +35,9 @@ pub struct VmTestArgs {
     /// Runs of each test binary per VM (to bring out flaky tests).
     #[arg(long, default_value_t = 1)]
     pub repeat: u32,
-    /// Seconds before a VM is declared hung.
-    #[arg(long, default_value_t = 900)]
+    /// Seconds before a VM is declared hung: a whole configuration's suite, which on 6.1 with BPF LSM
+    /// spends most of its time in the verifier (every controller start loads every program).
+    #[arg(long, default_value_t = 1800)]
     pub timeout: u64,
 }
 
