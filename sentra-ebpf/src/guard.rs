@@ -452,49 +452,44 @@ fn try_guard_rename(ctx: &LsmContext) -> Result<Option<Refusal>, ReadError> {
     trusted::exec_write(Place::of_path(new_dir, &off)?.child(new), &off, FileOp::RenameTo)
 }
 
-/// `path_mknod` (also `open(O_CREAT)` of a new file, fs/namei.c `may_o_create`), `path_mkdir`,
-/// `path_symlink`: arguments (const struct path *dir, struct dentry *dentry, …).
+/// A new entry (argument `dentry_arg`) in the directory at the `struct path *` argument `dir_arg`:
+/// `path_mknod` (also `open(O_CREAT)` of a new file, fs/namei.c `may_o_create`), `path_mkdir` and
+/// `path_symlink` take (`dir`, `dentry`, …) first; `path_link` takes (`old_dentry`, `new_dir`,
+/// `new_dentry`).
 #[inline(always)]
-fn try_guard_create(ctx: &LsmContext, op: FileOp) -> Result<Option<Refusal>, ReadError> {
+fn try_guard_entry(
+    ctx: &LsmContext,
+    dir_arg: usize,
+    dentry_arg: usize,
+    op: FileOp,
+) -> Result<Option<Refusal>, ReadError> {
     if !task::is_governed() {
         return Ok(None);
     }
     let off = offsets()?;
-    let dir: u64 = ctx.arg(0);
-    let dentry: u64 = ctx.arg(1);
+    let dir: u64 = ctx.arg(dir_arg);
+    let dentry: u64 = ctx.arg(dentry_arg);
     trusted::exec_write(Place::of_path(dir, &off)?.child(dentry), &off, op)
 }
 
 #[lsm(hook = "path_mknod")]
 pub fn guard_mknod(ctx: LsmContext) -> i32 {
-    verdict(try_guard_create(&ctx, FileOp::Create), true)
+    verdict(try_guard_entry(&ctx, 0, 1, FileOp::Create), true)
 }
 
 #[lsm(hook = "path_mkdir")]
 pub fn guard_mkdir(ctx: LsmContext) -> i32 {
-    verdict(try_guard_create(&ctx, FileOp::Mkdir), true)
+    verdict(try_guard_entry(&ctx, 0, 1, FileOp::Mkdir), true)
 }
 
 #[lsm(hook = "path_symlink")]
 pub fn guard_symlink(ctx: LsmContext) -> i32 {
-    verdict(try_guard_create(&ctx, FileOp::Symlink), true)
+    verdict(try_guard_entry(&ctx, 0, 1, FileOp::Symlink), true)
 }
 
 #[lsm(hook = "path_link")]
 pub fn guard_link(ctx: LsmContext) -> i32 {
-    verdict(try_guard_link(&ctx), true)
-}
-
-#[inline(always)]
-fn try_guard_link(ctx: &LsmContext) -> Result<Option<Refusal>, ReadError> {
-    // Arguments: (struct dentry *old_dentry, const struct path *new_dir, struct dentry *new_dentry).
-    if !task::is_governed() {
-        return Ok(None);
-    }
-    let off = offsets()?;
-    let new_dir: u64 = ctx.arg(1);
-    let new: u64 = ctx.arg(2);
-    trusted::exec_write(Place::of_path(new_dir, &off)?.child(new), &off, FileOp::Link)
+    verdict(try_guard_entry(&ctx, 1, 2, FileOp::Link), true)
 }
 
 /// `path_chmod` (`const struct path *path, umode_t mode`), `path_chown` (`const struct path *path,

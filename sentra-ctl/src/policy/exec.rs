@@ -302,7 +302,8 @@ pub fn compile(policy: &Policy) -> Result<CompiledExec, PolicyError> {
 }
 
 /// Compiles the entries alone, without the warnings about what allowed directories hold (which read
-/// every directory an allow entry names): what the shell layer needs to decide files.
+/// every directory an allow entry names) and without resolving `exec.libraries` (which only the
+/// kernel enforces; its entries are still validated): what the shell layer needs to decide files.
 ///
 /// # Errors
 /// As [`compile`].
@@ -310,7 +311,7 @@ pub fn compile_entries(policy: &Policy) -> Result<CompiledExec, PolicyError> {
     compile_with(policy, false)
 }
 
-fn compile_with(policy: &Policy, warn: bool) -> Result<CompiledExec, PolicyError> {
+fn compile_with(policy: &Policy, full: bool) -> Result<CompiledExec, PolicyError> {
     let empty = super::model::ExecSection::default();
     let section = policy.model.exec.as_ref().unwrap_or(&empty);
     let search: Vec<PathBuf> = section.path.iter().map(PathBuf::from).collect();
@@ -326,7 +327,7 @@ fn compile_with(policy: &Policy, warn: bool) -> Result<CompiledExec, PolicyError
         lookups: Lookups::default(),
         seen: HashSet::new(),
         out: CompiledExec::default(),
-        warn,
+        full,
         program_dirs: Vec::new(),
     };
     compiler.out.table.default = section.default.or(policy.model.default);
@@ -368,8 +369,9 @@ struct Compiler<'p> {
     lookups: Lookups<'p>,
     seen: HashSet<&'p str>,
     out: CompiledExec,
-    /// Warnings about allowed entries are worked out (`policy check`, the controller).
-    warn: bool,
+    /// The controller's and `policy check`'s compilation: warnings about allowed entries are worked
+    /// out and `exec.libraries` is resolved.
+    full: bool,
     /// Directories of programs allowed by path or name, and directories allowed whole: the default
     /// libraries include the `lib` beside each that is a `bin`.
     program_dirs: Vec<PathBuf>,
@@ -411,7 +413,11 @@ impl<'p> Compiler<'p> {
                 }
                 targets.push((Some(i), path));
             }
-        } else {
+        }
+        if !self.full {
+            return Ok(());
+        }
+        if listed.is_none() {
             targets.extend(SYSTEM_LIBRARIES.iter().map(|p| (None, PathBuf::from(p))));
             for dir in &self.program_dirs {
                 if dir.file_name().is_some_and(|n| n == "bin")
@@ -562,7 +568,7 @@ impl<'p> Compiler<'p> {
                         ),
                     ));
                 }
-                if effect == Effect::Allow && self.warn {
+                if effect == Effect::Allow && self.full {
                     allow_warnings(entry, kind, &resolved, out);
                 }
                 if effect == Effect::Allow {
@@ -593,7 +599,7 @@ impl<'p> Compiler<'p> {
                 ));
             };
             out.name.push(((parent.id, key), value));
-            if effect == Effect::Allow && self.warn {
+            if effect == Effect::Allow && self.full {
                 allow_warnings(entry, kind, &resolved, out);
             }
             if effect == Effect::Allow {
