@@ -85,13 +85,22 @@ pub fn own_cgroup() -> Option<String> {
     cgroup_of("self")
 }
 
-/// Whether a cgroup path (as [`cgroup_of`] gives it) is below `/sentra/`, where every cgroup a
-/// controller governs, and every `run`'s, is created.
+/// Name prefix of a launch cgroup made in a cgroup delegated to its launcher (a systemd service with
+/// `Delegate=yes`): `sentra-launch-<launcher pid>`. The controller governs a delegated cgroup only
+/// under such a name, so that [`is_governed_path`] recognises every governed cgroup by its path.
+pub const DELEGATED_PREFIX: &str = "sentra-launch-";
+
+/// Whether a cgroup path (as [`cgroup_of`] gives it) is one the controller may govern: below
+/// `/sentra/`, where every cgroup a controller governs and every `run`'s is created, or at or below a
+/// delegated launch cgroup ([`DELEGATED_PREFIX`]). A path that merely looks governed is treated as
+/// governed (refused control): failing closed.
 #[must_use]
 pub fn is_governed_path(path: &str) -> bool {
-    path.strip_prefix('/')
+    let below_parent = path
+        .strip_prefix('/')
         .and_then(|rest| rest.strip_prefix(GOVERNED_PARENT))
-        .is_some_and(|rest| rest.starts_with('/'))
+        .is_some_and(|rest| rest.starts_with('/'));
+    below_parent || path.split('/').any(|component| component.starts_with(DELEGATED_PREFIX))
 }
 
 /// Whether the calling process sits in a cgroup the controller governs (anywhere under
@@ -234,6 +243,9 @@ mod tests {
         assert!(!is_governed_path("/sentrax/agent"));
         assert!(!is_governed_path("/user.slice/sentra/agent"));
         assert!(!is_governed_path("/"));
+        assert!(is_governed_path("/system.slice/openclaw.service/sentra-launch-12"));
+        assert!(is_governed_path("/system.slice/openclaw.service/sentra-launch-12/child"));
+        assert!(!is_governed_path("/system.slice/openclaw.service"));
     }
 
     #[test]

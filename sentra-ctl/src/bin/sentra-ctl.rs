@@ -49,8 +49,12 @@ enum Command {
         backend: BackendChoice,
         /// Governed cgroup, created as <cgroup2 root>/sentra/NAME [default: the policy's
         /// `governed.cgroups`, else `agent`].
-        #[arg(long)]
+        #[arg(long, conflicts_with = "delegated_only")]
         cgroup: Option<String>,
+        /// Govern no cgroup of its own, only the launch cgroups of `sentra-ctl launch --delegated`
+        /// (systemd services with `Delegate=yes`): nothing is created outside systemd's delegation.
+        #[arg(long)]
+        delegated_only: bool,
         /// A reload may read the configured policy or a regular file below this directory, nothing
         /// else.
         #[arg(long, default_value = "/etc/sentra")]
@@ -136,7 +140,7 @@ fn real_main() -> anyhow::Result<i32> {
                 .context("starting the async runtime")?;
             runtime.block_on(run::run(run::RunOptions { policy, audit_log, backend, command }))
         }
-        Command::Daemon { policy, audit_log, backend, cgroup, policy_dir } => {
+        Command::Daemon { policy, audit_log, backend, cgroup, delegated_only, policy_dir } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -146,6 +150,7 @@ fn real_main() -> anyhow::Result<i32> {
                 audit_log,
                 backend,
                 cgroup,
+                delegated_only,
                 pin_root: controller::state::pin_root(),
                 policy_dir,
             }))?;
@@ -191,8 +196,13 @@ fn real_main() -> anyhow::Result<i32> {
 #[derive(clap::Args)]
 struct LaunchArgs {
     /// Which governed cgroup, by name [default: the first].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "delegated")]
     cgroup: Option<String>,
+    /// Make the agent's cgroup below this process's own cgroup, which systemd delegated to it
+    /// (`Delegate=yes`), instead of below the controller's: the agent stays in its unit, and does not
+    /// start unless the controller governs it.
+    #[arg(long)]
+    delegated: bool,
     /// Run as this user [default: the policy's `governed.user`]; root only with
     /// `governed.allow_root: true`.
     #[arg(long)]
@@ -221,7 +231,8 @@ struct LaunchArgs {
 
 /// `launch`: the agent in the daemon's governed cgroup, with the policy the daemon enforces.
 fn launch_command(args: LaunchArgs) -> anyhow::Result<i32> {
-    let LaunchArgs { cgroup, user, seccomp_profile, no_seccomp, list_profiles, env, policy, command } = args;
+    let LaunchArgs { cgroup, delegated, user, seccomp_profile, no_seccomp, list_profiles, env, policy, command } =
+        args;
     let loaded = controller::state::State::load(&controller::state::state_file());
     if list_profiles {
         let file = policy
@@ -232,18 +243,30 @@ fn launch_command(args: LaunchArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let loaded = loaded.context("no controller state (start `sentra-ctl daemon` first)")?;
-    let group = match &cgroup {
-        None => loaded.state.cgroups.first().context("the controller governs no cgroup")?,
-        Some(name) => loaded
-            .state
-            .cgroups
-            .iter()
-            .find(|g| g.path.file_name().is_some_and(|n| n == name.as_str()))
-            .with_context(|| {
-                let names: Vec<String> =
-                    loaded.state.cgroups.iter().map(|g| g.path.display().to_string()).collect();
-                format!("the controller governs no cgroup named {name} (it governs {})", names.join(", "))
-            })?,
+    let procs = if delegated {
+        let own = sentra_ctl::cgroup::own_cgroup().context("reading this process's cgroup")?;
+        let root = sentra_ctl::cgroup::cgroup2_root()?;
+        root.join(own.trim_start_matches('/')).join("cgroup.procs")
+    } else {
+        let group = match &cgroup {
+            None => loaded.state.cgroups.first().context(
+                "the controller governs no cgroup of its own (started with --delegated-only?): launch from a systemd service with Delegate=yes and --delegated",
+            )?,
+            Some(name) => loaded
+                .state
+                .cgroups
+                .iter()
+                .find(|g| g.path.file_name().is_some_and(|n| n == name.as_str()))
+                .with_context(|| {
+                    let names: Vec<String> =
+                        loaded.state.cgroups.iter().map(|g| g.path.display().to_string()).collect();
+                    format!(
+                        "the controller governs no cgroup named {name} (it governs {})",
+                        names.join(", ")
+                    )
+                })?,
+        };
+        group.path.join("cgroup.procs")
     };
     // The policy the controller enforces: its user, root permission and profiles.
     let file = &loaded.policy.policy;
@@ -256,7 +279,8 @@ fn launch_command(args: LaunchArgs) -> anyhow::Result<i32> {
     runtime.block_on(launch::launch(
         &policy,
         launch::Launch {
-            procs: group.path.join("cgroup.procs"),
+            procs,
+            delegated,
             command,
             user,
             seccomp: if no_seccomp {

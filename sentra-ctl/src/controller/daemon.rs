@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use sd_notify::NotifyState;
 use sentra_common::net::profile_id;
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
@@ -40,6 +41,9 @@ pub struct DaemonOptions {
     /// Name of the governed cgroup under `<cgroup2 root>/sentra/`; `None`: the policy's
     /// `governed.cgroups`.
     pub cgroup: Option<String>,
+    /// Govern no cgroup of its own, only delegated launch cgroups (systemd services with
+    /// `Delegate=yes`): nothing is created outside systemd's delegation.
+    pub delegated_only: bool,
     pub pin_root: PathBuf,
     /// Policies a reload may name: the configured one and regular files below this directory.
     pub policy_dir: PathBuf,
@@ -53,6 +57,8 @@ struct Daemon {
     pin_root: PathBuf,
     /// `--cgroup`, which overrides the policy's `governed.cgroups`.
     cgroup_override: Option<String>,
+    /// `--delegated-only`: no governed cgroup of its own.
+    delegated_only: bool,
     /// The policy the daemon was started with, and the directory reloads may read from.
     configured_policy: PathBuf,
     policy_dir: PathBuf,
@@ -88,6 +94,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         last_retire_ms: None,
         pin_root: options.pin_root.clone(),
         cgroup_override: options.cgroup.clone(),
+        delegated_only: options.delegated_only,
         configured_policy: std::fs::canonicalize(&options.policy).unwrap_or_else(|_| options.policy.clone()),
         policy_dir: std::fs::canonicalize(&options.policy_dir).unwrap_or_else(|_| options.policy_dir.clone()),
         records_refused: 0,
@@ -139,6 +146,23 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         daemon.session.backend.as_str(),
         socket.display()
     );
+    // Under systemd (`Type=notify`): ready only now, with the programs attached, the policy active and
+    // the control socket answering; units ordered after sentra.service start governed.
+    let status = format!(
+        "enforcing ({} backend), policy {} version {}",
+        daemon.session.backend.as_str(),
+        daemon.session.policy.policy.display(),
+        daemon.session.policy.policy_version.as_deref().unwrap_or("-"),
+    );
+    if let Err(err) = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(&status)]) {
+        tracing::warn!("telling systemd we are ready: {err}");
+    }
+    // The watchdog is fed from this loop, so a loop that stops turning (not only a dead process) is
+    // noticed and restarted; pins keep enforcing meanwhile.
+    let mut watchdog_usec = 0;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
+    let mut watchdog_tick =
+        tokio::time::interval(Duration::from_micros((watchdog_usec / 2).max(100_000)));
     // Each connection is served by its own task (reading with a deadline); this loop only decides
     // requests, which never wait for a peer, so draining never waits for the control plane.
     let (requests, mut incoming) = mpsc::channel::<Incoming>(CONNECTIONS_QUEUED);
@@ -170,6 +194,9 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
                 }
                 daemon.retire_pending();
             }
+            _ = watchdog_tick.tick(), if watchdog => {
+                let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -179,6 +206,11 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&records_path);
     eprintln!("sentra-ctl daemon: exiting; enforcement stays pinned (sentra-ctl stop removes it)");
     Ok(())
+}
+
+/// The suffix of the pinned links of a delegated launch cgroup (`<program>@delegated-<id>`).
+fn delegated_tag(id: u64) -> String {
+    format!("delegated-{id}")
 }
 
 /// Requests waiting for the loop; a full queue makes connection tasks wait, never the loop.
@@ -388,7 +420,14 @@ fn bind_with_mode(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
 }
 
 /// The cgroup names a controller governs: `--cgroup`, else the policy's `governed.cgroups`.
-fn cgroup_names(cgroup_override: Option<&String>, policy: &crate::policy::Policy) -> Vec<String> {
+fn cgroup_names(
+    cgroup_override: Option<&String>,
+    delegated_only: bool,
+    policy: &crate::policy::Policy,
+) -> Vec<String> {
+    if delegated_only {
+        return Vec::new();
+    }
     cgroup_override.map_or_else(|| policy.model.governed.cgroup_names(), |name| vec![name.clone()])
 }
 
@@ -409,7 +448,7 @@ async fn start_fresh(options: &DaemonOptions) -> anyhow::Result<(Session, State,
     let prepared = prepare_policy(&options.policy)?;
     prepared.log_warnings();
     let mut groups = Vec::new();
-    for name in cgroup_names(options.cgroup.as_ref(), &prepared.policy) {
+    for name in cgroup_names(options.cgroup.as_ref(), options.delegated_only, &prepared.policy) {
         let group = governed_cgroup(&name)?;
         groups.push((name, group));
     }
@@ -425,6 +464,7 @@ async fn start_fresh(options: &DaemonOptions) -> anyhow::Result<(Session, State,
     .await?;
     let state = State {
         cgroups: groups.iter().map(|(_, g)| GovernedPath { path: g.path.clone(), id: g.id }).collect(),
+        delegated: Vec::new(),
         audit_log: options.audit_log.clone(),
         started: audit::now(),
         adoptions: 0,
@@ -603,15 +643,30 @@ impl Daemon {
         self.state.cgroups.iter().any(|g| path.starts_with(&g.path) && path != g.path)
     }
 
-    /// Governs a launch cgroup strictly below a governed one, with its launch profile's network policy.
+    /// Whether `path` is a launch cgroup made where its launcher was delegated a cgroup (a systemd
+    /// service with `Delegate=yes`): named `sentra-launch-<pid>` (see [`cgroup::DELEGATED_PREFIX`]).
+    fn delegated_launch(path: &Path) -> bool {
+        path.file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.starts_with(cgroup::DELEGATED_PREFIX))
+    }
+
+    /// Governs a launch cgroup, with its launch profile's network policy: one strictly below a
+    /// governed cgroup, or a delegated one (see [`Self::delegated_launch`]), to which the pinned
+    /// cgroup programs (network, sysctl) are attached here since no governed ancestor carries them.
     fn govern_launch(&mut self, peer: &Peer, cgroup: &Path, net_profile: Option<&str>) -> Response {
         let real = match std::fs::canonicalize(cgroup) {
             Ok(real) if real.is_dir() => real,
             Ok(_) => return Response::error(format!("{}: not a directory", cgroup.display())),
             Err(err) => return Response::error(format!("{}: {err}", cgroup.display())),
         };
-        if !self.below_governed(&real) {
-            return Response::error(format!("{}: not below a governed cgroup", real.display()));
+        let delegated = !self.below_governed(&real);
+        if delegated && !Self::delegated_launch(&real) {
+            return Response::error(format!(
+                "{}: neither below a governed cgroup nor a delegated launch cgroup ({}<pid>)",
+                real.display(),
+                cgroup::DELEGATED_PREFIX
+            ));
         }
         let level = match cgroup::cgroup2_root() {
             Ok(root) => match real.strip_prefix(&root) {
@@ -622,13 +677,31 @@ impl Daemon {
             },
             Err(err) => return Response::error(err.to_string()),
         };
-        let id = match std::fs::metadata(&real) {
+        let dir = match std::fs::File::open(&real) {
+            Ok(dir) => dir,
+            Err(err) => return Response::error(format!("{}: {err}", real.display())),
+        };
+        let id = match dir.metadata() {
             Ok(meta) => std::os::unix::fs::MetadataExt::ino(&meta),
             Err(err) => return Response::error(format!("{}: {err}", real.display())),
         };
         let profile_id = net_profile.map_or(0, |name| profile_id(name.as_bytes()));
         if let Err(err) = self.session.govern(id, level, profile_id) {
             return Response::error(format!("governing {}: {}", real.display(), crate::describe(&err)));
+        }
+        if delegated {
+            use std::os::fd::AsFd as _;
+            if let Err(err) = pin::attach_cgroup(&self.pin_root, dir.as_fd(), &delegated_tag(id)) {
+                let _ = self.session.release(id);
+                return Response::error(format!(
+                    "attaching the network programs to {}: {}",
+                    real.display(),
+                    crate::describe(&err)
+                ));
+            }
+            self.state.delegated.retain(|g| g.id != id);
+            self.state.delegated.push(GovernedPath { path: real.clone(), id });
+            self.save_state();
         }
         let _ = self.session.write(&Record {
             timestamp: audit::now(),
@@ -637,6 +710,7 @@ impl Daemon {
             detail: Some(serde_json::json!({
                 "cgroup": real,
                 "cgroup_id": id,
+                "delegated": delegated,
                 "network_profile": net_profile,
                 "reported_by": peer.stamp(),
             })),
@@ -645,13 +719,13 @@ impl Daemon {
         Response::ok(serde_json::json!({ "id": id }))
     }
 
-    /// Forgets a launch cgroup once it is gone; a governed cgroup of the configuration, or one that
-    /// still exists, stays.
+    /// Forgets a launch cgroup that is gone (and, for a delegated one, unpins its program links).
     fn release_launch(&mut self, peer: &Peer, cgroup: &Path, id: u64) -> Response {
         if self.state.cgroups.iter().any(|g| g.id == id) {
             return Response::error("a configured governed cgroup is released only by `stop`");
         }
-        if !self.below_governed(cgroup) {
+        let delegated = self.state.delegated.iter().any(|g| g.id == id && g.path == cgroup);
+        if !delegated && !self.below_governed(cgroup) {
             return Response::error(format!("{}: not below a governed cgroup", cgroup.display()));
         }
         if std::fs::symlink_metadata(cgroup).is_ok() {
@@ -660,6 +734,11 @@ impl Daemon {
         if let Err(err) = self.session.release(id) {
             // Absent already: nothing to forget.
             tracing::debug!("releasing launch cgroup {id}: {}", crate::describe(&err));
+        }
+        if delegated {
+            pin::detach_cgroup(&self.pin_root, &delegated_tag(id));
+            self.state.delegated.retain(|g| g.id != id);
+            self.save_state();
         }
         let _ = self.session.write(&Record {
             timestamp: audit::now(),
@@ -714,6 +793,7 @@ impl Daemon {
                     "exec_rules": table.rules.len(),
                     "exec_default": table.default_effect().as_str(),
                     "governed_cgroups": self.state.cgroups,
+                    "delegated_cgroups": self.state.delegated,
                     "governed_ids_in_kernel": governed.iter().map(|(id, _)| id).collect::<Vec<_>>(),
                     "pinned_links": pin::pinned_links(&self.pin_root),
                     "counters": counters,
@@ -759,7 +839,7 @@ impl Daemon {
             Err(err) => return Response::error(format!("policy rejected, the enforced one stays: {err:#}")),
         };
         // The governed cgroups (and the programs attached to them) are fixed while a controller runs.
-        let wanted = cgroup_names(self.cgroup_override.as_ref(), &prepared.policy);
+        let wanted = cgroup_names(self.cgroup_override.as_ref(), self.delegated_only, &prepared.policy);
         let governed: Vec<String> = self
             .state
             .cgroups
@@ -851,6 +931,13 @@ impl Daemon {
 
     /// Stops governing and removes every pin; programs detach once nothing holds them.
     fn stop(&mut self) -> Response {
+        // A delegated launch cgroup (a systemd unit's agent) is not left running ungoverned: its
+        // processes are killed (`cgroup.kill`, Linux 5.14) before enforcement goes.
+        for group in &self.state.delegated {
+            if let Err(err) = std::fs::write(group.path.join("cgroup.kill"), "1") {
+                tracing::warn!("killing {}: {err}", group.path.display());
+            }
+        }
         for group in &self.state.cgroups {
             let _ = self.session.release(group.id);
         }

@@ -38,6 +38,10 @@ pub struct GovernedPath {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct State {
     pub cgroups: Vec<GovernedPath>,
+    /// Delegated launch cgroups (systemd units' agents) governed now, with program links of their
+    /// own; released when their launcher removes them.
+    #[serde(default)]
+    pub delegated: Vec<GovernedPath>,
     pub audit_log: PathBuf,
     pub started: String,
     /// How many times a controller adopted this state after the previous one went away.

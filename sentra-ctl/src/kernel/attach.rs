@@ -36,6 +36,18 @@ pub enum OwnedLink {
 /// `BPF_CGROUP_SYSCTL` (include/uapi/linux/bpf.h `enum bpf_attach_type`).
 const BPF_CGROUP_SYSCTL: u32 = 18;
 
+/// The cgroup programs with their attach types (include/uapi/linux/bpf.h `enum bpf_attach_type`),
+/// for attaching pinned programs to a cgroup that appears after the controller started.
+pub(super) const CGROUP_ATTACH: [(&str, u32); 7] = [
+    (program::NET_CONNECT4, 10),
+    (program::NET_CONNECT6, 11),
+    (program::NET_SENDMSG4, 14),
+    (program::NET_SENDMSG6, 15),
+    (program::NET_RECVMSG4, 19),
+    (program::NET_RECVMSG6, 20),
+    (program::GUARD_SYSCTL, BPF_CGROUP_SYSCTL),
+];
+
 /// The program `name` of `ebpf` as type `P`, loaded by `load` unless it already is.
 fn loaded<'e, P>(
     ebpf: &'e mut Ebpf,

@@ -1,8 +1,11 @@
 //! Pinning under bpffs, so that enforcement outlives the controller, and adopting what is pinned.
 //!
-//! Layout: `/sys/fs/bpf/sentra/maps/<MAP_NAME>` and `/sys/fs/bpf/sentra/links/<program>`. A pinned link
-//! keeps its program attached with no process holding it; pinned maps keep the policy, the governed
-//! cgroups and the event ring buffer. A restarted controller reopens the maps and goes on.
+//! Layout: `/sys/fs/bpf/sentra/maps/<MAP_NAME>`, `/sys/fs/bpf/sentra/links/<program>` and
+//! `/sys/fs/bpf/sentra/progs/<program>`. A pinned link keeps its program attached with no process
+//! holding it; pinned maps keep the policy, the governed cgroups and the event ring buffer. A
+//! restarted controller reopens the maps and goes on. The cgroup programs are pinned themselves too,
+//! so that any controller (a restarted one included) can attach them to a cgroup that appears later
+//! (a systemd unit's delegated launch cgroup, see [`attach_cgroup`]).
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +22,10 @@ fn maps_dir(root: &Path) -> PathBuf {
 
 fn links_dir(root: &Path) -> PathBuf {
     root.join("links")
+}
+
+fn progs_dir(root: &Path) -> PathBuf {
+    root.join("progs")
 }
 
 fn pin_err(path: &Path, what: &'static str) -> impl Fn(std::io::Error) -> KernelError {
@@ -60,8 +67,15 @@ pub fn ensure_bpffs(root: &Path) -> Result<(), KernelError> {
 /// bpffs is not mounted or a pin cannot be created.
 pub fn pin(kernel: &mut Kernel, root: &Path) -> Result<Vec<String>, KernelError> {
     ensure_bpffs(root)?;
-    for dir in [maps_dir(root), links_dir(root)] {
+    for dir in [maps_dir(root), links_dir(root), progs_dir(root)] {
         std::fs::create_dir_all(&dir).map_err(pin_err(&dir, "creating"))?;
+    }
+    for (name, _) in super::attach::CGROUP_ATTACH {
+        // Loaded by `Kernel::govern_network`, which runs before pinning even with no cgroup.
+        if let Some(program) = kernel.ebpf.program_mut(name) {
+            let path = progs_dir(root).join(name);
+            program.pin(&path).map_err(|source| KernelError::PinCreate { path: path.clone(), source })?;
+        }
     }
     for (name, map) in kernel.ebpf.maps() {
         if name.starts_with('.') {
@@ -113,6 +127,36 @@ pub fn open(root: &Path) -> Result<PinnedMaps, KernelError> {
         maps.maps.insert(name, map);
     }
     Ok(maps)
+}
+
+/// Attaches the pinned cgroup programs (network and sysctl) to `cgroup`, each with a BPF link pinned
+/// as `links/<program>@<tag>`, so that they stay attached without a controller; on failure, removes
+/// the links it made. The links die with the cgroup's last reference after [`detach_cgroup`].
+///
+/// # Errors
+/// A program is not pinned (pins of an older controller), or the kernel refuses the link.
+pub fn attach_cgroup(root: &Path, cgroup: std::os::fd::BorrowedFd<'_>, tag: &str) -> Result<(), KernelError> {
+    use std::os::fd::AsFd as _;
+    let attach = || -> Result<(), KernelError> {
+        for (name, attach_type) in super::attach::CGROUP_ATTACH {
+            let path = progs_dir(root).join(name);
+            let program = super::sys::obj_get(&path).map_err(pin_err(&path, "opening"))?;
+            let link = super::sys::link_create(program.as_fd(), cgroup, attach_type)
+                .map_err(|err| KernelError::Attach { program: name, detail: format!("BPF_LINK_CREATE: {err}") })?;
+            let path = links_dir(root).join(format!("{name}@{tag}"));
+            super::sys::obj_pin(link.as_fd(), &path).map_err(pin_err(&path, "pinning"))?;
+        }
+        Ok(())
+    };
+    attach().inspect_err(|_| detach_cgroup(root, tag))
+}
+
+/// Removes the links [`attach_cgroup`] pinned for `tag` (their programs detach once the links' last
+/// reference is gone).
+pub fn detach_cgroup(root: &Path, tag: &str) {
+    for (name, _) in super::attach::CGROUP_ATTACH {
+        let _ = std::fs::remove_file(links_dir(root).join(format!("{name}@{tag}")));
+    }
 }
 
 /// Names of the pinned links (attached programs).

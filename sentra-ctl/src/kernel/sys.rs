@@ -25,6 +25,8 @@ pub(crate) fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long
 const BPF_LINK_CREATE: libc::c_long = 28;
 /// `BPF_OBJ_PIN`.
 const BPF_OBJ_PIN: libc::c_long = 6;
+/// `BPF_OBJ_GET`.
+const BPF_OBJ_GET: libc::c_long = 7;
 
 /// `union bpf_attr` for `BPF_LINK_CREATE` (the common head; no type-specific fields).
 #[repr(C)]
@@ -37,7 +39,7 @@ struct LinkCreate {
     pad: [u64; 6],
 }
 
-/// `union bpf_attr` for `BPF_OBJ_PIN`.
+/// `union bpf_attr` for `BPF_OBJ_PIN` and `BPF_OBJ_GET`.
 #[repr(C)]
 #[derive(Default)]
 struct ObjPin {
@@ -76,4 +78,15 @@ pub(crate) fn obj_pin(fd: std::os::fd::BorrowedFd<'_>, path: &std::path::Path) -
         ..ObjPin::default()
     };
     bpf(BPF_OBJ_PIN, &mut attr).map(|_| ())
+}
+
+/// Opens the BPF object pinned at `path` (a program, map or link); its new fd.
+pub(crate) fn obj_get(path: &std::path::Path) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let mut attr = ObjPin { pathname: path.as_ptr() as u64, ..ObjPin::default() };
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    let fd = i32::try_from(fd).map_err(|_| io::Error::other("BPF_OBJ_GET returned no fd"))?;
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }

@@ -40,14 +40,29 @@ impl LaunchCgroup {
     /// The cgroup cannot be created, or, with a network profile, the controller does not govern it
     /// (the launch must not go on: its network policy would not apply).
     pub fn create(parent: &Path, net_profile: Option<&str>) -> anyhow::Result<Self> {
-        sweep(parent);
+        Self::make(parent, PREFIX, net_profile, false)
+    }
+
+    /// Creates `<parent>/sentra-launch-<pid>` in the cgroup delegated to this launcher (a systemd
+    /// service with `Delegate=yes`; `parent` is the launcher's own cgroup) and has the controller
+    /// govern it. Nothing above it is governed, so the launch fails unless the controller answers:
+    /// an agent that cannot be governed does not start.
+    ///
+    /// # Errors
+    /// The cgroup cannot be created or the controller does not govern it.
+    pub fn create_delegated(parent: &Path, net_profile: Option<&str>) -> anyhow::Result<Self> {
+        Self::make(parent, crate::cgroup::DELEGATED_PREFIX, net_profile, true)
+    }
+
+    fn make(parent: &Path, prefix: &str, net_profile: Option<&str>, required: bool) -> anyhow::Result<Self> {
+        sweep(parent, prefix);
         let root = cgroup2_root()?;
         let relative = parent
             .strip_prefix(&root)
             .with_context(|| {
                 format!("{} is not below the cgroup2 root {}", parent.display(), root.display())
             })?
-            .join(format!("{PREFIX}{}", std::process::id()));
+            .join(format!("{prefix}{}", std::process::id()));
         let cgroup = Cgroup::create(&root, &relative)?;
         let mut this = Self { cgroup, entry: false };
         let answer = client::send(&Request::GovernLaunch {
@@ -59,6 +74,10 @@ impl LaunchCgroup {
         });
         match (answer, net_profile) {
             (Ok(()), _) => this.entry = true,
+            (Err(err), _) if required => bail!(
+                "the controller did not govern {} (is sentra.service running?): {err:#}",
+                this.cgroup.path.display()
+            ),
             (Err(err), Some(profile)) => bail!(
                 "the controller did not govern {} with the network policy of profile `{profile}`: {err:#}",
                 this.cgroup.path.display()
@@ -115,12 +134,12 @@ fn release(path: &Path, id: u64) {
 
 /// Removes the empty launch cgroups of launchers that no longer run (killed before they could clean
 /// up), and has the controller forget them.
-fn sweep(parent: &Path) {
+fn sweep(parent: &Path, prefix: &str) {
     let Ok(entries) = std::fs::read_dir(parent) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) =
-            name.to_str().and_then(|n| n.strip_prefix(PREFIX)).and_then(|p| p.parse::<i32>().ok())
+            name.to_str().and_then(|n| n.strip_prefix(prefix)).and_then(|p| p.parse::<i32>().ok())
         else {
             continue;
         };

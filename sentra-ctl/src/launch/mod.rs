@@ -52,6 +52,9 @@ pub struct Launch {
     pub env: Vec<String>,
     /// What the agent must not reach (hidden in its own mount namespace).
     pub hide: Hidden,
+    /// `procs` is the launcher's own cgroup, delegated to it (a systemd service with `Delegate=yes`):
+    /// the launch cgroup is made there and must be governed (see [`cgroup::LaunchCgroup::create_delegated`]).
+    pub delegated: bool,
 }
 
 /// Sentra's own files, hidden from the agent: files are covered by `/dev/null`, directories by an
@@ -326,8 +329,12 @@ pub async fn launch(policy: &Policy, options: Launch) -> anyhow::Result<i32> {
             .then(|| compiled.profile.clone()),
         None => None,
     };
-    let governed = options.procs.parent().context("no governed cgroup")?;
-    let own = cgroup::LaunchCgroup::create(governed, net_profile.as_deref())?;
+    let parent = options.procs.parent().context("no governed cgroup")?;
+    let own = if options.delegated {
+        cgroup::LaunchCgroup::create_delegated(parent, net_profile.as_deref())?
+    } else {
+        cgroup::LaunchCgroup::create(parent, net_profile.as_deref())?
+    };
     let options = Launch { procs: own.procs(), ..options };
     let (plan, parent_end) = ChildPlan::new(&options, &identity, compiled.as_ref())?;
     let env = environment(&identity, policy, &options.env);
