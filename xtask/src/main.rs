@@ -1,6 +1,7 @@
 //! `cargo xtask`: VM tests on real kernels, and benchmarks.
 
 mod bench;
+mod systemd;
 mod vm;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +17,9 @@ struct Cli {
 enum Command {
     /// Build the test binaries, boot each test kernel under qemu, run the integration tests inside.
     VmTest(vm::VmTestArgs),
+    /// The deployment test: install.sh, the systemd units and real OpenClaw agent turns in a Debian 12
+    /// machine booted with systemd under qemu.
+    VmSystemd(systemd::VmSystemdArgs),
     /// Benchmarks; each prints its figures as ratios against a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -26,6 +30,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::VmTest(args) => vm::run(&args),
+        Command::VmSystemd(args) => systemd::run(&args),
         Command::Bench { which } => bench::run(which),
     }
 }

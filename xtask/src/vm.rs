@@ -87,7 +87,7 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
                     scope.spawn(move || -> anyhow::Result<VmResult> {
                         eprintln!("[vm-test] booting {label} ({})", vmlinuz.display());
                         let started = Instant::now();
-                        boot(vmlinuz, initrd, append, log, timeout)?;
+                        boot(vmlinuz, initrd, append, log, timeout, Machine::SMALL)?;
                         let result = parse(label, log)?;
                         eprintln!(
                             "[vm-test] {label}: {} passed, {} failed{} in {:.0?}",
@@ -307,16 +307,32 @@ pub fn pack(binaries: &Binaries, init: &str, initrd: &Path) -> anyhow::Result<()
     Ok(())
 }
 
+/// A guest's size.
+#[derive(Clone, Copy)]
+pub struct Machine {
+    pub cpus: u32,
+    pub memory_mb: u32,
+}
+
+impl Machine {
+    /// One core and 1 GiB: the integration tests' VMs.
+    pub const SMALL: Self = Self { cpus: 1, memory_mb: 1024 };
+}
+
+/// Boots a guest with no network card (its only network is its own loopback) until it powers off
+/// or `timeout` passes; the serial console goes to `log`.
 pub fn boot(
     vmlinuz: &Path,
     initrd: &Path,
     append: &str,
     log: &Path,
     timeout: Duration,
+    machine: Machine,
 ) -> anyhow::Result<()> {
     let log_file = std::fs::File::create(log)?;
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "1024", "-nographic", "-no-reboot"])
+        .args(["-accel", "tcg", "-cpu", "max", "-nographic", "-no-reboot", "-nic", "none"])
+        .args(["-smp", &machine.cpus.to_string(), "-m", &machine.memory_mb.to_string()])
         .arg("-kernel")
         .arg(vmlinuz)
         .arg("-initrd")

@@ -132,6 +132,16 @@ fn main() -> std::process::ExitCode {
 
 fn real_main() -> anyhow::Result<i32> {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. } | Command::Daemon { .. } | Command::Launch(_) | Command::Reap { .. })
+    {
+        // Commands that only print end quietly when their reader goes away (`… | head`), as other
+        // Unix tools do, instead of failing a print. The long-running ones keep ignoring SIGPIPE:
+        // a peer closing a socket must not kill them.
+        // SAFETY: restoring a signal's default disposition before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match cli.command {
         Command::Run { policy, audit_log, backend, command } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -395,7 +405,10 @@ fn policy_check(file: &std::path::Path) -> i32 {
                 println!("  warning: {}", w.message);
             }
             if !compiled.absent.is_empty() {
-                println!("  deny targets not present on this machine ({}):", compiled.absent.len());
+                println!(
+                    "  targets not present on this machine, inactive until a reload finds them ({}):",
+                    compiled.absent.len()
+                );
                 for a in &compiled.absent {
                     println!("    {a}");
                 }

@@ -730,9 +730,10 @@ fn allow_warnings(entry: &ExecEntry, kind: Target, resolved: &Resolved, out: &mu
     }
 }
 
-/// An entry whose target does not exist: an error for an allow (it would allow nothing, likely a typo);
-/// for a deny it is noted (denying an absent program is harmless, and shipped policies list programs that
-/// only some distributions have). Installing the program later needs a reload for the deny to apply.
+/// An entry whose target does not exist: an error for an allow (it would allow nothing, likely a typo)
+/// unless it is marked `optional`; for a deny it is noted (denying an absent program is harmless, and
+/// shipped policies list programs that only some distributions have). Installing the program later
+/// needs a reload for the entry to apply.
 fn unresolved(
     policy: &Policy,
     at: &At<'_>,
@@ -742,8 +743,10 @@ fn unresolved(
     why: &str,
 ) -> Result<(), PolicyError> {
     match effect {
-        Effect::Allow => Err(policy.error_at(at, format!("exec rule `{}`: {why}", entry.id))),
-        Effect::Deny => {
+        Effect::Allow if !entry.optional => {
+            Err(policy.error_at(at, format!("exec rule `{}`: {why} (mark it `optional: true` if it is installed later)", entry.id)))
+        }
+        Effect::Allow | Effect::Deny => {
             out.absent.push(format!("{}: {why}", entry.id));
             Ok(())
         }

@@ -187,6 +187,11 @@ pub struct ExecEntry {
     /// A program name, resolved through `exec.path`.
     pub name: Option<String>,
     pub reason: Option<String>,
+    /// An allow whose target may be absent when the policy is loaded (software installed later, such
+    /// as OpenClaw's Node): noted instead of rejected; it applies from the next load or reload after
+    /// the target appears.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
 }
 
 /// One seccomp profile of the original format.

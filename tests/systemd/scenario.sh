@@ -1,0 +1,171 @@
+#!/bin/bash
+# The deployment test, run by systemd inside a booted Debian 12 machine (cargo xtask vm-systemd):
+# installs Sentra with scripts/install.sh (offline, from the host's build and downloads), starts the
+# units, drives real OpenClaw agent turns against a fake LLM on loopback, restarts both units, and
+# uninstalls. Every check prints `SYSTEMD-TEST ok - NAME` or `SYSTEMD-TEST not ok - NAME: WHY`; the
+# last line is `SYSTEMD-TEST DONE pass=N fail=M`. Network: loopback only (the VM has no NIC).
+set -u
+export PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin
+SRC=/root/sentra-src
+TEST=/root/sentra-test
+AUDIT=/var/log/sentra/audit.jsonl
+TOKEN=tok-systemd-test-7f3a
+pass=0 fail=0
+ok() { pass=$((pass + 1)); echo "SYSTEMD-TEST ok - $1"; }
+bad() { fail=$((fail + 1)); echo "SYSTEMD-TEST not ok - $1: $2"; }
+check() { # name, command...
+    local name="$1"; shift
+    local out
+    if out="$("$@" 2>&1)"; then ok "$name"; else bad "$name" "$(printf '%s' "$out" | tail -n 5 | tr '\n' ' ')"; fi
+}
+since() { date +%s; }
+took() { echo "SYSTEMD-TEST time $1 $(( $(since) - $2 )) s"; }
+finish() {
+    echo "SYSTEMD-TEST DONE pass=$pass fail=$fail"
+    systemctl poweroff --no-block
+    exit 0
+}
+wait_for() { # seconds, command...: polls once a second
+    local limit="$1"; shift
+    local i
+    for i in $(seq "$limit"); do "$@" >/dev/null 2>&1 && return 0; sleep 1; done
+    return 1
+}
+gateway_up() { (exec 3<>/dev/tcp/127.0.0.1/18789) 2>/dev/null; }
+# The gateway's main process: the launcher's child's child (PID namespace init, then node).
+agent_pids() { systemctl show -p ControlGroup --value openclaw.service | sed 's|^|/sys/fs/cgroup|;s|$|/|' \
+    | xargs -I{} sh -c 'cat {}sentra-launch-*/cgroup.procs 2>/dev/null'; }
+launch_cgroup() { ls -d /sys/fs/cgroup/system.slice/openclaw.service/sentra-launch-* 2>/dev/null | head -n1; }
+# One agent turn through the gateway, as OpenClaw's own CLI client does it; prints the reply JSON.
+turn() {
+    HOME=/root/client OPENCLAW_GATEWAY_TOKEN=$TOKEN timeout 900 /usr/local/bin/openclaw agent --agent main \
+        --message "RUN: $1" --json 2>/root/client/turn.err
+}
+
+echo "SYSTEMD-TEST kernel $(uname -r) lsm=$(cat /sys/kernel/security/lsm) systemd $(systemctl --version | head -n1)"
+
+# --- install -----------------------------------------------------------------------------------
+t=$(since)
+if bash "$SRC/scripts/install.sh" --prebuilt /root/sentra-bin --downloads /root/downloads --offline --no-email \
+    --no-start > /root/install.log 2>&1; then
+    ok "install.sh installs offline from the host's build"
+else
+    bad "install.sh installs offline from the host's build" "$(tail -n 20 /root/install.log | tr '\n' ' ')"
+    cat /root/install.log
+    finish
+fi
+took install "$t"
+check "binaries installed" test -x /usr/local/bin/sentra-ctl -a -x /usr/local/bin/sentra-shell -a -x /usr/local/bin/openclaw-status
+check "the agent user has no sudo and no login shell" sh -c '! id -nG openclaw | grep -qw sudo && getent passwd openclaw | grep -q nologin'
+check "credentials file is root-only" sh -c '[ "$(stat -c %a:%U /etc/sentra/openclaw.env)" = 600:root ]'
+check "audit directory is root-only" sh -c '[ "$(stat -c %a /var/log/sentra)" = 700 ]'
+check "install.sh is idempotent" bash "$SRC/scripts/install.sh" --prebuilt /root/sentra-bin --downloads /root/downloads \
+    --offline --no-email --no-start
+
+# OpenClaw's configuration: the fake provider on loopback, a local gateway with token auth.
+install -d -o openclaw -g openclaw -m 0700 /var/lib/openclaw/.openclaw
+install -o openclaw -g openclaw -m 0600 "$TEST/openclaw.json" /var/lib/openclaw/.openclaw/openclaw.json
+printf 'OPENCLAW_GATEWAY_TOKEN=%s\n' "$TOKEN" >> /etc/sentra/openclaw.env
+mkdir -p /root/client/.openclaw
+cp "$TEST/openclaw.json" /root/client/.openclaw/openclaw.json
+/usr/local/lib/sentra/node/bin/node "$TEST/fake-llm.mjs" 18111 /root/llm.log > /root/llm.out 2>&1 &
+
+# --- start -------------------------------------------------------------------------------------
+t=$(since)
+check "openclaw-start starts both units" /usr/local/bin/openclaw-start
+took start "$t"
+check "sentra.service is active (Type=notify: ready only when enforcing)" systemctl is-active sentra.service
+check "the controller enforces with the lsm backend" sh -c 'sentra-ctl status | jq -e ".backend == \"lsm\""'
+check "openclaw.service is active" systemctl is-active openclaw.service
+t=$(since)
+if wait_for 900 gateway_up; then ok "the governed gateway listens on 127.0.0.1:18789"; else
+    bad "the governed gateway listens on 127.0.0.1:18789" "$(journalctl -u openclaw -n 40 --no-pager | tr '\n' ' ')"; fi
+took gateway "$t"
+cg="$(launch_cgroup)"
+check "the agent runs in a delegated launch cgroup inside its unit" test -n "$cg"
+check "the controller governs that cgroup" sh -c "sentra-ctl status | jq -e '.delegated_cgroups[].path == \"$cg\"'"
+pid="$(head -n1 "$cg/cgroup.procs" 2>/dev/null)"
+check "the agent runs as openclaw with no_new_privs and a seccomp filter" sh -c \
+    "grep -q '^Uid:.*$(id -u openclaw)' /proc/$pid/status && grep -q '^NoNewPrivs:.1' /proc/$pid/status && grep -q '^Seccomp:.2' /proc/$pid/status"
+check "openclaw-status reports the units, backend and cgroup" sh -c 'openclaw-status | grep -q "backend *lsm" && openclaw-status | grep -q sentra-launch-'
+
+# --- agent turns -------------------------------------------------------------------------------
+# Each reply is kept in a file; the transcript lines show what the agent was told.
+transcript() { echo "SYSTEMD-TEST transcript $1: $(tr -d '\n' < "$2" | tail -c 700)"; }
+t=$(since)
+turn 'id -un; echo allowed-output-$((6*7))' > /root/reply.allowed
+took turn "$t"
+transcript allowed /root/reply.allowed
+check "an allowed command's output reaches the reply" grep -q 'allowed-output-42' /root/reply.allowed
+check "the command ran as the openclaw user" grep -q 'RESULT: openclaw' /root/reply.allowed
+check "the command is audited by the shell layer" grep -q 'allowed-output' "$AUDIT"
+
+turn 'sudo id' > /root/reply.shell
+transcript shell-denied /root/reply.shell
+check "a shell-layer denial reaches the agent with rule and reason" sh -c 'grep -q "DENIED" /root/reply.shell && grep -qi "rule" /root/reply.shell'
+check "the shell-layer denial is audited" sh -c "grep '\"decision\":\"denied\"' $AUDIT | grep -q 'sudo'"
+
+turn '/usr/sbin/nologin; echo after-kernel-denial' > /root/reply.kernel
+transcript kernel-denied /root/reply.kernel
+check "a kernel denial reaches the agent" grep -qi 'not permitted\|DENIED' /root/reply.kernel
+check "the kernel denial is audited" sh -c "grep '\"layer\":\"kernel\"' $AUDIT | grep '\"decision\":\"denied\"' | grep -q '/usr/sbin/nologin'"
+
+turn 'getent hosts refused-name.example; echo dns-rc=$?' > /root/reply.dns
+transcript dns /root/reply.dns
+check "a refused DNS name fails for the agent" grep -q 'dns-rc=[1-9]' /root/reply.dns
+check "the refused DNS name is audited" grep -q 'refused-name.example' "$AUDIT"
+
+# --- restarts ----------------------------------------------------------------------------------
+# A root process in the agent's cgroup keeps trying a denied exec while the controller restarts:
+# every attempt must be refused (the pins enforce while no controller runs).
+cat > /root/probe.sh <<'EOF'
+echo $$ > "$1/cgroup.procs"
+end=$(( $(date +%s) + $2 ))
+n=0 ran=0
+while [ "$(date +%s)" -lt "$end" ]; do
+    /usr/sbin/nologin >/dev/null 2>&1
+    [ $? -eq 126 ] || ran=$((ran + 1))
+    n=$((n + 1))
+done
+echo "$n $ran"
+EOF
+cg="$(launch_cgroup)"
+bash /root/probe.sh "$cg" 60 > /root/probe.out 2>&1 &
+probe=$!
+sleep 5
+t=$(since)
+check "systemctl restart sentra" systemctl restart sentra.service
+took restart-sentra "$t"
+wait "$probe"
+read -r tries ran < /root/probe.out
+echo "SYSTEMD-TEST probe: $tries denied-exec attempts during the restart, $ran not refused"
+check "enforcement is continuous across systemctl restart sentra" sh -c "[ '${tries:-0}' -gt 0 ] && [ '${ran:-1}' = 0 ]"
+check "the restarted controller adopted the pins" sh -c 'sentra-ctl status | jq -e ".adoptions >= 1"'
+
+old_cg="$(launch_cgroup)"
+t=$(since)
+check "systemctl restart openclaw" systemctl restart openclaw.service
+wait_for 900 gateway_up
+took restart-openclaw "$t"
+new_cg="$(launch_cgroup)"
+check "the restarted agent is in a new governed launch cgroup" sh -c \
+    "[ -n '$new_cg' ] && [ '$new_cg' != '$old_cg' ] && sentra-ctl status | jq -e '.delegated_cgroups | map(.path) | index(\"$new_cg\") != null'"
+check "the old launch cgroup was released" sh -c "grep '\"launch_released\"' $AUDIT | grep -q '$old_cg'"
+
+# --- fail closed -------------------------------------------------------------------------------
+# SIGTERM ends the controller, not enforcement; masked, it cannot be pulled in again by openclaw's Wants=.
+systemctl stop openclaw.service sentra.service
+systemctl mask --runtime sentra.service >/dev/null 2>&1
+systemctl start openclaw.service >/dev/null 2>&1
+sleep 5
+check "openclaw does not start its agent without a controller" sh -c \
+    "! ls -d /sys/fs/cgroup/system.slice/openclaw.service/sentra-launch-* 2>/dev/null | grep -q . && journalctl -u openclaw -n 20 --no-pager | grep -q 'did not govern'"
+systemctl stop openclaw.service
+systemctl unmask --runtime sentra.service >/dev/null 2>&1
+
+# --- uninstall ---------------------------------------------------------------------------------
+systemctl start sentra.service
+check "install.sh --uninstall" bash "$SRC/scripts/install.sh" --uninstall
+check "no unit, binary or pin is left" sh -c '! ls /etc/systemd/system/sentra.service /etc/systemd/system/openclaw.service /usr/local/bin/sentra-ctl /usr/local/bin/sentra-shell /sys/fs/bpf/sentra 2>/dev/null | grep -q .'
+check "the audit log is kept" test -s "$AUDIT"
+finish
