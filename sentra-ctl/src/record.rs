@@ -346,3 +346,15 @@ pub fn guard_record(event: &Guard, rules: &RuleTable, clock: &Clock) -> Record {
         ..from_header("guard", &event.header, clock)
     }
 }
+
+/// A kernel exec denial as the shell that ran the command is told it: which file, which rule, why.
+/// Kept briefly by the controller (see `enforce::drain::Events::denials_since`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KernelDenial {
+    pub file: String,
+    pub rule_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `lsm` (the exec failed with `EPERM`) or `signal` (the task was killed).
+    pub backend: String,
+}

@@ -180,6 +180,22 @@ fn bash_exported_functions_and_bash_env_do_not_reach_the_real_shell() {
 }
 
 #[test]
+fn the_agents_credentials_do_not_reach_its_commands() {
+    let env = Env::new(POLICY);
+    let out = env
+        .shell()
+        .args(["-c", "env"])
+        .env("OPENCLAW_GATEWAY_TOKEN", "gateway-secret-1")
+        .env("OPENROUTER_API_KEY", "sk-or-secret-2")
+        .env("KEPT_VARIABLE", "kept")
+        .output()
+        .expect("run");
+    let printed = text(&out.stdout);
+    assert!(printed.contains("KEPT_VARIABLE=kept"), "{printed}");
+    assert!(!printed.contains("secret-1") && !printed.contains("secret-2"), "{printed}");
+}
+
+#[test]
 fn audit_log_failure_refuses_the_command() {
     let env = Env::new(POLICY);
     let marker = env.dir.path().join("ran");

@@ -39,14 +39,28 @@ impl Scene {
     /// As [`Scene::start`], with more top-level sections (`sections`) and more profiles (`profiles`,
     /// indented as entries of `seccomp_profiles`).
     fn start_with(tag: &str, governed: &str, sections: &str, profiles: &str) -> Self {
+        Self::start_exec(tag, governed, sections, profiles, &|_| String::new())
+    }
+
+    /// As [`Scene::start_with`], with `exec:` entries after `default: allow` (made from the scene's
+    /// directory, installed before the policy is written: `bin/fixture` and `bin/denied`, a copy).
+    fn start_exec(
+        tag: &str,
+        governed: &str,
+        sections: &str,
+        profiles: &str,
+        exec: &dyn Fn(&Path) -> String,
+    ) -> Self {
         let dir = tempfile::Builder::new().prefix("sentra-self-").tempdir_in("/tmp").expect("tempdir");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let mut scene = Self { daemon: TestDaemon::new(tag, dir.path(), None), dir };
         install(Path::new(FIXTURE), &scene.dir.path().join("bin/fixture"));
+        install(Path::new(FIXTURE), &scene.dir.path().join("bin/denied"));
+        let entries = exec(scene.dir.path());
         let policy = scene.write(
             "policy.yaml",
             &format!(
-                "version: \"2.0\"\nmode: enforce\ndefault: allow\nexec:\n  default: allow\ngoverned:\n{governed}\n{sections}{}{profiles}",
+                "version: \"2.0\"\nmode: enforce\ndefault: allow\nexec:\n  default: allow\n{entries}governed:\n{governed}\n{sections}{}{profiles}",
                 shipped_profiles()
             ),
         );
@@ -393,6 +407,29 @@ fn a_launched_shell_writes_through_the_controller_and_cannot_choose_its_log_or_p
     assert_eq!(record["reported_by"]["uid"], 65534, "{record}");
     assert_eq!(record["kernel_enforced"], true, "{record}");
     assert!(!own_log.exists(), "the agent chose its own log");
+}
+
+#[test]
+fn a_kernel_denial_inside_a_shell_command_reaches_the_agent_with_rule_and_reason() {
+    let s = Scene::start_exec("shell-kernel-denial", "  user: \"65534\"", "", "", &|dir| {
+        format!(
+            "  deny:\n    - {{ id: no_denied_copy, path: {}/bin/denied, reason: \"copies of the fixture are not run\" }}\n",
+            dir.display()
+        )
+    });
+    let shell = sentra_ctl().with_file_name("sentra-shell");
+    let denied = s.dir.path().join("bin/denied");
+    // The shell layer allows the line (default allow, no rule names it); the kernel refuses the exec.
+    let script = format!("{} -c '{} exit; echo after-the-denial' 2>&1", shell.display(), denied.display());
+    let out = s.launch(&[], &["spawn", "/bin/sh", "-c", &script]);
+    let text = stdout(&out);
+    assert!(text.contains("after-the-denial"), "the rest of the line runs: {out:?}");
+    assert!(text.contains(&format!("[X] DENIED (kernel): {}", denied.display())), "{out:?}");
+    assert!(text.contains("Rule: no_denied_copy"), "{out:?}");
+    assert!(text.contains("Reason: copies of the fixture are not run"), "{out:?}");
+    // Allowed commands say nothing of the kind.
+    let out = s.launch(&[], &["spawn", "/bin/sh", "-c", &format!("{} -c 'echo fine' 2>&1", shell.display())]);
+    assert!(stdout(&out).contains("fine") && !stdout(&out).contains("DENIED"), "{out:?}");
 }
 
 #[test]

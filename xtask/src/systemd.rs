@@ -162,8 +162,12 @@ fn pack_run(workspace: &Path, root: &Path, archive: &Path) -> anyhow::Result<()>
         "/etc/systemd/system/sentra-test.service",
         units.join("multi-user.target.wants/sentra-test.service"),
     )?;
-    // Nothing in the machine waits for a network it does not have.
-    std::os::unix::fs::symlink("/dev/null", units.join("systemd-networkd-wait-online.service"))?;
+    // Nothing in the machine waits for a network it does not have, and no getty takes the serial
+    // console (its vhangup would cut the scenario's output off).
+    for masked in ["systemd-networkd-wait-online.service", "serial-getty@ttyS0.service", "getty@tty1.service"]
+    {
+        std::os::unix::fs::symlink("/dev/null", units.join(masked))?;
+    }
     shell(&format!(
         "cd '{}' && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
         root.display(),

@@ -132,8 +132,10 @@ fn main() -> std::process::ExitCode {
 
 fn real_main() -> anyhow::Result<i32> {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Run { .. } | Command::Daemon { .. } | Command::Launch(_) | Command::Reap { .. })
-    {
+    if !matches!(
+        cli.command,
+        Command::Run { .. } | Command::Daemon { .. } | Command::Launch(_) | Command::Reap { .. }
+    ) {
         // Commands that only print end quietly when their reader goes away (`… | head`), as other
         // Unix tools do, instead of failing a print. The long-running ones keep ignoring SIGPIPE:
         // a peer closing a socket must not kill them.
@@ -241,8 +243,17 @@ struct LaunchArgs {
 
 /// `launch`: the agent in the daemon's governed cgroup, with the policy the daemon enforces.
 fn launch_command(args: LaunchArgs) -> anyhow::Result<i32> {
-    let LaunchArgs { cgroup, delegated, user, seccomp_profile, no_seccomp, list_profiles, env, policy, command } =
-        args;
+    let LaunchArgs {
+        cgroup,
+        delegated,
+        user,
+        seccomp_profile,
+        no_seccomp,
+        list_profiles,
+        env,
+        policy,
+        command,
+    } = args;
     let loaded = controller::state::State::load(&controller::state::state_file());
     if list_profiles {
         let file = policy
@@ -486,19 +497,29 @@ fn policy_explain(
             false
         }
         Some(path) => {
-            let explanation = compiled.explain(&path)?;
-            println!(
-                "  {:<7} {} — {}{}",
-                if explanation.effect == sentra_ctl::policy::model::Effect::Allow {
-                    "allowed"
-                } else {
-                    "DENIED"
-                },
-                explanation.file.display(),
-                explanation.how,
-                explanation.rule.map(|r| format!(" (rule {r})")).unwrap_or_default()
-            );
-            explanation.effect == sentra_ctl::policy::model::Effect::Allow
+            // Every file the kernel judges for this exec: a script's interpreter (and what `env` runs)
+            // too; the exec goes through only if each is allowed.
+            let chain = exec::exec_chain(&path, &search);
+            let mut all = true;
+            for (step, file) in chain.iter().enumerate() {
+                let explanation = compiled.explain(file)?;
+                let allowed = explanation.effect == sentra_ctl::policy::model::Effect::Allow;
+                println!(
+                    "  {}{:<7} {} — {}{}",
+                    if step == 0 { "" } else { "then " },
+                    if allowed { "allowed" } else { "DENIED" },
+                    explanation.file.display(),
+                    explanation.how,
+                    explanation.rule.map(|r| format!(" (rule {r})")).unwrap_or_default()
+                );
+                all &= allowed;
+            }
+            if chain.len() > 1 {
+                println!(
+                    "  (a script: the lsm backend judges each file above; the signal backend only the last)"
+                );
+            }
+            all
         }
     };
     println!(

@@ -19,7 +19,10 @@ use tokio::{
 };
 
 use super::{
-    protocol::{ADMIT_KEY, Admitted, Greeting, Request, Response, records_socket, socket},
+    protocol::{
+        ADMIT_KEY, Admitted, DENIALS_KEY, DENIALS_MAX, Denials, Greeting, Request, Response, records_socket,
+        socket,
+    },
     state::{GovernedPath, Loaded, State, run_dir, state_file},
 };
 use crate::{
@@ -161,8 +164,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     // noticed and restarted; pins keep enforcing meanwhile.
     let mut watchdog_usec = 0;
     let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
-    let mut watchdog_tick =
-        tokio::time::interval(Duration::from_micros((watchdog_usec / 2).max(100_000)));
+    let mut watchdog_tick = tokio::time::interval(Duration::from_micros((watchdog_usec / 2).max(100_000)));
     // Each connection is served by its own task (reading with a deadline); this loop only decides
     // requests, which never wait for a peer, so draining never waits for the control plane.
     let (requests, mut incoming) = mpsc::channel::<Incoming>(CONNECTIONS_QUEUED);
@@ -231,6 +233,9 @@ enum ShellLine {
     Record(serde_json::Value),
     /// A request for one command from the peer's rate-limit budget, answered on the connection.
     Admit(tokio::sync::oneshot::Sender<Admitted>),
+    /// The kernel's exec denials in the peer's cgroup since a time (`CLOCK_BOOTTIME` ns), answered on
+    /// the connection.
+    Denials(u64, tokio::sync::oneshot::Sender<Denials>),
 }
 
 /// Serves one shell: greets it with the enforced policy, then takes one JSON object per line (at
@@ -264,6 +269,20 @@ async fn shell_records_connection(
                 }
                 let Ok(admitted) = rx.await else { return };
                 let Ok(mut answer) = serde_json::to_vec(&admitted) else { return };
+                answer.push(b'\n');
+                if tokio::time::timeout(REQUEST_DEADLINE, write.write_all(&answer)).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Ok(request) if request.get(DENIALS_KEY).is_some() => {
+                let since = request.get(DENIALS_KEY).and_then(serde_json::Value::as_u64).unwrap_or(u64::MAX);
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                if loop_.send((peer.clone(), ShellLine::Denials(since, tx))).await.is_err() {
+                    return;
+                }
+                let Ok(denials) = rx.await else { return };
+                let Ok(mut answer) = serde_json::to_vec(&denials) else { return };
                 answer.push(b'\n');
                 if tokio::time::timeout(REQUEST_DEADLINE, write.write_all(&answer)).await.is_err() {
                     return;
@@ -568,6 +587,27 @@ impl Daemon {
             ShellLine::Record(record) => self.shell_record(peer, record),
             ShellLine::Admit(reply) => {
                 let _ = reply.send(self.admit(peer));
+            }
+            ShellLine::Denials(since, reply) => {
+                let _ = reply.send(self.denials(peer, since));
+            }
+        }
+    }
+
+    /// The kernel's exec denials in a shell's own cgroup since `since` (what its command's processes
+    /// were refused): only its own cgroup's, so an agent learns nothing of other agents.
+    fn denials(&mut self, peer: &Peer, since: u64) -> Denials {
+        let Some(path) = peer.cgroup.as_deref() else { return Denials::default() };
+        let Ok(root) = cgroup::cgroup2_root() else { return Denials::default() };
+        let Ok(meta) = std::fs::metadata(root.join(path.trim_start_matches('/'))) else {
+            return Denials::default();
+        };
+        let id = std::os::unix::fs::MetadataExt::ino(&meta);
+        match self.session.denials_since(id, since, DENIALS_MAX) {
+            Ok(denials) => Denials { denials },
+            Err(err) => {
+                tracing::warn!("draining for a shell's question: {err:#}");
+                Denials::default()
             }
         }
     }

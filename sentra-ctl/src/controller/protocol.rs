@@ -34,6 +34,20 @@ pub struct Greeting {
 /// `rate_limit`: nothing the agent can reset or rename.
 pub const ADMIT_KEY: &str = "sentra_admit";
 
+/// Key of a shell's question on the records socket: `{"sentra_denials_since": BOOT_NS}` asks for the
+/// kernel's exec denials in the shell's own cgroup since `BOOT_NS` (`CLOCK_BOOTTIME` nanoseconds, taken
+/// before it started the command), answered with one [`Denials`] line.
+pub const DENIALS_KEY: &str = "sentra_denials_since";
+
+/// The controller's answer to a [`DENIALS_KEY`] question (at most [`DENIALS_MAX`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct Denials {
+    pub denials: Vec<crate::record::KernelDenial>,
+}
+
+/// At most this many denials in one answer.
+pub const DENIALS_MAX: usize = 16;
+
 /// The controller's answer to an admission request.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Admitted {

@@ -16,6 +16,17 @@ use crate::{
     record::{self, Clock},
 };
 
+/// Exec denials kept for [`Events::denials_since`]: a shell asks right after its command ends, so
+/// only the latest few matter.
+const RECENT_DENIALS: usize = 256;
+
+/// One kept exec denial, with the task's cgroup and the kernel's time of it.
+struct Recent {
+    boot_ns: u64,
+    cgroup_id: u64,
+    denial: record::KernelDenial,
+}
+
 /// What the drains of one controller process did.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Drained {
@@ -28,6 +39,8 @@ pub struct Drained {
 /// The `EVENTS` ring buffer and the audit log it drains into.
 pub struct Events {
     ring: AsyncFd<RingBuf<MapData>>,
+    /// The latest exec denials, for the shells that ran the commands ([`Self::denials_since`]).
+    recent: std::collections::VecDeque<Recent>,
     tick: tokio::time::Interval,
     audit: AuditLog,
     clock: Clock,
@@ -49,6 +62,7 @@ impl Events {
         )?;
         Ok(Self {
             ring,
+            recent: std::collections::VecDeque::with_capacity(RECENT_DENIALS),
             tick: tokio::time::interval(DRAIN_EVERY),
             audit,
             clock: Clock::new(),
@@ -94,6 +108,23 @@ impl Events {
                             record::guard_record(guard, generations.exec(guard.generation), &self.clock)
                         }
                     };
+                    if let Event::Exec(exec) = &event
+                        && record.decision == Some("denied")
+                    {
+                        if self.recent.len() == RECENT_DENIALS {
+                            self.recent.pop_front();
+                        }
+                        self.recent.push_back(Recent {
+                            boot_ns: exec.header.boot_ns,
+                            cgroup_id: exec.header.cgroup_id,
+                            denial: record::KernelDenial {
+                                file: record.executable.clone().unwrap_or_default(),
+                                rule_id: record.rule_id.clone().unwrap_or_default(),
+                                reason: record.reason.clone(),
+                                backend: record.backend.unwrap_or_default().to_string(),
+                            },
+                        });
+                    }
                     self.audit.write(&record)?;
                     self.drained.events_written += 1;
                 }
@@ -104,6 +135,23 @@ impl Events {
             }
         }
         Ok(())
+    }
+
+    /// The exec denials drained so far of tasks in cgroup `cgroup_id` at or after `since_boot_ns`
+    /// (`CLOCK_BOOTTIME`, the clock of the events), oldest first, at most `limit`.
+    #[must_use]
+    pub fn denials_since(
+        &self,
+        cgroup_id: u64,
+        since_boot_ns: u64,
+        limit: usize,
+    ) -> Vec<record::KernelDenial> {
+        self.recent
+            .iter()
+            .filter(|r| r.cgroup_id == cgroup_id && r.boot_ns >= since_boot_ns)
+            .take(limit)
+            .map(|r| r.denial.clone())
+            .collect()
     }
 
     /// Writes an `events_lost` record when the kernel counted lost events since the last one

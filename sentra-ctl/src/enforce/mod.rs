@@ -279,6 +279,21 @@ impl Session {
         Ok(())
     }
 
+    /// The exec denials of tasks in cgroup `cgroup_id` since `since_boot_ns`, after draining what the
+    /// kernel has submitted (a denial wakes the drain, but the question may come first).
+    ///
+    /// # Errors
+    /// The audit log cannot be written.
+    pub fn denials_since(
+        &mut self,
+        cgroup_id: u64,
+        since_boot_ns: u64,
+        limit: usize,
+    ) -> anyhow::Result<Vec<crate::record::KernelDenial>> {
+        self.drain()?;
+        Ok(self.events.denials_since(cgroup_id, since_boot_ns, limit))
+    }
+
     /// Switches to `prepared` atomically (see [`Generations::switch`]); the old generation is
     /// cleared by [`Self::retire_pending`].
     ///

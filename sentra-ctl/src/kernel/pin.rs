@@ -141,8 +141,9 @@ pub fn attach_cgroup(root: &Path, cgroup: std::os::fd::BorrowedFd<'_>, tag: &str
         for (name, attach_type) in super::attach::CGROUP_ATTACH {
             let path = progs_dir(root).join(name);
             let program = super::sys::obj_get(&path).map_err(pin_err(&path, "opening"))?;
-            let link = super::sys::link_create(program.as_fd(), cgroup, attach_type)
-                .map_err(|err| KernelError::Attach { program: name, detail: format!("BPF_LINK_CREATE: {err}") })?;
+            let link = super::sys::link_create(program.as_fd(), cgroup, attach_type).map_err(|err| {
+                KernelError::Attach { program: name, detail: format!("BPF_LINK_CREATE: {err}") }
+            })?;
             let path = links_dir(root).join(format!("{name}@{tag}"));
             super::sys::obj_pin(link.as_fd(), &path).map_err(pin_err(&path, "pinning"))?;
         }

@@ -338,6 +338,7 @@ pub async fn launch(policy: &Policy, options: Launch) -> anyhow::Result<i32> {
     let options = Launch { procs: own.procs(), ..options };
     let (plan, parent_end) = ChildPlan::new(&options, &identity, compiled.as_ref())?;
     let env = environment(&identity, policy, &options.env);
+    let agent_path = env.iter().find(|(name, _)| name == "PATH").map(|(_, value)| value.clone());
     let mut cmd = tokio::process::Command::new(&options.command[0]);
     cmd.args(&options.command[1..]).env_clear().envs(env).current_dir(if identity.home.is_dir() {
         identity.home.as_path()
@@ -351,7 +352,17 @@ pub async fn launch(policy: &Policy, options: Launch) -> anyhow::Result<i32> {
     }
     let profile = compiled.as_ref().map(|c| c.profile.clone());
     let channel = plan_channel;
-    let mut child = cmd.spawn().with_context(|| format!("starting {}", options.command[0]))?;
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(err) => {
+            let why = refused_start(policy, &options.command[0], agent_path.as_deref());
+            return Err(anyhow::Error::new(err).context(format!(
+                "starting {}{}",
+                options.command[0],
+                why.map(|w| format!(": {w}")).unwrap_or_default()
+            )));
+        }
+    };
     // The child's end, open in this process only to be inherited across the fork.
     // SAFETY: `channel` was leaked from an OwnedFd for the child and is closed once, here.
     drop(unsafe { OwnedFd::from_raw_fd(channel) });
@@ -385,9 +396,62 @@ pub async fn launch(policy: &Policy, options: Launch) -> anyhow::Result<i32> {
     };
     let status = forward_signals_until_exit(&mut child).await?;
     let code = crate::run::exit_code(status);
-    report(&record("launch_exit", serde_json::json!({ "pid": pid, "exit_code": code })));
+    // Exec refused (126/127) or killed (137, the signal backend): say so when the policy is why, instead
+    // of leaving a bare status.
+    let refused = if matches!(code, 126 | 127 | 137) {
+        refused_start(policy, &options.command[0], agent_path.as_deref())
+    } else {
+        None
+    };
+    if let Some(why) = &refused {
+        eprintln!("sentra-ctl launch: {why}");
+    }
+    report(&Record {
+        reason: refused,
+        ..record("launch_exit", serde_json::json!({ "pid": pid, "exit_code": code }))
+    });
     drop(listener);
     Ok(code)
+}
+
+/// Why the kernel refuses to start `program` under `policy`: the first file of its exec chain (the
+/// program, a script's interpreter, what `env` runs; see [`crate::policy::exec::exec_chain`]) the exec
+/// rules deny, with the deciding rule, its reason and how to allow it. `None` when the policy allows
+/// them all (the start failed for another reason).
+fn refused_start(policy: &Policy, program: &str, path: Option<&str>) -> Option<String> {
+    use crate::policy::{exec, model::Effect};
+    let compiled = exec::compile(policy).ok()?;
+    let search: Vec<PathBuf> =
+        path.unwrap_or("/usr/local/bin:/usr/bin:/bin").split(':').map(PathBuf::from).collect();
+    let resolved = if program.contains('/') {
+        PathBuf::from(program)
+    } else {
+        search.iter().map(|dir| dir.join(program)).find(|p| p.is_file())?
+    };
+    exec::exec_chain(&resolved, &search).iter().find_map(|file| {
+        let explanation = compiled.explain(file).ok()?;
+        if explanation.effect == Effect::Allow {
+            return None;
+        }
+        let rule = explanation.rule.as_deref().unwrap_or("default");
+        let reason = explanation
+            .rule
+            .as_ref()
+            .and_then(|id| compiled.table.rules.iter().find(|r| &r.id == id))
+            .and_then(|r| r.reason.clone())
+            .unwrap_or_else(|| explanation.how.clone());
+        let fix = if explanation.rule.is_some() {
+            format!("the deny rule `{rule}` in {} decides; change it, then `sentra-ctl policy reload`", policy.file.display())
+        } else {
+            format!(
+                "to allow it, add `- {{ id: allow_{}, path: {} }}` under exec.allow in {}, then `sentra-ctl policy reload`",
+                explanation.file.file_name().map(|n| n.to_string_lossy().replace(['.', '-'], "_")).unwrap_or_default(),
+                explanation.file.display(),
+                policy.file.display()
+            )
+        };
+        Some(format!("DENIED (kernel): {} — rule {rule}: {reason}; {fix}", explanation.file.display()))
+    })
 }
 
 /// Waits for the child; SIGTERM, SIGINT and SIGHUP sent to the launcher are passed on to it.

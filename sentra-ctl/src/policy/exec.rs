@@ -743,14 +743,53 @@ fn unresolved(
     why: &str,
 ) -> Result<(), PolicyError> {
     match effect {
-        Effect::Allow if !entry.optional => {
-            Err(policy.error_at(at, format!("exec rule `{}`: {why} (mark it `optional: true` if it is installed later)", entry.id)))
-        }
+        Effect::Allow if !entry.optional => Err(policy.error_at(
+            at,
+            format!("exec rule `{}`: {why} (mark it `optional: true` if it is installed later)", entry.id),
+        )),
         Effect::Allow | Effect::Deny => {
             out.absent.push(format!("{}: {why}", entry.id));
             Ok(())
         }
     }
+}
+
+/// The files the kernel judges when `program` is executed, in order: the file itself, then for a script
+/// (`#!`) its interpreter (fs/binfmt_script.c re-runs the exec on it, and `bprm_check_security` sees
+/// both), and through `#!/usr/bin/env NAME` the program `env` then executes, found in `search` as `env`
+/// finds it in `PATH`. Nested scripts are followed up to the kernel's own limit of interpreter nesting
+/// (`BINPRM_MAX_RECURSION`, 4).
+#[must_use]
+pub fn exec_chain(program: &Path, search: &[PathBuf]) -> Vec<PathBuf> {
+    use std::io::Read as _;
+    let mut chain = vec![program.to_path_buf()];
+    let mut current = program.to_path_buf();
+    for _ in 0..4 {
+        let mut head = [0u8; 256];
+        let Ok(read) = std::fs::File::open(&current).and_then(|mut f| f.read(&mut head)) else { break };
+        let Some(line) = head[..read].strip_prefix(b"#!") else { break };
+        let line =
+            String::from_utf8_lossy(line.split(|&b| b == b'\n').next().unwrap_or_default()).into_owned();
+        let mut words = line.split_whitespace();
+        let Some(interpreter) = words.next() else { break };
+        let interpreter = PathBuf::from(interpreter);
+        chain.push(interpreter.clone());
+        current = interpreter.clone();
+        if interpreter.file_name().is_some_and(|name| name == "env") {
+            // `env [-S] [-i] [NAME=VALUE…] PROGRAM …`: the first word that is neither an option nor
+            // an assignment.
+            let Some(name) = words.find(|w| !w.starts_with('-') && !w.contains('=')) else { break };
+            let found = if name.contains('/') {
+                Some(PathBuf::from(name))
+            } else {
+                search.iter().map(|dir| dir.join(name)).find(|p| p.is_file())
+            };
+            let Some(found) = found else { break };
+            chain.push(found.clone());
+            current = found;
+        }
+    }
+    chain
 }
 
 /// How the kernel layer would decide one file, worked out in userspace with the same precedence as
@@ -964,6 +1003,21 @@ impl ExecFiles {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_chain_of_a_script_names_its_interpreter_and_what_env_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).expect("bin");
+        std::fs::write(bin.join("tool"), "\x7fELF").expect("tool");
+        let script = dir.path().join("run.mjs");
+        std::fs::write(&script, "#!/usr/bin/env -S tool --flag\nbody\n").expect("script");
+        let chain = super::exec_chain(&script, std::slice::from_ref(&bin));
+        assert_eq!(chain, vec![script.clone(), "/usr/bin/env".into(), bin.join("tool")]);
+        std::fs::write(&script, "#!/bin/sh -e\n").expect("script");
+        assert_eq!(super::exec_chain(&script, &[]), vec![script.clone(), "/bin/sh".into()]);
+        assert_eq!(super::exec_chain(&bin.join("tool"), &[]), vec![bin.join("tool")]);
+    }
+
     use std::path::{Path, PathBuf};
 
     use super::{Lookups, file_id};

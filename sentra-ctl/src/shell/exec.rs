@@ -14,6 +14,17 @@ use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 /// judged (`BASH_ENV`/`ENV` scripts, functions exported through `BASH_FUNC_*`).
 pub const UNSAFE_ENV: &[&str] = &["BASH_ENV", "ENV"];
 
+/// Whether a variable holds a credential of the agent's own (its LLM API key, its gateway token):
+/// those reach the gateway process and are removed from every command the shell runs, so that a
+/// command the model wrote cannot print or send them. By name: `OPENCLAW_GATEWAY_*`, and anything
+/// ending in `_API_KEY`, `_TOKEN`, `_SECRET` or `_PASSWORD`.
+#[must_use]
+pub fn is_secret(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    upper.starts_with("OPENCLAW_GATEWAY_")
+        || ["_API_KEY", "_TOKEN", "_SECRET", "_PASSWORD"].iter().any(|suffix| upper.ends_with(suffix))
+}
+
 /// Lines longer than this reach the shell through a sealed memory file instead of its arguments: one
 /// argument holds at most `MAX_ARG_STRLEN`, 32 pages (include/uapi/linux/binfmts.h).
 const LONG_LINE: usize = 64 << 10;
@@ -106,7 +117,8 @@ impl Invocation<'_> {
             command.env_remove(key);
         }
         for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("BASH_FUNC_") {
+            let name = key.to_string_lossy();
+            if name.starts_with("BASH_FUNC_") || is_secret(&name) {
                 command.env_remove(key);
             }
         }
@@ -205,4 +217,27 @@ pub fn exit_like(status: ExitStatus) -> ! {
         let _ = signal::raise(sig);
     }
     std::process::exit(status_code(status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_secret;
+
+    #[test]
+    fn the_agents_credentials_are_secrets() {
+        for name in [
+            "OPENCLAW_GATEWAY_TOKEN",
+            "OPENCLAW_GATEWAY_PASSWORD",
+            "OPENROUTER_API_KEY",
+            "openai_api_key",
+            "GH_TOKEN",
+            "SMTP_PASSWORD",
+            "CLIENT_SECRET",
+        ] {
+            assert!(is_secret(name), "{name}");
+        }
+        for name in ["PATH", "HOME", "OPENCLAW_SHELL", "OPENCLAW_PREPEND_PATH", "TOKENIZER", "API_KEY_FILE"] {
+            assert!(!is_secret(name), "{name}");
+        }
+    }
 }

@@ -204,6 +204,23 @@ impl ControllerLog {
         })
     }
 
+    /// Asks the controller for the kernel's exec denials in this shell's cgroup since `since`
+    /// (`CLOCK_BOOTTIME` ns).
+    fn denials_since(&self, since: u64) -> Result<Vec<crate::record::KernelDenial>, AuditError> {
+        use std::io::{BufRead as _, Write as _};
+        let io = |source| AuditError::Io { path: self.path.clone(), source };
+        let mut request =
+            serde_json::to_vec(&serde_json::json!({ crate::controller::protocol::DENIALS_KEY: since }))
+                .map_err(|e| io(std::io::Error::other(e)))?;
+        request.push(b'\n');
+        (&self.stream).write_all(&request).map_err(io)?;
+        let mut answer = String::new();
+        std::io::BufReader::new(&self.stream).read_line(&mut answer).map_err(io)?;
+        let answer: crate::controller::protocol::Denials =
+            serde_json::from_str(&answer).map_err(|e| io(std::io::Error::other(e)))?;
+        Ok(answer.denials)
+    }
+
     fn write(&mut self, record: &Record) -> Result<(), AuditError> {
         use std::io::Write as _;
         let io = |source| AuditError::Io { path: self.path.clone(), source };
@@ -211,6 +228,31 @@ impl ControllerLog {
         line.push(b'\n');
         self.stream.write_all(&line).map_err(io)
     }
+}
+
+/// `CLOCK_BOOTTIME` in nanoseconds: the clock of the kernel's events (`bpf_ktime_get_boot_ns`).
+#[must_use]
+pub fn boot_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).map_or(0, |t| {
+        u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec()).unwrap_or(0)
+    })
+}
+
+/// What the agent is told of the kernel's exec denials inside a command it ran: the file, the rule
+/// and the reason, as the shell layer's own denials say them.
+#[must_use]
+pub fn kernel_denial_message(denials: &[crate::record::KernelDenial]) -> String {
+    let mut message = String::new();
+    for denial in denials {
+        let how = if denial.backend == "signal" { " (the process was killed)" } else { "" };
+        message.push_str(&format!(
+            "[X] DENIED (kernel): {}{how}\n    Rule: {}\n    Reason: {}\n",
+            denial.file,
+            denial.rule_id,
+            denial.reason.as_deref().unwrap_or("denied by the exec policy")
+        ));
+    }
+    message
 }
 
 /// Policy, matcher, log and session of a shell.
@@ -449,6 +491,16 @@ impl Gate {
     ///
     /// # Errors
     /// The write fails.
+    /// The kernel's exec denials in this shell's cgroup since `since` (see [`boot_ns`]), when its
+    /// records go to a controller; nothing otherwise, or when the controller does not answer.
+    #[must_use]
+    pub fn kernel_denials(&self, since: u64) -> Vec<crate::record::KernelDenial> {
+        match &self.log {
+            Sink::Controller(controller) => controller.denials_since(since).unwrap_or_default(),
+            Sink::File(_) => Vec::new(),
+        }
+    }
+
     pub fn write(&mut self, record: &Record) -> Result<(), AuditError> {
         self.log.write(record)
     }

@@ -94,12 +94,14 @@ pub fn run_once(gate: &mut Gate, line: &str, once: &Once<'_>) -> Result<Outcome,
     let invocation =
         Invocation { shell: &shell, options: once.options, line, arg0: once.arg0, args: once.args };
     let start = Instant::now();
+    let since = super::gate::boot_ns();
     let mut child = invocation
         .command()
         .and_then(|mut prepared| prepared.command.spawn())
         .map_err(|source| SessionError::Spawn { shell: shell.display().to_string(), source })?;
     let status = exec::wait_forwarding(&mut child)
         .map_err(|source| SessionError::Spawn { shell: shell.display().to_string(), source })?;
+    tell_kernel_denials(gate, since);
     gate.executed += 1;
     let record = gate.record(
         line,
@@ -114,6 +116,16 @@ pub fn run_once(gate: &mut Gate, line: &str, once: &Once<'_>) -> Result<Outcome,
         eprintln!("sentra: audit log write failed after the command ran: {}", crate::describe(&err));
     }
     Ok(Outcome::Ran { status, decision })
+}
+
+/// Prints, after the command's own output, what the kernel refused inside it (asked of the controller,
+/// which saw the denials), so that the agent reads the file, rule and reason instead of a bare
+/// `Permission denied` or `Killed`.
+fn tell_kernel_denials(gate: &Gate, since: u64) {
+    let denials = gate.kernel_denials(since);
+    if !denials.is_empty() {
+        eprint!("{}", super::gate::kernel_denial_message(&denials));
+    }
 }
 
 /// A REPL session: the shell state carried from line to line.
@@ -217,11 +229,13 @@ impl Session {
             });
         }
         let start = Instant::now();
+        let since = super::gate::boot_ns();
         let mut child = command
             .spawn()
             .map_err(|source| SessionError::Spawn { shell: shell.display().to_string(), source })?;
         let status = exec::wait_forwarding(&mut child)
             .map_err(|source| SessionError::Spawn { shell: shell.display().to_string(), source })?;
+        tell_kernel_denials(&self.gate, since);
         self.gate.executed += 1;
         let record = self.gate.record(
             line,

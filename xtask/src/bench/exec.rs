@@ -62,7 +62,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let log = out.join(format!("bench-exec-{}-{}.log", args.kernel, args.backend));
     let vmlinuz = vm::find_kernel(&vm::cache(), &args.kernel)?;
     eprintln!("[bench exec] booting {} ({}), backend {}", args.kernel, vmlinuz.display(), args.backend);
-    vm::boot(&vmlinuz, &initrd, &vm::append_for(&args.backend)?, &log, std::time::Duration::from_hours(1), vm::Machine::SMALL)?;
+    vm::boot(
+        &vmlinuz,
+        &initrd,
+        &vm::append_for(&args.backend)?,
+        &log,
+        std::time::Duration::from_hours(1),
+        vm::Machine::SMALL,
+    )?;
     let text = String::from_utf8_lossy(&std::fs::read(&log)?).into_owned();
     let lines: Vec<&str> =
         text.lines().filter_map(|l| l.trim_end_matches('\r').strip_prefix("BENCH ")).collect();
