@@ -62,6 +62,12 @@ check "audit directory is root-only" sh -c '[ "$(stat -c %a /var/log/sentra)" = 
 check "install.sh is idempotent" bash "$SRC/scripts/install.sh" --prebuilt /root/sentra-bin --downloads /root/downloads \
     --offline --no-email --no-start
 
+# This machine is software-emulated (qemu TCG, many times slower than the hardware): OpenClaw's own
+# start-up deadlines of 1 to 10 s (a worker thread's first heartbeat, a child process's start) are
+# raised to 120 s here, and only here. Nothing Sentra does is changed.
+find /usr/local/lib/sentra/openclaw/lib/node_modules/openclaw/dist -name '*.js' -o -name '*.mjs' | xargs sed -i -E \
+    's/\b((LEASE_HEARTBEAT|DEFAULT_PROCESS|PROCESS)_START_TIMEOUT_MS|STARTUP_TIMEOUT_MS) = [0-9]+e[0-9]+/\1 = 12e4/g'
+
 # OpenClaw's configuration: the fake provider on loopback, a local gateway with token auth.
 install -d -o openclaw -g openclaw -m 0700 /var/lib/openclaw/.openclaw
 install -o openclaw -g openclaw -m 0600 "$TEST/openclaw.json" /var/lib/openclaw/.openclaw/openclaw.json
@@ -84,7 +90,9 @@ took gateway "$t"
 cg="$(launch_cgroup)"
 check "the agent runs in a delegated launch cgroup inside its unit" test -n "$cg"
 check "the controller governs that cgroup" sh -c "sentra-ctl status | jq -e '.delegated_cgroups[].path == \"$cg\"'"
-pid="$(head -n1 "$cg/cgroup.procs" 2>/dev/null)"
+# The gateway: the node process in the launch cgroup (beside the PID namespace's init).
+pid="$(for p in $(cat "$cg/cgroup.procs" 2>/dev/null); do
+    case "$(readlink "/proc/$p/exe")" in */node) echo "$p"; break ;; esac; done)"
 check "the agent runs as openclaw with no_new_privs and a seccomp filter" sh -c \
     "grep -q '^Uid:.*$(id -u openclaw)' /proc/$pid/status && grep -q '^NoNewPrivs:.1' /proc/$pid/status && grep -q '^Seccomp:.2' /proc/$pid/status"
 check "openclaw-status reports the units, backend and cgroup" sh -c 'openclaw-status | grep -q "backend *lsm" && openclaw-status | grep -q sentra-launch-'
@@ -93,27 +101,25 @@ check "openclaw-status reports the units, backend and cgroup" sh -c 'openclaw-st
 # Each reply is kept in a file; the transcript lines show what the agent was told.
 transcript() { echo "SYSTEMD-TEST transcript $1: $(tr -d '\n' < "$2" | tail -c 700)"; }
 t=$(since)
-turn 'id -un; echo allowed-output-$((6*7))' > /root/reply.allowed
+# One turn for what the agent may do and what only the kernel refuses: its own identity and output; a
+# program the shell layer cannot see coming (node starts it), which only the kernel refuses and which
+# sentra-shell then reports after asking the controller; and a name the network policy refuses.
+turn "id -un; echo allowed-output-\$((6*7)); node -e \"try { require('child_process').execFileSync('/usr/sbin/nologin') } catch (e) { console.log('exec-' + e.code) }\"; getent hosts refused-name.example; echo dns-rc=\$?" > /root/reply.turn
 took turn "$t"
-transcript allowed /root/reply.allowed
-check "an allowed command's output reaches the reply" grep -q 'allowed-output-42' /root/reply.allowed
-check "the command ran as the openclaw user" grep -q 'RESULT: openclaw' /root/reply.allowed
+transcript allowed-and-kernel-denied /root/reply.turn
+check "an allowed command's output reaches the reply" grep -q 'allowed-output-42' /root/reply.turn
+check "the command ran as the openclaw user" grep -q 'RESULT: openclaw' /root/reply.turn
 check "the command is audited by the shell layer" grep -q 'allowed-output' "$AUDIT"
+check "a kernel denial reaches the agent with file, rule and reason" sh -c \
+    'grep -q "exec-EPERM" /root/reply.turn && grep -q "DENIED (kernel): /usr/sbin/nologin" /root/reply.turn && grep -q "Rule: default" /root/reply.turn'
+check "the kernel denial is audited" sh -c "grep '\"layer\":\"kernel\"' $AUDIT | grep '\"decision\":\"denied\"' | grep -q '/usr/sbin/nologin'"
+check "a refused DNS name fails for the agent" grep -q 'dns-rc=[1-9]' /root/reply.turn
+check "the refused DNS name is audited" grep -q 'refused-name.example' "$AUDIT"
 
 turn 'sudo id' > /root/reply.shell
 transcript shell-denied /root/reply.shell
 check "a shell-layer denial reaches the agent with rule and reason" sh -c 'grep -q "DENIED" /root/reply.shell && grep -qi "rule" /root/reply.shell'
 check "the shell-layer denial is audited" sh -c "grep '\"decision\":\"denied\"' $AUDIT | grep -q 'sudo'"
-
-turn '/usr/sbin/nologin; echo after-kernel-denial' > /root/reply.kernel
-transcript kernel-denied /root/reply.kernel
-check "a kernel denial reaches the agent" grep -qi 'not permitted\|DENIED' /root/reply.kernel
-check "the kernel denial is audited" sh -c "grep '\"layer\":\"kernel\"' $AUDIT | grep '\"decision\":\"denied\"' | grep -q '/usr/sbin/nologin'"
-
-turn 'getent hosts refused-name.example; echo dns-rc=$?' > /root/reply.dns
-transcript dns /root/reply.dns
-check "a refused DNS name fails for the agent" grep -q 'dns-rc=[1-9]' /root/reply.dns
-check "the refused DNS name is audited" grep -q 'refused-name.example' "$AUDIT"
 
 # --- restarts ----------------------------------------------------------------------------------
 # A root process in the agent's cgroup keeps trying a denied exec while the controller restarts:
@@ -145,7 +151,7 @@ check "the restarted controller adopted the pins" sh -c 'sentra-ctl status | jq 
 old_cg="$(launch_cgroup)"
 t=$(since)
 check "systemctl restart openclaw" systemctl restart openclaw.service
-wait_for 900 gateway_up
+wait_for 300 sh -c "launch_cgroup() { ls -d /sys/fs/cgroup/system.slice/openclaw.service/sentra-launch-* 2>/dev/null | head -n1; }; [ -n \"\$(launch_cgroup)\" ] && [ \"\$(launch_cgroup)\" != '$old_cg' ]"
 took restart-openclaw "$t"
 new_cg="$(launch_cgroup)"
 check "the restarted agent is in a new governed launch cgroup" sh -c \

@@ -17,7 +17,7 @@ struct Cli {
 enum Command {
     /// Build the test binaries, boot each test kernel under qemu, run the integration tests inside.
     VmTest(vm::VmTestArgs),
-    /// The deployment test: install.sh, the systemd units and real OpenClaw agent turns in a Debian 12
+    /// The deployment test: install.sh, the systemd units and real `OpenClaw` agent turns in a Debian 12
     /// machine booted with systemd under qemu.
     VmSystemd(systemd::VmSystemdArgs),
     /// Benchmarks; each prints its figures as ratios against a baseline measured in the same run.

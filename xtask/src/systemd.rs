@@ -3,7 +3,7 @@
 //! Boots a Debian 12 userland (debootstrap, cached by `scripts/setup.sh`) with systemd as init on the
 //! 6.12 kernel under qemu, with no network card. The initramfs is three concatenated archives (the
 //! kernel unpacks each in turn, `init/initramfs.c`): the cached rootfs, the cached downloads the
-//! installer would fetch (Node, npm, OpenClaw's npm cache), and this run's files (the release build,
+//! installer would fetch (Node, npm, the npm cache of `OpenClaw`), and this run's files (the release build,
 //! the installer and units, the scenario and a oneshot unit that runs it). The scenario
 //! (`tests/systemd/scenario.sh`) prints one `SYSTEMD-TEST ok|not ok` line per check and a closing
 //! `SYSTEMD-TEST DONE` line; a missing closing line is a failure.

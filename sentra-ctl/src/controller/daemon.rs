@@ -144,27 +144,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let (records, mut shell_records) = mpsc::channel::<(Peer, ShellLine)>(RECORDS_QUEUED);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    eprintln!(
-        "sentra-ctl daemon: enforcing ({}), socket {}",
-        daemon.session.backend.as_str(),
-        socket.display()
-    );
-    // Under systemd (`Type=notify`): ready only now, with the programs attached, the policy active and
-    // the control socket answering; units ordered after sentra.service start governed.
-    let status = format!(
-        "enforcing ({} backend), policy {} version {}",
-        daemon.session.backend.as_str(),
-        daemon.session.policy.policy.display(),
-        daemon.session.policy.policy_version.as_deref().unwrap_or("-"),
-    );
-    if let Err(err) = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(&status)]) {
-        tracing::warn!("telling systemd we are ready: {err}");
-    }
-    // The watchdog is fed from this loop, so a loop that stops turning (not only a dead process) is
-    // noticed and restarted; pins keep enforcing meanwhile.
-    let mut watchdog_usec = 0;
-    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
-    let mut watchdog_tick = tokio::time::interval(Duration::from_micros((watchdog_usec / 2).max(100_000)));
+    let (watchdog, mut watchdog_tick) = ready(&daemon.session, &socket);
     // Each connection is served by its own task (reading with a deadline); this loop only decides
     // requests, which never wait for a peer, so draining never waits for the control plane.
     let (requests, mut incoming) = mpsc::channel::<Incoming>(CONNECTIONS_QUEUED);
@@ -208,6 +188,27 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&records_path);
     eprintln!("sentra-ctl daemon: exiting; enforcement stays pinned (sentra-ctl stop removes it)");
     Ok(())
+}
+
+/// Says the controller is enforcing: on stderr, and to systemd (`Type=notify`: ready only now, with
+/// the programs attached, the policy active and the control socket answering, so units ordered after
+/// sentra.service start governed). Returns whether systemd wants watchdog pings, and their interval:
+/// they are sent from the main loop, so a loop that stops turning (not only a dead process) is
+/// noticed and restarted, while the pins keep enforcing.
+fn ready(session: &Session, socket: &Path) -> (bool, tokio::time::Interval) {
+    let backend = session.backend.as_str();
+    eprintln!("sentra-ctl daemon: enforcing ({backend}), socket {}", socket.display());
+    let status = format!(
+        "enforcing ({backend} backend), policy {} version {}",
+        session.policy.policy.display(),
+        session.policy.policy_version.as_deref().unwrap_or("-"),
+    );
+    if let Err(err) = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(&status)]) {
+        tracing::warn!("telling systemd we are ready: {err}");
+    }
+    let mut usec = 0;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut usec);
+    (watchdog, tokio::time::interval(Duration::from_micros((usec / 2).max(100_000))))
 }
 
 /// The suffix of the pinned links of a delegated launch cgroup (`<program>@delegated-<id>`).

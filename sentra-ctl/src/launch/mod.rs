@@ -396,13 +396,15 @@ pub async fn launch(policy: &Policy, options: Launch) -> anyhow::Result<i32> {
     };
     let status = forward_signals_until_exit(&mut child).await?;
     let code = crate::run::exit_code(status);
-    // Exec refused (126/127) or killed (137, the signal backend): say so when the policy is why, instead
-    // of leaving a bare status.
-    let refused = if matches!(code, 126 | 127 | 137) {
-        refused_start(policy, &options.command[0], agent_path.as_deref())
-    } else {
-        None
-    };
+    report_exit(policy, &options.command[0], agent_path.as_deref(), pid, code);
+    drop(listener);
+    Ok(code)
+}
+
+/// Records the agent's exit. Exec refused (126/127) or killed (137, the signal backend): says so when
+/// the policy is why, instead of leaving a bare status.
+fn report_exit(policy: &Policy, program: &str, path: Option<&str>, pid: u32, code: i32) {
+    let refused = if matches!(code, 126 | 127 | 137) { refused_start(policy, program, path) } else { None };
     if let Some(why) = &refused {
         eprintln!("sentra-ctl launch: {why}");
     }
@@ -410,8 +412,6 @@ pub async fn launch(policy: &Policy, options: Launch) -> anyhow::Result<i32> {
         reason: refused,
         ..record("launch_exit", serde_json::json!({ "pid": pid, "exit_code": code }))
     });
-    drop(listener);
-    Ok(code)
 }
 
 /// Why the kernel refuses to start `program` under `policy`: the first file of its exec chain (the

@@ -755,7 +755,7 @@ fn unresolved(
 }
 
 /// The files the kernel judges when `program` is executed, in order: the file itself, then for a script
-/// (`#!`) its interpreter (fs/binfmt_script.c re-runs the exec on it, and `bprm_check_security` sees
+/// (`#!`) its interpreter (`fs/binfmt_script.c` re-runs the exec on it, and `bprm_check_security` sees
 /// both), and through `#!/usr/bin/env NAME` the program `env` then executes, found in `search` as `env`
 /// finds it in `PATH`. Nested scripts are followed up to the kernel's own limit of interpreter nesting
 /// (`BINPRM_MAX_RECURSION`, 4).
@@ -774,7 +774,7 @@ pub fn exec_chain(program: &Path, search: &[PathBuf]) -> Vec<PathBuf> {
         let Some(interpreter) = words.next() else { break };
         let interpreter = PathBuf::from(interpreter);
         chain.push(interpreter.clone());
-        current = interpreter.clone();
+        current.clone_from(&interpreter);
         if interpreter.file_name().is_some_and(|name| name == "env") {
             // `env [-S] [-i] [NAME=VALUE…] PROGRAM …`: the first word that is neither an option nor
             // an assignment.

@@ -188,7 +188,7 @@ pub struct ExecEntry {
     pub name: Option<String>,
     pub reason: Option<String>,
     /// An allow whose target may be absent when the policy is loaded (software installed later, such
-    /// as OpenClaw's Node): noted instead of rejected; it applies from the next load or reload after
+    /// as the Node `OpenClaw` runs on): noted instead of rejected; it applies from the next load or reload after
     /// the target appears.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub optional: bool,

@@ -242,15 +242,17 @@ pub fn boot_ns() -> u64 {
 /// and the reason, as the shell layer's own denials say them.
 #[must_use]
 pub fn kernel_denial_message(denials: &[crate::record::KernelDenial]) -> String {
+    use std::fmt::Write as _;
     let mut message = String::new();
     for denial in denials {
         let how = if denial.backend == "signal" { " (the process was killed)" } else { "" };
-        message.push_str(&format!(
+        let _ = write!(
+            message,
             "[X] DENIED (kernel): {}{how}\n    Rule: {}\n    Reason: {}\n",
             denial.file,
             denial.rule_id,
             denial.reason.as_deref().unwrap_or("denied by the exec policy")
-        ));
+        );
     }
     message
 }
@@ -487,10 +489,6 @@ impl Gate {
         }
     }
 
-    /// Appends a record.
-    ///
-    /// # Errors
-    /// The write fails.
     /// The kernel's exec denials in this shell's cgroup since `since` (see [`boot_ns`]), when its
     /// records go to a controller; nothing otherwise, or when the controller does not answer.
     #[must_use]
@@ -501,6 +499,10 @@ impl Gate {
         }
     }
 
+    /// Appends a record.
+    ///
+    /// # Errors
+    /// The write fails.
     pub fn write(&mut self, record: &Record) -> Result<(), AuditError> {
         self.log.write(record)
     }
