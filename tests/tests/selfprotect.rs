@@ -419,8 +419,14 @@ fn a_kernel_denial_inside_a_shell_command_reaches_the_agent_with_rule_and_reason
     });
     let shell = sentra_ctl().with_file_name("sentra-shell");
     let denied = s.dir.path().join("bin/denied");
-    // The shell layer allows the line (default allow, no rule names it); the kernel refuses the exec.
-    let script = format!("{} -c '{} exit; echo after-the-denial' 2>&1", shell.display(), denied.display());
+    // The shell layer allows the line (the fixture is allowed, and what it starts is not on the line);
+    // the kernel refuses the exec the fixture makes.
+    let script = format!(
+        "{} -c '{} spawn {} exit; echo after-the-denial' 2>&1",
+        shell.display(),
+        s.fixture(),
+        denied.display()
+    );
     let out = s.launch(&[], &["spawn", "/bin/sh", "-c", &script]);
     let text = stdout(&out);
     assert!(text.contains("after-the-denial"), "the rest of the line runs: {out:?}");

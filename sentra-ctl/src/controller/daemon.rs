@@ -269,9 +269,7 @@ async fn shell_records_connection(
                     return;
                 }
                 let Ok(admitted) = rx.await else { return };
-                let Ok(mut answer) = serde_json::to_vec(&admitted) else { return };
-                answer.push(b'\n');
-                if tokio::time::timeout(REQUEST_DEADLINE, write.write_all(&answer)).await.is_err() {
+                if !answer(&mut write, &admitted).await {
                     return;
                 }
                 continue;
@@ -283,9 +281,7 @@ async fn shell_records_connection(
                     return;
                 }
                 let Ok(denials) = rx.await else { return };
-                let Ok(mut answer) = serde_json::to_vec(&denials) else { return };
-                answer.push(b'\n');
-                if tokio::time::timeout(REQUEST_DEADLINE, write.write_all(&answer)).await.is_err() {
+                if !answer(&mut write, &denials).await {
                     return;
                 }
                 continue;
@@ -302,6 +298,13 @@ async fn shell_records_connection(
             return;
         }
     }
+}
+
+/// Writes one answer line to a shell within [`REQUEST_DEADLINE`]; `false`: the shell is gone or stuck.
+async fn answer<T: serde::Serialize>(write: &mut tokio::net::unix::OwnedWriteHalf, value: &T) -> bool {
+    let Ok(mut line) = serde_json::to_vec(value) else { return false };
+    line.push(b'\n');
+    matches!(tokio::time::timeout(REQUEST_DEADLINE, write.write_all(&line)).await, Ok(Ok(())))
 }
 
 /// The peer's pidfd (`SO_PEERPIDFD`, net/core/sock.c), or `None` on kernels before 6.5.

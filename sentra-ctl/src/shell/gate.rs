@@ -180,20 +180,23 @@ impl ControllerLog {
         Ok(Self { path: path.to_path_buf(), stream, greeting })
     }
 
-    /// Asks the controller for one command from this shell's budget (the controller's, per cgroup and
-    /// uid under the enforced policy: the agent can neither reset nor rename it).
-    fn admit(&self) -> Result<Admission, AuditError> {
+    /// Sends one question line and reads the controller's one-line answer.
+    fn ask<T: serde::de::DeserializeOwned>(&self, question: &serde_json::Value) -> Result<T, AuditError> {
         use std::io::{BufRead as _, Write as _};
         let io = |source| AuditError::Io { path: self.path.clone(), source };
-        let mut request =
-            serde_json::to_vec(&serde_json::json!({ crate::controller::protocol::ADMIT_KEY: true }))
-                .map_err(|e| io(std::io::Error::other(e)))?;
+        let mut request = serde_json::to_vec(question).map_err(|e| io(std::io::Error::other(e)))?;
         request.push(b'\n');
         (&self.stream).write_all(&request).map_err(io)?;
         let mut answer = String::new();
         std::io::BufReader::new(&self.stream).read_line(&mut answer).map_err(io)?;
+        serde_json::from_str(&answer).map_err(|e| io(std::io::Error::other(e)))
+    }
+
+    /// Asks the controller for one command from this shell's budget (the controller's, per cgroup and
+    /// uid under the enforced policy: the agent can neither reset nor rename it).
+    fn admit(&self) -> Result<Admission, AuditError> {
         let admitted: crate::controller::protocol::Admitted =
-            serde_json::from_str(&answer).map_err(|e| io(std::io::Error::other(e)))?;
+            self.ask(&serde_json::json!({ crate::controller::protocol::ADMIT_KEY: true }))?;
         Ok(if admitted.admitted {
             Admission::Admitted { used: admitted.used }
         } else {
@@ -207,17 +210,8 @@ impl ControllerLog {
     /// Asks the controller for the kernel's exec denials in this shell's cgroup since `since`
     /// (`CLOCK_BOOTTIME` ns).
     fn denials_since(&self, since: u64) -> Result<Vec<crate::record::KernelDenial>, AuditError> {
-        use std::io::{BufRead as _, Write as _};
-        let io = |source| AuditError::Io { path: self.path.clone(), source };
-        let mut request =
-            serde_json::to_vec(&serde_json::json!({ crate::controller::protocol::DENIALS_KEY: since }))
-                .map_err(|e| io(std::io::Error::other(e)))?;
-        request.push(b'\n');
-        (&self.stream).write_all(&request).map_err(io)?;
-        let mut answer = String::new();
-        std::io::BufReader::new(&self.stream).read_line(&mut answer).map_err(io)?;
         let answer: crate::controller::protocol::Denials =
-            serde_json::from_str(&answer).map_err(|e| io(std::io::Error::other(e)))?;
+            self.ask(&serde_json::json!({ crate::controller::protocol::DENIALS_KEY: since }))?;
         Ok(answer.denials)
     }
 
