@@ -627,8 +627,16 @@ unsafe fn mount_records(source: &CString) -> std::io::Result<()> {
     let dir = c"/run/sentra";
     let target = c"/run/sentra/records.sock";
     let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    // SAFETY: plain system calls with valid C strings.
+    // SAFETY: plain system calls with valid C strings and a stack buffer.
     unsafe {
+        // The socket usually lives in the very directory the tmpfs is about to cover (the
+        // controller's `/run/sentra`): it is held open first and bound from the descriptor. Opened
+        // here, in the new mount namespace, because a bind mount's source must be a mount of the
+        // caller's namespace (fs/namespace.c `do_loopback`, `check_mnt`).
+        let held = libc::open(source.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+        check(held)?;
+        let mut buffer = [0u8; 32];
+        let via = fd_path(held, &mut buffer);
         check(libc::mount(
             c"sentra-run".as_ptr(),
             dir.as_ptr(),
@@ -639,13 +647,10 @@ unsafe fn mount_records(source: &CString) -> std::io::Result<()> {
         let fd = libc::open(target.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644);
         check(fd)?;
         libc::close(fd);
-        check(libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND,
-            std::ptr::null(),
-        ))?;
+        let bound =
+            libc::mount(via.as_ptr(), target.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null());
+        libc::close(held);
+        check(bound)?;
         check(libc::mount(
             std::ptr::null(),
             dir.as_ptr(),
@@ -655,6 +660,30 @@ unsafe fn mount_records(source: &CString) -> std::io::Result<()> {
         ))?;
     }
     Ok(())
+}
+
+/// `/proc/self/fd/<fd>` written into `buffer` (NUL-terminated), without allocating: it runs between
+/// fork and exec.
+fn fd_path(fd: libc::c_int, buffer: &mut [u8; 32]) -> &std::ffi::CStr {
+    const PREFIX: &[u8] = b"/proc/self/fd/";
+    buffer[..PREFIX.len()].copy_from_slice(PREFIX);
+    let mut digits = [0u8; 10];
+    let mut count = 0;
+    let mut rest = fd.unsigned_abs();
+    loop {
+        let digit = u8::try_from(rest % 10).unwrap_or(0);
+        digits[count] = b'0' + digit;
+        count += 1;
+        rest /= 10;
+        if rest == 0 || count == digits.len() {
+            break;
+        }
+    }
+    for i in 0..count {
+        buffer[PREFIX.len() + i] = digits[count - 1 - i];
+    }
+    buffer[PREFIX.len() + count] = 0;
+    std::ffi::CStr::from_bytes_until_nul(&buffer[..]).unwrap_or(c"/proc/self/fd/-1")
 }
 
 /// The kernel's view of a program (lengths were checked before the fork).
@@ -702,4 +731,15 @@ pub fn list_profiles(policy: &Policy) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod fd_path_tests {
+    #[test]
+    fn names_the_descriptor() {
+        let mut buffer = [0u8; 32];
+        assert_eq!(super::fd_path(7, &mut buffer), c"/proc/self/fd/7");
+        assert_eq!(super::fd_path(1023, &mut buffer), c"/proc/self/fd/1023");
+        assert_eq!(super::fd_path(0, &mut buffer), c"/proc/self/fd/0");
+    }
 }
