@@ -79,6 +79,14 @@ pub fn cgroup_of(entry: &str) -> Option<String> {
     text.lines().find_map(|line| line.strip_prefix("0::")).map(str::to_string)
 }
 
+/// The directory of a cgroup path as [`cgroup_of`] gives it (`/a/b` → `<cgroup2 root>/a/b`).
+///
+/// # Errors
+/// The cgroup2 hierarchy is not mounted.
+pub fn dir_of(path: &str) -> Result<PathBuf, CgroupError> {
+    Ok(cgroup2_root()?.join(path.trim_start_matches('/')))
+}
+
 /// The calling process's cgroup v2 path ([`cgroup_of`] `self`).
 #[must_use]
 pub fn own_cgroup() -> Option<String> {

@@ -266,8 +266,7 @@ fn launch_command(args: LaunchArgs) -> anyhow::Result<i32> {
     let loaded = loaded.context("no controller state (start `sentra-ctl daemon` first)")?;
     let procs = if delegated {
         let own = sentra_ctl::cgroup::own_cgroup().context("reading this process's cgroup")?;
-        let root = sentra_ctl::cgroup::cgroup2_root()?;
-        root.join(own.trim_start_matches('/')).join("cgroup.procs")
+        sentra_ctl::cgroup::dir_of(&own)?.join("cgroup.procs")
     } else {
         let group = match &cgroup {
             None => loaded.state.cgroups.first().context(

@@ -602,8 +602,8 @@ impl Daemon {
     /// were refused): only its own cgroup's, so an agent learns nothing of other agents.
     fn denials(&mut self, peer: &Peer, since: u64) -> Denials {
         let Some(path) = peer.cgroup.as_deref() else { return Denials::default() };
-        let Ok(root) = cgroup::cgroup2_root() else { return Denials::default() };
-        let Ok(meta) = std::fs::metadata(root.join(path.trim_start_matches('/'))) else {
+        let Ok(dir) = cgroup::dir_of(path) else { return Denials::default() };
+        let Ok(meta) = std::fs::metadata(dir) else {
             return Denials::default();
         };
         let id = std::os::unix::fs::MetadataExt::ino(&meta);
