@@ -8,17 +8,24 @@
 #
 # Options:
 #   --no-openclaw     install Sentra only (no Node, no OpenClaw, no openclaw unit)
-#   --no-email        do not build himalaya (the e-mail client)
+#   --no-email        do not build himalaya (the mail client the controller sends through)
 #   --no-start        install and enable, but do not start the units
-#   --prebuilt DIR    take sentra-ctl, sentra and sentra-shell from DIR instead of building them
+#   --prebuilt DIR    take sentra-ctl, sentra, sentra-shell and sentra-email (and himalaya, when
+#                     DIR has it) from DIR instead of building them
 #   --downloads DIR   look for the Node and npm tarballs here first (node-linux-<arch>-<v>.tgz,
 #                     npm-<v>.tgz) and use DIR/npm-cache as npm's cache
 #   --offline         never reach the network (everything must be in --downloads)
 #
 # What it installs:
-#   /usr/local/bin/{sentra-ctl,sentra,sentra-shell,openclaw-start,openclaw-status,openclaw}
+#   /usr/local/bin/{sentra-ctl,sentra,sentra-shell,sentra-email,openclaw-start,openclaw-status,openclaw}
+#   /usr/local/bin/{email,send-email} (links to sentra-email), /usr/local/bin/himalaya
 #   /etc/sentra/policies/*.yaml (refreshed), /etc/sentra/policy.yaml (only if absent: gateway.yaml)
 #   /etc/sentra/openclaw.env (only if absent; root-only: the gateway's credentials)
+#   /etc/sentra/email/himalaya.toml (root-only: the mail account), written when EMAIL_ADDRESS and
+#   EMAIL_PASSWORD are set (GMAIL_ADDRESS/GMAIL_APP_PASSWORD, the seed's names, work too; SMTP_SERVER
+#   defaults to smtps://smtp.gmail.com:465); then an `email:` section is added to
+#   /etc/sentra/policy.yaml if it has none (recipients: EMAIL_RECIPIENTS, comma-separated patterns,
+#   default `*`; 10 messages an hour)
 #   /var/log/sentra (root-only), /var/cache/sentra
 #   /usr/local/lib/sentra/{node,npm,openclaw} (Node 24 only when the machine lacks a suitable one)
 #   /etc/systemd/system/{sentra,openclaw}.service
@@ -77,7 +84,7 @@ if [ "$uninstall" = 1 ]; then
         "$BIN/sentra-ctl" stop --force >/dev/null 2>&1 || true
     fi
     rm -rf /sys/fs/bpf/sentra /run/sentra
-    rm -f "$BIN"/{sentra-ctl,sentra,sentra-shell,openclaw-start,openclaw-status,openclaw,himalaya}
+    rm -f "$BIN"/{sentra-ctl,sentra,sentra-shell,sentra-email,email,send-email,openclaw-start,openclaw-status,openclaw,himalaya}
     rm -rf "$LIB" /etc/sentra/policies /var/cache/sentra
     if id "$AGENT_USER" >/dev/null 2>&1; then
         pkill -KILL -u "$AGENT_USER" 2>/dev/null || true
@@ -142,13 +149,16 @@ else
     (cd "$REPO" && build_release)
     out="$REPO/target/release"
 fi
-for b in sentra-ctl sentra sentra-shell; do
+for b in sentra-ctl sentra sentra-shell sentra-email; do
     [ -x "$out/$b" ] || die "$out/$b is missing"
     install -m 0755 -o root -g root "$out/$b" "$BIN/$b.new"
     mv -f "$BIN/$b.new" "$BIN/$b"
 done
+# The original Sentra's mail commands: the agent's side of the controller's broker.
+ln -sfn sentra-email "$BIN/email"
+ln -sfn sentra-email "$BIN/send-email"
 install -m 0755 -o root -g root "$REPO/deploy/bin/openclaw-start" "$REPO/deploy/bin/openclaw-status" "$BIN/"
-done_ "binaries: $BIN/{sentra-ctl,sentra,sentra-shell,openclaw-start,openclaw-status}"
+done_ "binaries: $BIN/{sentra-ctl,sentra,sentra-shell,sentra-email,email,send-email,openclaw-start,openclaw-status}"
 
 install -d -m 0755 -o root -g root /etc/sentra /etc/sentra/policies
 install -m 0644 -o root -g root "$REPO"/policies/*.yaml /etc/sentra/policies/
@@ -255,13 +265,60 @@ ENV
     fi
 fi
 
-# --- e-mail client -------------------------------------------------------------------------------
-if [ "$email" = 1 ] && ! command -v himalaya >/dev/null; then
-    [ "$offline" = 1 ] && die "--offline: himalaya is not installed (use --no-email)"
-    [ -n "$prebuilt" ] && { export SENTRA_CACHE; . "$REPO/scripts/lib/toolchain.sh"; ensure_rust; }
-    log "building himalaya $HIMALAYA_VERSION from crates.io (a few minutes)"
-    cargo install --locked --quiet --root /usr/local "himalaya@$HIMALAYA_VERSION"
-    done_ "himalaya: $BIN/himalaya"
+# --- e-mail ----------------------------------------------------------------------------------------
+# The controller sends the agent's mail through himalaya, as root, with an account only root can read.
+if [ "$email" = 1 ]; then
+    if [ -n "$prebuilt" ] && [ -x "$prebuilt/himalaya" ]; then
+        install -m 0755 -o root -g root "$prebuilt/himalaya" "$BIN/himalaya"
+        done_ "himalaya: $BIN/himalaya (from $prebuilt)"
+    elif ! [ -x "$BIN/himalaya" ]; then
+        [ "$offline" = 1 ] && die "--offline: himalaya is not installed (put it in the --prebuilt directory, or use --no-email)"
+        [ -n "$prebuilt" ] && { export SENTRA_CACHE; . "$REPO/scripts/lib/toolchain.sh"; ensure_rust; }
+        log "building himalaya $HIMALAYA_VERSION from crates.io (SMTP only; a few minutes)"
+        cargo install --locked --quiet --root /usr/local --no-default-features --features smtp,rustls-ring \
+            "himalaya@$HIMALAYA_VERSION"
+        done_ "himalaya: $BIN/himalaya"
+    fi
+    address="${EMAIL_ADDRESS:-${GMAIL_ADDRESS:-}}"
+    password="${EMAIL_PASSWORD:-${GMAIL_APP_PASSWORD:-}}"
+    install -d -m 0700 -o root -g root /etc/sentra/email
+    if [ -n "$address" ] && [ -n "$password" ]; then
+        toml_string() { local v="${1//\\/\\\\}"; printf '"%s"' "${v//\"/\\\"}"; }
+        umask_was=$(umask); umask 077
+        {
+            echo "# The mail account the Sentra controller sends the agent's mail with (root-only)."
+            echo "[accounts.sentra]"
+            echo "default = true"
+            echo "email = $(toml_string "$address")"
+            echo "smtp.server = $(toml_string "${SMTP_SERVER:-smtps://smtp.gmail.com:465}")"
+            echo "smtp.sasl.plain.username = $(toml_string "${SMTP_USER:-$address}")"
+            echo "smtp.sasl.plain.password.raw = $(toml_string "$password")"
+        } > /etc/sentra/email/himalaya.toml.new
+        umask "$umask_was"
+        chown root:root /etc/sentra/email/himalaya.toml.new
+        chmod 0600 /etc/sentra/email/himalaya.toml.new
+        mv -f /etc/sentra/email/himalaya.toml.new /etc/sentra/email/himalaya.toml
+        done_ "mail account: /etc/sentra/email/himalaya.toml (root-only) for $address"
+        if ! grep -q '^email:' /etc/sentra/policy.yaml; then
+            patterns=""
+            IFS=',' read -r -a wanted <<< "${EMAIL_RECIPIENTS:-*}"
+            for p in "${wanted[@]}"; do
+                p="$(echo "$p" | tr -d '[:space:]')"
+                [ -n "$p" ] && patterns+="${patterns:+, }\"$p\""
+            done
+            {
+                echo
+                echo "# Added by scripts/install.sh: what the agent may send with \`email\` (see README, E-mail)."
+                echo "email:"
+                echo "  from: \"$address\""
+                echo "  recipients: [$patterns]"
+                echo "  per_hour: 10"
+            } >> /etc/sentra/policy.yaml
+            done_ "policy: email section added to /etc/sentra/policy.yaml (recipients: $patterns)"
+        fi
+    elif [ ! -e /etc/sentra/email/himalaya.toml ]; then
+        done_ "mail: no account yet (rerun with EMAIL_ADDRESS=... EMAIL_PASSWORD=... to set one up)"
+    fi
 fi
 
 # --- policy check and units ----------------------------------------------------------------------

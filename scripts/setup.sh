@@ -93,13 +93,24 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install --locked cargo-fuzz
 fi
 
+# --- himalaya: the mail client the controller's e-mail broker sends through (the e-mail tests run it
+# against a loopback SMTP server; the systemd test installs it from here). SMTP only, as the installer
+# builds it.
+HIMALAYA_VERSION=2.2.1
+himalaya="$SENTRA_CACHE/himalaya/bin/himalaya"
+if ! { [ -x "$himalaya" ] && "$himalaya" --version | grep -q "v$HIMALAYA_VERSION "; }; then
+    log "building himalaya $HIMALAYA_VERSION (SMTP only; a few minutes)"
+    cargo install --locked --quiet --root "$SENTRA_CACHE/himalaya" --no-default-features \
+        --features smtp,rustls-ring "himalaya@$HIMALAYA_VERSION"
+fi
+
 # --- build and install --------------------------------------------------------------------------
 if [ "${SENTRA_SETUP_NO_BUILD:-0}" != 1 ]; then
     cd "$(dirname "$0")/.."
     build_release
     # Binaries to /usr/local/bin; shipped policies to /etc/sentra/policies (refreshed: they are ours);
     # /etc/sentra/policy.yaml (the one sentra-shell reads by default) only if there is none yet.
-    for bin in target/release/sentra-ctl target/release/sentra target/release/sentra-shell; do
+    for bin in target/release/sentra-ctl target/release/sentra target/release/sentra-shell target/release/sentra-email; do
         [ -x "$bin" ] && install -m 0755 -o root -g root "$bin" /usr/local/bin/
     done
     install -d -m 0755 -o root -g root /etc/sentra /etc/sentra/policies

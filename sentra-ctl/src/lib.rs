@@ -5,6 +5,7 @@ pub mod cgroup;
 pub mod controller;
 pub mod dns;
 pub mod doctor;
+pub mod email;
 pub mod enforce;
 pub mod kernel;
 pub mod launch;

@@ -15,6 +15,7 @@ pub mod dns_fixture;
 pub mod netbench;
 pub mod netns;
 pub mod netprobe;
+pub mod smtp_sink;
 
 /// The `sentra-ctl` binary under test: `$SENTRA_CTL`, else the workspace's release build.
 ///

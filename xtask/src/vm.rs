@@ -122,6 +122,9 @@ pub struct Binaries {
     pub sentra_ctl: PathBuf,
     /// The shell layer (the self-protection tests run it inside a launched agent).
     pub sentra_shell: PathBuf,
+    /// The agent's side of the mail broker, and himalaya, which the broker sends through.
+    pub sentra_email: PathBuf,
+    pub himalaya: PathBuf,
     pub fixture: PathBuf,
     pub bench: PathBuf,
     pub tests: Vec<PathBuf>,
@@ -164,9 +167,15 @@ pub fn build(workspace: &Path) -> anyhow::Result<Binaries> {
         bail!("no integration test binaries were built");
     }
     let release = workspace.join("target/release");
+    let himalaya = cache().join("himalaya/bin/himalaya");
+    if !himalaya.exists() {
+        bail!("{}: no himalaya for the e-mail tests; run scripts/setup.sh", himalaya.display());
+    }
     Ok(Binaries {
         sentra_ctl: release.join("sentra-ctl"),
         sentra_shell: release.join("sentra-shell"),
+        sentra_email: release.join("sentra-email"),
+        himalaya,
         fixture: release.join("sentra-fixture"),
         bench: release.join("sentra-bench"),
         tests,
@@ -225,6 +234,7 @@ pub fn cache() -> PathBuf {
 fn init_script(binaries: &Binaries, backend: &str, args: &VmTestArgs) -> String {
     let mut script = base_init();
     let _ = writeln!(script, "export SENTRA_CTL={}", binaries.sentra_ctl.display());
+    let _ = writeln!(script, "export SENTRA_HIMALAYA={}", binaries.himalaya.display());
     let _ = writeln!(script, "export SENTRA_EXPECT_BACKEND={backend} SENTRA_TEST_BACKEND=auto");
     let _ = writeln!(script, "export SENTRA_STORM={}", args.storm);
     let _ = writeln!(script, "{} doctor", binaries.sentra_ctl.display());
@@ -280,6 +290,8 @@ pub fn pack(binaries: &Binaries, init: &str, initrd: &Path) -> anyhow::Result<()
     let mut files: Vec<PathBuf> = vec![
         binaries.sentra_ctl.clone(),
         binaries.sentra_shell.clone(),
+        binaries.sentra_email.clone(),
+        binaries.himalaya.clone(),
         binaries.fixture.clone(),
         binaries.bench.clone(),
     ];

@@ -20,8 +20,8 @@ use tokio::{
 
 use super::{
     protocol::{
-        ADMIT_KEY, Admitted, DENIALS_KEY, DENIALS_MAX, Denials, Greeting, Request, Response, records_socket,
-        socket,
+        ADMIT_KEY, Admitted, DENIALS_KEY, DENIALS_MAX, Denials, EMAIL_KEY, EmailAnswer, EmailRequest,
+        Greeting, Request, Response, records_socket, socket,
     },
     state::{GovernedPath, Loaded, State, run_dir, state_file},
 };
@@ -29,9 +29,10 @@ use crate::{
     audit::{self, Record},
     cgroup::{self, Cgroup},
     dns::Resolver,
+    email::{Broker, Job, Refusal},
     enforce::{ResolverWhen, Session, Start, prepare_policy, require_root},
     kernel::{BackendChoice, maps, net as knet, pin},
-    policy::model::RateLimit,
+    policy::{email::EmailSection, model::RateLimit},
     shell::ratelimit::{Admission, Budgets},
 };
 
@@ -72,6 +73,9 @@ struct Daemon {
     /// The enforced policy's `rate_limit`, and the shells' budgets under it.
     rate_limit: Option<RateLimit>,
     budgets: Budgets,
+    /// The enforced policy's `email:` section, and the mail broker's hourly count under it.
+    email: Option<EmailSection>,
+    mailer: Broker,
 }
 
 /// Runs the controller until `stop` (pins removed) or SIGTERM/SIGINT (pins kept: enforcement goes on).
@@ -104,12 +108,10 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         greeting: Greeting { policy: PathBuf::new(), policy_hash: String::new() },
         rate_limit: None,
         budgets: Budgets::default(),
+        email: None,
+        mailer: Broker::default(),
     };
-    // The enforced policy's (the pinned one, when adopting: its hash must match).
-    daemon.rate_limit = crate::policy::Policy::read(&daemon.session.policy.policy)
-        .ok()
-        .filter(|p| format!("{:016x}", p.hash) == daemon.session.policy.policy_hash)
-        .and_then(|p| p.model.rate_limit);
+    daemon.read_enforced_settings();
     daemon.greet();
     daemon.save_state();
     let mut start =
@@ -237,6 +239,11 @@ enum ShellLine {
     /// The kernel's exec denials in the peer's cgroup since a time (`CLOCK_BOOTTIME` ns), answered on
     /// the connection.
     Denials(u64, tokio::sync::oneshot::Sender<Denials>),
+    /// A message for the mail broker (or why the request was malformed): decided by the loop, which
+    /// answers with the job to send or the refusal (already recorded).
+    Email(Result<EmailRequest, String>, tokio::sync::oneshot::Sender<Result<Job, EmailAnswer>>),
+    /// The record of a message the broker was allowed to send, once it was sent or failed.
+    EmailDone(serde_json::Value),
 }
 
 /// Serves one shell: greets it with the enforced policy, then takes one JSON object per line (at
@@ -286,6 +293,40 @@ async fn shell_records_connection(
                 }
                 continue;
             }
+            Ok(mut request) if request.get(EMAIL_KEY).is_some() => {
+                let parsed = request
+                    .get_mut(EMAIL_KEY)
+                    .map(serde_json::Value::take)
+                    .map(serde_json::from_value::<EmailRequest>)
+                    .and_then(Result::ok)
+                    .ok_or_else(|| "not an e-mail request (`to`, `subject`, `body`)".to_string());
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                if loop_.send((peer.clone(), ShellLine::Email(parsed, tx))).await.is_err() {
+                    return;
+                }
+                let reply = match rx.await {
+                    Ok(Ok(job)) => {
+                        let outcome = job.send().await;
+                        let record = email_record(&peer, &job, outcome.as_ref().err());
+                        if loop_.send((peer.clone(), ShellLine::EmailDone(record))).await.is_err() {
+                            return;
+                        }
+                        EmailAnswer {
+                            sent: outcome.is_ok(),
+                            denied: false,
+                            rule: job.rule.clone(),
+                            reason: outcome.err(),
+                            message_id: Some(job.message.message_id.clone()),
+                        }
+                    }
+                    Ok(Err(refused)) => refused,
+                    Err(_) => return,
+                };
+                if !answer(&mut write, &reply).await {
+                    return;
+                }
+                continue;
+            }
             Ok(record) if record.is_object() => record,
             // A line that is not a record is itself worth recording: it says who sent what.
             _ => serde_json::json!({
@@ -298,6 +339,26 @@ async fn shell_records_connection(
             return;
         }
     }
+}
+
+/// The audit record of a message the broker handed to himalaya (`error`: why it was not delivered).
+fn email_record(peer: &Peer, job: &Job, error: Option<&String>) -> serde_json::Value {
+    serde_json::json!({
+        "timestamp": audit::now(),
+        "event": "email",
+        "layer": "email",
+        "decision": "allowed",
+        "rule_id": job.rule,
+        "reason": error,
+        "detail": {
+            "to": job.to,
+            "subject": job.subject,
+            "bytes": job.size(),
+            "message_id": job.message.message_id,
+            "delivered": error.is_none(),
+        },
+        "reported_by": peer.stamp(),
+    })
 }
 
 /// Writes one answer line to a shell within [`REQUEST_DEADLINE`]; `false`: the shell is gone or stuck.
@@ -585,6 +646,18 @@ impl Daemon {
         };
     }
 
+    /// The enforced policy's settings the daemon applies itself (rate limit, e-mail), read from its
+    /// file: the pinned one, when adopting, whose hash must match (else none apply: fail closed).
+    fn read_enforced_settings(&mut self) {
+        if let Some(enforced) = crate::policy::Policy::read(&self.session.policy.policy)
+            .ok()
+            .filter(|p| format!("{:016x}", p.hash) == self.session.policy.policy_hash)
+        {
+            self.rate_limit = enforced.model.rate_limit;
+            self.email = enforced.model.email;
+        }
+    }
+
     /// A shell's line: a record to append, or an admission to answer.
     fn shell_line(&mut self, peer: &Peer, line: ShellLine) {
         match line {
@@ -595,7 +668,51 @@ impl Daemon {
             ShellLine::Denials(since, reply) => {
                 let _ = reply.send(self.denials(peer, since));
             }
+            ShellLine::Email(request, reply) => {
+                let _ = reply.send(self.email(peer, request.as_ref().map_err(String::as_str)));
+            }
+            ShellLine::EmailDone(record) => {
+                if let Err(err) = self.session.write_value(&record) {
+                    tracing::warn!("writing an e-mail record: {}", crate::describe(&err));
+                }
+            }
         }
+    }
+
+    /// Decides a message under the enforced `email:` section: the job to send, or the refusal,
+    /// recorded here (a sent message is recorded once himalaya is done with it).
+    fn email(&mut self, peer: &Peer, request: Result<&EmailRequest, &str>) -> Result<Job, EmailAnswer> {
+        let decided = match request {
+            Ok(request) => self.mailer.decide(self.email.as_ref(), request, std::time::Instant::now()),
+            Err(problem) => Err(Refusal { rule: "email".into(), reason: problem.to_string() }),
+        };
+        let refusal = match decided {
+            Ok(job) => return Ok(job),
+            Err(refusal) => refusal,
+        };
+        let (to, subject, bytes) = request.map_or((Vec::new(), None, 0), |r| {
+            (r.to.clone(), Some(r.subject.clone()), r.subject.len() + r.body.len())
+        });
+        let record = serde_json::json!({
+            "timestamp": audit::now(),
+            "event": "email",
+            "layer": "email",
+            "decision": "denied",
+            "rule_id": refusal.rule,
+            "reason": refusal.reason,
+            "detail": { "to": to, "subject": subject, "bytes": bytes, "delivered": false },
+            "reported_by": peer.stamp(),
+        });
+        if let Err(err) = self.session.write_value(&record) {
+            tracing::warn!("writing an e-mail record: {}", crate::describe(&err));
+        }
+        Err(EmailAnswer {
+            sent: false,
+            denied: true,
+            rule: refusal.rule,
+            reason: Some(refusal.reason),
+            message_id: None,
+        })
     }
 
     /// The kernel's exec denials in a shell's own cgroup since `since` (what its command's processes
@@ -900,6 +1017,7 @@ impl Daemon {
         }
         let exec_rules = prepared.exec.table.rules.len();
         let rate_limit = prepared.policy.model.rate_limit;
+        let email = prepared.policy.model.email.clone();
         let net = Arc::clone(&prepared.net);
         let flipped = match self.session.switch(prepared, &path) {
             Ok(flipped) => flipped,
@@ -918,6 +1036,7 @@ impl Daemon {
             self.budgets = Budgets::default();
         }
         self.rate_limit = rate_limit;
+        self.email = email;
         self.greet();
         self.save_state();
         self.protect();

@@ -48,6 +48,35 @@ pub struct Denials {
 /// At most this many denials in one answer.
 pub const DENIALS_MAX: usize = 16;
 
+/// Key of a request on the records socket to send one e-mail through the controller's broker
+/// (`{"sentra_email": EmailRequest}`): the broker holds the credentials, the enforced policy's
+/// `email:` section decides, and one [`EmailAnswer`] line comes back once the message is sent or refused.
+pub const EMAIL_KEY: &str = "sentra_email";
+
+/// One message the agent asks to send (the sender is the policy's, never the agent's).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EmailRequest {
+    pub to: Vec<String>,
+    pub subject: String,
+    pub body: String,
+}
+
+/// What became of an [`EmailRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EmailAnswer {
+    /// Handed to the mail server.
+    pub sent: bool,
+    /// Whether the policy refused it (`false` with `sent: false`: allowed, but delivery failed).
+    pub denied: bool,
+    /// The policy entry that decided (`email.recipients[0]`, `email.per_hour`, …).
+    pub rule: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub message_id: Option<String>,
+}
+
 /// The controller's answer to an admission request.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Admitted {

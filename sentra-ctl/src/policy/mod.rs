@@ -1,6 +1,7 @@
 //! The policy: parsing with precise errors, and compilation to the kernel's maps.
 
 pub mod cache;
+pub mod email;
 pub mod exact;
 pub mod exec;
 pub mod locate;
@@ -189,6 +190,7 @@ impl Policy {
         };
         policy.validate_seccomp()?;
         policy.validate_governed()?;
+        policy.validate_email()?;
         let mut policy = policy;
         let shadowed = policy.shadowed_rules();
         policy.warnings.extend(shadowed);

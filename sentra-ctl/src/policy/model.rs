@@ -47,6 +47,8 @@ pub struct PolicyFile {
     /// Where and for whom the policy applies.
     #[serde(default)]
     pub governed: GovernedSection,
+    /// What the agent may send through the controller's mail broker (`email`, `send-email`).
+    pub email: Option<super::email::EmailSection>,
     /// Seccomp profiles for the launcher (validated here; applied by the launcher).
     #[serde(default)]
     pub seccomp_profiles: BTreeMap<String, SeccompProfile>,
