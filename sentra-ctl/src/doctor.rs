@@ -4,6 +4,9 @@ use std::path::Path;
 
 use crate::{cgroup, kernel};
 
+/// The policy an installed deployment enforces (scripts/install.sh, sentra.service).
+const INSTALLED_POLICY: &str = "/etc/sentra/policy.yaml";
+
 /// One check's outcome.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Check {
@@ -96,6 +99,10 @@ pub fn run(probe_backends: bool) -> Vec<Check> {
             ))
         },
     ));
+    // The mail broker under the installed policy (informational when there is none).
+    if let Ok(policy) = crate::policy::Policy::read(Path::new(INSTALLED_POLICY)) {
+        checks.push(check("email", crate::email::broker::readiness(policy.model.email.as_ref())));
+    }
     if probe_backends && root {
         for choice in [kernel::BackendChoice::Lsm, kernel::BackendChoice::Signal] {
             let name = match choice {

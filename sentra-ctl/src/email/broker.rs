@@ -158,6 +158,39 @@ fn credentials_problem(config: &std::path::Path) -> Option<String> {
     }
 }
 
+/// What `sentra-ctl doctor` says of the mail broker under a policy's `email:` section: `Ok` with what
+/// it will do, or what is wrong and how to fix it (a missing or unsafe account, a missing himalaya).
+///
+/// # Errors
+/// The problem and its fix, for the doctor's line.
+pub fn readiness(section: Option<&EmailSection>) -> Result<String, (String, String)> {
+    let Some(section) = section else {
+        return Ok("no `email:` section in the policy: the agent cannot send mail".into());
+    };
+    let config = section.config();
+    if let Some(problem) = credentials_problem(&config) {
+        return Err((
+            problem,
+            "rerun scripts/install.sh with EMAIL_ADDRESS and EMAIL_PASSWORD, or write the himalaya account there (root, mode 600)".into(),
+        ));
+    }
+    let himalaya = section.himalaya();
+    if !himalaya.is_file() {
+        return Err((
+            format!("{} is missing", himalaya.display()),
+            "scripts/install.sh builds it (or set email.himalaya to where it is)".into(),
+        ));
+    }
+    Ok(format!(
+        "the controller sends as {} to {} (at most {} an hour) through {} with {}",
+        section.from,
+        section.recipients.join(", "),
+        section.per_hour(),
+        himalaya.display(),
+        config.display()
+    ))
+}
+
 impl Job {
     /// The message size as sent (after encoding).
     #[must_use]
