@@ -51,7 +51,7 @@ const _: () = assert!(offset_of!(CidrKey, addr) * 8 == CIDR_KEY_HEADER_BITS as u
 const _: () = assert!(size_of::<HostKey>() == 24);
 const _: () = assert!(size_of::<PortRange>() == 16);
 const _: () = assert!(size_of::<NetAllow>() == 8 + 8 * 16);
-const _: () = assert!(size_of::<NetSettings>() == 48 + 4 * crate::net::MAX_NET_PROFILES + 4);
+const _: () = assert!(size_of::<NetSettings>() == 56 + 4 * crate::net::MAX_NET_PROFILES + 4);
 const _: () = assert!(crate::net::MAX_NET_PROFILES < 32);
 const _: () = assert!(size_of::<DnsOrigin>() == 24);
 

@@ -35,6 +35,9 @@ pub const NET_RULE_DNS_STEERED: u32 = u32::MAX - 4;
 /// Rule index: the cgroup was launched with a profile whose network policy the active generation
 /// does not hold (the profile was removed by a reload): everything is denied (fail closed).
 pub const NET_RULE_UNKNOWN_PROFILE: u32 = u32::MAX - 5;
+/// Rule index: a DNS query from a network namespace other than the resolver's (an agent in a
+/// container while the controller runs on the host): it cannot be steered, so it is refused.
+pub const NET_RULE_DNS_NETNS: u32 = u32::MAX - 6;
 
 /// Network scopes: which allowlist governs a cgroup. Scope 0 is the policy's `network:` section; scope
 /// `i + 1` is the launch profile in `NetSettings::profiles[i]`. Each port range carries the scopes it
@@ -130,6 +133,10 @@ pub struct NetSettings {
     pub resolver_has_ip6: u32,
     /// As `bpf_sock_addr::user_ip6` holds it.
     pub resolver_ip6: [u32; 4],
+    /// The cookie of the network namespace the resolver listens in (`SO_NETNS_COOKIE`; 0: unknown,
+    /// not checked). A query from another namespace cannot reach it there: it is refused at once,
+    /// with an event, instead of being steered to a loopback where no one answers.
+    pub resolver_netns: u64,
     /// Launch profiles with a network policy in this generation ([`profile_id`]s; 0: unused slot).
     pub profiles: [u32; MAX_NET_PROFILES],
     /// Scope bits (as in [`PortRange::scopes`]) of the profiles that allow every loopback destination.

@@ -2,7 +2,7 @@
 
 use sentra_common::{
     event::{Decision, FileOp, Filesystem, GuardHook, MountOp},
-    net::{NET_RULE_DEFAULT, NET_RULE_INTERNAL_ERROR, NET_RULE_UNKNOWN_PROFILE},
+    net::{NET_RULE_DEFAULT, NET_RULE_DNS_NETNS, NET_RULE_INTERNAL_ERROR, NET_RULE_UNKNOWN_PROFILE},
 };
 
 use crate::{
@@ -170,6 +170,13 @@ pub fn net_record(event: &Net, rules: &CompiledNet, clock: &Clock) -> Record {
             "unknown_profile".to_string(),
             Some(
                 "the task was launched with a seccomp profile whose network_policy the enforced policy no longer has; denied (fail closed)"
+                    .to_string(),
+            ),
+        ),
+        NET_RULE_DNS_NETNS => (
+            "dns_other_netns".to_string(),
+            Some(
+                "a DNS query from another network namespace than the controller's (an agent in a container, the controller on the host): the controller's resolver cannot answer there, so the query is refused; run sentra-ctl daemon in the agent's network namespace to govern its DNS"
                     .to_string(),
             ),
         ),

@@ -96,6 +96,19 @@ pub fn run_op(op: &str) -> String {
             let n: u32 = n.parse().map_err(|_| "bad-n".to_string())?;
             dns_bench(dest, name, n)
         }),
+        // Moves the probe into a network namespace of its own (loopback up), as an agent in a container
+        // is: the controller's resolver does not listen there.
+        ["unshare-net"] => {
+            // SAFETY: unshare(2) with a flag; it affects only this thread, which runs every later op.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } == 0 {
+                match std::process::Command::new("ip").args(["link", "set", "lo", "up"]).status() {
+                    Ok(status) if status.success() => Ok("ok".to_string()),
+                    other => Err(format!("lo-up-failed {other:?}")),
+                }
+            } else {
+                Err(errno(&std::io::Error::last_os_error()))
+            }
+        }
         ["sleep", ms] => ms
             .parse::<u64>()
             .map(|ms| {

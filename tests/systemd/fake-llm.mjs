@@ -30,9 +30,11 @@ http.createServer((req, res) => {
     let body = {};
     try { body = JSON.parse(raw || "{}"); } catch { /* answered below */ }
     const messages = body.messages ?? [];
-    const tool = [...messages].reverse().find((m) => m.role === "tool");
-    // OpenClaw adds context messages of its own: the command is in whichever user message has it.
-    const user = [...messages].reverse().find((m) => m.role === "user" && /RUN: /.test(text(m.content)));
+    // OpenClaw adds context messages of its own: the command is in whichever user message has it. A
+    // session's history holds earlier turns too: only a tool result after this turn's request counts.
+    const at = messages.findLastIndex((m) => m.role === "user" && /RUN: /.test(text(m.content)));
+    const user = at >= 0 ? messages[at] : undefined;
+    const tool = messages.slice(at + 1).findLast((m) => m.role === "tool");
     const asked = /RUN: ([^\n]*)/.exec(text(user?.content ?? ""));
     if (logFile) {
       fs.appendFileSync(logFile, JSON.stringify({ url: req.url, tool: tool ? text(tool.content) : null,

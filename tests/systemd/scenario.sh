@@ -98,7 +98,8 @@ t=$(since)
 check "openclaw-start starts both units" /usr/local/bin/openclaw-start
 took start "$t"
 check "sentra.service is active (Type=notify: ready only when enforcing)" systemctl is-active sentra.service
-check "the controller enforces with the lsm backend" sh -c 'sentra-ctl status | jq -e ".backend == \"lsm\""'
+if sentra-ctl status | jq -e '.backend == "lsm"' >/dev/null; then ok "the controller enforces with the lsm backend"; else
+    bad "the controller enforces with the lsm backend" "$(sentra-ctl status | jq -c '{backend}'; journalctl -u sentra -n 30 --no-pager | grep -i -E 'backend|lsm|error|warn' | tr '\n' '|')"; fi
 check "openclaw.service is active" systemctl is-active openclaw.service
 t=$(since)
 if wait_for 900 gateway_up; then ok "the governed gateway listens on 127.0.0.1:18789"; else

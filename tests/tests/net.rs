@@ -357,6 +357,31 @@ fn net_allowed_name_resolves_and_connects_denied_name_is_refused_and_unreachable
 }
 
 #[test]
+fn net_dns_from_another_network_namespace_is_refused_at_once_and_says_why() {
+    let scene = DnsScene::new();
+    let (run, results) = scene.probe(&[
+        "dns 10.200.0.53 www.allowed.test A udp", // 0 in the controller's namespace: answered
+        "unshare-net",                            // 1 now as an agent in a container
+        "dns 10.200.0.53 www.allowed.test A udp", // 2 refused at once, not steered into silence
+        "dns 10.200.0.53 www.allowed.test A tcp", // 3
+        "dns 127.0.0.53 www.allowed.test A udp",  // 4 a local stub address too
+    ]);
+    assert!(results[0].starts_with("rcode=No Error"), "{results:?}");
+    assert_eq!(results[1], "ok", "{results:?}");
+    // Refused at the send, not steered to a loopback where no one answers (that would read
+    // `errno=11`, the probe's reply deadline, or `errno=111` for TCP).
+    assert_eq!(&results[2..], [EPERM, EPERM, EPERM], "{results:?}\n{}", run.stderr);
+    let refused: Vec<&Value> =
+        run.records.iter().filter(|r| r["event"] == "net" && r["rule_id"] == "dns_other_netns").collect();
+    assert_eq!(refused.len(), 3, "{:#?}", run.records);
+    assert!(refused.iter().all(|r| r["decision"] == "denied" && r["port"] == 53), "{refused:#?}");
+    assert!(
+        refused[0]["reason"].as_str().is_some_and(|r| r.contains("another network namespace")),
+        "{refused:#?}"
+    );
+}
+
+#[test]
 fn net_cname_chains_aaaa_and_dns_over_tcp() {
     let scene = DnsScene::new();
     let (run, results) = scene.probe(&[

@@ -67,6 +67,7 @@ pub fn write_generation<S: MapStore + ?Sized>(
     if let Some(resolver) = resolver.filter(|_| compiled.has_domains()) {
         settings.dns_steer = 1;
         settings.resolver_port = u32::from(resolver.port);
+        settings.resolver_netns = own_netns_cookie();
         // user_ip4/user_ip6 hold the address in network order in memory.
         settings.resolver_ip4 = u32::from_ne_bytes(resolver.v4.octets());
         if let Some(v6) = resolver.v6 {
@@ -84,6 +85,31 @@ pub fn write_generation<S: MapStore + ?Sized>(
     }
     let mut array: Array<&mut MapData, NetSettings> = typed_mut(ebpf, NET_SETTINGS)?;
     array.set(generation, settings, 0).map_err(map_err(NET_SETTINGS))
+}
+
+/// The cookie of this process's network namespace, where the resolver listens (`SO_NETNS_COOKIE`,
+/// Linux 5.14; 0 before: then the kernel cannot tell other namespaces' queries apart and steers them
+/// all). Read once: a process does not change namespace.
+fn own_netns_cookie() -> u64 {
+    /// `include/uapi/asm-generic/socket.h` (the same on `x86_64` and `aarch64`).
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    static COOKIE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *COOKIE.get_or_init(|| {
+        let Ok(socket) = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)) else { return 0 };
+        let mut cookie: u64 = 0;
+        let mut len = libc::socklen_t::try_from(size_of::<u64>()).unwrap_or(8);
+        // SAFETY: getsockopt writes at most `len` bytes into `cookie`, a u64.
+        let rc = unsafe {
+            libc::getsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                libc::SOL_SOCKET,
+                SO_NETNS_COOKIE,
+                (&raw mut cookie).cast(),
+                &raw mut len,
+            )
+        };
+        if rc == 0 { cookie } else { 0 }
+    })
 }
 
 /// Where `generation` steers DNS to, if it does.

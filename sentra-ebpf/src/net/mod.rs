@@ -15,8 +15,8 @@ use sentra_common::{
     exec::GovernedCgroup,
     net::{
         CIDR_KEY_HEADER_BITS, CidrKey, FAMILY_V4, HostKey, MAX_NET_PROFILES, MAX_PORT_RANGES,
-        NET_RULE_DEFAULT, NET_RULE_INTERNAL_ERROR, NET_RULE_UNKNOWN_PROFILE, NetAllow, NetSettings,
-        SCOPE_SECTION, proto, stats,
+        NET_RULE_DEFAULT, NET_RULE_DNS_NETNS, NET_RULE_INTERNAL_ERROR, NET_RULE_UNKNOWN_PROFILE, NetAllow,
+        NetSettings, SCOPE_SECTION, proto, stats,
     },
     settings::{ActiveGeneration, Mode},
 };
@@ -122,6 +122,20 @@ pub fn decide(dest: &Dest, hook: NetHook, governing: Option<GovernedCgroup>) -> 
         emit(dest, hook, &active, settings.mode, decision, NET_RULE_DEFAULT, ProbeSite::None);
     }
     if audit { Outcome::Allow } else { Outcome::Deny }
+}
+
+/// A DNS query to steer from a network namespace other than the resolver's: the resolver's loopback
+/// address does not exist there, so steering it would leave the query unanswered. Refused at once
+/// (the client's resolver library fails fast) and reported; in audit mode reported and let through
+/// unsteered. Returns whether the query goes on.
+#[inline(always)]
+pub fn dns_from_other_netns(dest: &Dest, hook: NetHook, settings: &NetSettings) -> bool {
+    let active = ACTIVE_GENERATION.get(0).copied().unwrap_or_default();
+    count(stats::DENIED);
+    let audit = settings.mode == Mode::Audit as u32;
+    let decision = if audit { Decision::AuditDenied } else { Decision::Denied };
+    emit(dest, hook, &active, settings.mode, decision, NET_RULE_DNS_NETNS, ProbeSite::None);
+    audit
 }
 
 /// The scope of a launch profile in `settings`, if the generation holds it.

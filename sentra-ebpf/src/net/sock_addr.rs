@@ -12,7 +12,9 @@
 //! `__cgroup_bpf_run_filter_sock_addr`); 1 lets it go ahead.
 
 use aya_ebpf::{
-    bindings::bpf_sock_addr, helpers::bpf_get_socket_cookie, macros::cgroup_sock_addr,
+    bindings::bpf_sock_addr,
+    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
+    macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
 use sentra_common::{
@@ -21,7 +23,7 @@ use sentra_common::{
 };
 
 use super::{
-    Dest, Outcome, decide, dest4, dest6,
+    Dest, Outcome, decide, dest4, dest6, dns_from_other_netns,
     maps::{NET_DNS_ORIGIN, NET_SETTINGS, count},
 };
 use crate::maps::ACTIVE_GENERATION;
@@ -78,6 +80,9 @@ fn v4(ctx: &SockAddrContext, hook: NetHook) -> i32 {
         Outcome::Allow => ALLOW,
         Outcome::Deny => DENY,
         Outcome::Steer(settings) => {
+            if !in_resolver_netns(ctx, &settings) {
+                return if dns_from_other_netns(&dest, hook, &settings) { ALLOW } else { DENY };
+            }
             remember_origin(ctx, sa, FAMILY_V4);
             sa.user_ip4 = settings.resolver_ip4;
             sa.user_port = resolver_port(&settings);
@@ -106,6 +111,9 @@ fn v6(ctx: &SockAddrContext, hook: NetHook) -> i32 {
         Outcome::Allow => ALLOW,
         Outcome::Deny => DENY,
         Outcome::Steer(settings) => {
+            if !in_resolver_netns(ctx, &settings) {
+                return if dns_from_other_netns(&dest, hook, &settings) { ALLOW } else { DENY };
+            }
             if dest.family == FAMILY_V4 {
                 // An IPv4-mapped destination on an IPv6 socket: steer to the mapped IPv4 resolver.
                 remember_origin(ctx, sa, FAMILY_V6);
@@ -129,6 +137,19 @@ fn v6(ctx: &SockAddrContext, hook: NetHook) -> i32 {
             ALLOW
         }
     }
+}
+
+/// Whether the socket is in the network namespace the resolver listens in (or that is unknown).
+/// `bpf_get_netns_cookie` takes the `bpf_sock_addr` context for this program type
+/// (net/core/filter.c `bpf_get_netns_cookie_sock_addr`, Linux 5.7).
+#[inline(always)]
+fn in_resolver_netns(ctx: &SockAddrContext, settings: &NetSettings) -> bool {
+    if settings.resolver_netns == 0 {
+        return true;
+    }
+    // SAFETY: the helper reads the context's socket's namespace; the context is the kernel's.
+    let cookie = unsafe { bpf_get_netns_cookie(ctx.sock_addr.cast()) };
+    cookie == settings.resolver_netns
 }
 
 #[inline(always)]
