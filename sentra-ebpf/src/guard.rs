@@ -10,7 +10,7 @@ use aya_ebpf::{
     EbpfContext as _,
     bindings::bpf_sysctl,
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns},
-    macros::{cgroup_sysctl, lsm},
+    macros::cgroup_sysctl,
     programs::{LsmContext, SysctlContext},
 };
 use sentra_common::{
@@ -160,16 +160,20 @@ pub fn offsets() -> Result<KernelOffsets, ReadError> {
     if off.valid == 0 { Err(ReadError(ProbeSite::Offsets)) } else { Ok(off) }
 }
 
-#[lsm(hook = "bpf")]
-pub fn guard_bpf(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/bpf", guard_bpf, guard_bpf_verdict);
+
+#[inline(always)]
+fn guard_bpf_verdict(ctx: LsmContext) -> i32 {
     // Arguments: (int cmd, union bpf_attr *attr, unsigned int size, …).
     let cmd: i32 = ctx.arg(0);
     let refused = task::is_governed().then(|| Refusal::new(GuardHook::Bpf, cmd.cast_unsigned()));
     verdict(Ok(refused), true)
 }
 
-#[lsm(hook = "kernel_read_file")]
-pub fn guard_read_file(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/kernel_read_file", guard_read_file, guard_read_file_verdict);
+
+#[inline(always)]
+fn guard_read_file_verdict(ctx: LsmContext) -> i32 {
     verdict(try_guard_read_file(&ctx), true)
 }
 
@@ -186,8 +190,10 @@ fn try_guard_read_file(ctx: &LsmContext) -> Result<Option<Refusal>, ReadError> {
     Ok(Some(Refusal { dentry, ..Refusal::new(GuardHook::KernelReadFile, id) }))
 }
 
-#[lsm(hook = "kernel_load_data")]
-pub fn guard_load_data(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/kernel_load_data", guard_load_data, guard_load_data_verdict);
+
+#[inline(always)]
+fn guard_load_data_verdict(ctx: LsmContext) -> i32 {
     // Arguments: (enum kernel_load_data_id id, bool contents).
     let id: u32 = ctx.arg(0);
     let refused = task::is_governed().then(|| Refusal::new(GuardHook::KernelLoadData, id));
@@ -202,8 +208,10 @@ fn protected_task(task: u64, off: &KernelOffsets) -> Option<u32> {
     unsafe { PROTECTED.get(tgid) }.map(|_| tgid)
 }
 
-#[lsm(hook = "task_kill")]
-pub fn guard_kill(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/task_kill", guard_kill, guard_kill_verdict);
+
+#[inline(always)]
+fn guard_kill_verdict(ctx: LsmContext) -> i32 {
     // Arguments: (struct task_struct *p, struct kernel_siginfo *info, int sig, const struct cred *cred).
     let sig: i32 = ctx.arg(2);
     // Signal 0 only asks whether the process exists.
@@ -218,8 +226,10 @@ pub fn guard_kill(ctx: LsmContext) -> i32 {
     verdict(Ok(refused), true)
 }
 
-#[lsm(hook = "ptrace_access_check")]
-pub fn guard_ptrace(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/ptrace_access_check", guard_ptrace, guard_ptrace_verdict);
+
+#[inline(always)]
+fn guard_ptrace_verdict(ctx: LsmContext) -> i32 {
     // Arguments: (struct task_struct *child, unsigned int mode).
     let mode: u32 = ctx.arg(1);
     let off = kernel::offsets();
@@ -230,8 +240,10 @@ pub fn guard_ptrace(ctx: LsmContext) -> i32 {
     verdict(Ok(refused), mode & PTRACE_MODE_NOAUDIT == 0)
 }
 
-#[lsm(hook = "capable")]
-pub fn guard_capable(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/capable", guard_capable, guard_capable_verdict);
+
+#[inline(always)]
+fn guard_capable_verdict(ctx: LsmContext) -> i32 {
     // Arguments: (const struct cred *cred, struct user_namespace *ns, int cap, unsigned int opts).
     let cap: i32 = ctx.arg(2);
     if cap != CAP_SYS_MODULE && cap != CAP_SYS_RAWIO && cap != CAP_SYS_BOOT {
@@ -242,8 +254,10 @@ pub fn guard_capable(ctx: LsmContext) -> i32 {
     verdict(Ok(refused), opts & CAP_OPT_NOAUDIT == 0)
 }
 
-#[lsm(hook = "socket_create")]
-pub fn guard_socket(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/socket_create", guard_socket, guard_socket_verdict);
+
+#[inline(always)]
+fn guard_socket_verdict(ctx: LsmContext) -> i32 {
     // Arguments: (int family, int type, int protocol, int kern).
     let family: i32 = ctx.arg(0);
     let kind: i32 = ctx.arg::<i32>(1) & SOCK_TYPE_MASK;
@@ -341,8 +355,10 @@ fn sentra_file(dentry: u64, off: &KernelOffsets) -> Result<Option<u32>, ReadErro
     Ok(unsafe { PROTECTED_FILES.get(FileKey { dev, ino }) }.map(|_| Filesystem::PROTECTED_FILE))
 }
 
-#[lsm(hook = "file_open")]
-pub fn guard_file_open(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/file_open", guard_file_open, guard_file_open_verdict);
+
+#[inline(always)]
+fn guard_file_open_verdict(ctx: LsmContext) -> i32 {
     verdict(try_guard_file_open(&ctx), true)
 }
 
@@ -363,8 +379,10 @@ fn try_guard_file_open(ctx: &LsmContext) -> Result<Option<Refusal>, ReadError> {
     trusted::exec_write(place, &off, FileOp::OpenWrite)
 }
 
-#[lsm(hook = "path_truncate")]
-pub fn guard_truncate(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/path_truncate", guard_truncate, guard_truncate_verdict);
+
+#[inline(always)]
+fn guard_truncate_verdict(ctx: LsmContext) -> i32 {
     verdict(try_guard_truncate(&ctx), true)
 }
 
@@ -383,13 +401,17 @@ fn try_guard_truncate(ctx: &LsmContext) -> Result<Option<Refusal>, ReadError> {
     trusted::exec_write(place, &off, FileOp::Truncate)
 }
 
-#[lsm(hook = "path_unlink")]
-pub fn guard_unlink(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/path_unlink", guard_unlink, guard_unlink_verdict);
+
+#[inline(always)]
+fn guard_unlink_verdict(ctx: LsmContext) -> i32 {
     verdict(try_guard_removal(&ctx, FileOp::Unlink), true)
 }
 
-#[lsm(hook = "path_rmdir")]
-pub fn guard_rmdir(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/path_rmdir", guard_rmdir, guard_rmdir_verdict);
+
+#[inline(always)]
+fn guard_rmdir_verdict(ctx: LsmContext) -> i32 {
     verdict(try_guard_removal(&ctx, FileOp::Rmdir), true)
 }
 
@@ -420,8 +442,10 @@ fn removable(dentry: u64, off: &KernelOffsets) -> Result<Option<u32>, ReadError>
     sentra_file(dentry, off)
 }
 
-#[lsm(hook = "path_rename")]
-pub fn guard_rename(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/path_rename", guard_rename, guard_rename_verdict);
+
+#[inline(always)]
+fn guard_rename_verdict(ctx: LsmContext) -> i32 {
     verdict(try_guard_rename(&ctx), true)
 }
 
@@ -472,23 +496,31 @@ fn try_guard_entry(
     trusted::exec_write(Place::of_path(dir, &off)?.child(dentry), &off, op)
 }
 
-#[lsm(hook = "path_mknod")]
-pub fn guard_mknod(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/path_mknod", guard_mknod, guard_mknod_verdict);
+
+#[inline(always)]
+fn guard_mknod_verdict(ctx: LsmContext) -> i32 {
     verdict(try_guard_entry(&ctx, 0, 1, FileOp::Create), true)
 }
 
-#[lsm(hook = "path_mkdir")]
-pub fn guard_mkdir(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/path_mkdir", guard_mkdir, guard_mkdir_verdict);
+
+#[inline(always)]
+fn guard_mkdir_verdict(ctx: LsmContext) -> i32 {
     verdict(try_guard_entry(&ctx, 0, 1, FileOp::Mkdir), true)
 }
 
-#[lsm(hook = "path_symlink")]
-pub fn guard_symlink(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/path_symlink", guard_symlink, guard_symlink_verdict);
+
+#[inline(always)]
+fn guard_symlink_verdict(ctx: LsmContext) -> i32 {
     verdict(try_guard_entry(&ctx, 0, 1, FileOp::Symlink), true)
 }
 
-#[lsm(hook = "path_link")]
-pub fn guard_link(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/path_link", guard_link, guard_link_verdict);
+
+#[inline(always)]
+fn guard_link_verdict(ctx: LsmContext) -> i32 {
     verdict(try_guard_entry(&ctx, 1, 2, FileOp::Link), true)
 }
 
@@ -508,13 +540,17 @@ fn try_guard_attr(ctx: &LsmContext, op: FileOp) -> Result<Option<Refusal>, ReadE
     trusted::exec_write(place, &off, op)
 }
 
-#[lsm(hook = "path_chmod")]
-pub fn guard_chmod(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/path_chmod", guard_chmod, guard_chmod_verdict);
+
+#[inline(always)]
+fn guard_chmod_verdict(ctx: LsmContext) -> i32 {
     verdict(try_guard_attr(&ctx, FileOp::Chmod), true)
 }
 
-#[lsm(hook = "path_chown")]
-pub fn guard_chown(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/path_chown", guard_chown, guard_chown_verdict);
+
+#[inline(always)]
+fn guard_chown_verdict(ctx: LsmContext) -> i32 {
     verdict(try_guard_attr(&ctx, FileOp::Chown), true)
 }
 
@@ -536,16 +572,20 @@ fn mount_refusal(op: MountOp, mount_point: u64) -> Option<Refusal> {
     Some(Refusal { dentry, ..Refusal::new(GuardHook::Mount, op as u32) })
 }
 
-#[lsm(hook = "sb_mount")]
-pub fn guard_mount(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/sb_mount", guard_mount, guard_mount_verdict);
+
+#[inline(always)]
+fn guard_mount_verdict(ctx: LsmContext) -> i32 {
     // Arguments: (const char *dev_name, const struct path *path, const char *type, unsigned long
     // flags, void *data): every mount(2), including bind, move and remount (fs/namespace.c
     // `path_mount`).
     verdict(Ok(mount_refusal(MountOp::Mount, ctx.arg(1))), true)
 }
 
-#[lsm(hook = "sb_umount")]
-pub fn guard_umount(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/sb_umount", guard_umount, guard_umount_verdict);
+
+#[inline(always)]
+fn guard_umount_verdict(ctx: LsmContext) -> i32 {
     // Arguments: (struct vfsmount *mnt, int flags).
     let mnt: u64 = ctx.arg(0);
     let off = kernel::offsets();
@@ -556,20 +596,26 @@ pub fn guard_umount(ctx: LsmContext) -> i32 {
     verdict(Ok(refused), true)
 }
 
-#[lsm(hook = "sb_remount")]
-pub fn guard_remount(_ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/sb_remount", guard_remount, guard_remount_verdict);
+
+#[inline(always)]
+fn guard_remount_verdict(_ctx: LsmContext) -> i32 {
     // Arguments: (struct super_block *sb, void *mnt_opts).
     verdict(Ok(mount_refusal(MountOp::Remount, 0)), true)
 }
 
-#[lsm(hook = "sb_pivotroot")]
-pub fn guard_pivot_root(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/sb_pivotroot", guard_pivot_root, guard_pivot_root_verdict);
+
+#[inline(always)]
+fn guard_pivot_root_verdict(ctx: LsmContext) -> i32 {
     // Arguments: (const struct path *old_path, const struct path *new_path).
     verdict(Ok(mount_refusal(MountOp::PivotRoot, ctx.arg(1))), true)
 }
 
-#[lsm(hook = "move_mount")]
-pub fn guard_move_mount(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/move_mount", guard_move_mount, guard_move_mount_verdict);
+
+#[inline(always)]
+fn guard_move_mount_verdict(ctx: LsmContext) -> i32 {
     // Arguments: (const struct path *from_path, const struct path *to_path): attaching a mount made
     // with fsmount(2) or open_tree(2) (fs/namespace.c `do_move_mount`).
     verdict(Ok(mount_refusal(MountOp::MoveMount, ctx.arg(1))), true)

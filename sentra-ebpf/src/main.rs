@@ -22,6 +22,23 @@
     reason = "BPF: inlining keeps verifier-visible state in one function and avoids BPF-to-BPF call limits"
 )]
 
+/// Declares the BPF LSM program `$name` in section `$section` (`lsm/<hook>`), whose verdict (0, or
+/// `-errno`) comes from `$verdict`. The program returns it sign-extended to 64 bits: kernels that check
+/// an LSM program's return value against the hook's range (`kernel/bpf/verifier.c`
+/// `check_return_code`, `bpf_lsm_get_retval_range`: [-4095, 0]) read the whole of r0, and aya's `#[lsm]`
+/// returns `i32`, leaving r0's upper half to the code generator, which may zero-extend a negative
+/// verdict into `0xffff_fffX` and have the program rejected.
+#[macro_export]
+macro_rules! lsm_program {
+    ($section:literal, $name:ident, $verdict:ident) => {
+        #[unsafe(no_mangle)]
+        #[unsafe(link_section = $section)]
+        pub fn $name(ctx: *mut ::core::ffi::c_void) -> i64 {
+            i64::from($verdict(::aya_ebpf::programs::LsmContext::new(ctx)))
+        }
+    };
+}
+
 mod exec;
 mod guard;
 mod kernel;

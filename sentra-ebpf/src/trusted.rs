@@ -8,7 +8,7 @@
 //! allowed directory, `LD_PRELOAD` or `dlopen` of a library written to `/tmp`, or the dynamic loader
 //! mapping a denied program (`ld.so /usr/bin/python3`), none of which execs the denied file.
 
-use aya_ebpf::{macros::lsm, programs::LsmContext};
+use aya_ebpf::programs::LsmContext;
 use sentra_common::{
     event::{Decision, FileOp, GuardHook, ProbeSite},
     exec::RULE_DEFAULT,
@@ -76,8 +76,10 @@ fn exec_map(file: u64, detail: u32) -> Result<Option<Refusal>, ReadError> {
     Ok((!allowed).then(|| refusal(GuardHook::ExecMap, detail, place.dentry, found, generation, &settings)))
 }
 
-#[lsm(hook = "mmap_file")]
-pub fn guard_mmap(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/mmap_file", guard_mmap, guard_mmap_verdict);
+
+#[inline(always)]
+fn guard_mmap_verdict(ctx: LsmContext) -> i32 {
     guard::verdict(try_guard_mmap(&ctx), true)
 }
 
@@ -94,8 +96,10 @@ fn try_guard_mmap(ctx: &LsmContext) -> Result<Option<Refusal>, ReadError> {
     exec_map(file, 0)
 }
 
-#[lsm(hook = "file_mprotect")]
-pub fn guard_mprotect(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/file_mprotect", guard_mprotect, guard_mprotect_verdict);
+
+#[inline(always)]
+fn guard_mprotect_verdict(ctx: LsmContext) -> i32 {
     guard::verdict(try_guard_mprotect(&ctx), true)
 }
 

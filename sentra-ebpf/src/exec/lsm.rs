@@ -3,17 +3,19 @@
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
-    macros::{lsm, tracepoint},
+    macros::tracepoint,
     programs::{LsmContext, TracePointContext},
 };
 
 use super::{Action, ArgSource, govern};
 use crate::{maps::EXEC_ARGV, task};
 
-const EPERM: i32 = 1;
+const EPERM: i64 = 1;
 
-#[lsm(hook = "bprm_check_security")]
-pub fn exec_lsm(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/bprm_check_security", exec_lsm, exec_lsm_verdict);
+
+#[inline(always)]
+fn exec_lsm_verdict(ctx: LsmContext) -> i64 {
     try_exec_lsm(&ctx).unwrap_or(0)
 }
 
@@ -21,10 +23,12 @@ pub fn exec_lsm(ctx: LsmContext) -> i32 {
     clippy::unnecessary_wraps,
     reason = "probe convention: a thin wrapper maps the try_ function's Err to the fail-safe value"
 )]
-fn try_exec_lsm(ctx: &LsmContext) -> Result<i32, i32> {
+fn try_exec_lsm(ctx: &LsmContext) -> Result<i64, i64> {
     // Arguments: (struct linux_binprm *bprm, int retval); retval is what earlier BPF LSM programs
-    // decided: never overturn a denial.
-    let retval: i32 = ctx.arg(1);
+    // decided: never overturn a denial. Read and returned as the 64-bit register the kernel passed (it
+    // holds the int sign-extended): narrowing it to 32 bits and back would lose the [-4095, 0] range
+    // the verifier knows for it, and the program would be refused (see `lsm_program!`).
+    let retval: i64 = ctx.arg(1);
     if retval != 0 {
         return Ok(retval);
     }

@@ -4,13 +4,13 @@
 //! connect is refused even if the cgroup programs were detached; DNS (port 53) is left to the cgroup
 //! programs, which steer it.
 
-use aya_ebpf::{macros::lsm, programs::LsmContext};
+use aya_ebpf::programs::LsmContext;
 use sentra_common::event::{NetHook, ProbeSite};
 
 use super::{IPPROTO_TCP, IPPROTO_UDP, Outcome, decide, dest4, dest6, fail_closed};
 use crate::{kernel, maps::ACTIVE_GENERATION, task};
 
-const EPERM: i32 = 1;
+const EPERM: i64 = 1;
 /// include/linux/socket.h.
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -18,8 +18,10 @@ const AF_INET6: u16 = 10;
 const SOCK_STREAM: i16 = 1;
 const SOCK_DGRAM: i16 = 2;
 
-#[lsm(hook = "socket_connect")]
-pub fn net_lsm_connect(ctx: LsmContext) -> i32 {
+crate::lsm_program!("lsm/socket_connect", net_lsm_connect, net_lsm_connect_verdict);
+
+#[inline(always)]
+fn net_lsm_connect_verdict(ctx: LsmContext) -> i64 {
     try_net_lsm_connect(&ctx).unwrap_or_else(|kernel::ReadError(site)| {
         let active = ACTIVE_GENERATION.get(0).copied().unwrap_or_default();
         let _ = fail_closed(None, NetHook::LsmConnect, &active, site);
@@ -29,9 +31,10 @@ pub fn net_lsm_connect(ctx: LsmContext) -> i32 {
 
 /// `Err` only for a governed task whose connect could not be read: it is denied (fail closed) and
 /// reported with the site.
-fn try_net_lsm_connect(ctx: &LsmContext) -> Result<i32, kernel::ReadError> {
+fn try_net_lsm_connect(ctx: &LsmContext) -> Result<i64, kernel::ReadError> {
     // Arguments: (struct socket *sock, struct sockaddr *address, int addrlen, int retval).
-    let retval: i32 = ctx.arg(3);
+    // As in `exec_lsm`: the earlier programs' verdict, kept 64-bit so that its range stays known.
+    let retval: i64 = ctx.arg(3);
     if retval != 0 {
         return Ok(retval);
     }
