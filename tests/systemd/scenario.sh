@@ -197,9 +197,12 @@ check "the restarted agent is in a new governed launch cgroup" sh -c \
 check "the old launch cgroup was released" sh -c "grep '\"launch_released\"' $AUDIT | grep -q '$old_cg'"
 
 # --- fail closed -------------------------------------------------------------------------------
-# SIGTERM ends the controller, not enforcement; masked, it cannot be pulled in again by openclaw's Wants=.
+# SIGTERM ends the controller, not enforcement. Its unit is moved aside so that openclaw's Wants= cannot
+# pull it in again (a runtime mask would not do: the installed unit in /etc outranks /run).
 systemctl stop openclaw.service sentra.service
-systemctl mask --runtime sentra.service >/dev/null 2>&1
+mv /etc/systemd/system/sentra.service /root/sentra.service.aside
+systemctl daemon-reload
+check "no controller runs" sh -c '! pgrep -x sentra-ctl >/dev/null || ! pgrep -a sentra-ctl | grep -q " daemon"'
 t0=$(since)
 systemctl start openclaw.service >/dev/null 2>&1
 # The launcher refuses within seconds; systemd then retries every 5 s (Restart=on-failure).
@@ -211,7 +214,8 @@ else
     bad "openclaw does not start its agent without a controller" "$(journalctl -u openclaw --since "@$t0" --no-pager | tail -n 25 | tr '\n' '|')"
 fi
 systemctl stop openclaw.service
-systemctl unmask --runtime sentra.service >/dev/null 2>&1
+mv /root/sentra.service.aside /etc/systemd/system/sentra.service
+systemctl daemon-reload
 
 # --- uninstall ---------------------------------------------------------------------------------
 systemctl start sentra.service
