@@ -403,7 +403,6 @@ fn net_cname_chains_aaaa_and_dns_over_tcp() {
 #[test]
 fn net_truncated_answers_and_dead_upstream() {
     let scene = DnsScene::new();
-    let started = Instant::now();
     let (run, results) = scene.probe(&[
         "dns 10.200.0.53 big.allowed.test A udp",  // 0 truncated over UDP
         "dns 10.200.0.53 big.allowed.test A tcp",  // 1 complete over TCP
@@ -417,8 +416,9 @@ fn net_truncated_answers_and_dead_upstream() {
     assert!(results[1].contains("tc=0"));
     assert_ne!(results[2], EPERM, "{results:?}");
     assert!(results[3].starts_with("rcode=Server Failure"), "{results:?}");
+    // Never a hang: a query left unanswered would read `errno=11`, the probe's own reply deadline,
+    // instead of SERVFAIL (no wall-clock bound here: it measured the machine's load, not Sentra).
     assert!(results[4].starts_with("rcode=Server Failure"), "{results:?}");
-    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
     assert!(dns_records(&run, "dead.allowed.test").iter().all(|r| r["decision"] == "servfail"));
 }
 
