@@ -35,7 +35,6 @@ set -euo pipefail
 NODE_VERSION=24.21.0
 NPM_VERSION=11.19.1
 OPENCLAW_VERSION=2026.9.6
-HIMALAYA_VERSION=2.2.1
 LIB=/usr/local/lib/sentra
 BIN=/usr/local/bin
 UNITS=/etc/systemd/system
@@ -274,9 +273,7 @@ if [ "$email" = 1 ]; then
     elif ! [ -x "$BIN/himalaya" ]; then
         [ "$offline" = 1 ] && die "--offline: himalaya is not installed (put it in the --prebuilt directory, or use --no-email)"
         [ -n "$prebuilt" ] && { export SENTRA_CACHE; . "$REPO/scripts/lib/toolchain.sh"; ensure_rust; }
-        log "building himalaya $HIMALAYA_VERSION from crates.io (SMTP only; a few minutes)"
-        cargo install --locked --quiet --root /usr/local --no-default-features --features smtp,rustls-ring \
-            "himalaya@$HIMALAYA_VERSION"
+        build_himalaya /usr/local
         done_ "himalaya: $BIN/himalaya"
     fi
     address="${EMAIL_ADDRESS:-${GMAIL_ADDRESS:-}}"

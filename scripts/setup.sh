@@ -93,16 +93,9 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install --locked cargo-fuzz
 fi
 
-# --- himalaya: the mail client the controller's e-mail broker sends through (the e-mail tests run it
-# against a loopback SMTP server; the systemd test installs it from here). SMTP only, as the installer
-# builds it.
-HIMALAYA_VERSION=2.2.1
-himalaya="$SENTRA_CACHE/himalaya/bin/himalaya"
-if ! { [ -x "$himalaya" ] && "$himalaya" --version | grep -q "v$HIMALAYA_VERSION "; }; then
-    log "building himalaya $HIMALAYA_VERSION (SMTP only; a few minutes)"
-    cargo install --locked --quiet --root "$SENTRA_CACHE/himalaya" --no-default-features \
-        --features smtp,rustls-ring "himalaya@$HIMALAYA_VERSION"
-fi
+# --- himalaya, as the installer builds it (the e-mail tests run it against a loopback SMTP server;
+# the systemd test installs it from here) ---------------------------------------------------------
+build_himalaya "$SENTRA_CACHE/himalaya"
 
 # --- build and install --------------------------------------------------------------------------
 if [ "${SENTRA_SETUP_NO_BUILD:-0}" != 1 ]; then

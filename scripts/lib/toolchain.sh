@@ -32,6 +32,17 @@ ensure_bpf_linker() {
     bpf-linker --version >/dev/null
 }
 
+# himalaya, the mail client the controller's e-mail broker sends through: SMTP only (the broker only
+# sends), into $1/bin unless this version is there already.
+HIMALAYA_VERSION=2.2.1
+build_himalaya() {
+    local bin="$1/bin/himalaya"
+    if [ -x "$bin" ] && "$bin" --version | grep -q "v$HIMALAYA_VERSION "; then return 0; fi
+    log "building himalaya $HIMALAYA_VERSION from crates.io (SMTP only; a few minutes)"
+    cargo install --locked --quiet --root "$1" --no-default-features --features smtp,rustls-ring \
+        "himalaya@$HIMALAYA_VERSION"
+}
+
 # The release build of the controller, the shells and the BPF object (in the working directory).
 build_release() {
     log "building Sentra (release)"

@@ -150,11 +150,7 @@ fn pack_run(workspace: &Path, root: &Path, archive: &Path) -> anyhow::Result<()>
         copy(&release.join(binary), &format!("root/sentra-bin/{binary}"))?;
     }
     // The installer takes himalaya from the prebuilt directory too (the machine has no network).
-    let himalaya = crate::vm::cache().join("himalaya/bin/himalaya");
-    if !himalaya.exists() {
-        bail!("{}: no himalaya; run scripts/setup.sh", himalaya.display());
-    }
-    copy(&himalaya, "root/sentra-bin/himalaya")?;
+    copy(&crate::vm::himalaya()?, "root/sentra-bin/himalaya")?;
     for part in ["scripts", "deploy", "policies", "README.md"] {
         copy(&workspace.join(part), &format!("root/sentra-src/{part}"))?;
     }

@@ -167,10 +167,7 @@ pub fn build(workspace: &Path) -> anyhow::Result<Binaries> {
         bail!("no integration test binaries were built");
     }
     let release = workspace.join("target/release");
-    let himalaya = cache().join("himalaya/bin/himalaya");
-    if !himalaya.exists() {
-        bail!("{}: no himalaya for the e-mail tests; run scripts/setup.sh", himalaya.display());
-    }
+    let himalaya = himalaya()?;
     Ok(Binaries {
         sentra_ctl: release.join("sentra-ctl"),
         sentra_shell: release.join("sentra-shell"),
@@ -224,6 +221,19 @@ pub fn append_for(backend: &str) -> anyhow::Result<String> {
         "signal" => "console=ttyS0 panic=-1 quiet lsm=capability,landlock,yama".to_string(),
         other => bail!("unknown backend {other}"),
     })
+}
+
+/// The himalaya `scripts/setup.sh` builds into the cache: the mail broker's sender in the e-mail tests
+/// and in the deployment test's machine.
+///
+/// # Errors
+/// It has not been built.
+pub fn himalaya() -> anyhow::Result<PathBuf> {
+    let himalaya = cache().join("himalaya/bin/himalaya");
+    if !himalaya.exists() {
+        bail!("{}: no himalaya for the e-mail tests; run scripts/setup.sh", himalaya.display());
+    }
+    Ok(himalaya)
 }
 
 /// The test kernels' cache directory.

@@ -33,12 +33,13 @@ fn main() -> ExitCode {
     };
     match run() {
         Ok((text, code)) => {
-            let out = if code == 0 {
+            // Sent: standard output; refused or failed: standard error. A closed stream loses only
+            // the message, not the status.
+            let _ = if code == 0 {
                 std::io::stdout().write_all(text.as_bytes())
             } else {
                 std::io::stderr().write_all(text.as_bytes())
             };
-            let _ = out;
             ExitCode::from(code)
         }
         Err(client::ClientError::Usage(usage)) => {

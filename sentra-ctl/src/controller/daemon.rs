@@ -307,7 +307,19 @@ async fn shell_records_connection(
                 let reply = match rx.await {
                     Ok(Ok(job)) => {
                         let outcome = job.send().await;
-                        let record = email_record(&peer, &job, outcome.as_ref().err());
+                        let record = email_record(
+                            &peer,
+                            "allowed",
+                            &job.rule,
+                            outcome.as_ref().err(),
+                            serde_json::json!({
+                                "to": job.to,
+                                "subject": job.subject,
+                                "bytes": job.size(),
+                                "message_id": job.message.message_id,
+                                "delivered": outcome.is_ok(),
+                            }),
+                        );
                         if loop_.send((peer.clone(), ShellLine::EmailDone(record))).await.is_err() {
                             return;
                         }
@@ -341,24 +353,26 @@ async fn shell_records_connection(
     }
 }
 
-/// The audit record of a message the broker handed to himalaya (`error`: why it was not delivered).
-fn email_record(peer: &Peer, job: &Job, error: Option<&String>) -> serde_json::Value {
-    serde_json::json!({
+/// The audit record of one e-mail request: refused (`denied`), or handed to himalaya (`allowed`, with
+/// `reason` saying why it was not delivered, if it was not).
+fn email_record(
+    peer: &Peer,
+    decision: &str,
+    rule: &str,
+    reason: Option<&String>,
+    detail: serde_json::Value,
+) -> serde_json::Value {
+    let mut record = serde_json::json!({
         "timestamp": audit::now(),
         "event": "email",
         "layer": "email",
-        "decision": "allowed",
-        "rule_id": job.rule,
-        "reason": error,
-        "detail": {
-            "to": job.to,
-            "subject": job.subject,
-            "bytes": job.size(),
-            "message_id": job.message.message_id,
-            "delivered": error.is_none(),
-        },
+        "decision": decision,
+        "rule_id": rule,
+        "reason": reason,
         "reported_by": peer.stamp(),
-    })
+    });
+    record["detail"] = detail;
+    record
 }
 
 /// Writes one answer line to a shell within [`REQUEST_DEADLINE`]; `false`: the shell is gone or stuck.
@@ -671,11 +685,7 @@ impl Daemon {
             ShellLine::Email(request, reply) => {
                 let _ = reply.send(self.email(peer, request.as_ref().map_err(String::as_str)));
             }
-            ShellLine::EmailDone(record) => {
-                if let Err(err) = self.session.write_value(&record) {
-                    tracing::warn!("writing an e-mail record: {}", crate::describe(&err));
-                }
-            }
+            ShellLine::EmailDone(record) => self.write_email_record(&record),
         }
     }
 
@@ -693,19 +703,14 @@ impl Daemon {
         let (to, subject, bytes) = request.map_or((Vec::new(), None, 0), |r| {
             (r.to.clone(), Some(r.subject.clone()), r.subject.len() + r.body.len())
         });
-        let record = serde_json::json!({
-            "timestamp": audit::now(),
-            "event": "email",
-            "layer": "email",
-            "decision": "denied",
-            "rule_id": refusal.rule,
-            "reason": refusal.reason,
-            "detail": { "to": to, "subject": subject, "bytes": bytes, "delivered": false },
-            "reported_by": peer.stamp(),
-        });
-        if let Err(err) = self.session.write_value(&record) {
-            tracing::warn!("writing an e-mail record: {}", crate::describe(&err));
-        }
+        let record = email_record(
+            peer,
+            "denied",
+            &refusal.rule,
+            Some(&refusal.reason),
+            serde_json::json!({ "to": to, "subject": subject, "bytes": bytes, "delivered": false }),
+        );
+        self.write_email_record(&record);
         Err(EmailAnswer {
             sent: false,
             denied: true,
@@ -713,6 +718,12 @@ impl Daemon {
             reason: Some(refusal.reason),
             message_id: None,
         })
+    }
+
+    fn write_email_record(&mut self, record: &serde_json::Value) {
+        if let Err(err) = self.session.write_value(record) {
+            tracing::warn!("writing an e-mail record: {}", crate::describe(&err));
+        }
     }
 
     /// The kernel's exec denials in a shell's own cgroup since `since` (what its command's processes

@@ -1,14 +1,13 @@
 //! The agent's side (`email`, `send-email`): the original Sentra's command lines, a request on the
 //! controller's records socket, and the answer said plainly.
 
-use std::{
-    io::{BufRead as _, BufReader, Write as _},
-    os::unix::net::UnixStream,
-    path::PathBuf,
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
-use crate::controller::protocol::{self, EMAIL_KEY, EmailAnswer, EmailRequest};
+use crate::{
+    audit::AuditError,
+    controller::protocol::{self, EMAIL_KEY, EmailAnswer, EmailRequest},
+    shell::gate::ControllerLog,
+};
 
 /// What went wrong on the way to the broker.
 #[derive(Debug, thiserror::Error)]
@@ -20,13 +19,7 @@ pub enum ClientError {
     #[error(
         "no Sentra controller answers at {path} (mail is sent by the controller, which holds the credentials)"
     )]
-    Connect {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("talking to the controller at {path}")]
-    Talk {
+    Controller {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -115,24 +108,15 @@ pub fn socket() -> PathBuf {
 /// # Errors
 /// The controller is not there or broke off.
 pub fn request(path: &std::path::Path, request: &EmailRequest) -> Result<EmailAnswer, ClientError> {
-    let stream = UnixStream::connect(path)
-        .map_err(|source| ClientError::Connect { path: path.to_path_buf(), source })?;
-    let talk = |source| ClientError::Talk { path: path.to_path_buf(), source };
-    stream.set_read_timeout(Some(ANSWER_DEADLINE)).map_err(talk)?;
-    let mut reader = BufReader::new(&stream);
-    // The greeting (the enforced policy), which the broker's answer follows.
-    let mut line = String::new();
-    reader.read_line(&mut line).map_err(talk)?;
-    let mut question = serde_json::to_vec(&serde_json::json!({ EMAIL_KEY: request }))
-        .map_err(|e| talk(std::io::Error::other(e)))?;
-    question.push(b'\n');
-    (&stream).write_all(&question).map_err(talk)?;
-    line.clear();
-    reader.read_line(&mut line).map_err(talk)?;
-    if line.is_empty() {
-        return Err(talk(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)));
-    }
-    serde_json::from_str(&line).map_err(|e| talk(std::io::Error::other(e)))
+    // The shell's sink calls the socket its audit log; here only the failure itself is worth saying.
+    let controller =
+        |AuditError::Io { source, .. }| ClientError::Controller { path: path.to_path_buf(), source };
+    // The shells' connection to the same socket: its greeting (the enforced policy) is read, then the
+    // one question is answered.
+    ControllerLog::connect(path, ANSWER_DEADLINE)
+        .map_err(controller)?
+        .ask(&serde_json::json!({ EMAIL_KEY: request }))
+        .map_err(controller)
 }
 
 /// What the agent is told, and the exit status: 0 sent, 1 refused or failed.

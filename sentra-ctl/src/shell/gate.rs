@@ -166,14 +166,19 @@ impl ControllerLog {
         if !governed || std::fs::symlink_metadata(&path).is_err() {
             return None;
         }
-        Some(Self::connect(&path))
+        Some(Self::connect(&path, Duration::from_secs(2)))
     }
 
-    fn connect(path: &Path) -> Result<Self, AuditError> {
+    /// Connects to the records socket at `path` and reads the controller's greeting; each read may
+    /// take up to `deadline`.
+    ///
+    /// # Errors
+    /// No controller answers there, or its greeting is not one.
+    pub fn connect(path: &Path, deadline: Duration) -> Result<Self, AuditError> {
         use std::io::BufRead as _;
         let io = |source| AuditError::Io { path: path.to_path_buf(), source };
         let stream = std::os::unix::net::UnixStream::connect(path).map_err(io)?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).map_err(io)?;
+        stream.set_read_timeout(Some(deadline)).map_err(io)?;
         let mut line = String::new();
         std::io::BufReader::new(&stream).read_line(&mut line).map_err(io)?;
         let greeting = serde_json::from_str(&line).map_err(|e| io(std::io::Error::other(e)))?;
@@ -181,7 +186,10 @@ impl ControllerLog {
     }
 
     /// Sends one question line and reads the controller's one-line answer.
-    fn ask<T: serde::de::DeserializeOwned>(&self, question: &serde_json::Value) -> Result<T, AuditError> {
+    ///
+    /// # Errors
+    /// The controller broke off, or its answer is not a `T`.
+    pub fn ask<T: serde::de::DeserializeOwned>(&self, question: &serde_json::Value) -> Result<T, AuditError> {
         use std::io::{BufRead as _, Write as _};
         let io = |source| AuditError::Io { path: self.path.clone(), source };
         let mut request = serde_json::to_vec(question).map_err(|e| io(std::io::Error::other(e)))?;

@@ -113,13 +113,26 @@ pub fn decide(dest: &Dest, hook: NetHook, governing: Option<GovernedCgroup>) -> 
     if lookup(dest, active.generation, scope.bit).is_some() {
         return Outcome::Allow;
     }
+    refuse(dest, hook, &active, &settings, NET_RULE_DEFAULT)
+}
+
+/// A destination the policy refuses by `rule`: counted and reported, then denied, or let through in
+/// audit mode.
+#[inline(always)]
+fn refuse(
+    dest: &Dest,
+    hook: NetHook,
+    active: &ActiveGeneration,
+    settings: &NetSettings,
+    rule: u32,
+) -> Outcome {
     count(stats::DENIED);
     let audit = settings.mode == Mode::Audit as u32;
     let decision = if audit { Decision::AuditDenied } else { Decision::Denied };
     // In audit mode the LSM hook lets the connect go on to the cgroup hook, which reports it: one
     // event per connect.
     if !(audit && matches!(hook, NetHook::LsmConnect)) {
-        emit(dest, hook, &active, settings.mode, decision, NET_RULE_DEFAULT, ProbeSite::None);
+        emit(dest, hook, active, settings.mode, decision, rule, ProbeSite::None);
     }
     if audit { Outcome::Allow } else { Outcome::Deny }
 }
@@ -127,15 +140,11 @@ pub fn decide(dest: &Dest, hook: NetHook, governing: Option<GovernedCgroup>) -> 
 /// A DNS query to steer from a network namespace other than the resolver's: the resolver's loopback
 /// address does not exist there, so steering it would leave the query unanswered. Refused at once
 /// (the client's resolver library fails fast) and reported; in audit mode reported and let through
-/// unsteered. Returns whether the query goes on.
+/// unsteered.
 #[inline(always)]
-pub fn dns_from_other_netns(dest: &Dest, hook: NetHook, settings: &NetSettings) -> bool {
+pub fn dns_from_other_netns(dest: &Dest, hook: NetHook, settings: &NetSettings) -> Outcome {
     let active = ACTIVE_GENERATION.get(0).copied().unwrap_or_default();
-    count(stats::DENIED);
-    let audit = settings.mode == Mode::Audit as u32;
-    let decision = if audit { Decision::AuditDenied } else { Decision::Denied };
-    emit(dest, hook, &active, settings.mode, decision, NET_RULE_DNS_NETNS, ProbeSite::None);
-    audit
+    refuse(dest, hook, &active, settings, NET_RULE_DNS_NETNS)
 }
 
 /// The scope of a launch profile in `settings`, if the generation holds it.

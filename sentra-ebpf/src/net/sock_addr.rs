@@ -81,7 +81,8 @@ fn v4(ctx: &SockAddrContext, hook: NetHook) -> i32 {
         Outcome::Deny => DENY,
         Outcome::Steer(settings) => {
             if !in_resolver_netns(ctx, &settings) {
-                return if dns_from_other_netns(&dest, hook, &settings) { ALLOW } else { DENY };
+                let outcome = dns_from_other_netns(&dest, hook, &settings);
+                return if matches!(outcome, Outcome::Allow) { ALLOW } else { DENY };
             }
             remember_origin(ctx, sa, FAMILY_V4);
             sa.user_ip4 = settings.resolver_ip4;
@@ -112,7 +113,8 @@ fn v6(ctx: &SockAddrContext, hook: NetHook) -> i32 {
         Outcome::Deny => DENY,
         Outcome::Steer(settings) => {
             if !in_resolver_netns(ctx, &settings) {
-                return if dns_from_other_netns(&dest, hook, &settings) { ALLOW } else { DENY };
+                let outcome = dns_from_other_netns(&dest, hook, &settings);
+                return if matches!(outcome, Outcome::Allow) { ALLOW } else { DENY };
             }
             if dest.family == FAMILY_V4 {
                 // An IPv4-mapped destination on an IPv6 socket: steer to the mapped IPv4 resolver.
