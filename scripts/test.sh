@@ -23,23 +23,40 @@ step "unit tests and host-kernel integration tests"
 SENTRA_TEST_BACKEND=signal SENTRA_EXPECT_BACKEND=signal SENTRA_STORM="${SENTRA_STORM:-2000}" \
     cargo test --release --workspace --exclude sentra-ebpf -- --test-threads=1 2> >(quiet_build)
 
+# fuzz TARGET SECONDS CORPUS… [-- LIBFUZZER FLAGS…]: a short run from the committed corpora. On a
+# failure the whole report is shown, with the input that failed (base64), so that it can be added to
+# the corpus and replayed.
+fuzz() {
+    local target="$1" seconds="$2" log corpus status=0
+    shift 2
+    log="$(mktemp)" corpus="$(mktemp -d)"
+    local dirs=() flags=()
+    while (($#)) && [[ "$1" != -- ]]; do dirs+=("$1"); shift; done
+    (($#)) && shift && flags=("$@")
+    (cd fuzz && AYA_BUILD_SKIP=1 cargo +nightly fuzz run -s none "$target" "$corpus" "${dirs[@]}" \
+        -- -max_total_time="$seconds" "${flags[@]}") > "$log" 2>&1 || status=$?
+    if ((status == 0)); then
+        tail -n 3 "$log"
+    else
+        tail -n 60 "$log"
+        for artifact in fuzz/artifacts/"$target"/*; do
+            [[ -f "$artifact" ]] || continue
+            printf '%s (base64, first 8 KiB):\n' "$artifact"
+            head -c 8192 "$artifact" | base64
+        done
+    fi
+    rm -rf "$corpus" "$log"
+    return "$status"
+}
+
 step "fuzzing the policy loader (30 s)"
-corpus="$(mktemp -d)"
-(cd fuzz && AYA_BUILD_SKIP=1 cargo +nightly fuzz run -s none policy_load "$corpus" ../tests/corpus/policy ../policies \
-    -- -max_total_time="${SENTRA_FUZZ_SECONDS:-30}" 2>&1 | tail -n 3)
-rm -rf "$corpus"
+fuzz policy_load "${SENTRA_FUZZ_SECONDS:-30}" ../tests/corpus/policy ../policies
 
 step "fuzzing the shell index: required literals are in every match, exact names are exact (15 s)"
-corpus="$(mktemp -d)"
-(cd fuzz && AYA_BUILD_SKIP=1 cargo +nightly fuzz run -s none required_literals "$corpus" ../tests/corpus/required \
-    -- -max_total_time="${SENTRA_FUZZ_INDEX_SECONDS:-15}" 2>&1 | tail -n 3)
-rm -rf "$corpus"
+fuzz required_literals "${SENTRA_FUZZ_INDEX_SECONDS:-15}" ../tests/corpus/required
 
 step "fuzzing the shell evaluator: a verdict for every line, no crash, no hang (15 s)"
-corpus="$(mktemp -d)"
-(cd fuzz && AYA_BUILD_SKIP=1 cargo +nightly fuzz run -s none shell_line "$corpus" ../tests/corpus/shell-lines \
-    -- -max_total_time="${SENTRA_FUZZ_SHELL_SECONDS:-15}" -timeout=5 -max_len=65536 2>&1 | tail -n 3)
-rm -rf "$corpus"
+fuzz shell_line "${SENTRA_FUZZ_SHELL_SECONDS:-15}" ../tests/corpus/shell-lines -- -timeout=5 -max_len=65536
 
 step "integration tests in qemu: Debian 6.1 and 6.12 kernels, lsm and signal backends"
 cargo xtask vm-test 2> >(quiet_build)

@@ -3,8 +3,16 @@
 //! brace groups, nesting at the limit, here-documents, long words), a line eight times larger may take
 //! at most three times as long per byte; a quadratic evaluator takes eight times as long. The fastest
 //! of several runs of each size is compared, so a busy machine slows both sizes alike.
+//!
+//! Nested expansions are measured by depth: the word parser once backtracked exponentially in the
+//! depth of `${…}`, `$((…))`, `$[…]` and array subscripts (found by the fuzzer), so a word nested seven
+//! times deeper may take at most eight times as long per byte (a quadratic parse takes seven).
 
-use std::{path::Path, time::Instant};
+use std::{
+    path::Path,
+    sync::mpsc,
+    time::{Duration, Instant},
+};
 
 use sentra_ctl::{
     policy::{Policy, shell::ShellMatcher},
@@ -52,8 +60,32 @@ fn fastest(evaluator: &Evaluator<'_>, line: &str) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-#[test]
-fn evaluation_time_is_linear_in_the_line() {
+/// Each nested expansion: its line `depth` levels deep. The parser parses an expansion that fails to
+/// close again as text, and tries each operator of a closed one in turn: both kinds are here.
+fn nested_expansions() -> Vec<Construct> {
+    vec![
+        ("subscripts, open", |d| format!("echo {}", "${a[".repeat(d))),
+        ("subscripts, closed", |d| format!("echo {}x{}", "${a[".repeat(d), "]}".repeat(d))),
+        ("subscripts closed by braces", |d| format!("echo {}x{}", "${a[".repeat(d), "}".repeat(d))),
+        ("indirect subscripts", |d| format!("echo {}x{}", "${!a[".repeat(d), "]}".repeat(d))),
+        ("alternative values", |d| format!("echo {}x{}", "${a:+".repeat(d), "}".repeat(d))),
+        ("default values, closed", |d| format!("echo {}x{}", "${a:-".repeat(d), "}".repeat(d))),
+        ("substrings", |d| format!("echo {}1{}", "${a:0:".repeat(d), "}".repeat(d))),
+        ("patterns in double quotes", |d| format!("echo {}x{}", "\"${a%".repeat(d), "}\"".repeat(d))),
+        ("replacements", |d| format!("echo {}y{}", "${a//x/".repeat(d), "}".repeat(d))),
+        ("arithmetic", |d| format!("echo {}1{}", "$((".repeat(d), "))".repeat(d))),
+        ("legacy arithmetic", |d| format!("echo {}1{}", "$[".repeat(d), "]".repeat(d))),
+        ("arithmetic in subscripts", |d| {
+            format!("echo {}1{}", "${a[$((".repeat(d / 2), "))]}".repeat(d / 2))
+        }),
+        ("subscripts in substitutions", |d| {
+            format!("echo {}x{}", "$(echo ${a[".repeat(d / 2), "]})".repeat(d / 2))
+        }),
+        ("here-document body", |d| format!("cat <<E\n{}x{}\nE\n", "${a[".repeat(d), "]}".repeat(d))),
+    ]
+}
+
+fn evaluator_for<T>(with: impl FnOnce(&Evaluator<'_>) -> T) -> T {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/original-67.yaml");
     let policy = Policy::load(&path).expect("policy");
     let matcher = ShellMatcher::new(&policy).expect("matcher");
@@ -66,12 +98,61 @@ fn evaluation_time_is_linear_in_the_line() {
         programs: &sentra_ctl::shell::identity::SystemPrograms::default(),
         inherited: &[],
     };
+    with(&evaluator)
+}
+
+#[test]
+fn evaluation_time_is_polynomial_in_expansion_depth() {
+    const SHALLOW: usize = 4;
+    const DEEP: usize = 28;
+    evaluator_for(|evaluator| {
+        let mut report = Vec::new();
+        let mut failed = false;
+        for (name, make) in nested_expansions() {
+            let (small, large) = (make(SHALLOW), make(DEEP));
+            let small_time = fastest(evaluator, &small);
+            // An exponential parse of the deep line would not end: a watchdog turns that into a
+            // failure. A polynomial one finishes within a small multiple of the shallow line's time;
+            // it gets a thousand times that, and never less than ten seconds.
+            let limit = Duration::from_secs_f64((small_time * 1000.0).max(10.0));
+            let (done, watched) = mpsc::channel::<()>();
+            let watchdog = std::thread::spawn(move || {
+                if watched.recv_timeout(limit) == Err(mpsc::RecvTimeoutError::Timeout) {
+                    eprintln!(
+                        "{name}: {DEEP} levels deep did not finish within {limit:?}: exponential in depth"
+                    );
+                    std::process::exit(1);
+                }
+            });
+            let large_time = fastest(evaluator, &large);
+            done.send(()).expect("the watchdog waits");
+            watchdog.join().expect("watchdog");
+            #[expect(clippy::cast_precision_loss, reason = "line lengths are far below 2^52")]
+            let growth = (large_time / large.len() as f64) / (small_time / small.len() as f64);
+            failed |= growth > 8.0;
+            report.push(format!(
+                "{name}: {SHALLOW} → {DEEP} levels ({} → {} bytes), time per byte ×{growth:.2}",
+                small.len(),
+                large.len()
+            ));
+        }
+        eprintln!("{}", report.join("\n"));
+        assert!(!failed, "evaluation grows faster than polynomially in depth:\n{}", report.join("\n"));
+    });
+}
+
+#[test]
+fn evaluation_time_is_linear_in_the_line() {
+    evaluator_for(linear_in_the_line);
+}
+
+fn linear_in_the_line(evaluator: &Evaluator<'_>) {
     let mut report = Vec::new();
     let mut failed = false;
     for (name, make) in constructs() {
         let (small, large) = (make(100), make(100 * FACTOR));
         #[expect(clippy::cast_precision_loss, reason = "line lengths are far below 2^52")]
-        let per_byte = |line: &str| fastest(&evaluator, line) / line.len() as f64;
+        let per_byte = |line: &str| fastest(evaluator, line) / line.len() as f64;
         let growth = per_byte(&large) / per_byte(&small);
         failed |= growth > MAX_GROWTH_PER_BYTE;
         report.push(format!("{name}: {} → {} bytes, time per byte ×{growth:.2}", small.len(), large.len()));
