@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-step() { printf '\n=== %s\n' "$*" >&2; }
+# Each step says when it starts (minutes:seconds into the run), so a slow run shows where its time went.
+step() { printf '\n=== [%d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*" >&2; }
 quiet_build() { grep -v '^warning: sentra-ctl@' >&2; }
 
 step "setup (idempotent)"
@@ -60,4 +61,3 @@ fuzz shell_line "${SENTRA_FUZZ_SHELL_SECONDS:-15}" ../tests/corpus/shell-lines -
 
 step "integration tests in qemu: Debian 6.1 and 6.12 kernels, lsm and signal backends"
 cargo xtask vm-test 2> >(quiet_build)
-

@@ -485,6 +485,8 @@ fn the_file_that_will_run_is_judged() {
     std::fs::create_dir_all(dir.join("tools")).expect("mkdir");
     std::os::unix::fs::symlink(&id, dir.join("tools/tool")).expect("symlink");
     let tools = dir.join("tools").display().to_string();
+    let exports =
+        |n: usize| (0..n).map(|i| ["export PATH+=:/p", &i.to_string(), "; "].concat()).collect::<String>();
     let lines: Vec<(String, Option<&str>)> = vec![
         ("cd sub && ./tool".into(), Some("no_id")),
         ("cd /usr/bin && ./id".into(), Some("no_id")),
@@ -500,6 +502,10 @@ fn the_file_that_will_run_is_judged() {
         // working directory's `ls` is `id`, and an empty first entry would find it).
         ("PATH+=:/nonexistent ls >/dev/null".into(), None),
         ("export PATH+=:/nonexistent; ls >/dev/null".into(), None),
+        // Past 64 possible directories or `PATH` values, a relative name cannot be located.
+        (format!("{}./tool", "cd sub; cd tools; ".repeat(4)), Some("unknown_program")),
+        (format!("{}tool", exports(65)), Some("unknown_program")),
+        (format!("{}ls >/dev/null", exports(10)), None),
     ];
     for (line, denied_by) in &lines {
         let out = env.run(&["-c", line]);

@@ -9,6 +9,7 @@
 //! times deeper may take at most eight times as long per byte (a quadratic parse takes seven).
 
 use std::{
+    io::Write,
     path::Path,
     sync::mpsc,
     time::{Duration, Instant},
@@ -44,6 +45,10 @@ fn constructs() -> Vec<Construct> {
         ("quoted arguments", |n| format!("echo {}", "'x y' ".repeat(n))),
         // Runs of unclosed `case` made the parser backtrack exponentially (found by the fuzzer).
         ("unclosed case items", |n| "case x in x) sudo e ;i;dsac\n".repeat(n / 10)),
+        // Each relative `cd` may apply to every directory already possible: the set once doubled
+        // with each (found by the fuzzer).
+        ("relative directory changes", |n| "cd a; cd b; ls x; ".repeat(n)),
+        ("PATH values", |n| (0..n).map(|i| ["PATH=/p", &i.to_string(), ":$PATH; ls; "].concat()).collect()),
     ]
 }
 
@@ -110,23 +115,8 @@ fn evaluation_time_is_polynomial_in_expansion_depth() {
         let mut failed = false;
         for (name, make) in nested_expansions() {
             let (small, large) = (make(SHALLOW), make(DEEP));
-            let small_time = fastest(evaluator, &small);
-            // An exponential parse of the deep line would not end: a watchdog turns that into a
-            // failure. A polynomial one finishes within a small multiple of the shallow line's time;
-            // it gets a thousand times that, and never less than ten seconds.
-            let limit = Duration::from_secs_f64((small_time * 1000.0).max(10.0));
-            let (done, watched) = mpsc::channel::<()>();
-            let watchdog = std::thread::spawn(move || {
-                if watched.recv_timeout(limit) == Err(mpsc::RecvTimeoutError::Timeout) {
-                    eprintln!(
-                        "{name}: {DEEP} levels deep did not finish within {limit:?}: exponential in depth"
-                    );
-                    std::process::exit(1);
-                }
-            });
-            let large_time = fastest(evaluator, &large);
-            done.send(()).expect("the watchdog waits");
-            watchdog.join().expect("watchdog");
+            let small_time = fastest_or_exit(evaluator, &small, 0.0, name);
+            let large_time = fastest_or_exit(evaluator, &large, small_time, name);
             #[expect(clippy::cast_precision_loss, reason = "line lengths are far below 2^52")]
             let growth = (large_time / large.len() as f64) / (small_time / small.len() as f64);
             failed |= growth > 8.0;
@@ -141,6 +131,30 @@ fn evaluation_time_is_polynomial_in_expansion_depth() {
     });
 }
 
+/// [`fastest`], for a line larger than one that took `small_time` (0 for the smaller line itself): an
+/// evaluation that grows exponentially would not end, so a watchdog exits the test binary with a
+/// failure instead. A polynomial one finishes within a small multiple of the small line's time; it
+/// gets a thousand times that, and never less than ten seconds.
+fn fastest_or_exit(evaluator: &Evaluator<'_>, line: &str, small_time: f64, name: &'static str) -> f64 {
+    let limit = Duration::from_secs_f64((small_time * 1000.0).max(10.0));
+    let (done, watched) = mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if watched.recv_timeout(limit) == Err(mpsc::RecvTimeoutError::Timeout) {
+            // Straight to the process's stderr: the test harness captures `eprintln!`, and
+            // exiting discards what it captured.
+            let _ = writeln!(
+                std::io::stderr(),
+                "{name}: a line did not finish within {limit:?}: exponential growth"
+            );
+            std::process::exit(1);
+        }
+    });
+    let time = fastest(evaluator, line);
+    done.send(()).expect("the watchdog waits");
+    watchdog.join().expect("watchdog");
+    time
+}
+
 #[test]
 fn evaluation_time_is_linear_in_the_line() {
     evaluator_for(linear_in_the_line);
@@ -151,9 +165,10 @@ fn linear_in_the_line(evaluator: &Evaluator<'_>) {
     let mut failed = false;
     for (name, make) in constructs() {
         let (small, large) = (make(100), make(100 * FACTOR));
+        let small_time = fastest_or_exit(evaluator, &small, 0.0, name);
+        let large_time = fastest_or_exit(evaluator, &large, small_time, name);
         #[expect(clippy::cast_precision_loss, reason = "line lengths are far below 2^52")]
-        let per_byte = |line: &str| fastest(evaluator, line) / line.len() as f64;
-        let growth = per_byte(&large) / per_byte(&small);
+        let growth = (large_time / large.len() as f64) / (small_time / small.len() as f64);
         failed |= growth > MAX_GROWTH_PER_BYTE;
         report.push(format!("{name}: {} → {} bytes, time per byte ×{growth:.2}", small.len(), large.len()));
     }

@@ -19,8 +19,13 @@ use crate::policy::{
 const MAX_NESTING: usize = 16;
 /// Scripts run by `.`/`source`/`sh FILE` are read and judged up to this size.
 const MAX_SCRIPT: u64 = 1 << 20;
-/// A line that may be in more working directories than this is judged as if in an unknown one.
+/// A line that may be in more working directories than this is judged as if in an unknown one. Each
+/// relative `cd` may apply to every directory already possible, so without the bound the set doubles
+/// with each one.
 const MAX_DIRECTORIES: usize = 64;
+/// A line that sets `PATH` to more different values than this is judged as if it set an unknown one
+/// (every command name is looked up in each value, in each possible working directory).
+const MAX_PATHS: usize = 64;
 
 /// Rule ids of denials that no policy rule decided.
 pub const RULE_PARSE_ERROR: &str = "parse_error";
@@ -136,6 +141,10 @@ impl Evaluator<'_> {
         for (name, value) in &analysis.variables {
             if name == "PATH" {
                 match assigned_path(&value.raw, self.path.as_deref().unwrap_or_default()) {
+                    Some(path) if out.paths.contains(&path) => {}
+                    Some(_) if out.paths.len() >= MAX_PATHS => {
+                        out.path_unknown = Some(format!("one of more than {MAX_PATHS} values"));
+                    }
                     Some(path) => out.paths.push(path),
                     None => out.path_unknown = Some(value.raw.clone()),
                 }
@@ -421,7 +430,8 @@ impl Evaluator<'_> {
     /// each directory it may already be in, and `CDPATH`).
     fn directory_change(&self, words: &[Word], out: &mut LineVerdict) {
         let Some(name) = words.first().and_then(|w| w.value.as_deref()) else { return };
-        if !matches!(name, "cd" | "pushd" | "popd") {
+        // Once one possible directory is unknown, relative paths cannot be located whatever follows.
+        if !matches!(name, "cd" | "pushd" | "popd") || out.cwd_unknown.is_some() {
             return;
         }
         // The first word after the options (`-L`, `-P`, `-e`, `-@`, pushd's `-n`) and `--`.
@@ -469,12 +479,14 @@ impl Evaluator<'_> {
             }
         }
         for dir in dirs {
-            if !out.cwds.contains(&dir) {
-                out.cwds.push(dir);
+            if out.cwds.contains(&dir) {
+                continue;
             }
-        }
-        if out.cwds.len() > MAX_DIRECTORIES {
-            out.cwd_unknown = Some(format!("one of more than {MAX_DIRECTORIES} directories"));
+            if out.cwds.len() >= MAX_DIRECTORIES {
+                out.cwd_unknown = Some(format!("one of more than {MAX_DIRECTORIES} directories"));
+                return;
+            }
+            out.cwds.push(dir);
         }
     }
 

@@ -111,6 +111,7 @@ peg::parser! {
             non_posix_extensions_enabled() c:arithmetic_for_clause() { ast::CompoundCommand::ArithmeticForClause(c) } /
             expected!("compound command")
 
+        #[cache]
         pub(crate) rule arithmetic_command() -> ast::ArithmeticCommand =
             start:specific_operator("(") specific_operator("(") expr:arithmetic_expression() specific_operator(")") end:specific_operator(")") {
                 let loc = SourceSpan::within(
@@ -123,6 +124,7 @@ peg::parser! {
         pub(crate) rule arithmetic_expression() -> ast::UnexpandedArithmeticExpr =
             raw_expr:$(arithmetic_expression_piece()*) { ast::UnexpandedArithmeticExpr { value: raw_expr } }
 
+        #[cache]
         rule arithmetic_expression_piece() =
             // Allow a parenthesized expression (with matching opening and closing parens).
             specific_operator("(") (!specific_operator(")") arithmetic_expression_piece())* specific_operator(")") {} /
@@ -137,6 +139,7 @@ peg::parser! {
             specific_operator(")") specific_operator(")") {} /
             specific_operator(";") {}
 
+        #[cache]
         rule subshell() -> ast::SubshellCommand =
             start:specific_operator("(") list:compound_list() end:specific_operator(")") {
                 let loc = SourceSpan::within(start.location(), end.location());
