@@ -115,10 +115,7 @@ fn evaluation_time_is_polynomial_in_expansion_depth() {
         let mut failed = false;
         for (name, make) in nested_expansions() {
             let (small, large) = (make(SHALLOW), make(DEEP));
-            let small_time = fastest_or_exit(evaluator, &small, 0.0, name);
-            let large_time = fastest_or_exit(evaluator, &large, small_time, name);
-            #[expect(clippy::cast_precision_loss, reason = "line lengths are far below 2^52")]
-            let growth = (large_time / large.len() as f64) / (small_time / small.len() as f64);
+            let growth = growth_per_byte(evaluator, name, &small, &large);
             failed |= growth > 8.0;
             report.push(format!(
                 "{name}: {SHALLOW} → {DEEP} levels ({} → {} bytes), time per byte ×{growth:.2}",
@@ -129,6 +126,15 @@ fn evaluation_time_is_polynomial_in_expansion_depth() {
         eprintln!("{}", report.join("\n"));
         assert!(!failed, "evaluation grows faster than polynomially in depth:\n{}", report.join("\n"));
     });
+}
+
+/// How much longer per byte `large` takes than `small` (the fastest run of each, under the watchdog).
+fn growth_per_byte(evaluator: &Evaluator<'_>, name: &'static str, small: &str, large: &str) -> f64 {
+    let small_time = fastest_or_exit(evaluator, small, 0.0, name);
+    let large_time = fastest_or_exit(evaluator, large, small_time, name);
+    #[expect(clippy::cast_precision_loss, reason = "line lengths are far below 2^52")]
+    let growth = (large_time / large.len() as f64) / (small_time / small.len() as f64);
+    growth
 }
 
 /// [`fastest`], for a line larger than one that took `small_time` (0 for the smaller line itself): an
@@ -165,10 +171,7 @@ fn linear_in_the_line(evaluator: &Evaluator<'_>) {
     let mut failed = false;
     for (name, make) in constructs() {
         let (small, large) = (make(100), make(100 * FACTOR));
-        let small_time = fastest_or_exit(evaluator, &small, 0.0, name);
-        let large_time = fastest_or_exit(evaluator, &large, small_time, name);
-        #[expect(clippy::cast_precision_loss, reason = "line lengths are far below 2^52")]
-        let growth = (large_time / large.len() as f64) / (small_time / small.len() as f64);
+        let growth = growth_per_byte(evaluator, name, &small, &large);
         failed |= growth > MAX_GROWTH_PER_BYTE;
         report.push(format!("{name}: {} → {} bytes, time per byte ×{growth:.2}", small.len(), large.len()));
     }
