@@ -60,9 +60,11 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
     let out = workspace.join("target/vm");
     std::fs::create_dir_all(&out)?;
 
-    let mut results = Vec::new();
-    // Pack every initramfs first, then boot the VMs `--jobs` at a time (each qemu TCG guest uses one
-    // host core).
+    // Pack every initramfs first, then boot the VMs on `--jobs` workers (each qemu TCG guest uses one
+    // host core). A worker takes the next configuration as soon as its VM powers off, and the
+    // configurations with BPF LSM go first: they are the slowest (every controller start verifies the
+    // LSM programs too), so the shorter ones fill the gaps instead of a core idling until the slowest of
+    // a batch ends.
     let mut runs = Vec::new();
     for kernel in &args.kernels {
         let vmlinuz = find_kernel(&cache, kernel)?;
@@ -78,38 +80,64 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
             ));
         }
     }
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by_key(|&i| !runs[i].0.ends_with("/lsm"));
+    let next = std::sync::atomic::AtomicUsize::new(0);
     let timeout = Duration::from_secs(args.timeout);
-    for chunk in runs.chunks(args.jobs.max(1)) {
-        let outcomes: Vec<anyhow::Result<VmResult>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = chunk
-                .iter()
-                .map(|(label, vmlinuz, initrd, append, log)| {
-                    scope.spawn(move || -> anyhow::Result<VmResult> {
-                        eprintln!("[vm-test] booting {label} ({})", vmlinuz.display());
-                        let started = Instant::now();
-                        boot(vmlinuz, initrd, append, log, timeout, Machine::SMALL)?;
-                        let result = parse(label, log)?;
-                        eprintln!(
-                            "[vm-test] {label}: {} passed, {} failed{} in {:.0?}",
-                            result.passed.len(),
-                            result.failed.len(),
-                            if result.completed { "" } else { ", RUN DID NOT COMPLETE" },
-                            started.elapsed()
-                        );
-                        Ok(result)
-                    })
+    let outcomes: Vec<(usize, anyhow::Result<VmResult>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..args.jobs.clamp(1, runs.len().max(1)))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    while let Some(&index) =
+                        order.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    {
+                        let (label, vmlinuz, initrd, append, log) = &runs[index];
+                        done.push((index, boot_one(label, vmlinuz, initrd, append, log, timeout)));
+                    }
+                    done
                 })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("VM thread panicked"))))
-                .collect()
-        });
-        for outcome in outcomes {
-            results.push(outcome?);
-        }
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|_| vec![(usize::MAX, Err(anyhow::anyhow!("VM worker panicked")))])
+            })
+            .collect()
+    });
+    let mut outcomes = outcomes;
+    outcomes.sort_by_key(|(index, _)| *index);
+    let mut results = Vec::new();
+    for (_, outcome) in outcomes {
+        results.push(outcome?);
     }
     report(&results)
+}
+
+/// Boots one configuration and parses its log; says when it starts and how it ended.
+fn boot_one(
+    label: &str,
+    vmlinuz: &Path,
+    initrd: &Path,
+    append: &str,
+    log: &Path,
+    timeout: Duration,
+) -> anyhow::Result<VmResult> {
+    eprintln!("[vm-test] booting {label} ({})", vmlinuz.display());
+    let started = Instant::now();
+    boot(vmlinuz, initrd, append, log, timeout, Machine::SMALL)?;
+    let result = parse(label, log)?;
+    eprintln!(
+        "[vm-test] {label}: {} passed, {} failed{} in {:.0?}",
+        result.passed.len(),
+        result.failed.len(),
+        if result.completed { "" } else { ", RUN DID NOT COMPLETE" },
+        started.elapsed()
+    );
+    Ok(result)
 }
 
 pub fn workspace_root() -> anyhow::Result<PathBuf> {
@@ -134,21 +162,19 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
+/// Builds every binary the VMs need with exactly the command the host test step runs (`cargo test
+/// --workspace --exclude sentra-ebpf`): the same feature unification means the same artifacts, so after
+/// `scripts/test.sh`'s host step this is a no-op instead of a second release build. Integration tests
+/// build their package's binaries too (cargo places them in `target/release`).
 pub fn build(workspace: &Path) -> anyhow::Result<Binaries> {
-    let status = cargo()
-        .current_dir(workspace)
-        .args(["build", "--release", "-p", "sentra-ctl", "-p", "sentra-tests", "--bins"])
-        .status()?;
-    if !status.success() {
-        bail!("cargo build failed");
-    }
     let output = cargo()
         .current_dir(workspace)
-        .args(["test", "--release", "-p", "sentra-tests", "--no-run", "--message-format=json"])
+        .args(["test", "--release", "--workspace", "--exclude", "sentra-ebpf", "--no-run"])
+        .arg("--message-format=json")
         .stderr(Stdio::inherit())
         .output()?;
     if !output.status.success() {
-        bail!("building the test binaries failed");
+        bail!("building the binaries and test binaries failed");
     }
     let mut tests = Vec::new();
     for line in String::from_utf8_lossy(&output.stdout).lines() {
@@ -157,6 +183,7 @@ pub fn build(workspace: &Path) -> anyhow::Result<Binaries> {
         };
         if message["reason"] == "compiler-artifact"
             && message["profile"]["test"] == true
+            && message["package_id"].as_str().is_some_and(|id| id.contains("#sentra-tests@"))
             && message["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|v| v == "test"))
             && let Some(path) = message["executable"].as_str()
         {
@@ -168,7 +195,7 @@ pub fn build(workspace: &Path) -> anyhow::Result<Binaries> {
     }
     let release = workspace.join("target/release");
     let himalaya = himalaya()?;
-    Ok(Binaries {
+    let binaries = Binaries {
         sentra_ctl: release.join("sentra-ctl"),
         sentra_shell: release.join("sentra-shell"),
         sentra_email: release.join("sentra-email"),
@@ -176,7 +203,19 @@ pub fn build(workspace: &Path) -> anyhow::Result<Binaries> {
         fixture: release.join("sentra-fixture"),
         bench: release.join("sentra-bench"),
         tests,
-    })
+    };
+    for binary in [
+        &binaries.sentra_ctl,
+        &binaries.sentra_shell,
+        &binaries.sentra_email,
+        &binaries.fixture,
+        &binaries.bench,
+    ] {
+        if !binary.is_file() {
+            bail!("the build did not leave {}", binary.display());
+        }
+    }
+    Ok(binaries)
 }
 
 pub fn find_kernel(cache: &Path, version: &str) -> anyhow::Result<PathBuf> {
