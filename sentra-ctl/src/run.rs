@@ -46,11 +46,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
     let group = Cgroup::create(&root, &relative)?;
     // Pinned for the run's lifetime: if this process is killed (even by SIGKILL), its command stays
     // governed until the reaper has killed it, then the pins go.
-    let pin_root = PathBuf::from(format!(
-        "{}-run-{}",
-        crate::controller::state::pin_root().display(),
-        std::process::id()
-    ));
+    let pin_root = pin_root_of(std::process::id());
     let reaper = Reaper::start(&group.path, &pin_root, &options.audit_log)?;
     let cgroups = [(String::from("run"), group)];
     let started = Session::start(Start {
@@ -272,4 +268,10 @@ fn spawn_in(procs_path: &Path, command: &[String]) -> anyhow::Result<tokio::proc
 #[must_use]
 pub fn exit_code(status: ExitStatus) -> i32 {
     status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Where the `run` with process id `run_pid` pins its enforcement (beside the daemon's pin root).
+#[must_use]
+pub fn pin_root_of(run_pid: u32) -> PathBuf {
+    PathBuf::from(format!("{}-run-{run_pid}", crate::controller::state::pin_root().display()))
 }

@@ -89,6 +89,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Sentra's BPF programs in the kernel: runs and nanoseconds per run (the kernel's own accounting),
+    /// and what the verifier walked to accept each.
+    Programs {
+        /// Turn the kernel's run-time statistics on for this many seconds and report what ran
+        /// meanwhile. Without it: the counts since loading, which grow only while statistics are on
+        /// (`sysctl kernel.bpf_stats_enabled=1`).
+        #[arg(long, value_name = "SECONDS")]
+        sample: Option<u64>,
+        /// The programs of the `sentra-ctl run` with this process id, instead of the daemon's.
+        #[arg(long, value_name = "PID")]
+        run: Option<u32>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Policy tools.
     Policy {
         #[command(subcommand)]
@@ -197,6 +212,7 @@ fn real_main() -> anyhow::Result<i32> {
             answer(&controller::protocol::Request::Reload { policy })
         }
         Command::Doctor { json } => doctor(json),
+        Command::Programs { sample, run, json } => programs(sample, run, json),
         Command::Policy { command: PolicyCommand::Check { file } } => Ok(policy_check(&file)),
         Command::Policy { command: PolicyCommand::Explain { file, identity, command } } => {
             policy_explain(&file, identity, &command)
@@ -530,4 +546,62 @@ fn policy_explain(
         }
     );
     Ok(i32::from(!(shell_ok && kernel_ok)))
+}
+
+/// `sentra-ctl programs`.
+fn programs(sample: Option<u64>, run: Option<u32>, json: bool) -> anyhow::Result<i32> {
+    use sentra_ctl::kernel::stats;
+    enforce::require_root()?;
+    let root = run.map_or_else(controller::state::pin_root, run::pin_root_of);
+    if !sentra_ctl::kernel::pin::exists(&root) {
+        anyhow::bail!("nothing is pinned under {}: no controller is enforcing there", root.display());
+    }
+    let (programs, seconds) = match sample {
+        Some(seconds) => {
+            let on = stats::enable_run_time_stats()?;
+            let before = stats::pinned(&root)?;
+            std::thread::sleep(std::time::Duration::from_secs(seconds));
+            let after = stats::pinned(&root)?;
+            drop(on);
+            (stats::delta(&before, &after), Some(seconds))
+        }
+        None => (stats::pinned(&root)?, None),
+    };
+    if json {
+        let value = serde_json::json!({
+            "pin_root": root,
+            "sample_seconds": seconds,
+            "programs": programs.iter().map(|p| serde_json::json!({
+                "name": p.name,
+                "id": p.id,
+                "run_count": p.run_count,
+                "run_time_ns": p.run_time_ns,
+                "ns_per_run": p.ns_per_run(),
+                "verified_insns": p.verified_insns,
+                "jited_bytes": p.jited_bytes,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{value}");
+        return Ok(0);
+    }
+    match seconds {
+        Some(s) => println!("Sentra's programs under {}, what ran in {s} s:", root.display()),
+        None => println!("Sentra's programs under {}, counted while statistics were on:", root.display()),
+    }
+    println!(
+        "{:<22} {:>7} {:>12} {:>10} {:>14} {:>9}",
+        "program", "id", "runs", "ns/run", "verified insns", "jited B"
+    );
+    for p in &programs {
+        println!(
+            "{:<22} {:>7} {:>12} {:>10} {:>14} {:>9}",
+            p.name,
+            p.id,
+            p.run_count,
+            p.ns_per_run().map_or_else(|| "-".to_string(), |ns| format!("{ns:.0}")),
+            p.verified_insns.map_or_else(|| "-".to_string(), |n| n.to_string()),
+            p.jited_bytes
+        );
+    }
+    Ok(0)
 }

@@ -11,6 +11,7 @@ pub mod net;
 pub mod offsets;
 pub mod pin;
 pub mod rcu;
+pub mod stats;
 pub mod store;
 mod sys;
 
@@ -93,6 +94,15 @@ pub enum KernelError {
         "BPF LSM is not usable here: {0}. Enable it by adding `bpf` to the `lsm=` boot parameter (e.g. lsm=lockdown,capability,landlock,yama,apparmor,bpf), or use --backend signal"
     )]
     LsmUnavailable(String),
+    /// Reading the programs' statistics.
+    #[error("program statistics: {what}")]
+    Stats {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("program {name} (id {id}) is attached but not in the kernel's program list")]
+    ProgramVanished { name: String, id: u32 },
 }
 
 /// The loaded object with its programs attached: the exec backend, and on the `lsm` backend the

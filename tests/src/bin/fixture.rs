@@ -266,6 +266,35 @@ fn sysloop(n: u32) -> ExitCode {
     println!("ns_per_round={:.1}", started.elapsed().as_secs_f64() * 1e9 / f64::from(n.max(1)));
     ExitCode::SUCCESS
 }
+/// `bench N PATH ARGS…`: runs PATH N times and prints the mean nanoseconds per fork+exec+wait.
+/// `bench-held` is for measuring with the kernel's BPF statistics: it says `ready` and waits for a line
+/// before the loop, and waits for its input to close after printing, so that snapshots taken then cover
+/// exactly the loop while the controller still runs.
+fn bench(held: bool, args: &[String], extra: &[String]) -> ExitCode {
+    let (Some(n), Some(path)) = (args.get(1).and_then(|a| a.parse::<u32>().ok()), args.get(2)) else {
+        return ExitCode::from(2);
+    };
+    let mut input = std::io::stdin().lock();
+    if held {
+        println!("ready");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut input, &mut line);
+    }
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        if !Command::new(path).args(extra).status().is_ok_and(|s| s.success()) {
+            eprintln!("exec of {path} failed");
+            return ExitCode::from(1);
+        }
+    }
+    println!("ns_per_exec={}", start.elapsed().as_nanos() / u128::from(n.max(1)));
+    if held {
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        let _ = std::io::copy(&mut input, &mut std::io::sink());
+    }
+    ExitCode::SUCCESS
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -299,21 +328,7 @@ fn main() -> ExitCode {
             println!("ok={ok} failed={failed}");
             ExitCode::SUCCESS
         }
-        Some("bench") => {
-            let (Some(n), Some(path)) = (args.get(1).and_then(|a| a.parse::<u32>().ok()), args.get(2)) else {
-                return ExitCode::from(2);
-            };
-            let extra = rest(3);
-            let start = std::time::Instant::now();
-            for _ in 0..n {
-                if !Command::new(path).args(&extra).status().is_ok_and(|s| s.success()) {
-                    eprintln!("exec of {path} failed");
-                    return ExitCode::from(1);
-                }
-            }
-            println!("ns_per_exec={}", start.elapsed().as_nanos() / u128::from(n.max(1)));
-            ExitCode::SUCCESS
-        }
+        Some(mode @ ("bench" | "bench-held")) => bench(mode == "bench-held", &args, &rest(3)),
         Some("connect") => {
             // One address: `connected` / `connect-errno=N`; several: each line starts with its address.
             let addrs = rest(1);
