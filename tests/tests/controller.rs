@@ -183,6 +183,88 @@ fn reloads_leave_only_the_active_generations_entries() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// `sentra-ctl programs` reads the kernel's own accounting of every attached program through the pins:
+/// each program once (the cgroup programs too, however many cgroups they are attached to), and, with
+/// run-time statistics on, the backend's exec program counted once for every exec in the governed
+/// cgroup; `--sample` turns statistics on by itself; a restarted controller sees the same programs.
+#[test]
+fn programs_reports_every_attached_program_from_the_kernels_accounting() {
+    const EXECS: u32 = 50;
+    let mut c = Controller::new("programs");
+    let policy = c.write_policy("p.yaml", &c.policy("allowed", true));
+    c.start(&policy);
+    let programs = |c: &Controller, args: &[&str]| -> Value {
+        let out = c.run(&[&["programs", "--json"], args].concat());
+        assert!(out.status.success(), "programs: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("programs --json prints JSON")
+    };
+    let find = |report: &Value, name: &str| -> Value {
+        report["programs"]
+            .as_array()
+            .and_then(|all| all.iter().find(|p| p["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("{name} is not among the reported programs: {report}"))
+    };
+    let backend = c.status()["backend"].as_str().expect("backend").to_string();
+    let exec_program = if backend == "lsm" { "exec_lsm" } else { "exec_signal" };
+
+    let before = programs(&c, &[]);
+    let names: Vec<&str> =
+        before["programs"].as_array().expect("programs").iter().filter_map(|p| p["name"].as_str()).collect();
+    let mut unique = names.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len(), "a program is reported twice: {names:?}");
+    for name in [exec_program, "net_connect4", "net_connect6", "guard_sysctl"] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+
+    let stats = sentra_ctl::kernel::stats::enable_run_time_stats().expect("BPF_ENABLE_STATS");
+    let counted = programs(&c, &[]);
+    let tool = c.tool("allowed");
+    let out =
+        c.launch(&["--", FIXTURE, "bench", &EXECS.to_string(), tool.to_str().expect("utf-8"), "exit", "0"]);
+    assert!(out.status.success(), "the governed loop: {}", String::from_utf8_lossy(&out.stderr));
+    let after = programs(&c, &[]);
+    drop(stats);
+    let runs = |report: &Value| find(report, exec_program)["run_count"].as_u64().expect("run_count");
+    let ran = runs(&after) - runs(&counted);
+    assert!(ran >= u64::from(EXECS), "{exec_program} counted {ran} runs for {EXECS} execs and more");
+    let time = find(&after, exec_program)["run_time_ns"].as_u64().expect("run_time_ns")
+        - find(&counted, exec_program)["run_time_ns"].as_u64().expect("run_time_ns");
+    assert!(time > 0, "{exec_program} ran {ran} times in no time");
+    assert!(find(&after, exec_program)["jited_bytes"].as_u64() > Some(0), "{after}");
+
+    // `--sample` turns statistics on for its window by itself.
+    let sampled = programs(&c, &["--sample", "1"]);
+    assert_eq!(sampled["sample_seconds"], 1);
+    let _ = find(&sampled, exec_program);
+    // With statistics off (and the sysctl off), the kernel does not count: the counts stand still.
+    if std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|v| v.trim() == "0") {
+        let off = programs(&c, &[]);
+        let out = c.launch(&["--", FIXTURE, "bench", "5", tool.to_str().expect("utf-8"), "exit", "0"]);
+        assert!(out.status.success(), "the governed loop: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(runs(&programs(&c, &[])), runs(&off), "counted with statistics off");
+    }
+
+    c.kill9();
+    c.start(&policy);
+    let adopted = programs(&c, &[]);
+    assert_eq!(
+        find(&adopted, exec_program)["id"],
+        find(&after, exec_program)["id"],
+        "the restarted controller reports another program"
+    );
+    let out = c.run(&["stop"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = c.run(&["programs"]);
+    assert!(!out.status.success(), "programs with nothing pinned succeeded");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing is pinned"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn rejected_reload_keeps_the_enforced_policy() {
     let mut c = Controller::new("reject");
