@@ -10,6 +10,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod costs;
 pub mod daemon;
 pub mod dns_fixture;
 pub mod netbench;

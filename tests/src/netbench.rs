@@ -147,6 +147,21 @@ fn run(n: u32, rounds: u32, queries: u32) -> Result<String, String> {
         }
     }
     let [base, ten, tenk] = cases.map(median);
+    // What Sentra's programs cost per connect, in runs of their own with the kernel's statistics on
+    // (they add two clock reads to every program run).
+    let mut costs = String::new();
+    for (label, policy) in [("10_entries", &p10), ("10000_entries", &p10k)] {
+        let command = probe_command();
+        let refs: Vec<&str> = command.iter().map(String::as_str).collect();
+        let ops = format!("mark; wait-line; {connect_op}; wait-eof");
+        let (cmd, audit) = ns.governed_command(dir.path(), policy, &refs, &[(OPS_ENV, ops)]);
+        let (programs, line) = crate::costs::held(cmd, "PROBE 0 mark", "PROBE 2 ")?;
+        let _ = std::fs::remove_file(audit);
+        if !line.contains("ns_per_connect=") {
+            return Err(format!("the held connect loop said {line:?}"));
+        }
+        costs.push_str(&crate::costs::report(label, &programs, "connect", n, 150));
+    }
     let [mean_none, mean_small, mean_large] = means.map(median);
 
     let dns_policy = "version: \"2.0\"\nmode: enforce\ndefault: allow\nnetwork:\n  dns: { upstream: [\"10.200.0.53:53\"] }\n  allow:\n    - { id: bench, domain: \"*.allowed.test\", ports: [443] }\n";
@@ -178,6 +193,7 @@ fn run(n: u32, rounds: u32, queries: u32) -> Result<String, String> {
         "  10,000 CIDR entries     {tenk:>9.0} ns  ({mean_large:.0})  {:.3}x  target <= 1.05x",
         tenk / base
     );
+    report.push_str(&costs);
     let _ =
         writeln!(report, "resolver, {queries} sequential UDP queries per case, median of {rounds} rounds:");
     let _ =

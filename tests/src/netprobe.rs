@@ -12,6 +12,9 @@
 //! - `connect-bench ADDR PORT N`: N TCP connects, each closed with a reset (no `TIME_WAIT` pile-up) →
 //!   `ns_per_connect=MEDIAN mean_ns=X p99_ns=Y` (time inside `connect()`)
 //! - `dns-bench SERVER NAME N`: N sequential UDP queries for NAME to SERVER:53 → `us_per_query=X ok=K`
+//! - `mark` → `mark` (at once: says the probe got this far)
+//! - `wait-line`: reads a line from standard input → `ok`
+//! - `wait-eof`: reads standard input to its end → `ok`
 
 use std::{
     io::{Read as _, Write as _},
@@ -60,6 +63,14 @@ fn local_for(dest: &SocketAddr) -> SocketAddr {
 pub fn run_op(op: &str) -> String {
     let words: Vec<&str> = op.split_whitespace().collect();
     let result = match words.as_slice() {
+        ["mark"] => Ok("mark".into()),
+        ["wait-line"] => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map(|_| "ok".into()).map_err(|e| errno(&e))
+        }
+        ["wait-eof"] => std::io::copy(&mut std::io::stdin(), &mut std::io::sink())
+            .map(|_| "ok".into())
+            .map_err(|e| errno(&e)),
         ["tcp", ip, port] => addr(ip, port).map(|dest| match TcpStream::connect_timeout(&dest, TIMEOUT) {
             Ok(_) => "ok".into(),
             Err(err) => errno(&err),

@@ -93,82 +93,16 @@ fn main() -> anyhow::Result<()> {
     // (statistics add two clock reads to every program run, so they stay off while the ratios above
     // are measured).
     for (label, policy) in [("10_rules", &small), ("10000_rules", &large)] {
-        let programs = program_costs(policy, &backend, fixture, n, &tool)?;
-        report_costs(label, &programs, n);
+        let audit = policy.with_extension("jsonl");
+        let mut cmd = Command::new(sentra_tests::sentra_ctl());
+        cmd.args(["run", "--policy", s(policy), "--audit-log", s(&audit), "--backend", &backend, "--"])
+            .args([fixture, "bench-held", &n.to_string(), s(&tool), "exit", "0"]);
+        let (programs, _) =
+            sentra_tests::costs::held(cmd, "ready", "ns_per_exec=").map_err(anyhow::Error::msg)?;
+        let _ = std::fs::remove_file(&audit);
+        print!("{}", sentra_tests::costs::report(label, &programs, "exec", n, 300));
     }
     Ok(())
-}
-
-/// Prints one `BENCH prog` line per program that ran, and everything Sentra ran per exec.
-#[expect(clippy::cast_precision_loss, reason = "means for display")]
-fn report_costs(label: &str, programs: &[sentra_ctl::kernel::stats::ProgramCost], execs: u32) {
-    for p in programs.iter().filter(|p| p.run_count > 0) {
-        println!(
-            "BENCH prog policy={label} name={} runs={} ns_per_run={:.0} runs_per_exec={:.2} verified_insns={}",
-            p.name,
-            p.run_count,
-            p.ns_per_run().unwrap_or(0.0),
-            p.run_count as f64 / f64::from(execs.max(1)),
-            p.verified_insns.map_or_else(|| "-".to_string(), |v| v.to_string())
-        );
-    }
-    let total: u64 = programs.iter().map(|p| p.run_time_ns).sum();
-    println!(
-        "BENCH sentra_bpf_ns_per_exec_{label}={:.0} (all of Sentra's programs, per exec of the loop; target <= 300 on a real CPU)",
-        total as f64 / f64::from(execs.max(1))
-    );
-}
-
-/// Runs the fixture's loop under `sentra-ctl run` with the kernel's run-time statistics on, and returns
-/// what each of the run's programs did during the loop alone (the fixture waits before and after it,
-/// see its `bench-held` mode).
-fn program_costs(
-    policy: &Path,
-    backend: &str,
-    fixture: &str,
-    n: u32,
-    tool: &Path,
-) -> anyhow::Result<Vec<sentra_ctl::kernel::stats::ProgramCost>> {
-    use std::io::{BufRead as _, Write as _};
-
-    use sentra_ctl::kernel::stats;
-    let audit = policy.with_extension("jsonl");
-    let stats_on = stats::enable_run_time_stats()?;
-    let mut child = Command::new(sentra_tests::sentra_ctl())
-        .args(["run", "--policy", s(policy), "--audit-log", s(&audit), "--backend", backend, "--"])
-        .args([fixture, "bench-held", &n.to_string(), s(tool), "exit", "0"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let root = sentra_ctl::run::pin_root_of(child.id());
-    let mut stdin = child.stdin.take().context("stdin")?;
-    let mut lines = std::io::BufReader::new(child.stdout.take().context("stdout")?).lines();
-    let mut next_line = || -> anyhow::Result<String> {
-        lines.next().context("the governed loop ended without a word")?.context("reading its output")
-    };
-    let outcome = (|| -> anyhow::Result<Vec<stats::ProgramCost>> {
-        let ready = next_line()?;
-        if ready != "ready" {
-            bail!("the governed loop said {ready:?} instead of ready");
-        }
-        let before = stats::pinned(&root)?;
-        writeln!(stdin, "go")?;
-        let done = next_line()?;
-        let after = stats::pinned(&root)?;
-        if parse_ns(&done).is_none() {
-            bail!("the governed loop said {done:?} instead of its time");
-        }
-        Ok(stats::delta(&before, &after))
-    })();
-    drop(stdin);
-    let status = child.wait()?;
-    drop(stats_on);
-    let _ = std::fs::remove_file(&audit);
-    let programs = outcome?;
-    if !status.success() {
-        bail!("the governed loop failed ({status})");
-    }
-    Ok(programs)
 }
 
 /// `sentra-bench seccomp [N] [ROUNDS]`: system-call-heavy work (the fixture's `sysloop`) without a
