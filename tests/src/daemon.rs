@@ -136,7 +136,7 @@ impl<'a> TestDaemon<'a> {
     /// If it fails.
     #[must_use]
     pub fn status(&self) -> Value {
-        let out = self.run(&["status"]);
+        let out = self.run(&["status", "--json"]);
         assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).expect("status json")
     }

@@ -69,6 +69,7 @@ else
 fi
 took install "$t"
 check "binaries installed" test -x /usr/local/bin/sentra-ctl -a -x /usr/local/bin/sentra-shell -a -x /usr/local/bin/openclaw-status
+check "manual pages and completions installed" sh -c 'test -s /usr/local/share/man/man1/sentra-ctl-launch.1 && test -s /usr/local/share/man/man1/sentra.1 && bash -n /usr/local/share/bash-completion/completions/sentra-ctl && grep -q "launch" /usr/local/share/zsh/site-functions/_sentra-ctl && test -s /usr/local/share/fish/vendor_completions.d/sentra.fish'
 check "the agent user has no sudo and no login shell" sh -c '! id -nG openclaw | grep -qw sudo && getent passwd openclaw | grep -q nologin'
 check "credentials file is root-only" sh -c '[ "$(stat -c %a:%U /etc/sentra/openclaw.env)" = 600:root ]'
 check "audit directory is root-only" sh -c '[ "$(stat -c %a /var/log/sentra)" = 700 ]'
@@ -98,8 +99,8 @@ t=$(since)
 check "openclaw-start starts both units" /usr/local/bin/openclaw-start
 took start "$t"
 check "sentra.service is active (Type=notify: ready only when enforcing)" systemctl is-active sentra.service
-if sentra-ctl status | jq -e '.backend == "lsm"' >/dev/null; then ok "the controller enforces with the lsm backend"; else
-    bad "the controller enforces with the lsm backend" "$(sentra-ctl status | jq -c '{backend, lsm_refusal}'; journalctl -u sentra --no-pager | grep -i -E 'backend|lsm' | tr '\n' '|')"; fi
+if sentra-ctl status --json | jq -e '.backend == "lsm"' >/dev/null; then ok "the controller enforces with the lsm backend"; else
+    bad "the controller enforces with the lsm backend" "$(sentra-ctl status --json | jq -c '{backend, lsm_refusal}'; journalctl -u sentra --no-pager | grep -i -E 'backend|lsm' | tr '\n' '|')"; fi
 check "openclaw.service is active" systemctl is-active openclaw.service
 t=$(since)
 if wait_for 900 gateway_up; then ok "the governed gateway listens on 127.0.0.1:18789"; else
@@ -107,7 +108,7 @@ if wait_for 900 gateway_up; then ok "the governed gateway listens on 127.0.0.1:1
 took gateway "$t"
 cg="$(launch_cgroup)"
 check "the agent runs in a delegated launch cgroup inside its unit" test -n "$cg"
-check "the controller governs that cgroup" sh -c "sentra-ctl status | jq -e '.delegated_cgroups[].path == \"$cg\"'"
+check "the controller governs that cgroup" sh -c "sentra-ctl status --json | jq -e '.delegated_cgroups[].path == \"$cg\"'"
 # The gateway: the node process in the launch cgroup (beside the PID namespace's init).
 pid="$(for p in $(cat "$cg/cgroup.procs" 2>/dev/null); do
     case "$(readlink "/proc/$p/exe")" in */node) echo "$p"; break ;; esac; done)"
@@ -184,7 +185,7 @@ wait "$probe"
 read -r tries ran < /root/probe.out
 echo "SYSTEMD-TEST probe: $tries denied-exec attempts during the restart, $ran not refused"
 check "enforcement is continuous across systemctl restart sentra" sh -c "[ '${tries:-0}' -gt 0 ] && [ '${ran:-1}' = 0 ]"
-check "the restarted controller adopted the pins" sh -c 'sentra-ctl status | jq -e ".adoptions >= 1"'
+check "the restarted controller adopted the pins" sh -c 'sentra-ctl status --json | jq -e ".adoptions >= 1"'
 
 old_cg="$(launch_cgroup)"
 t=$(since)
@@ -193,7 +194,7 @@ wait_for 300 sh -c "launch_cgroup() { ls -d /sys/fs/cgroup/system.slice/openclaw
 took restart-openclaw "$t"
 new_cg="$(launch_cgroup)"
 check "the restarted agent is in a new governed launch cgroup" sh -c \
-    "[ -n '$new_cg' ] && [ '$new_cg' != '$old_cg' ] && sentra-ctl status | jq -e '.delegated_cgroups | map(.path) | index(\"$new_cg\") != null'"
+    "[ -n '$new_cg' ] && [ '$new_cg' != '$old_cg' ] && sentra-ctl status --json | jq -e '.delegated_cgroups | map(.path) | index(\"$new_cg\") != null'"
 check "the old launch cgroup was released" sh -c "grep '\"launch_released\"' $AUDIT | grep -q '$old_cg'"
 
 # --- fail closed -------------------------------------------------------------------------------
@@ -220,6 +221,6 @@ systemctl daemon-reload
 # --- uninstall ---------------------------------------------------------------------------------
 systemctl start sentra.service
 check "install.sh --uninstall" bash "$SRC/scripts/install.sh" --uninstall
-check "no unit, binary or pin is left" sh -c '! ls /etc/systemd/system/sentra.service /etc/systemd/system/openclaw.service /usr/local/bin/sentra-ctl /usr/local/bin/sentra-shell /usr/local/bin/sentra-email /usr/local/bin/email /usr/local/bin/himalaya /sys/fs/bpf/sentra 2>/dev/null | grep -q .'
+check "no unit, binary or pin is left" sh -c '! ls /etc/systemd/system/sentra.service /etc/systemd/system/openclaw.service /usr/local/bin/sentra-ctl /usr/local/bin/sentra-shell /usr/local/bin/sentra-email /usr/local/bin/email /usr/local/bin/himalaya /sys/fs/bpf/sentra /usr/local/share/man/man1/sentra-ctl.1 /usr/local/share/man/man1/sentra.1 /usr/local/share/bash-completion/completions/sentra-ctl 2>/dev/null | grep -q .'
 check "the audit log is kept" test -s "$AUDIT"
 finish

@@ -358,7 +358,21 @@ fn the_socket_answers_root_only() {
     assert_eq!(mode, 0o600);
     let out = c.ctl().arg("status").uid(65534).gid(65534).output().expect("status as nobody");
     assert!(!out.status.success(), "nobody must not reach the controller");
-    assert!(c.status()["backend"].is_string());
+    let json = c.status();
+    let backend = json["backend"].as_str().expect("backend");
+    // Without --json: aligned `key  value` lines, nested fields joined with dots.
+    let out = c.run(&["status"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key).filter(|rest| rest.starts_with("  ")).map(str::trim))
+            .unwrap_or_else(|| panic!("no {key} line in:\n{text}"))
+            .to_string()
+    };
+    assert_eq!(value("backend"), backend);
+    assert_eq!(value("generation"), json["generation"].to_string());
+    assert_eq!(value("network.cidr_entries"), json["network"]["cidr_entries"].to_string());
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use sentra_ctl::{audit::DEFAULT_AUDIT_LOG, controller, doctor, enforce, kernel::BackendChoice, launch, run};
 
 /// Sends a request to the controller, prints its answer as JSON; exit 0 on success, 1 if refused.
@@ -19,7 +19,12 @@ fn answer(request: &controller::protocol::Request) -> anyhow::Result<i32> {
 }
 
 #[derive(Parser)]
-#[command(name = "sentra-ctl", version, about = "Kernel-enforced command governance for AI agents")]
+#[command(
+    name = "sentra-ctl",
+    version,
+    about = "Kernel-enforced command governance for AI agents",
+    after_help = "Examples:\n  sentra-ctl run --policy /etc/sentra/policies/default.yaml -- /bin/sh scripts/demo.sh\n  sentra-ctl status\n  sentra-ctl policy check /etc/sentra/policy.yaml"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,6 +33,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a command in a governed cgroup until it exits; exits with its exit code.
+    #[command(
+        after_help = "Example:\n  sentra-ctl run --policy /etc/sentra/policies/default.yaml -- /bin/sh -c 'ls /tmp'"
+    )]
     Run {
         #[arg(long)]
         policy: PathBuf,
@@ -40,6 +48,9 @@ enum Command {
     },
     /// Run the controller: pin enforcement for a governed cgroup, serve the control socket, write the
     /// audit log. Adopts pinned state left by a previous controller.
+    #[command(
+        after_help = "Examples:\n  sentra-ctl daemon --policy /etc/sentra/policy.yaml\n  sentra-ctl daemon --policy /etc/sentra/policy.yaml --delegated-only   (sentra.service does this)"
+    )]
     Daemon {
         #[arg(long, default_value = "/etc/sentra/policy.yaml")]
         policy: PathBuf,
@@ -62,9 +73,17 @@ enum Command {
     },
     /// Start the agent inside the daemon's governed cgroup: as an unprivileged user, with no new
     /// privileges, a clean environment and a seccomp profile; exits with its exit code.
+    #[command(
+        after_help = "Examples:\n  sentra-ctl launch --user agent --env HOME=/home/agent -- /usr/bin/node gateway.js\n  sentra-ctl launch --delegated -- openclaw gateway   (from a unit with Delegate=yes)\n  sentra-ctl launch --list-profiles"
+    )]
     Launch(LaunchArgs),
     /// The running controller's state: backend, policy, generation, counters.
-    Status,
+    #[command(after_help = "Examples:\n  sentra-ctl status\n  sentra-ctl status --json | jq .counters")]
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Cleans up after a killed `run` (started by `run` itself).
     #[command(hide = true)]
     Reap {
@@ -78,12 +97,16 @@ enum Command {
         run_pid: u32,
     },
     /// Stop enforcing: remove every pin (the daemon exits).
+    #[command(
+        after_help = "Examples:\n  sentra-ctl stop\n  sentra-ctl stop --force   (no controller is running, its pins remain)"
+    )]
     Stop {
         /// Remove the pins directly, without a running controller (e.g. after its state was lost).
         #[arg(long)]
         force: bool,
     },
     /// Check the kernel prerequisites.
+    #[command(after_help = "Examples:\n  sentra-ctl doctor\n  sentra-ctl doctor --json | jq .backend")]
     Doctor {
         /// Print JSON instead of text.
         #[arg(long)]
@@ -91,6 +114,9 @@ enum Command {
     },
     /// Sentra's BPF programs in the kernel: runs and nanoseconds per run (the kernel's own accounting),
     /// and what the verifier walked to accept each.
+    #[command(
+        after_help = "Examples:\n  sentra-ctl programs --sample 10\n  sentra-ctl programs --run 4242 --json"
+    )]
     Programs {
         /// Turn the kernel's run-time statistics on for this many seconds and report what ran
         /// meanwhile. Without it: the counts since loading, which grow only while statistics are on
@@ -105,17 +131,46 @@ enum Command {
         json: bool,
     },
     /// Policy tools.
+    #[command(
+        after_help = "Examples:\n  sentra-ctl policy check /etc/sentra/policy.yaml\n  sentra-ctl policy explain /etc/sentra/policy.yaml -- git push\n  sentra-ctl policy reload"
+    )]
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Print a shell completion script for sentra-ctl or sentra.
+    #[command(
+        after_help = "Examples:\n  sentra-ctl completions bash > /usr/share/bash-completion/completions/sentra-ctl\n  sentra-ctl completions zsh --binary sentra > /usr/share/zsh/vendor-completions/_sentra"
+    )]
+    Completions {
+        shell: clap_complete::Shell,
+        /// Which program the script completes.
+        #[arg(long, value_enum, default_value_t = Program::SentraCtl)]
+        binary: Program,
+    },
+    /// Write the manual pages of sentra-ctl (one per command) and sentra into a directory.
+    #[command(
+        after_help = "Example:\n  sentra-ctl manpages /usr/local/share/man/man1 && man sentra-ctl-launch"
+    )]
+    Manpages { dir: PathBuf },
+}
+
+/// The programs whose command line is defined with clap.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Program {
+    SentraCtl,
+    Sentra,
 }
 
 #[derive(Subcommand)]
 enum PolicyCommand {
     /// Validate a policy and summarise it; exit 0 if valid, 1 if not.
+    #[command(after_help = "Example:\n  sentra-ctl policy check policies/default.yaml")]
     Check { file: PathBuf },
     /// Which rule decides a command, in the shell layer and in the kernel layer, and why.
+    #[command(
+        after_help = "Examples:\n  sentra-ctl policy explain policies/default.yaml -- ls -la /tmp\n  sentra-ctl policy explain policies/openclaw.yaml --identity agent -- 'curl https://example.com | sh'"
+    )]
     Explain {
         file: PathBuf,
         /// Identity for identity-scoped rules (default: the current user).
@@ -125,6 +180,9 @@ enum PolicyCommand {
         command: Vec<String>,
     },
     /// Swap the running controller's policy atomically (FILE, or the one loaded last).
+    #[command(
+        after_help = "Examples:\n  sentra-ctl policy reload\n  sentra-ctl policy reload /etc/sentra/policies/openclaw.yaml"
+    )]
     Reload { file: Option<PathBuf> },
 }
 
@@ -188,7 +246,7 @@ fn real_main() -> anyhow::Result<i32> {
             run::reap(&cgroup, &pin_root, &audit_log, run_pid)?;
             Ok(0)
         }
-        Command::Status => answer(&controller::protocol::Request::Status),
+        Command::Status { json } => status(json),
         Command::Stop { force: false } => answer(&controller::protocol::Request::Stop),
         Command::Stop { force: true } => {
             enforce::require_root()?;
@@ -213,6 +271,15 @@ fn real_main() -> anyhow::Result<i32> {
         }
         Command::Doctor { json } => doctor(json),
         Command::Programs { sample, run, json } => programs(sample, run, json),
+        Command::Completions { shell, binary } => {
+            let (mut command, name) = match binary {
+                Program::SentraCtl => (Cli::command(), "sentra-ctl"),
+                Program::Sentra => (sentra_ctl::shell::cli::Cli::command(), "sentra"),
+            };
+            clap_complete::generate(shell, &mut command, name, &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Manpages { dir } => manpages(&dir),
         Command::Policy { command: PolicyCommand::Check { file } } => Ok(policy_check(&file)),
         Command::Policy { command: PolicyCommand::Explain { file, identity, command } } => {
             policy_explain(&file, identity, &command)
@@ -603,5 +670,91 @@ fn programs(sample: Option<u64>, run: Option<u32>, json: bool) -> anyhow::Result
             p.jited_bytes
         );
     }
+    Ok(0)
+}
+
+/// `sentra-ctl status`: the controller's answer as aligned `key  value` lines (nested fields joined
+/// with dots, lists with commas), or as JSON.
+fn status(json: bool) -> anyhow::Result<i32> {
+    let response = controller::client::send(&controller::protocol::Request::Status)?;
+    if !response.ok {
+        eprintln!("sentra-ctl: {}", response.error.unwrap_or_default());
+        return Ok(1);
+    }
+    let body = response.body.unwrap_or_default();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(0);
+    }
+    let mut lines = Vec::new();
+    flatten("", &body, &mut lines);
+    let width = lines.iter().map(|(key, _)| key.len()).max().unwrap_or(0);
+    for (key, value) in lines {
+        println!("{key:<width$}  {value}");
+    }
+    Ok(0)
+}
+
+/// `key`'s scalar fields as (dotted name, text); a list of scalars is one comma-separated field, a
+/// list of objects one field per element (`name.0.field`).
+fn flatten(key: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    use serde_json::Value;
+    let join = |name: &str| if key.is_empty() { name.to_string() } else { format!("{key}.{name}") };
+    match value {
+        Value::Object(fields) => {
+            for (name, field) in fields {
+                flatten(&join(name), field, out);
+            }
+        }
+        Value::Array(items) if items.iter().any(|i| i.is_object() || i.is_array()) => {
+            for (i, item) in items.iter().enumerate() {
+                flatten(&join(&i.to_string()), item, out);
+            }
+        }
+        Value::Array(items) => {
+            let text: Vec<String> = items.iter().map(scalar).collect();
+            out.push((key.to_string(), if text.is_empty() { "-".into() } else { text.join(", ") }));
+        }
+        other => out.push((key.to_string(), scalar(other))),
+    }
+}
+
+fn scalar(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => "-".into(),
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `sentra-ctl manpages DIR`: sentra-ctl.1, one page per command (sentra-ctl-policy-check.1, …), and
+/// sentra.1.
+fn manpages(dir: &std::path::Path) -> anyhow::Result<i32> {
+    fn write_all(
+        command: &clap::Command,
+        name: &str,
+        dir: &std::path::Path,
+        count: &mut usize,
+    ) -> anyhow::Result<()> {
+        let command = command.clone().name(name.to_string());
+        let path = dir.join(format!("{name}.1"));
+        let mut page = Vec::new();
+        clap_mangen::Man::new(command.clone())
+            .render(&mut page)
+            .with_context(|| format!("rendering {name}"))?;
+        std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
+        *count += 1;
+        for sub in command.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+            write_all(sub, &format!("{name}-{}", sub.get_name()), dir, count)?;
+        }
+        Ok(())
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut count = 0;
+    let mut ctl = Cli::command();
+    ctl.build();
+    write_all(&ctl, "sentra-ctl", dir, &mut count)?;
+    write_all(&sentra_ctl::shell::cli::Cli::command(), "sentra", dir, &mut count)?;
+    println!("{count} manual pages written to {}", dir.display());
     Ok(0)
 }

@@ -1,54 +1,18 @@
 //! `sentra`: the policy-checked interactive shell (the original Sentra's REPL), and the documented way
 //! to test a policy: `echo "cmd" | sentra --policy FILE`, or `--check` to judge without running.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser as _;
 use sentra_ctl::{
     policy::{model::Mode, shell::ShellMatcher},
     shell::{
+        cli::{Cli, CliMode},
         gate::{Gate, Settings},
         repl,
         session::Session,
     },
 };
-
-#[derive(Parser)]
-#[command(
-    name = "sentra",
-    version,
-    about = "Policy-checked shell: every program a line can run is judged first"
-)]
-#[expect(clippy::doc_markdown, reason = "doc comments are the --help text")]
-struct Cli {
-    /// Policy file (default: $SENTRA_POLICY, else /etc/sentra/policy.yaml).
-    #[arg(short, long)]
-    policy: Option<PathBuf>,
-    /// Audit log, JSONL (default: $SENTRA_AUDIT_LOG, else /var/log/sentra/audit.jsonl).
-    #[arg(short, long)]
-    log: Option<PathBuf>,
-    /// Override the policy's mode; `audit` records what would be denied and runs it.
-    #[arg(short, long, value_enum)]
-    mode: Option<CliMode>,
-    /// Identity matched by rules and rate-limited (default: $SENTRA_IDENTITY, else the OS user).
-    #[arg(short, long)]
-    identity: Option<String>,
-    /// Print a line for every allowed command.
-    #[arg(short, long)]
-    verbose: bool,
-    /// No banner, status lines or summary; prompt `$ `; one-line denials.
-    #[arg(short, long)]
-    quiet: bool,
-    /// Judge each line and print ALLOW/DENY, rule and reason; run nothing (exit 1 if any is denied).
-    #[arg(long)]
-    check: bool,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum CliMode {
-    Enforce,
-    Audit,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -7,6 +7,7 @@
 //! ([`gate`]), and an approved line runs with a real shell ([`exec`]). The kernel layer, when a
 //! controller governs the cgroup, enforces every exec the line makes: the shell is never the only guard.
 
+pub mod cli;
 pub mod evaluate;
 pub mod exec;
 pub mod gate;

@@ -186,7 +186,7 @@ impl Daemon {
         }
         let body: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         // Served once the clearing that follows the reload's reply is done.
-        let status = self.command().arg("status").output()?;
+        let status = self.command().args(["status", "--json"]).output()?;
         let status: serde_json::Value = serde_json::from_slice(&status.stdout)?;
         let retire = status["last_retire_ms"].as_f64().unwrap_or(f64::NAN);
         Ok((total, body["flip_ms"].as_f64().unwrap_or(f64::NAN), retire))
