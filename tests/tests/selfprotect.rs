@@ -344,9 +344,17 @@ fn a_peer_holding_the_socket_open_stalls_nothing() {
     // Three root peers outside the governed cgroup connect and send nothing.
     let held: Vec<_> =
         (0..3).map(|_| std::os::unix::net::UnixStream::connect(&socket).expect("connect")).collect();
-    let started = Instant::now();
     assert!(s.daemon.status()["backend"].is_string());
-    assert!(started.elapsed() < Duration::from_secs(3), "status waited for the held connections");
+    // Served while the silent peers are still connected: had the answer waited for them, their
+    // per-connection deadline would have closed them first (a read would see end of file).
+    for peer in &held {
+        peer.set_nonblocking(true).expect("nonblocking");
+        let mut byte = [0u8; 1];
+        match std::io::Read::read(&mut &*peer, &mut byte) {
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("a held connection was closed or answered before status was served: {other:?}"),
+        }
+    }
     // Software-emulated VMs run fewer (SENTRA_STORM).
     let n: u32 = std::env::var("SENTRA_STORM").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     let fixture = s.fixture();
@@ -486,11 +494,10 @@ fn reload_reads_only_the_policy_directory_and_regular_files_of_bounded_size() {
     // A FIFO in the directory: refused at once (a read would block until a writer came).
     let fifo = s.dir.path().join("fifo.yaml");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).expect("mkfifo");
-    let started = Instant::now();
     let out = s.daemon.run(&["policy", "reload", fifo.to_str().expect("utf-8")]);
     assert!(!out.status.success());
+    // Refused as a FIFO (found by its type, never opened: no writer ever came).
     assert!(String::from_utf8_lossy(&out.stderr).contains("FIFO"), "{out:?}");
-    assert!(started.elapsed() < Duration::from_secs(5));
     // Oversized: refused.
     let big = s.write("big.yaml", &"# padding\n".repeat(2 * 1024 * 1024));
     let out = s.daemon.run(&["policy", "reload", big.to_str().expect("utf-8")]);
