@@ -36,8 +36,10 @@ pub struct VmTestArgs {
     #[arg(long, default_value_t = 1)]
     pub repeat: u32,
     /// Seconds before a VM is declared hung: a whole configuration's suite, which on 6.1 with BPF LSM
-    /// spends most of its time in the verifier (every controller start loads every program).
-    #[arg(long, default_value_t = 1800)]
+    /// spends most of its time in the verifier (every controller start loads every program, about 30 s
+    /// of verification there under software emulation; the suite takes about 25 minutes on a quiet
+    /// machine).
+    #[arg(long, default_value_t = 2700)]
     pub timeout: u64,
 }
 
@@ -51,6 +53,14 @@ struct VmResult {
     /// What the failing tests printed (libtest's `---- NAME stdout ----` sections), so that a CI log
     /// shows why without the VM log file.
     failure_output: Vec<String>,
+    /// Each finished test's duration in seconds (libtest's `--report-time`), to show where a
+    /// configuration's time goes.
+    seconds: Vec<(String, f64)>,
+}
+
+/// The seconds of libtest's `--report-time` suffix (`ok <12.345s>`), if present.
+fn reported_seconds(outcome: &str) -> Option<f64> {
+    outcome.split_once('<')?.1.strip_suffix("s>")?.parse().ok()
 }
 
 pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
@@ -286,13 +296,16 @@ fn init_script(binaries: &Binaries, backend: &str, args: &VmTestArgs) -> String 
     let _ = writeln!(script, "export SENTRA_HIMALAYA={}", binaries.himalaya.display());
     let _ = writeln!(script, "export SENTRA_EXPECT_BACKEND={backend} SENTRA_TEST_BACKEND=auto");
     let _ = writeln!(script, "export SENTRA_STORM={}", args.storm);
+    // libtest's per-test durations (`--report-time`) are an unstable option: a stable test binary
+    // accepts it when RUSTC_BOOTSTRAP is set.
+    let _ = writeln!(script, "export RUSTC_BOOTSTRAP=1");
     let _ = writeln!(script, "{} doctor", binaries.sentra_ctl.display());
     let filter = args.filter.as_deref().unwrap_or("");
     let _ = writeln!(script, "for round in $(seq {}); do", args.repeat.max(1));
     for test in &binaries.tests {
         let _ = writeln!(
             script,
-            "echo SENTRA-VM-BEGIN {0}\n{0} --test-threads=1 {filter}\necho SENTRA-VM-EXIT $?",
+            "echo SENTRA-VM-BEGIN {0}\n{0} --test-threads=1 -Z unstable-options --report-time {filter}\necho SENTRA-VM-EXIT $?",
             test.display()
         );
     }
@@ -429,6 +442,7 @@ fn parse(label: &str, log: &Path) -> anyhow::Result<VmResult> {
         completed: false,
         log: log.into(),
         failure_output: Vec::new(),
+        seconds: Vec::new(),
     };
     let mut in_failure = false;
     let mut begun = 0;
@@ -453,6 +467,9 @@ fn parse(label: &str, log: &Path) -> anyhow::Result<VmResult> {
             && let Some((name, outcome)) = rest.split_once(" ... ")
         {
             pending = None;
+            if let Some(seconds) = reported_seconds(outcome) {
+                result.seconds.push((name.to_string(), seconds));
+            }
             if outcome.starts_with("ok") {
                 result.passed.push(name.to_string());
             } else if outcome.starts_with("FAILED") {
@@ -460,8 +477,13 @@ fn parse(label: &str, log: &Path) -> anyhow::Result<VmResult> {
             } else {
                 pending = Some(name.to_string());
             }
-        } else if let Some(name) = pending.as_ref().filter(|_| trimmed == "ok" || trimmed == "FAILED") {
-            if trimmed == "ok" {
+        } else if let Some(name) =
+            pending.as_ref().filter(|_| trimmed.starts_with("ok") || trimmed.starts_with("FAILED"))
+        {
+            if let Some(seconds) = reported_seconds(trimmed) {
+                result.seconds.push((name.clone(), seconds));
+            }
+            if trimmed.starts_with("ok") {
                 result.passed.push(name.clone());
             } else {
                 result.failed.push(name.clone());
@@ -513,6 +535,14 @@ fn report(results: &[VmResult]) -> anyhow::Result<()> {
             print!(" {mark:>11}");
         }
         println!();
+    }
+    // Where each configuration's time went: its slowest tests.
+    for r in results {
+        let mut slowest: Vec<&(String, f64)> = r.seconds.iter().collect();
+        slowest.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let total: f64 = r.seconds.iter().map(|(_, s)| s).sum();
+        let top: Vec<String> = slowest.iter().take(5).map(|(name, s)| format!("{name} {s:.0}s")).collect();
+        println!("{}: tests took {total:.0}s; slowest: {}", r.label, top.join(", "));
     }
     let mut failed = 0;
     let mut passed = 0;

@@ -63,7 +63,10 @@ where
         .try_into()
         .map_err(|err: ProgramError| KernelError::Load { program: name, detail: err.to_string() })?;
     if !already {
+        // The verifier's time is most of a controller's start on older kernels: say what each costs.
+        let started = std::time::Instant::now();
         load(program).map_err(|err| KernelError::Load { program: name, detail: program_err(&err) })?;
+        tracing::debug!(program = name, load_ms = started.elapsed().as_millis(), "program loaded");
     }
     Ok(program)
 }

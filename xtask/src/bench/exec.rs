@@ -48,6 +48,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let out = workspace.join("target/vm");
     std::fs::create_dir_all(&out)?;
     let mut init = vm::base_init();
+    // The controller's own log (SENTRA_LOG, e.g. `sentra_ctl=debug` for each program's load time).
+    if let Ok(filter) = std::env::var("SENTRA_LOG") {
+        let _ = writeln!(init, "export SENTRA_LOG='{}'", filter.replace('\'', ""));
+    }
     let _ = write!(
         init,
         "export SENTRA_CTL={} SENTRA_TEST_BACKEND={}\n{} exec {} {}\necho SENTRA-VM-DONE\npoweroff -f\n",
