@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 # Each step says when it starts (minutes:seconds into the run), so a slow run shows where its time went.
 step() { printf '\n=== [%d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*" >&2; }
-quiet_build() { grep -v '^warning: sentra-ctl@' >&2; }
+# Line-buffered: progress lines (the VMs' start and end) show as they happen, not when the step ends.
+quiet_build() { grep --line-buffered -v '^warning: sentra-ctl@' >&2; }
 
 step "setup (idempotent)"
 bash scripts/setup.sh
