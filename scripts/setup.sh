@@ -100,7 +100,7 @@ build_himalaya "$SENTRA_CACHE/himalaya"
 # --- build and install --------------------------------------------------------------------------
 if [ "${SENTRA_SETUP_NO_BUILD:-0}" != 1 ]; then
     cd "$(dirname "$0")/.."
-    build_release workspace
+    build_release
     # Binaries to /usr/local/bin; shipped policies to /etc/sentra/policies (refreshed: they are ours);
     # /etc/sentra/policy.yaml (the one sentra-shell reads by default) only if there is none yet.
     for bin in target/release/sentra-ctl target/release/sentra target/release/sentra-shell target/release/sentra-email; do

@@ -44,14 +44,7 @@ build_himalaya() {
 }
 
 # The release build of the controller, the shells and the BPF object (in the working directory).
-# build_release [workspace]: the release binaries. With `workspace`, every binary of the workspace,
-# resolved with the same features as `cargo test --release --workspace --exclude sentra-ebpf` (the test
-# suite's command): the suite then reuses these artifacts instead of building sentra-ctl a second time.
 build_release() {
     log "building Sentra (release)"
-    if [ "${1:-}" = workspace ]; then
-        cargo build --release --quiet --workspace --exclude sentra-ebpf --bins 2> >(grep -v '^warning: sentra-ctl@' >&2)
-    else
-        cargo build --release --quiet -p sentra-ctl 2> >(grep -v '^warning: sentra-ctl@' >&2)
-    fi
+    cargo build --release --quiet -p sentra-ctl 2> >(grep -v '^warning: sentra-ctl@' >&2)
 }
