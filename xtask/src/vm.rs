@@ -94,7 +94,7 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
     order.sort_by_key(|&i| !runs[i].0.ends_with("/lsm"));
     let next = std::sync::atomic::AtomicUsize::new(0);
     let timeout = Duration::from_secs(args.timeout);
-    let outcomes: Vec<(usize, anyhow::Result<VmResult>)> = std::thread::scope(|scope| {
+    let mut outcomes: Vec<(usize, anyhow::Result<VmResult>)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..args.jobs.clamp(1, runs.len().max(1)))
             .map(|_| {
                 scope.spawn(|| {
@@ -118,7 +118,6 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
             })
             .collect()
     });
-    let mut outcomes = outcomes;
     outcomes.sort_by_key(|(index, _)| *index);
     let mut results = Vec::new();
     for (_, outcome) in outcomes {

@@ -8,9 +8,20 @@ use sentra_ctl::{audit::DEFAULT_AUDIT_LOG, controller, doctor, enforce, kernel::
 
 /// Sends a request to the controller, prints its answer as JSON; exit 0 on success, 1 if refused.
 fn answer(request: &controller::protocol::Request) -> anyhow::Result<i32> {
+    answer_with(request, |body| {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        Ok(())
+    })
+}
+
+/// Sends a request to the controller and hands its answer to `print`; exit 0 on success, 1 if refused.
+fn answer_with(
+    request: &controller::protocol::Request,
+    print: impl FnOnce(serde_json::Value) -> anyhow::Result<()>,
+) -> anyhow::Result<i32> {
     let response = controller::client::send(request)?;
     if response.ok {
-        println!("{}", serde_json::to_string_pretty(&response.body.unwrap_or_default())?);
+        print(response.body.unwrap_or_default())?;
         Ok(0)
     } else {
         eprintln!("sentra-ctl: {}", response.error.unwrap_or_default());
@@ -246,7 +257,11 @@ fn real_main() -> anyhow::Result<i32> {
             run::reap(&cgroup, &pin_root, &audit_log, run_pid)?;
             Ok(0)
         }
-        Command::Status { json } => status(json),
+        Command::Status { json: true } => answer(&controller::protocol::Request::Status),
+        Command::Status { json: false } => answer_with(&controller::protocol::Request::Status, |body| {
+            print_status(&body);
+            Ok(())
+        }),
         Command::Stop { force: false } => answer(&controller::protocol::Request::Stop),
         Command::Stop { force: true } => {
             enforce::require_root()?;
@@ -638,15 +653,14 @@ fn programs(sample: Option<u64>, run: Option<u32>, json: bool) -> anyhow::Result
         let value = serde_json::json!({
             "pin_root": root,
             "sample_seconds": seconds,
-            "programs": programs.iter().map(|p| serde_json::json!({
-                "name": p.name,
-                "id": p.id,
-                "run_count": p.run_count,
-                "run_time_ns": p.run_time_ns,
-                "ns_per_run": p.ns_per_run(),
-                "verified_insns": p.verified_insns,
-                "jited_bytes": p.jited_bytes,
-            })).collect::<Vec<_>>(),
+            "programs": programs
+                .iter()
+                .map(|p| {
+                    let mut value = serde_json::json!(p);
+                    value["ns_per_run"] = serde_json::json!(p.ns_per_run());
+                    value
+                })
+                .collect::<Vec<_>>(),
         });
         println!("{value}");
         return Ok(0);
@@ -673,26 +687,15 @@ fn programs(sample: Option<u64>, run: Option<u32>, json: bool) -> anyhow::Result
     Ok(0)
 }
 
-/// `sentra-ctl status`: the controller's answer as aligned `key  value` lines (nested fields joined
-/// with dots, lists with commas), or as JSON.
-fn status(json: bool) -> anyhow::Result<i32> {
-    let response = controller::client::send(&controller::protocol::Request::Status)?;
-    if !response.ok {
-        eprintln!("sentra-ctl: {}", response.error.unwrap_or_default());
-        return Ok(1);
-    }
-    let body = response.body.unwrap_or_default();
-    if json {
-        println!("{}", serde_json::to_string_pretty(&body)?);
-        return Ok(0);
-    }
+/// The controller's status answer as aligned `key  value` lines (nested fields joined with dots,
+/// lists with commas).
+fn print_status(body: &serde_json::Value) {
     let mut lines = Vec::new();
-    flatten("", &body, &mut lines);
+    flatten("", body, &mut lines);
     let width = lines.iter().map(|(key, _)| key.len()).max().unwrap_or(0);
     for (key, value) in lines {
         println!("{key:<width$}  {value}");
     }
-    Ok(0)
 }
 
 /// `key`'s scalar fields as (dotted name, text); a list of scalars is one comma-separated field, a

@@ -20,7 +20,7 @@ fn maps_dir(root: &Path) -> PathBuf {
     root.join("maps")
 }
 
-fn links_dir(root: &Path) -> PathBuf {
+pub(super) fn links_dir(root: &Path) -> PathBuf {
     root.join("links")
 }
 

@@ -65,7 +65,7 @@ pub fn enable_run_time_stats() -> Result<RunTimeStats, KernelError> {
 /// # Errors
 /// Nothing is pinned there, a link cannot be opened, or the kernel's program list cannot be read.
 pub fn pinned(root: &Path) -> Result<Vec<ProgramCost>, KernelError> {
-    let links = root.join("links");
+    let links = super::pin::links_dir(root);
     let entries = std::fs::read_dir(&links).map_err(|source| KernelError::Pin {
         path: links.clone(),
         what: "listing",
