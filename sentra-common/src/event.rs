@@ -5,7 +5,7 @@
 use crate::{exec::NAME_LEN, wire_enum};
 
 /// Version of the event layout; bump on any change to these structs.
-pub const EVENT_VERSION: u32 = 3;
+pub const EVENT_VERSION: u32 = 4;
 /// Arguments captured per exec (`argv[0]` included).
 pub const MAX_ARGS: usize = 8;
 /// Bytes captured per argument, including the terminating NUL.
@@ -110,6 +110,11 @@ pub struct EventHeader {
     /// Cgroup id of the task (inode number of its cgroup2 directory).
     pub cgroup_id: u64,
     pub comm: [u8; COMM_LEN],
+    /// The process's start (`task->group_leader->start_boottime`, the value `/proc/<pid>/stat`
+    /// reports in clock ticks): with `pid` it names the process uniquely for the boot, across execs.
+    pub start_ns: u64,
+    /// The same for the parent process (`real_parent`), or 0 when it could not be read.
+    pub parent_start_ns: u64,
 }
 
 /// An exec decision.

@@ -13,21 +13,21 @@ use crate::{
 };
 
 // Events: the header starts every event; userspace reads `kind` before knowing the rest.
-const _: () = assert!(size_of::<EventHeader>() == 64);
+const _: () = assert!(size_of::<EventHeader>() == 80);
 const _: () = assert!(offset_of!(EventHeader, kind) == 0);
 const _: () = assert!(offset_of!(EventHeader, boot_ns) == 8);
 const _: () = assert!(offset_of!(EventHeader, cgroup_id) == 40);
-const _: () = assert!(size_of::<ExecEvent>() == 2160);
-const _: () = assert!(offset_of!(ExecEvent, probe_site) == 108);
+const _: () = assert!(size_of::<ExecEvent>() == 2176);
+const _: () = assert!(offset_of!(ExecEvent, probe_site) == 124);
 const _: () = assert!(offset_of!(ExecEvent, header) == 0);
-const _: () = assert!(offset_of!(ExecEvent, dev) == 88);
-const _: () = assert!(offset_of!(ExecEvent, path) == 112);
-const _: () = assert!(size_of::<NetEvent>() == 184);
+const _: () = assert!(offset_of!(ExecEvent, dev) == 104);
+const _: () = assert!(offset_of!(ExecEvent, path) == 128);
+const _: () = assert!(size_of::<NetEvent>() == 200);
 const _: () = assert!(offset_of!(NetEvent, header) == 0);
-const _: () = assert!(offset_of!(NetEvent, addr) == 104);
-const _: () = assert!(size_of::<GuardEvent>() == 64 + 32 + 16 + crate::exec::NAME_LEN);
-const _: () = assert!(offset_of!(GuardEvent, decision) == 80);
-const _: () = assert!(offset_of!(GuardEvent, dev) == 96);
+const _: () = assert!(offset_of!(NetEvent, addr) == 120);
+const _: () = assert!(size_of::<GuardEvent>() == 80 + 32 + 16 + crate::exec::NAME_LEN);
+const _: () = assert!(offset_of!(GuardEvent, decision) == 96);
+const _: () = assert!(offset_of!(GuardEvent, dev) == 112);
 const _: () = assert!(size_of::<crate::exec::FileKey>() == 16);
 
 // Exec rule maps: every key starts with its generation.
@@ -42,7 +42,7 @@ const _: () = assert!(size_of::<GovernedCgroup>() == 8);
 const _: () = assert!(offset_of!(GovernedCgroup, net_profile) == 4);
 const _: () = assert!(size_of::<Settings>() == 16);
 const _: () = assert!(size_of::<ActiveGeneration>() == 8);
-const _: () = assert!(size_of::<KernelOffsets>() == 30 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 32 * 4);
 
 // Network maps: the trie's prefix covers generation and family before the address.
 const _: () = assert!(size_of::<CidrKey>() == 24);

@@ -37,6 +37,10 @@ pub struct KernelOffsets {
     pub task_real_parent: u32,
     /// `struct task_struct::tgid`
     pub task_tgid: u32,
+    /// `struct task_struct::group_leader`
+    pub task_group_leader: u32,
+    /// `struct task_struct::start_boottime` (process identity in events: `exec_id`)
+    pub task_start_boottime: u32,
     /// `struct task_struct::mm`
     pub task_mm: u32,
     /// `struct mm_struct::arg_start`

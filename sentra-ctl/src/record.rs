@@ -55,7 +55,14 @@ fn from_header(event: &'static str, header: &Header, clock: &Clock) -> Record {
         event: event.into(),
         layer: "kernel",
         backend: Some(header.backend.as_str()),
-        task: Some(Task { pid: header.pid, ppid: header.ppid, uid: header.uid, comm: header.comm.clone() }),
+        task: Some(Task {
+            pid: header.pid,
+            ppid: header.ppid,
+            uid: header.uid,
+            comm: header.comm.clone(),
+            exec_id: crate::audit::exec_id(header.pid, header.start_ns),
+            parent_exec_id: crate::audit::exec_id(header.ppid, header.parent_start_ns),
+        }),
         cgroup_id: Some(header.cgroup_id),
         ..Record::default()
     }

@@ -21,6 +21,8 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     vfsmount_root: 0,
     task_real_parent: 0,
     task_tgid: 0,
+    task_group_leader: 0,
+    task_start_boottime: 0,
     task_mm: 0,
     mm_arg_start: 0,
     mm_arg_end: 0,

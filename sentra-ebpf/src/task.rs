@@ -98,7 +98,19 @@ pub fn fill_header(header: &mut EventHeader, off: &KernelOffsets, backend: u32) 
     // SAFETY: as above.
     let task = unsafe { bpf_get_current_task() };
     // Best effort: the header is informational, not part of any decision (no site).
-    header.ppid = kernel::read_ptr(task, off.task_real_parent, ProbeSite::None)
-        .and_then(|parent| kernel::read::<u32>(parent, off.task_tgid, ProbeSite::None))
-        .unwrap_or(0);
+    header.start_ns = process_start(task, off);
+    let parent = kernel::read_ptr(task, off.task_real_parent, ProbeSite::None);
+    header.ppid =
+        parent.and_then(|parent| kernel::read::<u32>(parent, off.task_tgid, ProbeSite::None)).unwrap_or(0);
+    header.parent_start_ns = parent.map_or(0, |parent| process_start(parent, off));
+}
+
+/// When `task`'s process started: its thread group leader's `start_boottime`, which `de_thread`
+/// (fs/exec.c) hands to a thread that execs, so it stays the same for the life of the process and is
+/// what `/proc/<pid>/stat` reports (fs/proc/array.c, `do_task_stat`). 0 when it cannot be read.
+#[inline(always)]
+fn process_start(task: u64, off: &KernelOffsets) -> u64 {
+    kernel::read_ptr(task, off.task_group_leader, ProbeSite::None)
+        .and_then(|leader| kernel::read::<u64>(leader, off.task_start_boottime, ProbeSite::None))
+        .unwrap_or(0)
 }

@@ -430,7 +430,7 @@ fn a_kernel_denial_inside_a_shell_command_reaches_the_agent_with_rule_and_reason
     // The shell layer allows the line (the fixture is allowed, and what it starts is not on the line);
     // the kernel refuses the exec the fixture makes.
     let script = format!(
-        "{} -c '{} spawn {} exit; echo after-the-denial' 2>&1",
+        "SENTRA_SESSION_ID=corr-line {} -c '{} spawn {} exit; echo after-the-denial' 2>&1",
         shell.display(),
         s.fixture(),
         denied.display()
@@ -441,9 +441,83 @@ fn a_kernel_denial_inside_a_shell_command_reaches_the_agent_with_rule_and_reason
     assert!(text.contains(&format!("[X] DENIED (kernel): {}", denied.display())), "{out:?}");
     assert!(text.contains("Rule: no_denied_copy"), "{out:?}");
     assert!(text.contains("Reason: copies of the fixture are not run"), "{out:?}");
+    records_of_one_line_form_one_tree(&s, &denied);
     // Allowed commands say nothing of the kind.
     let out = s.launch(&[], &["spawn", "/bin/sh", "-c", &format!("{} -c 'echo fine' 2>&1", shell.display())]);
     assert!(stdout(&out).contains("fine") && !stdout(&out).contains("DENIED"), "{out:?}");
+}
+
+/// The records of the line above (session `corr-line`) join into one process tree: the shell's record
+/// and the kernel's record of the shell's own exec name the same process (`/proc` and the kernel
+/// agree on `exec_id`), the denied exec descends from it, and `sentra-ctl audit` shows the tree and
+/// the session.
+fn records_of_one_line_form_one_tree(s: &Scene, denied: &Path) {
+    let denied_path = denied.display().to_string();
+    let records = s.wait_for("the shell's record and the kernel's denial", |r| {
+        r.iter().any(|r| r["layer"] == "shell" && r["session_id"] == "corr-line")
+            && r.iter().any(|r| r["executable"] == denied_path.as_str() && r["decision"] == "denied")
+    });
+    let shell = records
+        .iter()
+        .find(|r| r["layer"] == "shell" && r["event"] == "exec" && r["session_id"] == "corr-line")
+        .expect("the shell's record");
+    let shell_id = shell["exec_id"].as_str().unwrap_or_else(|| panic!("no exec_id: {shell}"));
+    assert!(shell["pid"].as_u64().is_some_and(|p| p > 0) && shell["cgroup_id"].as_u64().is_some(), "{shell}");
+    let own_exec = records
+        .iter()
+        .find(|r| r["layer"] == "kernel" && r["event"] == "exec" && r["exec_id"] == shell_id)
+        .unwrap_or_else(|| panic!("no kernel record of the shell's own exec {shell_id}: {records:#?}"));
+    assert_eq!(own_exec["pid"], shell["pid"], "{own_exec}");
+    assert!(own_exec["executable"].as_str().is_some_and(|e| e.ends_with("/sentra-shell")), "{own_exec}");
+    let refusal = records
+        .iter()
+        .find(|r| r["executable"] == denied_path.as_str() && r["decision"] == "denied")
+        .expect("the denial");
+    let parents: std::collections::HashMap<&str, &str> = records
+        .iter()
+        .filter_map(|r| Some((r["exec_id"].as_str()?, r["parent_exec_id"].as_str()?)))
+        .collect();
+    let mut at = refusal["exec_id"].as_str().unwrap_or_else(|| panic!("no exec_id: {refusal}"));
+    let mut lineage = vec![at];
+    while at != shell_id {
+        at = parents.get(at).unwrap_or_else(|| panic!("{lineage:?} does not lead to the shell {shell_id}"));
+        lineage.push(at);
+        assert!(lineage.len() < 16, "{lineage:?}");
+    }
+
+    let audit = |args: &[&str]| {
+        let out = std::process::Command::new(sentra_ctl())
+            .arg("audit")
+            .arg("--file")
+            .arg(s.daemon.audit())
+            .args(args)
+            .output()
+            .expect("sentra-ctl audit");
+        assert!(out.status.success(), "audit {args:?}: {out:?}");
+        stdout(&out)
+    };
+    let tree = audit(&["--exec-id", shell_id, "--tree", "--text", "--color", "never"]);
+    let head = format!("{} sentra-shell [{shell_id}]", shell["pid"]);
+    assert!(tree.starts_with(&head), "{tree}");
+    let refusal_line =
+        tree.lines().find(|l| l.contains("no_denied_copy")).unwrap_or_else(|| panic!("{tree}"));
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    assert!(indent(refusal_line) >= 4 * (lineage.len() - 1), "nested under each ancestor: {tree}");
+    let session: Vec<Value> = audit(&["--session", "corr-line", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert!(session.iter().all(|r| r["session_id"] == "corr-line"), "{session:#?}");
+    assert!(
+        session.iter().any(|r| r["layer"] == "kernel" && r["executable"] == denied_path.as_str()),
+        "{session:#?}"
+    );
+    assert!(session.iter().any(|r| r["layer"] == "shell"), "{session:#?}");
+    let by_rule = audit(&["--rule", "no_denied_copy", "--denied"]);
+    assert!(
+        by_rule.lines().count() >= 1 && by_rule.lines().all(|l| l.contains("no_denied_copy")),
+        "{by_rule}"
+    );
 }
 
 #[test]

@@ -141,6 +141,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read the audit log: filtered, followed, or one command's whole process tree.
+    #[command(
+        after_help = "Examples:\n  sentra-ctl audit --denied --since 1h\n  sentra-ctl audit -f --layer kernel\n  sentra-ctl audit --session 1f2e3d4c-… --json | jq .command\n  sentra-ctl audit --exec-id 8c1f03aa:91822:4711 --tree"
+    )]
+    Audit(AuditArgs),
     /// Policy tools.
     #[command(
         after_help = "Examples:\n  sentra-ctl policy check /etc/sentra/policy.yaml\n  sentra-ctl policy explain /etc/sentra/policy.yaml -- git push\n  sentra-ctl policy reload"
@@ -164,6 +169,55 @@ enum Command {
         after_help = "Example:\n  sentra-ctl manpages /usr/local/share/man/man1 && man sentra-ctl-launch"
     )]
     Manpages { dir: PathBuf },
+}
+
+#[derive(clap::Args)]
+#[expect(clippy::struct_excessive_bools, reason = "independent command-line switches")]
+struct AuditArgs {
+    /// The log to read.
+    #[arg(long, default_value = DEFAULT_AUDIT_LOG)]
+    file: PathBuf,
+    /// Keep reading: print records as they are written (across rotation and truncation).
+    #[arg(short, long, conflicts_with = "tree")]
+    follow: bool,
+    /// Only refusals (denied, and auditonly: what enforce mode would refuse).
+    #[arg(long)]
+    denied: bool,
+    /// Only this layer (kernel, shell, seccomp, launcher) or event kind (exec, net, dns, guard…);
+    /// repeat for several.
+    #[arg(long, value_name = "LAYER")]
+    layer: Vec<String>,
+    /// Only records decided by this rule id.
+    #[arg(long, value_name = "ID")]
+    rule: Option<String>,
+    /// Only records since a time: a duration back from now (30s, 10m, 2h, 1d) or RFC 3339.
+    #[arg(long, value_name = "WHEN")]
+    since: Option<String>,
+    /// Only one shell session: its shell records and the kernel records of everything it started.
+    #[arg(long, value_name = "ID")]
+    session: Option<String>,
+    /// Only one process (its `exec_id`).
+    #[arg(long, value_name = "ID")]
+    exec_id: Option<String>,
+    /// With --exec-id: the process and everything it started, as a tree.
+    #[arg(long, requires = "exec_id")]
+    tree: bool,
+    /// JSON lines (the default when the output is not a terminal).
+    #[arg(long, conflicts_with = "text")]
+    json: bool,
+    /// Aligned columns even when the output is not a terminal.
+    #[arg(long)]
+    text: bool,
+    /// Colour on a terminal.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
 }
 
 /// The programs whose command line is defined with clap.
@@ -285,6 +339,7 @@ fn real_main() -> anyhow::Result<i32> {
             answer(&controller::protocol::Request::Reload { policy })
         }
         Command::Doctor { json } => doctor(json),
+        Command::Audit(args) => audit(&args),
         Command::Programs { sample, run, json } => programs(sample, run, json),
         Command::Completions { shell, binary } => {
             let (mut command, name) = match binary {
@@ -760,4 +815,67 @@ fn manpages(dir: &std::path::Path) -> anyhow::Result<i32> {
     write_all(&sentra_ctl::shell::cli::Cli::command(), "sentra", dir, &mut count)?;
     println!("{count} manual pages written to {}", dir.display());
     Ok(0)
+}
+
+/// `sentra-ctl audit`. A reader that goes away (`| head`) ends it by SIGPIPE, as for other tools.
+fn audit(args: &AuditArgs) -> anyhow::Result<i32> {
+    use std::io::{IsTerminal as _, Write as _};
+
+    use sentra_ctl::audit::query::{self, Entry, Filter, Follower, Log, Processes, View};
+
+    let terminal = std::io::stdout().is_terminal();
+    let json = args.json || (!terminal && !args.text);
+    let view = View {
+        color: match args.color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => terminal && std::env::var_os("NO_COLOR").is_none(),
+        },
+    };
+    let filter = Filter {
+        denied: args.denied,
+        layers: args.layer.clone(),
+        rule: args.rule.clone(),
+        since: args.since.as_deref().map(|s| query::parse_since(s, chrono::Utc::now())).transpose()?,
+        session: args.session.clone(),
+        exec_id: args.exec_id.clone(),
+        tree: args.tree,
+    };
+    let log = Log::read(&args.file)?;
+    let mut processes = Processes::of(&log.entries);
+    // Line-buffered: each record reaches a follower's reader as it is printed.
+    let mut out = std::io::stdout().lock();
+    let shown = |entry: &Entry, processes: &Processes| {
+        if json { query::json_line(entry, processes) } else { view.line(entry) }
+    };
+    let matched: Vec<&Entry> = log.entries.iter().filter(|e| filter.matches(e, &processes)).collect();
+    match (&args.exec_id, args.tree && !json) {
+        (Some(root), true) => write!(out, "{}", view.tree(&matched, root))?,
+        _ => {
+            for entry in matched {
+                writeln!(out, "{}", shown(entry, &processes))?;
+            }
+        }
+    }
+    if log.unreadable > 0 {
+        eprintln!(
+            "sentra-ctl audit: {} line(s) of {} are not JSON records",
+            log.unreadable,
+            args.file.display()
+        );
+    }
+    if !args.follow {
+        return Ok(0);
+    }
+    let mut follower = Follower::new(&args.file, false);
+    loop {
+        for line in follower.poll() {
+            let Some(entry) = Entry::parse(&line) else { continue };
+            processes.learn(&entry);
+            if filter.matches(&entry, &processes) {
+                writeln!(out, "{}", shown(&entry, &processes))?;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }

@@ -772,6 +772,20 @@ impl Daemon {
                 fields.insert("timestamp".into(), audit::now().into());
             }
             fields.insert("reported_by".into(), peer.stamp());
+            // The process fields are the controller's own view of the connected shell, not what it
+            // claimed: the agent writes the shell's records, and they join the kernel's by these.
+            if let Some(pid) = peer.pid {
+                let mut named = Record::default();
+                named.set_process(pid);
+                if let Ok(serde_json::Value::Object(process)) = serde_json::to_value(&named) {
+                    for key in ["pid", "ppid", "uid", "comm", "exec_id", "parent_exec_id", "cgroup_id"] {
+                        match process.get(key) {
+                            Some(value) => fields.insert(key.into(), value.clone()),
+                            None => fields.remove(key),
+                        };
+                    }
+                }
+            }
         }
         if let Err(err) = self.session.write_value(&record) {
             tracing::warn!("writing a shell record: {}", crate::describe(&err));

@@ -93,6 +93,10 @@ impl Events {
     /// # Errors
     /// The audit log cannot be written.
     pub fn drain(&mut self, generations: &Generations) -> Result<(), AuditError> {
+        // The ring holds events in reservation order; the probes take their time after reserving,
+        // so events of different CPUs can be a little out of time order. The window is written
+        // sorted by time (stable: same-time events keep ring order).
+        let mut window: Vec<(u64, Record)> = Vec::new();
         let ring = self.ring.get_mut();
         while let Some(item) = ring.next() {
             match events::decode(&item) {
@@ -125,14 +129,23 @@ impl Events {
                             },
                         });
                     }
-                    self.audit.write(&record)?;
-                    self.drained.events_written += 1;
+                    let boot_ns = match &event {
+                        Event::Exec(exec) => exec.header.boot_ns,
+                        Event::Net(net) => net.header.boot_ns,
+                        Event::Guard(guard) => guard.header.boot_ns,
+                    };
+                    window.push((boot_ns, record));
                 }
                 Err(err) => {
                     self.drained.events_undecodable += 1;
                     tracing::warn!("undecodable event: {err}");
                 }
             }
+        }
+        window.sort_by_key(|(boot_ns, _)| *boot_ns);
+        for (_, record) in &window {
+            self.audit.write(record)?;
+            self.drained.events_written += 1;
         }
         Ok(())
     }

@@ -485,19 +485,23 @@ impl Session {
         Ok(files.len())
     }
 
-    /// Appends a record to the audit log.
+    /// Appends a record to the audit log, after the kernel events submitted before it (drained first,
+    /// so that the log stays in time order).
     ///
     /// # Errors
     /// The write fails.
     pub fn write(&mut self, record: &Record) -> Result<(), audit::AuditError> {
+        self.events.drain(&self.generations)?;
         self.events.write(record)
     }
 
-    /// Appends a record another process built (see [`audit::AuditLog::write_value`]).
+    /// Appends a record another process built (see [`audit::AuditLog::write_value`]), after the
+    /// kernel events submitted before it.
     ///
     /// # Errors
     /// The write fails.
     pub fn write_value(&mut self, record: &serde_json::Value) -> Result<(), audit::AuditError> {
+        self.events.drain(&self.generations)?;
         self.events.write_value(record)
     }
 }

@@ -27,6 +27,9 @@ pub struct Header {
     pub cgroup_id: u64,
     pub comm: String,
     pub backend: Backend,
+    /// Start of the process and of its parent, nanoseconds since boot (0: not read).
+    pub start_ns: u64,
+    pub parent_start_ns: u64,
 }
 
 impl Header {
@@ -41,6 +44,8 @@ impl Header {
             cgroup_id: header.cgroup_id,
             comm: c_string(&header.comm),
             backend: Backend::try_from(header.backend).map_err(value)?,
+            start_ns: header.start_ns,
+            parent_start_ns: header.parent_start_ns,
         })
     }
 }

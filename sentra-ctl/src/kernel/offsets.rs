@@ -31,6 +31,8 @@ pub fn read(raw: &[u8]) -> Result<KernelOffsets, KernelError> {
         vfsmount_root: lookup.offset("vfsmount", &["mnt_root"])?,
         task_real_parent: lookup.offset("task_struct", &["real_parent"])?,
         task_tgid: lookup.offset("task_struct", &["tgid"])?,
+        task_group_leader: lookup.offset("task_struct", &["group_leader"])?,
+        task_start_boottime: lookup.offset("task_struct", &["start_boottime"])?,
         task_mm: lookup.offset("task_struct", &["mm"])?,
         mm_arg_start: lookup.offset("mm_struct", &["arg_start"])?,
         mm_arg_end: lookup.offset("mm_struct", &["arg_end"])?,

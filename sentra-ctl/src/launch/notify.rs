@@ -124,22 +124,6 @@ fn answer(listener: &OwnedFd, notification: &libc::seccomp_notif) -> bool {
     unsafe { libc::ioctl(listener.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SEND, &raw const response) == 0 }
 }
 
-/// The task's parent, uid and command name, from `/proc` (best effort: it may be gone).
-fn task(pid: u32) -> Task {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    let comm =
-        std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim_end().to_string();
-    Task { pid, ppid: field("PPid:"), uid: field("Uid:"), comm }
-}
-
 fn record(notification: &libc::seccomp_notif, profile: &str) -> Record {
     let nr = notification.data.nr;
     let syscall = crate::policy::seccomp::name(nr).map_or_else(|| format!("#{nr}"), str::to_string);
@@ -150,7 +134,7 @@ fn record(notification: &libc::seccomp_notif, profile: &str) -> Record {
         decision: Some("denied"),
         rule_id: Some(format!("seccomp:{profile}")),
         reason: Some(format!("system call {syscall} is denied by seccomp profile {profile} (EPERM)")),
-        task: Some(task(notification.pid)),
+        task: Some(Task::from_proc(notification.pid)),
         detail: Some(serde_json::json!({
             "syscall": syscall,
             "nr": nr,

@@ -274,6 +274,9 @@ pub struct Gate {
     pub shells: Shells,
     pub host: String,
     pub kernel_enforced: bool,
+    /// This shell's process, as its records name it (the controller, when it writes them, names the
+    /// connected process itself instead of trusting these).
+    pub process: (crate::audit::Task, Option<u64>),
     pub executed: u64,
     pub denied: u64,
 }
@@ -319,6 +322,10 @@ impl Gate {
             shells: Shells::find(),
             host: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
             kernel_enforced,
+            process: (
+                crate::audit::Task::from_proc(std::process::id()),
+                crate::audit::cgroup_id_of(std::process::id()),
+            ),
             executed: 0,
             denied: 0,
         })
@@ -506,7 +513,13 @@ impl Gate {
     /// # Errors
     /// The write fails.
     pub fn write(&mut self, record: &Record) -> Result<(), AuditError> {
-        self.log.write(record)
+        if record.task.is_some() {
+            return self.log.write(record);
+        }
+        let mut record = record.clone();
+        record.task = Some(self.process.0.clone());
+        record.cgroup_id = record.cgroup_id.or(self.process.1);
+        self.log.write(&record)
     }
 }
 

@@ -14,6 +14,8 @@ use std::{
 
 use serde::Serialize;
 
+pub mod query;
+
 /// Default audit log path (the original's).
 pub const DEFAULT_AUDIT_LOG: &str = "/var/log/sentra/audit.jsonl";
 
@@ -100,13 +102,120 @@ pub struct ShellSession {
     pub identity: String,
 }
 
-/// The task of a kernel event.
+/// The process a record is about (a kernel event's task, a shell line's shell, a seccomp denial's
+/// caller).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Task {
     pub pid: u32,
     pub ppid: u32,
     pub uid: u32,
     pub comm: String,
+    /// The process, unique across boots: see [`exec_id`]. Records of one process share it (an exec
+    /// keeps it: the process is the same), and its children's `parent_exec_id` names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exec_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_exec_id: Option<String>,
+}
+
+impl Task {
+    /// A process as `/proc` shows it now (best effort: it may be gone; missing fields stay empty).
+    #[must_use]
+    pub fn from_proc(pid: u32) -> Self {
+        let stat = ProcStat::read(pid);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let parent_pid = stat.as_ref().map_or(0, |s| s.ppid);
+        let parent = (parent_pid != 0).then(|| ProcStat::read(parent_pid)).flatten();
+        Self {
+            pid,
+            ppid: parent_pid,
+            uid,
+            comm: stat.as_ref().map(|s| s.comm.clone()).unwrap_or_default(),
+            exec_id: stat.as_ref().map(|s| exec_id_from_ticks(pid, s.start_ticks)),
+            parent_exec_id: parent.map(|s| exec_id_from_ticks(parent_pid, s.start_ticks)),
+        }
+    }
+}
+
+/// The id of a process's cgroup v2 (the inode of its directory, as the kernel's events give it).
+#[must_use]
+pub fn cgroup_id_of(pid: u32) -> Option<u64> {
+    let path = crate::cgroup::cgroup_of(&pid.to_string())?;
+    let dir = crate::cgroup::dir_of(&path).ok()?;
+    std::fs::metadata(dir).ok().map(|m| m.ino())
+}
+
+impl Record {
+    /// Names `pid` as the record's process (task fields, `exec_id`, cgroup), replacing what was there:
+    /// for records whose writer vouches for the process (the controller for a connected shell).
+    pub fn set_process(&mut self, pid: u32) {
+        self.task = Some(Task::from_proc(pid));
+        self.cgroup_id = cgroup_id_of(pid);
+    }
+}
+
+/// The fields of `/proc/<pid>/stat` a record uses.
+struct ProcStat {
+    comm: String,
+    ppid: u32,
+    /// Field 22, `starttime`: clock ticks since boot.
+    start_ticks: u64,
+}
+
+impl ProcStat {
+    fn read(pid: u32) -> Option<Self> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // `pid (comm) state ppid …`: comm may hold spaces and parentheses, so split at the last ')'.
+        let (head, rest) = text.rsplit_once(')')?;
+        let comm = head.split_once('(')?.1.to_string();
+        let mut fields = rest.split_whitespace();
+        let parent = fields.nth(1)?.parse().ok()?;
+        // After ppid (field 4) comes field 5; starttime is field 22.
+        let start_ticks = fields.nth(17)?.parse().ok()?;
+        Some(Self { comm, ppid: parent, start_ticks })
+    }
+}
+
+/// This boot: the first eight hex digits of its random id, and the clock tick `/proc` counts in.
+struct Boot {
+    id: String,
+    ns_per_tick: u64,
+}
+
+fn boot() -> &'static Boot {
+    static BOOT: std::sync::OnceLock<Boot> = std::sync::OnceLock::new();
+    BOOT.get_or_init(|| {
+        let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        let id: String = id.chars().filter(char::is_ascii_hexdigit).take(8).collect();
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .and_then(|hz| u64::try_from(hz).ok())
+            .filter(|&hz| hz > 0)
+            .unwrap_or(100);
+        Boot { id: if id.is_empty() { "00000000".into() } else { id }, ns_per_tick: 1_000_000_000 / hz }
+    })
+}
+
+/// A process's `exec_id`: `BOOT:START:PID`, with the boot's id prefix, the process's start in clock
+/// ticks since boot (as `/proc/<pid>/stat` reports it) and its pid. The kernel's events and `/proc`
+/// give the same id for the same process, so shell records and kernel records join.
+#[must_use]
+pub fn exec_id_from_ticks(pid: u32, start_ticks: u64) -> String {
+    format!("{}:{start_ticks}:{pid}", boot().id)
+}
+
+/// [`exec_id_from_ticks`] for a start time in nanoseconds since boot (`task->start_boottime`, which
+/// the kernel divides the same way for `/proc`: `nsec_to_clock_t`); `None` for an unread 0.
+#[must_use]
+pub fn exec_id(pid: u32, start_ns: u64) -> Option<String> {
+    (start_ns != 0 && pid != 0).then(|| exec_id_from_ticks(pid, start_ns / boot().ns_per_tick))
 }
 
 /// What the kernel captured of an exec, and what it had to cut.
