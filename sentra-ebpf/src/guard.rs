@@ -126,7 +126,7 @@ fn emit(refusal: &Refusal) {
     // SAFETY: the reservation is sizeof(GuardEvent) bytes; every field is written below (`name` up
     // to its NUL).
     let event = unsafe { &mut *entry.as_mut_ptr() };
-    task::fill_header(&mut event.header, &off, backend);
+    task::fill_header(&mut event.header, off, backend);
     event.header.kind = EventKind::Guard as u32;
     event.hook = refusal.hook as u32;
     event.detail = refusal.detail;
@@ -140,7 +140,7 @@ fn emit(refusal: &Refusal) {
     event.ino = 0;
     event.name[0] = 0;
     if refusal.dentry != 0 {
-        if let Ok((dev, ino)) = kernel::identity(refusal.dentry, &off) {
+        if let Ok((dev, ino)) = kernel::identity(refusal.dentry, off) {
             event.dev = dev;
             event.ino = ino;
         }
@@ -155,7 +155,7 @@ fn emit(refusal: &Refusal) {
 
 /// The offsets, if userspace filled them (a governed task is refused without them).
 #[inline(always)]
-pub fn offsets() -> Result<KernelOffsets, ReadError> {
+pub fn offsets() -> Result<&'static KernelOffsets, ReadError> {
     let off = kernel::offsets();
     if off.valid == 0 { Err(ReadError(ProbeSite::Offsets)) } else { Ok(off) }
 }
@@ -220,7 +220,7 @@ fn guard_kill_verdict(ctx: LsmContext) -> i32 {
     }
     let off = kernel::offsets();
     let target: u64 = ctx.arg(0);
-    let refused = protected_task(target, &off)
+    let refused = protected_task(target, off)
         .filter(|_| task::is_governed())
         .map(|tgid| Refusal { target: tgid, ..Refusal::new(GuardHook::Signal, sig.cast_unsigned()) });
     verdict(Ok(refused), true)
@@ -234,7 +234,7 @@ fn guard_ptrace_verdict(ctx: LsmContext) -> i32 {
     let mode: u32 = ctx.arg(1);
     let off = kernel::offsets();
     let child: u64 = ctx.arg(0);
-    let refused = protected_task(child, &off)
+    let refused = protected_task(child, off)
         .filter(|_| task::is_governed())
         .map(|tgid| Refusal { target: tgid, ..Refusal::new(GuardHook::Ptrace, mode) });
     verdict(Ok(refused), mode & PTRACE_MODE_NOAUDIT == 0)
@@ -372,11 +372,11 @@ fn try_guard_file_open(ctx: &LsmContext) -> Result<Option<Refusal>, ReadError> {
         return Ok(None);
     }
     let off = offsets()?;
-    let place = Place::of_file(file, &off)?;
-    if let Some(why) = protected_file(place.dentry, &off)? {
+    let place = Place::of_file(file, off)?;
+    if let Some(why) = protected_file(place.dentry, off)? {
         return Ok(Some(Refusal { dentry: place.dentry, ..Refusal::new(GuardHook::FileWrite, why) }));
     }
-    trusted::exec_write(place, &off, FileOp::OpenWrite)
+    trusted::exec_write(place, off, FileOp::OpenWrite)
 }
 
 crate::lsm_program!("lsm/path_truncate", guard_truncate, guard_truncate_verdict);
@@ -394,11 +394,11 @@ fn try_guard_truncate(ctx: &LsmContext) -> Result<Option<Refusal>, ReadError> {
     }
     let path: u64 = ctx.arg(0);
     let off = offsets()?;
-    let place = Place::of_path(path, &off)?;
-    if let Some(why) = protected_file(place.dentry, &off)? {
+    let place = Place::of_path(path, off)?;
+    if let Some(why) = protected_file(place.dentry, off)? {
         return Ok(Some(Refusal { dentry: place.dentry, ..Refusal::new(GuardHook::FileWrite, why) }));
     }
-    trusted::exec_write(place, &off, FileOp::Truncate)
+    trusted::exec_write(place, off, FileOp::Truncate)
 }
 
 crate::lsm_program!("lsm/path_unlink", guard_unlink, guard_unlink_verdict);
@@ -424,10 +424,10 @@ fn try_guard_removal(ctx: &LsmContext, op: FileOp) -> Result<Option<Refusal>, Re
     let dir: u64 = ctx.arg(0);
     let dentry: u64 = ctx.arg(1);
     let off = offsets()?;
-    if let Some(why) = removable(dentry, &off)? {
+    if let Some(why) = removable(dentry, off)? {
         return Ok(Some(Refusal { dentry, ..Refusal::new(GuardHook::Unlink, why) }));
     }
-    trusted::exec_write(Place::of_path(dir, &off)?.child(dentry), &off, op)
+    trusted::exec_write(Place::of_path(dir, off)?.child(dentry), off, op)
 }
 
 /// As [`protected_file`], for removing or renaming: of the control filesystems only bpffs (pins)
@@ -459,21 +459,21 @@ fn try_guard_rename(ctx: &LsmContext) -> Result<Option<Refusal>, ReadError> {
     }
     let off = offsets()?;
     let old: u64 = ctx.arg(1);
-    if let Some(why) = removable(old, &off)? {
+    if let Some(why) = removable(old, off)? {
         return Ok(Some(Refusal { dentry: old, ..Refusal::new(GuardHook::Rename, why) }));
     }
     let new: u64 = ctx.arg(3);
-    if let Some(why) = removable(new, &off)? {
+    if let Some(why) = removable(new, off)? {
         return Ok(Some(Refusal { dentry: new, ..Refusal::new(GuardHook::Rename, why) }));
     }
     let old_dir: u64 = ctx.arg(0);
     if let Some(refusal) =
-        trusted::exec_write(Place::of_path(old_dir, &off)?.child(old), &off, FileOp::RenameFrom)?
+        trusted::exec_write(Place::of_path(old_dir, off)?.child(old), off, FileOp::RenameFrom)?
     {
         return Ok(Some(refusal));
     }
     let new_dir: u64 = ctx.arg(2);
-    trusted::exec_write(Place::of_path(new_dir, &off)?.child(new), &off, FileOp::RenameTo)
+    trusted::exec_write(Place::of_path(new_dir, off)?.child(new), off, FileOp::RenameTo)
 }
 
 /// A new entry (argument `dentry_arg`) in the directory at the `struct path *` argument `dir_arg`:
@@ -493,7 +493,7 @@ fn try_guard_entry(
     let off = offsets()?;
     let dir: u64 = ctx.arg(dir_arg);
     let dentry: u64 = ctx.arg(dentry_arg);
-    trusted::exec_write(Place::of_path(dir, &off)?.child(dentry), &off, op)
+    trusted::exec_write(Place::of_path(dir, off)?.child(dentry), off, op)
 }
 
 crate::lsm_program!("lsm/path_mknod", guard_mknod, guard_mknod_verdict);
@@ -533,11 +533,11 @@ fn try_guard_attr(ctx: &LsmContext, op: FileOp) -> Result<Option<Refusal>, ReadE
     }
     let off = offsets()?;
     let path: u64 = ctx.arg(0);
-    let place = Place::of_path(path, &off)?;
-    if let Some(why) = sentra_file(place.dentry, &off)? {
+    let place = Place::of_path(path, off)?;
+    if let Some(why) = sentra_file(place.dentry, off)? {
         return Ok(Some(Refusal { dentry: place.dentry, ..Refusal::new(GuardHook::FileWrite, why) }));
     }
-    trusted::exec_write(place, &off, op)
+    trusted::exec_write(place, off, op)
 }
 
 crate::lsm_program!("lsm/path_chmod", guard_chmod, guard_chmod_verdict);

@@ -41,11 +41,14 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
 };
 sentra_common::same_name!(sentra_common::names::KERNEL_OFFSETS, KERNEL_OFFSETS);
 
-/// The offsets, read through a volatile load so the compiler cannot fold the zero initialiser.
+/// The offsets. The pointer goes through a volatile load so that the compiler cannot fold the zero
+/// initialiser into the reads; the struct itself is not copied (a copy costs every program its size
+/// in stack, and the exec programs are near the verifier's 512 bytes).
 #[inline(always)]
-pub fn offsets() -> KernelOffsets {
-    // SAFETY: reading a static we own.
-    unsafe { core::ptr::read_volatile(&raw const KERNEL_OFFSETS) }
+pub fn offsets() -> &'static KernelOffsets {
+    let at: *const KernelOffsets = &raw const KERNEL_OFFSETS;
+    // SAFETY: reading a local; the pointer is to a static we own, valid for the program's life.
+    unsafe { &*core::ptr::read_volatile(&raw const at) }
 }
 
 /// A failed kernel read, named by its site (the helper's errno says only "bad address").

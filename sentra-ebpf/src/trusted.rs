@@ -68,9 +68,9 @@ pub fn exec_write(place: Place, off: &KernelOffsets, op: FileOp) -> Result<Optio
 #[inline(always)]
 fn exec_map(file: u64, detail: u32) -> Result<Option<Refusal>, ReadError> {
     let off = guard::offsets()?;
-    let (generation, settings) = active(&off)?;
-    let place = Place::of_file(file, &off)?;
-    let found = decide::decide_at(place, &off, generation, &settings, None, true)?;
+    let (generation, settings) = active(off)?;
+    let place = Place::of_file(file, off)?;
+    let found = decide::decide_at(place, off, generation, &settings, None, true)?;
     let allowed =
         found.verdict.effect == Effect::Allow as u32 || (found.verdict.rule == RULE_DEFAULT && found.library);
     Ok((!allowed).then(|| refusal(GuardHook::ExecMap, detail, place.dentry, found, generation, &settings)))

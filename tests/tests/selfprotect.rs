@@ -457,18 +457,27 @@ fn records_of_one_line_form_one_tree(s: &Scene, denied: &Path) {
         r.iter().any(|r| r["layer"] == "shell" && r["session_id"] == "corr-line")
             && r.iter().any(|r| r["executable"] == denied_path.as_str() && r["decision"] == "denied")
     });
+    // In time order as written (the resolver's records aside: none here).
+    let times: Vec<&str> = records.iter().filter_map(|r| r["timestamp"].as_str()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "records out of time order: {records:#?}");
     let shell = records
         .iter()
         .find(|r| r["layer"] == "shell" && r["event"] == "exec" && r["session_id"] == "corr-line")
         .expect("the shell's record");
     let shell_id = shell["exec_id"].as_str().unwrap_or_else(|| panic!("no exec_id: {shell}"));
     assert!(shell["pid"].as_u64().is_some_and(|p| p > 0) && shell["cgroup_id"].as_u64().is_some(), "{shell}");
+    // (The same process may have exec'd before: `sh -c '… sentra-shell …'` can exec its last command
+    // in place, and the process, so its exec_id, stays the same.)
     let own_exec = records
         .iter()
-        .find(|r| r["layer"] == "kernel" && r["event"] == "exec" && r["exec_id"] == shell_id)
+        .find(|r| {
+            r["layer"] == "kernel"
+                && r["event"] == "exec"
+                && r["exec_id"] == shell_id
+                && r["executable"].as_str().is_some_and(|e| e.ends_with("/sentra-shell"))
+        })
         .unwrap_or_else(|| panic!("no kernel record of the shell's own exec {shell_id}: {records:#?}"));
     assert_eq!(own_exec["pid"], shell["pid"], "{own_exec}");
-    assert!(own_exec["executable"].as_str().is_some_and(|e| e.ends_with("/sentra-shell")), "{own_exec}");
     let refusal = records
         .iter()
         .find(|r| r["executable"] == denied_path.as_str() && r["decision"] == "denied")

@@ -231,6 +231,35 @@ const RECORDS_QUEUED: usize = 1024;
 /// How long a shell's connection may stay idle (a REPL session waits for its user).
 const RECORDS_IDLE: Duration = Duration::from_hours(1);
 
+/// The fields of a record that name its process ([`Record::set_process`]).
+const PROCESS_FIELDS: [&str; 7] = ["pid", "ppid", "uid", "comm", "exec_id", "parent_exec_id", "cgroup_id"];
+
+/// The process fields of `pid` as the controller reads them from `/proc`.
+fn process_fields(pid: u32) -> serde_json::Map<String, serde_json::Value> {
+    let mut named = Record::default();
+    named.set_process(pid);
+    match serde_json::to_value(&named) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// The record with its process fields replaced by `process` (a field `process` lacks is removed).
+fn named(
+    mut record: serde_json::Value,
+    process: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> serde_json::Value {
+    if let (Some(process), Some(fields)) = (process, record.as_object_mut()) {
+        for key in PROCESS_FIELDS {
+            match process.get(key) {
+                Some(value) => fields.insert(key.into(), value.clone()),
+                None => fields.remove(key),
+            };
+        }
+    }
+    record
+}
+
 /// What a shell sent on the records socket.
 enum ShellLine {
     Record(serde_json::Value),
@@ -255,6 +284,9 @@ async fn shell_records_connection(
     _slot: tokio::sync::OwnedSemaphorePermit,
 ) {
     let peer = Peer::of(&stream);
+    // The shell's process as the controller sees it now, while it is connected (it may be gone by
+    // the time its last record is written): its records carry these fields, not what it claimed.
+    let process = peer.pid.map(process_fields);
     let (read, mut write) = stream.into_split();
     let Ok(mut hello) = serde_json::to_vec(&greeting) else { return };
     hello.push(b'\n');
@@ -339,7 +371,7 @@ async fn shell_records_connection(
                 }
                 continue;
             }
-            Ok(record) if record.is_object() => record,
+            Ok(record) if record.is_object() => named(record, process.as_ref()),
             // A line that is not a record is itself worth recording: it says who sent what.
             _ => serde_json::json!({
                 "event": "bad_shell_record",
@@ -772,20 +804,6 @@ impl Daemon {
                 fields.insert("timestamp".into(), audit::now().into());
             }
             fields.insert("reported_by".into(), peer.stamp());
-            // The process fields are the controller's own view of the connected shell, not what it
-            // claimed: the agent writes the shell's records, and they join the kernel's by these.
-            if let Some(pid) = peer.pid {
-                let mut named = Record::default();
-                named.set_process(pid);
-                if let Ok(serde_json::Value::Object(process)) = serde_json::to_value(&named) {
-                    for key in ["pid", "ppid", "uid", "comm", "exec_id", "parent_exec_id", "cgroup_id"] {
-                        match process.get(key) {
-                            Some(value) => fields.insert(key.into(), value.clone()),
-                            None => fields.remove(key),
-                        };
-                    }
-                }
-            }
         }
         if let Err(err) = self.session.write_value(&record) {
             tracing::warn!("writing a shell record: {}", crate::describe(&err));

@@ -93,10 +93,25 @@ impl Events {
     /// # Errors
     /// The audit log cannot be written.
     pub fn drain(&mut self, generations: &Generations) -> Result<(), AuditError> {
-        // The ring holds events in reservation order; the probes take their time after reserving,
-        // so events of different CPUs can be a little out of time order. The window is written
-        // sorted by time (stable: same-time events keep ring order).
-        let mut window: Vec<(u64, Record)> = Vec::new();
+        self.drain_with(generations, None)
+    }
+
+    /// [`Self::drain`], writing `extra` (a record from elsewhere: a shell's, a lifecycle record) in
+    /// its place by time among the drained events.
+    ///
+    /// The ring holds events in reservation order, and the probes take their time after reserving,
+    /// so events of different CPUs can be a little out of time order; a record from elsewhere was
+    /// made before it reached the controller. The window is written sorted by time (stable: events
+    /// of the same microsecond keep their ring order; `extra` comes after them).
+    ///
+    /// # Errors
+    /// The audit log cannot be written.
+    pub fn drain_with(
+        &mut self,
+        generations: &Generations,
+        extra: Option<Extra<'_>>,
+    ) -> Result<(), AuditError> {
+        let mut window: Vec<Record> = Vec::new();
         let ring = self.ring.get_mut();
         while let Some(item) = ring.next() {
             match events::decode(&item) {
@@ -129,12 +144,7 @@ impl Events {
                             },
                         });
                     }
-                    let boot_ns = match &event {
-                        Event::Exec(exec) => exec.header.boot_ns,
-                        Event::Net(net) => net.header.boot_ns,
-                        Event::Guard(guard) => guard.header.boot_ns,
-                    };
-                    window.push((boot_ns, record));
+                    window.push(record);
                 }
                 Err(err) => {
                     self.drained.events_undecodable += 1;
@@ -142,10 +152,25 @@ impl Events {
                 }
             }
         }
-        window.sort_by_key(|(boot_ns, _)| *boot_ns);
-        for (_, record) in &window {
+        // Every timestamp has the same RFC 3339 form (UTC, microseconds): text order is time order.
+        window.sort_by(|a, b| a.timestamp.cmp(&b.timestamp));
+        let extra_at = extra.map_or(window.len(), |extra| {
+            let time = extra.timestamp();
+            window.partition_point(|r| r.timestamp.as_str() <= time)
+        });
+        for (i, record) in window.iter().enumerate() {
+            if i == extra_at
+                && let Some(extra) = extra
+            {
+                extra.write(&self.audit)?;
+            }
             self.audit.write(record)?;
             self.drained.events_written += 1;
+        }
+        if extra_at == window.len()
+            && let Some(extra) = extra
+        {
+            extra.write(&self.audit)?;
         }
         Ok(())
     }
@@ -198,25 +223,35 @@ impl Events {
         self.audit.stats()
     }
 
-    /// Appends a record to the audit log.
-    ///
-    /// # Errors
-    /// The write fails.
-    pub fn write(&mut self, record: &Record) -> Result<(), AuditError> {
-        self.audit.write(record)
-    }
-
-    /// Appends a record another process built.
-    ///
-    /// # Errors
-    /// The write fails.
-    pub fn write_value(&mut self, record: &serde_json::Value) -> Result<(), AuditError> {
-        self.audit.write_value(record)
-    }
-
     /// What the drains did.
     #[must_use]
     pub const fn drained(&self) -> Drained {
         self.drained
+    }
+}
+
+/// A record from elsewhere, written among the kernel's events by [`Events::drain_with`].
+#[derive(Clone, Copy)]
+pub enum Extra<'a> {
+    Record(&'a Record),
+    /// Built by another process (a shell, the launcher), in the same schema.
+    Value(&'a serde_json::Value),
+}
+
+impl Extra<'_> {
+    fn timestamp(&self) -> &str {
+        match self {
+            Self::Record(record) => &record.timestamp,
+            Self::Value(value) => {
+                value.get("timestamp").and_then(serde_json::Value::as_str).unwrap_or_default()
+            }
+        }
+    }
+
+    fn write(self, audit: &AuditLog) -> Result<(), AuditError> {
+        match self {
+            Self::Record(record) => audit.write(record),
+            Self::Value(value) => audit.write_value(value),
+        }
     }
 }

@@ -485,23 +485,21 @@ impl Session {
         Ok(files.len())
     }
 
-    /// Appends a record to the audit log, after the kernel events submitted before it (drained first,
-    /// so that the log stays in time order).
+    /// Appends a record to the audit log in its place by time among the kernel events submitted
+    /// before it (drained with it: the log stays in time order).
     ///
     /// # Errors
     /// The write fails.
     pub fn write(&mut self, record: &Record) -> Result<(), audit::AuditError> {
-        self.events.drain(&self.generations)?;
-        self.events.write(record)
+        self.events.drain_with(&self.generations, Some(drain::Extra::Record(record)))
     }
 
-    /// Appends a record another process built (see [`audit::AuditLog::write_value`]), after the
-    /// kernel events submitted before it.
+    /// Appends a record another process built (see [`audit::AuditLog::write_value`]), placed as
+    /// [`Self::write`] places its record.
     ///
     /// # Errors
     /// The write fails.
     pub fn write_value(&mut self, record: &serde_json::Value) -> Result<(), audit::AuditError> {
-        self.events.drain(&self.generations)?;
-        self.events.write_value(record)
+        self.events.drain_with(&self.generations, Some(drain::Extra::Value(record)))
     }
 }

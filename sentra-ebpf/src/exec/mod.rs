@@ -43,7 +43,7 @@ pub enum ArgSource {
 pub fn govern(bprm: u64, args: ArgSource) -> Action {
     let off = kernel::offsets();
     let active = ACTIVE_GENERATION.get(0).copied().unwrap_or_default();
-    let settings = ready(&off, active.generation);
+    let settings = ready(off, active.generation);
     // Without settings nothing says audit: enforce.
     let mode = settings.map_or(Mode::Enforce as u32, |s| s.mode);
 
@@ -60,10 +60,10 @@ pub fn govern(bprm: u64, args: ArgSource) -> Action {
         event.dev = 0;
         event.ino = 0;
         let verdict = settle(
-            settings.and_then(|s| decide::decide(bprm, &off, active.generation, &s, Some(&mut *event))),
+            settings.and_then(|s| decide::decide(bprm, off, active.generation, &s, Some(&mut *event))),
         );
         let (decision, action) = apply(&verdict, mode);
-        task::fill_header(&mut event.header, &off, active.backend);
+        task::fill_header(&mut event.header, off, active.backend);
         event.decision = decision as u32;
         event.mode = mode;
         event.rule = verdict.rule;
@@ -71,12 +71,12 @@ pub fn govern(bprm: u64, args: ArgSource) -> Action {
         event.generation = active.generation;
         event.argc =
             kernel::read::<i32>(bprm, off.binprm_argc, ProbeSite::None).map_or(0, i32::cast_unsigned);
-        args::capture(event, &off, args);
+        args::capture(event, off, args);
         entry.submit(crate::maps::submit_flags(decision != Decision::Allowed));
         action
     } else {
         count(stats::EVENTS_DROPPED);
-        let verdict = settle(settings.and_then(|s| decide::decide(bprm, &off, active.generation, &s, None)));
+        let verdict = settle(settings.and_then(|s| decide::decide(bprm, off, active.generation, &s, None)));
         apply(&verdict, mode).1
     }
 }

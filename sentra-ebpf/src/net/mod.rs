@@ -262,7 +262,7 @@ fn emit(
     // zeroed first, then filled as far as the kernel read goes).
     let event = unsafe { &mut *entry.as_mut_ptr() };
     let off = kernel::offsets();
-    task::fill_header(&mut event.header, &off, active.backend);
+    task::fill_header(&mut event.header, off, active.backend);
     event.header.kind = EventKind::Net as u32;
     event.decision = decision as u32;
     event.mode = mode;
