@@ -522,6 +522,25 @@ fn records_of_one_line_form_one_tree(s: &Scene, denied: &Path) {
         "{session:#?}"
     );
     assert!(session.iter().any(|r| r["layer"] == "shell"), "{session:#?}");
+    let pending = std::process::Command::new(sentra_ctl())
+        .arg("pending")
+        .arg("--file")
+        .arg(s.daemon.audit())
+        .output()
+        .expect("sentra-ctl pending");
+    let groups: Vec<Value> =
+        stdout(&pending).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    let group =
+        groups.iter().find(|g| g["what"] == denied_path.as_str()).unwrap_or_else(|| panic!("{groups:#?}"));
+    assert_eq!(
+        (&group["kind"], &group["rule"], &group["decision"]),
+        (&"exec".into(), &"no_denied_copy".into(), &"denied".into()),
+        "{group}"
+    );
+    assert!(
+        group["count"].as_u64().is_some_and(|c| c >= 1) && group["id"].as_str().is_some_and(|i| i.len() == 8),
+        "{group}"
+    );
     let by_rule = audit(&["--rule", "no_denied_copy", "--denied"]);
     assert!(
         by_rule.lines().count() >= 1 && by_rule.lines().all(|l| l.contains("no_denied_copy")),

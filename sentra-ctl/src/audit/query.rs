@@ -315,10 +315,19 @@ impl View {
             }
             let indent = "    ".repeat(depth);
             let own = records.get(id).map(Vec::as_slice).unwrap_or_default();
-            let comm = own.iter().find_map(|e| e.text("comm")).unwrap_or("?");
+            // What the process runs now: its latest exec's file (a record's `comm` can be the image
+            // before the exec: the lsm backend decides before the new image replaces the old).
+            let name = own
+                .iter()
+                .rev()
+                .find(|e| e.text("event") == Some("exec") && e.text("layer") == Some("kernel"))
+                .and_then(|e| e.text("executable"))
+                .and_then(|file| file.rsplit('/').next())
+                .or_else(|| own.iter().rev().find_map(|e| e.text("comm")))
+                .unwrap_or("?");
             let pid = own.iter().find_map(|e| e.value.get("pid").and_then(Value::as_u64)).unwrap_or(0);
             let _ =
-                writeln!(out, "{indent}{} {comm} [{id}]", self.paint(Style::new().bold(), &pid.to_string()));
+                writeln!(out, "{indent}{} {name} [{id}]", self.paint(Style::new().bold(), &pid.to_string()));
             for entry in own {
                 let _ = writeln!(out, "{indent}  {}", self.line(entry));
             }
@@ -356,6 +365,109 @@ fn what(entry: &Entry) -> String {
         about = format!("{about} — {reason}");
     }
     about
+}
+
+/// Refusals of one kind of thing: the same file, destination, name or shell rule.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Pending {
+    /// Stable for the same kind, thing and rule (what an approval will name).
+    pub id: String,
+    /// `exec` (kernel), `shell`, `connect`, `dns`, `syscall`, `guard`, or the record's event.
+    pub kind: String,
+    /// The file, `address:port/protocol`, domain, system call, or what the shell ran.
+    pub what: String,
+    pub rule: String,
+    pub count: u64,
+    pub first: String,
+    pub last: String,
+    /// The latest refusal's reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `auditonly` when every refusal was only recorded (audit mode), else `denied`.
+    pub decision: String,
+}
+
+/// The refusals among `entries`, grouped by what was refused, most recent first.
+#[must_use]
+pub fn pending(entries: &[Entry]) -> Vec<Pending> {
+    let mut groups: Vec<Pending> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for entry in entries {
+        let Some(decision @ ("denied" | "auditonly")) = entry.text("decision") else { continue };
+        let (kind, what) = refused(entry);
+        let rule = entry.text("rule_id").unwrap_or("-").to_string();
+        let id = group_id(&kind, &what, &rule);
+        let time = entry.text("timestamp").unwrap_or_default().to_string();
+        let at = *index.entry(id.clone()).or_insert_with(|| {
+            groups.push(Pending {
+                id,
+                kind,
+                what,
+                rule,
+                count: 0,
+                first: time.clone(),
+                last: time.clone(),
+                reason: None,
+                decision: "auditonly".into(),
+            });
+            groups.len() - 1
+        });
+        let group = &mut groups[at];
+        group.count += 1;
+        group.last = time;
+        group.reason = entry.text("reason").map(str::to_string).or(group.reason.take());
+        if decision == "denied" {
+            group.decision = "denied".into();
+        }
+    }
+    groups.sort_by(|a, b| b.last.cmp(&a.last));
+    groups
+}
+
+/// What a refusal refused: its kind and the thing.
+fn refused(entry: &Entry) -> (String, String) {
+    let text = |key| entry.text(key).unwrap_or_default();
+    match (text("layer"), text("event")) {
+        ("kernel", "exec") => ("exec".into(), text("executable").into()),
+        ("shell", _) => ("shell".into(), entry.text("executable").unwrap_or(text("command")).into()),
+        (_, "net") => (
+            "connect".into(),
+            format!(
+                "{}:{}/{}",
+                text("destination"),
+                entry.value.get("port").and_then(Value::as_u64).unwrap_or(0),
+                text("protocol")
+            ),
+        ),
+        (_, event) if event.starts_with("dns") => ("dns".into(), text("domain").into()),
+        ("seccomp", _) => (
+            "syscall".into(),
+            entry.value.pointer("/detail/syscall").and_then(Value::as_str).unwrap_or_default().into(),
+        ),
+        (_, "guard") => (
+            "guard".into(),
+            format!(
+                "{} {}",
+                text("action"),
+                entry.text("executable").or(entry.text("command")).unwrap_or_default()
+            )
+            .trim()
+            .to_string(),
+        ),
+        (_, event) => {
+            (event.into(), entry.text("command").or(entry.text("executable")).unwrap_or_default().into())
+        }
+    }
+}
+
+/// Eight hex digits of FNV-1a over the group's key: the same on every run and every machine.
+fn group_id(kind: &str, what: &str, rule: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in [kind, what, rule].join("\0").bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:08x}", hash >> 32)
 }
 
 /// Follows a log as it grows: the lines appended since the last call. A log that was replaced
@@ -467,6 +579,32 @@ mod tests {
         assert!(shown.starts_with("11 sh [b:2:11]\n"), "{shown}");
         assert!(shown.contains("\n    12 ? [b:3:12]\n"), "{shown}");
         assert!(json_line(&entries[2], &processes).contains(r#""session_id":"s1""#));
+    }
+
+    #[test]
+    fn pending_groups_refusals_by_what_was_refused() {
+        let entries = [
+            entry(
+                r#"{"timestamp":"2026-01-01T00:00:01Z","event":"exec","layer":"kernel","executable":"/usr/bin/nc","decision":"denied","rule_id":"default","reason":"r1"}"#,
+            ),
+            entry(
+                r#"{"timestamp":"2026-01-01T00:00:02Z","event":"net","layer":"kernel","destination":"10.0.0.1","port":443,"protocol":"tcp","decision":"auditonly","rule_id":"default"}"#,
+            ),
+            entry(
+                r#"{"timestamp":"2026-01-01T00:00:03Z","event":"exec","layer":"kernel","executable":"/usr/bin/nc","decision":"denied","rule_id":"default","reason":"r2"}"#,
+            ),
+            entry(
+                r#"{"timestamp":"2026-01-01T00:00:04Z","event":"exec","layer":"kernel","executable":"/usr/bin/ls","decision":"allowed","rule_id":"default"}"#,
+            ),
+        ];
+        let groups = pending(&entries);
+        assert_eq!(groups.len(), 2, "{groups:#?}");
+        let nc = &groups[0];
+        assert_eq!((nc.kind.as_str(), nc.what.as_str(), nc.count), ("exec", "/usr/bin/nc", 2));
+        assert_eq!((nc.first.as_str(), nc.last.as_str()), ("2026-01-01T00:00:01Z", "2026-01-01T00:00:03Z"));
+        assert_eq!(nc.reason.as_deref(), Some("r2"));
+        assert_eq!(nc.id, group_id("exec", "/usr/bin/nc", "default"));
+        assert_eq!((groups[1].what.as_str(), groups[1].decision.as_str()), ("10.0.0.1:443/tcp", "auditonly"));
     }
 
     #[test]

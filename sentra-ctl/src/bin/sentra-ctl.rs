@@ -1,6 +1,6 @@
 //! `sentra-ctl`: the Sentra controller.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser, Subcommand};
@@ -146,6 +146,22 @@ enum Command {
         after_help = "Examples:\n  sentra-ctl audit --denied --since 1h\n  sentra-ctl audit -f --layer kernel\n  sentra-ctl audit --session 1f2e3d4c-… --json | jq .command\n  sentra-ctl audit --exec-id 8c1f03aa:91822:4711 --tree"
     )]
     Audit(AuditArgs),
+    /// What was refused, grouped: each file, destination, name or shell rule once, with how often
+    /// and when first and last.
+    #[command(
+        after_help = "Examples:\n  sentra-ctl pending\n  sentra-ctl pending --since 1d --json | jq 'select(.kind==\"connect\")'"
+    )]
+    Pending {
+        /// The log to read.
+        #[arg(long, default_value = DEFAULT_AUDIT_LOG)]
+        file: PathBuf,
+        /// Only refusals since a time: a duration back from now (30s, 10m, 2h, 1d) or RFC 3339.
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// JSON lines (the default when the output is not a terminal).
+        #[arg(long)]
+        json: bool,
+    },
     /// Policy tools.
     #[command(
         after_help = "Examples:\n  sentra-ctl policy check /etc/sentra/policy.yaml\n  sentra-ctl policy explain /etc/sentra/policy.yaml -- git push\n  sentra-ctl policy reload"
@@ -340,6 +356,7 @@ fn real_main() -> anyhow::Result<i32> {
         }
         Command::Doctor { json } => doctor(json),
         Command::Audit(args) => audit(&args),
+        Command::Pending { file, since, json } => pending(&file, since.as_deref(), json),
         Command::Programs { sample, run, json } => programs(sample, run, json),
         Command::Completions { shell, binary } => {
             let (mut command, name) = match binary {
@@ -878,4 +895,52 @@ fn audit(args: &AuditArgs) -> anyhow::Result<i32> {
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+}
+
+/// `sentra-ctl pending`.
+fn pending(file: &Path, since: Option<&str>, json: bool) -> anyhow::Result<i32> {
+    use std::io::{IsTerminal as _, Write as _};
+
+    use sentra_ctl::audit::query::{self, Filter, Log, Processes};
+
+    let filter = Filter {
+        since: since.map(|s| query::parse_since(s, chrono::Utc::now())).transpose()?,
+        ..Filter::default()
+    };
+    let log = Log::read(file)?;
+    let processes = Processes::default();
+    let entries: Vec<_> = log.entries.into_iter().filter(|e| filter.matches(e, &processes)).collect();
+    let groups = query::pending(&entries);
+    let mut out = std::io::stdout().lock();
+    if json || !std::io::stdout().is_terminal() {
+        for group in &groups {
+            writeln!(out, "{}", serde_json::to_string(group)?)?;
+        }
+        return Ok(0);
+    }
+    if groups.is_empty() {
+        writeln!(out, "nothing was refused")?;
+        return Ok(0);
+    }
+    writeln!(
+        out,
+        "{:<8} {:>6}  {:<8} {:<10} {:<24} {:<19} {:<19} WHAT",
+        "ID", "COUNT", "KIND", "DECISION", "RULE", "FIRST", "LAST"
+    )?;
+    let short = |t: &str| t.get(..19).unwrap_or(t).replace('T', " ");
+    for g in &groups {
+        writeln!(
+            out,
+            "{:<8} {:>6}  {:<8} {:<10} {:<24} {:<19} {:<19} {}",
+            g.id,
+            g.count,
+            g.kind,
+            g.decision,
+            g.rule,
+            short(&g.first),
+            short(&g.last),
+            g.what
+        )?;
+    }
+    Ok(0)
 }
