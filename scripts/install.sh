@@ -101,6 +101,7 @@ if [ "$uninstall" = 1 ]; then
         done
     done
     rm -rf "$LIB" /etc/sentra/policies /var/cache/sentra
+    rm -f /etc/logrotate.d/sentra
     if id "$AGENT_USER" >/dev/null 2>&1; then
         pkill -KILL -u "$AGENT_USER" 2>/dev/null || true
         userdel "$AGENT_USER" 2>/dev/null || true
@@ -184,6 +185,9 @@ else
     done_ "policy: kept your /etc/sentra/policy.yaml (shipped ones refreshed in /etc/sentra/policies)"
 fi
 install -d -m 0700 -o root -g root /var/log/sentra
+# Daily rotation of the audit log (logrotate runs it when installed; the controller follows on SIGHUP).
+install -d -m 0755 -o root -g root /etc/logrotate.d
+install -m 0644 -o root -g root "$REPO/deploy/logrotate/sentra" /etc/logrotate.d/sentra
 install -d -m 0755 -o root -g root /var/cache/sentra
 install -d -m 0755 -o root -g root /usr/local/share/doc/sentra
 install -m 0644 "$REPO/README.md" /usr/local/share/doc/sentra/README.md

@@ -3,7 +3,7 @@
 # Idempotent: every step checks first, so a second run takes seconds.
 #   - Debian packages the build and the VM tests need
 #   - test kernels (Debian 6.1 and 6.12 cloud), unpacked into $SENTRA_CACHE (not installed:
-#     no initramfs/grub hooks run, the host's boot is untouched)
+#     no initramfs/grub hooks run, the host's boot is untouched); Prometheus's binary the same way
 #   - rust-src for nightly, bpf-linker built against nightly's own libLLVM (same LLVM major as rustc)
 #   - a release build of the workspace
 set -euo pipefail
@@ -45,6 +45,18 @@ if ! compgen -G "$SENTRA_CACHE/kernels/6.1/boot/vmlinuz-*" >/dev/null \
     [ -n "$k612" ] || { echo "cannot resolve the Debian 6.12 cloud kernel package" >&2; exit 1; }
     fetch_kernel 6.1 "$k61"
     fetch_kernel 6.12 "$k612"
+fi
+
+# --- Prometheus, for the metrics test (a real server scrapes the controller on loopback): the
+# Debian package's binary, unpacked into $SENTRA_CACHE, not installed (no service is started) ------
+if [ ! -x "$SENTRA_CACHE/prometheus/usr/bin/prometheus" ]; then
+    log "fetching prometheus"
+    apt-get update -qq
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && apt-get download -qq prometheus)
+    mkdir -p "$SENTRA_CACHE/prometheus"
+    dpkg -x "$tmp"/prometheus_*.deb "$SENTRA_CACHE/prometheus"
+    rm -rf "$tmp"
 fi
 
 # --- the deployment test's machine: a Debian 12 userland with systemd, and what the installer

@@ -62,6 +62,14 @@ impl<'a> TestDaemon<'a> {
     /// # Panics
     /// If it cannot start, exits early, or does not answer within two minutes.
     pub fn start(&mut self, policy: &Path) {
+        self.start_with(policy, &[]);
+    }
+
+    /// [`Self::start`] with more `daemon` options.
+    ///
+    /// # Panics
+    /// As [`Self::start`].
+    pub fn start_with(&mut self, policy: &Path, options: &[&str]) {
         // Its messages go to a file: on the console they would interleave with the test report.
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -78,6 +86,7 @@ impl<'a> TestDaemon<'a> {
         if !self.cgroup.is_empty() {
             cmd.args(["--cgroup", &self.cgroup]);
         }
+        cmd.args(options);
         let socket = self.run_dir().join("ctl.sock");
         let child = self.child.insert(cmd.stderr(log).spawn().expect("start daemon"));
         let deadline = Instant::now() + Duration::from_mins(2);

@@ -393,6 +393,63 @@ fn a_peer_holding_the_socket_open_stalls_nothing() {
 }
 
 #[test]
+fn the_audit_log_rotates_under_an_exec_storm_without_losing_a_record() {
+    let s = Scene::start("rotate", "  user: \"65534\"");
+    let log = s.daemon.audit();
+    let pid = s.daemon.child.as_ref().expect("daemon running").id();
+    let n: u32 = std::env::var("SENTRA_STORM").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let fixture = s.fixture();
+    // As logrotate's `create` does it, while the storm runs: rename, then SIGHUP (the postrotate
+    // command of deploy/logrotate/sentra). The last rotation comes after the storm.
+    let mut rotated = Vec::new();
+    let out = std::thread::scope(|scope| {
+        let storm = scope.spawn(|| s.launch(&[], &["storm", &n.to_string(), &fixture, "exit", "0"]));
+        let mut rotate = |i: usize| {
+            // The previous SIGHUP has been handled once the log is there again.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !log.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let to = log.with_extension(format!("jsonl.{i}"));
+            std::fs::rename(&log, &to).expect("rotate");
+            rotated.push(to);
+            // SAFETY: a signal to the controller this test started.
+            assert_eq!(unsafe { libc::kill(i32::try_from(pid).expect("pid"), libc::SIGHUP) }, 0);
+        };
+        let mut i = 1;
+        rotate(i);
+        while !storm.is_finished() && i < 8 {
+            std::thread::sleep(Duration::from_millis(150));
+            i += 1;
+            rotate(i);
+        }
+        let out = storm.join().expect("storm");
+        std::thread::sleep(Duration::from_millis(300));
+        rotate(i + 1);
+        out
+    });
+    assert!(stdout(&out).contains(&format!("ok={n}")), "{out:?}");
+    // The controller follows at once: a new log, opened with a record saying so.
+    let fresh = wait_for_records(&log, Duration::from_secs(10), "the log reopened after SIGHUP", |r| {
+        r.first().is_some_and(|r| r["event"] == "audit_log_reopened")
+    });
+    assert_eq!(fresh[0]["detail"]["rotated"], true, "{:?}", fresh[0]);
+    // Every exec of the storm is in one of the files (or its loss is counted), each exactly once.
+    let mut all = Vec::new();
+    for file in rotated.iter().chain([&log]) {
+        all.extend(read_records(file));
+    }
+    let execs = all.iter().filter(|r| r["event"] == "exec" && r["executable"] == fixture.as_str()).count();
+    let lost: u64 =
+        all.iter().filter(|r| r["event"] == "events_lost").filter_map(|r| r["detail"]["lost"].as_u64()).sum();
+    // The storm's execs and the launch's own exec of the fixture.
+    assert_eq!(execs as u64 + lost, u64::from(n) + 1, "{} files", rotated.len() + 1);
+    assert!(rotated.len() >= 2, "rotated during the storm: {}", rotated.len());
+    let reopened = all.iter().filter(|r| r["event"] == "audit_log_reopened").count();
+    assert_eq!(reopened, rotated.len(), "one record per rotation");
+}
+
+#[test]
 fn a_launched_shell_writes_through_the_controller_and_cannot_choose_its_log_or_policy() {
     let s = Scene::start("shell-records", "  user: \"65534\"");
     let shell = sentra_ctl().with_file_name("sentra-shell");

@@ -171,6 +171,11 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
+/// Integration test binaries the VMs do not run. `metrics`: a real Prometheus server (the host's
+/// cached binary) scrapes the controller; the metrics exercise no kernel feature the VMs add over the
+/// host, and the server's start under emulation would cost every configuration minutes.
+const HOST_ONLY: [&str; 1] = ["metrics"];
+
 /// Builds every binary the VMs need with exactly the command the host test step runs (`cargo test
 /// --workspace --exclude sentra-ebpf`): the same feature unification means the same artifacts, so after
 /// `scripts/test.sh`'s host step this is a no-op instead of a second release build. Integration tests
@@ -194,6 +199,7 @@ pub fn build(workspace: &Path) -> anyhow::Result<Binaries> {
             && message["profile"]["test"] == true
             && message["package_id"].as_str().is_some_and(|id| id.contains("#sentra-tests@"))
             && message["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|v| v == "test"))
+            && !HOST_ONLY.contains(&message["target"]["name"].as_str().unwrap_or_default())
             && let Some(path) = message["executable"].as_str()
         {
             tests.push(PathBuf::from(path));

@@ -244,6 +244,12 @@ pub enum AuditError {
     },
 }
 
+/// Told of every record the log writes (the controller's metrics count decisions here, where every
+/// layer's records pass).
+pub trait Observe: Send + Sync {
+    fn record(&self, layer: &str, event: &str, decision: Option<&str>, rule: Option<&str>);
+}
+
 /// An append-only JSONL writer that writes each record with one `write` (no partial lines between
 /// concurrent writers, `O_APPEND`) and hands it to the kernel at once. Clones share the one open file:
 /// a controller opens its log once and hands clones to the parts that write (the event drain, the
@@ -259,6 +265,8 @@ pub enum AuditError {
 pub struct AuditLog {
     path: Arc<Path>,
     inner: Arc<Mutex<Inner>>,
+    /// Shared by the clones: set once, after they were handed out.
+    observer: Arc<std::sync::OnceLock<Arc<dyn Observe>>>,
 }
 
 struct Inner {
@@ -277,8 +285,11 @@ struct Inner {
 /// What happened to the controller's log since the last record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Gap {
-    /// The path names no file, or another file: ours was deleted or replaced.
+    /// The path names no file, or another file, and ours has no name left: it was deleted.
     Replaced,
+    /// The path names no file, or another file, and ours still has a name: it was renamed (rotated)
+    /// with every record written to it.
+    Rotated,
     /// The file is shorter than what we wrote.
     Truncated { from: u64, to: u64 },
 }
@@ -329,7 +340,7 @@ impl AuditLog {
             failed_since: 0,
             failed_total: 0,
         };
-        Ok(Self { path: Arc::from(path), inner: Arc::new(Mutex::new(inner)) })
+        Ok(Self { path: Arc::from(path), inner: Arc::new(Mutex::new(inner)), observer: Arc::default() })
     }
 
     /// Appends one record.
@@ -337,7 +348,17 @@ impl AuditLog {
     /// # Errors
     /// The write failed twice (disk full, file gone read-only…); it is counted.
     pub fn write(&self, record: &Record) -> Result<(), AuditError> {
-        self.write_serialized(record)
+        self.write_serialized(record)?;
+        if let Some(observer) = self.observer.get() {
+            observer.record(record.layer, &record.event, record.decision, record.rule_id.as_deref());
+        }
+        Ok(())
+    }
+
+    /// Tells `observer` of every record written from now on, by this log and its clones (once: a
+    /// second observer is ignored).
+    pub fn observe(&self, observer: Arc<dyn Observe>) {
+        let _ = self.observer.set(observer);
     }
 
     /// Appends one record another process built and sent (the launcher's), in the same schema.
@@ -345,7 +366,17 @@ impl AuditLog {
     /// # Errors
     /// As [`Self::write`].
     pub fn write_value(&self, record: &serde_json::Value) -> Result<(), AuditError> {
-        self.write_serialized(record)
+        self.write_serialized(record)?;
+        if let Some(observer) = self.observer.get() {
+            let text = |key| record.get(key).and_then(serde_json::Value::as_str);
+            observer.record(
+                text("layer").unwrap_or_default(),
+                text("event").unwrap_or_default(),
+                text("decision"),
+                text("rule_id"),
+            );
+        }
+        Ok(())
     }
 
     fn write_serialized(&self, record: &impl Serialize) -> Result<(), AuditError> {
@@ -353,11 +384,29 @@ impl AuditLog {
         line.push(b'\n');
         // A writer that panicked cannot have left the file half-written (see `append`): go on.
         let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.repair(&mut inner)?;
+        self.append(&mut inner, &line)
+    }
+
+    /// Checks the controller's log now, as before each record: a rotated (renamed), deleted or
+    /// replaced log is reopened at its path, a truncated one noted, each with its record (on SIGHUP,
+    /// so that a rotation is followed at once, not at the next record).
+    ///
+    /// # Errors
+    /// The log cannot be reopened or written.
+    pub fn revalidate(&self) -> Result<(), AuditError> {
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.repair(&mut inner)
+    }
+
+    /// What a watched log needs before the next record: reopened (replaced), noted (truncated), and
+    /// earlier failures reported.
+    fn repair(&self, inner: &mut Inner) -> Result<(), AuditError> {
         if inner.owned {
             match inner.check(&self.path) {
                 Ok(None) => {}
                 Ok(Some(gap)) => {
-                    if gap == Gap::Replaced
+                    if matches!(gap, Gap::Replaced | Gap::Rotated)
                         && let Err(err) = inner.reopen(&self.path)
                     {
                         inner.failed_since += 1;
@@ -368,7 +417,7 @@ impl AuditLog {
                     let mut text =
                         serde_json::to_vec(&note).map_err(|e| self.io(std::io::Error::other(e)))?;
                     text.push(b'\n');
-                    self.append(&mut inner, &text)?;
+                    self.append(inner, &text)?;
                 }
                 Err(err) => tracing::warn!("checking the audit log {}: {err}", self.path.display()),
             }
@@ -385,11 +434,11 @@ impl AuditLog {
                 };
                 let mut text = serde_json::to_vec(&note).map_err(|e| self.io(std::io::Error::other(e)))?;
                 text.push(b'\n');
-                self.append(&mut inner, &text)?;
+                self.append(inner, &text)?;
                 inner.failed_since = 0;
             }
         }
-        self.append(&mut inner, &line)
+        Ok(())
     }
 
     /// One `write` of a whole line; on failure the torn part is cut off (the controller's log), the
@@ -439,10 +488,15 @@ impl Inner {
     /// Whether the path still names our file, as long as we left it.
     /// One `stat` of the path; afterwards `length` is the file's current length.
     fn check(&mut self, path: &Path) -> std::io::Result<Option<Gap>> {
+        // Another file (or none) at the path: ours was renamed by a rotation if it still has a name
+        // (its records are all there), else deleted.
+        let moved = |file: &File| {
+            if file.metadata().is_ok_and(|m| m.nlink() > 0) { Gap::Rotated } else { Gap::Replaced }
+        };
         let gap = match std::fs::metadata(path) {
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Some(Gap::Replaced),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Some(moved(&self.file)),
             Err(err) => return Err(err),
-            Ok(meta) if (meta.dev(), meta.ino()) != self.identity => Some(Gap::Replaced),
+            Ok(meta) if (meta.dev(), meta.ino()) != self.identity => Some(moved(&self.file)),
             Ok(meta) => {
                 let gap = (meta.len() < self.length)
                     .then_some(Gap::Truncated { from: self.length, to: meta.len() });
@@ -491,6 +545,11 @@ fn gap_record(gap: Gap, path: &Path) -> Record {
             "audit_log": path,
             "what": "the audit log was deleted or replaced; records written in between are lost",
         }),
+        Gap::Rotated => serde_json::json!({
+            "audit_log": path,
+            "what": "the audit log was rotated (renamed); the records before this one are in the renamed file",
+            "rotated": true,
+        }),
         Gap::Truncated { from, to } => serde_json::json!({
             "audit_log": path,
             "what": "the audit log was truncated behind the controller's back",
@@ -501,7 +560,7 @@ fn gap_record(gap: Gap, path: &Path) -> Record {
     Record {
         timestamp: now(),
         event: match gap {
-            Gap::Replaced => "audit_log_reopened",
+            Gap::Replaced | Gap::Rotated => "audit_log_reopened",
             Gap::Truncated { .. } => "audit_log_truncated",
         }
         .into(),

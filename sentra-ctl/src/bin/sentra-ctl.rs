@@ -81,6 +81,14 @@ enum Command {
         /// else.
         #[arg(long, default_value = "/etc/sentra")]
         policy_dir: PathBuf,
+        /// Serve Prometheus metrics at ADDRESS:PORT (e.g. 127.0.0.1:9464) or at a unix socket
+        /// (`unix:/PATH`).
+        #[arg(long, value_name = "ENDPOINT")]
+        metrics: Option<controller::metrics::Endpoint>,
+        /// Also report each BPF program's run count and time (turns the kernel's run-time
+        /// statistics on while the controller runs, which costs a little on every program run).
+        #[arg(long, requires = "metrics")]
+        metrics_bpf_stats: bool,
     },
     /// Start the agent inside the daemon's governed cgroup: as an unprivileged user, with no new
     /// privileges, a clean environment and a seccomp profile; exits with its exit code.
@@ -306,7 +314,16 @@ fn real_main() -> anyhow::Result<i32> {
                 .context("starting the async runtime")?;
             runtime.block_on(run::run(run::RunOptions { policy, audit_log, backend, command }))
         }
-        Command::Daemon { policy, audit_log, backend, cgroup, delegated_only, policy_dir } => {
+        Command::Daemon {
+            policy,
+            audit_log,
+            backend,
+            cgroup,
+            delegated_only,
+            policy_dir,
+            metrics,
+            metrics_bpf_stats,
+        } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -319,6 +336,8 @@ fn real_main() -> anyhow::Result<i32> {
                 delegated_only,
                 pin_root: controller::state::pin_root(),
                 policy_dir,
+                metrics,
+                metrics_bpf_stats,
             }))?;
             Ok(0)
         }

@@ -19,6 +19,7 @@ use tokio::{
 };
 
 use super::{
+    metrics::{Metrics, Snapshot},
     protocol::{
         ADMIT_KEY, Admitted, DENIALS_KEY, DENIALS_MAX, Denials, EMAIL_KEY, EmailAnswer, EmailRequest,
         Greeting, Request, Response, records_socket, socket,
@@ -51,6 +52,11 @@ pub struct DaemonOptions {
     pub pin_root: PathBuf,
     /// Policies a reload may name: the configured one and regular files below this directory.
     pub policy_dir: PathBuf,
+    /// Where to serve Prometheus metrics, if at all.
+    pub metrics: Option<super::metrics::Endpoint>,
+    /// Turn the kernel's BPF run-time statistics on while the controller runs (each program's run
+    /// count and time in the metrics; costs a little on every program run).
+    pub metrics_bpf_stats: bool,
 }
 
 struct Daemon {
@@ -76,6 +82,8 @@ struct Daemon {
     /// The enforced policy's `email:` section, and the mail broker's hourly count under it.
     email: Option<EmailSection>,
     mailer: Broker,
+    /// `--metrics`: counted as records are written, the rest read when scraped.
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// Runs the controller until `stop` (pins removed) or SIGTERM/SIGINT (pins kept: enforcement goes on).
@@ -95,22 +103,8 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let adopting = pin::exists(&options.pin_root);
     let (session, state, steering_lost) =
         if adopting { adopt(&options).await? } else { start_fresh(&options).await? };
-    let mut daemon = Daemon {
-        session,
-        state,
-        last_retire_ms: None,
-        pin_root: options.pin_root.clone(),
-        cgroup_override: options.cgroup.clone(),
-        delegated_only: options.delegated_only,
-        configured_policy: std::fs::canonicalize(&options.policy).unwrap_or_else(|_| options.policy.clone()),
-        policy_dir: std::fs::canonicalize(&options.policy_dir).unwrap_or_else(|_| options.policy_dir.clone()),
-        records_refused: 0,
-        greeting: Greeting { policy: PathBuf::new(), policy_hash: String::new() },
-        rate_limit: None,
-        budgets: Budgets::default(),
-        email: None,
-        mailer: Broker::default(),
-    };
+    let mut daemon = Daemon::new(session, state, &options);
+    let (_run_time_stats, mut scrapes) = start_metrics(&daemon, &options).await?;
     daemon.read_enforced_settings();
     daemon.greet();
     daemon.save_state();
@@ -146,6 +140,8 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let (records, mut shell_records) = mpsc::channel::<(Peer, ShellLine)>(RECORDS_QUEUED);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    // SIGHUP: the audit log was rotated (deploy/logrotate/sentra sends it).
+    let mut hup = signal(SignalKind::hangup())?;
     let (watchdog, mut watchdog_tick) = ready(&daemon.session, &socket);
     // Each connection is served by its own task (reading with a deadline); this loop only decides
     // requests, which never wait for a peer, so draining never waits for the control plane.
@@ -181,6 +177,14 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
             _ = watchdog_tick.tick(), if watchdog => {
                 let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
             }
+            Some(reply) = scrapes.recv(), if daemon.metrics.is_some() => {
+                let _ = reply.send(daemon.metrics_text());
+            }
+            _ = hup.recv() => {
+                if let Err(err) = daemon.session.reopen_log() {
+                    tracing::error!("reopening the audit log after SIGHUP: {err:#}");
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -189,6 +193,91 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(&records_path);
     eprintln!("sentra-ctl daemon: exiting; enforcement stays pinned (sentra-ctl stop removes it)");
+    Ok(())
+}
+
+/// `--metrics`: counts the records the log writes from now on, turns the kernel's run-time statistics
+/// on if asked (for as long as the returned handle is held) and serves the endpoint; scrapes arrive on
+/// the returned channel.
+///
+/// # Errors
+/// The statistics cannot be turned on, or the endpoint cannot be bound.
+async fn start_metrics(
+    daemon: &Daemon,
+    options: &DaemonOptions,
+) -> anyhow::Result<(Option<crate::kernel::stats::RunTimeStats>, mpsc::Receiver<oneshot::Sender<String>>)> {
+    let (requests, scrapes) = mpsc::channel::<oneshot::Sender<String>>(super::metrics::SCRAPES);
+    let (Some(metrics), Some(endpoint)) = (&daemon.metrics, &options.metrics) else {
+        return Ok((None, scrapes));
+    };
+    daemon.session.observe_log(Arc::clone(metrics) as Arc<dyn crate::audit::Observe>);
+    let stats =
+        if options.metrics_bpf_stats { Some(crate::kernel::stats::enable_run_time_stats()?) } else { None };
+    serve_metrics(endpoint, requests).await?;
+    Ok((stats, scrapes))
+}
+
+/// Binds `--metrics` and serves it from a task of its own: each scrape asks the daemon loop (through
+/// `requests`) for the text, at most [`super::metrics::SCRAPES`] connections at once.
+///
+/// # Errors
+/// The address cannot be bound.
+async fn serve_metrics(
+    endpoint: &super::metrics::Endpoint,
+    requests: mpsc::Sender<oneshot::Sender<String>>,
+) -> anyhow::Result<()> {
+    use super::metrics::{Endpoint, SCRAPES, serve};
+
+    let scrape = move || {
+        let requests = requests.clone();
+        move || async move {
+            let (reply, answer) = oneshot::channel();
+            requests.send(reply).await.ok()?;
+            answer.await.ok()
+        }
+    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(SCRAPES));
+    match endpoint {
+        Endpoint::Tcp(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+            tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    };
+                    if let Ok(slot) = Arc::clone(&slots).try_acquire_owned() {
+                        let scrape = scrape();
+                        tokio::spawn(async move {
+                            serve(stream, scrape).await;
+                            drop(slot);
+                        });
+                    }
+                }
+            });
+        }
+        Endpoint::Unix(path) => {
+            let _ = std::fs::remove_file(path);
+            let listener = bind_with_mode(path, 0o600)?;
+            tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    };
+                    if let Ok(slot) = Arc::clone(&slots).try_acquire_owned() {
+                        let scrape = scrape();
+                        tokio::spawn(async move {
+                            serve(stream, scrape).await;
+                            drop(slot);
+                        });
+                    }
+                }
+            });
+        }
+    }
     Ok(())
 }
 
@@ -619,6 +708,28 @@ async fn adopt(options: &DaemonOptions) -> anyhow::Result<(Session, State, bool)
 }
 
 impl Daemon {
+    fn new(session: Session, state: State, options: &DaemonOptions) -> Self {
+        Self {
+            session,
+            state,
+            last_retire_ms: None,
+            pin_root: options.pin_root.clone(),
+            cgroup_override: options.cgroup.clone(),
+            delegated_only: options.delegated_only,
+            configured_policy: std::fs::canonicalize(&options.policy)
+                .unwrap_or_else(|_| options.policy.clone()),
+            policy_dir: std::fs::canonicalize(&options.policy_dir)
+                .unwrap_or_else(|_| options.policy_dir.clone()),
+            records_refused: 0,
+            greeting: Greeting { policy: PathBuf::new(), policy_hash: String::new() },
+            rate_limit: None,
+            budgets: Budgets::default(),
+            email: None,
+            mailer: Broker::default(),
+            metrics: options.metrics.as_ref().map(|_| Arc::new(Metrics::new())),
+        }
+    }
+
     /// Sentra's own files, which governed tasks may not write, truncate, remove or rename (the
     /// binaries are added by `Session::protect`): the policy and its directory, the audit log, the
     /// runtime directory, state file and sockets.
@@ -662,7 +773,14 @@ impl Daemon {
             }
             Some(Err(err)) => Response::error(err),
             Some(Ok(Request::Status)) => self.status(),
-            Some(Ok(Request::Reload { policy })) => self.reload(policy),
+            Some(Ok(Request::Reload { policy })) => {
+                let started = std::time::Instant::now();
+                let reply = self.reload(policy);
+                if let Some(metrics) = &self.metrics {
+                    metrics.reload(reply.ok, started.elapsed());
+                }
+                reply
+            }
             Some(Ok(Request::Record { record })) => self.record(&peer, record),
             Some(Ok(Request::GovernLaunch { cgroup, net_profile })) => {
                 self.govern_launch(&peer, &cgroup, net_profile.as_deref())
@@ -1031,6 +1149,41 @@ impl Daemon {
                 n.err().map(|e| e.to_string())
             )),
         }
+    }
+
+    /// The metrics' exposition text, with the kernel's counters, the drain's and each program's run
+    /// time read now.
+    fn metrics_text(&mut self) -> String {
+        let Some(metrics) = self.metrics.clone() else { return String::new() };
+        let mut snapshot = Snapshot::default();
+        let store = self.session.store();
+        if let Ok(c) = maps::read_stats(store) {
+            snapshot.kernel.extend([
+                ("exec_decisions", c.exec_decisions),
+                ("exec_denied", c.exec_denied),
+                ("events_dropped", c.events_dropped),
+                ("probe_errors", c.probe_errors),
+            ]);
+        }
+        if let Ok(n) = knet::read_stats(store) {
+            snapshot.kernel.extend([
+                ("net_decisions", n.net_decisions),
+                ("net_denied", n.net_denied),
+                ("dns_steered", n.dns_steered),
+                ("net_errors", n.net_errors),
+            ]);
+        }
+        let drained = self.session.drained();
+        snapshot.events_written = drained.events_written;
+        snapshot.events_undecodable = drained.events_undecodable;
+        snapshot.learned_addresses = self.session.resolver().map_or(0, Resolver::learned);
+        match crate::kernel::stats::pinned(&self.pin_root) {
+            Ok(programs) => snapshot.programs = programs,
+            Err(err) => {
+                tracing::warn!("metrics: reading the programs' statistics: {}", crate::describe(&err));
+            }
+        }
+        metrics.encode(&snapshot)
     }
 
     /// Validates and compiles the policy; only then switches generations. A rejected policy changes

@@ -217,6 +217,19 @@ impl Events {
         Ok(())
     }
 
+    /// Follows a rotated or replaced audit log now (see [`AuditLog::revalidate`]).
+    ///
+    /// # Errors
+    /// The log cannot be reopened or written.
+    pub fn revalidate_log(&self) -> Result<(), AuditError> {
+        self.audit.revalidate()
+    }
+
+    /// Tells `observer` of every record the log writes from now on (see [`AuditLog::observe`]).
+    pub fn observe_log(&self, observer: std::sync::Arc<dyn crate::audit::Observe>) {
+        self.audit.observe(observer);
+    }
+
     /// The audit log's writer counters.
     #[must_use]
     pub fn audit_stats(&self) -> crate::audit::WriteStats {

@@ -279,6 +279,17 @@ impl Session {
         Ok(())
     }
 
+    /// After a rotation (SIGHUP): the events so far are written, then the log is reopened at its path
+    /// if it was renamed or replaced, with a record saying so.
+    ///
+    /// # Errors
+    /// The log cannot be written or reopened.
+    pub fn reopen_log(&mut self) -> anyhow::Result<()> {
+        self.drain()?;
+        self.events.revalidate_log()?;
+        Ok(())
+    }
+
     /// The exec denials of tasks in cgroup `cgroup_id` since `since_boot_ns`, after draining what the
     /// kernel has submitted (a denial wakes the drain, but the question may come first).
     ///
@@ -359,6 +370,11 @@ impl Session {
     #[must_use]
     pub const fn resolver(&self) -> Option<&Resolver> {
         self.resolver.as_ref()
+    }
+
+    /// Tells `observer` of every record the audit log writes from now on (the metrics).
+    pub fn observe_log(&self, observer: std::sync::Arc<dyn audit::Observe>) {
+        self.events.observe_log(observer);
     }
 
     /// The audit log writer's counters.
