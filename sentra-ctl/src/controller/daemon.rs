@@ -226,16 +226,8 @@ async fn serve_metrics(
     endpoint: &super::metrics::Endpoint,
     requests: mpsc::Sender<oneshot::Sender<String>>,
 ) -> anyhow::Result<()> {
-    use super::metrics::{Endpoint, SCRAPES, serve};
+    use super::metrics::{Endpoint, SCRAPES};
 
-    let scrape = move || {
-        let requests = requests.clone();
-        move || async move {
-            let (reply, answer) = oneshot::channel();
-            requests.send(reply).await.ok()?;
-            answer.await.ok()
-        }
-    };
     let slots = Arc::new(tokio::sync::Semaphore::new(SCRAPES));
     match endpoint {
         Endpoint::Tcp(addr) => {
@@ -244,41 +236,46 @@ async fn serve_metrics(
                 .with_context(|| format!("binding the metrics endpoint {addr}"))?;
             tokio::spawn(async move {
                 loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        continue;
-                    };
-                    if let Ok(slot) = Arc::clone(&slots).try_acquire_owned() {
-                        let scrape = scrape();
-                        tokio::spawn(async move {
-                            serve(stream, scrape).await;
-                            drop(slot);
-                        });
-                    }
+                    admit_scrape(listener.accept().await.map(|(s, _)| s), &slots, &requests).await;
                 }
             });
         }
         Endpoint::Unix(path) => {
-            let _ = std::fs::remove_file(path);
             let listener = bind_with_mode(path, 0o600)?;
             tokio::spawn(async move {
                 loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        continue;
-                    };
-                    if let Ok(slot) = Arc::clone(&slots).try_acquire_owned() {
-                        let scrape = scrape();
-                        tokio::spawn(async move {
-                            serve(stream, scrape).await;
-                            drop(slot);
-                        });
-                    }
+                    admit_scrape(listener.accept().await.map(|(s, _)| s), &slots, &requests).await;
                 }
             });
         }
     }
     Ok(())
+}
+
+/// Serves one accepted metrics connection in a task of its own if a slot is free (else closes it);
+/// after a failed accept (out of descriptors), waits a moment.
+async fn admit_scrape<S>(
+    accepted: std::io::Result<S>,
+    slots: &Arc<tokio::sync::Semaphore>,
+    requests: &mpsc::Sender<oneshot::Sender<String>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok(stream) = accepted else {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        return;
+    };
+    let Ok(slot) = Arc::clone(slots).try_acquire_owned() else { return };
+    let requests = requests.clone();
+    tokio::spawn(async move {
+        super::metrics::serve(stream, || async move {
+            let (reply, answer) = oneshot::channel();
+            requests.send(reply).await.ok()?;
+            answer.await.ok()
+        })
+        .await;
+        drop(slot);
+    });
 }
 
 /// Says the controller is enforcing: on stderr, and to systemd (`Type=notify`: ready only now, with
