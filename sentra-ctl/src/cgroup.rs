@@ -79,6 +79,13 @@ pub fn cgroup_of(entry: &str) -> Option<String> {
     text.lines().find_map(|line| line.strip_prefix("0::")).map(str::to_string)
 }
 
+/// The id of a process's cgroup v2: the inode of its directory, as the kernel's events give it.
+#[must_use]
+pub fn id_of(pid: u32) -> Option<u64> {
+    let dir = dir_of(&cgroup_of(&pid.to_string())?).ok()?;
+    std::fs::metadata(dir).ok().map(|m| m.ino())
+}
+
 /// The directory of a cgroup path as [`cgroup_of`] gives it (`/a/b` → `<cgroup2 root>/a/b`).
 ///
 /// # Errors

@@ -100,6 +100,12 @@ fn a_real_prometheus_scrapes_the_decisions_the_test_caused() {
             .sum::<u64>()
     };
     assert!(ran(&text) > 0, "run-time statistics on, the exec program ran: {text}");
+    // The programs' own counters, by the names `status` gives them.
+    let denied_in_kernel = text
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"sentra_kernel_counter{counter="exec_denied"} "#))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(denied_in_kernel.is_some_and(|n| n >= 3), "{text}");
     assert!(get(port, "/other").expect("404").0.contains("404"));
 
     // A real server scrapes it and answers queries about it.

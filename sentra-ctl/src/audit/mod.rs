@@ -143,20 +143,12 @@ impl Task {
     }
 }
 
-/// The id of a process's cgroup v2 (the inode of its directory, as the kernel's events give it).
-#[must_use]
-pub fn cgroup_id_of(pid: u32) -> Option<u64> {
-    let path = crate::cgroup::cgroup_of(&pid.to_string())?;
-    let dir = crate::cgroup::dir_of(&path).ok()?;
-    std::fs::metadata(dir).ok().map(|m| m.ino())
-}
-
 impl Record {
     /// Names `pid` as the record's process (task fields, `exec_id`, cgroup), replacing what was there:
     /// for records whose writer vouches for the process (the controller for a connected shell).
     pub fn set_process(&mut self, pid: u32) {
         self.task = Some(Task::from_proc(pid));
-        self.cgroup_id = cgroup_id_of(pid);
+        self.cgroup_id = crate::cgroup::id_of(pid);
     }
 }
 

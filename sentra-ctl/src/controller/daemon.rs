@@ -1154,21 +1154,13 @@ impl Daemon {
         let Some(metrics) = self.metrics.clone() else { return String::new() };
         let mut snapshot = Snapshot::default();
         let store = self.session.store();
-        if let Ok(c) = maps::read_stats(store) {
-            snapshot.kernel.extend([
-                ("exec_decisions", c.exec_decisions),
-                ("exec_denied", c.exec_denied),
-                ("events_dropped", c.events_dropped),
-                ("probe_errors", c.probe_errors),
-            ]);
-        }
-        if let Ok(n) = knet::read_stats(store) {
-            snapshot.kernel.extend([
-                ("net_decisions", n.net_decisions),
-                ("net_denied", n.net_denied),
-                ("dns_steered", n.dns_steered),
-                ("net_errors", n.net_errors),
-            ]);
+        // The counters by the names `status` gives them (its `counters` and `network.counters`).
+        let counters = [
+            maps::read_stats(store).ok().and_then(|c| serde_json::to_value(c).ok()),
+            knet::read_stats(store).ok().and_then(|n| serde_json::to_value(n).ok()),
+        ];
+        for fields in counters.iter().flatten().filter_map(serde_json::Value::as_object) {
+            snapshot.kernel.extend(fields.iter().filter_map(|(name, v)| Some((name.clone(), v.as_u64()?))));
         }
         let drained = self.session.drained();
         snapshot.events_written = drained.events_written;

@@ -75,7 +75,8 @@ pub struct Metrics {
 /// What the daemon loop reads for a scrape.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    pub kernel: Vec<(&'static str, u64)>,
+    /// The programs' own counters, by name.
+    pub kernel: Vec<(String, u64)>,
     pub events_written: u64,
     pub events_undecodable: u64,
     pub learned_addresses: usize,
@@ -167,7 +168,7 @@ impl Metrics {
     #[must_use]
     pub fn encode(&self, snapshot: &Snapshot) -> String {
         for (name, value) in &snapshot.kernel {
-            self.kernel.get_or_create(&CounterLabels { counter: (*name).into() }).set(*value);
+            self.kernel.get_or_create(&CounterLabels { counter: name.clone() }).set(*value);
         }
         self.events_written.set(snapshot.events_written);
         self.events_undecodable.set(snapshot.events_undecodable);

@@ -158,19 +158,18 @@ impl Events {
             let time = extra.timestamp();
             window.partition_point(|r| r.timestamp.as_str() <= time)
         });
-        for (i, record) in window.iter().enumerate() {
-            if i == extra_at
-                && let Some(extra) = extra
-            {
-                extra.write(&self.audit)?;
-            }
+        let (before, after) = window.split_at(extra_at);
+        self.write_events(before)?;
+        if let Some(extra) = extra {
+            extra.write(&self.audit)?;
+        }
+        self.write_events(after)
+    }
+
+    fn write_events(&mut self, records: &[Record]) -> Result<(), AuditError> {
+        for record in records {
             self.audit.write(record)?;
             self.drained.events_written += 1;
-        }
-        if extra_at == window.len()
-            && let Some(extra) = extra
-        {
-            extra.write(&self.audit)?;
         }
         Ok(())
     }

@@ -324,7 +324,7 @@ impl Gate {
             kernel_enforced,
             process: (
                 crate::audit::Task::from_proc(std::process::id()),
-                crate::audit::cgroup_id_of(std::process::id()),
+                crate::cgroup::id_of(std::process::id()),
             ),
             executed: 0,
             denied: 0,
