@@ -12,6 +12,7 @@ pub mod launch;
 pub mod policy;
 pub mod record;
 pub mod run;
+pub mod sandbox;
 pub mod shell;
 
 /// An error and its sources on one line (`a: b: c`), for messages printed outside `anyhow`. Library

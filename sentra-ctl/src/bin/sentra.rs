@@ -15,6 +15,11 @@ use sentra_ctl::{
 };
 
 fn main() -> ExitCode {
+    // `sentra python …`: the Python sandbox (see sentra_ctl::sandbox).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "python") {
+        let code = sentra_ctl::sandbox::main(std::env::args_os().skip(1));
+        return ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1));
+    }
     let cli = Cli::parse();
     let mut settings = Settings::resolve(cli.policy, cli.log, cli.identity);
     settings.mode = cli.mode.map(|mode| match mode {

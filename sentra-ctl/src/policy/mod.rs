@@ -9,6 +9,7 @@ pub mod model;
 pub mod network;
 pub mod overlap;
 pub mod required;
+pub mod sandbox;
 pub mod seccomp;
 pub mod shell;
 
@@ -159,13 +160,9 @@ impl Policy {
         rule_names: Option<cache::RuleNames>,
     ) -> Result<Self, PolicyError> {
         let mut warnings = Vec::new();
-        for (present, key) in [
-            (model.cost_routing.is_some(), "cost_routing"),
-            (model.profiles.is_some(), "profiles"),
-            (model.capabilities.is_some(), "capabilities"),
-            (model.syscall_profiles.is_some(), "syscall_profiles"),
-            (model.launcher.is_some(), "launcher"),
-        ] {
+        for (present, key) in
+            [(model.cost_routing.is_some(), "cost_routing"), (model.launcher.is_some(), "launcher")]
+        {
             if present {
                 warnings.push(Warning {
                     message: format!("section `{key}` is not implemented by this Sentra; ignored"),
@@ -191,6 +188,7 @@ impl Policy {
         policy.validate_seccomp()?;
         policy.validate_governed()?;
         policy.validate_email()?;
+        policy.validate_sandbox()?;
         let mut policy = policy;
         let shadowed = policy.shadowed_rules();
         policy.warnings.extend(shadowed);
@@ -200,9 +198,30 @@ impl Policy {
     /// Seccomp profiles: `extends` names an existing profile and never loops back; system call names
     /// are plain identifiers; argument indexes exist (0..=5).
     fn validate_seccomp(&self) -> Result<(), PolicyError> {
-        let profiles = &self.model.seccomp_profiles;
+        for (section, profiles) in self.seccomp_sections() {
+            self.validate_seccomp_section(section, profiles)?;
+        }
+        Ok(())
+    }
+
+    /// The two sections holding seccomp profiles: the launcher's and the sandbox's.
+    #[must_use]
+    pub fn seccomp_sections(
+        &self,
+    ) -> [(&'static str, &std::collections::BTreeMap<String, model::SeccompProfile>); 2] {
+        [
+            ("seccomp_profiles", &self.model.seccomp_profiles),
+            ("syscall_profiles", &self.model.syscall_profiles),
+        ]
+    }
+
+    fn validate_seccomp_section(
+        &self,
+        section: &str,
+        profiles: &std::collections::BTreeMap<String, model::SeccompProfile>,
+    ) -> Result<(), PolicyError> {
         for (name, profile) in profiles {
-            let at = format!("seccomp_profiles.{name}");
+            let at = format!("{section}.{name}");
             if let Some(parent) = &profile.extends
                 && !profiles.contains_key(parent)
             {
@@ -254,7 +273,7 @@ impl Policy {
                 }
             }
         }
-        seccomp::validate_names(self)
+        Ok(())
     }
 
     /// `governed:`: cgroup names are plain names (created below `<cgroup2>/sentra/`), identities are

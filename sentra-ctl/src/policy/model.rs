@@ -52,11 +52,18 @@ pub struct PolicyFile {
     /// Seccomp profiles for the launcher (validated here; applied by the launcher).
     #[serde(default)]
     pub seccomp_profiles: BTreeMap<String, SeccompProfile>,
+    /// Python sandbox profiles (`sentra python --profile NAME`).
+    #[serde(default)]
+    pub profiles: BTreeMap<String, super::sandbox::SandboxProfile>,
+    /// Named ways to reach a sandbox profile, each limiting how the interpreter may be invoked.
+    #[serde(default)]
+    pub capabilities: BTreeMap<String, super::sandbox::Capability>,
+    /// Seccomp profiles for the sandbox (the original's `syscall_profiles`; the same compiler as
+    /// `seccomp_profiles`).
+    #[serde(default)]
+    pub syscall_profiles: BTreeMap<String, SeccompProfile>,
     // Sections of the original format that this Sentra does not implement: accepted with a warning.
     pub cost_routing: Option<Unimplemented>,
-    pub profiles: Option<Unimplemented>,
-    pub capabilities: Option<Unimplemented>,
-    pub syscall_profiles: Option<Unimplemented>,
     pub launcher: Option<Unimplemented>,
 }
 

@@ -58,10 +58,28 @@ pub enum Known {
     Nowhere,
 }
 
+/// C library function names that policies use for the system call behind them (glibc's `fstatat`
+/// is the `newfstatat` system call on both 64-bit architectures, include/uapi/asm-generic/unistd.h
+/// and arch/x86/entry/syscalls/syscall_64.tbl).
+const ALIASES: [(&str, &str); 6] = [
+    ("fstatat", "newfstatat"),
+    ("fstatat64", "newfstatat"),
+    ("pread", "pread64"),
+    ("pwrite", "pwrite64"),
+    ("prlimit", "prlimit64"),
+    ("fadvise64_64", "fadvise64"),
+];
+
+/// The system call a policy's name stands for.
+#[must_use]
+pub fn canonical(name: &str) -> &str {
+    ALIASES.iter().find(|(alias, _)| *alias == name).map_or(name, |(_, syscall)| syscall)
+}
+
 /// The number of a system call on this architecture.
 #[must_use]
 pub fn number(name: &str) -> Option<i64> {
-    syscalls::Sysno::from_str(name).ok().map(|s| i64::from(s.id()))
+    syscalls::Sysno::from_str(canonical(name)).ok().map(|s| i64::from(s.id()))
 }
 
 /// The name of a system call number on this architecture.
@@ -73,6 +91,7 @@ pub fn name(number: i32) -> Option<&'static str> {
 /// Whether `name` is a system call here, elsewhere, or nowhere.
 #[must_use]
 pub fn known(name: &str) -> Known {
+    let name = canonical(name);
     if number(name).is_some() {
         Known::Here
     } else if syscalls::x86_64::Sysno::from_str(name).is_ok()
@@ -112,9 +131,9 @@ pub enum SeccompError {
     #[error("profile `{profile}`: the conditions on `{syscall}` need more than {MAX_CONJUNCTIONS} rules")]
     TooComplex { profile: String, syscall: String },
     #[error(
-        "profile `{profile}` denies `{syscall}`, which the launcher calls after installing the filter (to hand over the audit channel, then exec): allow it"
+        "profile `{profile}` denies `{syscall}`, which {who} calls after installing the filter: allow it"
     )]
-    LauncherNeeds { profile: String, syscall: &'static str },
+    LauncherNeeds { profile: String, syscall: &'static str, who: &'static str },
     #[error("profile `{profile}`: seccompiler: {source}")]
     Backend {
         profile: String,
@@ -130,73 +149,85 @@ impl Policy {
     /// # Errors
     /// No such profile.
     pub fn seccomp_profile(&self, name: &str) -> Result<Resolved, SeccompError> {
-        let profiles = &self.model.seccomp_profiles;
-        let mut chain: Vec<&SeccompProfile> = Vec::new();
-        let mut next = Some(name);
-        while let Some(current) = next {
-            let profile = profiles.get(current).ok_or_else(|| {
-                SeccompError::Unknown(
-                    current.to_string(),
-                    profiles.keys().cloned().collect::<Vec<_>>().join(", "),
-                )
-            })?;
-            // Cycles are rejected when the policy is loaded; this bound only keeps a bug finite.
-            if chain.len() > profiles.len() {
-                break;
-            }
-            chain.push(profile);
-            next = profile.extends.as_deref();
-        }
-        let mut resolved =
-            Resolved { name: name.to_string(), default: SeccompAction::Allow, syscalls: BTreeMap::new() };
-        let mut default = None;
-        for profile in chain.iter().rev() {
-            default = profile.default.or(default);
-            let mut own: BTreeMap<&str, Entry> = BTreeMap::new();
-            let lists = [
-                (&profile.allow, SeccompAction::Allow, false),
-                (&profile.deny, SeccompAction::Deny, false),
-                (&profile.deny_dangerous, SeccompAction::Deny, true),
-            ];
-            for (names, action, dangerous) in lists {
-                for syscall in names {
-                    let entry = own.entry(syscall.as_str()).or_insert(Entry {
-                        base: action,
-                        conditions: Vec::new(),
-                        dangerous,
-                    });
-                    // Named in two lists of one profile: the stronger answer.
-                    if strength(action) > strength(entry.base) {
-                        entry.base = action;
-                    }
-                    entry.dangerous |= dangerous;
-                }
-            }
-            // Conditions add to the inherited ones, unless this profile's lists name the call anew.
-            for (syscall, conditions) in &profile.conditional {
-                let inherited = resolved.syscalls.get(syscall.as_str()).cloned();
-                let entry = own.entry(syscall.as_str()).or_insert_with(|| {
-                    inherited.unwrap_or(Entry {
-                        base: default.unwrap_or(SeccompAction::Allow),
-                        conditions: Vec::new(),
-                        dangerous: false,
-                    })
-                });
-                entry.conditions.extend(conditions.iter().cloned());
-            }
-            for (syscall, entry) in own {
-                resolved.syscalls.insert(syscall.to_string(), entry);
-            }
-        }
-        resolved.default = default.unwrap_or(SeccompAction::Allow);
-        for syscall in ALWAYS_DENIED {
-            resolved.syscalls.insert(
-                syscall.to_string(),
-                Entry { base: SeccompAction::Deny, conditions: Vec::new(), dangerous: true },
-            );
-        }
-        Ok(resolved)
+        resolve(&self.model.seccomp_profiles, name)
     }
+
+    /// The sandbox profile `name` (`syscall_profiles`), resolved as [`Policy::seccomp_profile`] does.
+    ///
+    /// # Errors
+    /// No such profile.
+    pub fn syscall_profile(&self, name: &str) -> Result<Resolved, SeccompError> {
+        resolve(&self.model.syscall_profiles, name)
+    }
+}
+
+fn resolve(profiles: &BTreeMap<String, SeccompProfile>, name: &str) -> Result<Resolved, SeccompError> {
+    let mut chain: Vec<&SeccompProfile> = Vec::new();
+    let mut next = Some(name);
+    while let Some(current) = next {
+        let profile = profiles.get(current).ok_or_else(|| {
+            SeccompError::Unknown(
+                current.to_string(),
+                profiles.keys().cloned().collect::<Vec<_>>().join(", "),
+            )
+        })?;
+        // Cycles are rejected when the policy is loaded; this bound only keeps a bug finite.
+        if chain.len() > profiles.len() {
+            break;
+        }
+        chain.push(profile);
+        next = profile.extends.as_deref();
+    }
+    let mut resolved =
+        Resolved { name: name.to_string(), default: SeccompAction::Allow, syscalls: BTreeMap::new() };
+    let mut default = None;
+    for profile in chain.iter().rev() {
+        default = profile.default.or(default);
+        let mut own: BTreeMap<&str, Entry> = BTreeMap::new();
+        let lists = [
+            (&profile.allow, SeccompAction::Allow, false),
+            (&profile.deny, SeccompAction::Deny, false),
+            (&profile.deny_dangerous, SeccompAction::Deny, true),
+        ];
+        for (names, action, dangerous) in lists {
+            for syscall in names {
+                let entry = own.entry(canonical(syscall)).or_insert(Entry {
+                    base: action,
+                    conditions: Vec::new(),
+                    dangerous,
+                });
+                // Named in two lists of one profile: the stronger answer.
+                if strength(action) > strength(entry.base) {
+                    entry.base = action;
+                }
+                entry.dangerous |= dangerous;
+            }
+        }
+        // Conditions add to the inherited ones, unless this profile's lists name the call anew.
+        for (syscall, conditions) in &profile.conditional {
+            let syscall = canonical(syscall);
+            let inherited = resolved.syscalls.get(syscall).cloned();
+            let entry = own.entry(syscall).or_insert_with(|| {
+                inherited.unwrap_or(Entry {
+                    base: default.unwrap_or(SeccompAction::Allow),
+                    conditions: Vec::new(),
+                    dangerous: false,
+                })
+            });
+            entry.conditions.extend(conditions.iter().cloned());
+        }
+        for (syscall, entry) in own {
+            resolved.syscalls.insert(syscall.to_string(), entry);
+        }
+    }
+    resolved.default = default.unwrap_or(SeccompAction::Allow);
+    for syscall in ALWAYS_DENIED {
+        resolved.syscalls.insert(
+            syscall.to_string(),
+            Entry { base: SeccompAction::Deny, conditions: Vec::new(), dangerous: true },
+        );
+    }
+    Ok(resolved)
 }
 
 /// `(args[arg] & mask) == value`, as one comparison.
@@ -338,6 +369,20 @@ impl Resolved {
     /// # Errors
     /// Conditions too complex, or a profile that denies what the launcher needs before the exec.
     pub fn compile(&self, notify: bool) -> Result<Compiled, SeccompError> {
+        self.compile_for(notify, &LAUNCHER_NEEDS, "the launcher (to hand over the audit channel, then exec)")
+    }
+
+    /// As [`Resolved::compile`], for a caller that needs `needs` between installing the filters and
+    /// its exec (`who` names it in the error).
+    ///
+    /// # Errors
+    /// Conditions too complex, or a profile that denies one of `needs`.
+    pub fn compile_for(
+        &self,
+        notify: bool,
+        needs: &[&'static str],
+        who: &'static str,
+    ) -> Result<Compiled, SeccompError> {
         let mut absent_here = Vec::new();
         let mut numbered: Vec<(i64, &Entry)> = Vec::new();
         for (syscall, entry) in &self.syscalls {
@@ -346,13 +391,13 @@ impl Resolved {
                 None => absent_here.push(syscall.clone()),
             }
         }
-        for needed in LAUNCHER_NEEDS {
+        for &needed in needs {
             let denied = match self.syscalls.get(needed) {
                 Some(entry) => entry.at_least(strength(SeccompAction::Deny)).is_none_or(|d| !d.is_empty()),
                 None => strength(self.default) >= strength(SeccompAction::Deny),
             };
             if denied {
-                return Err(SeccompError::LauncherNeeds { profile: self.name.clone(), syscall: needed });
+                return Err(SeccompError::LauncherNeeds { profile: self.name.clone(), syscall: needed, who });
             }
         }
         let backend = |source| SeccompError::Backend { profile: self.name.clone(), source };
@@ -437,14 +482,25 @@ fn to_user_notification(program: &mut BpfProgram) {
 /// # Errors
 /// A name that is no system call anywhere, with its line and column.
 pub fn validate_names(policy: &Policy) -> Result<(), PolicyError> {
-    for (name, profile) in &policy.model.seccomp_profiles {
+    for (section, profiles) in policy.seccomp_sections() {
+        validate_section_names(policy, section, profiles)?;
+    }
+    Ok(())
+}
+
+fn validate_section_names(
+    policy: &Policy,
+    section: &str,
+    profiles: &BTreeMap<String, SeccompProfile>,
+) -> Result<(), PolicyError> {
+    for (name, profile) in profiles {
         let lists =
             [("allow", &profile.allow), ("deny", &profile.deny), ("deny_dangerous", &profile.deny_dangerous)];
         for (list, names) in lists {
             for (i, syscall) in names.iter().enumerate() {
                 if known(syscall) == Known::Nowhere {
                     return Err(policy.error_at(
-                        format!("seccomp_profiles.{name}.{list}[{i}]"),
+                        format!("{section}.{name}.{list}[{i}]"),
                         format!("`{syscall}` is not a system call on x86_64 or aarch64"),
                     ));
                 }
@@ -453,7 +509,7 @@ pub fn validate_names(policy: &Policy) -> Result<(), PolicyError> {
         for syscall in profile.conditional.keys() {
             if known(syscall) == Known::Nowhere {
                 return Err(policy.error_at(
-                    format!("seccomp_profiles.{name}.conditional.{syscall}"),
+                    format!("{section}.{name}.conditional.{syscall}"),
                     format!("`{syscall}` is not a system call on x86_64 or aarch64"),
                 ));
             }

@@ -1,0 +1,829 @@
+//! `sentra python`: agent-written Python in a sandbox the policy's `profiles` describe.
+//!
+//! Each run gets new mount, PID, IPC, UTS, network (loopback only) and user namespaces, a root with
+//! only the interpreter's runtime and the profile's paths in it, Landlock over the same paths, the
+//! profile's seccomp filter (denials answered `EPERM` by the runner and recorded as violations), a
+//! cgroup leaf with memory, swap, process and CPU limits, a wall-clock timeout that kills the whole
+//! run, capped output, no capabilities, no new privileges and a clean environment. See [`child`] for
+//! the order of the steps and [`supervise`] for what the runner does while it runs.
+
+mod child;
+pub mod limits;
+mod observe;
+mod supervise;
+
+use std::{
+    collections::BTreeMap,
+    ffi::CString,
+    io::Write as _,
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use crate::{
+    audit::{self, Record},
+    policy::{
+        Policy,
+        model::{SeccompAction, SyscallCondition},
+        sandbox::{self as model, Limits, NetworkDefault, SandboxProfile},
+        seccomp::Entry,
+    },
+};
+
+/// What the runner calls between installing the filters and the exec (the listener handshake, the
+/// exit on failure): a profile must allow them.
+pub const SANDBOX_NEEDS: [&str; 3] = ["read", "write", "exit_group"];
+
+/// `CLONE_THREAD` (include/uapi/linux/sched.h): a thread, not a process.
+const CLONE_THREAD: u64 = 0x0001_0000;
+
+/// The original project's request (JSON on stdin).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    pub code: String,
+    pub profile: Option<String>,
+    pub cwd: Option<String>,
+    pub fs_read_allow: Option<Vec<String>>,
+    pub fs_write_allow: Option<Vec<String>>,
+    pub timeout_sec: Option<u64>,
+    pub mem_max_mb: Option<u64>,
+    pub pids_max: Option<u32>,
+    pub max_stdout_bytes: Option<u64>,
+    pub max_stderr_bytes: Option<u64>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// What the interpreter runs.
+#[derive(Debug, Clone)]
+pub enum Program {
+    Code(String),
+    Module(String),
+    /// A script, read inside the sandbox (it must be in a readable path there).
+    File(String),
+}
+
+/// One sandbox run as asked: a profile (or capability), the program, and what the request narrows.
+#[derive(Debug, Clone, Default)]
+pub struct Invocation {
+    pub profile: Option<String>,
+    pub capability: Option<String>,
+    pub program: Option<Program>,
+    pub args: Vec<String>,
+    /// `-u`: unbuffered output.
+    pub unbuffered: bool,
+    pub cwd: Option<String>,
+    pub read_allow: Option<Vec<String>>,
+    pub write_allow: Option<Vec<String>>,
+    pub timeout_sec: Option<u64>,
+    pub mem_max_mb: Option<u64>,
+    pub pids_max: Option<u32>,
+    pub max_stdout_bytes: Option<u64>,
+    pub max_stderr_bytes: Option<u64>,
+    pub env: BTreeMap<String, String>,
+    /// The sandbox's uid on the host (a name or number) [default: `nobody`].
+    pub user: Option<String>,
+}
+
+impl From<Request> for Invocation {
+    fn from(r: Request) -> Self {
+        Self {
+            profile: r.profile,
+            program: Some(Program::Code(r.code)),
+            cwd: r.cwd,
+            read_allow: r.fs_read_allow,
+            write_allow: r.fs_write_allow,
+            timeout_sec: r.timeout_sec,
+            mem_max_mb: r.mem_max_mb,
+            pids_max: r.pids_max,
+            max_stdout_bytes: r.max_stdout_bytes,
+            max_stderr_bytes: r.max_stderr_bytes,
+            env: r.env,
+            ..Self::default()
+        }
+    }
+}
+
+/// One thing the sandbox refused or a limit that fired.
+#[derive(Debug, Clone, Serialize)]
+pub struct Violation {
+    /// `syscall` or `limit`.
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscall: Option<String>,
+    /// `timeout`, `memory`, `pids`, `stdout`, `stderr`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<&'static str>,
+    /// The host pid of the (first) process (syscalls).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// How many times (the same system call denied again is counted here, not listed again).
+    pub count: u64,
+    /// The path a file violation named (as the sandbox sees it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub detail: String,
+}
+
+/// The original project's response (JSON on stdout), with what Sentra adds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Response {
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub wall_time_ms: u64,
+    pub peak_mem_mb: Option<f64>,
+    pub timed_out: bool,
+    pub oom_killed: bool,
+    pub truncated: bool,
+    pub code_sha256: Option<String>,
+    pub violations: Vec<Violation>,
+    /// Violations beyond the first [`supervise::MAX_VIOLATIONS`], counted.
+    pub violations_dropped: u64,
+    pub profile: String,
+    /// How much of the Landlock ruleset the kernel enforces: `full`, `partial`, `none`.
+    pub landlock: String,
+    /// The limit that ended the run, if one did.
+    pub limit: Option<&'static str>,
+}
+
+/// A run, resolved from the policy and the invocation.
+#[derive(Debug)]
+pub struct Plan {
+    pub profile: String,
+    pub limits: Limits,
+    pub code_sha256: Option<String>,
+    child: child::ChildPlan,
+    /// The profile's syscall profile, if it names one.
+    seccomp: Option<String>,
+    watch: observe::Watch,
+}
+
+fn narrowed(asked: Option<u64>, allowed: u64, key: &str) -> anyhow::Result<u64> {
+    match asked {
+        Some(v) if v > allowed => {
+            bail!("{key} {v} is above the profile's {allowed}; a request may only lower limits")
+        }
+        Some(0) => bail!("{key} must be at least 1"),
+        Some(v) => Ok(v),
+        None => Ok(allowed),
+    }
+}
+
+/// Paths a request names must lie within the profile's (a request narrows, never widens).
+fn within(asked: Option<&Vec<String>>, allowed: &[String], key: &str) -> anyhow::Result<Vec<String>> {
+    let Some(asked) = asked else { return Ok(allowed.to_vec()) };
+    for path in asked {
+        let ok = path.starts_with('/')
+            && !path.split('/').any(|c| c == "..")
+            && allowed.iter().any(|a| Path::new(path).starts_with(a));
+        if !ok {
+            bail!("{key}: {path} is not within the profile's {key} ({})", allowed.join(", "));
+        }
+    }
+    Ok(asked.clone())
+}
+
+/// The profile's name: asked, through a capability, or the policy's only/`python_sandbox` profile.
+fn choose<'a>(policy: &'a Policy, invocation: &Invocation) -> anyhow::Result<(String, &'a SandboxProfile)> {
+    let profiles = &policy.model.profiles;
+    let name = if let Some(cap) = &invocation.capability {
+        let capability = policy.model.capabilities.get(cap).with_context(|| {
+            format!(
+                "no capability named `{cap}` in {} (it defines: {})",
+                policy.file.display(),
+                policy.model.capabilities.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?;
+        if invocation.profile.as_ref().is_some_and(|p| p != &capability.profile) {
+            bail!("capability `{cap}` runs profile `{}`, not the one asked", capability.profile);
+        }
+        let mut used: Vec<String> = Vec::new();
+        match &invocation.program {
+            Some(Program::Code(_)) => used.push("-c".into()),
+            Some(Program::Module(_)) => used.push("-m".into()),
+            Some(Program::File(file)) => used.push(file.clone()),
+            None => {}
+        }
+        if invocation.unbuffered {
+            used.push("-u".into());
+        }
+        for argument in used {
+            if !capability.allows(&argument) {
+                bail!(
+                    "capability `{cap}` does not allow `{argument}` (allowed_python_argv: {})",
+                    capability.allowed_python_argv.join(", ")
+                );
+            }
+        }
+        capability.profile.clone()
+    } else if let Some(name) = &invocation.profile {
+        name.clone()
+    } else if profiles.len() == 1 {
+        profiles.keys().next().cloned().unwrap_or_default()
+    } else if profiles.contains_key("python_sandbox") {
+        "python_sandbox".to_string()
+    } else {
+        bail!(
+            "{} defines {} sandbox profiles; name one with --profile ({})",
+            policy.file.display(),
+            profiles.len(),
+            profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    };
+    let profile = profiles.get(&name).with_context(|| {
+        format!(
+            "no sandbox profile named `{name}` in {} (it defines: {})",
+            policy.file.display(),
+            profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    Ok((name, profile))
+}
+
+/// The directories the interpreter's own code lives in: the system library directories and the
+/// `lib` beside its `bin` (a Python built into its own prefix).
+fn runtime(python: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = ["/lib", "/lib64", "/lib32", "/usr/lib", "/usr/lib64", "/etc/ld.so.cache", "/etc/localtime"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    if let Some(prefix) = python.parent().and_then(Path::parent) {
+        paths.push(prefix.join("lib"));
+    }
+    paths.push(python.to_path_buf());
+    paths
+}
+
+/// The devices a program expects.
+const DEVICES: [&str; 5] = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"];
+
+/// Resolves a run.
+///
+/// # Errors
+/// No such profile or capability, a request that widens the profile, an interpreter that is not
+/// there, or a syscall profile that cannot be compiled.
+pub fn plan(policy: &Policy, invocation: &Invocation) -> anyhow::Result<Plan> {
+    let (name, profile) = choose(policy, invocation)?;
+    if profile.default_network == NetworkDefault::Allow {
+        bail!(
+            "profile `{name}`: default_network: allow is not supported yet (a sandbox's network is its own loopback); set it to deny"
+        );
+    }
+    let base = profile.limits_defaults.resolve();
+    let limits = Limits {
+        timeout_sec: narrowed(invocation.timeout_sec, base.timeout_sec, "timeout_sec")?,
+        cpu_max_percent: base.cpu_max_percent,
+        mem_max_mb: narrowed(invocation.mem_max_mb, base.mem_max_mb, "mem_max_mb")?,
+        pids_max: u32::try_from(narrowed(
+            invocation.pids_max.map(u64::from),
+            u64::from(base.pids_max),
+            "pids_max",
+        )?)
+        .unwrap_or(base.pids_max),
+        max_stdout_bytes: narrowed(invocation.max_stdout_bytes, base.max_stdout_bytes, "max_stdout_bytes")?,
+        max_stderr_bytes: narrowed(invocation.max_stderr_bytes, base.max_stderr_bytes, "max_stderr_bytes")?,
+    };
+    let fs = &profile.fs_defaults;
+    let read_allow = within(invocation.read_allow.as_ref(), &fs.read_allow, "fs_read_allow")?;
+    let write_allow = within(invocation.write_allow.as_ref(), &fs.write_allow, "fs_write_allow")?;
+    let cwd = match &invocation.cwd {
+        Some(cwd) => {
+            let all: Vec<String> = read_allow.iter().chain(&write_allow).cloned().collect();
+            within(Some(&vec![cwd.clone()]), &all, "cwd")?;
+            cwd.clone()
+        }
+        None => fs.cwd.clone().unwrap_or_else(|| "/".into()),
+    };
+    let python_bin = profile.python_bin.as_deref().unwrap_or(model::DEFAULT_PYTHON);
+    let python = std::fs::canonicalize(python_bin)
+        .with_context(|| format!("profile `{name}`: the interpreter {python_bin} is not there"))?;
+
+    let mut binds = Vec::new();
+    let mut symlinks = Vec::new();
+    let mut landlock_read = Vec::new();
+    for path in runtime(&python) {
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                if let Ok(target) = std::fs::read_link(&path) {
+                    symlinks.push((path.clone(), target));
+                }
+            }
+            Ok(_) => binds.push(child::Bind {
+                source: path.clone(),
+                target: path.clone(),
+                writable: false,
+                device: false,
+            }),
+            Err(_) => continue,
+        }
+        landlock_read.push(path);
+    }
+    for device in DEVICES {
+        let path = PathBuf::from(device);
+        if path.exists() {
+            binds.push(child::Bind {
+                source: path.clone(),
+                target: path.clone(),
+                writable: false,
+                device: true,
+            });
+            landlock_read.push(path);
+        }
+    }
+    for path in &read_allow {
+        let path = PathBuf::from(path);
+        if path.exists() {
+            binds.push(child::Bind {
+                source: path.clone(),
+                target: path.clone(),
+                writable: false,
+                device: false,
+            });
+            landlock_read.push(path);
+        }
+    }
+    let identity = match (&invocation.user, nix::unistd::geteuid().is_root()) {
+        (_, false) => bail!(
+            "sentra python runs as root: it creates the sandbox's cgroup and namespaces, then runs the code as an unprivileged user"
+        ),
+        (Some(user), true) => crate::launch::Identity::lookup(user)?,
+        (None, true) => {
+            crate::launch::Identity::lookup("nobody").or_else(|_| crate::launch::Identity::lookup("65534"))?
+        }
+    };
+    if identity.uid == 0 {
+        bail!("the sandbox does not run code as root; pass --user with an unprivileged user");
+    }
+    let mut landlock_write = Vec::new();
+    for path in &write_allow {
+        let path = PathBuf::from(path);
+        if !path.exists() && path.parent().is_some_and(Path::is_dir) {
+            // A writable directory that is not there yet is made for the sandbox's user.
+            std::fs::create_dir(&path).with_context(|| path.display().to_string())?;
+            std::os::unix::fs::chown(&path, Some(identity.uid), Some(identity.gid))?;
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        }
+        if path.exists() {
+            binds.push(child::Bind {
+                source: path.clone(),
+                target: path.clone(),
+                writable: true,
+                device: false,
+            });
+            landlock_write.push(path);
+        }
+    }
+    // Parents before children, so that a child path is bound on top of its parent's bind.
+    binds.sort_by_key(|b| b.target.components().count());
+    let hide: Vec<PathBuf> = fs
+        .protected_deny
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.exists() && binds.iter().any(|b| p != &b.target && p.starts_with(&b.target)))
+        .collect();
+    let cwd = PathBuf::from(cwd);
+    landlock_read.push(cwd.clone());
+    landlock_read.push(PathBuf::from("/proc"));
+
+    let mut argv = vec![python_bin.to_string(), "-s".to_string()];
+    if invocation.unbuffered {
+        argv.push("-u".into());
+    }
+    let code_sha256 = match &invocation.program {
+        Some(Program::Code(code)) => {
+            argv.extend(["-c".to_string(), code.clone()]);
+            Some(hex(&sha2::Sha256::digest(code.as_bytes())))
+        }
+        Some(Program::Module(module)) => {
+            argv.extend(["-m".to_string(), module.clone()]);
+            None
+        }
+        Some(Program::File(file)) => {
+            argv.push(file.clone());
+            None
+        }
+        None => bail!("nothing to run: give -c CODE, -m MODULE or FILE.py"),
+    };
+    argv.extend(invocation.args.iter().cloned());
+    let mut env: BTreeMap<String, String> = BTreeMap::from([
+        ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+        ("HOME".into(), cwd.display().to_string()),
+        ("LANG".into(), "C.UTF-8".into()),
+        ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
+    ]);
+    for (key, value) in &invocation.env {
+        if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
+            bail!("env: `{key}` is not a usable variable");
+        }
+        env.insert(key.clone(), value.clone());
+    }
+    let cstring = |s: &str| CString::new(s).with_context(|| format!("`{s}` has a NUL byte"));
+    let mut resolved = match &profile.syscall_profile {
+        Some(syscalls) => policy.syscall_profile(syscalls)?,
+        None => crate::policy::seccomp::Resolved {
+            name: "(none)".into(),
+            default: SeccompAction::Allow,
+            syscalls: crate::policy::seccomp::ALWAYS_DENIED
+                .iter()
+                .map(|s| {
+                    (
+                        (*s).to_string(),
+                        Entry { base: SeccompAction::Deny, conditions: Vec::new(), dangerous: true },
+                    )
+                })
+                .collect(),
+        },
+    };
+    spawn_rules(&mut resolved.syscalls, profile.deny_spawn_processes);
+    let calls = observe::apply(&mut resolved);
+    let filters =
+        resolved.compile_for(true, &SANDBOX_NEEDS, "the sandbox runner (the listener handshake)")?;
+    let seccomp = profile.syscall_profile.clone();
+    let mut watch_read: Vec<PathBuf> = landlock_read.clone();
+    watch_read.extend(landlock_write.iter().cloned());
+    watch_read.extend(symlinks.iter().map(|(link, _)| link.clone()));
+    let mut watch_write = landlock_write.clone();
+    watch_write.extend(DEVICES.iter().map(PathBuf::from));
+    let watch = observe::Watch {
+        calls,
+        read: watch_read,
+        write: watch_write,
+        prefix: python.parent().and_then(Path::parent).map(Path::to_path_buf),
+    };
+    let root = std::env::temp_dir().join(format!("sentra-sandbox-{}-{}", std::process::id(), nanos()));
+    let child = child::ChildPlan {
+        root,
+        binds,
+        symlinks,
+        hide,
+        cwd,
+        own_network: true,
+        uid: identity.uid,
+        gid: identity.gid,
+        landlock_read,
+        landlock_write,
+        filters: filters.filters.into_iter().map(|(_, p)| p).collect(),
+        exec: CString::new(python.as_os_str().as_bytes())?,
+        argv: argv.iter().map(|a| cstring(a)).collect::<anyhow::Result<_>>()?,
+        envp: env.iter().map(|(k, v)| cstring(&format!("{k}={v}"))).collect::<anyhow::Result<_>>()?,
+    };
+    Ok(Plan { profile: name, limits, code_sha256, child, seccomp, watch })
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+        use std::fmt::Write as _;
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+/// `deny_spawn_processes`: no process creation or exec (threads stay). Every denial goes to the
+/// runner, and `execve` always does: the runner lets the interpreter's own exec through (the first,
+/// made by the runner's code before anything untrusted runs) and refuses every later one the
+/// profile does not allow.
+fn spawn_rules(syscalls: &mut BTreeMap<String, Entry>, deny_spawn: bool) {
+    let deny = || Entry { base: SeccompAction::Deny, conditions: Vec::new(), dangerous: true };
+    if deny_spawn {
+        for name in ["fork", "vfork", "execve", "execveat"] {
+            syscalls.insert(name.into(), deny());
+        }
+        // Threads stay possible: `clone` with CLONE_THREAD (clone3 answers ENOSYS, so libc uses clone).
+        syscalls.insert(
+            "clone".into(),
+            Entry {
+                base: SeccompAction::Deny,
+                conditions: vec![SyscallCondition {
+                    arg: 0,
+                    mask: CLONE_THREAD,
+                    value: CLONE_THREAD,
+                    action: SeccompAction::Allow,
+                }],
+                dangerous: true,
+            },
+        );
+    } else if syscalls
+        .get("execve")
+        .is_some_and(|e| e.base != SeccompAction::Allow || !e.conditions.is_empty())
+    {
+        syscalls.insert("execve".into(), deny());
+    }
+}
+
+/// Where the run's records go: the controller (the one writer of the audit log), or a file when the
+/// runner was given one.
+pub enum Sink {
+    Controller,
+    File(audit::AuditLog),
+}
+
+impl Sink {
+    fn write(&self, record: &Record) {
+        match self {
+            Self::Controller => crate::launch::report(record),
+            Self::File(log) => {
+                if let Err(err) = log.write(record) {
+                    eprintln!("sentra python: audit record not written ({err}): {}", record.event);
+                }
+            }
+        }
+    }
+}
+
+fn record(
+    event: &str,
+    decision: Option<&'static str>,
+    reason: Option<String>,
+    detail: serde_json::Value,
+) -> Record {
+    Record {
+        timestamp: audit::now(),
+        event: event.into(),
+        layer: "sandbox",
+        decision,
+        reason,
+        detail: Some(detail),
+        ..Record::default()
+    }
+}
+
+/// Runs the plan to its end and says how it went; the run's cgroup, mounts and processes are gone
+/// when this returns.
+///
+/// # Errors
+/// The sandbox could not be set up (nothing ran).
+pub fn run(plan: &Plan, sink: &Sink) -> anyhow::Result<Response> {
+    let threads = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        s.lines().find_map(|l| l.strip_prefix("Threads:").and_then(|v| v.trim().parse::<u32>().ok()))
+    });
+    if threads != Some(1) {
+        bail!("the sandbox runner must be single-threaded when it clones (it has {threads:?} threads)");
+    }
+    let leaf = limits::Leaf::create(&plan.limits)?;
+    std::fs::create_dir(&plan.child.root).with_context(|| plan.child.root.display().to_string())?;
+    let root_dir = RemoveDir(plan.child.root.clone());
+    sink.write(&record(
+        "sandbox_exec",
+        Some("allowed"),
+        None,
+        serde_json::json!({
+            "profile": plan.profile,
+            "code_sha256": plan.code_sha256,
+            "limits": plan.limits,
+            "syscall_profile": plan.seccomp,
+            "python": plan.child.exec.to_string_lossy(),
+            "cwd": plan.child.cwd,
+            "uid": plan.child.uid,
+            "cgroup": leaf.path(),
+        }),
+    ));
+    let started = std::time::Instant::now();
+    let outcome = supervise::start_and_watch(&plan.child, &leaf, &plan.limits, &plan.watch);
+    drop(root_dir);
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            sink.write(&record(
+                "sandbox_exit",
+                Some("denied"),
+                Some(format!("{err:#}")),
+                serde_json::json!({ "profile": plan.profile, "setup_failed": true }),
+            ));
+            return Err(err);
+        }
+    };
+    let usage = leaf.usage();
+    drop(leaf);
+    let mut violations = outcome.violations;
+    let mut limit = outcome.limit;
+    if usage.oom_kills > 0 {
+        limit = limit.or(Some("memory"));
+        violations.push(Violation {
+            kind: "limit",
+            syscall: None,
+            limit: Some("memory"),
+            pid: None,
+            count: 1,
+            path: None,
+            detail: format!("{} OOM kill(s) at mem_max_mb {}", usage.oom_kills, plan.limits.mem_max_mb),
+        });
+    }
+    if usage.pids_refused > 0 {
+        limit = limit.or(Some("pids"));
+        violations.push(Violation {
+            kind: "limit",
+            syscall: None,
+            limit: Some("pids"),
+            pid: None,
+            count: 1,
+            path: None,
+            detail: format!("{} fork(s) refused at pids_max {}", usage.pids_refused, plan.limits.pids_max),
+        });
+    }
+    #[expect(clippy::cast_precision_loss, reason = "megabytes for people; exact to far beyond any limit")]
+    let peak_mem_mb = usage.peak_bytes.map(|b| (b as f64 / f64::from(1u32 << 20) * 10.0).round() / 10.0);
+    let response = Response {
+        exit_code: outcome.exit_code,
+        stdout: String::from_utf8_lossy(&outcome.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&outcome.stderr).into_owned(),
+        wall_time_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        peak_mem_mb,
+        timed_out: outcome.timed_out,
+        oom_killed: usage.oom_kills > 0,
+        truncated: outcome.truncated,
+        code_sha256: plan.code_sha256.clone(),
+        violations,
+        violations_dropped: outcome.violations_dropped,
+        profile: plan.profile.clone(),
+        landlock: outcome.landlock,
+        limit,
+    };
+    for violation in &response.violations {
+        let mut rec = record(
+            "sandbox_violation",
+            Some("denied"),
+            Some(violation.detail.clone()),
+            serde_json::json!({ "profile": plan.profile, "code_sha256": plan.code_sha256, "violation": violation }),
+        );
+        rec.rule_id = Some(format!("sandbox:{}", plan.profile));
+        if let Some(pid) = violation.pid {
+            rec.set_process(pid);
+        }
+        sink.write(&rec);
+    }
+    sink.write(&record(
+        "sandbox_exit",
+        None,
+        None,
+        serde_json::json!({
+            "profile": plan.profile,
+            "code_sha256": plan.code_sha256,
+            "exit_code": response.exit_code,
+            "wall_time_ms": response.wall_time_ms,
+            "peak_mem_mb": response.peak_mem_mb,
+            "timed_out": response.timed_out,
+            "oom_killed": response.oom_killed,
+            "truncated": response.truncated,
+            "limit": response.limit,
+            "violations": response.violations.len() as u64 + response.violations_dropped,
+            "landlock": response.landlock,
+        }),
+    ));
+    Ok(response)
+}
+
+/// Removes the (empty) mount point of the sandbox's root once the run is over.
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// An owned descriptor from a raw one just returned by the kernel.
+fn owned(fd: i64) -> anyhow::Result<OwnedFd> {
+    let fd = i32::try_from(fd).context("descriptor out of range")?;
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    // SAFETY: a descriptor the kernel just returned, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn raw(fd: &OwnedFd) -> i32 {
+    fd.as_raw_fd()
+}
+
+/// `sentra python`'s command line.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "sentra python",
+    about = "Run Python in the policy's sandbox: namespaces, a minimal root, Landlock, seccomp, cgroup limits",
+    after_help = "With --request, a JSON request ({\"code\": …, \"profile\": …, …}) is read from stdin and a JSON response written to stdout."
+)]
+pub struct Cli {
+    /// The policy [default: $SENTRA_POLICY, then /etc/sentra/policy.yaml].
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// A `profiles` entry [default: the policy's only profile, or `python_sandbox`].
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// A `capabilities` entry (limits the interpreter's arguments).
+    #[arg(long, conflicts_with = "profile")]
+    pub capability: Option<String>,
+    /// The sandbox's user on the host [default: nobody].
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Write audit records to this file instead of sending them to the controller.
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    /// Read a JSON request on stdin, write a JSON response on stdout.
+    #[arg(long, conflicts_with_all = ["code", "module"])]
+    pub request: bool,
+    /// Print the JSON response (with -c/-m/FILE) instead of passing the output through.
+    #[arg(long)]
+    pub json: bool,
+    /// Program passed in as a string.
+    #[arg(short = 'c', conflicts_with = "module")]
+    pub code: Option<String>,
+    /// Library module run as a script.
+    #[arg(short = 'm')]
+    pub module: Option<String>,
+    /// Unbuffered output.
+    #[arg(short = 'u')]
+    pub unbuffered: bool,
+    /// Lower the profile's timeout (seconds).
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Lower the profile's memory limit (MB).
+    #[arg(long)]
+    pub mem: Option<u64>,
+    /// FILE.py (unless -c or -m) and the arguments the program gets.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+/// Runs `sentra python`; the exit code is the program's (126: the sandbox could not run it).
+#[must_use]
+pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
+    use clap::Parser as _;
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() { 2 } else { 0 };
+        }
+    };
+    match main_with(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("sentra python: {err:#}");
+            126
+        }
+    }
+}
+
+fn main_with(cli: Cli) -> anyhow::Result<i32> {
+    let path = cli
+        .policy
+        .clone()
+        .or_else(|| std::env::var_os("SENTRA_POLICY").filter(|v| !v.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(crate::shell::gate::DEFAULT_POLICY));
+    let policy = Policy::load(&path)?;
+    let mut invocation = if cli.request {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+        let request: Request = serde_json::from_str(&text).context("the request on stdin")?;
+        Invocation::from(request)
+    } else {
+        let mut args = cli.args.clone();
+        let program = match (&cli.code, &cli.module) {
+            (Some(code), _) => Program::Code(code.clone()),
+            (None, Some(module)) => Program::Module(module.clone()),
+            (None, None) if !args.is_empty() => Program::File(args.remove(0)),
+            (None, None) => bail!("nothing to run: give -c CODE, -m MODULE or FILE.py"),
+        };
+        Invocation { program: Some(program), args, ..Invocation::default() }
+    };
+    invocation.profile = cli.profile.clone().or(invocation.profile);
+    invocation.capability.clone_from(&cli.capability);
+    invocation.user.clone_from(&cli.user);
+    invocation.unbuffered |= cli.unbuffered;
+    invocation.timeout_sec = cli.timeout.or(invocation.timeout_sec);
+    invocation.mem_max_mb = cli.mem.or(invocation.mem_max_mb);
+    let plan = plan(&policy, &invocation)?;
+    let sink = match &cli.log {
+        Some(log) => Sink::File(audit::AuditLog::open(log)?),
+        None => Sink::Controller,
+    };
+    let response = run(&plan, &sink)?;
+    if cli.request || cli.json {
+        println!("{}", serde_json::to_string(&response)?);
+        return Ok(0);
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(response.stdout.as_bytes())?;
+    out.flush()?;
+    eprint!("{}", response.stderr);
+    for violation in &response.violations {
+        eprintln!("sentra python: DENIED ({}): {}", plan.profile, violation.detail);
+    }
+    Ok(response.exit_code)
+}

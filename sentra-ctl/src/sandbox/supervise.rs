@@ -1,0 +1,370 @@
+//! The runner's side of a run: clone the sandbox's first process into its namespaces, put it in the
+//! run's cgroup, take its seccomp listener, then watch one `poll` loop until it is over: output (kept
+//! up to the limits, the rest drained and dropped, so a writer never blocks on a full pipe), the
+//! filter's notifications (each denial answered `EPERM` and recorded; the interpreter's own exec let
+//! through), the process's exit (its pidfd) and the wall-clock deadline (the whole cgroup and PID
+//! namespace killed).
+
+use std::{
+    io::Write as _,
+    os::fd::{AsRawFd as _, OwnedFd},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use super::{Violation, child, limits::Leaf, observe::Watch, owned, raw};
+use crate::policy::sandbox::Limits;
+
+/// Violations kept in a response; more are counted.
+pub const MAX_VIOLATIONS: usize = 64;
+
+/// How long output may keep coming after the sandbox's init exited (its namespace is being killed).
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// How a run ended.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub timed_out: bool,
+    pub truncated: bool,
+    pub violations: Vec<Violation>,
+    pub violations_dropped: u64,
+    pub landlock: String,
+    pub limit: Option<&'static str>,
+}
+
+impl Outcome {
+    fn violation(&mut self, violation: Violation) {
+        if let Some(same) = self.violations.iter_mut().find(|v| {
+            v.kind == violation.kind
+                && v.syscall == violation.syscall
+                && v.limit == violation.limit
+                && v.path == violation.path
+        }) {
+            same.count += 1;
+        } else if self.violations.len() < MAX_VIOLATIONS {
+            self.violations.push(violation);
+        } else {
+            self.violations_dropped += 1;
+        }
+    }
+}
+
+fn pipe() -> anyhow::Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+}
+
+/// Kills the sandbox's init (and so its PID namespace) unless disarmed.
+struct Reaper {
+    pid: i32,
+    armed: bool,
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if self.armed {
+            let pid = nix::unistd::Pid::from_raw(self.pid);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
+    }
+}
+
+/// One captured stream.
+struct Stream {
+    fd: Option<OwnedFd>,
+    cap: u64,
+    name: &'static str,
+}
+
+/// Starts the sandbox and watches it to its end.
+///
+/// # Errors
+/// The sandbox could not be set up (its first process said why, or could not be started).
+pub fn start_and_watch(
+    plan: &child::ChildPlan,
+    leaf: &Leaf,
+    limits: &Limits,
+    watch: &Watch,
+) -> anyhow::Result<Outcome> {
+    let (go_r, go_w) = pipe()?;
+    let (status_r, status_w) = pipe()?;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_PIDFD;
+    if plan.own_network {
+        flags |= libc::CLONE_NEWNET;
+    }
+    let mut pidfd: libc::c_int = -1;
+    // SAFETY: clone without CLONE_VM behaves as fork (the child gets a copy of this single-threaded
+    // process); with CLONE_PIDFD the kernel stores the pidfd through the parent_tid pointer, the
+    // third argument on x86_64 and aarch64 alike.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::c_ulong::try_from(flags | libc::SIGCHLD).unwrap_or(0),
+            0,
+            &raw mut pidfd,
+            0,
+            0,
+        )
+    };
+    if pid == 0 {
+        drop((go_w, status_r, out_r, err_r));
+        child::run(plan, child::Ends { go: go_r, status: status_w, stdout: out_w, stderr: err_w });
+    }
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error()).context("clone (namespaces for the sandbox)");
+    }
+    drop((go_r, status_w, out_w, err_w));
+    let pid = i32::try_from(pid).context("pid out of range")?;
+    let mut reaper = Reaper { pid, armed: true };
+    let pidfd = owned(pidfd.into())?;
+    let mut go = std::fs::File::from(go_w);
+    leaf.add(pid.unsigned_abs())?;
+    go.write_all(b"G")?;
+
+    let deadline = Instant::now() + Duration::from_secs(limits.timeout_sec);
+    let execve = crate::policy::seccomp::number("execve");
+    let mut outcome = Outcome { landlock: "none".into(), ..Outcome::default() };
+    let mut status = Some(status_r);
+    let mut status_text = Vec::new();
+    let mut listener: Option<OwnedFd> = None;
+    let mut exec_let_through = false;
+    let mut streams = [
+        Stream { fd: Some(out_r), cap: limits.max_stdout_bytes, name: "stdout" },
+        Stream { fd: Some(err_r), cap: limits.max_stderr_bytes, name: "stderr" },
+    ];
+    let mut exited: Option<Instant> = None;
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let open_streams = streams.iter().any(|s| s.fd.is_some());
+        if let Some(at) = exited
+            && (!open_streams || at.elapsed() > DRAIN_GRACE)
+        {
+            break;
+        }
+        let now = Instant::now();
+        if exited.is_none() && now >= deadline && !outcome.timed_out {
+            outcome.timed_out = true;
+            outcome.limit = Some("timeout");
+            outcome.violation(Violation {
+                kind: "limit",
+                syscall: None,
+                limit: Some("timeout"),
+                pid: None,
+                count: 1,
+                path: None,
+                detail: format!("killed at timeout_sec {}", limits.timeout_sec),
+            });
+            leaf.kill();
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        let mut polled: Vec<libc::pollfd> = Vec::with_capacity(5);
+        let mut roles = Vec::with_capacity(5);
+        let mut add = |fd: i32, role: u8| {
+            polled.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+            roles.push(role);
+        };
+        if exited.is_none() {
+            add(pidfd.as_raw_fd(), b'p');
+        }
+        if let Some(fd) = &status {
+            add(raw(fd), b's');
+        }
+        if let Some(fd) = &listener {
+            add(raw(fd), b'l');
+        }
+        for (i, stream) in streams.iter().enumerate() {
+            if let Some(fd) = &stream.fd {
+                add(raw(fd), b'0' + u8::try_from(i).unwrap_or(0));
+            }
+        }
+        let wait = if outcome.timed_out || exited.is_some() {
+            100
+        } else {
+            i32::try_from(deadline.saturating_duration_since(now).as_millis()).unwrap_or(i32::MAX).max(1)
+        };
+        // SAFETY: a valid array of pollfds of the length passed.
+        let ready = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, wait) };
+        if ready < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            bail!("poll: {}", std::io::Error::last_os_error());
+        }
+        for (entry, role) in polled.iter().zip(roles) {
+            if entry.revents == 0 {
+                continue;
+            }
+            match role {
+                b'p' => {
+                    exited = Some(Instant::now());
+                    outcome.exit_code = reap(pid);
+                    reaper.armed = false;
+                }
+                b's' => {
+                    let n = read(entry.fd, &mut buffer);
+                    if n == 0 {
+                        status = None;
+                    } else {
+                        status_text.extend_from_slice(&buffer[..n]);
+                        while let Some(end) = status_text.iter().position(|&b| b == b'\n') {
+                            let line: Vec<u8> = status_text.drain(..=end).collect();
+                            let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                            if let Some(state) = line.strip_prefix('K') {
+                                outcome.landlock = state.to_string();
+                            } else if let Some(fd) = line.strip_prefix('L') {
+                                let target: i64 = fd.parse().context("listener number")?;
+                                // SAFETY: pidfd_getfd(2) on a pidfd this process owns.
+                                let got = unsafe {
+                                    libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target, 0)
+                                };
+                                listener =
+                                    Some(owned(got).context("pidfd_getfd (the sandbox's seccomp listener)")?);
+                                go.write_all(b"T")?;
+                            } else if let Some(message) = line.strip_prefix('E') {
+                                bail!("setting up the sandbox: {message}");
+                            }
+                        }
+                    }
+                }
+                b'l' => {
+                    if entry.revents & libc::POLLIN == 0 {
+                        listener = None;
+                        continue;
+                    }
+                    if let Some(fd) = &listener
+                        && let Some(violation) = answer(fd, execve, pid, &mut exec_let_through, watch)
+                    {
+                        outcome.violation(violation);
+                    }
+                }
+                digit => {
+                    let stream = &mut streams[usize::from(digit - b'0')];
+                    let n = read(entry.fd, &mut buffer);
+                    if n == 0 {
+                        stream.fd = None;
+                        continue;
+                    }
+                    let kept =
+                        if stream.name == "stdout" { &mut outcome.stdout } else { &mut outcome.stderr };
+                    let room = usize::try_from(stream.cap).unwrap_or(usize::MAX).saturating_sub(kept.len());
+                    kept.extend_from_slice(&buffer[..n.min(room)]);
+                    if n > room && !outcome.truncated {
+                        outcome.truncated = true;
+                        outcome.violation(Violation {
+                            kind: "limit",
+                            syscall: None,
+                            limit: Some(stream.name),
+                            pid: None,
+                            count: 1,
+                            path: None,
+                            detail: format!(
+                                "{} cut at {} bytes; the rest was read and dropped",
+                                stream.name, stream.cap
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+fn read(fd: i32, buffer: &mut [u8]) -> usize {
+    // SAFETY: reads into a buffer of the length passed.
+    let n = unsafe { libc::read(fd, buffer.as_mut_ptr().cast(), buffer.len()) };
+    usize::try_from(n).unwrap_or(0)
+}
+
+/// The exit code of the sandbox's init: its status, or 128 + the signal that ended it.
+fn reap(pid: i32) -> i32 {
+    use nix::sys::wait::{WaitStatus, waitpid};
+    match waitpid(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(WaitStatus::Exited(_, code)) => code,
+        Ok(WaitStatus::Signaled(_, signal, _)) => 128 + signal as i32,
+        _ => -1,
+    }
+}
+
+/// Answers one notification: the interpreter's own exec and every watched call go on (a watched
+/// call that reaches outside is a violation); everything else fails with `EPERM` and is a violation.
+fn answer(
+    listener: &OwnedFd,
+    execve: Option<i64>,
+    init: i32,
+    exec_let_through: &mut bool,
+    watch: &Watch,
+) -> Option<Violation> {
+    // SAFETY: the kernel wants a zeroed struct (kernel/seccomp.c, seccomp_notify_recv).
+    let mut notification: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+    // SAFETY: the ioctl writes one seccomp_notif.
+    if unsafe { libc::ioctl(listener.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_RECV, &raw mut notification) }
+        != 0
+    {
+        return None;
+    }
+    let nr = notification.data.nr;
+    let first_exec = !*exec_let_through
+        && execve == Some(i64::from(nr))
+        && i32::try_from(notification.pid).is_ok_and(|p| p == init);
+    let watched = watch.calls.get(&i64::from(nr));
+    // Read before answering: the task waits, so its memory and descriptors are what it passed.
+    let outside = watched
+        .and_then(|call| super::observe::check(watch, call, notification.pid, &notification.data.args));
+    let valid = {
+        let id = notification.id;
+        // SAFETY: the ioctl reads one u64.
+        unsafe { libc::ioctl(listener.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &raw const id) == 0 }
+    };
+    let response = if first_exec || watched.is_some() {
+        *exec_let_through |= first_exec;
+        // Safe to continue: only the runner's own code has run in this process so far, so the
+        // arguments the kernel reads after this answer are the runner's (seccomp_unotify(2)).
+        libc::seccomp_notif_resp {
+            id: notification.id,
+            val: 0,
+            error: 0,
+            flags: u32::try_from(libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE).unwrap_or(1),
+        }
+    } else {
+        libc::seccomp_notif_resp { id: notification.id, val: 0, error: -libc::EPERM, flags: 0 }
+    };
+    // SAFETY: the ioctl reads one seccomp_notif_resp.
+    unsafe { libc::ioctl(listener.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SEND, &raw const response) };
+    if first_exec {
+        return None;
+    }
+    if let Some(call) = watched {
+        let (path, access) = outside.filter(|_| valid)?;
+        return Some(Violation {
+            kind: "file",
+            detail: format!(
+                "{access} outside the sandbox's paths: {path} ({}); the sandbox's mounts and Landlock refuse it",
+                call.name
+            ),
+            syscall: Some(call.name.to_string()),
+            limit: None,
+            pid: Some(notification.pid),
+            count: 1,
+            path: Some(path),
+        });
+    }
+    let syscall = crate::policy::seccomp::name(nr).map_or_else(|| format!("#{nr}"), str::to_string);
+    Some(Violation {
+        kind: "syscall",
+        detail: format!("system call {syscall} denied (EPERM) by the sandbox's syscall profile"),
+        syscall: Some(syscall),
+        limit: None,
+        pid: Some(notification.pid),
+        count: 1,
+        path: None,
+    })
+}
