@@ -241,7 +241,13 @@ fn setup(
                 Some(c"size=4k,mode=0000"),
             )?;
         } else if target.exists() {
-            mount(Some(c"/dev/null"), &ctarget, None, libc::MS_BIND, None)?;
+            // An empty regular file of the root tmpfs (a device node would be refused on a `nodev` mount).
+            let empty = inside(root, Path::new("/.sentra-empty"));
+            if !empty.exists() {
+                std::fs::File::create(&empty)?;
+                std::fs::set_permissions(&empty, std::os::unix::fs::PermissionsExt::from_mode(0o444))?;
+            }
+            mount(Some(&cstr(&empty)?), &ctarget, None, libc::MS_BIND, None)?;
             restrict(&ctarget, false, false)?;
         }
     }
@@ -312,7 +318,18 @@ fn loopback_up() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Standard input from `/dev/null`, output to the runner's pipes, and every other descriptor this
+/// process inherited (from the runner's caller too) closed at the exec.
 fn stdio(ends: &Ends) -> anyhow::Result<()> {
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .context("/proc/self/fd")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds.into_iter().filter(|&fd| fd > 2) {
+        // SAFETY: F_SETFD on a descriptor number; one that closed meanwhile fails harmlessly (EBADF).
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
     let null = std::fs::File::open("/dev/null").context("/dev/null")?;
     // SAFETY: duplicating open descriptors onto 0, 1, 2.
     unsafe {

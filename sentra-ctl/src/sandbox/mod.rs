@@ -252,10 +252,11 @@ fn choose<'a>(policy: &'a Policy, invocation: &Invocation) -> anyhow::Result<(St
 /// The directories the interpreter's own code lives in: the system library directories and the
 /// `lib` beside its `bin` (a Python built into its own prefix).
 fn runtime(python: &Path) -> Vec<PathBuf> {
-    let mut paths: Vec<PathBuf> = ["/lib", "/lib64", "/lib32", "/usr/lib", "/usr/lib64", "/etc/ld.so.cache", "/etc/localtime"]
-        .iter()
-        .map(PathBuf::from)
-        .collect();
+    let mut paths: Vec<PathBuf> =
+        ["/lib", "/lib64", "/lib32", "/usr/lib", "/usr/lib64", "/etc/ld.so.cache", "/etc/localtime"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
     if let Some(prefix) = python.parent().and_then(Path::parent) {
         paths.push(prefix.join("lib"));
     }
@@ -457,6 +458,7 @@ pub fn plan(policy: &Policy, invocation: &Invocation) -> anyhow::Result<Plan> {
         calls,
         read: watch_read,
         write: watch_write,
+        protected: fs.protected_deny.iter().map(PathBuf::from).collect(),
         prefix: python.parent().and_then(Path::parent).map(Path::to_path_buf),
     };
     let root = std::env::temp_dir().join(format!("sentra-sandbox-{}-{}", std::process::id(), nanos()));
@@ -764,7 +766,11 @@ pub struct Cli {
 #[must_use]
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
     use clap::Parser as _;
-    let cli = match Cli::try_parse_from(args) {
+    let (ours, program_args) = split_program(args.into_iter().collect());
+    let cli = match Cli::try_parse_from(ours).map(|mut cli| {
+        cli.args.extend(program_args);
+        cli
+    }) {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
@@ -778,6 +784,38 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
             126
         }
     }
+}
+
+/// Splits the command line as the interpreter does: everything after `-c CODE`, `-m MODULE` or the
+/// script belongs to the program (`sentra python -m json.tool --help` asks `json.tool` for help).
+fn split_program(args: Vec<std::ffi::OsString>) -> (Vec<std::ffi::OsString>, Vec<String>) {
+    const TAKES_VALUE: [&str; 9] =
+        ["--policy", "--profile", "--capability", "--user", "--log", "--timeout", "--mem", "-c", "-m"];
+    let mut ours = Vec::new();
+    let mut iter = args.into_iter();
+    // argv[0]
+    ours.extend(iter.next());
+    while let Some(arg) = iter.next() {
+        let text = arg.to_string_lossy().into_owned();
+        if text == "-c" || text == "-m" {
+            ours.push(arg);
+            ours.extend(iter.next());
+            break;
+        }
+        if TAKES_VALUE.contains(&text.as_str()) {
+            ours.push(arg);
+            ours.extend(iter.next());
+            continue;
+        }
+        if !text.starts_with('-') || text == "-" {
+            // The script: it and what follows are the program's.
+            ours.push("--".into());
+            ours.push(arg);
+            break;
+        }
+        ours.push(arg);
+    }
+    (ours, iter.map(|a| a.to_string_lossy().into_owned()).collect())
 }
 
 fn main_with(cli: Cli) -> anyhow::Result<i32> {

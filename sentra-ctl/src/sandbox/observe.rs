@@ -81,6 +81,8 @@ pub struct Watch {
     pub calls: BTreeMap<i64, PathCall>,
     pub read: Vec<PathBuf>,
     pub write: Vec<PathBuf>,
+    /// Covered even below a readable or writable path (`protected_deny`).
+    pub protected: Vec<PathBuf>,
     /// The interpreter's prefix, which it probes at every start (`pyvenv.cfg`, landmarks): reads
     /// there are not violations.
     pub prefix: Option<PathBuf>,
@@ -152,7 +154,8 @@ pub fn check(watch: &Watch, call: &PathCall, pid: u32, args: &[u64; 6]) -> Optio
     for (dirfd, path) in call.paths.iter().flatten() {
         let raw = read_string(pid, args[*path])?;
         let resolved = resolve(pid, dirfd.map(|i| args[i]), &raw)?;
-        let inside = |set: &[PathBuf]| set.iter().any(|p| resolved.starts_with(p));
+        let protected = watch.protected.iter().any(|p| resolved.starts_with(p));
+        let inside = |set: &[PathBuf]| !protected && set.iter().any(|p| resolved.starts_with(p));
         if writes && !inside(&watch.write) {
             return Some((resolved.display().to_string(), "write"));
         }
