@@ -201,7 +201,7 @@ impl Policy {
         for (section, profiles) in self.seccomp_sections() {
             self.validate_seccomp_section(section, profiles)?;
         }
-        Ok(())
+        seccomp::validate_names(self)
     }
 
     /// The two sections holding seccomp profiles: the launcher's and the sandbox's.

@@ -199,7 +199,11 @@ impl Policy {
                     limits.cpu_max_percent.is_some_and(|v| v == 0 || v > 100_000),
                     "1 to 100000 (percent of one CPU)",
                 ),
-                ("mem_max_mb", limits.mem_max_mb.is_some_and(|v| v < 16 || v > 1 << 24), "16 MB to 16 TB"),
+                (
+                    "mem_max_mb",
+                    limits.mem_max_mb.is_some_and(|v| !(16..=1 << 24).contains(&v)),
+                    "16 MB to 16 TB",
+                ),
                 ("pids_max", limits.pids_max.is_some_and(|v| v == 0), "at least 1"),
             ];
             for (key, bad, range) in checks {

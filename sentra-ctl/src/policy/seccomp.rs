@@ -59,8 +59,8 @@ pub enum Known {
 }
 
 /// C library function names that policies use for the system call behind them (glibc's `fstatat`
-/// is the `newfstatat` system call on both 64-bit architectures, include/uapi/asm-generic/unistd.h
-/// and arch/x86/entry/syscalls/syscall_64.tbl).
+/// is the `newfstatat` system call on both 64-bit architectures, `include/uapi/asm-generic/unistd.h`
+/// and `arch/x86/entry/syscalls/syscall_64.tbl`).
 const ALIASES: [(&str, &str); 6] = [
     ("fstatat", "newfstatat"),
     ("fstatat64", "newfstatat"),

@@ -69,9 +69,9 @@ pub struct Ends {
 }
 
 /// Runs the child; never returns (the exec replaces it, or it exits 127 after telling why).
-pub fn run(plan: &ChildPlan, ends: Ends) -> ! {
+pub fn run(plan: &ChildPlan, ends: &Ends) -> ! {
     let mut status = std::fs::File::from(ends.status.try_clone().unwrap_or_else(|_| exit()));
-    let err = match setup(plan, &ends, &mut status) {
+    let err = match setup(plan, ends, &mut status) {
         Ok(never) => match never {},
         Err(err) => err,
     };
@@ -116,11 +116,11 @@ fn restrict(target: &CStr, writable: bool, device: bool) -> anyhow::Result<()> {
     }
     const AT_RECURSIVE: libc::c_uint = 0x8000;
     let mut set = libc::MOUNT_ATTR_NOSUID;
-    if !writable {
-        set |= libc::MOUNT_ATTR_RDONLY;
-    } else {
+    if writable {
         // What the sandbox writes it cannot execute or map as code.
         set |= libc::MOUNT_ATTR_NOEXEC;
+    } else {
+        set |= libc::MOUNT_ATTR_RDONLY;
     }
     if !device {
         set |= libc::MOUNT_ATTR_NODEV;
@@ -144,10 +144,10 @@ fn restrict(target: &CStr, writable: bool, device: bool) -> anyhow::Result<()> {
         return check(rc, &format!("mount_setattr {target:?}"));
     }
     let mut flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID;
-    if !writable {
-        flags |= libc::MS_RDONLY;
-    } else {
+    if writable {
         flags |= libc::MS_NOEXEC;
+    } else {
+        flags |= libc::MS_RDONLY;
     }
     if !device {
         flags |= libc::MS_NODEV;

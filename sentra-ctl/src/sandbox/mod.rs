@@ -130,7 +130,27 @@ pub struct Violation {
     /// The path a file violation named (as the sandbox sees it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The process, read while it waited for the answer (for the audit record).
+    #[serde(skip)]
+    pub task: Option<audit::Task>,
     pub detail: String,
+}
+
+impl Violation {
+    /// A limit that fired.
+    #[must_use]
+    pub fn limit(limit: &'static str, detail: String) -> Self {
+        Self {
+            kind: "limit",
+            syscall: None,
+            limit: Some(limit),
+            pid: None,
+            count: 1,
+            path: None,
+            task: None,
+            detail,
+        }
+    }
 }
 
 /// The original project's response (JSON on stdout), with what Sentra adds.
@@ -279,8 +299,49 @@ pub fn plan(policy: &Policy, invocation: &Invocation) -> anyhow::Result<Plan> {
             "profile `{name}`: default_network: allow is not supported yet (a sandbox's network is its own loopback); set it to deny"
         );
     }
-    let base = profile.limits_defaults.resolve();
-    let limits = Limits {
+    let limits = limits(invocation, &profile.limits_defaults.resolve())?;
+    let python_bin = profile.python_bin.as_deref().unwrap_or(model::DEFAULT_PYTHON);
+    let python = std::fs::canonicalize(python_bin)
+        .with_context(|| format!("profile `{name}`: the interpreter {python_bin} is not there"))?;
+    let identity = identity(invocation)?;
+    let files = Files::new(profile, invocation, &python, &identity)?;
+    let Interpreter { argv, env, code_sha256 } = program(invocation, python_bin, &files.cwd)?;
+    let (filters, calls) = filters(policy, profile)?;
+    let mut watch_read: Vec<PathBuf> = files.landlock_read.clone();
+    watch_read.extend(files.landlock_write.iter().cloned());
+    watch_read.extend(files.symlinks.iter().map(|(link, _)| link.clone()));
+    let mut watch_write = files.landlock_write.clone();
+    watch_write.extend(DEVICES.iter().map(PathBuf::from));
+    let watch = observe::Watch {
+        calls,
+        read: watch_read,
+        write: watch_write,
+        protected: profile.fs_defaults.protected_deny.iter().map(PathBuf::from).collect(),
+        prefix: python.parent().and_then(Path::parent).map(Path::to_path_buf),
+    };
+    let cstring = |s: &str| CString::new(s).with_context(|| format!("`{s}` has a NUL byte"));
+    let child = child::ChildPlan {
+        root: std::env::temp_dir().join(format!("sentra-sandbox-{}-{}", std::process::id(), nanos())),
+        binds: files.binds,
+        symlinks: files.symlinks,
+        hide: files.hide,
+        cwd: files.cwd,
+        own_network: true,
+        uid: identity.uid,
+        gid: identity.gid,
+        landlock_read: files.landlock_read,
+        landlock_write: files.landlock_write,
+        filters: filters.filters.into_iter().map(|(_, p)| p).collect(),
+        exec: CString::new(python.as_os_str().as_bytes())?,
+        argv: argv.iter().map(|a| cstring(a)).collect::<anyhow::Result<_>>()?,
+        envp: env.iter().map(|(k, v)| cstring(&format!("{k}={v}"))).collect::<anyhow::Result<_>>()?,
+    };
+    Ok(Plan { profile: name, limits, code_sha256, child, seccomp: profile.syscall_profile.clone(), watch })
+}
+
+/// The profile's limits, lowered where the invocation asks.
+fn limits(invocation: &Invocation, base: &Limits) -> anyhow::Result<Limits> {
+    Ok(Limits {
         timeout_sec: narrowed(invocation.timeout_sec, base.timeout_sec, "timeout_sec")?,
         cpu_max_percent: base.cpu_max_percent,
         mem_max_mb: narrowed(invocation.mem_max_mb, base.mem_max_mb, "mem_max_mb")?,
@@ -292,66 +353,11 @@ pub fn plan(policy: &Policy, invocation: &Invocation) -> anyhow::Result<Plan> {
         .unwrap_or(base.pids_max),
         max_stdout_bytes: narrowed(invocation.max_stdout_bytes, base.max_stdout_bytes, "max_stdout_bytes")?,
         max_stderr_bytes: narrowed(invocation.max_stderr_bytes, base.max_stderr_bytes, "max_stderr_bytes")?,
-    };
-    let fs = &profile.fs_defaults;
-    let read_allow = within(invocation.read_allow.as_ref(), &fs.read_allow, "fs_read_allow")?;
-    let write_allow = within(invocation.write_allow.as_ref(), &fs.write_allow, "fs_write_allow")?;
-    let cwd = match &invocation.cwd {
-        Some(cwd) => {
-            let all: Vec<String> = read_allow.iter().chain(&write_allow).cloned().collect();
-            within(Some(&vec![cwd.clone()]), &all, "cwd")?;
-            cwd.clone()
-        }
-        None => fs.cwd.clone().unwrap_or_else(|| "/".into()),
-    };
-    let python_bin = profile.python_bin.as_deref().unwrap_or(model::DEFAULT_PYTHON);
-    let python = std::fs::canonicalize(python_bin)
-        .with_context(|| format!("profile `{name}`: the interpreter {python_bin} is not there"))?;
+    })
+}
 
-    let mut binds = Vec::new();
-    let mut symlinks = Vec::new();
-    let mut landlock_read = Vec::new();
-    for path in runtime(&python) {
-        match std::fs::symlink_metadata(&path) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                if let Ok(target) = std::fs::read_link(&path) {
-                    symlinks.push((path.clone(), target));
-                }
-            }
-            Ok(_) => binds.push(child::Bind {
-                source: path.clone(),
-                target: path.clone(),
-                writable: false,
-                device: false,
-            }),
-            Err(_) => continue,
-        }
-        landlock_read.push(path);
-    }
-    for device in DEVICES {
-        let path = PathBuf::from(device);
-        if path.exists() {
-            binds.push(child::Bind {
-                source: path.clone(),
-                target: path.clone(),
-                writable: false,
-                device: true,
-            });
-            landlock_read.push(path);
-        }
-    }
-    for path in &read_allow {
-        let path = PathBuf::from(path);
-        if path.exists() {
-            binds.push(child::Bind {
-                source: path.clone(),
-                target: path.clone(),
-                writable: false,
-                device: false,
-            });
-            landlock_read.push(path);
-        }
-    }
+/// The user the code runs as: never root.
+fn identity(invocation: &Invocation) -> anyhow::Result<crate::launch::Identity> {
     let identity = match (&invocation.user, nix::unistd::geteuid().is_root()) {
         (_, false) => bail!(
             "sentra python runs as root: it creates the sandbox's cgroup and namespaces, then runs the code as an unprivileged user"
@@ -364,37 +370,107 @@ pub fn plan(policy: &Policy, invocation: &Invocation) -> anyhow::Result<Plan> {
     if identity.uid == 0 {
         bail!("the sandbox does not run code as root; pass --user with an unprivileged user");
     }
-    let mut landlock_write = Vec::new();
-    for path in &write_allow {
-        let path = PathBuf::from(path);
-        if !path.exists() && path.parent().is_some_and(Path::is_dir) {
-            // A writable directory that is not there yet is made for the sandbox's user.
-            std::fs::create_dir(&path).with_context(|| path.display().to_string())?;
-            std::os::unix::fs::chown(&path, Some(identity.uid), Some(identity.gid))?;
-            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-        }
-        if path.exists() {
-            binds.push(child::Bind {
-                source: path.clone(),
-                target: path.clone(),
-                writable: true,
-                device: false,
-            });
-            landlock_write.push(path);
-        }
-    }
-    // Parents before children, so that a child path is bound on top of its parent's bind.
-    binds.sort_by_key(|b| b.target.components().count());
-    let hide: Vec<PathBuf> = fs
-        .protected_deny
-        .iter()
-        .map(PathBuf::from)
-        .filter(|p| p.exists() && binds.iter().any(|b| p != &b.target && p.starts_with(&b.target)))
-        .collect();
-    let cwd = PathBuf::from(cwd);
-    landlock_read.push(cwd.clone());
-    landlock_read.push(PathBuf::from("/proc"));
+    Ok(identity)
+}
 
+/// The sandbox's file system: what is bound in, linked, covered, and the same for Landlock.
+struct Files {
+    binds: Vec<child::Bind>,
+    symlinks: Vec<(PathBuf, PathBuf)>,
+    hide: Vec<PathBuf>,
+    cwd: PathBuf,
+    landlock_read: Vec<PathBuf>,
+    landlock_write: Vec<PathBuf>,
+}
+
+impl Files {
+    fn new(
+        profile: &SandboxProfile,
+        invocation: &Invocation,
+        python: &Path,
+        identity: &crate::launch::Identity,
+    ) -> anyhow::Result<Self> {
+        let fs = &profile.fs_defaults;
+        let read_allow = within(invocation.read_allow.as_ref(), &fs.read_allow, "fs_read_allow")?;
+        let write_allow = within(invocation.write_allow.as_ref(), &fs.write_allow, "fs_write_allow")?;
+        let cwd = match &invocation.cwd {
+            Some(cwd) => {
+                let all: Vec<String> = read_allow.iter().chain(&write_allow).cloned().collect();
+                within(Some(&vec![cwd.clone()]), &all, "cwd")?;
+                PathBuf::from(cwd)
+            }
+            None => PathBuf::from(fs.cwd.as_deref().unwrap_or("/")),
+        };
+        let mut files = Self {
+            binds: Vec::new(),
+            symlinks: Vec::new(),
+            hide: Vec::new(),
+            cwd,
+            landlock_read: Vec::new(),
+            landlock_write: Vec::new(),
+        };
+        for path in runtime(python) {
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    if let Ok(target) = std::fs::read_link(&path) {
+                        files.symlinks.push((path.clone(), target));
+                    }
+                }
+                Ok(_) => files.bind(&path, false, false),
+                Err(_) => continue,
+            }
+            files.landlock_read.push(path);
+        }
+        for path in DEVICES.iter().map(PathBuf::from).chain(read_allow.iter().map(PathBuf::from)) {
+            if path.exists() {
+                files.bind(&path, false, path.starts_with("/dev"));
+                files.landlock_read.push(path);
+            }
+        }
+        for path in write_allow.iter().map(PathBuf::from) {
+            if !path.exists() && path.parent().is_some_and(Path::is_dir) {
+                // A writable directory that is not there yet is made for the sandbox's user.
+                std::fs::create_dir(&path).with_context(|| path.display().to_string())?;
+                std::os::unix::fs::chown(&path, Some(identity.uid), Some(identity.gid))?;
+                std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+            }
+            if path.exists() {
+                files.bind(&path, true, false);
+                files.landlock_write.push(path);
+            }
+        }
+        // Parents before children, so that a child path is bound on top of its parent's bind.
+        files.binds.sort_by_key(|b| b.target.components().count());
+        files.hide = fs
+            .protected_deny
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| p.exists() && files.binds.iter().any(|b| p != &b.target && p.starts_with(&b.target)))
+            .collect();
+        files.landlock_read.push(files.cwd.clone());
+        files.landlock_read.push(PathBuf::from("/proc"));
+        Ok(files)
+    }
+
+    fn bind(&mut self, path: &Path, writable: bool, device: bool) {
+        self.binds.push(child::Bind {
+            source: path.to_path_buf(),
+            target: path.to_path_buf(),
+            writable,
+            device,
+        });
+    }
+}
+
+/// The interpreter's arguments and environment, and the code's SHA-256 when it is given as text.
+/// The interpreter's command line and environment.
+struct Interpreter {
+    argv: Vec<String>,
+    env: BTreeMap<String, String>,
+    code_sha256: Option<String>,
+}
+
+fn program(invocation: &Invocation, python_bin: &str, cwd: &Path) -> anyhow::Result<Interpreter> {
     let mut argv = vec![python_bin.to_string(), "-s".to_string()];
     if invocation.unbuffered {
         argv.push("-u".into());
@@ -427,7 +503,14 @@ pub fn plan(policy: &Policy, invocation: &Invocation) -> anyhow::Result<Plan> {
         }
         env.insert(key.clone(), value.clone());
     }
-    let cstring = |s: &str| CString::new(s).with_context(|| format!("`{s}` has a NUL byte"));
+    Ok(Interpreter { argv, env, code_sha256 })
+}
+
+/// The profile's seccomp filters with the sandbox's own rules, and the calls the runner watches.
+fn filters(
+    policy: &Policy,
+    profile: &SandboxProfile,
+) -> anyhow::Result<(crate::policy::seccomp::Compiled, BTreeMap<i64, observe::PathCall>)> {
     let mut resolved = match &profile.syscall_profile {
         Some(syscalls) => policy.syscall_profile(syscalls)?,
         None => crate::policy::seccomp::Resolved {
@@ -446,39 +529,9 @@ pub fn plan(policy: &Policy, invocation: &Invocation) -> anyhow::Result<Plan> {
     };
     spawn_rules(&mut resolved.syscalls, profile.deny_spawn_processes);
     let calls = observe::apply(&mut resolved);
-    let filters =
+    let compiled =
         resolved.compile_for(true, &SANDBOX_NEEDS, "the sandbox runner (the listener handshake)")?;
-    let seccomp = profile.syscall_profile.clone();
-    let mut watch_read: Vec<PathBuf> = landlock_read.clone();
-    watch_read.extend(landlock_write.iter().cloned());
-    watch_read.extend(symlinks.iter().map(|(link, _)| link.clone()));
-    let mut watch_write = landlock_write.clone();
-    watch_write.extend(DEVICES.iter().map(PathBuf::from));
-    let watch = observe::Watch {
-        calls,
-        read: watch_read,
-        write: watch_write,
-        protected: fs.protected_deny.iter().map(PathBuf::from).collect(),
-        prefix: python.parent().and_then(Path::parent).map(Path::to_path_buf),
-    };
-    let root = std::env::temp_dir().join(format!("sentra-sandbox-{}-{}", std::process::id(), nanos()));
-    let child = child::ChildPlan {
-        root,
-        binds,
-        symlinks,
-        hide,
-        cwd,
-        own_network: true,
-        uid: identity.uid,
-        gid: identity.gid,
-        landlock_read,
-        landlock_write,
-        filters: filters.filters.into_iter().map(|(_, p)| p).collect(),
-        exec: CString::new(python.as_os_str().as_bytes())?,
-        argv: argv.iter().map(|a| cstring(a)).collect::<anyhow::Result<_>>()?,
-        envp: env.iter().map(|(k, v)| cstring(&format!("{k}={v}"))).collect::<anyhow::Result<_>>()?,
-    };
-    Ok(Plan { profile: name, limits, code_sha256, child, seccomp, watch })
+    Ok((compiled, calls))
 }
 
 fn nanos() -> u128 {
@@ -613,31 +666,7 @@ pub fn run(plan: &Plan, sink: &Sink) -> anyhow::Result<Response> {
     let usage = leaf.usage();
     drop(leaf);
     let mut violations = outcome.violations;
-    let mut limit = outcome.limit;
-    if usage.oom_kills > 0 {
-        limit = limit.or(Some("memory"));
-        violations.push(Violation {
-            kind: "limit",
-            syscall: None,
-            limit: Some("memory"),
-            pid: None,
-            count: 1,
-            path: None,
-            detail: format!("{} OOM kill(s) at mem_max_mb {}", usage.oom_kills, plan.limits.mem_max_mb),
-        });
-    }
-    if usage.pids_refused > 0 {
-        limit = limit.or(Some("pids"));
-        violations.push(Violation {
-            kind: "limit",
-            syscall: None,
-            limit: Some("pids"),
-            pid: None,
-            count: 1,
-            path: None,
-            detail: format!("{} fork(s) refused at pids_max {}", usage.pids_refused, plan.limits.pids_max),
-        });
-    }
+    let limit = cgroup_limits(&usage, &plan.limits, &mut violations).or(outcome.limit);
     #[expect(clippy::cast_precision_loss, reason = "megabytes for people; exact to far beyond any limit")]
     let peak_mem_mb = usage.peak_bytes.map(|b| (b as f64 / f64::from(1u32 << 20) * 10.0).round() / 10.0);
     let response = Response {
@@ -656,6 +685,32 @@ pub fn run(plan: &Plan, sink: &Sink) -> anyhow::Result<Response> {
         landlock: outcome.landlock,
         limit,
     };
+    write_outcome(sink, plan, &response);
+    Ok(response)
+}
+
+/// The cgroup limits that fired, as violations; the one that ended the run.
+fn cgroup_limits(
+    usage: &limits::Usage,
+    limits: &Limits,
+    violations: &mut Vec<Violation>,
+) -> Option<&'static str> {
+    let mut fired = None;
+    let mut add = |limit: &'static str, detail: String| {
+        fired = fired.or(Some(limit));
+        violations.push(Violation::limit(limit, detail));
+    };
+    if usage.oom_kills > 0 {
+        add("memory", format!("{} OOM kill(s) at mem_max_mb {}", usage.oom_kills, limits.mem_max_mb));
+    }
+    if usage.pids_refused > 0 {
+        add("pids", format!("{} fork(s) refused at pids_max {}", usage.pids_refused, limits.pids_max));
+    }
+    fired
+}
+
+/// A run's violations and its end, in the audit log.
+fn write_outcome(sink: &Sink, plan: &Plan, response: &Response) {
     for violation in &response.violations {
         let mut rec = record(
             "sandbox_violation",
@@ -664,9 +719,7 @@ pub fn run(plan: &Plan, sink: &Sink) -> anyhow::Result<Response> {
             serde_json::json!({ "profile": plan.profile, "code_sha256": plan.code_sha256, "violation": violation }),
         );
         rec.rule_id = Some(format!("sandbox:{}", plan.profile));
-        if let Some(pid) = violation.pid {
-            rec.set_process(pid);
-        }
+        rec.task.clone_from(&violation.task);
         sink.write(&rec);
     }
     sink.write(&record(
@@ -683,11 +736,10 @@ pub fn run(plan: &Plan, sink: &Sink) -> anyhow::Result<Response> {
             "oom_killed": response.oom_killed,
             "truncated": response.truncated,
             "limit": response.limit,
-            "violations": response.violations.len() as u64 + response.violations_dropped,
+            "violations": response.violations.iter().map(|v| v.count).sum::<u64>() + response.violations_dropped,
             "landlock": response.landlock,
         }),
     ));
-    Ok(response)
 }
 
 /// Removes the (empty) mount point of the sandbox's root once the run is over.
@@ -721,7 +773,7 @@ fn raw(fd: &OwnedFd) -> i32 {
     after_help = "With --request, a JSON request ({\"code\": …, \"profile\": …, …}) is read from stdin and a JSON response written to stdout."
 )]
 pub struct Cli {
-    /// The policy [default: $SENTRA_POLICY, then /etc/sentra/policy.yaml].
+    /// The policy [default: `$SENTRA_POLICY`, then /etc/sentra/policy.yaml].
     #[arg(long)]
     pub policy: Option<PathBuf>,
     /// A `profiles` entry [default: the policy's only profile, or `python_sandbox`].
@@ -777,7 +829,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
             return if err.use_stderr() { 2 } else { 0 };
         }
     };
-    match main_with(cli) {
+    match main_with(&cli) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("sentra python: {err:#}");
@@ -818,7 +870,7 @@ fn split_program(args: Vec<std::ffi::OsString>) -> (Vec<std::ffi::OsString>, Vec
     (ours, iter.map(|a| a.to_string_lossy().into_owned()).collect())
 }
 
-fn main_with(cli: Cli) -> anyhow::Result<i32> {
+fn main_with(cli: &Cli) -> anyhow::Result<i32> {
     let path = cli
         .policy
         .clone()

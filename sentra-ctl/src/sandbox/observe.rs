@@ -2,7 +2,7 @@
 //! path, so that an attempt to read or write outside the sandbox's paths is recorded as a violation.
 //!
 //! The mounts and Landlock decide; the runner only looks. It lets every watched call go on
-//! (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`), which seccomp_unotify(2) says must never be a security
+//! (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`), which `seccomp_unotify(2)` says must never be a security
 //! decision — it is not one here: a task that changes the path between the runner's read and the
 //! kernel's can only make the record wrong, never reach a file the mounts and Landlock keep out.
 
@@ -65,11 +65,10 @@ pub const PATH_CALLS: [PathCall; 17] = [
     two("linkat", (Some(0), 1), (Some(2), 3)),
 ];
 
-/// `ioctl` requests every CPython start and every file it opens makes (include/uapi/asm-generic/
-/// ioctls.h): close-on-exec on and off, "is it a terminal", bytes waiting.
+/// `ioctl` requests every `CPython` start and every file it opens makes (`include/uapi/asm-generic/ioctls.h`): close-on-exec on and off, "is it a terminal", bytes waiting.
 const BASELINE_IOCTLS: [u64; 4] = [0x5451, 0x5450, 0x5401, 0x541B];
 
-/// Calls CPython makes at every start and handles badly when refused (glibc registers `rseq`;
+/// Calls `CPython` makes at every start and handles badly when refused (glibc registers `rseq`;
 /// `getrlimit` is `prlimit64` without a new limit; `os.cpu_count`, `stat`, `madvise` from its
 /// allocator): allowed unless the profile names them.
 const BASELINE: [&str; 6] = ["rseq", "sched_getaffinity", "statx", "newfstatat", "madvise", "getdents64"];
@@ -146,9 +145,7 @@ pub fn check(watch: &Watch, call: &PathCall, pid: u32, args: &[u64; 6]) -> Optio
         Writes::Flags(i) => open_writes(args[i]),
         Writes::How(i) => {
             let mut flags = [0u8; 8];
-            read_memory(pid, args[i], &mut flags)
-                .then(|| open_writes(u64::from_ne_bytes(flags)))
-                .unwrap_or(true)
+            if read_memory(pid, args[i], &mut flags) { open_writes(u64::from_ne_bytes(flags)) } else { true }
         }
     };
     for (dirfd, path) in call.paths.iter().flatten() {

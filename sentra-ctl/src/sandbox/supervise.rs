@@ -115,167 +115,213 @@ pub fn start_and_watch(
     };
     if pid == 0 {
         drop((go_w, status_r, out_r, err_r));
-        child::run(plan, child::Ends { go: go_r, status: status_w, stdout: out_w, stderr: err_w });
+        child::run(plan, &child::Ends { go: go_r, status: status_w, stdout: out_w, stderr: err_w });
     }
     if pid < 0 {
         return Err(std::io::Error::last_os_error()).context("clone (namespaces for the sandbox)");
     }
     drop((go_r, status_w, out_w, err_w));
     let pid = i32::try_from(pid).context("pid out of range")?;
-    let mut reaper = Reaper { pid, armed: true };
+    let reaper = Reaper { pid, armed: true };
     let pidfd = owned(pidfd.into())?;
     let mut go = std::fs::File::from(go_w);
     leaf.add(pid.unsigned_abs())?;
     go.write_all(b"G")?;
+    let watcher = Watcher {
+        pid,
+        pidfd,
+        reaper,
+        go,
+        leaf,
+        limits,
+        watch,
+        deadline: Instant::now() + Duration::from_secs(limits.timeout_sec),
+        execve: crate::policy::seccomp::number("execve"),
+        outcome: Outcome { landlock: "none".into(), ..Outcome::default() },
+        status: Some(status_r),
+        status_text: Vec::new(),
+        listener: None,
+        exec_let_through: false,
+        streams: [
+            Stream { fd: Some(out_r), cap: limits.max_stdout_bytes, name: "stdout" },
+            Stream { fd: Some(err_r), cap: limits.max_stderr_bytes, name: "stderr" },
+        ],
+        exited: None,
+        buffer: vec![0u8; 64 * 1024],
+    };
+    watcher.run()
+}
 
-    let deadline = Instant::now() + Duration::from_secs(limits.timeout_sec);
-    let execve = crate::policy::seccomp::number("execve");
-    let mut outcome = Outcome { landlock: "none".into(), ..Outcome::default() };
-    let mut status = Some(status_r);
-    let mut status_text = Vec::new();
-    let mut listener: Option<OwnedFd> = None;
-    let mut exec_let_through = false;
-    let mut streams = [
-        Stream { fd: Some(out_r), cap: limits.max_stdout_bytes, name: "stdout" },
-        Stream { fd: Some(err_r), cap: limits.max_stderr_bytes, name: "stderr" },
-    ];
-    let mut exited: Option<Instant> = None;
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        let open_streams = streams.iter().any(|s| s.fd.is_some());
-        if let Some(at) = exited
-            && (!open_streams || at.elapsed() > DRAIN_GRACE)
-        {
-            break;
-        }
-        let now = Instant::now();
-        if exited.is_none() && now >= deadline && !outcome.timed_out {
-            outcome.timed_out = true;
-            outcome.limit = Some("timeout");
-            outcome.violation(Violation {
-                kind: "limit",
-                syscall: None,
-                limit: Some("timeout"),
-                pid: None,
-                count: 1,
-                path: None,
-                detail: format!("killed at timeout_sec {}", limits.timeout_sec),
-            });
-            leaf.kill();
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-        }
-        let mut polled: Vec<libc::pollfd> = Vec::with_capacity(5);
-        let mut roles = Vec::with_capacity(5);
-        let mut add = |fd: i32, role: u8| {
-            polled.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
-            roles.push(role);
-        };
-        if exited.is_none() {
-            add(pidfd.as_raw_fd(), b'p');
-        }
-        if let Some(fd) = &status {
-            add(raw(fd), b's');
-        }
-        if let Some(fd) = &listener {
-            add(raw(fd), b'l');
-        }
-        for (i, stream) in streams.iter().enumerate() {
-            if let Some(fd) = &stream.fd {
-                add(raw(fd), b'0' + u8::try_from(i).unwrap_or(0));
+/// What [`pollfd`](libc::pollfd) entries stand for.
+#[derive(Clone, Copy)]
+enum Role {
+    Exit,
+    Status,
+    Listener,
+    Stream(usize),
+}
+
+/// The runner's state while the sandbox runs.
+struct Watcher<'a> {
+    pid: i32,
+    pidfd: OwnedFd,
+    reaper: Reaper,
+    go: std::fs::File,
+    leaf: &'a Leaf,
+    limits: &'a Limits,
+    watch: &'a Watch,
+    deadline: Instant,
+    execve: Option<i64>,
+    outcome: Outcome,
+    status: Option<OwnedFd>,
+    status_text: Vec<u8>,
+    listener: Option<OwnedFd>,
+    exec_let_through: bool,
+    streams: [Stream; 2],
+    exited: Option<Instant>,
+    buffer: Vec<u8>,
+}
+
+impl Watcher<'_> {
+    fn run(mut self) -> anyhow::Result<Outcome> {
+        loop {
+            let open_streams = self.streams.iter().any(|s| s.fd.is_some());
+            if let Some(at) = self.exited
+                && (!open_streams || at.elapsed() > DRAIN_GRACE)
+            {
+                return Ok(self.outcome);
             }
-        }
-        let wait = if outcome.timed_out || exited.is_some() {
-            100
-        } else {
-            i32::try_from(deadline.saturating_duration_since(now).as_millis()).unwrap_or(i32::MAX).max(1)
-        };
-        // SAFETY: a valid array of pollfds of the length passed.
-        let ready = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, wait) };
-        if ready < 0 {
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
+            let now = Instant::now();
+            if self.exited.is_none() && now >= self.deadline && !self.outcome.timed_out {
+                self.time_out();
             }
-            bail!("poll: {}", std::io::Error::last_os_error());
-        }
-        for (entry, role) in polled.iter().zip(roles) {
-            if entry.revents == 0 {
-                continue;
+            let mut polled: Vec<libc::pollfd> = Vec::with_capacity(5);
+            let mut roles = Vec::with_capacity(5);
+            let mut add = |fd: i32, role: Role| {
+                polled.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+                roles.push(role);
+            };
+            if self.exited.is_none() {
+                add(self.pidfd.as_raw_fd(), Role::Exit);
             }
-            match role {
-                b'p' => {
-                    exited = Some(Instant::now());
-                    outcome.exit_code = reap(pid);
-                    reaper.armed = false;
+            if let Some(fd) = &self.status {
+                add(raw(fd), Role::Status);
+            }
+            if let Some(fd) = &self.listener {
+                add(raw(fd), Role::Listener);
+            }
+            for (i, stream) in self.streams.iter().enumerate() {
+                if let Some(fd) = &stream.fd {
+                    add(raw(fd), Role::Stream(i));
                 }
-                b's' => {
-                    let n = read(entry.fd, &mut buffer);
-                    if n == 0 {
-                        status = None;
-                    } else {
-                        status_text.extend_from_slice(&buffer[..n]);
-                        while let Some(end) = status_text.iter().position(|&b| b == b'\n') {
-                            let line: Vec<u8> = status_text.drain(..=end).collect();
-                            let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-                            if let Some(state) = line.strip_prefix('K') {
-                                outcome.landlock = state.to_string();
-                            } else if let Some(fd) = line.strip_prefix('L') {
-                                let target: i64 = fd.parse().context("listener number")?;
-                                // SAFETY: pidfd_getfd(2) on a pidfd this process owns.
-                                let got = unsafe {
-                                    libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target, 0)
-                                };
-                                listener =
-                                    Some(owned(got).context("pidfd_getfd (the sandbox's seccomp listener)")?);
-                                go.write_all(b"T")?;
-                            } else if let Some(message) = line.strip_prefix('E') {
-                                bail!("setting up the sandbox: {message}");
-                            }
-                        }
-                    }
+            }
+            let wait = if self.outcome.timed_out || self.exited.is_some() {
+                100
+            } else {
+                i32::try_from(self.deadline.saturating_duration_since(now).as_millis())
+                    .unwrap_or(i32::MAX)
+                    .max(1)
+            };
+            // SAFETY: a valid array of pollfds of the length passed.
+            let ready = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, wait) };
+            if ready < 0 {
+                if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                    continue;
                 }
-                b'l' => {
-                    if entry.revents & libc::POLLIN == 0 {
-                        listener = None;
-                        continue;
-                    }
-                    if let Some(fd) = &listener
-                        && let Some(violation) = answer(fd, execve, pid, &mut exec_let_through, watch)
-                    {
-                        outcome.violation(violation);
-                    }
-                }
-                digit => {
-                    let stream = &mut streams[usize::from(digit - b'0')];
-                    let n = read(entry.fd, &mut buffer);
-                    if n == 0 {
-                        stream.fd = None;
-                        continue;
-                    }
-                    let kept =
-                        if stream.name == "stdout" { &mut outcome.stdout } else { &mut outcome.stderr };
-                    let room = usize::try_from(stream.cap).unwrap_or(usize::MAX).saturating_sub(kept.len());
-                    kept.extend_from_slice(&buffer[..n.min(room)]);
-                    if n > room && !outcome.truncated {
-                        outcome.truncated = true;
-                        outcome.violation(Violation {
-                            kind: "limit",
-                            syscall: None,
-                            limit: Some(stream.name),
-                            pid: None,
-                            count: 1,
-                            path: None,
-                            detail: format!(
-                                "{} cut at {} bytes; the rest was read and dropped",
-                                stream.name, stream.cap
-                            ),
-                        });
-                    }
+                bail!("poll: {}", std::io::Error::last_os_error());
+            }
+            for (entry, role) in polled.iter().zip(roles) {
+                if entry.revents != 0 {
+                    self.handle(role, *entry)?;
                 }
             }
         }
     }
-    Ok(outcome)
+
+    fn handle(&mut self, role: Role, entry: libc::pollfd) -> anyhow::Result<()> {
+        match role {
+            Role::Exit => {
+                self.exited = Some(Instant::now());
+                self.outcome.exit_code = reap(self.pid);
+                self.reaper.armed = false;
+            }
+            Role::Status => {
+                let n = read(entry.fd, &mut self.buffer);
+                if n == 0 {
+                    self.status = None;
+                } else {
+                    self.status_text.extend_from_slice(&self.buffer[..n]);
+                    self.status_lines()?;
+                }
+            }
+            Role::Listener => {
+                if entry.revents & libc::POLLIN == 0 {
+                    self.listener = None;
+                } else if let Some(fd) = &self.listener
+                    && let Some(violation) =
+                        answer(fd, self.execve, self.pid, &mut self.exec_let_through, self.watch)
+                {
+                    self.outcome.violation(violation);
+                }
+            }
+            Role::Stream(i) => self.output(i, entry.fd),
+        }
+        Ok(())
+    }
+
+    /// The first process's lines: Landlock's state, the listener to take, or why it failed.
+    fn status_lines(&mut self) -> anyhow::Result<()> {
+        while let Some(end) = self.status_text.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.status_text.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+            if let Some(state) = line.strip_prefix('K') {
+                self.outcome.landlock = state.to_string();
+            } else if let Some(fd) = line.strip_prefix('L') {
+                let target: i64 = fd.parse().context("listener number")?;
+                // SAFETY: pidfd_getfd(2) on a pidfd this process owns.
+                let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, self.pidfd.as_raw_fd(), target, 0) };
+                self.listener = Some(owned(got).context("pidfd_getfd (the sandbox's seccomp listener)")?);
+                self.go.write_all(b"T")?;
+            } else if let Some(message) = line.strip_prefix('E') {
+                bail!("setting up the sandbox: {message}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps output up to the stream's limit; the rest is read and dropped, so the writer never
+    /// blocks on a full pipe.
+    fn output(&mut self, i: usize, fd: i32) {
+        let n = read(fd, &mut self.buffer);
+        let stream = &mut self.streams[i];
+        if n == 0 {
+            stream.fd = None;
+            return;
+        }
+        let kept = if stream.name == "stdout" { &mut self.outcome.stdout } else { &mut self.outcome.stderr };
+        let room = usize::try_from(stream.cap).unwrap_or(usize::MAX).saturating_sub(kept.len());
+        kept.extend_from_slice(&self.buffer[..n.min(room)]);
+        if n > room && !self.outcome.truncated {
+            self.outcome.truncated = true;
+            let detail =
+                format!("{} cut at {} bytes; the rest was read and dropped", stream.name, stream.cap);
+            let name = stream.name;
+            self.outcome.violation(Violation::limit(name, detail));
+        }
+    }
+
+    /// Kills the whole run: its cgroup, and its PID namespace through its init.
+    fn time_out(&mut self) {
+        self.outcome.timed_out = true;
+        self.outcome.limit = Some("timeout");
+        self.outcome.violation(Violation::limit(
+            "timeout",
+            format!("killed at timeout_sec {}", self.limits.timeout_sec),
+        ));
+        self.leaf.kill();
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), nix::sys::signal::Signal::SIGKILL);
+    }
 }
 
 fn read(fd: i32, buffer: &mut [u8]) -> usize {
@@ -319,6 +365,9 @@ fn answer(
     // Read before answering: the task waits, so its memory and descriptors are what it passed.
     let outside = watched
         .and_then(|call| super::observe::check(watch, call, notification.pid, &notification.data.args));
+    // The process, for the record, while it waits (it may exit right after the answer).
+    let task = (outside.is_some() || (watched.is_none() && !first_exec))
+        .then(|| crate::audit::Task::from_proc(notification.pid));
     let valid = {
         let id = notification.id;
         // SAFETY: the ioctl reads one u64.
@@ -355,6 +404,7 @@ fn answer(
             pid: Some(notification.pid),
             count: 1,
             path: Some(path),
+            task,
         });
     }
     let syscall = crate::policy::seccomp::name(nr).map_or_else(|| format!("#{nr}"), str::to_string);
@@ -366,5 +416,6 @@ fn answer(
         pid: Some(notification.pid),
         count: 1,
         path: None,
+        task,
     })
 }
