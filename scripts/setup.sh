@@ -15,7 +15,8 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 [ "$(id -u)" -eq 0 ] || { echo "setup.sh must run as root (it installs Debian packages)" >&2; exit 1; }
 
 # --- Debian packages -------------------------------------------------------------------------
-PKGS=(qemu-system-x86 busybox-static cpio iproute2 jq gcc libc6-dev pkg-config curl ca-certificates debootstrap)
+# python3: the interpreter the Python sandbox's tests run (`sentra python`).
+PKGS=(qemu-system-x86 busybox-static cpio iproute2 jq gcc libc6-dev pkg-config curl ca-certificates debootstrap python3)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then

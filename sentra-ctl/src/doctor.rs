@@ -99,6 +99,7 @@ pub fn run(probe_backends: bool) -> Vec<Check> {
             ))
         },
     ));
+    checks.push(check("sandbox", sandbox_readiness()));
     // The mail broker under the installed policy (informational when there is none).
     if let Ok(policy) = crate::policy::Policy::read(Path::new(INSTALLED_POLICY)) {
         checks.push(check("email", crate::email::broker::readiness(policy.model.email.as_ref())));
@@ -122,4 +123,28 @@ pub fn run(probe_backends: bool) -> Vec<Check> {
         }
     }
     checks
+}
+
+/// What `sentra python` needs: Landlock (named with its ABI; the sandbox applies it best effort) and
+/// the memory, pids and cpu controllers for its limits.
+fn sandbox_readiness() -> Result<String, (String, String)> {
+    // landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION) answers the ABI version
+    // (include/uapi/linux/landlock.h).
+    // SAFETY: the documented version query: no pointer is dereferenced.
+    let abi = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, 1u32) };
+    let landlock = if abi > 0 {
+        format!("Landlock ABI {abi}")
+    } else {
+        return Err((
+            format!("Landlock is not available ({})", std::io::Error::last_os_error()),
+            "boot with landlock among the lsm= LSMs (CONFIG_SECURITY_LANDLOCK=y); the sandbox's mounts still fence it, without the second fence".into(),
+        ));
+    };
+    match crate::sandbox::limits::check() {
+        Ok(controllers) => Ok(format!("{landlock}; cgroup controllers {controllers}")),
+        Err(err) => Err((
+            format!("{landlock}; {err:#}"),
+            "use cgroup v2 with the memory, pids and cpu controllers (systemd.unified_cgroup_hierarchy=1)".into(),
+        )),
+    }
 }
