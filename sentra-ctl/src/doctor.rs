@@ -131,7 +131,8 @@ fn sandbox_readiness() -> Result<String, (String, String)> {
     // landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION) answers the ABI version
     // (include/uapi/linux/landlock.h).
     // SAFETY: the documented version query: no pointer is dereferenced.
-    let abi = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, 1u32) };
+    let abi =
+        unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, 1u32) };
     let landlock = if abi > 0 {
         format!("Landlock ABI {abi}")
     } else {
@@ -144,7 +145,8 @@ fn sandbox_readiness() -> Result<String, (String, String)> {
         Ok(controllers) => Ok(format!("{landlock}; cgroup controllers {controllers}")),
         Err(err) => Err((
             format!("{landlock}; {err:#}"),
-            "use cgroup v2 with the memory, pids and cpu controllers (systemd.unified_cgroup_hierarchy=1)".into(),
+            "use cgroup v2 with the memory, pids and cpu controllers (systemd.unified_cgroup_hierarchy=1)"
+                .into(),
         )),
     }
 }

@@ -80,7 +80,10 @@ pub fn run(args: &VmTestArgs) -> anyhow::Result<()> {
         let vmlinuz = find_kernel(&cache, kernel)?;
         for backend in &args.backends {
             let initrd = out.join(format!("initrd-{kernel}-{backend}.cpio.gz"));
-            pack(&binaries, &init_script(&binaries, backend, args), &initrd)?;
+            let label = format!("{kernel}/{backend}");
+            let python = SANDBOX_CONFIGS.contains(&label.as_str());
+            let extra = if python { python_files()? } else { Extra::default() };
+            pack_with(&binaries, &init_script(&binaries, backend, args, python), &initrd, &extra)?;
             runs.push((
                 format!("{kernel}/{backend}"),
                 vmlinuz.clone(),
@@ -295,7 +298,71 @@ pub fn cache() -> PathBuf {
     PathBuf::from(std::env::var("SENTRA_CACHE").unwrap_or_else(|_| "/var/cache/sentra-dev".into()))
 }
 
-fn init_script(binaries: &Binaries, backend: &str, args: &VmTestArgs) -> String {
+/// The configurations that run the Python sandbox's tests (`tests/tests/sandbox.rs`), one per VM
+/// worker and kernel: the sandbox uses no BPF, so the backend does not change what they test, while
+/// the kernel does (cgroup v2's files, Landlock's ABI, `mount_setattr`).
+const SANDBOX_CONFIGS: [&str; 2] = ["6.12/lsm", "6.1/signal"];
+
+/// Whether a test binary is the sandbox's (`target/release/deps/sandbox-<hash>`).
+fn is_sandbox_test(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("sandbox-"))
+}
+
+/// Files (and symlinks) an initramfs carries besides the binaries.
+#[derive(Default)]
+pub struct Extra {
+    pub files: Vec<PathBuf>,
+    pub symlinks: Vec<(PathBuf, PathBuf)>,
+}
+
+/// The interpreter the sandbox tests run, its libraries and its standard library (the compiled
+/// modules included: under emulation, compiling the imports at every start would dominate), without
+/// the test suites, GUI toolkits and build configuration no test imports.
+fn python_files() -> anyhow::Result<Extra> {
+    let link = Path::new("/usr/bin/python3");
+    let real = std::fs::canonicalize(link).context("/usr/bin/python3: scripts/setup.sh installs python3")?;
+    let version = real.file_name().and_then(|n| n.to_str()).context("python's name")?.to_string();
+    let stdlib = Path::new("/usr/lib").join(&version);
+    let skip = |name: &str| {
+        [
+            "test",
+            "tests",
+            "idlelib",
+            "tkinter",
+            "turtledemo",
+            "lib2to3",
+            "ensurepip",
+            "pydoc_data",
+            "site-packages",
+            "dist-packages",
+        ]
+        .contains(&name)
+            || name.starts_with("config-")
+    };
+    let mut files = vec![real.clone()];
+    let mut stack = vec![stdlib];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).with_context(|| dir.display().to_string())?.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let kind = entry.file_type()?;
+            if kind.is_dir() && !skip(&name) {
+                stack.push(path);
+            } else if kind.is_file() && !name.contains(".opt-") {
+                files.push(path);
+            }
+        }
+    }
+    let mut libs = BTreeSet::new();
+    for file in files.iter().filter(|f| *f == &real || f.extension().is_some_and(|e| e == "so")) {
+        libs.extend(libraries(file)?);
+    }
+    files.extend(libs);
+    files.extend(["/etc/localtime", "/etc/ld.so.cache"].iter().map(PathBuf::from).filter(|p| p.exists()));
+    Ok(Extra { files, symlinks: vec![(link.to_path_buf(), PathBuf::from(version))] })
+}
+
+fn init_script(binaries: &Binaries, backend: &str, args: &VmTestArgs, sandbox: bool) -> String {
     let mut script = base_init();
     let _ = writeln!(script, "export SENTRA_CTL={}", binaries.sentra_ctl.display());
     let _ = writeln!(script, "export SENTRA_HIMALAYA={}", binaries.himalaya.display());
@@ -307,7 +374,7 @@ fn init_script(binaries: &Binaries, backend: &str, args: &VmTestArgs) -> String 
     let _ = writeln!(script, "{} doctor", binaries.sentra_ctl.display());
     let filter = args.filter.as_deref().unwrap_or("");
     let _ = writeln!(script, "for round in $(seq {}); do", args.repeat.max(1));
-    for test in &binaries.tests {
+    for test in binaries.tests.iter().filter(|t| sandbox || !is_sandbox_test(t)) {
         let _ = writeln!(
             script,
             "echo SENTRA-VM-BEGIN {0}\n{0} --test-threads=1 -Z unstable-options --report-time {filter}\necho SENTRA-VM-EXIT $?",
@@ -345,6 +412,11 @@ fn copy_into(root: &Path, file: &Path) -> anyhow::Result<()> {
 }
 
 pub fn pack(binaries: &Binaries, init: &str, initrd: &Path) -> anyhow::Result<()> {
+    pack_with(binaries, init, initrd, &Extra::default())
+}
+
+/// As [`pack`], with `extra` files and symlinks.
+pub fn pack_with(binaries: &Binaries, init: &str, initrd: &Path, extra: &Extra) -> anyhow::Result<()> {
     let root = initrd.with_extension("d");
     if root.exists() {
         std::fs::remove_dir_all(&root)?;
@@ -367,8 +439,15 @@ pub fn pack(binaries: &Binaries, init: &str, initrd: &Path) -> anyhow::Result<()
     for file in &files {
         libs.extend(libraries(file)?);
     }
-    for file in files.iter().chain(&libs) {
+    for file in files.iter().chain(&libs).chain(&extra.files) {
         copy_into(&root, file)?;
+    }
+    for (link, target) in &extra.symlinks {
+        let at = root.join(link.strip_prefix("/").unwrap_or(link));
+        if let Some(parent) = at.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::os::unix::fs::symlink(target, &at).with_context(|| at.display().to_string())?;
     }
     let init_path = root.join("init");
     std::fs::write(&init_path, init)?;
