@@ -160,6 +160,8 @@ pub fn workspace_root() -> anyhow::Result<PathBuf> {
 /// Binaries that go into the VM.
 pub struct Binaries {
     pub sentra_ctl: PathBuf,
+    /// The REPL, which also runs the Python sandbox (`sentra python`).
+    pub sentra: PathBuf,
     /// The shell layer (the self-protection tests run it inside a launched agent).
     pub sentra_shell: PathBuf,
     /// The agent's side of the mail broker, and himalaya, which the broker sends through.
@@ -215,6 +217,7 @@ pub fn build(workspace: &Path) -> anyhow::Result<Binaries> {
     let himalaya = himalaya()?;
     let binaries = Binaries {
         sentra_ctl: release.join("sentra-ctl"),
+        sentra: release.join("sentra"),
         sentra_shell: release.join("sentra-shell"),
         sentra_email: release.join("sentra-email"),
         himalaya,
@@ -224,6 +227,7 @@ pub fn build(workspace: &Path) -> anyhow::Result<Binaries> {
     };
     for binary in [
         &binaries.sentra_ctl,
+        &binaries.sentra,
         &binaries.sentra_shell,
         &binaries.sentra_email,
         &binaries.fixture,
@@ -428,6 +432,7 @@ pub fn pack_with(binaries: &Binaries, init: &str, initrd: &Path, extra: &Extra) 
         .context("busybox-static is required (setup.sh)")?;
     let mut files: Vec<PathBuf> = vec![
         binaries.sentra_ctl.clone(),
+        binaries.sentra.clone(),
         binaries.sentra_shell.clone(),
         binaries.sentra_email.clone(),
         binaries.himalaya.clone(),

@@ -259,9 +259,21 @@ fn setup(
     // lazy unmount takes the old root away (pivot_root(2), NOTES).
     std::env::set_current_dir(root)?;
     // SAFETY: NUL-terminated paths.
-    unsafe {
-        check(libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()), "pivot_root")?;
-        check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH).into(), "unmounting the old root")?;
+    let pivoted = unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) };
+    if pivoted == 0 {
+        // SAFETY: as above.
+        check(unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) }.into(), "unmounting the old root")?;
+    } else if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+        // The namespace's root is the initial ramfs, which cannot be pivoted away (pivot_root(2),
+        // EINVAL; a machine running from its initramfs): the new root is moved over it and made this
+        // process's root, as switch_root does. It then covers the old root, which nothing here can
+        // reach: no descriptor to it is open, and chroot and umount need capabilities the sandbox
+        // drops before any of its code runs.
+        mount(Some(c"."), c"/", None, libc::MS_MOVE, None)?;
+        // SAFETY: as above.
+        check(unsafe { libc::chroot(c".".as_ptr()) }.into(), "chroot into the new root")?;
+    } else {
+        return Err(std::io::Error::last_os_error()).context("pivot_root");
     }
     std::env::set_current_dir("/")?;
     mount(None, c"/", None, libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV, None)?;

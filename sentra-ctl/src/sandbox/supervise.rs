@@ -1,6 +1,6 @@
 //! The runner's side of a run: clone the sandbox's first process into its namespaces, put it in the
 //! run's cgroup, take its seccomp listener, then watch one `poll` loop until it is over: output (kept
-//! up to the limits, the rest drained and dropped, so a writer never blocks on a full pipe), the
+//! up to the limits; past them the run is stopped, so a writer never blocks on a full pipe), the
 //! filter's notifications (each denial answered `EPERM` and recorded; the interpreter's own exec let
 //! through), the process's exit (its pidfd) and the wall-clock deadline (the whole cgroup and PID
 //! namespace killed).
@@ -289,8 +289,9 @@ impl Watcher<'_> {
         Ok(())
     }
 
-    /// Keeps output up to the stream's limit; the rest is read and dropped, so the writer never
-    /// blocks on a full pipe.
+    /// Keeps output up to the stream's limit. Output beyond it ends the run (the response could not
+    /// carry it, and a program that keeps writing would otherwise burn its whole timeout): the run is
+    /// killed, `truncated` and the stream's limit say why.
     fn output(&mut self, i: usize, fd: i32) {
         let n = read(fd, &mut self.buffer);
         let stream = &mut self.streams[i];
@@ -303,14 +304,24 @@ impl Watcher<'_> {
         kept.extend_from_slice(&self.buffer[..n.min(room)]);
         if n > room && !self.outcome.truncated {
             self.outcome.truncated = true;
-            let detail =
-                format!("{} cut at {} bytes; the rest was read and dropped", stream.name, stream.cap);
             let name = stream.name;
+            let detail = format!("{name} went past {} bytes: cut there, and the run was stopped", stream.cap);
+            if self.exited.is_none() {
+                self.outcome.limit = self.outcome.limit.or(Some(name));
+                self.kill();
+            }
             self.outcome.violation(Violation::limit(name, detail));
         }
     }
 
     /// Kills the whole run: its cgroup, and its PID namespace through its init.
+    fn kill(&self) {
+        self.leaf.kill();
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), nix::sys::signal::Signal::SIGKILL);
+    }
+
+    /// The deadline passed: the run is killed.
     fn time_out(&mut self) {
         self.outcome.timed_out = true;
         self.outcome.limit = Some("timeout");
