@@ -3,6 +3,7 @@
 mod exec;
 mod net;
 mod policy;
+mod sandbox;
 mod seccomp;
 mod shell;
 
@@ -20,6 +21,9 @@ pub enum Bench {
     Net(net::Args),
     /// System-call-heavy work under the shipped seccomp profiles against no filter (host).
     Seccomp(seccomp::Args),
+    /// The Python sandbox: start to exit of `print(1)` against plain python3, and memory per
+    /// parallel sandbox (host, root).
+    Sandbox(sandbox::Args),
 }
 
 pub fn run(which: Bench) -> anyhow::Result<()> {
@@ -29,5 +33,6 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
         Bench::Policy(args) => policy::run(&args),
         Bench::Net(args) => net::run(&args),
         Bench::Seccomp(args) => seccomp::run(&args),
+        Bench::Sandbox(args) => sandbox::run(&args),
     }
 }
