@@ -157,12 +157,37 @@ impl Leaf {
         Ok(())
     }
 
+    /// The v2 leaf as a directory descriptor (for `CLONE_INTO_CGROUP`).
+    ///
+    /// # Errors
+    /// It cannot be opened.
+    pub fn open(&self) -> anyhow::Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(&self.v2)
+            .with_context(|| self.v2.display().to_string())
+    }
+
+    /// Moves `pid` into the leaf's v1 companions (a process cloned into the v2 leaf).
+    ///
+    /// # Errors
+    /// A `cgroup.procs` write fails.
+    pub fn add_v1(&self, pid: u32) -> anyhow::Result<()> {
+        self.add_to(pid, false)
+    }
+
     /// Moves `pid` into the leaf (and its v1 companions).
     ///
     /// # Errors
     /// A `cgroup.procs` write fails.
     pub fn add(&self, pid: u32) -> anyhow::Result<()> {
-        let mut dirs = vec![self.v2.clone()];
+        self.add_to(pid, true)
+    }
+
+    fn add_to(&self, pid: u32, v2: bool) -> anyhow::Result<()> {
+        let mut dirs = if v2 { vec![self.v2.clone()] } else { Vec::new() };
         for controller in [&self.memory, &self.pids, &self.cpu] {
             if let Controller::V1(dir) = controller
                 && !dirs.contains(dir)

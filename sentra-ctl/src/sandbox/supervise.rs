@@ -99,33 +99,21 @@ pub fn start_and_watch(
     if plan.own_network {
         flags |= libc::CLONE_NEWNET;
     }
-    let mut pidfd: libc::c_int = -1;
-    // SAFETY: clone without CLONE_VM behaves as fork (the child gets a copy of this single-threaded
-    // process); with CLONE_PIDFD the kernel stores the pidfd through the parent_tid pointer, the
-    // third argument on x86_64 and aarch64 alike.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            libc::c_ulong::try_from(flags | libc::SIGCHLD).unwrap_or(0),
-            0,
-            &raw mut pidfd,
-            0,
-            0,
-        )
-    };
+    let cgroup = leaf.open()?;
+    let (pid, pidfd, in_leaf) = clone(u64::try_from(flags).unwrap_or(0), &cgroup)?;
     if pid == 0 {
         drop((go_w, status_r, out_r, err_r));
         child::run(plan, &child::Ends { go: go_r, status: status_w, stdout: out_w, stderr: err_w });
     }
-    if pid < 0 {
-        return Err(std::io::Error::last_os_error()).context("clone (namespaces for the sandbox)");
-    }
-    drop((go_r, status_w, out_w, err_w));
-    let pid = i32::try_from(pid).context("pid out of range")?;
+    drop((go_r, status_w, out_w, err_w, cgroup));
     let reaper = Reaper { pid, armed: true };
     let pidfd = owned(pidfd.into())?;
     let mut go = std::fs::File::from(go_w);
-    leaf.add(pid.unsigned_abs())?;
+    if in_leaf {
+        leaf.add_v1(pid.unsigned_abs())?;
+    } else {
+        leaf.add(pid.unsigned_abs())?;
+    }
     go.write_all(b"G")?;
     let watcher = Watcher {
         pid,
@@ -150,6 +138,75 @@ pub fn start_and_watch(
         buffer: vec![0u8; 64 * 1024],
     };
     watcher.run()
+}
+
+/// `clone3(2)`'s arguments (include/uapi/linux/sched.h, `CLONE_ARGS_SIZE_VER2`).
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// `CLONE_INTO_CGROUP` (include/uapi/linux/sched.h).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Clones the sandbox's first process as fork does (no `CLONE_VM`: a copy of this single-threaded
+/// process), born in the v2 leaf where the kernel can (`clone3` with `CLONE_INTO_CGROUP`, Linux 5.7+):
+/// moving a process between cgroups waits for an RCU grace period (kernel/cgroup/cgroup.c,
+/// `cgroup_attach_lock`), which was half the sandbox's start. Returns the pid (0 in the child), the
+/// pidfd, and whether the child was born in the leaf.
+fn clone(flags: u64, cgroup: &std::fs::File) -> anyhow::Result<(i32, libc::c_int, bool)> {
+    let mut pidfd: libc::c_int = -1;
+    let args = CloneArgs {
+        flags: flags | CLONE_INTO_CGROUP,
+        pidfd: &raw mut pidfd as u64,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: u64::try_from(libc::SIGCHLD).unwrap_or(17),
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: u64::try_from(cgroup.as_raw_fd()).unwrap_or(0),
+    };
+    // SAFETY: a valid clone_args of the size passed; without CLONE_VM the child runs on a copy of
+    // this process's memory, as after fork.
+    let pid = unsafe { libc::syscall(libc::SYS_clone3, &raw const args, std::mem::size_of::<CloneArgs>()) };
+    if pid >= 0 {
+        return Ok((i32::try_from(pid).context("pid out of range")?, pidfd, true));
+    }
+    let error = std::io::Error::last_os_error();
+    // ENOSYS: no clone3 (before 5.3); E2BIG or EINVAL: no CLONE_INTO_CGROUP (before 5.7).
+    if !matches!(error.raw_os_error(), Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)) {
+        return Err(error).context("clone3 (namespaces for the sandbox)");
+    }
+    // SAFETY: as above; with CLONE_PIDFD the kernel stores the pidfd through the parent_tid
+    // pointer, the third argument on x86_64 and aarch64 alike.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::c_ulong::try_from(flags).unwrap_or(0)
+                | libc::c_ulong::try_from(libc::SIGCHLD).unwrap_or(17),
+            0,
+            &raw mut pidfd,
+            0,
+            0,
+        )
+    };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error()).context("clone (namespaces for the sandbox)");
+    }
+    Ok((i32::try_from(pid).context("pid out of range")?, pidfd, false))
 }
 
 /// What [`pollfd`](libc::pollfd) entries stand for.
