@@ -173,6 +173,7 @@ fn memory(parallel: u32, sentra: &Path, policy: &Path, log: &Path) -> anyhow::Re
     if pythons != parallel {
         bail!("{pythons} interpreters found running, {parallel} expected");
     }
+    #[expect(clippy::cast_precision_loss, reason = "kibibytes of a few processes, far below 2^52")]
     let per = |kib: u64| kib as f64 / 1024.0 / f64::from(parallel);
     println!("{parallel} sandboxes at once (per sandbox):");
     println!("  runner (sentra python) resident: {:.1} MB", per(runner_kib));
