@@ -7,6 +7,12 @@ mod sandbox;
 mod seccomp;
 mod shell;
 
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
 #[derive(Subcommand)]
@@ -35,4 +41,20 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
         Bench::Seccomp(args) => seccomp::run(&args),
         Bench::Sandbox(args) => sandbox::run(&args),
     }
+}
+
+/// Builds one of sentra-ctl's binaries that do not use the BPF object (release) and returns its path.
+fn build_binary(workspace: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace)
+        .args(["build", "--release", "-p", "sentra-ctl", "--bin", name])
+        .env("AYA_BUILD_SKIP", "1")
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("building {name} failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), PathBuf::from);
+    Ok(target.join("release").join(name))
 }

@@ -35,7 +35,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         bail!("bench sandbox runs as root (the sandbox creates cgroups and namespaces)");
     }
     let workspace = vm::workspace_root()?;
-    let sentra = build(&workspace)?;
+    let sentra = super::build_binary(&workspace, "sentra")?;
     let dir = TempDir(std::env::temp_dir().join(format!("sentra-bench-sandbox-{}", std::process::id())));
     std::fs::create_dir_all(dir.path())?;
     // The shipped sandbox sections of the default policy, as they are.
@@ -61,22 +61,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn build(workspace: &Path) -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(workspace)
-        .args(["build", "--release", "-p", "sentra-ctl", "--bin", "sentra"])
-        // The sandbox does not use the BPF object.
-        .env("AYA_BUILD_SKIP", "1")
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("building sentra failed");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), PathBuf::from);
-    Ok(target.join("release/sentra"))
 }
 
 fn time_one(command: &mut Command) -> anyhow::Result<Duration> {

@@ -7,7 +7,7 @@
 
 use std::{
     hint::black_box,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -55,25 +55,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let policy = workspace.join("policies/original-67.yaml");
-    let shell = build(&workspace)?;
+    let shell = super::build_binary(&workspace, "sentra-shell")?;
     startup(args.runs, &shell, &policy)?;
     matching(args.evaluations, &policy)
-}
-
-fn build(workspace: &Path) -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(workspace)
-        .args(["build", "--release", "-p", "sentra-ctl", "--bin", "sentra-shell"])
-        // sentra-shell does not use the BPF object.
-        .env("AYA_BUILD_SKIP", "1")
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("building sentra-shell failed");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), PathBuf::from);
-    Ok(target.join("release/sentra-shell"))
 }
 
 fn time_one(command: &mut Command) -> anyhow::Result<Duration> {
