@@ -917,3 +917,52 @@ fn main_with(cli: &Cli) -> anyhow::Result<i32> {
     }
     Ok(response.exit_code)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(args: &[&str]) -> (Vec<String>, Vec<String>) {
+        let (ours, rest) = split_program(args.iter().map(std::ffi::OsString::from).collect());
+        (ours.into_iter().map(|a| a.to_string_lossy().into_owned()).collect(), rest)
+    }
+
+    #[test]
+    fn what_follows_the_program_is_the_programs() {
+        let (ours, rest) = split(&["python", "--json", "-m", "json.tool", "--help"]);
+        assert_eq!(ours, ["python", "--json", "-m", "json.tool"]);
+        assert_eq!(rest, ["--help"]);
+        let (ours, rest) = split(&["python", "--profile", "p", "script.py", "-c", "x"]);
+        assert_eq!(ours, ["python", "--profile", "p", "--", "script.py"]);
+        assert_eq!(rest, ["-c", "x"]);
+        let (ours, rest) = split(&["python", "-c", "print(1)", "a", "--json"]);
+        assert_eq!(ours, ["python", "-c", "print(1)"]);
+        assert_eq!(rest, ["a", "--json"]);
+    }
+
+    #[test]
+    fn a_request_narrows_and_never_widens() {
+        let allowed = vec!["/work".to_string(), "/tmp/out".to_string()];
+        assert_eq!(within(None, &allowed, "k").expect("default"), allowed);
+        assert!(within(Some(&vec!["/work/sub".into()]), &allowed, "k").is_ok());
+        for wider in ["/etc", "/work/../etc", "work", "/workshop"] {
+            assert!(within(Some(&vec![wider.into()]), &allowed, "k").is_err(), "{wider}");
+        }
+        assert_eq!(narrowed(Some(5), 30, "t").expect("lower"), 5);
+        assert!(narrowed(Some(31), 30, "t").is_err());
+        assert!(narrowed(Some(0), 30, "t").is_err());
+    }
+
+    #[test]
+    fn deny_spawn_keeps_threads() {
+        let mut syscalls = BTreeMap::new();
+        spawn_rules(&mut syscalls, true);
+        let clone = &syscalls["clone"];
+        assert_eq!(clone.base, SeccompAction::Deny);
+        assert_eq!(clone.conditions[0].value, CLONE_THREAD);
+        assert_eq!(clone.conditions[0].action, SeccompAction::Allow);
+        for name in ["fork", "vfork", "execve", "execveat"] {
+            assert_eq!(syscalls[name].base, SeccompAction::Deny, "{name}");
+        }
+    }
+}
