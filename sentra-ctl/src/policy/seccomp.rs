@@ -221,12 +221,7 @@ fn resolve(profiles: &BTreeMap<String, SeccompProfile>, name: &str) -> Result<Re
         }
     }
     resolved.default = default.unwrap_or(SeccompAction::Allow);
-    for syscall in ALWAYS_DENIED {
-        resolved.syscalls.insert(
-            syscall.to_string(),
-            Entry { base: SeccompAction::Deny, conditions: Vec::new(), dangerous: true },
-        );
-    }
+    resolved.deny_always_denied();
     Ok(resolved)
 }
 
@@ -363,6 +358,25 @@ fn x32_guard() -> BpfProgram {
 }
 
 impl Resolved {
+    /// A profile that allows everything but what no profile may leave out.
+    #[must_use]
+    pub fn permissive(name: &str) -> Self {
+        let mut resolved =
+            Self { name: name.to_string(), default: SeccompAction::Allow, syscalls: BTreeMap::new() };
+        resolved.deny_always_denied();
+        resolved
+    }
+
+    /// Denies [`ALWAYS_DENIED`], whatever the profile said of them.
+    fn deny_always_denied(&mut self) {
+        for syscall in ALWAYS_DENIED {
+            self.syscalls.insert(
+                syscall.to_string(),
+                Entry { base: SeccompAction::Deny, conditions: Vec::new(), dangerous: true },
+            );
+        }
+    }
+
     /// Compiles the profile for this architecture; with `notify`, denials go to a user-notification
     /// listener (the launcher answers `EPERM` and records them) instead of failing in the kernel.
     ///

@@ -115,16 +115,15 @@ fn restrict(target: &CStr, writable: bool, device: bool) -> anyhow::Result<()> {
         userns_fd: u64,
     }
     const AT_RECURSIVE: libc::c_uint = 0x8000;
-    let mut set = libc::MOUNT_ATTR_NOSUID;
-    if writable {
-        // What the sandbox writes it cannot execute or map as code.
-        set |= libc::MOUNT_ATTR_NOEXEC;
-    } else {
-        set |= libc::MOUNT_ATTR_RDONLY;
-    }
-    if !device {
-        set |= libc::MOUNT_ATTR_NODEV;
-    }
+    // Each attribute with its `mount(2)` flag, and whether it applies. What the sandbox writes it
+    // cannot execute or map as code.
+    let wanted = [
+        (true, libc::MOUNT_ATTR_NOSUID, libc::MS_NOSUID),
+        (writable, libc::MOUNT_ATTR_NOEXEC, libc::MS_NOEXEC),
+        (!writable, libc::MOUNT_ATTR_RDONLY, libc::MS_RDONLY),
+        (!device, libc::MOUNT_ATTR_NODEV, libc::MS_NODEV),
+    ];
+    let set = wanted.iter().filter(|w| w.0).fold(0, |all, w| all | w.1);
     let attr = MountAttr { attr_set: set, attr_clr: 0, propagation: 0, userns_fd: 0 };
     // SAFETY: a valid path and attribute struct of the size passed.
     let rc = unsafe {
@@ -143,15 +142,7 @@ fn restrict(target: &CStr, writable: bool, device: bool) -> anyhow::Result<()> {
     if std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS) {
         return check(rc, &format!("mount_setattr {target:?}"));
     }
-    let mut flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID;
-    if writable {
-        flags |= libc::MS_NOEXEC;
-    } else {
-        flags |= libc::MS_RDONLY;
-    }
-    if !device {
-        flags |= libc::MS_NODEV;
-    }
+    let flags = wanted.iter().filter(|w| w.0).fold(libc::MS_BIND | libc::MS_REMOUNT, |all, w| all | w.2);
     mount(None, target, None, flags, None)
 }
 

@@ -187,18 +187,24 @@ impl Leaf {
     }
 
     fn add_to(&self, pid: u32, v2: bool) -> anyhow::Result<()> {
-        let mut dirs = if v2 { vec![self.v2.clone()] } else { Vec::new() };
-        for controller in [&self.memory, &self.pids, &self.cpu] {
-            if let Controller::V1(dir) = controller
-                && !dirs.contains(dir)
-            {
-                dirs.push(dir.clone());
-            }
-        }
-        for dir in dirs {
+        let v2 = v2.then_some(self.v2.as_path());
+        for dir in v2.into_iter().chain(self.v1_dirs()) {
             write(&dir.join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())
+    }
+
+    /// The v1 leaves, each once (controllers mounted together share one).
+    fn v1_dirs(&self) -> Vec<&Path> {
+        let mut dirs: Vec<&Path> = Vec::new();
+        for controller in [&self.memory, &self.pids, &self.cpu] {
+            if let Controller::V1(dir) = controller
+                && !dirs.contains(&dir.as_path())
+            {
+                dirs.push(dir);
+            }
+        }
+        dirs
     }
 
     /// The v2 leaf's path.
@@ -246,14 +252,9 @@ impl Leaf {
 impl Drop for Leaf {
     fn drop(&mut self) {
         self.kill();
-        let mut dirs = vec![self.v2.clone()];
-        for controller in [&self.memory, &self.pids, &self.cpu] {
-            if let Controller::V1(dir) = controller {
-                dirs.push(dir.clone());
-            }
-        }
-        for dir in dirs {
-            remove(&dir);
+        remove(&self.v2);
+        for dir in self.v1_dirs() {
+            remove(dir);
         }
     }
 }

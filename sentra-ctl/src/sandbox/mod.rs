@@ -17,7 +17,7 @@ use std::{
     ffi::CString,
     io::Write as _,
     os::{
-        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        fd::{FromRawFd as _, OwnedFd},
         unix::ffi::OsStrExt as _,
     },
     path::{Path, PathBuf},
@@ -277,11 +277,16 @@ fn runtime(python: &Path) -> Vec<PathBuf> {
             .iter()
             .map(PathBuf::from)
             .collect();
-    if let Some(prefix) = python.parent().and_then(Path::parent) {
+    if let Some(prefix) = prefix(python) {
         paths.push(prefix.join("lib"));
     }
     paths.push(python.to_path_buf());
     paths
+}
+
+/// The interpreter's installation prefix (`/usr` for `/usr/bin/python3.11`).
+fn prefix(python: &Path) -> Option<&Path> {
+    python.parent().and_then(Path::parent)
 }
 
 /// The devices a program expects.
@@ -317,7 +322,7 @@ pub fn plan(policy: &Policy, invocation: &Invocation) -> anyhow::Result<Plan> {
         read: watch_read,
         write: watch_write,
         protected: profile.fs_defaults.protected_deny.iter().map(PathBuf::from).collect(),
-        prefix: python.parent().and_then(Path::parent).map(Path::to_path_buf),
+        prefix: prefix(&python).map(Path::to_path_buf),
     };
     let cstring = |s: &str| CString::new(s).with_context(|| format!("`{s}` has a NUL byte"));
     let child = child::ChildPlan {
@@ -326,7 +331,7 @@ pub fn plan(policy: &Policy, invocation: &Invocation) -> anyhow::Result<Plan> {
         symlinks: files.symlinks,
         hide: files.hide,
         cwd: files.cwd,
-        own_network: true,
+        own_network: profile.default_network == NetworkDefault::Deny,
         uid: identity.uid,
         gid: identity.gid,
         landlock_read: files.landlock_read,
@@ -462,7 +467,6 @@ impl Files {
     }
 }
 
-/// The interpreter's arguments and environment, and the code's SHA-256 when it is given as text.
 /// The interpreter's command line and environment.
 struct Interpreter {
     argv: Vec<String>,
@@ -470,6 +474,7 @@ struct Interpreter {
     code_sha256: Option<String>,
 }
 
+/// The interpreter's arguments and environment, and the code's SHA-256 when it is given as text.
 fn program(invocation: &Invocation, python_bin: &str, cwd: &Path) -> anyhow::Result<Interpreter> {
     let mut argv = vec![python_bin.to_string(), "-s".to_string()];
     if invocation.unbuffered {
@@ -513,19 +518,7 @@ fn filters(
 ) -> anyhow::Result<(crate::policy::seccomp::Compiled, BTreeMap<i64, observe::PathCall>)> {
     let mut resolved = match &profile.syscall_profile {
         Some(syscalls) => policy.syscall_profile(syscalls)?,
-        None => crate::policy::seccomp::Resolved {
-            name: "(none)".into(),
-            default: SeccompAction::Allow,
-            syscalls: crate::policy::seccomp::ALWAYS_DENIED
-                .iter()
-                .map(|s| {
-                    (
-                        (*s).to_string(),
-                        Entry { base: SeccompAction::Deny, conditions: Vec::new(), dangerous: true },
-                    )
-                })
-                .collect(),
-        },
+        None => crate::policy::seccomp::Resolved::permissive("(none)"),
     };
     spawn_rules(&mut resolved.syscalls, profile.deny_spawn_processes);
     let calls = observe::apply(&mut resolved);
@@ -759,10 +752,6 @@ fn owned(fd: i64) -> anyhow::Result<OwnedFd> {
     }
     // SAFETY: a descriptor the kernel just returned, owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn raw(fd: &OwnedFd) -> i32 {
-    fd.as_raw_fd()
 }
 
 /// `sentra python`'s command line.

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{Violation, child, limits::Leaf, observe::Watch, owned, raw};
+use super::{Violation, child, limits::Leaf, observe::Watch, owned};
 use crate::policy::sandbox::Limits;
 
 /// Violations kept in a response; more are counted.
@@ -262,14 +262,14 @@ impl Watcher<'_> {
                 add(self.pidfd.as_raw_fd(), Role::Exit);
             }
             if let Some(fd) = &self.status {
-                add(raw(fd), Role::Status);
+                add(fd.as_raw_fd(), Role::Status);
             }
             if let Some(fd) = &self.listener {
-                add(raw(fd), Role::Listener);
+                add(fd.as_raw_fd(), Role::Listener);
             }
             for (i, stream) in self.streams.iter().enumerate() {
                 if let Some(fd) = &stream.fd {
-                    add(raw(fd), Role::Stream(i));
+                    add(fd.as_raw_fd(), Role::Stream(i));
                 }
             }
             let wait = if self.outcome.timed_out || self.exited.is_some() {
@@ -386,9 +386,7 @@ impl Watcher<'_> {
             "timeout",
             format!("killed at timeout_sec {}", self.limits.timeout_sec),
         ));
-        self.leaf.kill();
-        let _ =
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), nix::sys::signal::Signal::SIGKILL);
+        self.kill();
     }
 }
 
@@ -441,10 +439,11 @@ fn answer(
         // SAFETY: the ioctl reads one u64.
         unsafe { libc::ioctl(listener.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &raw const id) == 0 }
     };
+    // Continuing is safe for the first exec because only the runner's own code has run in the
+    // process, so the arguments the kernel reads after the answer are the runner's; for a watched
+    // call because the answer decides nothing (see `observe`) (seccomp_unotify(2)).
     let response = if first_exec || watched.is_some() {
         *exec_let_through |= first_exec;
-        // Safe to continue: only the runner's own code has run in this process so far, so the
-        // arguments the kernel reads after this answer are the runner's (seccomp_unotify(2)).
         libc::seccomp_notif_resp {
             id: notification.id,
             val: 0,
