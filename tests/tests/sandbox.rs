@@ -315,10 +315,11 @@ fn a_fork_bomb_stops_at_pids_max() {
 fn cpu_max_percent_holds_a_busy_loop_to_its_share() {
     let scene = Scene::new("timeout_sec: 20, cpu_max_percent: 20", "");
     let response = scene.code(
-        "import os, time\nend = time.monotonic() + 1.5\nwhile time.monotonic() < end: pass\nprint(round(time.process_time(), 3))",
+        "import time\nstart = time.process_time()\nend = time.monotonic() + 1.5\nwhile time.monotonic() < end: pass\nprint(round(time.process_time() - start, 3))",
     );
     let used: f64 = response["stdout"].as_str().and_then(|s| s.trim().parse().ok()).expect("cpu seconds");
-    // 20% of one CPU over 1.5 s is 0.3 s; the first period and the interpreter's start add a little.
+    // 20% of one CPU over 1.5 s is 0.3 s; the loop's own CPU time is measured (under emulation the
+    // interpreter's start alone can take more than the whole share).
     assert!(used < 0.6, "{used} s of CPU in 1.5 s at cpu_max_percent 20: {response}");
 }
 

@@ -434,10 +434,16 @@ impl Files {
         }
         for path in write_allow.iter().map(PathBuf::from) {
             if !path.exists() && path.parent().is_some_and(Path::is_dir) {
-                // A writable directory that is not there yet is made for the sandbox's user.
-                std::fs::create_dir(&path).with_context(|| path.display().to_string())?;
-                std::os::unix::fs::chown(&path, Some(identity.uid), Some(identity.gid))?;
-                std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+                // A writable directory that is not there yet is made for the sandbox's user, by
+                // whichever of several runs starting at once gets there first.
+                match std::fs::create_dir(&path) {
+                    Ok(()) => {
+                        std::os::unix::fs::chown(&path, Some(identity.uid), Some(identity.gid))?;
+                        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+                    }
+                    Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(err) => return Err(err).with_context(|| path.display().to_string()),
+                }
             }
             if path.exists() {
                 files.bind(&path, true, false);
