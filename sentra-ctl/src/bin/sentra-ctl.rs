@@ -115,6 +115,17 @@ enum Command {
         #[arg(long)]
         run_pid: u32,
     },
+    /// Runs one sandbox request for the controller (started by the daemon itself, see
+    /// `sentra_ctl::sandbox::agent`).
+    #[command(hide = true)]
+    SandboxRun {
+        #[arg(long)]
+        policy: PathBuf,
+        #[arg(long)]
+        policy_hash: String,
+        #[arg(long)]
+        requested_by: String,
+    },
     /// Stop enforcing: remove every pin (the daemon exits).
     #[command(
         after_help = "Examples:\n  sentra-ctl stop\n  sentra-ctl stop --force   (no controller is running, its pins remain)"
@@ -296,7 +307,11 @@ fn real_main() -> anyhow::Result<i32> {
     let cli = Cli::parse();
     if !matches!(
         cli.command,
-        Command::Run { .. } | Command::Daemon { .. } | Command::Launch(_) | Command::Reap { .. }
+        Command::Run { .. }
+            | Command::Daemon { .. }
+            | Command::Launch(_)
+            | Command::Reap { .. }
+            | Command::SandboxRun { .. }
     ) {
         // Commands that only print end quietly when their reader goes away (`… | head`), as other
         // Unix tools do, instead of failing a print. The long-running ones keep ignoring SIGPIPE:
@@ -345,6 +360,9 @@ fn real_main() -> anyhow::Result<i32> {
         Command::Reap { cgroup, pin_root, audit_log, run_pid } => {
             run::reap(&cgroup, &pin_root, &audit_log, run_pid)?;
             Ok(0)
+        }
+        Command::SandboxRun { policy, policy_hash, requested_by } => {
+            Ok(sentra_ctl::sandbox::agent::main(&policy, &policy_hash, &requested_by))
         }
         Command::Status { json: true } => answer(&controller::protocol::Request::Status),
         Command::Status { json: false } => answer_with(&controller::protocol::Request::Status, |body| {

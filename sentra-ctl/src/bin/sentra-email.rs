@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     let run = || -> Result<(String, u8), client::ClientError> {
         let mut request = client::parse(&program, &args)?;
         client::read_body_if_dash(&mut request, STDIN_BODY_MAX)?;
-        let answer = client::request(&client::socket(), &request)?;
+        let answer = client::request(&sentra_ctl::controller::protocol::nearest_records_socket(), &request)?;
         Ok(client::report(&request, &answer))
     };
     match run() {

@@ -22,7 +22,7 @@ use super::{
     metrics::{Metrics, Snapshot},
     protocol::{
         ADMIT_KEY, Admitted, DENIALS_KEY, DENIALS_MAX, Denials, EMAIL_KEY, EmailAnswer, EmailRequest,
-        Greeting, Request, Response, records_socket, socket,
+        Greeting, PYTHON_KEY, Request, Response, records_socket, socket,
     },
     state::{GovernedPath, Loaded, State, run_dir, state_file},
 };
@@ -308,7 +308,7 @@ fn delegated_tag(id: u64) -> String {
 const CONNECTIONS_QUEUED: usize = 16;
 /// How long a peer may take to send its request line, and how long it may be.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
-const REQUEST_MAX_BYTES: u64 = 64 * 1024;
+const REQUEST_MAX_BYTES: u64 = super::protocol::LINE_MAX_BYTES;
 
 /// Records connections served at once (each holds a descriptor); more are closed at once, counted.
 const RECORD_CONNECTIONS: usize = 256;
@@ -359,6 +359,8 @@ enum ShellLine {
     Email(Result<EmailRequest, String>, tokio::sync::oneshot::Sender<Result<Job, EmailAnswer>>),
     /// The record of a message the broker was allowed to send, once it was sent or failed.
     EmailDone(serde_json::Value),
+    /// The policy enforced now (a sandbox run is planned under it).
+    Enforced(tokio::sync::oneshot::Sender<Greeting>),
 }
 
 /// Serves one shell: greets it with the enforced policy, then takes one JSON object per line (at
@@ -389,11 +391,7 @@ async fn shell_records_connection(
         }
         let record = match serde_json::from_slice::<serde_json::Value>(&line) {
             Ok(request) if request.get(ADMIT_KEY).is_some() => {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                if loop_.send((peer.clone(), ShellLine::Admit(tx))).await.is_err() {
-                    return;
-                }
-                let Ok(admitted) = rx.await else { return };
+                let Some(admitted) = ask_loop(&loop_, &peer, ShellLine::Admit).await else { return };
                 if !answer(&mut write, &admitted).await {
                     return;
                 }
@@ -401,12 +399,17 @@ async fn shell_records_connection(
             }
             Ok(request) if request.get(DENIALS_KEY).is_some() => {
                 let since = request.get(DENIALS_KEY).and_then(serde_json::Value::as_u64).unwrap_or(u64::MAX);
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                if loop_.send((peer.clone(), ShellLine::Denials(since, tx))).await.is_err() {
+                let asked = ask_loop(&loop_, &peer, |tx| ShellLine::Denials(since, tx));
+                let Some(denials) = asked.await else { return };
+                if !answer(&mut write, &denials).await {
                     return;
                 }
-                let Ok(denials) = rx.await else { return };
-                if !answer(&mut write, &denials).await {
+                continue;
+            }
+            Ok(mut request) if request.get(PYTHON_KEY).is_some() => {
+                let invocation = request.get_mut(PYTHON_KEY).map(serde_json::Value::take).unwrap_or_default();
+                let Some(reply) = sandbox_reply(&loop_, &peer, &mut reader, invocation).await else { return };
+                if !answer(&mut write, &reply).await {
                     return;
                 }
                 continue;
@@ -418,40 +421,7 @@ async fn shell_records_connection(
                     .map(serde_json::from_value::<EmailRequest>)
                     .and_then(Result::ok)
                     .ok_or_else(|| "not an e-mail request (`to`, `subject`, `body`)".to_string());
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                if loop_.send((peer.clone(), ShellLine::Email(parsed, tx))).await.is_err() {
-                    return;
-                }
-                let reply = match rx.await {
-                    Ok(Ok(job)) => {
-                        let outcome = job.send().await;
-                        let record = email_record(
-                            &peer,
-                            "allowed",
-                            &job.rule,
-                            outcome.as_ref().err(),
-                            serde_json::json!({
-                                "to": job.to,
-                                "subject": job.subject,
-                                "bytes": job.size(),
-                                "message_id": job.message.message_id,
-                                "delivered": outcome.is_ok(),
-                            }),
-                        );
-                        if loop_.send((peer.clone(), ShellLine::EmailDone(record))).await.is_err() {
-                            return;
-                        }
-                        EmailAnswer {
-                            sent: outcome.is_ok(),
-                            denied: false,
-                            rule: job.rule.clone(),
-                            reason: outcome.err(),
-                            message_id: Some(job.message.message_id.clone()),
-                        }
-                    }
-                    Ok(Err(refused)) => refused,
-                    Err(_) => return,
-                };
+                let Some(reply) = email_reply(&loop_, &peer, parsed).await else { return };
                 if !answer(&mut write, &reply).await {
                     return;
                 }
@@ -466,6 +436,80 @@ async fn shell_records_connection(
             }),
         };
         if loop_.send((peer.clone(), ShellLine::Record(record))).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Asks the daemon loop one question for a shell and waits for its answer (`None`: the loop is gone).
+async fn ask_loop<T>(
+    loop_: &mpsc::Sender<(Peer, ShellLine)>,
+    peer: &Peer,
+    question: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> ShellLine,
+) -> Option<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    loop_.send((peer.clone(), question(tx))).await.ok()?;
+    rx.await.ok()
+}
+
+/// Runs a sandbox request under the policy enforced now (a reload since the greeting counts);
+/// `None`: the caller went away (killed at its own timeout), taking its run with it.
+async fn sandbox_reply(
+    loop_: &mpsc::Sender<(Peer, ShellLine)>,
+    peer: &Peer,
+    reader: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
+    invocation: serde_json::Value,
+) -> Option<crate::sandbox::agent::Answer> {
+    let enforced = ask_loop(loop_, peer, ShellLine::Enforced).await?;
+    let requested_by = peer.stamp();
+    let run =
+        crate::sandbox::agent::serve(invocation, &enforced.policy, &enforced.policy_hash, &requested_by);
+    tokio::select! {
+        reply = run => Some(reply),
+        () = closed(reader) => None,
+    }
+}
+
+/// Has the loop decide an e-mail request and sends an allowed one (recording it once sent);
+/// `None`: the loop is gone.
+async fn email_reply(
+    loop_: &mpsc::Sender<(Peer, ShellLine)>,
+    peer: &Peer,
+    parsed: Result<EmailRequest, String>,
+) -> Option<EmailAnswer> {
+    let job = match ask_loop(loop_, peer, |tx| ShellLine::Email(parsed, tx)).await? {
+        Ok(job) => job,
+        Err(refused) => return Some(refused),
+    };
+    let outcome = job.send().await;
+    let record = email_record(
+        peer,
+        "allowed",
+        &job.rule,
+        outcome.as_ref().err(),
+        serde_json::json!({
+            "to": job.to,
+            "subject": job.subject,
+            "bytes": job.size(),
+            "message_id": job.message.message_id,
+            "delivered": outcome.is_ok(),
+        }),
+    );
+    loop_.send((peer.clone(), ShellLine::EmailDone(record))).await.ok()?;
+    Some(EmailAnswer {
+        sent: outcome.is_ok(),
+        denied: false,
+        rule: job.rule.clone(),
+        reason: outcome.err(),
+        message_id: Some(job.message.message_id.clone()),
+    })
+}
+
+/// Resolves once the peer has closed its end (anything more it sends meanwhile is discarded).
+async fn closed(reader: &mut BufReader<tokio::net::unix::OwnedReadHalf>) {
+    let mut sink = [0u8; 512];
+    while let Ok(read) = tokio::io::AsyncReadExt::read(reader, &mut sink).await {
+        if read == 0 {
             return;
         }
     }
@@ -833,6 +877,9 @@ impl Daemon {
                 let _ = reply.send(self.email(peer, request.as_ref().map_err(String::as_str)));
             }
             ShellLine::EmailDone(record) => self.write_email_record(&record),
+            ShellLine::Enforced(reply) => {
+                let _ = reply.send(self.greeting.clone());
+            }
         }
     }
 

@@ -20,6 +20,17 @@ pub fn records_socket() -> std::path::PathBuf {
 /// point its shell at a socket of its own, as it could with `SENTRA_RUN_DIR`).
 pub const AGENT_RECORDS_SOCKET: &str = "/run/sentra/records.sock";
 
+/// The records socket a client should use: at its fixed place in a launched agent's mount
+/// namespace, else the controller's own (an operator's shell on the host).
+#[must_use]
+pub fn nearest_records_socket() -> std::path::PathBuf {
+    let agent = std::path::PathBuf::from(AGENT_RECORDS_SOCKET);
+    if std::fs::symlink_metadata(&agent).is_ok() { agent } else { records_socket() }
+}
+
+/// The longest line either socket reads from a peer (a longer one is refused as a whole).
+pub const LINE_MAX_BYTES: u64 = 64 * 1024;
+
 /// The first line on the records socket: the policy the controller enforces (the shell then
 /// evaluates exactly that one).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -52,6 +63,11 @@ pub const DENIALS_MAX: usize = 16;
 /// (`{"sentra_email": EmailRequest}`): the broker holds the credentials, the enforced policy's
 /// `email:` section decides, and one [`EmailAnswer`] line comes back once the message is sent or refused.
 pub const EMAIL_KEY: &str = "sentra_email";
+
+/// Key of a request on the records socket to run Python in the sandbox
+/// (`{"sentra_python": Invocation}`, see `crate::sandbox::agent`): the controller starts the runner
+/// with the enforced policy and answers one `sandbox::agent::Answer` line once the run is over.
+pub const PYTHON_KEY: &str = "sentra_python";
 
 /// One message the agent asks to send (the sender is the policy's, never the agent's).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 
 use crate::{
     audit::AuditError,
-    controller::protocol::{self, EMAIL_KEY, EmailAnswer, EmailRequest},
+    controller::protocol::{EMAIL_KEY, EmailAnswer, EmailRequest},
     shell::gate::ControllerLog,
 };
 
@@ -93,14 +93,6 @@ pub fn read_body_if_dash(request: &mut EmailRequest, limit: u64) -> Result<(), C
     std::io::stdin().take(limit).read_to_end(&mut bytes).map_err(ClientError::Stdin)?;
     request.body = String::from_utf8_lossy(&bytes).into_owned();
     Ok(())
-}
-
-/// The records socket: at its fixed place in a launched agent's mount namespace, else the
-/// controller's own (an operator's shell on the host).
-#[must_use]
-pub fn socket() -> PathBuf {
-    let agent = PathBuf::from(protocol::AGENT_RECORDS_SOCKET);
-    if std::fs::symlink_metadata(&agent).is_ok() { agent } else { protocol::records_socket() }
 }
 
 /// Sends the request to the broker and waits for its answer.

@@ -7,6 +7,7 @@
 //! run, capped output, no capabilities, no new privileges and a clean environment. See [`child`] for
 //! the order of the steps and [`supervise`] for what the runner does while it runs.
 
+pub mod agent;
 mod child;
 pub mod limits;
 mod observe;
@@ -63,7 +64,8 @@ pub struct Request {
 }
 
 /// What the interpreter runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Program {
     Code(String),
     Module(String),
@@ -71,8 +73,10 @@ pub enum Program {
     File(String),
 }
 
-/// One sandbox run as asked: a profile (or capability), the program, and what the request narrows.
-#[derive(Debug, Clone, Default)]
+/// One sandbox run as asked: a profile (or capability), the program, and what the request narrows
+/// (also what an unprivileged caller sends the controller, see [`agent`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Invocation {
     pub profile: Option<String>,
     pub capability: Option<String>,
@@ -89,7 +93,9 @@ pub struct Invocation {
     pub max_stdout_bytes: Option<u64>,
     pub max_stderr_bytes: Option<u64>,
     pub env: BTreeMap<String, String>,
-    /// The sandbox's uid on the host (a name or number) [default: `nobody`].
+    /// The sandbox's uid on the host (a name or number) [default: `nobody`]: root's choice alone,
+    /// never part of a request.
+    #[serde(skip)]
     pub user: Option<String>,
 }
 
@@ -185,6 +191,18 @@ pub struct Plan {
     /// The profile's syscall profile, if it names one.
     seccomp: Option<String>,
     watch: observe::Watch,
+    /// Who asked the controller for this run (an agent's pid, uid and cgroup), for the records.
+    pub requested_by: Option<serde_json::Value>,
+}
+
+impl Plan {
+    /// A record's detail with who asked for the run, when someone asked the controller.
+    fn detail(&self, mut detail: serde_json::Value) -> serde_json::Value {
+        if let (Some(by), Some(fields)) = (&self.requested_by, detail.as_object_mut()) {
+            fields.insert("requested_by".into(), by.clone());
+        }
+        detail
+    }
 }
 
 fn narrowed(asked: Option<u64>, allowed: u64, key: &str) -> anyhow::Result<u64> {
@@ -341,7 +359,15 @@ pub fn plan(policy: &Policy, invocation: &Invocation) -> anyhow::Result<Plan> {
         argv: argv.iter().map(|a| cstring(a)).collect::<anyhow::Result<_>>()?,
         envp: env.iter().map(|(k, v)| cstring(&format!("{k}={v}"))).collect::<anyhow::Result<_>>()?,
     };
-    Ok(Plan { profile: name, limits, code_sha256, child, seccomp: profile.syscall_profile.clone(), watch })
+    Ok(Plan {
+        profile: name,
+        limits,
+        code_sha256,
+        child,
+        seccomp: profile.syscall_profile.clone(),
+        watch,
+        requested_by: None,
+    })
 }
 
 /// The profile's limits, lowered where the invocation asks.
@@ -636,7 +662,7 @@ pub fn run(plan: &Plan, sink: &Sink) -> anyhow::Result<Response> {
         "sandbox_exec",
         Some("allowed"),
         None,
-        serde_json::json!({
+        plan.detail(serde_json::json!({
             "profile": plan.profile,
             "code_sha256": plan.code_sha256,
             "limits": plan.limits,
@@ -645,7 +671,7 @@ pub fn run(plan: &Plan, sink: &Sink) -> anyhow::Result<Response> {
             "cwd": plan.child.cwd,
             "uid": plan.child.uid,
             "cgroup": leaf.path(),
-        }),
+        })),
     ));
     let started = std::time::Instant::now();
     let outcome = supervise::start_and_watch(&plan.child, &leaf, &plan.limits, &plan.watch);
@@ -657,7 +683,7 @@ pub fn run(plan: &Plan, sink: &Sink) -> anyhow::Result<Response> {
                 "sandbox_exit",
                 Some("denied"),
                 Some(format!("{err:#}")),
-                serde_json::json!({ "profile": plan.profile, "setup_failed": true }),
+                plan.detail(serde_json::json!({ "profile": plan.profile, "setup_failed": true })),
             ));
             return Err(err);
         }
@@ -715,7 +741,11 @@ fn write_outcome(sink: &Sink, plan: &Plan, response: &Response) {
             "sandbox_violation",
             Some("denied"),
             Some(violation.detail.clone()),
-            serde_json::json!({ "profile": plan.profile, "code_sha256": plan.code_sha256, "violation": violation }),
+            plan.detail(serde_json::json!({
+                "profile": plan.profile,
+                "code_sha256": plan.code_sha256,
+                "violation": violation,
+            })),
         );
         rec.rule_id = Some(format!("sandbox:{}", plan.profile));
         rec.task.clone_from(&violation.task);
@@ -725,7 +755,7 @@ fn write_outcome(sink: &Sink, plan: &Plan, response: &Response) {
         "sandbox_exit",
         None,
         None,
-        serde_json::json!({
+        plan.detail(serde_json::json!({
             "profile": plan.profile,
             "code_sha256": plan.code_sha256,
             "exit_code": response.exit_code,
@@ -737,7 +767,7 @@ fn write_outcome(sink: &Sink, plan: &Plan, response: &Response) {
             "limit": response.limit,
             "violations": response.violations.iter().map(|v| v.count).sum::<u64>() + response.violations_dropped,
             "landlock": response.landlock,
-        }),
+        })),
     ));
 }
 
@@ -866,12 +896,6 @@ fn split_program(args: Vec<std::ffi::OsString>) -> (Vec<std::ffi::OsString>, Vec
 }
 
 fn main_with(cli: &Cli) -> anyhow::Result<i32> {
-    let path = cli
-        .policy
-        .clone()
-        .or_else(|| std::env::var_os("SENTRA_POLICY").filter(|v| !v.is_empty()).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(crate::shell::gate::DEFAULT_POLICY));
-    let policy = Policy::load(&path)?;
     let mut invocation = if cli.request {
         let mut text = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
@@ -893,24 +917,45 @@ fn main_with(cli: &Cli) -> anyhow::Result<i32> {
     invocation.unbuffered |= cli.unbuffered;
     invocation.timeout_sec = cli.timeout.or(invocation.timeout_sec);
     invocation.mem_max_mb = cli.mem.or(invocation.mem_max_mb);
-    let plan = plan(&policy, &invocation)?;
-    let sink = match &cli.log {
-        Some(log) => Sink::File(audit::AuditLog::open(log)?),
-        None => Sink::Controller,
+    let response = if nix::unistd::geteuid().is_root() {
+        let path = cli
+            .policy
+            .clone()
+            .or_else(|| std::env::var_os("SENTRA_POLICY").filter(|v| !v.is_empty()).map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(crate::shell::gate::DEFAULT_POLICY));
+        let policy = Policy::load(&path)?;
+        let plan = plan(&policy, &invocation)?;
+        let sink = match &cli.log {
+            Some(log) => Sink::File(audit::AuditLog::open(log)?),
+            None => Sink::Controller,
+        };
+        serde_json::to_value(run(&plan, &sink)?)?
+    } else {
+        if cli.policy.is_some() || cli.log.is_some() || cli.user.is_some() {
+            bail!(
+                "--policy, --log and --user are root's: an unprivileged caller's sandbox is run by the controller, under the policy it enforces, as its user, into its audit log"
+            );
+        }
+        agent::ask(invocation)?
     };
-    let response = run(&plan, &sink)?;
     if cli.request || cli.json {
         println!("{}", serde_json::to_string(&response)?);
         return Ok(0);
     }
+    let text = |key: &str| response[key].as_str().unwrap_or_default().to_string();
     let mut out = std::io::stdout().lock();
-    out.write_all(response.stdout.as_bytes())?;
+    out.write_all(text("stdout").as_bytes())?;
     out.flush()?;
-    eprint!("{}", response.stderr);
-    for violation in &response.violations {
-        eprintln!("sentra python: DENIED ({}): {}", plan.profile, violation.detail);
+    eprint!("{}", text("stderr"));
+    for violation in response["violations"].as_array().into_iter().flatten() {
+        eprintln!(
+            "sentra python: DENIED ({}): {}",
+            text("profile"),
+            violation["detail"].as_str().unwrap_or_default()
+        );
     }
-    Ok(response.exit_code)
+    let code = response["exit_code"].as_i64().and_then(|c| i32::try_from(c).ok());
+    code.context("the response has no exit code")
 }
 
 #[cfg(test)]
@@ -946,6 +991,18 @@ mod tests {
         assert_eq!(narrowed(Some(5), 30, "t").expect("lower"), 5);
         assert!(narrowed(Some(31), 30, "t").is_err());
         assert!(narrowed(Some(0), 30, "t").is_err());
+    }
+
+    #[test]
+    fn a_request_to_the_controller_cannot_name_the_user() {
+        let asked: Invocation =
+            serde_json::from_str(r#"{"program": {"module": "json.tool"}, "timeout_sec": 3}"#).expect("parse");
+        assert!(matches!(asked.program, Some(Program::Module(ref m)) if m == "json.tool"));
+        assert_eq!(asked.timeout_sec, Some(3));
+        let with_user = r#"{"program": {"code": "1"}, "user": "root"}"#;
+        assert!(serde_json::from_str::<Invocation>(with_user).is_err(), "`user` is not part of a request");
+        let sent = serde_json::to_value(Invocation { user: Some("root".into()), ..asked }).expect("encode");
+        assert!(sent.get("user").is_none(), "{sent}");
     }
 
     #[test]
