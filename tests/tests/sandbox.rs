@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sentra_tests::{read_records, sentra_ctl};
+use sentra_tests::{daemon::TestDaemon, read_records, sentra_ctl, wait_for_records};
 use serde_json::Value;
 
 const PYTHON: &str = "/usr/bin/python3";
@@ -569,4 +569,93 @@ fn the_shipped_default_policy_has_a_working_sandbox() {
     assert_eq!(response["exit_code"], 0, "{response}");
     assert_eq!(response["stdout"], "thread\n");
     assert!(violations(&response).is_empty(), "{response}");
+}
+
+/// An unprivileged governed agent's `sentra python` is run by the controller: under the policy it
+/// enforces (the shipped sandbox profile), as that policy's user, recorded with the agent's identity;
+/// a request that would widen the profile, or name its own user, is refused and recorded; and a
+/// caller killed mid-run takes its sandbox with it.
+#[test]
+fn an_agent_runs_python_through_the_controller() {
+    let shipped = include_str!("../../policies/default.yaml");
+    let at = shipped.find("\nprofiles:").expect("profiles in the default policy");
+    let dir = tempfile::Builder::new().prefix("sentra-sandbox-agent-").tempdir_in("/tmp").expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version: \"2.0\"\nmode: enforce\ndefault: allow\nexec:\n  default: allow\ngoverned:\n  user: \"65534\"\n{}",
+            &shipped[at + 1..]
+        ),
+    )
+    .expect("policy");
+    std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let mut daemon = TestDaemon::new("python", dir.path(), None);
+    daemon.start(&policy);
+    let python = sentra();
+    let marker = format!("sentra-agent-marker-{}", std::process::id());
+    let script = format!(
+        "S={python}; \
+         $S python -c 'import math; print(math.factorial(20))'; echo rc1=$?; \
+         $S python -c 'import subprocess; subprocess.run([\"ls\"])'; echo rc2=$?; \
+         $S python --user root -c 'print(1)'; echo rc3=$?; \
+         echo '{{\"code\": \"print(6*7)\", \"timeout_sec\": 5}}' | $S python --request; echo rc4=$?; \
+         echo '{{\"code\": \"print(1)\", \"timeout_sec\": 99999}}' | $S python --request; echo rc5=$?; \
+         timeout -s KILL 3 $S python -c 'import time; time.sleep(60)  # {marker}'; echo rc6=$?",
+        python = python.display(),
+    );
+    let out = daemon.launch(&["--", "/bin/sh", "-c", &format!("{{ {script}; }} 2>&1")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2432902008176640000\nrc1=0"), "{out:?}");
+    assert!(text.contains("sentra python: DENIED (python_sandbox)") && !text.contains("rc2=0"), "{out:?}");
+    assert!(text.contains("root's") && text.contains("rc3=126"), "{out:?}");
+    let response: Value = text
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("a JSON response: {out:?}"));
+    assert_eq!(response["stdout"], "42\n", "{response}");
+    assert!(text.contains("rc4=0"), "{out:?}");
+    assert!(
+        text.contains("timeout_sec 99999 is above the profile's 30") && text.contains("rc5=126"),
+        "{out:?}"
+    );
+    assert!(text.contains("rc6=137"), "{out:?}");
+    // The killed caller's interpreter went with it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let running = || {
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+            })
+            .count()
+    };
+    while running() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(running(), 0, "the sandbox of a caller killed mid-run is gone");
+
+    let records = wait_for_records(&daemon.audit(), Duration::from_secs(10), "the runs' records", |r| {
+        r.iter().filter(|r| r["event"] == "sandbox_exit").count() >= 3
+            && r.iter().any(|r| r["event"] == "sandbox_exec" && r["decision"] == "denied")
+    });
+    let of = |event: &str| -> Vec<&Value> { records.iter().filter(|r| r["event"] == event).collect() };
+    let started = of("sandbox_exec");
+    assert!(started.iter().all(|r| r["detail"]["requested_by"]["uid"] == 65534), "{started:?}");
+    let allowed: Vec<&&Value> = started.iter().filter(|r| r["decision"] == "allowed").collect();
+    assert!(allowed.len() >= 4, "{started:?}");
+    assert!(
+        allowed.iter().all(|r| r["detail"]["uid"] == 65534 && r["detail"]["profile"] == "python_sandbox")
+    );
+    let refused: Vec<&&Value> = started.iter().filter(|r| r["decision"] == "denied").collect();
+    assert_eq!(refused.len(), 1, "{started:?}");
+    assert!(refused[0]["reason"].as_str().is_some_and(|r| r.contains("timeout_sec")), "{refused:?}");
+    let violations = of("sandbox_violation");
+    // The shipped profile refuses `subprocess` at its first pipe, before any fork.
+    assert!(violations.iter().any(|r| r["detail"]["violation"]["kind"] == "syscall"), "{violations:?}");
+    assert!(violations.iter().all(|r| r["detail"]["requested_by"]["uid"] == 65534), "{violations:?}");
 }
