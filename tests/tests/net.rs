@@ -299,8 +299,12 @@ impl DnsScene {
     }
 
     fn probe(&self, ops: &[&str]) -> (Run, Vec<String>) {
+        self.probe_with(&Self::policy(), ops)
+    }
+
+    fn probe_with(&self, policy: &str, ops: &[&str]) -> (Run, Vec<String>) {
         let ops: Vec<String> = ops.iter().map(|s| (*s).to_string()).collect();
-        probe(&self.ns, self.dir.path(), &Self::policy(), &ops)
+        probe(&self.ns, self.dir.path(), policy, &ops)
     }
 }
 
@@ -354,6 +358,52 @@ fn net_allowed_name_resolves_and_connects_denied_name_is_refused_and_unreachable
     );
     // Denied connects are audited as network events.
     assert!(!net_events(&run, "10.200.1.20", 443).is_empty());
+}
+
+/// Audit mode: the resolver answers a name no rule allows (recording `auditonly` with the
+/// addresses), the connection goes through (recorded `auditonly`), and `policy learn` turns the two
+/// records into one `domain:` entry with the port that was used.
+#[test]
+fn net_audit_mode_answers_every_name_and_policy_learn_allows_what_was_used() {
+    let scene = DnsScene::new();
+    let policy = DnsScene::policy().replace("mode: enforce", "mode: audit");
+    let (run, results) = scene.probe_with(
+        &policy,
+        &["dns 10.200.0.53 denied.test A udp", "tcp 10.200.1.20 443", "tcp 10.200.1.12 8443"],
+    );
+    assert_eq!(results[0], format!("rcode=No Error tc=0 from={SERVER}:53 addrs=10.200.1.20"), "{results:?}");
+    assert_eq!(results[1], "ok", "{results:?}");
+    assert_eq!(results[2], "ok", "{results:?}");
+    let answered = dns_records(&run, "denied.test");
+    assert_eq!(answered.len(), 1, "{:#?}", run.records);
+    assert_eq!(answered[0]["decision"], "auditonly");
+    assert_eq!(answered[0]["rule_id"], "default");
+    assert_eq!(answered[0]["detail"]["addresses"], serde_json::json!(["10.200.1.20"]));
+    assert!(net_events(&run, "10.200.1.20", 443).iter().all(|r| r["decision"] == "auditonly"));
+
+    let log = scene.dir.path().join("learn-audit.jsonl");
+    let lines: Vec<String> = run.records.iter().map(Value::to_string).collect();
+    std::fs::write(&log, lines.join("\n") + "\n").expect("write the log");
+    let base = scene.dir.path().join("learn-base.yaml");
+    std::fs::write(&base, &policy).expect("write the base");
+    let out = std::process::Command::new(sentra_tests::sentra_ctl())
+        .args(["policy", "learn", "--from"])
+        .arg(&log)
+        .arg("--base")
+        .arg(&base)
+        .output()
+        .expect("policy learn");
+    let learned = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        learned.contains("{ id: learned_net_denied_test, domain: denied.test, ports: [443] }"),
+        "{learned}"
+    );
+    assert!(
+        learned.contains("{ id: learned_net_10_200_1_12, cidr: 10.200.1.12/32, ports: [8443] }"),
+        "{learned}"
+    );
+    assert!(learned.contains("id: allowed_zone"), "the base's entries stay: {learned}");
 }
 
 #[test]

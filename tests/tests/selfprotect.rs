@@ -1260,3 +1260,84 @@ fn email_is_sent_by_the_controller_under_the_policy_with_credentials_the_agent_c
     assert_eq!(denied, ["email.recipients", "email.per_hour"], "{email:?}");
     assert!(email.iter().all(|r| r["reported_by"]["uid"] == 65534), "{email:?}");
 }
+
+/// Audit mode, learn, enforce: what an agent ran under a default-deny policy in audit mode is
+/// allowed by the learned policy, so the same run is refused nothing when enforced — except the
+/// program an explicit deny named, which stays denied.
+#[test]
+fn a_policy_learned_in_audit_mode_runs_the_same_session_enforced() {
+    let dir = tempfile::Builder::new().prefix("sentra-learn-").tempdir_in("/tmp").expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    for name in ["tool", "helper", "denied"] {
+        install(Path::new(FIXTURE), &dir.path().join("bin").join(name));
+    }
+    let bin = dir.path().join("bin");
+    let policy = dir.path().join("policy.yaml");
+    let base = format!(
+        "version: \"2.0\"\nmode: audit\ndefault: allow\n# The exec layer: nothing runs unless allowed.\nexec:\n  default: deny\n  allow:\n    - {{ id: fixture_itself, path: {fixture} }}\n  deny:\n    - {{ id: no_denied, path: {bin}/denied }}\ngoverned:\n  user: \"65534\"\n",
+        fixture = std::fs::canonicalize(FIXTURE).expect("fixture").display(),
+        bin = bin.display(),
+    );
+    std::fs::write(&policy, &base).expect("policy");
+    std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let mut daemon = TestDaemon::new("learn", dir.path(), None);
+    daemon.start(&policy);
+    let script = format!(
+        "{bin}/tool exit 0; {bin}/helper exit 0; {bin}/denied exit 0; echo done",
+        bin = bin.display()
+    );
+    let session = |daemon: &TestDaemon| {
+        let mut cmd = daemon.launch_cmd(&["--", FIXTURE, "spawn", "/bin/sh", "-c", &script]);
+        cmd.output().expect("launch")
+    };
+    let out = session(&daemon);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("done"), "audit mode runs everything: {out:?}");
+    wait_for_records(&daemon.audit(), Duration::from_secs(10), "the audited execs", |r| {
+        r.iter().any(|r| r["executable"].as_str().is_some_and(|e| e.ends_with("/bin/denied")))
+    });
+
+    let out = daemon
+        .ctl()
+        .args(["policy", "learn", "--from"])
+        .arg(daemon.audit())
+        .arg("--base")
+        .arg(&policy)
+        .output()
+        .expect("policy learn");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "policy learn: {out:?}");
+    assert!(
+        text.contains("# The exec layer: nothing runs unless allowed."),
+        "the base's comments are kept: {text}"
+    );
+    assert!(text.contains(&format!("path: {}/tool", bin.display())), "{text}");
+    assert!(text.contains(&format!("path: {}/helper", bin.display())), "{text}");
+    assert!(text.contains("# learned: seen"), "{text}");
+    assert_eq!(text.matches("/bin/denied").count(), 1, "an explicit deny is not learned: {text}");
+    assert!(text.contains("id: no_denied"), "the base's deny is kept: {text}");
+
+    // Enforce what was learned: the same session is refused nothing but the denied program.
+    let enforced = dir.path().join("learned.yaml");
+    std::fs::write(&enforced, text.replace("mode: audit", "mode: enforce")).expect("write");
+    std::fs::set_permissions(&enforced, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let check = daemon.run(&["policy", "check", enforced.to_str().expect("utf-8")]);
+    assert!(check.status.success(), "policy check passes on the output: {check:?}");
+    let reload = daemon.run(&["policy", "reload", enforced.to_str().expect("utf-8")]);
+    assert!(reload.status.success(), "reload: {reload:?}");
+    let before = read_records(&daemon.audit()).len();
+    let out = session(&daemon);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("done"), "{out:?}");
+    let records =
+        wait_for_records(&daemon.audit(), Duration::from_secs(10), "the enforced run's execs", |r| {
+            r[before.min(r.len())..]
+                .iter()
+                .any(|r| r["executable"].as_str().is_some_and(|e| e.ends_with("/bin/denied")))
+        });
+    let refused: Vec<&Value> =
+        records[before..].iter().filter(|r| r["event"] == "exec" && r["decision"] == "denied").collect();
+    assert!(
+        refused.iter().all(|r| r["rule_id"] == "no_denied"),
+        "only the explicitly denied program is refused: {refused:?}"
+    );
+    assert_eq!(refused.len(), 1, "{refused:?}");
+}

@@ -279,6 +279,27 @@ enum PolicyCommand {
         #[arg(trailing_var_arg = true, required = true, num_args = 1..)]
         command: Vec<String>,
     },
+    /// A policy that allows what an audit log shows a default refused (explicit denies stay).
+    #[command(
+        after_help = "Examples:\n  sentra-ctl policy learn --from /var/log/sentra/audit.jsonl --base /etc/sentra/policy.yaml > learned.yaml\n  sentra-ctl policy learn --from audit.jsonl --base policies/default.yaml --since 2h -o learned.yaml"
+    )]
+    Learn {
+        /// The audit log to learn from.
+        #[arg(long)]
+        from: PathBuf,
+        /// The policy to add to (its comments, entries and denies are kept).
+        #[arg(long)]
+        base: PathBuf,
+        /// Only records this recent (30m, 2h, 1d) or since this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Files of one root-only directory that become one `dir:` entry.
+        #[arg(long, default_value_t = 3)]
+        dir_threshold: usize,
+        /// Write the policy here instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Swap the running controller's policy atomically (FILE, or the one loaded last).
     #[command(
         after_help = "Examples:\n  sentra-ctl policy reload\n  sentra-ctl policy reload /etc/sentra/policies/openclaw.yaml"
@@ -384,13 +405,7 @@ fn real_main() -> anyhow::Result<i32> {
             println!("pins under {} removed", controller::state::pin_root().display());
             Ok(0)
         }
-        Command::Policy { command: PolicyCommand::Reload { file } } => {
-            let policy = file
-                .map(|f| std::fs::canonicalize(&f).with_context(|| format!("{}", f.display())))
-                .transpose()?
-                .map(|p| p.to_string_lossy().into_owned());
-            answer(&controller::protocol::Request::Reload { policy })
-        }
+        Command::Policy { command } => policy(command),
         Command::Doctor { json } => doctor(json),
         Command::Audit(args) => audit(&args),
         Command::Pending { file, since, json } => pending(&file, since.as_deref(), json),
@@ -404,10 +419,6 @@ fn real_main() -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Manpages { dir } => manpages(&dir),
-        Command::Policy { command: PolicyCommand::Check { file } } => Ok(policy_check(&file)),
-        Command::Policy { command: PolicyCommand::Explain { file, identity, command } } => {
-            policy_explain(&file, identity, &command)
-        }
     }
 }
 
@@ -935,6 +946,61 @@ fn audit(args: &AuditArgs) -> anyhow::Result<i32> {
 }
 
 /// `sentra-ctl pending`.
+/// `sentra-ctl policy …`.
+fn policy(command: PolicyCommand) -> anyhow::Result<i32> {
+    match command {
+        PolicyCommand::Reload { file } => {
+            let policy = file
+                .map(|f| std::fs::canonicalize(&f).with_context(|| format!("{}", f.display())))
+                .transpose()?
+                .map(|p| p.to_string_lossy().into_owned());
+            answer(&controller::protocol::Request::Reload { policy })
+        }
+        PolicyCommand::Check { file } => Ok(policy_check(&file)),
+        PolicyCommand::Learn { from, base, since, dir_threshold, output } => {
+            policy_learn(&from, &base, since.as_deref(), dir_threshold, output.as_deref())
+        }
+        PolicyCommand::Explain { file, identity, command } => policy_explain(&file, identity, &command),
+    }
+}
+
+/// `policy learn`: the base policy with what the log shows a default refused allowed, checked; a
+/// summary on stderr.
+fn policy_learn(
+    from: &Path,
+    base: &Path,
+    since: Option<&str>,
+    dir_threshold: usize,
+    output: Option<&Path>,
+) -> anyhow::Result<i32> {
+    use sentra_ctl::audit::query::{self, Filter, Log, Processes};
+
+    let filter = Filter {
+        since: since.map(|s| query::parse_since(s, chrono::Utc::now())).transpose()?,
+        ..Filter::default()
+    };
+    let log = Log::read(from)?;
+    let processes = Processes::default();
+    let entries: Vec<_> = log.entries.iter().filter(|e| filter.matches(e, &processes)).collect();
+    let text = std::fs::read_to_string(base).with_context(|| base.display().to_string())?;
+    let (learned, added) = sentra_ctl::policy::learn::learn(base, &text, &entries, dir_threshold)
+        .map_err(|err| anyhow::anyhow!(sentra_ctl::describe(&err)))?;
+    match output {
+        Some(path) => std::fs::write(path, &learned).with_context(|| path.display().to_string())?,
+        None => print!("{learned}"),
+    }
+    eprintln!(
+        "policy learn: {} records read; added {} exec, {} network and {} shell entries to {}{}",
+        entries.len(),
+        added.exec.len(),
+        added.network.len(),
+        added.rules.len(),
+        base.display(),
+        if added.is_empty() { " (nothing a default refused)" } else { "" }
+    );
+    Ok(0)
+}
+
 fn pending(file: &Path, since: Option<&str>, json: bool) -> anyhow::Result<i32> {
     use std::io::{IsTerminal as _, Write as _};
 

@@ -411,7 +411,7 @@ async fn handle(bytes: &[u8], transport: Transport, client: SocketAddr, shared: 
         protocol: Some(transport.as_str().into()),
         ..base_record()
     };
-    if rules.is_empty() {
+    if rules.is_empty() && !policy.audit {
         write_audit(
             shared,
             &Record {
@@ -452,6 +452,11 @@ async fn handle(bytes: &[u8], transport: Transport, client: SocketAddr, shared: 
         return error_answer(&query, ResponseCode::ServFail);
     };
 
+    if rules.is_empty() {
+        // Audit mode: answered, nothing allowed (the kernel records the connections as auditonly).
+        write_audit(shared, &audited(&record("auditonly"), &qtype, client, &answer));
+        return Some(answer_bytes);
+    }
     // Allow the addresses before the client sees them: its connect follows at once.
     let allowed = learn_answer(shared, &policy, &name, &rules, &answer);
     write_audit(
@@ -470,6 +475,26 @@ async fn handle(bytes: &[u8], transport: Transport, client: SocketAddr, shared: 
         },
     );
     Some(answer_bytes)
+}
+
+/// The record of a name no rule allows, answered in audit mode: `base` with its addresses.
+fn audited(base: &Record, qtype: &str, client: SocketAddr, answer: &Message) -> Record {
+    let name = base.domain.as_deref().unwrap_or_default();
+    let addresses: Vec<String> = chain_addresses(answer, name).iter().map(|(a, _)| a.to_string()).collect();
+    Record {
+        rule_id: Some("default".into()),
+        reason: Some(format!(
+            "no domain rule allows this name; answered {} (audit mode)",
+            answer.metadata.response_code
+        )),
+        detail: Some(serde_json::json!({
+            "qtype": qtype,
+            "client": client.to_string(),
+            "rcode": answer.metadata.response_code.to_string(),
+            "addresses": addresses,
+        })),
+        ..base.clone()
+    }
 }
 
 /// Allows the addresses of `answer` for `rules`; returns them with their clamped TTLs for the audit log.

@@ -105,6 +105,12 @@ impl Locator {
         })
     }
 
+    /// Line and column of `path` itself (`None` when the policy has no such node).
+    #[must_use]
+    pub fn exact(&self, path: &str) -> Option<(usize, usize)> {
+        self.places().get(path).copied()
+    }
+
     /// Line and column of `path`, or of its nearest ancestor that is known.
     #[must_use]
     pub fn find(&self, path: &str) -> Option<(usize, usize)> {

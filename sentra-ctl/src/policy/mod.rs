@@ -1,9 +1,11 @@
 //! The policy: parsing with precise errors, and compilation to the kernel's maps.
 
 pub mod cache;
+pub mod edit;
 pub mod email;
 pub mod exact;
 pub mod exec;
+pub mod learn;
 pub mod locate;
 pub mod model;
 pub mod network;

@@ -303,6 +303,9 @@ pub struct CompiledNet {
     pub dns: DnsConfig,
     /// Launch profiles with a network policy, each a scope of its own.
     pub profiles: Vec<NetProfile>,
+    /// `mode: audit`: the resolver answers names no rule allows too (recording `auditonly`), as the
+    /// kernel lets the connections through, so that an audited agent behaves as it would unguarded.
+    pub audit: bool,
 }
 
 impl CompiledNet {
@@ -429,6 +432,7 @@ pub fn compile(policy: &Policy) -> Result<CompiledNet, PolicyError> {
     let mut out = CompiledNet {
         governed: section.is_some(),
         loopback: section.is_some_and(|s| s.loopback),
+        audit: policy.model.mode == super::model::Mode::Audit,
         ..CompiledNet::default()
     };
     if let Some(dns) = section.and_then(|s| s.dns.as_ref()) {
