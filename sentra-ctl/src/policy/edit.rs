@@ -77,14 +77,14 @@ pub fn append(text: &str, list: &str, items: &[Item]) -> Result<String, EditErro
         }
         out
     };
-    let (insert_at, new_lines) = if let Some((line, col)) = locator.exact(&format!("{list}[0]")) {
+    let (insert_at, new_lines) = if let Some((line, _)) = locator.exact(&format!("{list}[0]")) {
         // A block list: its items start with the first one's prefix (`    - `).
         let first = lines.get(line.saturating_sub(1)).copied().unwrap_or_default();
-        let prefix: String = first.chars().take(col.saturating_sub(1)).collect();
-        if prefix.trim() != "-" {
+        if !first.trim_start().starts_with("- ") {
             return Err(EditError::FlowStyle { list: list.into(), line });
         }
-        let indent = " ".repeat(indentation(&prefix));
+        let indent = " ".repeat(indentation(first));
+        let prefix = format!("{indent}- ");
         let (key_line, _) = locator.exact(list).ok_or_else(|| EditError::NotAList(list.into()))?;
         let key_indent = lines.get(key_line.saturating_sub(1)).map_or(0, |l| indentation(l));
         // The list's key may share the first item's line (`- allow:` is not a thing here): walk from

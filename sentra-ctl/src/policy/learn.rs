@@ -429,6 +429,27 @@ mod tests {
     }
 
     #[test]
+    fn the_learned_policy_checks_and_keeps_the_base() {
+        let base = "version: \"2.0\"\nmode: audit\ndefault: deny\n# shell rules\nrules:\n  - id: block_rm\n    match: { executable: \"^rm$\" }\n    effect: deny\nexec:\n  default: deny\n  deny:\n    - { id: no_su, path: /usr/bin/su }\n";
+        let log = entries(&[
+            r#"{"timestamp":"2026-12-07T10:00:00Z","layer":"kernel","event":"exec","decision":"auditonly","rule_id":"default","executable":"/usr/bin/git"}"#,
+            r#"{"timestamp":"2026-12-07T10:04:00Z","layer":"shell","event":"command","decision":"auditonly","rule_id":"default","executable":"git","command":"git status"}"#,
+            r#"{"timestamp":"2026-12-07T10:04:00Z","layer":"kernel","event":"net","decision":"auditonly","rule_id":"default","destination":"fd00::1","port":443,"protocol":"tcp"}"#,
+        ]);
+        let refs: Vec<&Entry> = log.iter().collect();
+        let (learned, added) = learn(Path::new("base.yaml"), base, &refs, 3).expect("learn");
+        assert_eq!((added.exec.len(), added.network.len(), added.rules.len()), (1, 1, 1));
+        assert!(learned.starts_with(base.split("exec:").next().unwrap_or_default()), "{learned}");
+        assert!(
+            learned.contains("    effect: deny\n  # learned: seen once"),
+            "after the base's rules: {learned}"
+        );
+        assert!(learned.contains("cidr: \"fd00::1/128\", ports: [443]"), "{learned}");
+        let policy = Policy::parse(Path::new("learned.yaml"), &learned).expect("it checks");
+        assert_eq!(policy.model.rules.len(), 2);
+    }
+
+    #[test]
     fn ids_never_collide() {
         let mut ids = Ids { taken: BTreeSet::from(["learned_exec_x".to_string()]) };
         assert_eq!(ids.make("exec", "/x"), "learned_exec_x_2");
