@@ -1341,3 +1341,83 @@ fn a_policy_learned_in_audit_mode_runs_the_same_session_enforced() {
     );
     assert_eq!(refused.len(), 1, "{refused:?}");
 }
+
+/// `pending` then `allow ID --for …`: the narrowest entry is added to the enforced policy, enforced
+/// at once, recorded with who approved it, and lapses by itself; an explicit deny is not approvable.
+#[test]
+fn an_approved_refusal_is_allowed_at_once_and_lapses_by_itself() {
+    let dir = tempfile::Builder::new().prefix("sentra-allow-").tempdir_in("/tmp").expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let bin = dir.path().join("bin");
+    for name in ["tool", "denied"] {
+        install(Path::new(FIXTURE), &bin.join(name));
+    }
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version: \"2.0\"\nmode: enforce\ndefault: allow\nexec:\n  default: deny\n  allow:\n    - {{ id: fixture_itself, path: {fixture} }}\n  deny:\n    - {{ id: no_denied, path: {bin}/denied }}\ngoverned:\n  user: \"65534\"\n",
+            fixture = std::fs::canonicalize(FIXTURE).expect("fixture").display(),
+            bin = bin.display(),
+        ),
+    )
+    .expect("policy");
+    std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let mut daemon = TestDaemon::new("allow", dir.path(), None);
+    daemon.start(&policy);
+    let tool = bin.join("tool").display().to_string();
+    let run = |daemon: &TestDaemon, program: &str| {
+        let out = daemon.launch(&["--", FIXTURE, "spawn", program, "exit", "0"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(!run(&daemon, &tool).contains("exit=0"), "denied by default first");
+    assert!(!run(&daemon, &bin.join("denied").display().to_string()).contains("exit=0"));
+    let records = wait_for_records(&daemon.audit(), Duration::from_secs(10), "both refusals", |r| {
+        r.iter().filter(|r| r["event"] == "exec" && r["decision"] == "denied").count() >= 2
+    });
+    let _ = records;
+    let pending = daemon.run(&["pending", "--json", "--file", daemon.audit().to_str().expect("utf-8")]);
+    let groups: Vec<Value> = String::from_utf8_lossy(&pending.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let id_of = |suffix: &str| -> String {
+        groups
+            .iter()
+            .find(|g| g["what"].as_str().is_some_and(|w| w.ends_with(suffix)))
+            .and_then(|g| g["id"].as_str())
+            .unwrap_or_else(|| panic!("a pending refusal of {suffix}: {groups:?}"))
+            .to_string()
+    };
+    let audit = daemon.audit().display().to_string();
+
+    let explicit = daemon.run(&["allow", &id_of("/bin/denied"), "--file", &audit]);
+    assert!(!explicit.status.success(), "{explicit:?}");
+    assert!(String::from_utf8_lossy(&explicit.stderr).contains("not by a default"), "{explicit:?}");
+
+    let out = daemon.run(&["allow", &id_of("/bin/tool"), "--for", "8s", "--file", &audit]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        said.contains(&format!("path: {tool}")) && said.contains("expires:"),
+        "the diff is shown: {said}"
+    );
+    let approved_at = Instant::now();
+    let text = std::fs::read_to_string(&policy).expect("policy");
+    assert!(text.contains("# approved by") && text.contains("id: no_denied"), "{text}");
+    assert!(run(&daemon, &tool).contains("exit=0"), "allowed at once");
+    let records = wait_for_records(&daemon.audit(), Duration::from_secs(10), "the approval", |r| {
+        r.iter().any(|r| r["event"] == "approval")
+    });
+    let approval = records.iter().find(|r| r["event"] == "approval").expect("approval");
+    assert_eq!(approval["detail"]["what"], tool.as_str(), "{approval}");
+    assert!(approval["detail"]["approved_by"].as_str().is_some_and(|w| !w.is_empty()), "{approval}");
+
+    // It lapses by itself: the controller reloads when it expires.
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(approved_at.elapsed()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while run(&daemon, &tool).contains("exit=0") {
+        assert!(Instant::now() < deadline, "the temporary allow never lapsed");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

@@ -181,6 +181,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Allow what a refusal of `pending` refused: the narrowest entry, added to the policy file (the
+    /// diff is shown), reloaded at once, and recorded with who approved it.
+    #[command(
+        after_help = "Examples:\n  sentra-ctl pending\n  sentra-ctl allow 3f2a91c0\n  sentra-ctl allow 3f2a91c0 --for 1h   (lapses by itself)"
+    )]
+    Allow {
+        /// The refusal's id, as `pending` prints it.
+        id: String,
+        /// Lapse after this long (30m, 2h, 1d): the controller reloads then, without the entry.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+        /// The log the refusal is in.
+        #[arg(long, default_value = DEFAULT_AUDIT_LOG)]
+        file: PathBuf,
+        /// The policy file to add to [default: the one the controller enforces].
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
     /// Policy tools.
     #[command(
         after_help = "Examples:\n  sentra-ctl policy check /etc/sentra/policy.yaml\n  sentra-ctl policy explain /etc/sentra/policy.yaml -- git push\n  sentra-ctl policy reload"
@@ -406,6 +424,9 @@ fn real_main() -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Policy { command } => policy(command),
+        Command::Allow { id, duration, file, policy } => {
+            allow(&id, duration.as_deref(), &file, policy.as_deref())
+        }
         Command::Doctor { json } => doctor(json),
         Command::Audit(args) => audit(&args),
         Command::Pending { file, since, json } => pending(&file, since.as_deref(), json),
@@ -946,6 +967,103 @@ fn audit(args: &AuditArgs) -> anyhow::Result<i32> {
 }
 
 /// `sentra-ctl pending`.
+/// `allow`: the narrowest entry for a refusal, written into the policy, reloaded and recorded.
+fn allow(id: &str, duration: Option<&str>, log: &Path, policy: Option<&Path>) -> anyhow::Result<i32> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+
+    use sentra_ctl::audit::query::{Log, parse_since};
+
+    let now = chrono::Utc::now();
+    let expires = duration
+        .map(|d| {
+            anyhow::ensure!(
+                chrono::DateTime::parse_from_rfc3339(d).is_err(),
+                "--for takes a duration (30m, 2h, 1d), not a time"
+            );
+            let span = now - parse_since(d, now)?;
+            anyhow::ensure!(span > chrono::TimeDelta::zero(), "--for {d}: a duration longer than zero");
+            Ok((now + span).to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        })
+        .transpose()?;
+    let path = if let Some(path) = policy {
+        path.to_path_buf()
+    } else {
+        let status = controller::client::send(&controller::protocol::Request::Status)?;
+        let body = status.body.unwrap_or_default();
+        PathBuf::from(body["policy"].as_str().context("the controller names no policy file")?)
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    let entries = Log::read(log)?.entries;
+    let who = std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| {
+        let uid = nix::unistd::getuid();
+        nix::unistd::User::from_uid(uid).ok().flatten().map_or_else(|| uid.to_string(), |u| u.name)
+    });
+    let note = match &expires {
+        Some(at) => format!("approved by {who} at {} (refusal {id}), until {at}", audit_now()),
+        None => format!("approved by {who} at {} (refusal {id})", audit_now()),
+    };
+    let approval = sentra_ctl::policy::learn::approve(&path, &text, &entries, id, expires.as_deref(), &note)
+        .map_err(|err| anyhow::anyhow!(sentra_ctl::describe(&err)))?;
+    // Replace the file whole, with its owner and mode: a reader never sees half of it.
+    let meta = std::fs::metadata(&path)?;
+    let staged = path.with_extension("sentra-new");
+    std::fs::write(&staged, &approval.text).with_context(|| staged.display().to_string())?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    std::os::unix::fs::chown(&staged, Some(meta.uid()), Some(meta.gid()))?;
+    std::fs::rename(&staged, &path).with_context(|| path.display().to_string())?;
+    println!("{}:", path.display());
+    for line in approval
+        .item
+        .comments
+        .iter()
+        .map(|c| format!("# {c}"))
+        .chain([format!("- {}", approval.item.mapping)])
+    {
+        println!("+ {line}");
+    }
+    let reloaded = controller::client::send(&controller::protocol::Request::Reload {
+        policy: Some(std::fs::canonicalize(&path)?.to_string_lossy().into_owned()),
+    })?;
+    if !reloaded.ok {
+        anyhow::bail!(
+            "the policy file has the entry, but the controller refused the reload: {}",
+            reloaded.error.unwrap_or_default()
+        );
+    }
+    let record = serde_json::json!({
+        "timestamp": audit_now(),
+        "event": "approval",
+        "layer": "operator",
+        "decision": "allowed",
+        "rule_id": approval.id,
+        "reason": note,
+        "detail": {
+            "refusal": id,
+            "kind": approval.kind,
+            "what": approval.what,
+            "expires": expires,
+            "approved_by": who,
+            "policy": path,
+        },
+    });
+    let recorded = controller::client::send(&controller::protocol::Request::Record { record })?;
+    if !recorded.ok {
+        eprintln!("sentra-ctl allow: the approval was not recorded: {}", recorded.error.unwrap_or_default());
+    }
+    println!(
+        "allowed {} `{}` as `{}`{}; the controller enforces it now",
+        approval.kind,
+        approval.what,
+        approval.id,
+        expires.map(|at| format!(" until {at}")).unwrap_or_default()
+    );
+    Ok(0)
+}
+
+fn audit_now() -> String {
+    sentra_ctl::audit::now()
+}
+
 /// `sentra-ctl policy …`.
 fn policy(command: PolicyCommand) -> anyhow::Result<i32> {
     match command {

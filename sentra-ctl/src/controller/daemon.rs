@@ -81,6 +81,8 @@ struct Daemon {
     budgets: Budgets,
     /// The enforced policy's `email:` section, and the mail broker's hourly count under it.
     email: Option<EmailSection>,
+    /// When the next temporary allow of the enforced policy lapses: the policy is reloaded then.
+    next_expiry: Option<chrono::DateTime<chrono::Utc>>,
     mailer: Broker,
     /// `--metrics`: counted as records are written, the rest read when scraped.
     metrics: Option<Arc<Metrics>>,
@@ -174,6 +176,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
                 }
                 daemon.retire_pending();
             }
+            () = until(daemon.next_expiry), if daemon.next_expiry.is_some() => daemon.lapse(),
             _ = watchdog_tick.tick(), if watchdog => {
                 let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
             }
@@ -194,6 +197,13 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&records_path);
     eprintln!("sentra-ctl daemon: exiting; enforcement stays pinned (sentra-ctl stop removes it)");
     Ok(())
+}
+
+/// Resolves at `at` (at once when it has passed; never without a time).
+async fn until(at: Option<chrono::DateTime<chrono::Utc>>) {
+    let Some(at) = at else { return std::future::pending().await };
+    let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait).await;
 }
 
 /// `--metrics`: counts the records the log writes from now on, turns the kernel's run-time statistics
@@ -766,6 +776,7 @@ impl Daemon {
             rate_limit: None,
             budgets: Budgets::default(),
             email: None,
+            next_expiry: None,
             mailer: Broker::default(),
             metrics: options.metrics.as_ref().map(|_| Arc::new(Metrics::new())),
         }
@@ -851,6 +862,18 @@ impl Daemon {
         };
     }
 
+    /// A temporary allow lapsed: the same file again, which now leaves it out.
+    fn lapse(&mut self) {
+        self.next_expiry = None;
+        let reply = self.reload(None);
+        if !reply.ok {
+            // Fail closed: the lapsed allow must go; try again shortly.
+            tracing::error!("reloading as a temporary allow lapsed: {}", reply.error.unwrap_or_default());
+            self.next_expiry = Some(chrono::Utc::now() + chrono::TimeDelta::seconds(10));
+        }
+        self.retire_pending();
+    }
+
     /// The enforced policy's settings the daemon applies itself (rate limit, e-mail), read from its
     /// file: the pinned one, when adopting, whose hash must match (else none apply: fail closed).
     fn read_enforced_settings(&mut self) {
@@ -859,6 +882,9 @@ impl Daemon {
             .filter(|p| format!("{:016x}", p.hash) == self.session.policy.policy_hash)
         {
             self.rate_limit = enforced.model.rate_limit;
+            // An allow that lapsed while no controller ran is still in the pinned maps: reload now.
+            self.next_expiry =
+                if enforced.lapsed.is_empty() { enforced.next_expiry() } else { Some(chrono::Utc::now()) };
             self.email = enforced.model.email;
         }
     }
@@ -1252,6 +1278,7 @@ impl Daemon {
         let exec_rules = prepared.exec.table.rules.len();
         let rate_limit = prepared.policy.model.rate_limit;
         let email = prepared.policy.model.email.clone();
+        let next_expiry = prepared.policy.next_expiry();
         let net = Arc::clone(&prepared.net);
         let flipped = match self.session.switch(prepared, &path) {
             Ok(flipped) => flipped,
@@ -1271,6 +1298,7 @@ impl Daemon {
         }
         self.rate_limit = rate_limit;
         self.email = email;
+        self.next_expiry = next_expiry;
         self.greet();
         self.save_state();
         self.protect();

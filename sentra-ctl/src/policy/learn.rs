@@ -38,6 +38,108 @@ pub enum LearnError {
     Check(#[source] PolicyError),
     #[error("the base policy")]
     Base(#[source] PolicyError),
+    #[error("no refusal with id {0} in the log (`sentra-ctl pending` lists them)")]
+    NoSuchRefusal(String),
+    #[error(
+        "{what} was refused by `{rule}`, not by a default: an explicit deny is changed by editing the policy, never approved around"
+    )]
+    ExplicitDeny { what: String, rule: String },
+    #[error("{0}")]
+    NotApprovable(String),
+}
+
+/// An approved refusal: the policy text with the narrowest entry allowing it, and that entry.
+#[derive(Debug)]
+pub struct Approval {
+    pub text: String,
+    pub item: Item,
+    /// `exec`, `connect`, `dns`, `shell`: what kind of thing was refused.
+    pub kind: String,
+    pub what: String,
+    /// The entry's id.
+    pub id: String,
+}
+
+/// Adds to the policy `text` (from `file`) the narrowest entry that allows the refusal `id` of
+/// `sentra-ctl pending`, lapsing at `expires` (RFC 3339) when given; `note` goes in its comment.
+///
+/// # Errors
+/// No such refusal, one an explicit deny made, one no policy entry can allow (a system call, a
+/// guard), a shell rule asked to lapse, or a policy the result does not check.
+pub fn approve(
+    file: &Path,
+    text: &str,
+    entries: &[Entry],
+    id: &str,
+    expires: Option<&str>,
+    note: &str,
+) -> Result<Approval, LearnError> {
+    Policy::parse(file, text).map_err(LearnError::Base)?;
+    let matching: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| {
+            crate::audit::query::pending(std::slice::from_ref(*e)).first().is_some_and(|g| g.id == id)
+        })
+        .collect();
+    let group = matching
+        .iter()
+        .find_map(|e| crate::audit::query::pending(std::slice::from_ref(*e)).into_iter().next())
+        .ok_or_else(|| LearnError::NoSuchRefusal(id.to_string()))?;
+    if group.rule != "default" {
+        return Err(LearnError::ExplicitDeny { what: group.what, rule: group.rule });
+    }
+    let mut taken = BTreeSet::new();
+    if let Ok(value) = serde_yaml::from_str::<serde_yaml::Value>(text) {
+        collect_ids(&value, &mut taken);
+    }
+    // Answers to DNS queries give a name's connections their ports: all records are read for them.
+    let mut observed =
+        Observed::of(&entries.iter().filter(|e| text_of(e, "event").starts_with("dns")).collect::<Vec<_>>());
+    observed.files.clear();
+    observed.domains.clear();
+    observed.addresses.clear();
+    observed.programs.clear();
+    for entry in &matching {
+        observed.add(&entry.value);
+    }
+    // One thing, one entry: never a directory.
+    let additions = observed.additions(usize::MAX, &taken);
+    let (list, mut item) = match (additions.exec.first(), additions.network.first(), additions.rules.first())
+    {
+        (Some(item), _, _) => ("exec.allow", item.clone()),
+        (None, Some(item), _) => ("network.allow", item.clone()),
+        (None, None, Some(item)) if expires.is_none() => ("rules", item.clone()),
+        (None, None, Some(_)) => {
+            return Err(LearnError::NotApprovable(
+                "a shell rule cannot lapse (the shell reads the policy's rules by position); approve it without --for".into(),
+            ));
+        }
+        (None, None, None) => {
+            return Err(LearnError::NotApprovable(format!(
+                "a {} refusal ({}) is not something a policy entry allows: change the profile or rule that made it",
+                group.kind, group.what
+            )));
+        }
+    };
+    item.comments = vec![note.to_string()];
+    if let Some(at) = expires {
+        let open = item.mapping.trim_end_matches('}').trim_end().to_string();
+        item.mapping = format!("{open}, expires: \"{at}\" }}");
+    }
+    let entry_id = item
+        .mapping
+        .split("id: ")
+        .nth(1)
+        .and_then(|rest| rest.split([',', ' ']).next())
+        .unwrap_or_default()
+        .to_string();
+    let approved = append(text, list, std::slice::from_ref(&item))?;
+    Policy::parse(file, &approved).map_err(LearnError::Check)?;
+    Ok(Approval { text: approved, item, kind: group.kind, what: group.what, id: entry_id })
+}
+
+fn text_of<'a>(entry: &'a Entry, key: &str) -> &'a str {
+    text(&entry.value, key)
 }
 
 /// The base policy `text` (read from `file`) with what `entries` show was refused by a default

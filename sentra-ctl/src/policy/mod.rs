@@ -84,6 +84,8 @@ pub struct Policy {
     /// Whether the parsed-policy [`cache`] needs nothing more from this policy: it was read from
     /// there, or storing it was done or tried (only root stores).
     pub cached: bool,
+    /// Allow entries left out because their `expires` has passed (`list: id`).
+    pub lapsed: Vec<String>,
 }
 
 impl Policy {
@@ -186,7 +188,10 @@ impl Policy {
             rule_names,
             locator: std::sync::Arc::new(locate::Locator::new(text)),
             cached: false,
+            lapsed: Vec::new(),
         };
+        let mut policy = policy;
+        policy.drop_expired()?;
         policy.validate_seccomp()?;
         policy.validate_governed()?;
         policy.validate_email()?;
@@ -195,6 +200,76 @@ impl Policy {
         let shadowed = policy.shadowed_rules();
         policy.warnings.extend(shadowed);
         Ok(policy)
+    }
+
+    /// Leaves out the allow entries whose `expires` has passed (each named in a warning); a time that
+    /// is not RFC 3339 is an error at its place.
+    fn drop_expired(&mut self) -> Result<(), PolicyError> {
+        let exec: Vec<(String, Option<String>)> = self
+            .model
+            .exec
+            .as_ref()
+            .map(|e| e.allow.iter().map(|e| (e.id.clone(), e.expires.clone())).collect())
+            .unwrap_or_default();
+        let net: Vec<(String, Option<String>)> = self
+            .model
+            .network
+            .as_ref()
+            .map(|n| n.allow.iter().map(|e| (e.id.clone(), e.expires.clone())).collect())
+            .unwrap_or_default();
+        let keep_exec = self.unexpired("exec.allow", &exec)?;
+        let keep_net = self.unexpired("network.allow", &net)?;
+        if let Some(section) = self.model.exec.as_mut() {
+            let mut keep = keep_exec.iter();
+            section.allow.retain(|_| keep.next().copied().unwrap_or(true));
+        }
+        if let Some(section) = self.model.network.as_mut() {
+            let mut keep = keep_net.iter();
+            section.allow.retain(|_| keep.next().copied().unwrap_or(true));
+        }
+        Ok(())
+    }
+
+    /// Which of `entries` (id, `expires`) of `list` still apply; a warning for each that lapsed.
+    fn unexpired(
+        &mut self,
+        list: &str,
+        entries: &[(String, Option<String>)],
+    ) -> Result<Vec<bool>, PolicyError> {
+        let now = chrono::Utc::now();
+        let mut keep = Vec::with_capacity(entries.len());
+        for (index, (id, expires)) in entries.iter().enumerate() {
+            let Some(text) = expires else {
+                keep.push(true);
+                continue;
+            };
+            let at = chrono::DateTime::parse_from_rfc3339(text).map_err(|err| {
+                self.error_at(
+                    format!("{list}[{index}].expires"),
+                    format!("{list}: `{id}`: expires {text:?} is not an RFC 3339 time ({err})"),
+                )
+            })?;
+            let applies = at > now;
+            if !applies {
+                self.lapsed.push(format!("{list}: {id}"));
+                self.warnings
+                    .push(Warning { message: format!("{list}: `{id}` expired at {text}; not enforced") });
+            }
+            keep.push(applies);
+        }
+        Ok(keep)
+    }
+
+    /// When the next `expires` of an allow entry in force comes (the controller reloads then).
+    #[must_use]
+    pub fn next_expiry(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let exec = self.model.exec.iter().flat_map(|e| e.allow.iter().map(|e| e.expires.as_ref()));
+        let net = self.model.network.iter().flat_map(|n| n.allow.iter().map(|e| e.expires.as_ref()));
+        exec.chain(net)
+            .flatten()
+            .filter_map(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .min()
     }
 
     /// Seccomp profiles: `extends` names an existing profile and never loops back; system call names
@@ -600,6 +675,28 @@ pub fn check_file_safety(path: &Path) -> Result<(), PolicyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lapsed_allow_is_left_out_and_a_bad_time_is_placed() {
+        let text = "version: \"2.0\"\nexec:\n  default: deny\n  allow:\n    - { id: gone, path: /usr/bin/true, expires: \"2020-01-01T00:00:00Z\" }\n    - { id: later, path: /usr/bin/false, expires: \"2999-01-01T00:00:00Z\" }\nnetwork:\n  allow:\n    - { id: old_net, cidr: 10.0.0.0/8, expires: \"2021-01-01T00:00:00Z\" }\n";
+        let policy = Policy::parse(Path::new("p.yaml"), text).expect("parse");
+        let ids: Vec<&str> = policy
+            .model
+            .exec
+            .as_ref()
+            .map(|e| e.allow.iter().map(|e| e.id.as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(ids, ["later"]);
+        assert!(policy.model.network.as_ref().is_some_and(|n| n.allow.is_empty()));
+        assert_eq!(policy.lapsed, ["exec.allow: gone", "network.allow: old_net"]);
+        assert_eq!(
+            policy.next_expiry().map(|t| t.to_rfc3339()),
+            Some("2999-01-01T00:00:00+00:00".to_string())
+        );
+        let bad = text.replace("2999-01-01T00:00:00Z", "tomorrow");
+        let err = Policy::parse(Path::new("p.yaml"), &bad).expect_err("a bad time");
+        assert!(err.to_string().contains("p.yaml:6:"), "{err}");
+    }
 
     #[test]
     fn unknown_key_is_rejected_with_line_and_column() {

@@ -201,6 +201,10 @@ pub struct ExecEntry {
     /// the target appears.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub optional: bool,
+    /// An allow that lapses at this time (RFC 3339; `sentra-ctl allow --for`): from then on every load
+    /// leaves it out, and the controller reloads at that moment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
 }
 
 /// One seccomp profile of the original format.

@@ -69,6 +69,9 @@ pub struct NetEntry {
     pub ports: Vec<PortSpec>,
     pub protocol: Option<Protocol>,
     pub reason: Option<String>,
+    /// As `exec.allow[].expires`: lapses at this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
 }
 
 /// A port or an inclusive range.
@@ -515,6 +518,7 @@ fn outbound_entry(profile: &str, index: usize, target: &str) -> NetEntry {
         ports,
         protocol: None,
         reason: Some(format!("seccomp profile `{profile}` allows {target}")),
+        expires: None,
     };
     if Cidr::parse(target).is_ok() {
         return entry(Some(target.to_string()), None, Vec::new());
