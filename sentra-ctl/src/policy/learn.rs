@@ -134,7 +134,7 @@ pub fn approve(
         .unwrap_or_default()
         .to_string();
     let approved = append(text, list, std::slice::from_ref(&item))?;
-    Policy::parse(file, &approved).map_err(LearnError::Check)?;
+    check(file, &approved)?;
     Ok(Approval { text: approved, item, kind: group.kind, what: group.what, id: entry_id })
 }
 
@@ -163,8 +163,16 @@ pub fn learn(
     let mut learned = append(text, "exec.allow", &additions.exec)?;
     learned = append(&learned, "network.allow", &additions.network)?;
     learned = append(&learned, "rules", &additions.rules)?;
-    Policy::parse(file, &learned).map_err(LearnError::Check)?;
+    check(file, &learned)?;
     Ok((learned, additions))
+}
+
+/// What `policy check` checks of a policy text: it parses, and its exec and network sections compile.
+fn check(file: &Path, text: &str) -> Result<(), LearnError> {
+    let policy = Policy::parse(file, text).map_err(LearnError::Check)?;
+    super::exec::compile(&policy).map_err(LearnError::Check)?;
+    super::network::compile(&policy).map_err(LearnError::Check)?;
+    Ok(())
 }
 
 /// Every `id:` value anywhere in the policy.
@@ -358,9 +366,23 @@ impl Observed {
                 });
             } else {
                 for (file, seen) in files {
+                    // A file the log names that is not here now (learned on another machine, or
+                    // removed since): kept, as an entry that applies once it is installed.
+                    let (optional, note) = if Path::new(file).exists() {
+                        ("", None)
+                    } else {
+                        (
+                            ", optional: true",
+                            Some("not on this machine now: applies once it is installed".into()),
+                        )
+                    };
                     additions.exec.push(Item {
-                        comments: vec![seen.comment()],
-                        mapping: format!("{{ id: {}, path: {} }}", ids.make("exec", file), scalar(file)),
+                        comments: std::iter::once(seen.comment()).chain(note).collect(),
+                        mapping: format!(
+                            "{{ id: {}, path: {}{optional} }}",
+                            ids.make("exec", file),
+                            scalar(file)
+                        ),
                     });
                 }
             }
@@ -489,10 +511,16 @@ mod tests {
         let refs: Vec<&Entry> = log.iter().collect();
         let additions = Observed::of(&refs).additions(3, &BTreeSet::new());
         let mappings = |items: &[Item]| items.iter().map(|i| i.mapping.clone()).collect::<Vec<_>>();
-        assert_eq!(mappings(&additions.exec), ["{ id: learned_exec_opt_tool_bin_a, path: /opt/tool/bin/a }"]);
+        assert_eq!(
+            mappings(&additions.exec),
+            ["{ id: learned_exec_opt_tool_bin_a, path: /opt/tool/bin/a, optional: true }"]
+        );
         assert_eq!(
             additions.exec[0].comments,
-            ["learned: seen 2 times, 2026-12-07T10:00:00Z … 2026-12-07T10:05:00Z"]
+            [
+                "learned: seen 2 times, 2026-12-07T10:00:00Z … 2026-12-07T10:05:00Z",
+                "not on this machine now: applies once it is installed"
+            ]
         );
         assert_eq!(
             mappings(&additions.network),
