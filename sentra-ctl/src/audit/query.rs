@@ -393,10 +393,7 @@ pub fn pending(entries: &[Entry]) -> Vec<Pending> {
     let mut groups: Vec<Pending> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for entry in entries {
-        let Some(decision @ ("denied" | "auditonly")) = entry.text("decision") else { continue };
-        let (kind, what) = refused(entry);
-        let rule = entry.text("rule_id").unwrap_or("-").to_string();
-        let id = group_id(&kind, &what, &rule);
+        let Some(Refusal { decision, kind, what, rule, id }) = refusal(entry) else { continue };
         let time = entry.text("timestamp").unwrap_or_default().to_string();
         let at = *index.entry(id.clone()).or_insert_with(|| {
             groups.push(Pending {
@@ -422,6 +419,31 @@ pub fn pending(entries: &[Entry]) -> Vec<Pending> {
     }
     groups.sort_by(|a, b| b.last.cmp(&a.last));
     groups
+}
+
+/// A record that refused something, as `pending` groups it.
+struct Refusal<'a> {
+    decision: &'a str,
+    kind: String,
+    what: String,
+    rule: String,
+    /// The group's id.
+    id: String,
+}
+
+/// What `entry` refused, when it refused something (`denied`, or `auditonly` in audit mode).
+fn refusal(entry: &Entry) -> Option<Refusal<'_>> {
+    let decision @ ("denied" | "auditonly") = entry.text("decision")? else { return None };
+    let (kind, what) = refused(entry);
+    let rule = entry.text("rule_id").unwrap_or("-").to_string();
+    let id = group_id(&kind, &what, &rule);
+    Some(Refusal { decision, kind, what, rule, id })
+}
+
+/// The id of the `pending` group a record's refusal belongs to (`None`: it refused nothing).
+#[must_use]
+pub fn refusal_id(entry: &Entry) -> Option<String> {
+    refusal(entry).map(|r| r.id)
 }
 
 /// What a refusal refused: its kind and the thing.

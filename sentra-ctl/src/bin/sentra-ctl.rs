@@ -966,12 +966,11 @@ fn audit(args: &AuditArgs) -> anyhow::Result<i32> {
     }
 }
 
-/// `sentra-ctl pending`.
 /// `allow`: the narrowest entry for a refusal, written into the policy, reloaded and recorded.
 fn allow(id: &str, duration: Option<&str>, log: &Path, policy: Option<&Path>) -> anyhow::Result<i32> {
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 
-    use sentra_ctl::audit::query::{Log, parse_since};
+    use sentra_ctl::audit::query::parse_since;
 
     let now = chrono::Utc::now();
     let expires = duration
@@ -993,14 +992,14 @@ fn allow(id: &str, duration: Option<&str>, log: &Path, policy: Option<&Path>) ->
         PathBuf::from(body["policy"].as_str().context("the controller names no policy file")?)
     };
     let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
-    let entries = Log::read(log)?.entries;
+    let entries = entries_since(log, None)?;
     let who = std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| {
         let uid = nix::unistd::getuid();
         nix::unistd::User::from_uid(uid).ok().flatten().map_or_else(|| uid.to_string(), |u| u.name)
     });
     let note = match &expires {
-        Some(at) => format!("approved by {who} at {} (refusal {id}), until {at}", audit_now()),
-        None => format!("approved by {who} at {} (refusal {id})", audit_now()),
+        Some(at) => format!("approved by {who} at {} (refusal {id}), until {at}", sentra_ctl::audit::now()),
+        None => format!("approved by {who} at {} (refusal {id})", sentra_ctl::audit::now()),
     };
     let approval = sentra_ctl::policy::learn::approve(&path, &text, &entries, id, expires.as_deref(), &note)
         .map_err(|err| anyhow::anyhow!(sentra_ctl::describe(&err)))?;
@@ -1031,7 +1030,7 @@ fn allow(id: &str, duration: Option<&str>, log: &Path, policy: Option<&Path>) ->
         );
     }
     let record = serde_json::json!({
-        "timestamp": audit_now(),
+        "timestamp": sentra_ctl::audit::now(),
         "event": "approval",
         "layer": "operator",
         "decision": "allowed",
@@ -1058,10 +1057,6 @@ fn allow(id: &str, duration: Option<&str>, log: &Path, policy: Option<&Path>) ->
         expires.map(|at| format!(" until {at}")).unwrap_or_default()
     );
     Ok(0)
-}
-
-fn audit_now() -> String {
-    sentra_ctl::audit::now()
 }
 
 /// `sentra-ctl policy …`.
@@ -1091,15 +1086,8 @@ fn policy_learn(
     dir_threshold: usize,
     output: Option<&Path>,
 ) -> anyhow::Result<i32> {
-    use sentra_ctl::audit::query::{self, Filter, Log, Processes};
-
-    let filter = Filter {
-        since: since.map(|s| query::parse_since(s, chrono::Utc::now())).transpose()?,
-        ..Filter::default()
-    };
-    let log = Log::read(from)?;
-    let processes = Processes::default();
-    let entries: Vec<_> = log.entries.iter().filter(|e| filter.matches(e, &processes)).collect();
+    let entries = entries_since(from, since)?;
+    let entries: Vec<_> = entries.iter().collect();
     let text = std::fs::read_to_string(base).with_context(|| base.display().to_string())?;
     let (learned, added) = sentra_ctl::policy::learn::learn(base, &text, &entries, dir_threshold)
         .map_err(|err| anyhow::anyhow!(sentra_ctl::describe(&err)))?;
@@ -1119,19 +1107,21 @@ fn policy_learn(
     Ok(0)
 }
 
+/// The records of the log at `file`, in time order, since `since` (a duration back or RFC 3339).
+fn entries_since(file: &Path, since: Option<&str>) -> anyhow::Result<Vec<sentra_ctl::audit::query::Entry>> {
+    use sentra_ctl::audit::query::{Filter, Log, Processes, parse_since};
+
+    let filter =
+        Filter { since: since.map(|s| parse_since(s, chrono::Utc::now())).transpose()?, ..Filter::default() };
+    let processes = Processes::default();
+    Ok(Log::read(file)?.entries.into_iter().filter(|e| filter.matches(e, &processes)).collect())
+}
+
+/// `sentra-ctl pending`.
 fn pending(file: &Path, since: Option<&str>, json: bool) -> anyhow::Result<i32> {
     use std::io::{IsTerminal as _, Write as _};
 
-    use sentra_ctl::audit::query::{self, Filter, Log, Processes};
-
-    let filter = Filter {
-        since: since.map(|s| query::parse_since(s, chrono::Utc::now())).transpose()?,
-        ..Filter::default()
-    };
-    let log = Log::read(file)?;
-    let processes = Processes::default();
-    let entries: Vec<_> = log.entries.into_iter().filter(|e| filter.matches(e, &processes)).collect();
-    let groups = query::pending(&entries);
+    let groups = sentra_ctl::audit::query::pending(&entries_since(file, since)?);
     let mut out = std::io::stdout().lock();
     if json || !std::io::stdout().is_terminal() {
         for group in &groups {

@@ -18,6 +18,8 @@ pub enum EditError {
 /// One entry to add: a flow mapping (`{ id: x, path: /usr/bin/x }`) and the comment lines above it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
+    /// The entry's id (also in `mapping`).
+    pub id: String,
     pub comments: Vec<String>,
     pub mapping: String,
 }
@@ -160,7 +162,7 @@ mod tests {
     use super::*;
 
     fn item(mapping: &str) -> Item {
-        Item { comments: vec!["seen twice".into()], mapping: mapping.into() }
+        Item { id: "n".into(), comments: vec!["seen twice".into()], mapping: mapping.into() }
     }
 
     #[test]

@@ -27,7 +27,7 @@ use super::{
     Policy, PolicyError,
     edit::{EditError, Item, append, scalar},
 };
-use crate::audit::query::Entry;
+use crate::audit::query::{Entry, pending, refusal_id};
 
 /// Why nothing was learned.
 #[derive(Debug, thiserror::Error)]
@@ -75,16 +75,10 @@ pub fn approve(
     note: &str,
 ) -> Result<Approval, LearnError> {
     Policy::parse(file, text).map_err(LearnError::Base)?;
-    let matching: Vec<&Entry> = entries
-        .iter()
-        .filter(|e| {
-            crate::audit::query::pending(std::slice::from_ref(*e)).first().is_some_and(|g| g.id == id)
-        })
-        .collect();
-    let group = matching
-        .iter()
-        .find_map(|e| crate::audit::query::pending(std::slice::from_ref(*e)).into_iter().next())
-        .ok_or_else(|| LearnError::NoSuchRefusal(id.to_string()))?;
+    let matching: Vec<Entry> =
+        entries.iter().filter(|e| refusal_id(e).as_deref() == Some(id)).cloned().collect();
+    let group =
+        pending(&matching).into_iter().next().ok_or_else(|| LearnError::NoSuchRefusal(id.to_string()))?;
     if group.rule != "default" {
         return Err(LearnError::ExplicitDeny { what: group.what, rule: group.rule });
     }
@@ -92,18 +86,13 @@ pub fn approve(
     if let Ok(value) = serde_yaml::from_str::<serde_yaml::Value>(text) {
         collect_ids(&value, &mut taken);
     }
-    // Answers to DNS queries give a name's connections their ports: all records are read for them.
-    let mut observed =
-        Observed::of(&entries.iter().filter(|e| text_of(e, "event").starts_with("dns")).collect::<Vec<_>>());
-    observed.files.clear();
-    observed.domains.clear();
-    observed.addresses.clear();
-    observed.programs.clear();
+    // Every answer in the log counts: it gives a name's connections their ports.
+    let mut observed = Observed::answers(&entries.iter().collect::<Vec<_>>());
     for entry in &matching {
         observed.add(&entry.value);
     }
     // One thing, one entry: never a directory.
-    let additions = observed.additions(usize::MAX, &taken);
+    let additions = observed.additions(usize::MAX, &taken, expires);
     let (list, mut item) = match (additions.exec.first(), additions.network.first(), additions.rules.first())
     {
         (Some(item), _, _) => ("exec.allow", item.clone()),
@@ -122,24 +111,9 @@ pub fn approve(
         }
     };
     item.comments = vec![note.to_string()];
-    if let Some(at) = expires {
-        let open = item.mapping.trim_end_matches('}').trim_end().to_string();
-        item.mapping = format!("{open}, expires: \"{at}\" }}");
-    }
-    let entry_id = item
-        .mapping
-        .split("id: ")
-        .nth(1)
-        .and_then(|rest| rest.split([',', ' ']).next())
-        .unwrap_or_default()
-        .to_string();
     let approved = append(text, list, std::slice::from_ref(&item))?;
     check(file, &approved)?;
-    Ok(Approval { text: approved, item, kind: group.kind, what: group.what, id: entry_id })
-}
-
-fn text_of<'a>(entry: &'a Entry, key: &str) -> &'a str {
-    text(&entry.value, key)
+    Ok(Approval { text: approved, id: item.id.clone(), item, kind: group.kind, what: group.what })
 }
 
 /// The base policy `text` (read from `file`) with what `entries` show was refused by a default
@@ -159,7 +133,7 @@ pub fn learn(
     if let Ok(value) = serde_yaml::from_str::<serde_yaml::Value>(text) {
         collect_ids(&value, &mut taken);
     }
-    let additions = Observed::of(entries).additions(dir_threshold, &taken);
+    let additions = Observed::of(entries).additions(dir_threshold, &taken, None);
     let mut learned = append(text, "exec.allow", &additions.exec)?;
     learned = append(&learned, "network.allow", &additions.network)?;
     learned = append(&learned, "rules", &additions.rules)?;
@@ -274,8 +248,18 @@ impl Observed {
     /// Reads what the entries show.
     #[must_use]
     pub fn of(entries: &[&Entry]) -> Self {
-        let mut observed = Self::default();
         // Answers first: a connection may be recorded before the answer it used.
+        let mut observed = Self::answers(entries);
+        for entry in entries {
+            observed.add(&entry.value);
+        }
+        observed
+    }
+
+    /// Only the addresses the resolver answered (allowed, or in audit mode), by name: what gives a
+    /// name's connections their ports.
+    fn answers<'a>(entries: impl IntoIterator<Item = &'a &'a Entry>) -> Self {
+        let mut observed = Self::default();
         for entry in entries {
             let v = &entry.value;
             if text(v, "event").starts_with("dns") && matches!(text(v, "decision"), "allowed" | "auditonly") {
@@ -289,9 +273,6 @@ impl Observed {
                     }
                 }
             }
-        }
-        for entry in entries {
-            observed.add(&entry.value);
         }
         observed
     }
@@ -334,9 +315,21 @@ impl Observed {
     }
 
     /// The entries that allow what was observed; ids are `learned_…`, never one `taken` already.
+    /// With `expires` (RFC 3339), exec and network entries lapse then.
     #[must_use]
-    pub fn additions(&self, dir_threshold: usize, taken: &BTreeSet<String>) -> Additions {
+    pub fn additions(
+        &self,
+        dir_threshold: usize,
+        taken: &BTreeSet<String>,
+        expires: Option<&str>,
+    ) -> Additions {
         let mut ids = Ids { taken: taken.clone() };
+        let lapse = expires.map(|at| format!(", expires: \"{at}\"")).unwrap_or_default();
+        let entry = |id: String, fields: String, comments: Vec<String>| Item {
+            mapping: format!("{{ id: {id}, {fields} }}"),
+            id,
+            comments,
+        };
         let mut additions = Additions::default();
         let mut by_dir: BTreeMap<&Path, Vec<(&String, &Seen)>> = BTreeMap::new();
         for (file, seen) in &self.files {
@@ -348,78 +341,59 @@ impl Observed {
                 for (_, s) in &files {
                     seen.merge(s);
                 }
+                let names: Vec<&str> = files.iter().map(|(f, _)| f.rsplit('/').next().unwrap_or(f)).collect();
                 let dir = dir.to_string_lossy();
-                additions.exec.push(Item {
-                    comments: vec![
-                        seen.comment(),
-                        format!(
-                            "{} files: {}",
-                            files.len(),
-                            files
-                                .iter()
-                                .map(|(f, _)| f.rsplit('/').next().unwrap_or(f))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    ],
-                    mapping: format!("{{ id: {}, dir: {} }}", ids.make("exec", &dir), scalar(&dir)),
-                });
+                additions.exec.push(entry(
+                    ids.make("exec", &dir),
+                    format!("dir: {}{lapse}", scalar(&dir)),
+                    vec![seen.comment(), format!("{} files: {}", files.len(), names.join(", "))],
+                ));
             } else {
                 for (file, seen) in files {
                     // A file the log names that is not here now (learned on another machine, or
                     // removed since): kept, as an entry that applies once it is installed.
-                    let (optional, note) = if Path::new(file).exists() {
-                        ("", None)
+                    let mut comments = vec![seen.comment()];
+                    let optional = if Path::new(file).exists() {
+                        ""
                     } else {
-                        (
-                            ", optional: true",
-                            Some("not on this machine now: applies once it is installed".into()),
-                        )
+                        comments.push("not on this machine now: applies once it is installed".into());
+                        ", optional: true"
                     };
-                    additions.exec.push(Item {
-                        comments: std::iter::once(seen.comment()).chain(note).collect(),
-                        mapping: format!(
-                            "{{ id: {}, path: {}{optional} }}",
-                            ids.make("exec", file),
-                            scalar(file)
-                        ),
-                    });
+                    additions.exec.push(entry(
+                        ids.make("exec", file),
+                        format!("path: {}{optional}{lapse}", scalar(file)),
+                        comments,
+                    ));
                 }
             }
         }
         for (name, destination) in &self.domains {
-            additions.network.push(Item {
-                comments: vec![destination.seen.comment()],
-                mapping: format!(
-                    "{{ id: {}, domain: {}{} }}",
-                    ids.make("net", name),
-                    scalar(name),
-                    ports_and_protocol(destination)
-                ),
-            });
+            additions.network.push(entry(
+                ids.make("net", name),
+                format!("domain: {}{}{lapse}", scalar(name), ports_and_protocol(destination)),
+                vec![destination.seen.comment()],
+            ));
         }
         for (address, destination) in &self.addresses {
             let prefix = if address.contains(':') { 128 } else { 32 };
-            additions.network.push(Item {
-                comments: vec![destination.seen.comment()],
-                mapping: format!(
-                    "{{ id: {}, cidr: {}{} }}",
-                    ids.make("net", address),
+            additions.network.push(entry(
+                ids.make("net", address),
+                format!(
+                    "cidr: {}{}{lapse}",
                     scalar(&format!("{address}/{prefix}")),
                     ports_and_protocol(destination)
                 ),
-            });
+                vec![destination.seen.comment()],
+            ));
         }
+        // Shell rules never lapse (the shell reads them by position): `approve` refuses that.
         for (program, seen) in &self.programs {
-            let pattern = format!("^{}$", regex::escape(program));
-            additions.rules.push(Item {
-                comments: vec![seen.comment()],
-                mapping: format!(
-                    "{{ id: {}, match: {{ executable: {} }}, effect: allow, reason: \"learned from the audit log\" }}",
-                    ids.make("shell", program),
-                    serde_json::Value::String(pattern)
-                ),
-            });
+            let pattern = serde_json::Value::String(format!("^{}$", regex::escape(program)));
+            additions.rules.push(entry(
+                ids.make("shell", program),
+                format!("match: {{ executable: {pattern} }}, effect: allow, reason: \"learned from the audit log\""),
+                vec![seen.comment()],
+            ));
         }
         additions
     }
@@ -509,7 +483,7 @@ mod tests {
             r#"{"timestamp":"2026-12-07T10:04:00Z","layer":"shell","event":"command","decision":"denied","rule_id":"block_rm","executable":"rm","command":"rm -rf /"}"#,
         ]);
         let refs: Vec<&Entry> = log.iter().collect();
-        let additions = Observed::of(&refs).additions(3, &BTreeSet::new());
+        let additions = Observed::of(&refs).additions(3, &BTreeSet::new(), None);
         let mappings = |items: &[Item]| items.iter().map(|i| i.mapping.clone()).collect::<Vec<_>>();
         assert_eq!(
             mappings(&additions.exec),
@@ -545,7 +519,7 @@ mod tests {
             .collect();
         let log = entries(&lines.iter().map(String::as_str).collect::<Vec<_>>());
         let refs: Vec<&Entry> = log.iter().collect();
-        let additions = Observed::of(&refs).additions(3, &BTreeSet::new());
+        let additions = Observed::of(&refs).additions(3, &BTreeSet::new(), None);
         assert_eq!(additions.exec.len(), 1, "{additions:?}");
         assert_eq!(additions.exec[0].mapping, "{ id: learned_exec_usr_bin, dir: /usr/bin }");
         // /tmp is writable by everyone: its files stay single entries.
@@ -555,7 +529,7 @@ mod tests {
             .collect();
         let log = entries(&lines.iter().map(String::as_str).collect::<Vec<_>>());
         let refs: Vec<&Entry> = log.iter().collect();
-        assert_eq!(Observed::of(&refs).additions(3, &BTreeSet::new()).exec.len(), 3);
+        assert_eq!(Observed::of(&refs).additions(3, &BTreeSet::new(), None).exec.len(), 3);
     }
 
     #[test]
