@@ -69,11 +69,13 @@ wire_enum! {
         SockAddr = 12 => "sockaddr",
         /// `socket->type`.
         SocketType = 13 => "socket_type",
+        /// The new image's arguments, read to find a multi-call binary's applet.
+        AppletArgs = 14 => "applet_args",
     }
 }
 
 /// Number of [`ProbeSite`] values (the per-site counters in `STATS`).
-pub const PROBE_SITES: u32 = 14;
+pub const PROBE_SITES: u32 = 15;
 
 /// Flags in [`ExecEvent::flags`].
 pub mod flags {
@@ -85,6 +87,9 @@ pub mod flags {
     pub const ARGS_UNAVAILABLE: u32 = 1 << 2;
     /// The path walk crossed the root of the task's filesystem namespace view (it is complete).
     pub const PATH_COMPLETE: u32 = 1 << 3;
+    /// A multi-call binary ran as an applet, and the applet's name decided: the argument at
+    /// `applet_arg` names it (its part after the last `/`).
+    pub const APPLET: u32 = 1 << 4;
 }
 
 /// The fixed header of every event.
@@ -141,6 +146,9 @@ pub struct ExecEvent {
     pub path_components: u32,
     /// [`ProbeSite`] as `u32`: which read failed when `rule` is `RULE_INTERNAL_ERROR`.
     pub probe_site: u32,
+    /// With [`flags::APPLET`]: the index of the argument that named the applet.
+    pub applet_arg: u32,
+    pub pad: u32,
     /// Path components of the executed file, innermost (the file name) first, each NUL-terminated.
     pub path: [[u8; NAME_LEN]; MAX_PATH_COMPONENTS],
     /// The first arguments, each NUL-terminated.

@@ -20,6 +20,18 @@ pub const RULE_DEFAULT: u32 = u32::MAX;
 pub const RULE_INTERNAL_ERROR: u32 = u32::MAX - 1;
 /// Rule index meaning "the path is deeper than the walk goes and no rule matched on the way": denied.
 pub const RULE_PATH_TOO_DEEP: u32 = u32::MAX - 2;
+/// Rule index meaning "a multi-call binary's applet could not be told from its arguments" (an
+/// argument too long to read, or dispatchers nested deeper than [`MAX_DISPATCH`]): denied.
+pub const RULE_APPLET_UNKNOWN: u32 = u32::MAX - 3;
+/// Every rule index from here up is one of the `RULE_*` values above, not a policy rule.
+pub const RULE_SPECIAL_MIN: u32 = u32::MAX - 7;
+
+/// Longest name of a multi-call binary's dispatcher (`busybox`, `toybox`) in [`MultiCall`].
+pub const STEM_LEN: usize = 16;
+/// How many dispatcher names in a row (`busybox busybox mount`) the kernel follows to the applet.
+pub const MAX_DISPATCH: u32 = 4;
+/// Longest argument the kernel reads to find an applet's name (the bytes after the last `/`).
+pub const APPLET_ARG_LEN: usize = 256;
 
 /// Key of `EXEC_INODE_RULES` and `EXEC_DIR_RULES`.
 #[repr(C)]
@@ -47,6 +59,36 @@ impl Default for NameKey {
     fn default() -> Self {
         Self { generation: 0, pad: 0, dir_dev: 0, dir_ino: 0, name: [0; NAME_LEN] }
     }
+}
+
+/// Key of `EXEC_APPLETS`: the exec rule that covers a program *name*, consulted when a multi-call
+/// binary runs as one of its applets.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AppletKey {
+    pub generation: u32,
+    pub pad: u32,
+    /// NUL-padded program name.
+    pub name: [u8; NAME_LEN],
+}
+
+impl Default for AppletKey {
+    fn default() -> Self {
+        Self { generation: 0, pad: 0, name: [0; NAME_LEN] }
+    }
+}
+
+/// Value of `EXEC_MULTICALL` (key: [`InodeKey`]): a binary that runs the program its `argv[0]` names
+/// (`BusyBox`, toybox), and the name under which it dispatches to `argv[1]` instead.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MultiCall {
+    /// The dispatcher name: an applet name starting with it means "the applet is the next argument"
+    /// (`BusyBox`'s `is_prefixed_with(applet_name, "busybox")`, libbb/appletlib.c).
+    pub stem: [u8; STEM_LEN],
+    /// Bytes of `stem` in use.
+    pub stem_len: u32,
+    pub pad: u32,
 }
 
 /// Value of every exec rule map.

@@ -6,7 +6,7 @@ use core::mem::{offset_of, size_of};
 
 use crate::{
     event::{EventHeader, ExecEvent, GuardEvent, NetEvent},
-    exec::{GovernedCgroup, InodeKey, NameKey, RuleValue},
+    exec::{AppletKey, GovernedCgroup, InodeKey, MultiCall, NameKey, RuleValue},
     net::{CIDR_KEY_HEADER_BITS, CidrKey, DnsOrigin, HostKey, NetAllow, NetSettings, PortRange},
     offsets::KernelOffsets,
     settings::{ActiveGeneration, Settings},
@@ -17,11 +17,11 @@ const _: () = assert!(size_of::<EventHeader>() == 80);
 const _: () = assert!(offset_of!(EventHeader, kind) == 0);
 const _: () = assert!(offset_of!(EventHeader, boot_ns) == 8);
 const _: () = assert!(offset_of!(EventHeader, cgroup_id) == 40);
-const _: () = assert!(size_of::<ExecEvent>() == 2176);
+const _: () = assert!(size_of::<ExecEvent>() == 2184);
 const _: () = assert!(offset_of!(ExecEvent, probe_site) == 124);
 const _: () = assert!(offset_of!(ExecEvent, header) == 0);
 const _: () = assert!(offset_of!(ExecEvent, dev) == 104);
-const _: () = assert!(offset_of!(ExecEvent, path) == 128);
+const _: () = assert!(offset_of!(ExecEvent, path) == 136);
 const _: () = assert!(size_of::<NetEvent>() == 200);
 const _: () = assert!(offset_of!(NetEvent, header) == 0);
 const _: () = assert!(offset_of!(NetEvent, addr) == 120);
@@ -37,7 +37,12 @@ const _: () = assert!(offset_of!(InodeKey, dev) == 8);
 const _: () = assert!(size_of::<NameKey>() == 88);
 const _: () = assert!(offset_of!(NameKey, generation) == 0);
 const _: () = assert!(offset_of!(NameKey, name) == 24);
+const _: () = assert!(offset_of!(ExecEvent, applet_arg) == 128);
 const _: () = assert!(size_of::<RuleValue>() == 8);
+const _: () = assert!(size_of::<AppletKey>() == 72);
+const _: () = assert!(offset_of!(AppletKey, name) == 8);
+const _: () = assert!(size_of::<MultiCall>() == 24);
+const _: () = assert!(offset_of!(MultiCall, stem_len) == 16);
 const _: () = assert!(size_of::<GovernedCgroup>() == 8);
 const _: () = assert!(offset_of!(GovernedCgroup, net_profile) == 4);
 const _: () = assert!(size_of::<Settings>() == 16);
@@ -56,4 +61,4 @@ const _: () = assert!(crate::net::MAX_NET_PROFILES < 32);
 const _: () = assert!(size_of::<DnsOrigin>() == 24);
 
 // Probe sites: the per-site counters cover every site.
-const _: () = assert!(crate::event::ProbeSite::SocketType as u32 + 1 == crate::event::PROBE_SITES);
+const _: () = assert!(crate::event::ProbeSite::AppletArgs as u32 + 1 == crate::event::PROBE_SITES);

@@ -25,9 +25,16 @@ pub mod map {
     /// `exec.libraries`: files and directories (by device, inode, per generation) from which governed
     /// tasks may map executable code besides what the exec policy allows.
     pub const EXEC_LIBRARIES: &str = "EXEC_LIBRARIES";
+    /// Multi-call binaries (`BusyBox`, toybox) by (device, inode, per generation): their runs are
+    /// decided by the applet they run.
+    pub const EXEC_MULTICALL: &str = "EXEC_MULTICALL";
+    /// The exec rule covering each program name (per generation): how an applet is decided.
+    pub const EXEC_APPLETS: &str = "EXEC_APPLETS";
+    /// Per-CPU scratch space for reading an applet's argument.
+    pub const APPLET_SCRATCH: &str = "APPLET_SCRATCH";
 
     /// Every map of the object.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 20] = [
         EVENTS,
         STATS,
         GOVERNED,
@@ -45,6 +52,9 @@ pub mod map {
         PROTECTED,
         PROTECTED_FILES,
         EXEC_LIBRARIES,
+        EXEC_MULTICALL,
+        EXEC_APPLETS,
+        APPLET_SCRATCH,
     ];
 }
 
@@ -52,7 +62,8 @@ pub mod map {
 pub mod program {
     /// `lsm/bprm_check_security`: the `lsm` backend's exec decision.
     pub const EXEC_LSM: &str = "exec_lsm";
-    /// `tp_btf/sched_process_exec`: the `signal` backend's exec decision.
+    /// `tp_btf/sched_process_exec`: the `signal` backend's exec decision; on the `lsm` backend, the
+    /// decision on a multi-call binary's applet (its arguments are final only here).
     pub const EXEC_SIGNAL: &str = "exec_signal";
     /// `syscalls/sys_enter_execve`: records `argv` for the `lsm` backend's event.
     pub const EXECVE_ENTER: &str = "execve_enter";

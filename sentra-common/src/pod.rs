@@ -2,7 +2,7 @@
 
 use crate::{
     event::{EventHeader, ExecEvent},
-    exec::{GovernedCgroup, InodeKey, NameKey, RuleValue},
+    exec::{AppletKey, GovernedCgroup, InodeKey, MultiCall, NameKey, RuleValue},
     offsets::KernelOffsets,
     settings::{ActiveGeneration, Settings},
 };
@@ -14,6 +14,10 @@ unsafe impl aya::Pod for InodeKey {}
 unsafe impl aya::Pod for NameKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for RuleValue {}
+// SAFETY: as above.
+unsafe impl aya::Pod for AppletKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for MultiCall {}
 // SAFETY: as above.
 unsafe impl aya::Pod for GovernedCgroup {}
 // SAFETY: as above.

@@ -71,8 +71,23 @@ fn from_header(event: &'static str, header: &Header, clock: &Clock) -> Record {
 /// The audit record of a kernel exec event; `rules` resolves its rule index.
 #[must_use]
 pub fn exec_record(event: &Exec, rules: &RuleTable, clock: &Clock) -> Record {
-    let (rule_id, reason, probe_site) = exec_rule(event.rule, rules);
+    let (rule_id, mut reason, probe_site) = exec_rule(event.rule, rules);
     let command = if event.args.is_empty() { event.path.clone() } else { event.args.join(" ") };
+    let mut detail = None;
+    if let Some(applet) = &event.applet {
+        let name = applet.name.as_deref().unwrap_or("?");
+        let why = match event.rule {
+            RuleRef::Default => {
+                format!(
+                    "no exec rule covers a program of that name; default {}",
+                    rules.default_effect().as_str()
+                )
+            }
+            _ => reason.unwrap_or_else(|| format!("exec rule `{rule_id}`")),
+        };
+        reason = Some(format!("{} ran as the applet `{name}`, decided as that program: {why}", event.path));
+        detail = Some(serde_json::json!({ "applet": name, "applet_arg": applet.arg }));
+    }
     Record {
         action: Some("exec"),
         command: Some(command),
@@ -89,6 +104,7 @@ pub fn exec_record(event: &Exec, rules: &RuleTable, clock: &Clock) -> Record {
             path_truncated: event.path_truncated,
         }),
         policy_generation: Some(event.generation),
+        detail,
         ..from_header("exec", &event.header, clock)
     }
 }
@@ -115,6 +131,13 @@ fn exec_rule(rule: RuleRef, rules: &RuleTable) -> (String, Option<String>, Optio
         RuleRef::PathTooDeep => (
             "path_too_deep".to_string(),
             Some("the file is nested deeper than the kernel walk reaches; denied (fail closed)".into()),
+        ),
+        RuleRef::AppletUnknown => (
+            "applet_unknown".to_string(),
+            Some(
+                "a multi-call binary's applet could not be told from its arguments (an argument longer than the kernel reads, or dispatcher names nested too deep); denied (fail closed)"
+                    .into(),
+            ),
         ),
     };
     (rule_id, reason, probe_site)

@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use sentra_common::{
-    exec::{FileKey, GovernedCgroup, InodeKey, NameKey, RuleValue},
+    exec::{APPLET_ARG_LEN, AppletKey, FileKey, GovernedCgroup, InodeKey, MultiCall, NameKey, RuleValue},
     settings::{ActiveGeneration, GENERATIONS, Settings, stats},
 };
 
@@ -72,6 +72,35 @@ sentra_common::same_name!(sentra_common::names::map::PROTECTED_FILES, PROTECTED_
 #[map]
 pub static EXEC_LIBRARIES: HashMap<InodeKey, u32> = HashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
 sentra_common::same_name!(sentra_common::names::map::EXEC_LIBRARIES, EXEC_LIBRARIES);
+
+/// Multi-call binaries (keyed with their generation): a run of one is decided by its applet's name.
+#[map]
+pub static EXEC_MULTICALL: HashMap<InodeKey, MultiCall> = HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
+sentra_common::same_name!(sentra_common::names::map::EXEC_MULTICALL, EXEC_MULTICALL);
+
+/// The exec rule covering each program name, for applets of multi-call binaries.
+#[map]
+pub static EXEC_APPLETS: HashMap<AppletKey, RuleValue> = HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
+sentra_common::same_name!(sentra_common::names::map::EXEC_APPLETS, EXEC_APPLETS);
+
+/// Where an argument is read to find an applet's name, and the key it becomes (together too large for
+/// the exec programs' stack).
+#[repr(C)]
+pub struct AppletScratch {
+    pub arg: [u8; APPLET_ARG_LEN],
+    pub key: AppletKey,
+    /// Where the last path component of `arg` starts, kept in map memory while it is searched for:
+    /// in a register, each of its values would be a verifier state of its own.
+    pub base: u32,
+    pub pad: u32,
+    /// The check's outcome, handed back through memory (`exec/applet.rs` `check`).
+    pub outcome: [u32; 4],
+}
+
+/// `[0]`: this CPU's [`AppletScratch`].
+#[map]
+pub static APPLET_SCRATCH: PerCpuArray<AppletScratch> = PerCpuArray::with_max_entries(1, 0);
+sentra_common::same_name!(sentra_common::names::map::APPLET_SCRATCH, APPLET_SCRATCH);
 
 /// Ring-buffer backlog (bytes waiting) above which even a routine event wakes the controller.
 const WAKEUP_BACKLOG: u64 = 512 << 10;

@@ -288,3 +288,125 @@ fn long_argument_lists_are_flagged_truncated() {
     assert_eq!(events[0]["args_truncated"], true);
     assert_eq!(events[0]["args"].as_array().map(Vec::len), Some(7), "argv[1..8] captured");
 }
+
+/// The lines `sentra-fixture each` printed, by call index.
+fn each_outcomes(stdout: &str) -> std::collections::BTreeMap<usize, String> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let (i, outcome) = l.split_once(' ')?;
+            Some((i.parse().ok()?, outcome.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_multicall_binary_runs_only_the_applets_the_policy_allows_by_name() {
+    // A copy of BusyBox (its own inode: nothing the host or the VM has) with links in its directory.
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .expect("busybox: scripts/setup.sh installs busybox-static");
+    let dir = tempfile::Builder::new().prefix("sentra-multicall-").tempdir_in("/tmp").expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let tools = dir.path().join("tools");
+    let copy = tools.join("busybox");
+    install(busybox, &copy);
+    for link in ["true", "mount"] {
+        std::os::unix::fs::symlink("busybox", tools.join(link)).expect("symlink");
+    }
+    let b = s(&copy);
+    let (true_link, mount_link) = (tools.join("true"), tools.join("mount"));
+    let (t, m) = (s(&true_link), s(&mount_link));
+    let long = format!("{}/true", "d".repeat(300));
+    let policy = |default: &str, rules: &str| {
+        format!(
+            "version: \"2.0\"\nmode: enforce\ndefault: {default}\nexec:\n  default: {default}\n  allow:\n    - {{ id: fixture, path: {FIXTURE} }}\n    - {{ id: box, path: {b} }}\n    - {{ id: box_true, path: {t} }}\n  deny:\n{rules}"
+        )
+    };
+    let deny_nsenter = "    - { id: no_nsenter, name: nsenter, reason: no namespaces }\n";
+    let strict = policy("deny", deny_nsenter);
+
+    // `policy check` says what allowing a multi-call binary means.
+    let strict_path = dir.path().join("strict.yaml");
+    std::fs::write(&strict_path, &strict).expect("policy");
+    let check = Command::new(sentra_tests::sentra_ctl())
+        .args(["policy", "check"])
+        .arg(&strict_path)
+        .output()
+        .expect("policy check");
+    let said =
+        format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    assert!(check.status.success() && said.contains("multi-call binary"), "{said}");
+
+    let calls: Vec<(&str, &str, Vec<&str>, Option<&str>)> = vec![
+        // (argv[0], file, arguments, the applet a denial names; None: it runs)
+        (b, b, vec!["true"], None),
+        (t, t, vec![], None),
+        ("true", b, vec![], None),
+        (b, b, vec!["--list"], None),
+        (m, m, vec![], Some("mount")),
+        (b, b, vec!["mount"], Some("mount")),
+        (b, b, vec!["busybox", "mount"], Some("mount")),
+        ("-mount", b, vec![], Some("mount")),
+        ("/x/busybox.static", b, vec!["/usr/sbin/mount"], Some("mount")),
+        (b, b, vec!["nsenter", "--help"], Some("nsenter")),
+        (&long, b, vec![], Some("")),
+        (b, b, vec!["busybox", "busybox", "busybox", "true"], Some("")),
+    ];
+    let mut command: Vec<&str> = vec![FIXTURE, "each"];
+    for (i, (argv0, file, args, _)) in calls.iter().enumerate() {
+        if i > 0 {
+            command.push("--");
+        }
+        command.push(argv0);
+        command.push(file);
+        command.extend(args);
+    }
+    let run = run_governed(dir.path(), &strict, &command);
+    let outcomes = each_outcomes(&run.stdout);
+    let denied: Vec<&serde_json::Value> =
+        run.records.iter().filter(|r| r["action"] == "exec" && r["decision"] == "denied").collect();
+    for (i, (argv0, _, args, applet)) in calls.iter().enumerate() {
+        let got = outcomes.get(&i).map_or("nothing", String::as_str);
+        match applet {
+            None => assert_eq!(got, "exit=0", "call {i} ({argv0} {args:?}) was refused: {}", run.stdout),
+            Some(_) => assert_eq!(got, "signal=9", "call {i} ({argv0} {args:?}) ran: {}", run.stdout),
+        }
+    }
+    let find = |applet: &str, rule: &str| {
+        denied.iter().any(|r| {
+            r["rule_id"] == rule
+                && r["executable"] == s(&copy)
+                && (applet.is_empty() || r["detail"]["applet"] == applet)
+        })
+    };
+    assert!(find("mount", "default"), "no denial of the mount applet by the default: {denied:#?}");
+    assert!(find("nsenter", "no_nsenter"), "no denial of the nsenter applet by its rule: {denied:#?}");
+    assert!(find("", "applet_unknown"), "no fail-closed denial of an unreadable applet: {denied:#?}");
+    let reasons: Vec<&str> = denied.iter().filter_map(|r| r["reason"].as_str()).collect();
+    assert!(reasons.iter().any(|r| r.contains("ran as the applet `mount`")), "{reasons:?}");
+
+    // Under a default allow, a deny rule on a name holds for the applet of that name; others run.
+    let open = policy("allow", "    - { id: no_mount, name: mount }\n");
+    let run = run_governed(
+        dir.path(),
+        &open,
+        &[FIXTURE, "each", b, b, "true", "--", b, b, "mount", "--", "-mount", b, "--", "echo", b],
+    );
+    let outcomes = each_outcomes(&run.stdout);
+    assert_eq!(
+        outcomes.values().map(String::as_str).collect::<Vec<_>>(),
+        ["exit=0", "signal=9", "signal=9", "exit=0"],
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.records.iter().any(|r| r["decision"] == "denied"
+            && r["rule_id"] == "no_mount"
+            && r["detail"]["applet"] == "mount"),
+        "{:#?}",
+        run.records
+    );
+}

@@ -7,7 +7,7 @@ use sentra_common::{
         Decision, EventHeader, EventKind, ExecEvent, GuardEvent, GuardHook, NetEvent, NetHook, ProbeSite,
         flags,
     },
-    exec::{RULE_DEFAULT, RULE_INTERNAL_ERROR, RULE_PATH_TOO_DEEP},
+    exec::{RULE_APPLET_UNKNOWN, RULE_DEFAULT, RULE_INTERNAL_ERROR, RULE_PATH_TOO_DEEP},
     settings::{Backend, Mode},
 };
 
@@ -66,6 +66,30 @@ pub struct Exec {
     pub argc: u32,
     pub args: Vec<String>,
     pub args_truncated: bool,
+    /// The file is a multi-call binary and this applet's name decided (`sentra-ebpf`'s
+    /// `exec/applet.rs`); `None` when the name could not be read or the file decided.
+    pub applet: Option<Applet>,
+}
+
+/// The applet of a multi-call binary's run, as the kernel found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applet {
+    /// Index of the argument that named it.
+    pub arg: u32,
+    /// Its name (the argument after its last `/`), if the event carries that argument.
+    pub name: Option<String>,
+}
+
+impl Applet {
+    /// The applet the argument `arg` of `args` names, read as the kernel reads it: after the last
+    /// `/`, and for `argv[0]` without a login shell's leading `-`.
+    fn of(args: &[String], arg: u32) -> Self {
+        let name = usize::try_from(arg).ok().and_then(|i| args.get(i)).map(|raw| {
+            let raw = if arg == 0 { raw.strip_prefix('-').unwrap_or(raw) } else { raw.as_str() };
+            raw.rsplit('/').next().unwrap_or(raw).to_string()
+        });
+        Self { arg, name }
+    }
 }
 
 /// A decoded event.
@@ -131,6 +155,8 @@ pub enum RuleRef {
     /// The probe failed at this site and decided closed.
     InternalError(ProbeSite),
     PathTooDeep,
+    /// A multi-call binary's applet could not be told from its arguments: denied.
+    AppletUnknown,
 }
 
 /// Errors decoding a record.
@@ -197,6 +223,7 @@ fn rule_ref(rule: u32, probe_site: u32) -> Result<RuleRef, DecodeError> {
         RULE_DEFAULT => RuleRef::Default,
         RULE_INTERNAL_ERROR => RuleRef::InternalError(ProbeSite::try_from(probe_site).map_err(value)?),
         RULE_PATH_TOO_DEEP => RuleRef::PathTooDeep,
+        RULE_APPLET_UNKNOWN => RuleRef::AppletUnknown,
         index => RuleRef::Index(index),
     })
 }
@@ -256,6 +283,7 @@ fn decode_exec(event: &ExecEvent) -> Result<Exec, DecodeError> {
         let captured = usize::try_from(event.argc).unwrap_or(usize::MAX).min(event.args.len());
         event.args[..captured].iter().map(|a| c_string(a)).collect()
     };
+    let applet = (event.flags & flags::APPLET != 0).then(|| Applet::of(&args, event.applet_arg));
     Ok(Exec {
         header: Header::decode(&event.header)?,
         decision: Decision::try_from(event.decision).map_err(value)?,
@@ -269,5 +297,6 @@ fn decode_exec(event: &ExecEvent) -> Result<Exec, DecodeError> {
         argc: event.argc,
         args,
         args_truncated: event.flags & flags::ARGS_TRUNCATED != 0,
+        applet,
     })
 }

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use aya::maps::{Array, HashMap, MapData};
 use sentra_common::{
     event::{PROBE_SITES, ProbeSite},
-    exec::{FileKey, GovernedCgroup, InodeKey, NameKey, RuleValue},
+    exec::{AppletKey, FileKey, GovernedCgroup, InodeKey, MultiCall, NameKey, RuleValue},
     names::map::{
-        ACTIVE_GENERATION, EXEC_DIR_RULES, EXEC_INODE_RULES, EXEC_LIBRARIES, EXEC_NAME_RULES, GOVERNED,
-        PROTECTED, PROTECTED_FILES, SETTINGS, STATS,
+        ACTIVE_GENERATION, EXEC_APPLETS, EXEC_DIR_RULES, EXEC_INODE_RULES, EXEC_LIBRARIES, EXEC_MULTICALL,
+        EXEC_NAME_RULES, GOVERNED, PROTECTED, PROTECTED_FILES, SETTINGS, STATS,
     },
     settings::{ActiveGeneration, Backend, GENERATIONS, Settings, stats},
 };
@@ -117,6 +117,15 @@ pub fn write_generation<S: MapStore + ?Sized>(
     let library: Vec<(InodeKey, u32)> =
         compiled.library.iter().map(|id| (inode_key(generation, *id), 1)).collect();
     super::batch::update(ebpf, EXEC_LIBRARIES, &library)?;
+    let multicall: Vec<(InodeKey, MultiCall)> = compiled
+        .multicall
+        .iter()
+        .map(|(id, stem)| (inode_key(generation, *id), multicall_value(stem)))
+        .collect();
+    super::batch::update(ebpf, EXEC_MULTICALL, &multicall)?;
+    let applet: Vec<(AppletKey, RuleValue)> =
+        compiled.applet.iter().map(|(name, value)| (applet_key(generation, *name), *value)).collect();
+    super::batch::update(ebpf, EXEC_APPLETS, &applet)?;
     let settings = Settings {
         mode: mode as u32,
         exec_default: compiled.table.default_effect() as u32,
@@ -154,6 +163,12 @@ pub fn clear_generation<S: MapStore + ?Sized>(
         super::batch::delete(ebpf, EXEC_NAME_RULES, &name)?;
         let library: Vec<InodeKey> = compiled.library.iter().map(|id| inode_key(generation, *id)).collect();
         super::batch::delete(ebpf, EXEC_LIBRARIES, &library)?;
+        let multicall: Vec<InodeKey> =
+            compiled.multicall.iter().map(|(id, _)| inode_key(generation, *id)).collect();
+        super::batch::delete(ebpf, EXEC_MULTICALL, &multicall)?;
+        let applet: Vec<AppletKey> =
+            compiled.applet.iter().map(|(name, _)| applet_key(generation, *name)).collect();
+        super::batch::delete(ebpf, EXEC_APPLETS, &applet)?;
     } else {
         for name in [EXEC_INODE_RULES, EXEC_DIR_RULES] {
             let map = hash::<InodeKey, RuleValue, S>(ebpf, name)?;
@@ -169,12 +184,33 @@ pub fn clear_generation<S: MapStore + ?Sized>(
         let stale: Vec<InodeKey> =
             map.keys().filter_map(Result::ok).filter(|k| k.generation == generation).collect();
         super::batch::delete(ebpf, EXEC_LIBRARIES, &stale)?;
+        let map = hash::<InodeKey, MultiCall, S>(ebpf, EXEC_MULTICALL)?;
+        let stale: Vec<InodeKey> =
+            map.keys().filter_map(Result::ok).filter(|k| k.generation == generation).collect();
+        super::batch::delete(ebpf, EXEC_MULTICALL, &stale)?;
+        let map = hash::<AppletKey, RuleValue, S>(ebpf, EXEC_APPLETS)?;
+        let stale: Vec<AppletKey> =
+            map.keys().filter_map(Result::ok).filter(|k| k.generation == generation).collect();
+        super::batch::delete(ebpf, EXEC_APPLETS, &stale)?;
     }
     array::<Settings, S>(ebpf, SETTINGS)?.set(generation, Settings::default(), 0).map_err(map_err(SETTINGS))
 }
 
 const fn inode_key(generation: u32, id: FileId) -> InodeKey {
     InodeKey { generation, pad: 0, dev: id.dev, ino: id.ino }
+}
+
+const fn applet_key(generation: u32, name: [u8; sentra_common::exec::NAME_LEN]) -> AppletKey {
+    AppletKey { generation, pad: 0, name }
+}
+
+/// `EXEC_MULTICALL`'s value for a dispatcher name (the stems are short constants).
+fn multicall_value(stem: &str) -> MultiCall {
+    let mut value = MultiCall::default();
+    let len = stem.len().min(value.stem.len());
+    value.stem[..len].copy_from_slice(&stem.as_bytes()[..len]);
+    value.stem_len = u32::try_from(len).unwrap_or(0);
+    value
 }
 
 const fn name_key(generation: u32, dir: FileId, name: [u8; sentra_common::exec::NAME_LEN]) -> NameKey {

@@ -15,6 +15,7 @@ use sentra_common::exec::{NAME_LEN, RuleValue};
 use super::{
     Policy, PolicyError, Warning,
     model::{Effect, ExecEntry},
+    multicall,
 };
 
 /// What kind of target an exec rule names.
@@ -42,7 +43,7 @@ pub struct FileId {
 
 impl FileId {
     /// The (device, inode) of what `meta` describes, device in the kernel's encoding.
-    fn of(meta: &std::fs::Metadata) -> Self {
+    pub(super) fn of(meta: &std::fs::Metadata) -> Self {
         Self { dev: kernel_dev(meta.dev()), ino: meta.ino() }
     }
 }
@@ -57,6 +58,12 @@ pub struct CompiledExec {
     pub dir: Vec<(FileId, RuleValue)>,
     /// `exec.libraries` (or its default): files and directories executable code may be mapped from.
     pub library: Vec<FileId>,
+    /// The multi-call binaries on this machine (`BusyBox`, toybox) with their dispatcher names: a run of
+    /// one is decided by its applet (`policy::multicall`). Empty when there are none.
+    pub multicall: Vec<(FileId, &'static str)>,
+    /// The exec rule covering each program name, for those applets (only when `multicall` is not
+    /// empty).
+    pub applet: Vec<([u8; NAME_LEN], RuleValue)>,
     pub warnings: Vec<Warning>,
     /// Deny rules whose target is not on this machine (nothing to deny; listed by `policy check`).
     pub absent: Vec<String>,
@@ -329,6 +336,9 @@ fn compile_with(policy: &Policy, full: bool) -> Result<CompiledExec, PolicyError
         out: CompiledExec::default(),
         full,
         program_dirs: Vec::new(),
+        names: multicall::Names::default(),
+        allowed_files: Vec::new(),
+        dir_rules: Vec::new(),
     };
     compiler.out.table.default = section.default.or(policy.model.default);
     let named: Vec<&Path> = section
@@ -350,6 +360,9 @@ fn compile_with(policy: &Policy, full: bool) -> Result<CompiledExec, PolicyError
     }
     compiler.original_rules()?;
     compiler.libraries(section.libraries.as_deref())?;
+    if full {
+        compiler.applets();
+    }
     let mut out = compiler.out;
     out.inode =
         CompiledExec::merge_duplicates(std::mem::take(&mut out.inode), &out.table.rules, &mut out.warnings);
@@ -375,6 +388,12 @@ struct Compiler<'p> {
     /// Directories of programs allowed by path or name, and directories allowed whole: the default
     /// libraries include the `lib` beside each that is a `bin`.
     program_dirs: Vec<PathBuf>,
+    /// The program names rules give, for multi-call binaries' applets.
+    names: multicall::Names,
+    /// Files allowed by `path:`: the name the path gives, the file, the rule, and its id.
+    allowed_files: Vec<(String, Resolved, RuleValue, &'p str)>,
+    /// `dir:` rules: the directory, the rule, its id.
+    dir_rules: Vec<(PathBuf, RuleValue, &'p str)>,
 }
 
 /// Where the system keeps shared libraries (and the dynamic loader, which the kernel maps for every
@@ -396,6 +415,85 @@ impl<'p> Compiler<'p> {
         let value = RuleValue { rule: index, effect: info.effect as u32 };
         self.out.table.rules.push(info);
         Ok(value)
+    }
+
+    /// The program name an entry gives (a `name:`, or a `path:`'s file name), noted for multi-call
+    /// binaries' applets when it names the program whatever file it turns out to be (a `name:`, a
+    /// denied path); an allowed path's name counts only if it leads to one (see [`Self::applets`]).
+    fn program_name(
+        &mut self,
+        entry: &'p ExecEntry,
+        kind: Target,
+        effect: Effect,
+        value: RuleValue,
+    ) -> Option<&'p str> {
+        let name = match kind {
+            Target::Name => entry.name.as_deref(),
+            Target::Path => {
+                entry.path.as_deref().and_then(|p| Path::new(p).file_name()).and_then(|n| n.to_str())
+            }
+            Target::Dir => None,
+        }?;
+        if kind == Target::Name || effect == Effect::Deny {
+            self.names.explicit(name, value);
+        }
+        Some(name)
+    }
+
+    /// The multi-call binaries on this machine and the rule covering each program name, for their
+    /// applets (`policy::multicall`), with a warning for each rule that allows one.
+    fn applets(&mut self) {
+        let mut dirs: Vec<PathBuf> = multicall::SYSTEM_BIN.iter().map(PathBuf::from).collect();
+        dirs.extend(self.search.iter().cloned());
+        dirs.extend(self.program_dirs.iter().cloned());
+        let found = multicall::find(&dirs);
+        if found.is_empty() {
+            return;
+        }
+        let mut names = std::mem::take(&mut self.names);
+        let mut allowing: Vec<(&str, PathBuf)> = Vec::new();
+        for (name, resolved, value, rule) in std::mem::take(&mut self.allowed_files) {
+            if found.contains_key(&resolved.id) {
+                names.explicit(&name, value);
+                allowing.push((rule, resolved.path));
+            }
+        }
+        for (dir, value, rule) in &self.dir_rules {
+            let links = multicall::links_in(dir, &found);
+            if value.effect == Effect::Allow as u32 && !links.is_empty() {
+                allowing.push((rule, dir.clone()));
+            }
+            for link in links {
+                names.linked(link, *value);
+            }
+        }
+        let resolved = names.resolve();
+        self.out.applet =
+            resolved.iter().filter_map(|(name, value)| Some((name_key(name.as_bytes())?, *value))).collect();
+        let mut multicall: Vec<(FileId, &'static str)> = found.into_iter().collect();
+        multicall.sort_unstable();
+        self.out.multicall = multicall;
+        if allowing.is_empty() {
+            return;
+        }
+        let allowed: Vec<&str> = resolved
+            .iter()
+            .filter(|(_, v)| v.effect == Effect::Allow as u32)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let shown = allowed.iter().take(12).copied().collect::<Vec<_>>().join(", ");
+        let more = allowed.len().saturating_sub(12);
+        let default = self.out.table.default_effect().as_str();
+        for (rule, path) in allowing {
+            self.out.warnings.push(Warning {
+                message: format!(
+                    "exec rule `{rule}` allows {}, a multi-call binary (or links to one): the kernel decides each of its runs by the applet it starts (its argv[0], or the argument after `busybox`/`toybox`) as a program of that name; a name no rule covers gets the default ({default}). Names the policy allows: {}{}",
+                    path.display(),
+                    if shown.is_empty() { "none" } else { &shown },
+                    if more > 0 { format!(" and {more} more") } else { String::new() },
+                ),
+            });
+        }
     }
 
     /// `exec.libraries`, or the default when the policy has none.
@@ -493,6 +591,9 @@ impl<'p> Compiler<'p> {
             }
             let info = RuleInfo { id: rule.id.clone(), reason: rule.reason.clone(), effect: rule.effect };
             let value = self.rule(&at, "rules", info)?;
+            for name in &names {
+                self.names.explicit(name, value);
+            }
             for name in names {
                 let chosen = find_in_path(&search, &name, rule.effect);
                 if chosen.is_empty() {
@@ -538,7 +639,7 @@ impl<'p> Compiler<'p> {
         };
         let info = RuleInfo { id: entry.id.clone(), reason: entry.reason.clone(), effect };
         let value = self.rule(at, "exec rules", info)?;
-
+        let given_name = self.program_name(entry, kind, effect, value);
         let targets = targets_of(policy, at, &self.search, entry, kind, effect)?;
         let out = &mut self.out;
         if targets.is_empty() {
@@ -574,6 +675,7 @@ impl<'p> Compiler<'p> {
                 if effect == Effect::Allow {
                     self.program_dirs.push(resolved.path.clone());
                 }
+                self.dir_rules.push((resolved.path.clone(), value, &entry.id));
                 out.dir.push((id, value));
                 continue;
             }
@@ -604,8 +706,12 @@ impl<'p> Compiler<'p> {
             }
             if effect == Effect::Allow {
                 self.program_dirs.push(parent.canonical.clone());
-            }
-            if effect == Effect::Deny {
+                if kind == Target::Path
+                    && let Some(name) = given_name
+                {
+                    self.allowed_files.push((name.to_string(), resolved, value, &entry.id));
+                }
+            } else {
                 // Follow the binary through hard links.
                 out.inode.push((id, value));
             }

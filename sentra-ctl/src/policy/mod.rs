@@ -8,6 +8,7 @@ pub mod exec;
 pub mod learn;
 pub mod locate;
 pub mod model;
+pub mod multicall;
 pub mod network;
 pub mod overlap;
 pub mod required;

@@ -11,28 +11,31 @@
 
 use sentra_common::{
     event::{ExecEvent, MAX_PATH_COMPONENTS, ProbeSite, flags},
-    exec::{InodeKey, MAX_WALK_DEPTH, NAME_LEN, NameKey, RULE_DEFAULT, RULE_PATH_TOO_DEEP, RuleValue},
+    exec::{
+        InodeKey, MAX_WALK_DEPTH, MultiCall, NAME_LEN, NameKey, RULE_DEFAULT, RULE_PATH_TOO_DEEP,
+        RULE_SPECIAL_MIN, RuleValue,
+    },
     offsets::KernelOffsets,
     settings::{Effect, Settings},
 };
 
 use crate::{
     kernel::{self, ReadError},
-    maps::{EXEC_DIR_RULES, EXEC_INODE_RULES, EXEC_LIBRARIES, EXEC_NAME_RULES},
+    maps::{EXEC_DIR_RULES, EXEC_INODE_RULES, EXEC_LIBRARIES, EXEC_MULTICALL, EXEC_NAME_RULES},
 };
 
 /// The rule (or default) that decided, and its effect.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Verdict {
     pub effect: u32,
     pub rule: u32,
 }
 
-/// "No rule matched yet" (not a valid rule index).
-const NO_MATCH: u32 = u32::MAX - 3;
+/// "No rule matched yet": below every rule index with a meaning of its own, above every policy rule.
+const NO_MATCH: u32 = RULE_SPECIAL_MIN - 1;
 
 impl Verdict {
-    const NONE: Self = Self { effect: 0, rule: NO_MATCH };
+    pub const NONE: Self = Self { effect: 0, rule: NO_MATCH };
 
     /// Whether a rule (not the default) matched.
     #[inline(always)]
@@ -44,7 +47,7 @@ impl Verdict {
     /// pointer along and merging it with flags, which the verifier rejects ("bitwise operator on
     /// pointer prohibited").
     #[inline(always)]
-    fn from_value(value: Option<&RuleValue>) -> Self {
+    pub fn from_value(value: Option<&RuleValue>) -> Self {
         match value {
             // SAFETY: a valid reference to a map value, read once.
             Some(value) => unsafe {
@@ -150,10 +153,26 @@ pub fn decide(
     generation: u32,
     settings: &Settings,
     event: Option<&mut ExecEvent>,
-) -> Result<Verdict, ReadError> {
+) -> Result<Found, ReadError> {
     let file = kernel::read_ptr(bprm, off.binprm_file, ProbeSite::BprmFile)?;
     let place = Place::of_file(file, off)?;
-    Ok(decide_at(place, off, generation, settings, event, false)?.verdict)
+    decide_at(place, off, generation, settings, event, false)
+}
+
+/// Whether the file `bprm` runs is a multi-call binary, and how it dispatches.
+#[inline(always)]
+pub fn multicall_of(bprm: u64, off: &KernelOffsets, generation: u32) -> Result<Option<MultiCall>, ReadError> {
+    let file = kernel::read_ptr(bprm, off.binprm_file, ProbeSite::BprmFile)?;
+    let dentry = kernel::read_ptr(file, off.file_dentry, ProbeSite::FileDentry)?;
+    let (dev, ino) = kernel::identity(dentry, off)?;
+    Ok(multicall(generation, dev, ino))
+}
+
+/// The multi-call entry of the file (device, inode), if it is one.
+#[inline(always)]
+pub fn multicall(generation: u32, dev: u64, ino: u64) -> Option<MultiCall> {
+    // SAFETY: lookup with a stack key; the value is copied out at once.
+    unsafe { EXEC_MULTICALL.get(InodeKey { generation, pad: 0, dev, ino }) }.copied()
 }
 
 /// Decides the file at `place` as an exec of it would be decided; with `libraries`, also whether an

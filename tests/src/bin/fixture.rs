@@ -4,6 +4,9 @@
 //! `sentra-fixture exit N`               → exits N
 //! `sentra-fixture sleep SECS`           → sleeps
 //! `sentra-fixture spawn PATH [ARGS…]`   → runs PATH as a child; prints `exit=N`, `signal=N` or `exec-errno=N`
+//! `sentra-fixture each ARGV0 PATH [ARGS…] [-- ARGV0 PATH [ARGS…]]…` → runs each PATH in turn with
+//!                                          that `argv[0]`; prints `I exit=N`, `I signal=N` or
+//!                                          `I exec-errno=N` for the I-th (from 0)
 //! `sentra-fixture storm N PATH [ARGS…]` → spawns PATH N times; prints `ok=K failed=F`
 //! `sentra-fixture bench N PATH [ARGS…]` → spawns PATH N times; prints `ns_per_exec=` (mean fork+exec+wait)
 //! `sentra-fixture connect ADDR:PORT…` → TCP connects; prints `connected` or `connect-errno=N` (with several, each line starts with its address)
@@ -29,20 +32,29 @@ use std::{
 };
 
 fn spawn(path: &str, args: &[String]) -> ExitCode {
-    match Command::new(path).args(args).status() {
-        Ok(status) => {
-            if let Some(code) = status.code() {
-                println!("exit={code}");
-            } else {
-                println!("signal={}", status.signal().unwrap_or(0));
-            }
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            println!("exec-errno={}", err.raw_os_error().unwrap_or(-1));
-            ExitCode::SUCCESS
-        }
+    println!("{}", outcome(Command::new(path).args(args)));
+    ExitCode::SUCCESS
+}
+
+/// How a child ended: `exit=N`, `signal=N` or `exec-errno=N`.
+fn outcome(command: &mut Command) -> String {
+    match command.status() {
+        Ok(status) => match status.code() {
+            Some(code) => format!("exit={code}"),
+            None => format!("signal={}", status.signal().unwrap_or(0)),
+        },
+        Err(err) => format!("exec-errno={}", err.raw_os_error().unwrap_or(-1)),
     }
+}
+
+/// `each`: every `ARGV0 PATH ARGS…` group (separated by `--`) in turn.
+fn each(args: &[String]) -> ExitCode {
+    use std::os::unix::process::CommandExt as _;
+    for (i, group) in args.split(|a| a == "--").enumerate() {
+        let [argv0, path, rest @ ..] = group else { return ExitCode::from(2) };
+        println!("{i} {}", outcome(Command::new(path).arg0(argv0).args(rest)));
+    }
+    ExitCode::SUCCESS
 }
 
 fn own_cgroup_dir() -> Option<PathBuf> {
@@ -314,6 +326,7 @@ fn main() -> ExitCode {
             Some(path) => spawn(path, &rest(2)),
             None => ExitCode::from(2),
         },
+        Some("each") => each(&rest(1)),
         Some("storm") => {
             let (Some(n), Some(path)) = (args.get(1).and_then(|a| a.parse::<u32>().ok()), args.get(2)) else {
                 return ExitCode::from(2);
