@@ -62,9 +62,11 @@ pub mod map {
 pub mod program {
     /// `lsm/bprm_check_security`: the `lsm` backend's exec decision.
     pub const EXEC_LSM: &str = "exec_lsm";
-    /// `tp_btf/sched_process_exec`: the `signal` backend's exec decision; on the `lsm` backend, the
-    /// decision on a multi-call binary's applet (its arguments are final only here).
+    /// `tp_btf/sched_process_exec`: the `signal` backend's exec decision.
     pub const EXEC_SIGNAL: &str = "exec_signal";
+    /// `tp_btf/sched_process_exec` on both backends: a multi-call binary's applet (its arguments are
+    /// final only here).
+    pub const EXEC_APPLET: &str = "exec_applet";
     /// `syscalls/sys_enter_execve`: records `argv` for the `lsm` backend's event.
     pub const EXECVE_ENTER: &str = "execve_enter";
     /// `syscalls/sys_enter_execveat`: as [`EXECVE_ENTER`].
@@ -141,9 +143,10 @@ pub mod program {
         [NET_CONNECT4, NET_CONNECT6, NET_SENDMSG4, NET_SENDMSG6, NET_RECVMSG4, NET_RECVMSG6];
 
     /// Every program of the object.
-    pub const ALL: [&str; 37] = [
+    pub const ALL: [&str; 38] = [
         EXEC_LSM,
         EXEC_SIGNAL,
+        EXEC_APPLET,
         EXECVE_ENTER,
         EXECVEAT_ENTER,
         NET_LSM_CONNECT,

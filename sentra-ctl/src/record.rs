@@ -72,7 +72,14 @@ fn from_header(event: &'static str, header: &Header, clock: &Clock) -> Record {
 #[must_use]
 pub fn exec_record(event: &Exec, rules: &RuleTable, clock: &Clock) -> Record {
     let (rule_id, mut reason, probe_site) = exec_rule(event.rule, rules);
-    let command = if event.args.is_empty() { event.path.clone() } else { event.args.join(" ") };
+    // An applet's event names its multi-call binary by identity alone.
+    let path = match &event.applet {
+        Some(_) => rules
+            .multicall_path(event.dev, event.ino)
+            .map_or_else(|| event.path.clone(), |p| p.display().to_string()),
+        None => event.path.clone(),
+    };
+    let command = if event.args.is_empty() { path.clone() } else { event.args.join(" ") };
     let mut detail = None;
     if let Some(applet) = &event.applet {
         let name = applet.name.as_deref().unwrap_or("?");
@@ -85,13 +92,13 @@ pub fn exec_record(event: &Exec, rules: &RuleTable, clock: &Clock) -> Record {
             }
             _ => reason.unwrap_or_else(|| format!("exec rule `{rule_id}`")),
         };
-        reason = Some(format!("{} ran as the applet `{name}`, decided as that program: {why}", event.path));
+        reason = Some(format!("{path} ran as the applet `{name}`, decided as that program: {why}"));
         detail = Some(serde_json::json!({ "applet": name, "applet_arg": applet.arg }));
     }
     Record {
         action: Some("exec"),
         command: Some(command),
-        executable: Some(event.path.clone()),
+        executable: Some(path),
         args: Some(event.args.iter().skip(1).cloned().collect()),
         decision: Some(event.decision.as_str()),
         rule_id: Some(rule_id),

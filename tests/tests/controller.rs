@@ -214,7 +214,7 @@ fn programs_reports_every_attached_program_from_the_kernels_accounting() {
     unique.sort_unstable();
     unique.dedup();
     assert_eq!(unique.len(), names.len(), "a program is reported twice: {names:?}");
-    for name in [exec_program, "net_connect4", "net_connect6", "guard_sysctl"] {
+    for name in [exec_program, "exec_applet", "net_connect4", "net_connect6", "guard_sysctl"] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }
 

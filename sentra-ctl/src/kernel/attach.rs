@@ -147,11 +147,19 @@ pub fn backend(
             }
         },
     };
+    // A multi-call binary's applet is decided where the new image's arguments are final
+    // (`sentra-ebpf/src/exec/applet.rs`), on either backend.
+    attach_link::<BtfTracePoint>(
+        ebpf,
+        program::EXEC_APPLET,
+        links,
+        |p| p.load("sched_process_exec", btf),
+        |p| {
+            let id = p.attach()?;
+            Ok(p.take_link(id)?.into())
+        },
+    )?;
     if backend == Backend::Lsm {
-        // A multi-call binary's applet is decided where the new image's arguments are final
-        // (`sentra-ebpf/src/exec/applet.rs`): the signal backend's hook, which on this backend
-        // decides nothing else.
-        signal(ebpf, btf, links)?;
         // The network LSM hook needs BPF LSM too; the host kernel refuses LSM programs.
         lsm_hook(ebpf, btf, program::NET_LSM_CONNECT, "socket_connect", links)?;
         // Self-protection: every hook, or the backend fails (a partial guard would be reported as a

@@ -300,3 +300,19 @@ fn decode_exec(event: &ExecEvent) -> Result<Exec, DecodeError> {
         applet,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Applet;
+
+    #[test]
+    fn an_applet_is_named_as_the_kernel_reads_it() {
+        let args: Vec<String> =
+            ["-/bin/sh", "/usr/sbin/mount", "-a"].iter().map(ToString::to_string).collect();
+        assert_eq!(Applet::of(&args, 0).name.as_deref(), Some("sh"));
+        assert_eq!(Applet::of(&args, 1).name.as_deref(), Some("mount"));
+        // Only argv[0] loses a leading dash.
+        assert_eq!(Applet::of(&args, 2).name.as_deref(), Some("-a"));
+        assert_eq!(Applet::of(&args, 3).name, None);
+    }
+}

@@ -73,11 +73,15 @@ pub struct CompiledExec {
     pub shell_only: Vec<(String, String)>,
 }
 
-/// What turns a kernel event's rule index back into words: the rules of one generation and its default.
+/// What turns a kernel event's rule index back into words: the rules of one generation and its
+/// default; and a multi-call binary's (device, inode) back into its path (the kernel's applet events
+/// carry only the identity).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RuleTable {
     pub rules: Vec<RuleInfo>,
     pub default: Option<Effect>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub multicall: Vec<(u64, u64, PathBuf)>,
 }
 
 impl RuleTable {
@@ -91,6 +95,12 @@ impl RuleTable {
     #[must_use]
     pub fn default_effect(&self) -> Effect {
         self.default.unwrap_or(Effect::Deny)
+    }
+
+    /// The path of the multi-call binary with this (device, inode).
+    #[must_use]
+    pub fn multicall_path(&self, dev: u64, ino: u64) -> Option<&Path> {
+        self.multicall.iter().find(|(d, i, _)| (*d, *i) == (dev, ino)).map(|(_, _, p)| p.as_path())
     }
 }
 
@@ -470,9 +480,13 @@ impl<'p> Compiler<'p> {
         let resolved = names.resolve();
         self.out.applet =
             resolved.iter().filter_map(|(name, value)| Some((name_key(name.as_bytes())?, *value))).collect();
-        let mut multicall: Vec<(FileId, &'static str)> = found.into_iter().collect();
+        let mut multicall: Vec<(FileId, &'static str)> = found.iter().map(|(id, b)| (*id, b.stem)).collect();
         multicall.sort_unstable();
         self.out.multicall = multicall;
+        let mut paths: Vec<(u64, u64, PathBuf)> =
+            found.into_iter().map(|(id, binary)| (id.dev, id.ino, binary.path)).collect();
+        paths.sort_unstable();
+        self.out.table.multicall = paths;
         if allowing.is_empty() {
             return;
         }

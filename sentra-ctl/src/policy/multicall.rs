@@ -37,10 +37,16 @@ fn stem_of(name: &str) -> Option<&'static str> {
     STEMS.iter().copied().find(|stem| name.starts_with(stem))
 }
 
-/// The multi-call binaries in `dirs` (each directory once, by its canonical path), with their
-/// dispatcher names.
+/// A multi-call binary: its dispatcher name and where it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binary {
+    pub stem: &'static str,
+    pub path: PathBuf,
+}
+
+/// The multi-call binaries in `dirs` (each directory once, by its canonical path).
 #[must_use]
-pub fn find(dirs: &[PathBuf]) -> HashMap<FileId, &'static str> {
+pub fn find(dirs: &[PathBuf]) -> HashMap<FileId, Binary> {
     let mut seen = std::collections::HashSet::new();
     let mut found = HashMap::new();
     for dir in dirs {
@@ -52,10 +58,12 @@ pub fn find(dirs: &[PathBuf]) -> HashMap<FileId, &'static str> {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(stem) = name.to_str().and_then(stem_of) else { continue };
-            if let Ok(meta) = std::fs::metadata(entry.path())
+            let path = entry.path();
+            if let Ok(meta) = std::fs::metadata(&path)
                 && meta.is_file()
             {
-                found.insert(FileId::of(&meta), stem);
+                let path = std::fs::canonicalize(&path).unwrap_or(path);
+                found.entry(FileId::of(&meta)).or_insert(Binary { stem, path });
             }
         }
     }
@@ -67,7 +75,7 @@ pub fn find(dirs: &[PathBuf]) -> HashMap<FileId, &'static str> {
 #[must_use]
 pub fn links_in<S: std::hash::BuildHasher>(
     dir: &Path,
-    multicall: &HashMap<FileId, &'static str, S>,
+    multicall: &HashMap<FileId, Binary, S>,
 ) -> Vec<String> {
     let Ok(dir_meta) = std::fs::metadata(dir) else { return Vec::new() };
     let dev = super::exec::kernel_dev(dir_meta.dev());
@@ -182,7 +190,7 @@ mod tests {
         std::fs::hard_link(&binary, dir.join("mount")).expect("hard link");
         std::fs::write(dir.join("other"), b"x").expect("other");
         let found = find(std::slice::from_ref(&dir));
-        assert_eq!(found.values().copied().collect::<Vec<_>>(), vec!["busybox"]);
+        assert_eq!(found.values().map(|b| b.stem).collect::<Vec<_>>(), vec!["busybox"]);
         assert_eq!(links_in(&dir, &found), vec!["busybox", "mount", "sh"]);
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }

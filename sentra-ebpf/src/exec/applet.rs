@@ -8,7 +8,11 @@
 //! `fs/binfmt_script.c` built), in memory no other task can change any more (`fs/exec.c`
 //! `begin_new_exec` has killed the other threads and installed a fresh mm).
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_user_str_bytes};
+use aya_ebpf::{
+    helpers::{bpf_get_current_task, bpf_probe_read_user_str_bytes, bpf_send_signal},
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
 use sentra_common::{
     event::ProbeSite,
     exec::{APPLET_ARG_LEN, MAX_DISPATCH, MultiCall, NAME_LEN, RULE_APPLET_UNKNOWN, RULE_DEFAULT, STEM_LEN},
@@ -16,10 +20,11 @@ use sentra_common::{
     settings::{Effect, Settings},
 };
 
-use super::decide::Verdict;
+use super::{Action, decide::Verdict, govern_applet};
 use crate::{
     kernel::{self, ReadError},
     maps::{APPLET_SCRATCH, AppletScratch, EXEC_APPLETS},
+    task,
 };
 
 const SITE: ProbeSite = ProbeSite::AppletArgs;
@@ -49,27 +54,18 @@ const FAILED: u32 = 2;
 
 /// The applet check for the exec `bprm` (`None` unless its file is a multi-call binary).
 ///
-/// Made before anything else the program decides, and handed back through map memory: the verifier
-/// then walks its loops once, from the program's first state, and what follows sees one unknown
-/// outcome instead of every path's constants (which multiplied the states past its limit).
+/// Handed back through map memory: what follows (the event, the argument capture) then sees one
+/// unknown outcome instead of each path's constants, which would multiply the states the verifier
+/// walks.
 #[inline(always)]
-pub fn check(
-    bprm: u64,
-    off: &KernelOffsets,
-    generation: u32,
-    settings: &Result<Settings, ReadError>,
-) -> Outcome {
+pub fn check(bprm: u64, off: &KernelOffsets, generation: u32, settings: &Settings) -> Outcome {
     let Some(slot) = APPLET_SCRATCH.get_ptr_mut(0) else { return Outcome::Failed };
     // SAFETY: this CPU's slot; a BPF program is not preempted by another on the same CPU mid-run.
     let scratch = unsafe { &mut *slot };
-    let result = match settings {
-        // Without settings nothing is decided here; the file's decision fails closed.
-        Err(_) => Ok(None),
-        Ok(settings) => match super::decide::multicall_of(bprm, off, generation) {
-            Ok(Some(multicall)) => judge(&multicall, scratch, off, generation, settings),
-            Ok(None) => Ok(None),
-            Err(err) => Err(err),
-        },
+    let result = match super::decide::multicall_of(bprm, off, generation) {
+        Ok(Some(multicall)) => judge(&multicall, scratch, off, generation, settings),
+        Ok(None) => Ok(None),
+        Err(err) => Err(err),
     };
     let words = match result {
         Ok(None) => [NONE, 0, 0, 0],
@@ -222,3 +218,31 @@ fn decide(
     };
     Ok(if found.found() { found } else { Verdict { effect: settings.exec_default, rule: RULE_DEFAULT } })
 }
+
+const SIGKILL: u32 = 9;
+
+/// `tp_btf/sched_process_exec` on both backends: a multi-call binary's applet. Arguments:
+/// `(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`. A SIGKILL sent here is
+/// delivered on the return to user mode: the applet never runs an instruction.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn exec_applet(ctx: BtfTracePointContext) -> i32 {
+    try_exec_applet(&ctx).unwrap_or(0)
+}
+
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "probe convention: a thin wrapper maps the try_ function's Err to the fail-safe value"
+)]
+fn try_exec_applet(ctx: &BtfTracePointContext) -> Result<i32, i32> {
+    if !task::is_governed() {
+        return Ok(0);
+    }
+    let bprm: u64 = ctx.arg(2);
+    if govern_applet(bprm) == Action::Deny {
+        // SAFETY: signals the current task only.
+        unsafe { bpf_send_signal(SIGKILL) };
+    }
+    Ok(0)
+}
+
+sentra_common::same_name!(sentra_common::names::program::EXEC_APPLET, exec_applet);

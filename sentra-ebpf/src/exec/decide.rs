@@ -159,12 +159,18 @@ pub fn decide(
     decide_at(place, off, generation, settings, event, false)
 }
 
+/// The (device, inode) of the file `bprm` runs.
+#[inline(always)]
+pub fn file_identity(bprm: u64, off: &KernelOffsets) -> Result<(u64, u64), ReadError> {
+    let file = kernel::read_ptr(bprm, off.binprm_file, ProbeSite::BprmFile)?;
+    let dentry = kernel::read_ptr(file, off.file_dentry, ProbeSite::FileDentry)?;
+    kernel::identity(dentry, off)
+}
+
 /// Whether the file `bprm` runs is a multi-call binary, and how it dispatches.
 #[inline(always)]
 pub fn multicall_of(bprm: u64, off: &KernelOffsets, generation: u32) -> Result<Option<MultiCall>, ReadError> {
-    let file = kernel::read_ptr(bprm, off.binprm_file, ProbeSite::BprmFile)?;
-    let dentry = kernel::read_ptr(file, off.file_dentry, ProbeSite::FileDentry)?;
-    let (dev, ino) = kernel::identity(dentry, off)?;
+    let (dev, ino) = file_identity(bprm, off)?;
     Ok(multicall(generation, dev, ino))
 }
 

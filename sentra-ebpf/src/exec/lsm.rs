@@ -7,7 +7,7 @@ use aya_ebpf::{
     programs::{LsmContext, TracePointContext},
 };
 
-use super::{Action, ArgSource, Hook, govern};
+use super::{Action, ArgSource, govern};
 use crate::{maps::EXEC_ARGV, task};
 
 const EPERM: i64 = 1;
@@ -40,7 +40,7 @@ fn try_exec_lsm(ctx: &LsmContext) -> Result<i64, i64> {
     let argv = unsafe { EXEC_ARGV.get(bpf_get_current_pid_tgid()) }
         .copied()
         .map_or(ArgSource::None, ArgSource::UserArgv);
-    match govern(bprm, Hook::Check(argv)) {
+    match govern(bprm, argv) {
         Action::Allow => Ok(0),
         Action::Deny => Ok(-EPERM),
     }

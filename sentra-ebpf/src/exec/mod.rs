@@ -10,7 +10,7 @@ use sentra_common::{
     event::{Decision, ExecEvent, ProbeSite, flags},
     exec::RULE_INTERNAL_ERROR,
     offsets::KernelOffsets,
-    settings::{Backend, Effect, Mode, Settings, stats},
+    settings::{Effect, Mode, Settings, stats},
 };
 
 use crate::{
@@ -36,45 +36,19 @@ pub enum ArgSource {
     None,
 }
 
-/// The hook deciding.
-#[derive(Clone, Copy)]
-pub enum Hook {
-    /// `lsm/bprm_check_security` (the `lsm` backend): the file, with the arguments read from here.
-    Check(ArgSource),
-    /// `sched_process_exec`, the new image in place: on the `signal` backend the whole decision; on
-    /// the `lsm` backend only a multi-call binary's applet, whose arguments are final only here (the
-    /// file itself was decided at `Check`).
-    Exec,
-}
-
 /// Decides an exec by a task already known to be governed, emits its event, and returns the action.
 ///
 /// `bprm` is the hook's `struct linux_binprm *`. Any failure decides closed (deny) and is reported with
 /// its site: this runs only for governed tasks, so a failure never affects the rest of the host.
 #[inline(always)]
-pub fn govern(bprm: u64, hook: Hook) -> Action {
+pub fn govern(bprm: u64, args: ArgSource) -> Action {
     let off = kernel::offsets();
     let active = ACTIVE_GENERATION.get(0).copied().unwrap_or_default();
     let settings = ready(off, active.generation);
     // Without settings nothing says audit: enforce.
     let mode = settings.map_or(Mode::Enforce as u32, |s| s.mode);
-    let (args, applet, applets_only) = match hook {
-        Hook::Check(args) => (args, applet::Outcome::None, false),
-        Hook::Exec => (
-            ArgSource::NewImage,
-            applet::check(bprm, off, active.generation, &settings),
-            active.backend == Backend::Lsm as u32,
-        ),
-    };
-    if applets_only {
-        // Most files are no multi-call binary: `Check` decided and recorded them alone. Without
-        // settings, or after a failed check, the whole decision below runs, and fails closed.
-        if settings.is_ok() && applet == applet::Outcome::None {
-            return Action::Allow;
-        }
-    } else {
-        count(stats::EXEC_DECISIONS);
-    }
+
+    count(stats::EXEC_DECISIONS);
     // The reservation is tested for null exactly once and, when it succeeded, submitted on every path
     // of that arm: older verifiers (6.1) do not treat a ring-buffer pointer as non-null when it is
     // tested again, and would see a leaked reference.
@@ -88,19 +62,10 @@ pub fn govern(bprm: u64, hook: Hook) -> Action {
         event.ino = 0;
         event.applet_arg = 0;
         event.pad = 0;
-        let (verdict, by_applet) = settle(
-            settings.and_then(|s| decide_exec(bprm, off, active.generation, &s, Some(&mut *event), applet)),
-        );
-        if applets_only && !by_applet {
-            entry.discard(0);
-            return Action::Allow;
-        }
+        let verdict = settle(settings.and_then(|s| {
+            decide::decide(bprm, off, active.generation, &s, Some(&mut *event)).map(|f| f.verdict)
+        }));
         let (decision, action) = apply(&verdict, mode);
-        if applets_only && decision == Decision::Allowed {
-            // `Check` recorded this exec already.
-            entry.discard(0);
-            return action;
-        }
         task::fill_header(&mut event.header, off, active.backend);
         event.decision = decision as u32;
         event.mode = mode;
@@ -114,41 +79,79 @@ pub fn govern(bprm: u64, hook: Hook) -> Action {
         action
     } else {
         count(stats::EVENTS_DROPPED);
-        let (verdict, by_applet) =
-            settle(settings.and_then(|s| decide_exec(bprm, off, active.generation, &s, None, applet)));
-        if applets_only && !by_applet {
-            return Action::Allow;
-        }
+        let verdict = settle(
+            settings.and_then(|s| decide::decide(bprm, off, active.generation, &s, None).map(|f| f.verdict)),
+        );
         apply(&verdict, mode).1
     }
 }
 
-/// The file's verdict, unless the file is allowed and `applet` decided its run (a denial of the file
-/// stands whatever the applet); also whether the applet decided.
+/// Decides a multi-call binary's applet for a governed task whose new image is in place
+/// (`sched_process_exec`, both backends), emits an event when it is refused, and returns the action.
+/// Every other exec, and every allowed applet, leaves no trace here: the file's own decision
+/// (`exec_lsm`, `exec_signal`) recorded it.
+///
+/// Without settings it decides nothing: the file's decision failed closed already.
 #[inline(always)]
-fn decide_exec(
-    bprm: u64,
-    off: &KernelOffsets,
-    generation: u32,
-    settings: &Settings,
-    mut event: Option<&mut ExecEvent>,
-    applet: applet::Outcome,
-) -> Result<(decide::Verdict, bool), kernel::ReadError> {
-    let found = decide::decide(bprm, off, generation, settings, event.as_deref_mut())?;
-    if found.verdict.effect != Effect::Allow as u32 {
-        return Ok((found.verdict, false));
-    }
-    match applet {
-        applet::Outcome::None => Ok((found.verdict, false)),
-        applet::Outcome::Failed => Err(kernel::ReadError(ProbeSite::AppletArgs)),
-        applet::Outcome::Decided(applet) => {
-            if let Some(event) = event {
-                event.flags |= flags::APPLET;
-                event.applet_arg = applet.arg;
-            }
-            Ok((applet.verdict, true))
+pub fn govern_applet(bprm: u64) -> Action {
+    let off = kernel::offsets();
+    let active = ACTIVE_GENERATION.get(0).copied().unwrap_or_default();
+    let Ok(settings) = ready(off, active.generation) else { return Action::Allow };
+    let (verdict, arg) = match applet::check(bprm, off, active.generation, &settings) {
+        applet::Outcome::None => return Action::Allow,
+        applet::Outcome::Decided(applet) if applet.verdict.effect == Effect::Allow as u32 => {
+            return Action::Allow;
         }
+        applet::Outcome::Decided(applet) => (
+            Settled {
+                effect: applet.verdict.effect,
+                rule: applet.verdict.rule,
+                site: ProbeSite::None as u32,
+            },
+            applet.arg,
+        ),
+        applet::Outcome::Failed => {
+            count(stats::PROBE_ERRORS);
+            count(stats::PROBE_SITE_BASE + ProbeSite::AppletArgs as u32);
+            (
+                Settled {
+                    effect: Effect::Deny as u32,
+                    rule: RULE_INTERNAL_ERROR,
+                    site: ProbeSite::AppletArgs as u32,
+                },
+                0,
+            )
+        }
+    };
+    let (decision, action) = apply(&verdict, settings.mode);
+    // As in `govern`: tested for null once, submitted on every path of the arm.
+    if let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) {
+        // SAFETY: as in `govern`.
+        let event = unsafe { &mut *entry.as_mut_ptr() };
+        // The file's identity, not its path: walking the path here too would multiply the states the
+        // verifier explores past its limit on older kernels. Userspace knows each multi-call
+        // binary's path by its identity.
+        let (dev, ino) = decide::file_identity(bprm, off).unwrap_or_default();
+        event.flags = flags::APPLET;
+        event.path_components = 0;
+        event.dev = dev;
+        event.ino = ino;
+        event.applet_arg = arg;
+        event.pad = 0;
+        task::fill_header(&mut event.header, off, active.backend);
+        event.decision = decision as u32;
+        event.mode = settings.mode;
+        event.rule = verdict.rule;
+        event.probe_site = verdict.site;
+        event.generation = active.generation;
+        event.argc =
+            kernel::read::<i32>(bprm, off.binprm_argc, ProbeSite::None).map_or(0, i32::cast_unsigned);
+        args::capture(event, off, ArgSource::NewImage);
+        entry.submit(crate::maps::submit_flags(true));
+    } else {
+        count(stats::EVENTS_DROPPED);
     }
+    action
 }
 
 /// The active generation's settings, if the probe can decide under them at all.
@@ -171,19 +174,15 @@ struct Settled {
     site: u32,
 }
 
-/// A failed decision is a denial (fail closed: only governed tasks get here), counted by its site;
-/// with whether a multi-call binary's applet decided (a failure counts as one: it is this hook's own
-/// decision).
+/// A failed decision is a denial (fail closed: only governed tasks get here), counted by its site.
 #[inline(always)]
-fn settle(verdict: Result<(decide::Verdict, bool), kernel::ReadError>) -> (Settled, bool) {
+fn settle(verdict: Result<decide::Verdict, kernel::ReadError>) -> Settled {
     match verdict {
-        Ok((verdict, by_applet)) => {
-            (Settled { effect: verdict.effect, rule: verdict.rule, site: ProbeSite::None as u32 }, by_applet)
-        }
+        Ok(verdict) => Settled { effect: verdict.effect, rule: verdict.rule, site: ProbeSite::None as u32 },
         Err(kernel::ReadError(site)) => {
             count(stats::PROBE_ERRORS);
             count(stats::PROBE_SITE_BASE + site as u32);
-            (Settled { effect: Effect::Deny as u32, rule: RULE_INTERNAL_ERROR, site: site as u32 }, true)
+            Settled { effect: Effect::Deny as u32, rule: RULE_INTERNAL_ERROR, site: site as u32 }
         }
     }
 }

@@ -1,6 +1,4 @@
-//! The `signal` backend, for kernels without BPF LSM: `tp_btf/sched_process_exec`. The `lsm` backend
-//! attaches it too, for the one decision that needs the new image's arguments: a multi-call binary's
-//! applet ([`super::applet`]).
+//! The `signal` backend, for kernels without BPF LSM: `tp_btf/sched_process_exec`.
 //!
 //! The tracepoint fires in fs/exec.c `exec_binprm` after the new image is set up and before the task
 //! returns to user mode; a SIGKILL sent here is delivered on that return, so the new image never runs an
@@ -9,7 +7,7 @@
 
 use aya_ebpf::{helpers::bpf_send_signal, macros::btf_tracepoint, programs::BtfTracePointContext};
 
-use super::{Action, Hook, govern};
+use super::{Action, ArgSource, govern};
 use crate::task;
 
 const SIGKILL: u32 = 9;
@@ -28,7 +26,7 @@ fn try_exec_signal(ctx: &BtfTracePointContext) -> Result<i32, i32> {
         return Ok(0);
     }
     let bprm: u64 = ctx.arg(2);
-    if govern(bprm, Hook::Exec) == Action::Deny {
+    if govern(bprm, ArgSource::NewImage) == Action::Deny {
         // SAFETY: signals the current task only.
         unsafe { bpf_send_signal(SIGKILL) };
     }
