@@ -149,16 +149,7 @@ pub fn backend(
     };
     // A multi-call binary's applet is decided where the new image's arguments are final
     // (`sentra-ebpf/src/exec/applet.rs`), on either backend.
-    attach_link::<BtfTracePoint>(
-        ebpf,
-        program::EXEC_APPLET,
-        links,
-        |p| p.load("sched_process_exec", btf),
-        |p| {
-            let id = p.attach()?;
-            Ok(p.take_link(id)?.into())
-        },
-    )?;
+    on_exec(ebpf, btf, program::EXEC_APPLET, links)?;
     if backend == Backend::Lsm {
         // The network LSM hook needs BPF LSM too; the host kernel refuses LSM programs.
         lsm_hook(ebpf, btf, program::NET_LSM_CONNECT, "socket_connect", links)?;
@@ -230,9 +221,19 @@ fn lsm(ebpf: &mut Ebpf, btf: &Btf, links: &mut Vec<(String, OwnedLink)>) -> Resu
 
 /// Attaches the `signal` backend: `exec_signal` on `tp_btf/sched_process_exec`.
 fn signal(ebpf: &mut Ebpf, btf: &Btf, links: &mut Vec<(String, OwnedLink)>) -> Result<(), KernelError> {
+    on_exec(ebpf, btf, program::EXEC_SIGNAL, links)
+}
+
+/// Attaches the program `name` to `tp_btf/sched_process_exec`.
+fn on_exec(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    name: &'static str,
+    links: &mut Vec<(String, OwnedLink)>,
+) -> Result<(), KernelError> {
     attach_link::<BtfTracePoint>(
         ebpf,
-        program::EXEC_SIGNAL,
+        name,
         links,
         |p| p.load("sched_process_exec", btf),
         |p| {

@@ -170,30 +170,28 @@ pub fn clear_generation<S: MapStore + ?Sized>(
             compiled.applet.iter().map(|(name, _)| applet_key(generation, *name)).collect();
         super::batch::delete(ebpf, EXEC_APPLETS, &applet)?;
     } else {
-        for name in [EXEC_INODE_RULES, EXEC_DIR_RULES] {
-            let map = hash::<InodeKey, RuleValue, S>(ebpf, name)?;
-            let stale: Vec<InodeKey> =
-                map.keys().filter_map(Result::ok).filter(|k| k.generation == generation).collect();
-            super::batch::delete(ebpf, name, &stale)?;
-        }
-        let map = hash::<NameKey, RuleValue, S>(ebpf, EXEC_NAME_RULES)?;
-        let stale: Vec<NameKey> =
-            map.keys().filter_map(Result::ok).filter(|k| k.generation == generation).collect();
-        super::batch::delete(ebpf, EXEC_NAME_RULES, &stale)?;
-        let map = hash::<InodeKey, u32, S>(ebpf, EXEC_LIBRARIES)?;
-        let stale: Vec<InodeKey> =
-            map.keys().filter_map(Result::ok).filter(|k| k.generation == generation).collect();
-        super::batch::delete(ebpf, EXEC_LIBRARIES, &stale)?;
-        let map = hash::<InodeKey, MultiCall, S>(ebpf, EXEC_MULTICALL)?;
-        let stale: Vec<InodeKey> =
-            map.keys().filter_map(Result::ok).filter(|k| k.generation == generation).collect();
-        super::batch::delete(ebpf, EXEC_MULTICALL, &stale)?;
-        let map = hash::<AppletKey, RuleValue, S>(ebpf, EXEC_APPLETS)?;
-        let stale: Vec<AppletKey> =
-            map.keys().filter_map(Result::ok).filter(|k| k.generation == generation).collect();
-        super::batch::delete(ebpf, EXEC_APPLETS, &stale)?;
+        sweep::<InodeKey, RuleValue, S>(ebpf, EXEC_INODE_RULES, generation, |k| k.generation)?;
+        sweep::<InodeKey, RuleValue, S>(ebpf, EXEC_DIR_RULES, generation, |k| k.generation)?;
+        sweep::<NameKey, RuleValue, S>(ebpf, EXEC_NAME_RULES, generation, |k| k.generation)?;
+        sweep::<InodeKey, u32, S>(ebpf, EXEC_LIBRARIES, generation, |k| k.generation)?;
+        sweep::<InodeKey, MultiCall, S>(ebpf, EXEC_MULTICALL, generation, |k| k.generation)?;
+        sweep::<AppletKey, RuleValue, S>(ebpf, EXEC_APPLETS, generation, |k| k.generation)?;
     }
     array::<Settings, S>(ebpf, SETTINGS)?.set(generation, Settings::default(), 0).map_err(map_err(SETTINGS))
+}
+
+/// Deletes every key of `generation` from the generation-keyed map `name`, found by walking all its
+/// keys (one system call each).
+fn sweep<K: aya::Pod, V: aya::Pod, S: MapStore + ?Sized>(
+    ebpf: &mut S,
+    name: &'static str,
+    generation: u32,
+    generation_of: impl Fn(&K) -> u32,
+) -> Result<(), KernelError> {
+    let map = hash::<K, V, S>(ebpf, name)?;
+    let stale: Vec<K> =
+        map.keys().filter_map(Result::ok).filter(|k| generation_of(k) == generation).collect();
+    super::batch::delete(ebpf, name, &stale)
 }
 
 const fn inode_key(generation: u32, id: FileId) -> InodeKey {
