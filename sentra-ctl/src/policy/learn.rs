@@ -218,6 +218,8 @@ struct Destination {
 #[derive(Debug, Default)]
 pub struct Observed {
     files: BTreeMap<String, Seen>,
+    /// Applets of multi-call binaries the default refused, by name (`detail.applet`).
+    applets: BTreeMap<String, Seen>,
     domains: BTreeMap<String, Destination>,
     addresses: BTreeMap<String, Destination>,
     programs: BTreeMap<String, Seen>,
@@ -282,6 +284,12 @@ impl Observed {
             return;
         }
         let time = text(v, "timestamp");
+        if let Some(applet) = v.pointer("/detail/applet").and_then(Value::as_str).filter(|a| !a.is_empty())
+            && text(v, "layer") == "kernel"
+        {
+            self.applets.entry(applet.to_string()).or_default().add(time);
+            return;
+        }
         match (text(v, "layer"), text(v, "event")) {
             ("kernel", "exec") if text(v, "executable").starts_with('/') => {
                 self.files.entry(text(v, "executable").to_string()).or_default().add(time);
@@ -366,6 +374,15 @@ impl Observed {
                     ));
                 }
             }
+        }
+        // An applet is allowed by its name (the binary itself was learned from its own record):
+        // `optional`, since no program of that name need exist in `exec.path`.
+        for (applet, seen) in &self.applets {
+            additions.exec.push(entry(
+                ids.make("exec", applet),
+                format!("name: {}, optional: true{lapse}", scalar(applet)),
+                vec![seen.comment(), "an applet of a multi-call binary, allowed by its name".into()],
+            ));
         }
         for (name, destination) in &self.domains {
             additions.network.push(entry(
@@ -509,6 +526,18 @@ mod tests {
                 r#"{ id: learned_shell_git, match: { executable: "^git$" }, effect: allow, reason: "learned from the audit log" }"#
             ]
         );
+    }
+
+    #[test]
+    fn a_refused_applet_is_learned_by_its_name() {
+        let lines = [
+            r#"{"timestamp":"2026-12-07T10:00:00Z","layer":"kernel","event":"exec","decision":"auditonly","rule_id":"default","executable":"/bin/busybox","detail":{"applet":"sh","applet_arg":0}}"#,
+        ];
+        let log = entries(&lines);
+        let refs: Vec<&Entry> = log.iter().collect();
+        let additions = Observed::of(&refs).additions(3, &BTreeSet::new(), None);
+        let mappings: Vec<&str> = additions.exec.iter().map(|i| i.mapping.as_str()).collect();
+        assert_eq!(mappings, ["{ id: learned_exec_sh, name: sh, optional: true }"]);
     }
 
     #[test]
