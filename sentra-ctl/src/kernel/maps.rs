@@ -17,7 +17,7 @@ use super::{
     KernelError,
     store::{MapStore, counters, map_err, typed_mut},
 };
-use crate::policy::exec::{CompiledExec, FileId};
+use crate::policy::exec::{CompiledExec, FileId, MulticallBinary};
 
 fn hash<'a, K: aya::Pod, V: aya::Pod, S: MapStore + ?Sized>(
     ebpf: &'a mut S,
@@ -118,9 +118,10 @@ pub fn write_generation<S: MapStore + ?Sized>(
         compiled.library.iter().map(|id| (inode_key(generation, *id), 1)).collect();
     super::batch::update(ebpf, EXEC_LIBRARIES, &library)?;
     let multicall: Vec<(InodeKey, MultiCall)> = compiled
+        .table
         .multicall
         .iter()
-        .map(|(id, stem)| (inode_key(generation, *id), multicall_value(stem)))
+        .map(|b| (multicall_key(generation, b), multicall_value(&b.stem)))
         .collect();
     super::batch::update(ebpf, EXEC_MULTICALL, &multicall)?;
     let applet: Vec<(AppletKey, RuleValue)> =
@@ -164,7 +165,7 @@ pub fn clear_generation<S: MapStore + ?Sized>(
         let library: Vec<InodeKey> = compiled.library.iter().map(|id| inode_key(generation, *id)).collect();
         super::batch::delete(ebpf, EXEC_LIBRARIES, &library)?;
         let multicall: Vec<InodeKey> =
-            compiled.multicall.iter().map(|(id, _)| inode_key(generation, *id)).collect();
+            compiled.table.multicall.iter().map(|b| multicall_key(generation, b)).collect();
         super::batch::delete(ebpf, EXEC_MULTICALL, &multicall)?;
         let applet: Vec<AppletKey> =
             compiled.applet.iter().map(|(name, _)| applet_key(generation, *name)).collect();
@@ -200,6 +201,10 @@ const fn inode_key(generation: u32, id: FileId) -> InodeKey {
 
 const fn applet_key(generation: u32, name: [u8; sentra_common::exec::NAME_LEN]) -> AppletKey {
     AppletKey { generation, pad: 0, name }
+}
+
+const fn multicall_key(generation: u32, binary: &MulticallBinary) -> InodeKey {
+    InodeKey { generation, pad: 0, dev: binary.dev, ino: binary.ino }
 }
 
 /// `EXEC_MULTICALL`'s value for a dispatcher name (the stems are short constants).

@@ -58,11 +58,8 @@ pub struct CompiledExec {
     pub dir: Vec<(FileId, RuleValue)>,
     /// `exec.libraries` (or its default): files and directories executable code may be mapped from.
     pub library: Vec<FileId>,
-    /// The multi-call binaries on this machine (`BusyBox`, toybox) with their dispatcher names: a run of
-    /// one is decided by its applet (`policy::multicall`). Empty when there are none.
-    pub multicall: Vec<(FileId, &'static str)>,
-    /// The exec rule covering each program name, for those applets (only when `multicall` is not
-    /// empty).
+    /// The exec rule covering each program name, for the applets of the multi-call binaries in
+    /// `table.multicall` (only when there are any).
     pub applet: Vec<([u8; NAME_LEN], RuleValue)>,
     pub warnings: Vec<Warning>,
     /// Deny rules whose target is not on this machine (nothing to deny; listed by `policy check`).
@@ -80,8 +77,21 @@ pub struct CompiledExec {
 pub struct RuleTable {
     pub rules: Vec<RuleInfo>,
     pub default: Option<Effect>,
+    /// The multi-call binaries on this machine (`BusyBox`, toybox): a run of one is decided by its
+    /// applet (`policy::multicall`). Empty when there are none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub multicall: Vec<(u64, u64, PathBuf)>,
+    pub multicall: Vec<MulticallBinary>,
+}
+
+/// A multi-call binary, as the kernel knows it (`EXEC_MULTICALL`) and as records name it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct MulticallBinary {
+    /// Device (kernel `dev_t`) and inode.
+    pub dev: u64,
+    pub ino: u64,
+    /// The dispatcher name (an applet name starting with it means "the next argument").
+    pub stem: String,
+    pub path: PathBuf,
 }
 
 impl RuleTable {
@@ -100,7 +110,7 @@ impl RuleTable {
     /// The path of the multi-call binary with this (device, inode).
     #[must_use]
     pub fn multicall_path(&self, dev: u64, ino: u64) -> Option<&Path> {
-        self.multicall.iter().find(|(d, i, _)| (*d, *i) == (dev, ino)).map(|(_, _, p)| p.as_path())
+        self.multicall.iter().find(|b| (b.dev, b.ino) == (dev, ino)).map(|b| b.path.as_path())
     }
 }
 
@@ -480,13 +490,17 @@ impl<'p> Compiler<'p> {
         let resolved = names.resolve();
         self.out.applet =
             resolved.iter().filter_map(|(name, value)| Some((name_key(name.as_bytes())?, *value))).collect();
-        let mut multicall: Vec<(FileId, &'static str)> = found.iter().map(|(id, b)| (*id, b.stem)).collect();
-        multicall.sort_unstable();
-        self.out.multicall = multicall;
-        let mut paths: Vec<(u64, u64, PathBuf)> =
-            found.into_iter().map(|(id, binary)| (id.dev, id.ino, binary.path)).collect();
-        paths.sort_unstable();
-        self.out.table.multicall = paths;
+        let mut binaries: Vec<MulticallBinary> = found
+            .into_iter()
+            .map(|(id, binary)| MulticallBinary {
+                dev: id.dev,
+                ino: id.ino,
+                stem: binary.stem.to_string(),
+                path: binary.path,
+            })
+            .collect();
+        binaries.sort_unstable();
+        self.out.table.multicall = binaries;
         if allowing.is_empty() {
             return;
         }

@@ -30,7 +30,7 @@ use crate::{
 const SITE: ProbeSite = ProbeSite::AppletArgs;
 
 /// The applet a run of a multi-call binary starts, and how the policy decides it.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub struct Applet {
     pub verdict: Verdict,
     /// Index of the argument that names it.
@@ -38,7 +38,7 @@ pub struct Applet {
 }
 
 /// What the applet check found.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub enum Outcome {
     /// The file is no multi-call binary, or its run starts no applet: the file's verdict stands.
     None,

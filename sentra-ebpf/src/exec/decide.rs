@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// The rule (or default) that decided, and its effect.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub struct Verdict {
     pub effect: u32,
     pub rule: u32,
@@ -153,10 +153,10 @@ pub fn decide(
     generation: u32,
     settings: &Settings,
     event: Option<&mut ExecEvent>,
-) -> Result<Found, ReadError> {
+) -> Result<Verdict, ReadError> {
     let file = kernel::read_ptr(bprm, off.binprm_file, ProbeSite::BprmFile)?;
     let place = Place::of_file(file, off)?;
-    decide_at(place, off, generation, settings, event, false)
+    Ok(decide_at(place, off, generation, settings, event, false)?.verdict)
 }
 
 /// The (device, inode) of the file `bprm` runs.
@@ -171,14 +171,8 @@ pub fn file_identity(bprm: u64, off: &KernelOffsets) -> Result<(u64, u64), ReadE
 #[inline(always)]
 pub fn multicall_of(bprm: u64, off: &KernelOffsets, generation: u32) -> Result<Option<MultiCall>, ReadError> {
     let (dev, ino) = file_identity(bprm, off)?;
-    Ok(multicall(generation, dev, ino))
-}
-
-/// The multi-call entry of the file (device, inode), if it is one.
-#[inline(always)]
-pub fn multicall(generation: u32, dev: u64, ino: u64) -> Option<MultiCall> {
     // SAFETY: lookup with a stack key; the value is copied out at once.
-    unsafe { EXEC_MULTICALL.get(InodeKey { generation, pad: 0, dev, ino }) }.copied()
+    Ok(unsafe { EXEC_MULTICALL.get(InodeKey { generation, pad: 0, dev, ino }) }.copied())
 }
 
 /// Decides the file at `place` as an exec of it would be decided; with `libraries`, also whether an

@@ -10,7 +10,7 @@ use sentra_common::{
     event::{Decision, ExecEvent, ProbeSite, flags},
     exec::RULE_INTERNAL_ERROR,
     offsets::KernelOffsets,
-    settings::{Effect, Mode, Settings, stats},
+    settings::{ActiveGeneration, Effect, Mode, Settings, stats},
 };
 
 use crate::{
@@ -62,26 +62,16 @@ pub fn govern(bprm: u64, args: ArgSource) -> Action {
         event.ino = 0;
         event.applet_arg = 0;
         event.pad = 0;
-        let verdict = settle(settings.and_then(|s| {
-            decide::decide(bprm, off, active.generation, &s, Some(&mut *event)).map(|f| f.verdict)
-        }));
+        let verdict = settle(
+            settings.and_then(|s| decide::decide(bprm, off, active.generation, &s, Some(&mut *event))),
+        );
         let (decision, action) = apply(&verdict, mode);
-        task::fill_header(&mut event.header, off, active.backend);
-        event.decision = decision as u32;
-        event.mode = mode;
-        event.rule = verdict.rule;
-        event.probe_site = verdict.site;
-        event.generation = active.generation;
-        event.argc =
-            kernel::read::<i32>(bprm, off.binprm_argc, ProbeSite::None).map_or(0, i32::cast_unsigned);
-        args::capture(event, off, args);
+        finish(event, bprm, off, active, (decision, mode, &verdict), args);
         entry.submit(crate::maps::submit_flags(decision != Decision::Allowed));
         action
     } else {
         count(stats::EVENTS_DROPPED);
-        let verdict = settle(
-            settings.and_then(|s| decide::decide(bprm, off, active.generation, &s, None).map(|f| f.verdict)),
-        );
+        let verdict = settle(settings.and_then(|s| decide::decide(bprm, off, active.generation, &s, None)));
         apply(&verdict, mode).1
     }
 }
@@ -102,26 +92,8 @@ pub fn govern_applet(bprm: u64) -> Action {
         applet::Outcome::Decided(applet) if applet.verdict.effect == Effect::Allow as u32 => {
             return Action::Allow;
         }
-        applet::Outcome::Decided(applet) => (
-            Settled {
-                effect: applet.verdict.effect,
-                rule: applet.verdict.rule,
-                site: ProbeSite::None as u32,
-            },
-            applet.arg,
-        ),
-        applet::Outcome::Failed => {
-            count(stats::PROBE_ERRORS);
-            count(stats::PROBE_SITE_BASE + ProbeSite::AppletArgs as u32);
-            (
-                Settled {
-                    effect: Effect::Deny as u32,
-                    rule: RULE_INTERNAL_ERROR,
-                    site: ProbeSite::AppletArgs as u32,
-                },
-                0,
-            )
-        }
+        applet::Outcome::Decided(applet) => (settle(Ok(applet.verdict)), applet.arg),
+        applet::Outcome::Failed => (settle(Err(kernel::ReadError(ProbeSite::AppletArgs))), 0),
     };
     let (decision, action) = apply(&verdict, settings.mode);
     // As in `govern`: tested for null once, submitted on every path of the arm.
@@ -138,20 +110,33 @@ pub fn govern_applet(bprm: u64) -> Action {
         event.ino = ino;
         event.applet_arg = arg;
         event.pad = 0;
-        task::fill_header(&mut event.header, off, active.backend);
-        event.decision = decision as u32;
-        event.mode = settings.mode;
-        event.rule = verdict.rule;
-        event.probe_site = verdict.site;
-        event.generation = active.generation;
-        event.argc =
-            kernel::read::<i32>(bprm, off.binprm_argc, ProbeSite::None).map_or(0, i32::cast_unsigned);
-        args::capture(event, off, ArgSource::NewImage);
+        finish(event, bprm, off, active, (decision, settings.mode, &verdict), ArgSource::NewImage);
         entry.submit(crate::maps::submit_flags(true));
     } else {
         count(stats::EVENTS_DROPPED);
     }
     action
+}
+
+/// Fills what every exec event carries besides the file: the task, the decision `(decision, mode,
+/// verdict)` under `active`, and the arguments from `args`.
+#[inline(always)]
+fn finish(
+    event: &mut ExecEvent,
+    bprm: u64,
+    off: &KernelOffsets,
+    active: ActiveGeneration,
+    (decision, mode, verdict): (Decision, u32, &Settled),
+    args: ArgSource,
+) {
+    task::fill_header(&mut event.header, off, active.backend);
+    event.decision = decision as u32;
+    event.mode = mode;
+    event.rule = verdict.rule;
+    event.probe_site = verdict.site;
+    event.generation = active.generation;
+    event.argc = kernel::read::<i32>(bprm, off.binprm_argc, ProbeSite::None).map_or(0, i32::cast_unsigned);
+    args::capture(event, off, args);
 }
 
 /// The active generation's settings, if the probe can decide under them at all.
