@@ -2,7 +2,7 @@
 # Sentra developer/CI setup for a fresh Debian 12 machine (run as root).
 # Idempotent: every step checks first, so a second run takes seconds.
 #   - Debian packages the build and the VM tests need
-#   - test kernels (Debian 6.1 and 6.12 cloud), unpacked into $SENTRA_CACHE (not installed:
+#   - test kernels (Debian 6.1 and 6.12 cloud for x86_64 and arm64, bullseye's 5.10), unpacked into $SENTRA_CACHE (not installed:
 #     no initramfs/grub hooks run, the host's boot is untouched); Prometheus's binary the same way
 #   - rust-src for nightly, bpf-linker built against nightly's own libLLVM (same LLVM major as rustc)
 #   - a release build of the workspace
@@ -15,8 +15,9 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 [ "$(id -u)" -eq 0 ] || { echo "setup.sh must run as root (it installs Debian packages)" >&2; exit 1; }
 
 # --- Debian packages -------------------------------------------------------------------------
-# python3: the interpreter the Python sandbox's tests run (`sentra python`).
-PKGS=(qemu-system-x86 busybox-static cpio iproute2 jq gcc libc6-dev pkg-config curl ca-certificates debootstrap python3)
+# python3: the interpreter the Python sandbox's tests run (`sentra python`). qemu-system-arm and the
+# aarch64 cross gcc and glibc: the arm64 build and its tests.
+PKGS=(qemu-system-x86 qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross busybox-static cpio iproute2 jq gcc libc6-dev pkg-config curl ca-certificates debootstrap python3)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -46,6 +47,62 @@ if ! compgen -G "$SENTRA_CACHE/kernels/6.1/boot/vmlinuz-*" >/dev/null \
     [ -n "$k612" ] || { echo "cannot resolve the Debian 6.12 cloud kernel package" >&2; exit 1; }
     fetch_kernel 6.1 "$k61"
     fetch_kernel 6.12 "$k612"
+fi
+# 5.10 from Debian bullseye: it stands in for the seed's 5.15 kernels (Ubuntu 22.04, Oracle Linux 9),
+# which build BPF LSM but leave it out of their active LSM list. The suite is read from a source list
+# and package lists of its own, for this download only: the host's apt sources are untouched.
+if ! compgen -G "$SENTRA_CACHE/kernels/5.10/boot/vmlinuz-*" >/dev/null; then
+    bullseye="$SENTRA_CACHE/apt-bullseye"
+    mkdir -p "$bullseye/lists/partial"
+    echo 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bullseye main' \
+        >"$bullseye/sources.list"
+    apt_bullseye=(-o "Dir::Etc::SourceList=$bullseye/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o "Dir::State::Lists=$bullseye/lists" -o "Dir::Cache=$bullseye/cache")
+    mkdir -p "$bullseye/cache/archives/partial"
+    apt-get "${apt_bullseye[@]}" update -qq
+    k510="$(apt-cache "${apt_bullseye[@]}" depends linux-image-cloud-amd64 \
+        | awk '/Depends: linux-image-5\.10/ {print $2; exit}')"
+    [ -n "$k510" ] || { echo "cannot resolve the Debian bullseye 5.10 cloud kernel package" >&2; exit 1; }
+    log "fetching kernel 5.10 ($k510)"
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && apt-get "${apt_bullseye[@]}" download -qq "$k510")
+    mkdir -p "$SENTRA_CACHE/kernels/5.10"
+    dpkg -x "$tmp"/*.deb "$SENTRA_CACHE/kernels/5.10"
+    rm -rf "$tmp"
+fi
+
+# --- arm64: the cross toolchain, and the arm64 test kernels and busybox -------------------------
+# The seed's machine is an Ampere A1 (arm64). Sentra is cross-built for it here (Debian's cross gcc as
+# the linker, its arm64 glibc for the VM's libraries), and its tests boot Debian's arm64 cloud kernels
+# under qemu-system-aarch64. Packages come from an apt configuration of their own, for arm64 only, for
+# download only: the host's dpkg architectures and sources are untouched.
+if ! compgen -G "$SENTRA_CACHE/kernels/arm64-6.1/boot/vmlinuz-*" >/dev/null \
+    || ! compgen -G "$SENTRA_CACHE/kernels/arm64-6.12/boot/vmlinuz-*" >/dev/null \
+    || [ ! -x "$SENTRA_CACHE/arm64/busybox/bin/busybox" ]; then
+    arm64="$SENTRA_CACHE/apt-arm64"
+    mkdir -p "$arm64/lists/partial" "$arm64/cache/archives/partial"
+    {
+        echo 'deb [arch=arm64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main'
+        echo 'deb [arch=arm64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bookworm-security main'
+    } >"$arm64/sources.list"
+    apt_arm64=(-o "Dir::Etc::SourceList=$arm64/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o "Dir::State::Lists=$arm64/lists" -o "Dir::Cache=$arm64/cache"
+        -o APT::Architecture=arm64 -o APT::Architectures::=arm64)
+    apt-get "${apt_arm64[@]}" update -qq
+    a61="$(apt-cache "${apt_arm64[@]}" depends linux-image-cloud-arm64 | awk '/Depends: linux-image-6\.1/ {print $2; exit}')"
+    a612="$(apt-cache "${apt_arm64[@]}" search --names-only '^linux-image-6\.12\..*-cloud-arm64-unsigned$' \
+        | awk '{print $1}' | sort -V | tail -n1)"
+    [ -n "$a61" ] && [ -n "$a612" ] || { echo "cannot resolve the Debian arm64 cloud kernel packages" >&2; exit 1; }
+    for pair in "kernels/arm64-6.1:$a61" "kernels/arm64-6.12:$a612" "arm64/busybox:busybox-static"; do
+        dir="$SENTRA_CACHE/${pair%%:*}"
+        [ -n "$(ls -A "$dir" 2>/dev/null)" ] && continue
+        log "fetching ${pair#*:} (arm64)"
+        tmp="$(mktemp -d)"
+        (cd "$tmp" && apt-get "${apt_arm64[@]}" download -qq "${pair#*:}:arm64")
+        mkdir -p "$dir"
+        dpkg -x "$tmp"/*.deb "$dir"
+        rm -rf "$tmp"
+    done
 fi
 
 # --- Prometheus, for the metrics test (a real server scrapes the controller on loopback): the
@@ -100,6 +157,9 @@ fi
 . "$(dirname "$0")/lib/toolchain.sh"
 ensure_rust
 ensure_bpf_linker
+# The arm64 build's standard library (the cross linker and glibc are Debian packages, above).
+rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu \
+    || rustup target add aarch64-unknown-linux-gnu >/dev/null
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     log "installing cargo-fuzz (the policy loader's fuzz target runs in the test suite)"

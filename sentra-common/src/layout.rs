@@ -47,7 +47,7 @@ const _: () = assert!(size_of::<GovernedCgroup>() == 8);
 const _: () = assert!(offset_of!(GovernedCgroup, net_profile) == 4);
 const _: () = assert!(size_of::<Settings>() == 16);
 const _: () = assert!(size_of::<ActiveGeneration>() == 8);
-const _: () = assert!(size_of::<KernelOffsets>() == 32 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 39 * 4);
 
 // Network maps: the trie's prefix covers generation and family before the address.
 const _: () = assert!(size_of::<CidrKey>() == 24);

@@ -69,6 +69,23 @@ pub struct KernelOffsets {
     pub path_mnt: u32,
     /// `struct vm_area_struct::vm_file` (`file_mprotect`: the mapped file, or null)
     pub vma_file: u32,
+    /// `struct task_struct::cgroups` (the task's `css_set`)
+    pub task_cgroups: u32,
+    /// `struct css_set::dfl_cgrp` (its cgroup on the v2 hierarchy)
+    pub css_set_dfl_cgrp: u32,
+    /// `struct cgroup::kn` (the cgroup's directory: its `id` is the cgroup id)
+    pub cgroup_kn: u32,
+    /// `struct kernfs_node::id`
+    pub kernfs_node_id: u32,
+    /// `struct cgroup::self` + `struct cgroup_subsys_state::parent` (the parent's `self`, or null at
+    /// the root)
+    pub cgroup_parent: u32,
+    /// `struct cgroup_subsys_state::cgroup`
+    pub css_cgroup: u32,
+    /// Non-zero where tracing and LSM programs may not call `bpf_get_current_ancestor_cgroup_id`
+    /// (before Linux 5.14, which added it to `bpf_tracing_func_proto`): they walk the cgroup's
+    /// parents through the members above instead. Set by userspace from a load-time probe.
+    pub cgroup_parent_walk: u32,
     /// Non-zero once filled by userspace; probes refuse to decide on zeroed offsets.
     pub valid: u32,
 }

@@ -51,6 +51,9 @@ pub fn run(probe_backends: bool) -> Vec<Check> {
             )),
         },
     ));
+    if root {
+        checks.push(cgroup_ancestry());
+    }
     let lsm_list = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
     checks.push(check(
         "bpf-lsm-listed",
@@ -123,6 +126,21 @@ pub fn run(probe_backends: bool) -> Vec<Check> {
         }
     }
     checks
+}
+
+/// Informational: how the tracing and LSM programs find a task's governed cgroup. Both answers
+/// enforce; the walk costs a few kernel reads per decision.
+fn cgroup_ancestry() -> Check {
+    Check {
+        name: "cgroup-ancestry",
+        ok: true,
+        detail: if kernel::tracing_has_ancestor_cgroup_id() {
+            "tracing and LSM programs call bpf_get_current_ancestor_cgroup_id".into()
+        } else {
+            "bpf_get_current_ancestor_cgroup_id is not available to tracing and LSM programs (Linux < 5.14): they find a task's governed cgroup by reading its cgroup's parents (offsets from BTF)".into()
+        },
+        fix: None,
+    }
 }
 
 /// What `sentra python` needs: Landlock (named with its ABI; the sandbox applies it best effort) and

@@ -37,6 +37,13 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     path_dentry: 0,
     path_mnt: 0,
     vma_file: 0,
+    task_cgroups: 0,
+    css_set_dfl_cgrp: 0,
+    cgroup_kn: 0,
+    kernfs_node_id: 0,
+    cgroup_parent: 0,
+    css_cgroup: 0,
+    cgroup_parent_walk: 0,
     valid: 0,
 };
 sentra_common::same_name!(sentra_common::names::KERNEL_OFFSETS, KERNEL_OFFSETS);

@@ -15,6 +15,19 @@ use crate::{kernel, maps::GOVERNED};
 /// Deepest cgroup level looked at; governed cgroups are created well above it.
 const MAX_CGROUP_LEVEL: i32 = 32;
 
+/// How a program finds the current task's cgroup ancestors.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    /// A cgroup program (`sock_addr`): `bpf_get_current_ancestor_cgroup_id` is always there
+    /// (Linux 5.7, `sock_addr_func_proto`), and kernel reads are not.
+    Cgroup,
+    /// A tracing or LSM program: the helper only since Linux 5.14 (`bpf_tracing_func_proto`); before,
+    /// the loader sets `cgroup_parent_walk` and the walk reads the cgroup's parents instead. The
+    /// branch not taken is dead code to the verifier (`KERNEL_OFFSETS` is frozen read-only data), so
+    /// an older kernel never sees the helper call it would refuse.
+    Tracing,
+}
+
 /// Whether the current task is in a governed cgroup or one of its descendants.
 ///
 /// Walks the task's cgroup ancestors (level 1 up to its own level) and looks each up in `GOVERNED`, so
@@ -28,6 +41,9 @@ pub fn is_governed() -> bool {
     // SAFETY: map lookup with a stack key.
     if unsafe { GOVERNED.get(own) }.is_some() {
         return true;
+    }
+    if kernel::offsets().cgroup_parent_walk != 0 {
+        return innermost_by_parents().is_some();
     }
     let mut level = 1;
     while level < MAX_CGROUP_LEVEL {
@@ -51,12 +67,15 @@ pub fn is_governed() -> bool {
 /// A launch cgroup (below a governed one, with its own network profile) must decide for its tasks, so
 /// unlike [`is_governed`] the walk does not stop at the first governed ancestor: it keeps the deepest.
 #[inline(always)]
-pub fn governing() -> Option<GovernedCgroup> {
+pub fn governing(program: Program) -> Option<GovernedCgroup> {
     // SAFETY: helper without pointer arguments.
     let own = unsafe { bpf_get_current_cgroup_id() };
     // SAFETY: map lookup with a stack key; the value is copied out.
     if let Some(entry) = unsafe { GOVERNED.get(own) } {
         return Some(*entry);
+    }
+    if program == Program::Tracing && kernel::offsets().cgroup_parent_walk != 0 {
+        return innermost_by_parents();
     }
     let mut found = None;
     let mut level = 1;
@@ -73,6 +92,34 @@ pub fn governing() -> Option<GovernedCgroup> {
         level += 1;
     }
     found
+}
+
+/// The innermost governed cgroup above the current task's own, found by reading its cgroup's parents
+/// (`task->cgroups->dfl_cgrp`, then `cgrp->self.parent->cgroup`), each cgroup's id being its kernfs
+/// node's (kernel/cgroup/cgroup.c, `cgroup_id`). Going up, the first governed cgroup met is the
+/// innermost. A read that fails ends the walk as "not governed": every task on the host passes
+/// through here, and a kernel whose structures cannot be read must not have them all refused.
+#[inline(always)]
+fn innermost_by_parents() -> Option<GovernedCgroup> {
+    let off = kernel::offsets();
+    // SAFETY: helper without arguments.
+    let task = unsafe { bpf_get_current_task() };
+    let css_set = kernel::read_ptr(task, off.task_cgroups, ProbeSite::None).ok()?;
+    let mut cgroup = kernel::read_ptr(css_set, off.css_set_dfl_cgrp, ProbeSite::None).ok()?;
+    let mut level = 0;
+    while level < MAX_CGROUP_LEVEL {
+        // The root's `self.parent` is null: `read_ptr` fails there and the walk ends.
+        let parent = kernel::read_ptr(cgroup, off.cgroup_parent, ProbeSite::None).ok()?;
+        cgroup = kernel::read_ptr(parent, off.css_cgroup, ProbeSite::None).ok()?;
+        let node = kernel::read_ptr(cgroup, off.cgroup_kn, ProbeSite::None).ok()?;
+        let id: u64 = kernel::read(node, off.kernfs_node_id, ProbeSite::None).ok()?;
+        // SAFETY: map lookup with a stack key; the value is copied out.
+        if let Some(entry) = unsafe { GOVERNED.get(id) } {
+            return Some(*entry);
+        }
+        level += 1;
+    }
+    None
 }
 
 /// Fills an event header for the current task.

@@ -86,7 +86,7 @@ pub fn run(args: &VmSystemdArgs) -> anyhow::Result<()> {
         "console=ttyS0 panic=-1 quiet rdinit=/lib/systemd/systemd systemd.show_status=false",
         &log,
         Duration::from_secs(args.timeout),
-        vm::Machine { cpus: args.cpus, memory_mb: 6144 },
+        vm::Machine { cpus: args.cpus, memory_mb: 6144, ..vm::Machine::SMALL },
     )?;
     report(&log, started.elapsed())
 }

@@ -20,7 +20,10 @@ use std::path::PathBuf;
 use aya::{Ebpf, EbpfLoader, Endianness};
 use sentra_common::{names, settings::Backend};
 
-pub use self::attach::{BackendChoice, OwnedLink, active_lsms};
+pub use self::{
+    attach::{BackendChoice, OwnedLink, active_lsms},
+    sys::tracing_has_ancestor_cgroup_id,
+};
 
 /// The BPF object built by `build.rs` from `sentra-ebpf`.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sentra-bpf"));
@@ -129,7 +132,8 @@ impl Kernel {
         }
         let raw = std::fs::read(offsets::VMLINUX_BTF)
             .map_err(|source| KernelError::BtfFile { path: offsets::VMLINUX_BTF, source })?;
-        let offsets = offsets::read(&raw)?;
+        let mut offsets = offsets::read(&raw)?;
+        offsets.cgroup_parent_walk = u32::from(!sys::tracing_has_ancestor_cgroup_id());
         let btf = aya::Btf::parse(&raw, Endianness::default())
             .map_err(|err| KernelError::Btf(format!("{}: {err}", offsets::VMLINUX_BTF)))?;
         drop(raw);

@@ -47,6 +47,14 @@ pub fn read(raw: &[u8]) -> Result<KernelOffsets, KernelError> {
         path_dentry: lookup.offset("path", &["dentry"])?,
         path_mnt: lookup.offset("path", &["mnt"])?,
         vma_file: lookup.offset("vm_area_struct", &["vm_file"])?,
+        task_cgroups: lookup.offset("task_struct", &["cgroups"])?,
+        css_set_dfl_cgrp: lookup.offset("css_set", &["dfl_cgrp"])?,
+        cgroup_kn: lookup.offset("cgroup", &["kn"])?,
+        kernfs_node_id: lookup.offset("kernfs_node", &["id"])?,
+        cgroup_parent: lookup.offset("cgroup", &["self", "parent"])?,
+        css_cgroup: lookup.offset("cgroup_subsys_state", &["cgroup"])?,
+        // A kernel probe, not BTF: the loader sets it (`super::sys::tracing_has_ancestor_cgroup_id`).
+        cgroup_parent_walk: 0,
         valid: 1,
     })
 }

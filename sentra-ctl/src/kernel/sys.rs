@@ -90,3 +90,68 @@ pub(crate) fn obj_get(path: &std::path::Path) -> io::Result<std::os::fd::OwnedFd
     // SAFETY: the kernel returned a new fd that nothing else owns.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
+
+/// `BPF_PROG_LOAD`.
+const BPF_PROG_LOAD: libc::c_long = 5;
+/// `BPF_PROG_TYPE_TRACEPOINT`: its helpers are `bpf_tracing_func_proto`'s, as for `tp_btf` and BPF LSM
+/// programs (`kernel/trace/bpf_trace.c`, `kernel/bpf/bpf_lsm.c`).
+const BPF_PROG_TYPE_TRACEPOINT: u32 = 5;
+/// `BPF_FUNC_get_current_ancestor_cgroup_id`.
+const BPF_FUNC_GET_CURRENT_ANCESTOR_CGROUP_ID: i32 = 123;
+
+/// `union bpf_attr` for `BPF_PROG_LOAD`, up to `kern_version` (the rest zero).
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoad {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    pad: [u64; 12],
+}
+
+/// One `struct bpf_insn`: opcode, registers (dst in the low nibble), offset, immediate.
+#[repr(C)]
+struct Insn {
+    code: u8,
+    regs: u8,
+    off: i16,
+    imm: i32,
+}
+
+/// Whether tracing programs may call `bpf_get_current_ancestor_cgroup_id` here (Linux 5.14 added it
+/// to `bpf_tracing_func_proto`; cgroup programs have had it since 5.7). Probed by loading
+/// `r1 = 1; call 123; r0 = 0; exit` as a tracepoint program: the verifier refuses a helper the
+/// program type lacks. The BPF programs walk the cgroup's parents where it is missing.
+#[must_use]
+pub fn tracing_has_ancestor_cgroup_id() -> bool {
+    use std::os::fd::FromRawFd as _;
+    // BPF_ALU64 | BPF_MOV | BPF_K = 0xb7, BPF_JMP | BPF_CALL = 0x85, BPF_JMP | BPF_EXIT = 0x95.
+    let program = [
+        Insn { code: 0xb7, regs: 1, off: 0, imm: 1 },
+        Insn { code: 0x85, regs: 0, off: 0, imm: BPF_FUNC_GET_CURRENT_ANCESTOR_CGROUP_ID },
+        Insn { code: 0xb7, regs: 0, off: 0, imm: 0 },
+        Insn { code: 0x95, regs: 0, off: 0, imm: 0 },
+    ];
+    let license = c"GPL";
+    let mut attr = ProgLoad {
+        prog_type: BPF_PROG_TYPE_TRACEPOINT,
+        insn_cnt: 4,
+        insns: program.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        ..ProgLoad::default()
+    };
+    match bpf(BPF_PROG_LOAD, &mut attr).ok().and_then(|fd| i32::try_from(fd).ok()) {
+        Some(fd) => {
+            // SAFETY: the kernel returned a new fd that nothing else owns; dropping closes it.
+            drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+            true
+        }
+        None => false,
+    }
+}

@@ -38,7 +38,7 @@ fn try_net_lsm_connect(ctx: &LsmContext) -> Result<i64, kernel::ReadError> {
     if retval != 0 {
         return Ok(retval);
     }
-    let Some(governing) = task::governing() else {
+    let Some(governing) = task::governing(task::Program::Tracing) else {
         return Ok(0);
     };
     let sock: u64 = ctx.arg(0);

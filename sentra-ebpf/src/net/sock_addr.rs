@@ -76,7 +76,7 @@ fn v4(ctx: &SockAddrContext, hook: NetHook) -> i32 {
     // SAFETY: the context pointer the kernel passed; the verifier checks each field access.
     let sa = unsafe { &mut *ctx.sock_addr };
     let dest = dest4(sa.user_ip4.to_ne_bytes(), port_of(sa.user_port), sa.protocol);
-    match decide(&dest, hook, crate::task::governing()) {
+    match decide(&dest, hook, crate::task::governing(crate::task::Program::Cgroup)) {
         Outcome::Allow => ALLOW,
         Outcome::Deny => DENY,
         Outcome::Steer(settings) => {
@@ -108,7 +108,7 @@ fn v6(ctx: &SockAddrContext, hook: NetHook) -> i32 {
         i += 1;
     }
     let dest: Dest = dest6(addr, port_of(sa.user_port), sa.protocol);
-    match decide(&dest, hook, crate::task::governing()) {
+    match decide(&dest, hook, crate::task::governing(crate::task::Program::Cgroup)) {
         Outcome::Allow => ALLOW,
         Outcome::Deny => DENY,
         Outcome::Steer(settings) => {

@@ -9,7 +9,7 @@ use std::{fmt::Write as _, process::Command};
 
 use anyhow::{Context as _, bail};
 
-use crate::vm;
+use crate::{arch::Arch, vm};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -28,11 +28,17 @@ pub struct Args {
     /// Run on this machine's kernel instead of a VM (signal backend).
     #[arg(long)]
     pub host: bool,
+    /// The guest's architecture (`arm64`: cross-built, on Debian's arm64 kernel under emulation).
+    #[arg(long, value_enum, default_value_t = Arch::X86_64)]
+    pub arch: Arch,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let workspace = vm::workspace_root()?;
-    let binaries = vm::build(&workspace)?;
+    if args.host && args.arch != Arch::X86_64 {
+        bail!("--host runs on this machine, which is x86_64: leave out --arch or --host");
+    }
+    let binaries = vm::build(&workspace, args.arch)?;
     if args.host {
         let status = Command::new(&binaries.bench)
             .args(["exec", &args.n.to_string(), &args.rounds.to_string()])
@@ -63,16 +69,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     );
     let initrd = out.join("initrd-bench.cpio.gz");
     vm::pack(&binaries, &init, &initrd)?;
-    let log = out.join(format!("bench-exec-{}-{}.log", args.kernel, args.backend));
-    let vmlinuz = vm::find_kernel(&vm::cache(), &args.kernel)?;
-    eprintln!("[bench exec] booting {} ({}), backend {}", args.kernel, vmlinuz.display(), args.backend);
+    let kernel = args.arch.kernel_dir(&args.kernel);
+    let log = out.join(format!("bench-exec-{kernel}-{}.log", args.backend));
+    let vmlinuz = vm::find_kernel(&vm::cache(), &kernel)?;
+    eprintln!("[bench exec] booting {kernel} ({}), backend {}", vmlinuz.display(), args.backend);
     vm::boot(
         &vmlinuz,
         &initrd,
-        &vm::append_for(&args.backend)?,
+        &vm::append_for(args.arch, &args.kernel, &args.backend)?,
         &log,
         std::time::Duration::from_hours(1),
-        vm::Machine::SMALL,
+        vm::Machine { arch: args.arch, ..vm::Machine::SMALL },
     )?;
     let text = String::from_utf8_lossy(&std::fs::read(&log)?).into_owned();
     let lines: Vec<&str> =

@@ -25,7 +25,7 @@ pub struct Args {
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let workspace = vm::workspace_root()?;
-    let binaries = vm::build(&workspace)?;
+    let binaries = vm::build(&workspace, crate::arch::Arch::X86_64)?;
     let net_tests = binaries
         .tests
         .iter()

@@ -21,7 +21,7 @@ pub struct Args {
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let workspace = vm::workspace_root()?;
-    let binaries = vm::build(&workspace)?;
+    let binaries = vm::build(&workspace, crate::arch::Arch::X86_64)?;
     let status = Command::new(&binaries.bench)
         .args(["seccomp", &args.n.to_string(), &args.rounds.to_string()])
         .status()
