@@ -108,22 +108,34 @@ pub fn run(probe_backends: bool) -> Vec<Check> {
         checks.push(check("email", crate::email::broker::readiness(policy.model.email.as_ref())));
     }
     if probe_backends && root {
-        for choice in [kernel::BackendChoice::Lsm, kernel::BackendChoice::Signal] {
-            let name = match choice {
-                kernel::BackendChoice::Lsm => "backend-lsm",
-                _ => "backend-signal",
-            };
-            checks.push(check(
-                name,
-                match kernel::Kernel::load(choice) {
-                    Ok(k) => Ok(format!("programs load and attach (ring buffer included); backend {} usable", k.backend.as_str())),
-                    Err(err) => Err((err.to_string(), match choice {
-                        kernel::BackendChoice::Lsm => "enable BPF LSM (see bpf-lsm-listed); kernels before BPF trampolines (arm64 < 6.0) cannot attach LSM programs: the signal backend is used there".into(),
-                        _ => "needs BTF and tp_btf support (Linux 5.5+)".into(),
-                    })),
-                },
-            ));
-        }
+        checks.extend(backends());
+    }
+    checks
+}
+
+/// Loads and attaches each backend for real (needs root).
+fn backends() -> Vec<Check> {
+    let mut checks = Vec::new();
+    for choice in [kernel::BackendChoice::Lsm, kernel::BackendChoice::Signal] {
+        let name = match choice {
+            kernel::BackendChoice::Lsm => "backend-lsm",
+            _ => "backend-signal",
+        };
+        checks.push(check(
+            name,
+            match kernel::Kernel::load(choice) {
+                Ok(k) if k.unguarded.is_empty() => Ok(format!("programs load and attach (ring buffer included); backend {} usable", k.backend.as_str())),
+                Ok(k) => Ok(format!(
+                    "programs load and attach (ring buffer included); backend {} usable; NOT GUARDED on this kernel: {}",
+                    k.backend.as_str(),
+                    k.unguarded.join("; ")
+                )),
+                Err(err) => Err((err.to_string(), match choice {
+                    kernel::BackendChoice::Lsm => "enable BPF LSM (see bpf-lsm-listed); kernels before BPF trampolines (arm64 < 6.0) cannot attach LSM programs: the signal backend is used there".into(),
+                    _ => "needs BTF and tp_btf support (Linux 5.5+)".into(),
+                })),
+            },
+        ));
     }
     checks
 }

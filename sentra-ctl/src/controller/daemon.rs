@@ -1179,6 +1179,8 @@ impl Daemon {
                     "backend": self.session.backend.as_str(),
                     // Why `auto` fell back to the signal backend, if it did.
                     "lsm_refusal": self.session.lsm_refusal,
+                    // Self-protection hooks this kernel cannot guard.
+                    "unguarded": self.session.unguarded,
                     "mode": self.session.policy.mode.as_str(),
                     "policy": self.session.policy.policy,
                     "policy_version": self.session.policy.policy_version,

@@ -136,6 +136,9 @@ pub struct Session {
     pub backend: Backend,
     /// Why `lsm` was not chosen under `auto`, if it was not.
     pub lsm_refusal: Option<String>,
+    /// Self-protection hooks this kernel cannot guard (empty for a session adopted from pins: the
+    /// controller that loaded them reported its own).
+    pub unguarded: Vec<String>,
     /// The enforced policy.
     pub policy: PolicyInfo,
     generations: Generations,
@@ -185,7 +188,7 @@ impl Session {
             }
         }
         policy.remember();
-        let Kernel { mut ebpf, backend, lsm_refusal, links } = kernel;
+        let Kernel { mut ebpf, backend, lsm_refusal, unguarded, links } = kernel;
         let events = Events::open(&mut ebpf, audit)?;
         // What compiling and writing the first generation allocated is not needed again soon.
         crate::kernel::release_freed_memory();
@@ -194,6 +197,7 @@ impl Session {
             links,
             backend,
             lsm_refusal,
+            unguarded,
             policy: PolicyInfo::of(&policy, path),
             generations,
             resolver,
@@ -246,6 +250,7 @@ impl Session {
             links: Vec::new(),
             backend,
             lsm_refusal: None,
+            unguarded: Vec::new(),
             policy,
             generations,
             resolver: Some(resolver),
@@ -420,6 +425,7 @@ impl Session {
                 "policy_hash": self.policy.policy_hash,
                 "exec_rules": self.generations.exec(self.generations.active()).rules.len(),
                 "lsm_refusal": self.lsm_refusal,
+                "unguarded": self.unguarded,
             })),
             ..Record::default()
         }

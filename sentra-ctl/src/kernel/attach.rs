@@ -117,8 +117,25 @@ fn lsm_hook(
     )
 }
 
-/// Attaches the exec backend `choice` asks for (and, for `lsm`, the network LSM hook); returns the
-/// backend and why `lsm` was refused under `auto`.
+/// What [`backend`] attached.
+pub struct Attached {
+    pub backend: Backend,
+    /// Why `lsm` was refused under `auto`.
+    pub lsm_refusal: Option<String>,
+    /// Self-protection hooks this kernel cannot guard, each with the reason.
+    pub unguarded: Vec<String>,
+}
+
+/// Whether a guard's load failed only because the kernel's BPF trampolines cannot pass a struct by
+/// value (`path_chown`'s `kuid_t` and `kgid_t`): Linux 6.1 added that; before, the verifier refuses
+/// the program with "The function … arg1 type STRUCT is unsupported" (kernel/bpf/btf.c,
+/// `btf_distill_func_proto`).
+fn lacks_struct_arguments(err: &KernelError) -> bool {
+    matches!(err, KernelError::Load { detail, .. } if detail.contains("type STRUCT is unsupported"))
+}
+
+/// Attaches the exec backend `choice` asks for (and, for `lsm`, the network LSM hook and the
+/// self-protection guards).
 ///
 /// # Errors
 /// The chosen backend cannot be attached.
@@ -127,7 +144,7 @@ pub fn backend(
     btf: &Btf,
     choice: BackendChoice,
     links: &mut Vec<(String, OwnedLink)>,
-) -> Result<(Backend, Option<String>), KernelError> {
+) -> Result<Attached, KernelError> {
     let (backend, refusal) = match choice {
         BackendChoice::Lsm => {
             lsm(ebpf, btf, links).map_err(|err| KernelError::LsmUnavailable(err.to_string()))?;
@@ -150,16 +167,24 @@ pub fn backend(
     // A multi-call binary's applet is decided where the new image's arguments are final
     // (`sentra-ebpf/src/exec/applet.rs`), on either backend.
     on_exec(ebpf, btf, program::EXEC_APPLET, links)?;
+    let mut unguarded = Vec::new();
     if backend == Backend::Lsm {
         // The network LSM hook needs BPF LSM too; the host kernel refuses LSM programs.
         lsm_hook(ebpf, btf, program::NET_LSM_CONNECT, "socket_connect", links)?;
-        // Self-protection: every hook, or the backend fails (a partial guard would be reported as a
-        // whole one).
+        // Self-protection: every hook, or the backend fails. The one exception is a hook whose
+        // arguments the kernel cannot hand to a BPF program at all; it is named in `unguarded`, which
+        // the start record, `status` and `doctor` report, so that a partial guard is never reported
+        // as a whole one.
         for (name, hook) in program::GUARDS {
-            lsm_hook(ebpf, btf, name, hook, links)?;
+            match lsm_hook(ebpf, btf, name, hook, links) {
+                Err(err) if lacks_struct_arguments(&err) => unguarded.push(format!(
+                    "{hook}: this kernel's BPF trampolines pass no struct arguments (Linux < 6.1), so {name} cannot load"
+                )),
+                other => other?,
+            }
         }
     }
-    Ok((backend, refusal))
+    Ok(Attached { backend, lsm_refusal: refusal, unguarded })
 }
 
 /// The active LSMs (`/sys/kernel/security/lsm`), mounting securityfs first if it is not.

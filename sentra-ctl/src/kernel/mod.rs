@@ -115,6 +115,8 @@ pub struct Kernel {
     pub backend: Backend,
     /// Why `lsm` was not chosen under `auto`, if it was not.
     pub lsm_refusal: Option<String>,
+    /// Self-protection hooks this kernel cannot guard, with the reason (see `attach::Attached`).
+    pub unguarded: Vec<String>,
     /// Attachments by program name.
     pub links: Vec<(String, OwnedLink)>,
 }
@@ -143,10 +145,14 @@ impl Kernel {
             .load(BPF_OBJECT)
             .map_err(KernelError::Object)?;
         let mut links = Vec::new();
-        let (backend, lsm_refusal) = attach::backend(&mut ebpf, &btf, choice, &mut links)?;
+        let attach::Attached { backend, lsm_refusal, unguarded } =
+            attach::backend(&mut ebpf, &btf, choice, &mut links)?;
+        for hook in &unguarded {
+            tracing::warn!("self-protection incomplete on this kernel: {hook}");
+        }
         drop(btf);
         release_freed_memory();
-        Ok(Self { ebpf, backend, lsm_refusal, links })
+        Ok(Self { ebpf, backend, lsm_refusal, unguarded, links })
     }
 
     /// Attaches the cgroup programs (network, sysctl guard) to each governed cgroup (name, open
