@@ -248,9 +248,11 @@ fn spawn_in(procs_path: &Path, command: &[String]) -> anyhow::Result<tokio::proc
     let fd = procs.as_raw_fd();
     let mut cmd = tokio::process::Command::new(&command[0]);
     cmd.args(&command[1..]);
-    // SAFETY: the closure only calls write(2), which is async-signal-safe; `procs` outlives the spawn.
+    // SAFETY: the closure only calls setrlimit(2) and write(2), which are async-signal-safe; `procs`
+    // outlives the spawn.
     unsafe {
         cmd.pre_exec(move || {
+            crate::kernel::restore_memlock()?;
             // "0" moves the writing process itself (kernel/cgroup/cgroup.c, cgroup_procs_write_start).
             if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
                 Ok(())

@@ -132,6 +132,7 @@ impl Kernel {
         if BPF_OBJECT.is_empty() {
             return Err(KernelError::NoObject);
         }
+        lift_memlock();
         let raw = std::fs::read(offsets::VMLINUX_BTF)
             .map_err(|source| KernelError::BtfFile { path: offsets::VMLINUX_BTF, source })?;
         let mut offsets = offsets::read(&raw)?;
@@ -163,6 +164,50 @@ impl Kernel {
     pub fn govern_network<F: std::os::fd::AsFd>(&mut self, cgroups: &[(&str, F)]) -> Result<(), KernelError> {
         attach::cgroup_programs(&mut self.ebpf, cgroups, &mut self.links)
     }
+}
+
+/// The `RLIMIT_MEMLOCK` this process started with, when [`lift_memlock`] raised it.
+static STARTING_MEMLOCK: std::sync::OnceLock<libc::rlimit> = std::sync::OnceLock::new();
+
+/// Lifts `RLIMIT_MEMLOCK` where the kernel charges BPF maps to it (before Linux 5.11): the default
+/// 64 KiB (or 8 MiB) would refuse the controller's maps. A no-op on newer kernels, which charge the
+/// memory cgroup. Processes the controller starts get the old limit back ([`restore_memlock`]).
+pub fn lift_memlock() {
+    if STARTING_MEMLOCK.get().is_some() || !sys::maps_charge_memlock() {
+        return;
+    }
+    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain system calls on local structs.
+    let lifted = unsafe {
+        libc::getrlimit(libc::RLIMIT_MEMLOCK, &raw mut old) == 0
+            && libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) == 0
+    };
+    if lifted {
+        let _ = STARTING_MEMLOCK.set(old);
+        tracing::debug!("RLIMIT_MEMLOCK lifted: this kernel charges BPF maps to it");
+    } else {
+        tracing::warn!(
+            "this kernel charges BPF maps to RLIMIT_MEMLOCK and it could not be raised: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// In a child between fork and exec: the `RLIMIT_MEMLOCK` the controller started with, so that a
+/// governed command does not inherit the lifted one. Async-signal-safe (one system call on memory
+/// set before the fork).
+///
+/// # Errors
+/// `setrlimit` failed.
+pub fn restore_memlock() -> std::io::Result<()> {
+    if let Some(old) = STARTING_MEMLOCK.get() {
+        // SAFETY: a plain system call on a static.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, old) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Makes glibc keep the memory it frees instead of handing it back to the operating system at once.

@@ -52,6 +52,8 @@ impl RcuBarrier {
     /// # Errors
     /// The kernel refuses to create them.
     pub fn new() -> io::Result<Self> {
+        // A controller adopting pinned programs creates these before anything else.
+        super::lift_memlock();
         let inner = create(&mut MapCreate {
             map_type: BPF_MAP_TYPE_ARRAY,
             key_size: 4,

@@ -98,6 +98,9 @@ const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TYPE_TRACEPOINT: u32 = 5;
 /// `BPF_FUNC_get_current_ancestor_cgroup_id`.
 const BPF_FUNC_GET_CURRENT_ANCESTOR_CGROUP_ID: i32 = 123;
+/// `BPF_FUNC_ktime_get_coarse_ns`: Linux 5.11, the release that moved BPF memory from
+/// `RLIMIT_MEMLOCK` to the memory cgroup (libbpf uses the same helper as the sign of it).
+const BPF_FUNC_KTIME_GET_COARSE_NS: i32 = 160;
 
 /// `union bpf_attr` for `BPF_PROG_LOAD`, up to `kern_version` (the rest zero).
 #[repr(C)]
@@ -125,16 +128,28 @@ struct Insn {
 }
 
 /// Whether tracing programs may call `bpf_get_current_ancestor_cgroup_id` here (Linux 5.14 added it
-/// to `bpf_tracing_func_proto`; cgroup programs have had it since 5.7). Probed by loading
-/// `r1 = 1; call 123; r0 = 0; exit` as a tracepoint program: the verifier refuses a helper the
-/// program type lacks. The BPF programs walk the cgroup's parents where it is missing.
+/// to `bpf_tracing_func_proto`; cgroup programs have had it since 5.7). The BPF programs walk the
+/// cgroup's parents where it is missing.
 #[must_use]
 pub fn tracing_has_ancestor_cgroup_id() -> bool {
+    tracing_has_helper(BPF_FUNC_GET_CURRENT_ANCESTOR_CGROUP_ID)
+}
+
+/// Whether this kernel charges BPF maps to `RLIMIT_MEMLOCK` (before Linux 5.11,
+/// kernel/bpf/syscall.c `bpf_map_charge_init`) rather than to the memory cgroup.
+#[must_use]
+pub fn maps_charge_memlock() -> bool {
+    !tracing_has_helper(BPF_FUNC_KTIME_GET_COARSE_NS)
+}
+
+/// Whether a tracing program may call helper `id`: loads `r1 = 1; call id; r0 = 0; exit` as a
+/// tracepoint program, which the verifier refuses when the program type lacks the helper.
+fn tracing_has_helper(id: i32) -> bool {
     use std::os::fd::FromRawFd as _;
     // BPF_ALU64 | BPF_MOV | BPF_K = 0xb7, BPF_JMP | BPF_CALL = 0x85, BPF_JMP | BPF_EXIT = 0x95.
     let program = [
         Insn { code: 0xb7, regs: 1, off: 0, imm: 1 },
-        Insn { code: 0x85, regs: 0, off: 0, imm: BPF_FUNC_GET_CURRENT_ANCESTOR_CGROUP_ID },
+        Insn { code: 0x85, regs: 0, off: 0, imm: id },
         Insn { code: 0xb7, regs: 0, off: 0, imm: 0 },
         Insn { code: 0x95, regs: 0, off: 0, imm: 0 },
     ];
