@@ -54,6 +54,16 @@ pub fn run(probe_backends: bool) -> Vec<Check> {
     if root {
         checks.push(cgroup_ancestry());
     }
+    checks.push(Check {
+        name: "dns-netns",
+        ok: true,
+        detail: if kernel::net::own_netns_cookie() == 0 {
+            "SO_NETNS_COOKIE is not available (Linux < 5.14): a DNS query from another network namespace inside a governed cgroup is steered to the resolver, which cannot answer it there, instead of being refused at once with a record".into()
+        } else {
+            "DNS queries from other network namespaces are refused at once, with a record".into()
+        },
+        fix: None,
+    });
     let lsm_list = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
     checks.push(check(
         "bpf-lsm-listed",

@@ -90,7 +90,8 @@ pub fn write_generation<S: MapStore + ?Sized>(
 /// The cookie of this process's network namespace, where the resolver listens (`SO_NETNS_COOKIE`,
 /// Linux 5.14; 0 before: then the kernel cannot tell other namespaces' queries apart and steers them
 /// all). Read once: a process does not change namespace.
-fn own_netns_cookie() -> u64 {
+#[must_use]
+pub fn own_netns_cookie() -> u64 {
     /// `include/uapi/asm-generic/socket.h` (the same on `x86_64` and `aarch64`).
     const SO_NETNS_COOKIE: libc::c_int = 71;
     static COOKIE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
