@@ -78,8 +78,14 @@ pub fn run(probe_backends: bool) -> Vec<Check> {
             ))
         },
     ));
+    // The backends are probed first (when asked) so that the self-protection line says what holds
+    // on this kernel: `bpf` may be listed and still not attach (arm64 before 6.0).
+    let probed = if probe_backends && root { backends() } else { Vec::new() };
+    let lsm_active = match probed.first() {
+        Some(lsm) => lsm.ok,
+        None => lsm_list.split(',').any(|m| m.trim() == "bpf"),
+    };
     // Informational: which self-protection holds on this kernel (never a failure by itself).
-    let lsm_active = lsm_list.split(',').any(|m| m.trim() == "bpf");
     checks.push(Check {
         name: "self-protection",
         ok: true,
@@ -117,9 +123,7 @@ pub fn run(probe_backends: bool) -> Vec<Check> {
     if let Ok(policy) = crate::policy::Policy::read(Path::new(INSTALLED_POLICY)) {
         checks.push(check("email", crate::email::broker::readiness(policy.model.email.as_ref())));
     }
-    if probe_backends && root {
-        checks.extend(backends());
-    }
+    checks.extend(probed);
     checks
 }
 

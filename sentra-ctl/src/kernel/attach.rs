@@ -147,7 +147,14 @@ pub fn backend(
 ) -> Result<Attached, KernelError> {
     let (backend, refusal) = match choice {
         BackendChoice::Lsm => {
-            lsm(ebpf, btf, links).map_err(|err| KernelError::LsmUnavailable(err.to_string()))?;
+            lsm(ebpf, btf, links).map_err(|err| {
+                let detail = err.to_string();
+                if detail.contains("(os error 524)") {
+                    KernelError::LsmNoTrampoline(detail)
+                } else {
+                    KernelError::LsmUnavailable(detail)
+                }
+            })?;
             (Backend::Lsm, None)
         }
         BackendChoice::Signal => {

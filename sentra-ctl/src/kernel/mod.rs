@@ -97,6 +97,12 @@ pub enum KernelError {
         "BPF LSM is not usable here: {0}. Enable it by adding `bpf` to the `lsm=` boot parameter (e.g. lsm=lockdown,capability,landlock,yama,apparmor,bpf), or use --backend signal"
     )]
     LsmUnavailable(String),
+    /// The kernel lists BPF LSM but cannot attach its programs: `ENOTSUPP` (524) from the attach,
+    /// which needs a BPF trampoline (`arch_prepare_bpf_trampoline`), missing on arm64 before 6.0.
+    #[error(
+        "BPF LSM programs cannot attach on this kernel ({0}): it has no BPF trampoline for this architecture (arm64 before Linux 6.0); use --backend signal, which --backend auto chooses here"
+    )]
+    LsmNoTrampoline(String),
     /// Reading the programs' statistics.
     #[error("program statistics: {what}")]
     Stats {
