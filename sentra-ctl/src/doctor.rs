@@ -79,7 +79,7 @@ pub fn run(probe_backends: bool) -> Vec<Check> {
         },
     ));
     // The backends are probed first (when asked) so that the self-protection line says what holds
-    // on this kernel: `bpf` may be listed and still not attach (arm64 before 6.0).
+    // on this kernel: `bpf` may be listed and still not attach (Debian's arm64 6.1).
     let probed = if probe_backends && root { backends() } else { Vec::new() };
     let lsm_active = match probed.first() {
         Some(lsm) => lsm.ok,
@@ -145,7 +145,7 @@ fn backends() -> Vec<Check> {
                     k.unguarded.join("; ")
                 )),
                 Err(err) => Err((err.to_string(), match choice {
-                    kernel::BackendChoice::Lsm => "enable BPF LSM (see bpf-lsm-listed); kernels before BPF trampolines (arm64 < 6.0) cannot attach LSM programs: the signal backend is used there".into(),
+                    kernel::BackendChoice::Lsm => "enable BPF LSM (see bpf-lsm-listed); arm64 kernels without BPF trampoline attachment (Debian's 6.1, the 5.15 series) cannot attach LSM programs: the signal backend is used there".into(),
                     _ => "needs BTF and tp_btf support (Linux 5.5+)".into(),
                 })),
             },

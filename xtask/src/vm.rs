@@ -341,7 +341,7 @@ pub fn base_init() -> String {
 /// LSMs; bullseye's 5.10, like the seed's 5.15 kernels, builds BPF LSM but leaves it out, so `lsm`
 /// there names the list with `bpf` added, as a user would on the boot line. `signal` boots with a
 /// list lacking `bpf`, except on arm64's 6.1: BPF LSM is listed there but its programs cannot attach
-/// (no BPF trampoline on arm64 before 6.0), so that configuration tests that `auto` finds this out by
+/// (no BPF trampoline attachment on Debian's arm64 6.1), so that configuration tests that `auto` finds this out by
 /// attaching and falls back to `signal`.
 pub fn append_for(arch: Arch, kernel: &str, backend: &str) -> anyhow::Result<String> {
     let base = format!("console={} panic=-1 quiet", arch.console());

@@ -98,9 +98,10 @@ pub enum KernelError {
     )]
     LsmUnavailable(String),
     /// The kernel lists BPF LSM but cannot attach its programs: `ENOTSUPP` (524) from the attach,
-    /// which needs a BPF trampoline (`arch_prepare_bpf_trampoline`), missing on arm64 before 6.0.
+    /// which needs a BPF trampoline that the architecture's kernel can attach (Debian's arm64 6.1 and
+    /// the arm64 5.15 kernels cannot; arm64 6.12 can).
     #[error(
-        "BPF LSM programs cannot attach on this kernel ({0}): it has no BPF trampoline for this architecture (arm64 before Linux 6.0); use --backend signal, which --backend auto chooses here"
+        "BPF LSM programs cannot attach on this kernel ({0}): this architecture's kernel has no BPF trampoline attachment (Debian's arm64 6.1, the arm64 5.15 kernels); use --backend signal, which --backend auto chooses here"
     )]
     LsmNoTrampoline(String),
     /// Reading the programs' statistics.
