@@ -27,94 +27,76 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # --- test kernels --------------------------------------------------------------------------------
-# Names drift with Debian security updates: resolve them now instead of hard-coding.
-fetch_kernel() { # $1 = short name (6.1 | 6.12), $2 = package name
-    local dir="$SENTRA_CACHE/kernels/$1"
-    if compgen -G "$dir/boot/vmlinuz-*" >/dev/null; then return 0; fi
-    log "fetching kernel $1 ($2)"
-    local tmp; tmp="$(mktemp -d)"
-    (cd "$tmp" && apt-get download -qq "$2")
+# unpack DIR PACKAGE [apt options…]: downloads PACKAGE and unpacks it into DIR, without installing it
+# (no initramfs or grub hooks run; the host's boot is untouched).
+unpack() {
+    local dir="$1" pkg="$2" tmp
+    shift 2
+    log "fetching $pkg"
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && apt-get "$@" download -qq "$pkg")
     mkdir -p "$dir"
     dpkg -x "$tmp"/*.deb "$dir"
     rm -rf "$tmp"
 }
-if ! compgen -G "$SENTRA_CACHE/kernels/6.1/boot/vmlinuz-*" >/dev/null \
-    || ! compgen -G "$SENTRA_CACHE/kernels/6.12/boot/vmlinuz-*" >/dev/null; then
+# private_apt NAME ARCH SOURCE-LINE…: an apt configuration of its own under $SENTRA_CACHE/apt-NAME
+# (ARCH: its one architecture, or "" for the host's), for downloads only: the host's sources, package
+# lists and dpkg architectures are untouched. Leaves the options in PRIVATE_APT.
+private_apt() {
+    local dir="$SENTRA_CACHE/apt-$1" arch="$2"
+    shift 2
+    mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial"
+    printf '%s\n' "$@" >"$dir/sources.list"
+    PRIVATE_APT=(-o "Dir::Etc::SourceList=$dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o "Dir::State::Lists=$dir/lists" -o "Dir::Cache=$dir/cache")
+    [ -z "$arch" ] || PRIVATE_APT+=(-o "APT::Architecture=$arch" -o "APT::Architectures::=$arch")
+    apt-get "${PRIVATE_APT[@]}" update -qq
+}
+has_kernel() { compgen -G "$SENTRA_CACHE/kernels/$1/boot/vmlinuz-*" >/dev/null; }
+debian='[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian'
+security='[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security'
+
+# Names drift with Debian security updates: resolve them now instead of hard-coding.
+if ! has_kernel 6.1 || ! has_kernel 6.12; then
     apt-get update -qq
     k61="$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-6\.1/ {print $2; exit}')"
     k612="$(apt-cache search --names-only '^linux-image-6\.12\..*-cloud-amd64-unsigned$' | awk '{print $1}' | sort -V | tail -n1)"
     [ -n "$k61" ] || { echo "cannot resolve the Debian 6.1 cloud kernel package" >&2; exit 1; }
     [ -n "$k612" ] || { echo "cannot resolve the Debian 6.12 cloud kernel package" >&2; exit 1; }
-    fetch_kernel 6.1 "$k61"
-    fetch_kernel 6.12 "$k612"
+    has_kernel 6.1 || unpack "$SENTRA_CACHE/kernels/6.1" "$k61"
+    has_kernel 6.12 || unpack "$SENTRA_CACHE/kernels/6.12" "$k612"
 fi
 # 5.10 from Debian bullseye: it stands in for the seed's 5.15 kernels (Ubuntu 22.04, Oracle Linux 9),
-# which build BPF LSM but leave it out of their active LSM list. The suite is read from a source list
-# and package lists of its own, for this download only: the host's apt sources are untouched.
-if ! compgen -G "$SENTRA_CACHE/kernels/5.10/boot/vmlinuz-*" >/dev/null; then
-    bullseye="$SENTRA_CACHE/apt-bullseye"
-    mkdir -p "$bullseye/lists/partial"
-    echo 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bullseye main' \
-        >"$bullseye/sources.list"
-    apt_bullseye=(-o "Dir::Etc::SourceList=$bullseye/sources.list" -o Dir::Etc::SourceParts=/dev/null
-        -o "Dir::State::Lists=$bullseye/lists" -o "Dir::Cache=$bullseye/cache")
-    mkdir -p "$bullseye/cache/archives/partial"
-    apt-get "${apt_bullseye[@]}" update -qq
-    k510="$(apt-cache "${apt_bullseye[@]}" depends linux-image-cloud-amd64 \
+# which build BPF LSM but leave it out of their active LSM list.
+if ! has_kernel 5.10; then
+    private_apt bullseye "" "deb $debian bullseye main"
+    k510="$(apt-cache "${PRIVATE_APT[@]}" depends linux-image-cloud-amd64 \
         | awk '/Depends: linux-image-5\.10/ {print $2; exit}')"
     [ -n "$k510" ] || { echo "cannot resolve the Debian bullseye 5.10 cloud kernel package" >&2; exit 1; }
-    log "fetching kernel 5.10 ($k510)"
-    tmp="$(mktemp -d)"
-    (cd "$tmp" && apt-get "${apt_bullseye[@]}" download -qq "$k510")
-    mkdir -p "$SENTRA_CACHE/kernels/5.10"
-    dpkg -x "$tmp"/*.deb "$SENTRA_CACHE/kernels/5.10"
-    rm -rf "$tmp"
+    unpack "$SENTRA_CACHE/kernels/5.10" "$k510" "${PRIVATE_APT[@]}"
 fi
 
 # --- arm64: the cross toolchain, and the arm64 test kernels and busybox -------------------------
 # The seed's machine is an Ampere A1 (arm64). Sentra is cross-built for it here (Debian's cross gcc as
 # the linker, its arm64 glibc for the VM's libraries), and its tests boot Debian's arm64 cloud kernels
-# under qemu-system-aarch64. Packages come from an apt configuration of their own, for arm64 only, for
-# download only: the host's dpkg architectures and sources are untouched.
-if ! compgen -G "$SENTRA_CACHE/kernels/arm64-6.1/boot/vmlinuz-*" >/dev/null \
-    || ! compgen -G "$SENTRA_CACHE/kernels/arm64-6.12/boot/vmlinuz-*" >/dev/null \
-    || [ ! -x "$SENTRA_CACHE/arm64/busybox/bin/busybox" ]; then
-    arm64="$SENTRA_CACHE/apt-arm64"
-    mkdir -p "$arm64/lists/partial" "$arm64/cache/archives/partial"
-    {
-        echo 'deb [arch=arm64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main'
-        echo 'deb [arch=arm64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security bookworm-security main'
-    } >"$arm64/sources.list"
-    apt_arm64=(-o "Dir::Etc::SourceList=$arm64/sources.list" -o Dir::Etc::SourceParts=/dev/null
-        -o "Dir::State::Lists=$arm64/lists" -o "Dir::Cache=$arm64/cache"
-        -o APT::Architecture=arm64 -o APT::Architectures::=arm64)
-    apt-get "${apt_arm64[@]}" update -qq
-    a61="$(apt-cache "${apt_arm64[@]}" depends linux-image-cloud-arm64 | awk '/Depends: linux-image-6\.1/ {print $2; exit}')"
-    a612="$(apt-cache "${apt_arm64[@]}" search --names-only '^linux-image-6\.12\..*-cloud-arm64-unsigned$' \
+# under qemu-system-aarch64.
+if ! has_kernel arm64-6.1 || ! has_kernel arm64-6.12 || [ ! -x "$SENTRA_CACHE/arm64/busybox/bin/busybox" ]; then
+    private_apt arm64 arm64 "deb $debian bookworm main" "deb $security bookworm-security main"
+    a61="$(apt-cache "${PRIVATE_APT[@]}" depends linux-image-cloud-arm64 | awk '/Depends: linux-image-6\.1/ {print $2; exit}')"
+    a612="$(apt-cache "${PRIVATE_APT[@]}" search --names-only '^linux-image-6\.12\..*-cloud-arm64-unsigned$' \
         | awk '{print $1}' | sort -V | tail -n1)"
     [ -n "$a61" ] && [ -n "$a612" ] || { echo "cannot resolve the Debian arm64 cloud kernel packages" >&2; exit 1; }
-    for pair in "kernels/arm64-6.1:$a61" "kernels/arm64-6.12:$a612" "arm64/busybox:busybox-static"; do
-        dir="$SENTRA_CACHE/${pair%%:*}"
-        [ -n "$(ls -A "$dir" 2>/dev/null)" ] && continue
-        log "fetching ${pair#*:} (arm64)"
-        tmp="$(mktemp -d)"
-        (cd "$tmp" && apt-get "${apt_arm64[@]}" download -qq "${pair#*:}:arm64")
-        mkdir -p "$dir"
-        dpkg -x "$tmp"/*.deb "$dir"
-        rm -rf "$tmp"
-    done
+    has_kernel arm64-6.1 || unpack "$SENTRA_CACHE/kernels/arm64-6.1" "$a61:arm64" "${PRIVATE_APT[@]}"
+    has_kernel arm64-6.12 || unpack "$SENTRA_CACHE/kernels/arm64-6.12" "$a612:arm64" "${PRIVATE_APT[@]}"
+    [ -x "$SENTRA_CACHE/arm64/busybox/bin/busybox" ] \
+        || unpack "$SENTRA_CACHE/arm64/busybox" busybox-static:arm64 "${PRIVATE_APT[@]}"
 fi
 
 # --- Prometheus, for the metrics test (a real server scrapes the controller on loopback): the
 # Debian package's binary, unpacked into $SENTRA_CACHE, not installed (no service is started) ------
 if [ ! -x "$SENTRA_CACHE/prometheus/usr/bin/prometheus" ]; then
-    log "fetching prometheus"
     apt-get update -qq
-    tmp="$(mktemp -d)"
-    (cd "$tmp" && apt-get download -qq prometheus)
-    mkdir -p "$SENTRA_CACHE/prometheus"
-    dpkg -x "$tmp"/prometheus_*.deb "$SENTRA_CACHE/prometheus"
-    rm -rf "$tmp"
+    unpack "$SENTRA_CACHE/prometheus" prometheus
 fi
 
 # --- the deployment test's machine: a Debian 12 userland with systemd, and what the installer
