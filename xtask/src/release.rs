@@ -12,6 +12,9 @@ use crate::{
     vm::workspace_root,
 };
 
+/// A glibc version as (major, minor).
+type GlibcVersion = (u32, u32);
+
 /// The binaries an installation takes (scripts/install.sh).
 const SHIPPED: [&str; 4] = ["sentra-ctl", "sentra", "sentra-shell", "sentra-email"];
 
@@ -29,9 +32,9 @@ pub fn run(args: &ReleaseArgs) -> anyhow::Result<()> {
         build(&workspace, arch)?;
         let dist = workspace.join("target/dist").join(arch.name());
         std::fs::create_dir_all(&dist)?;
-        for name in SHIPPED {
-            let binary = arch.release_dir(&workspace).join(name);
-            let newest = check_glibc(&binary)?;
+        let release = arch.release_dir(&workspace);
+        for (name, newest) in check_shipped(&release)? {
+            let binary = release.join(name);
             std::fs::copy(&binary, dist.join(name))
                 .with_context(|| format!("copying {}", binary.display()))?;
             println!(
@@ -62,8 +65,14 @@ pub fn build(workspace: &Path, arch: Arch) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Each shipped binary in `release` with the newest glibc version it needs; an error when one needs a
+/// glibc newer than [`MAX_GLIBC`].
+pub fn check_shipped(release: &Path) -> anyhow::Result<Vec<(&'static str, Option<GlibcVersion>)>> {
+    SHIPPED.into_iter().map(|name| Ok((name, check_glibc(&release.join(name))?))).collect()
+}
+
 /// The newest glibc version `binary` needs; an error when it is newer than [`MAX_GLIBC`].
-pub fn check_glibc(binary: &Path) -> anyhow::Result<Option<(u32, u32)>> {
+fn check_glibc(binary: &Path) -> anyhow::Result<Option<GlibcVersion>> {
     let elf = Elf::read(binary)?;
     let newest = elf.glibc.iter().max().copied();
     if let Some(version) = newest

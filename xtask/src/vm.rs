@@ -295,10 +295,7 @@ pub fn build(workspace: &Path, arch: Arch) -> anyhow::Result<Binaries> {
         }
     }
     if arch != Arch::X86_64 {
-        for binary in [&binaries.sentra_ctl, &binaries.sentra, &binaries.sentra_shell, &binaries.sentra_email]
-        {
-            crate::release::check_glibc(binary)?;
-        }
+        crate::release::check_shipped(&release)?;
     }
     Ok(binaries)
 }
@@ -341,8 +338,8 @@ pub fn base_init() -> String {
 /// LSMs; bullseye's 5.10, like the seed's 5.15 kernels, builds BPF LSM but leaves it out, so `lsm`
 /// there names the list with `bpf` added, as a user would on the boot line. `signal` boots with a
 /// list lacking `bpf`, except on arm64's 6.1: BPF LSM is listed there but its programs cannot attach
-/// (no BPF trampoline attachment on Debian's arm64 6.1), so that configuration tests that `auto` finds this out by
-/// attaching and falls back to `signal`.
+/// (no BPF trampoline attachment on Debian's arm64 6.1), so that configuration tests that `auto`
+/// finds this out by attaching and falls back to `signal`.
 pub fn append_for(arch: Arch, kernel: &str, backend: &str) -> anyhow::Result<String> {
     let base = format!("console={} panic=-1 quiet", arch.console());
     Ok(match backend {

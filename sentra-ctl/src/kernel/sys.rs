@@ -130,16 +130,21 @@ struct Insn {
 /// Whether tracing programs may call `bpf_get_current_ancestor_cgroup_id` here (Linux 5.14 added it
 /// to `bpf_tracing_func_proto`; cgroup programs have had it since 5.7). The BPF programs walk the
 /// cgroup's parents where it is missing.
+/// Probed once per process: the kernel does not change under it, and `Kernel::load` and `doctor` ask
+/// again.
 #[must_use]
 pub fn tracing_has_ancestor_cgroup_id() -> bool {
-    tracing_has_helper(BPF_FUNC_GET_CURRENT_ANCESTOR_CGROUP_ID)
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| tracing_has_helper(BPF_FUNC_GET_CURRENT_ANCESTOR_CGROUP_ID))
 }
 
 /// Whether this kernel charges BPF maps to `RLIMIT_MEMLOCK` (before Linux 5.11,
-/// kernel/bpf/syscall.c `bpf_map_charge_init`) rather than to the memory cgroup.
+/// kernel/bpf/syscall.c `bpf_map_charge_init`) rather than to the memory cgroup. Probed once per
+/// process (`Kernel::load` and the RCU barrier both ask).
 #[must_use]
 pub fn maps_charge_memlock() -> bool {
-    !tracing_has_helper(BPF_FUNC_KTIME_GET_COARSE_NS)
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| !tracing_has_helper(BPF_FUNC_KTIME_GET_COARSE_NS))
 }
 
 /// Whether a tracing program may call helper `id`: loads `r1 = 1; call id; r0 = 0; exit` as a
