@@ -33,7 +33,9 @@ fn corpus() -> Vec<Case> {
             let verdict = fields.next().expect("verdict");
             let rule = fields.next().expect("rule").to_string();
             let command =
-                fields.next().unwrap_or_else(|| panic!("line {}: no command", i + 1)).replace('⏎', "\n");
+                fields.next().unwrap_or_else(|| panic!("line {}: no command", i + 1)).replace('⏎', "\n")
+                .replace('␍', "\r")
+                .replace('␌', "\x0c");
             assert!(verdict == "allow" || verdict == "deny", "line {}: bad verdict {verdict}", i + 1);
             Case { line: i + 1, allow: verdict == "allow", rule, command }
         })

@@ -372,7 +372,9 @@ impl TokenParseState {
                 cross_token_state.here_state = HereState::NextLineIsHereDoc;
 
                 // Include the trailing \n in the here tag so it's easier to check against.
-                let tag = std::format!("{}\n", self.current_token().trim_ascii_start());
+                // Only blanks separate the operator from its word (bash and dash keep a carriage
+                // return or form feed as part of the delimiter).
+                let tag = std::format!("{}\n", self.current_token().trim_start_matches(is_blank));
                 let tag_was_escaped_or_quoted = tag.contains(is_quoting_char);
 
                 let tag_token_result = TokenizeResult {
@@ -731,7 +733,11 @@ impl<'a, R: ?Sized + std::io::BufRead> Tokenizer<'a, R> {
 
                 // Verify we're not in a here document.
                 if !matches!(self.cross_state.here_state, HereState::None) {
-                    if self.remove_here_end_tag(&mut state, &mut result, false)? {
+                    // Only a body already begun can end here: before its first line, an empty
+                    // delimiter would match the empty token again and again.
+                    if matches!(self.cross_state.here_state, HereState::InHereDocs)
+                        && self.remove_here_end_tag(&mut state, &mut result, false)?
+                    {
                         // If we hit end tag without a trailing newline, try to get next token.
                         continue;
                     }
