@@ -37,7 +37,7 @@ use crate::{
 const SIGKILL: u32 = 9;
 
 /// Bytes of all the variables' values together that are scanned; a longer total is refused.
-const MAX_VALUE_STEPS: u32 = 768;
+const MAX_VALUE_STEPS: u32 = 512;
 
 /// What was refused: the variable and why.
 type Fault = (LoaderVar, LoaderFault);
