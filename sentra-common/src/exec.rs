@@ -41,7 +41,7 @@ pub const LOADER_PATH_LEN: usize = 252;
 pub const MAX_LOADER_VARS: usize = 4;
 /// How many strings of an environment the kernel reads looking for them (each at most
 /// [`LOADER_ENV_CHUNK`] bytes at a time); an environment with more is refused.
-pub const MAX_ENV_READS: u32 = 512;
+pub const MAX_ENV_READS: u32 = 256;
 /// Bytes read from the environment at a time (and the longest variable value checked).
 pub const LOADER_ENV_CHUNK: usize = 2048;
 

@@ -128,18 +128,19 @@ pub struct LoaderScratch {
     pub found: u32,
     /// The environment string being read starts a variable (it is not the rest of a long one).
     pub at_start: u32,
+    /// The variable the string sets, handed back through memory (`exec/loader.rs` `find`).
+    pub kind: u32,
     /// Which value is being scanned, and where in `buf`.
     pub var: u32,
     pub pos: u32,
-    /// The entry being scanned: its length, its last component's length and dots in it, whether it
-    /// has no `/` yet, and how many entries of the value ended before it.
+    /// The entry being scanned: its length; whether it has a `/`; what it holds that is refused
+    /// (`exec/loader.rs` `MARK_*`); its last three bytes (a `/` before its first); and how many
+    /// entries of the value ended before it.
     pub len: u32,
-    pub component: u32,
-    pub dots: u32,
-    pub bare: u32,
+    pub slash: u32,
+    pub marks: u32,
+    pub window: u32,
     pub entries: u32,
-    /// A fault found in the entry (`LoaderFault` + 1, 0 for none), raised when it ends.
-    pub pending: u32,
 }
 
 /// `[0]`: this CPU's [`LoaderScratch`].

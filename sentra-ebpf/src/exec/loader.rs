@@ -37,7 +37,7 @@ use crate::{
 const SIGKILL: u32 = 9;
 
 /// Bytes of all the variables' values together that are scanned; a longer total is refused.
-const MAX_VALUE_STEPS: u32 = 512;
+const MAX_VALUE_STEPS: u32 = 256;
 
 /// What was refused: the variable and why.
 type Fault = (LoaderVar, LoaderFault);
@@ -128,15 +128,19 @@ fn find(scratch: &mut LoaderScratch, start: u64, end: u64) -> Result<(), Fault> 
             return Err((LoaderVar::Environment, LoaderFault::Unreadable));
         };
         let len = read.len();
-        if load(&raw const scratch.at_start) != 0
-            && let Some((var, skip)) = variable(&scratch.buf)
-        {
+        // The variable found (`LoaderVar`, and the length of its `NAME=` above it) goes through map
+        // memory: what follows then sees one unknown value, not each match's constants, which
+        // would multiply the states the verifier walks per string.
+        let kind = if load(&raw const scratch.at_start) != 0 { variable(&scratch.buf) } else { NO_VARIABLE };
+        store(&raw mut scratch.kind, kind);
+        let kind = load(&raw const scratch.kind);
+        if kind != NO_VARIABLE {
             let found = load(&raw const scratch.found) as usize;
             if found >= MAX_LOADER_VARS {
-                return Err((var, LoaderFault::TooMany));
+                return Err((LoaderVar::Environment, LoaderFault::TooMany));
             }
-            scratch.values[found] = cursor + skip;
-            scratch.vars[found] = var as u32;
+            scratch.values[found] = cursor + u64::from(kind >> 8);
+            scratch.vars[found] = kind & 0xff;
             #[expect(clippy::cast_possible_truncation, reason = "found < MAX_LOADER_VARS")]
             store(&raw mut scratch.found, found as u32 + 1);
         }
@@ -153,26 +157,30 @@ fn find(scratch: &mut LoaderScratch, start: u64, end: u64) -> Result<(), Fault> 
     if cursor < end { Err((LoaderVar::Environment, LoaderFault::TooMany)) } else { Ok(()) }
 }
 
-/// The loader variable the string in `buf` sets, and the length of its `NAME=`. A string ends at its
-/// NUL, so a shorter one never matches a longer name's `=` (bytes after the NUL are not compared
-/// unless everything before them matched).
+/// What [`variable`] returns for a string that sets no loader variable.
+const NO_VARIABLE: u32 = u32::MAX;
+
+/// The loader variable the string in `buf` sets (`LoaderVar`), with the length of its `NAME=` in the
+/// bits above 8; [`NO_VARIABLE`] for any other. A string ends at its NUL, so a shorter one never
+/// matches a longer name's `=` (bytes after the NUL are not compared unless everything before them
+/// matched).
 #[inline(always)]
-fn variable(buf: &[u8; LOADER_ENV_CHUNK]) -> Option<(LoaderVar, u64)> {
+fn variable(buf: &[u8; LOADER_ENV_CHUNK]) -> u32 {
     // SAFETY: the buffer holds at least 16 bytes.
     let head = unsafe { core::ptr::read_unaligned(buf.as_ptr().cast::<u64>()) };
     // SAFETY: as above.
     let tail = unsafe { core::ptr::read_unaligned(buf.as_ptr().add(8).cast::<u64>()) };
     let word = |s: &[u8; 8]| u64::from_le_bytes(*s);
     if head == word(b"LD_PRELO") && tail & 0xff_ffff == u64::from_le_bytes(*b"AD=\0\0\0\0\0") {
-        Some((LoaderVar::Preload, 11))
+        LoaderVar::Preload as u32 | 11 << 8
     } else if head == word(b"LD_AUDIT") && tail & 0xff == u64::from(b'=') {
-        Some((LoaderVar::Audit, 9))
+        LoaderVar::Audit as u32 | 9 << 8
     } else if head == word(b"LD_LIBRA") && tail == word(b"RY_PATH=") {
-        Some((LoaderVar::LibraryPath, 16))
+        LoaderVar::LibraryPath as u32 | 16 << 8
     } else if head == word(b"GCONV_PA") && tail & 0xff_ffff == u64::from_le_bytes(*b"TH=\0\0\0\0\0") {
-        Some((LoaderVar::GconvPath, 11))
+        LoaderVar::GconvPath as u32 | 11 << 8
     } else {
-        None
+        NO_VARIABLE
     }
 }
 
@@ -194,10 +202,26 @@ fn var_at(scratch: &LoaderScratch, index: u32) -> LoaderVar {
     }
 }
 
+/// Marks of an entry: a `$`, a `..` component.
+const MARK_EXPANSION: u32 = 1;
+const MARK_DOT_DOT: u32 = 2;
+/// `/..` as the last three bytes of an entry's window (the oldest byte highest).
+const SLASH_DOT_DOT: u32 = (b'/' as u32) << 16 | (b'.' as u32) << 8 | b'.' as u32;
+
+/// Starts an entry: nothing read yet, as if after a `/` (so that a leading `..` is a component).
+#[inline(always)]
+fn start_entry(scratch: &mut LoaderScratch) {
+    store(&raw mut scratch.len, 0);
+    store(&raw mut scratch.slash, 0);
+    store(&raw mut scratch.marks, 0);
+    store(&raw mut scratch.window, u32::from(b'/'));
+}
+
 /// Reads value `index` into `buf` and starts its scan.
 #[inline(always)]
 fn read_value(scratch: &mut LoaderScratch, index: u32) -> Result<(), LoaderFault> {
     let at = scratch.values.get(index as usize & (MAX_LOADER_VARS - 1)).copied().unwrap_or(0);
+    start_entry(scratch);
     // SAFETY: bpf_probe_read_user_str checks the address.
     let len = unsafe { bpf_probe_read_user_str_bytes(at as *const u8, &mut scratch.buf) }
         .map_err(|_| LoaderFault::Unreadable)?
@@ -207,12 +231,12 @@ fn read_value(scratch: &mut LoaderScratch, index: u32) -> Result<(), LoaderFault
     }
     store(&raw mut scratch.var, index);
     store(&raw mut scratch.pos, 0);
-    store(&raw mut scratch.len, 0);
     store(&raw mut scratch.entries, 0);
     Ok(())
 }
 
-/// Checks every entry of every value found, byte by byte, one loop for all of them.
+/// Checks every entry of every value found, byte by byte, one loop for all of them. The loop's
+/// state lives in map memory and its body branches little: older verifiers walk each iteration.
 #[inline(always)]
 fn scan(scratch: &mut LoaderScratch, generation: u32) -> Option<Fault> {
     if let Err(fault) = read_value(scratch, 0) {
@@ -222,8 +246,6 @@ fn scan(scratch: &mut LoaderScratch, generation: u32) -> Option<Fault> {
     let mut step: u32 = 0;
     while step < MAX_VALUE_STEPS {
         step += 1;
-        let index = load(&raw const scratch.var);
-        let var = scratch.vars.get(index as usize & (MAX_LOADER_VARS - 1)).copied().unwrap_or(0);
         let pos = load(&raw const scratch.pos) as usize & (LOADER_ENV_CHUNK - 1);
         let byte = scratch.buf.get(pos).copied().unwrap_or(0);
         #[expect(clippy::cast_possible_truncation, reason = "pos < LOADER_ENV_CHUNK")]
@@ -231,133 +253,107 @@ fn scan(scratch: &mut LoaderScratch, generation: u32) -> Option<Fault> {
         // glibc splits LD_PRELOAD at spaces and colons, LD_LIBRARY_PATH at colons and semicolons,
         // LD_AUDIT and GCONV_PATH at colons: splitting every value at all of them sees each entry the
         // loader sees (and perhaps more, never fewer).
-        let result = if byte == 0 || byte == b':' || byte == b';' || byte == b' ' || byte == b'\t' {
-            end_entry(scratch, var, byte == 0)
-        } else {
-            add_byte(scratch, var, byte)
-        };
-        if let Err(fault) = result {
-            return Some((var_at(scratch, index), fault));
-        }
-        if byte == 0 {
-            let next = index + 1;
-            if next >= load(&raw const scratch.found) {
-                return None;
+        if byte == 0 || byte == b':' || byte == b';' || byte == b' ' || byte == b'\t' {
+            let index = load(&raw const scratch.var);
+            if let Err(fault) = end_entry(scratch, index, byte == 0) {
+                return Some((var_at(scratch, index), fault));
             }
-            if let Err(fault) = read_value(scratch, next) {
-                return Some((var_at(scratch, next), fault));
+            if byte == 0 {
+                let next = index + 1;
+                if next >= load(&raw const scratch.found) {
+                    return None;
+                }
+                if let Err(fault) = read_value(scratch, next) {
+                    return Some((var_at(scratch, next), fault));
+                }
             }
+        } else if let Err(fault) = add_byte(scratch, byte) {
+            return Some((var_at(scratch, load(&raw const scratch.var)), fault));
         }
     }
     Some((var_at(scratch, load(&raw const scratch.var)), LoaderFault::TooLong))
 }
 
-/// Adds `byte` to the entry being scanned (into the key). A fault is noted and raised when the entry
-/// ends, so that the event names the whole entry; only one too long to hold is refused at once.
+/// Adds `byte` to the entry being scanned (into the key), marking what is checked when it ends, so
+/// that the event names the whole entry; only an entry too long to hold is refused at once.
 #[inline(always)]
-fn add_byte(scratch: &mut LoaderScratch, var: u32, byte: u8) -> Result<(), LoaderFault> {
+fn add_byte(scratch: &mut LoaderScratch, byte: u8) -> Result<(), LoaderFault> {
     let len = load(&raw const scratch.len);
-    if len == 0 {
-        store(&raw mut scratch.bare, u32::from(byte != b'/'));
-        store(&raw mut scratch.component, 0);
-        store(&raw mut scratch.dots, 0);
-        store(&raw mut scratch.pending, 0);
-        if byte != b'/' && searched(var) {
-            note(scratch, LoaderFault::Relative);
-        }
-    }
     // Room is kept for a `/` and the NUL.
     let at = len as usize & 0xff;
-    if at + 2 >= LOADER_PATH_LEN {
+    if at + 3 >= LOADER_PATH_LEN {
         return Err(LoaderFault::TooLong);
     }
     if let Some(slot) = scratch.key.data.path.get_mut(at) {
         *slot = byte;
     }
     store(&raw mut scratch.len, len + 1);
+    let window = load(&raw const scratch.window);
     if byte == b'$' {
-        note(scratch, LoaderFault::Expansion);
+        store(&raw mut scratch.marks, load(&raw const scratch.marks) | MARK_EXPANSION);
     }
     if byte == b'/' {
-        if dot_dot(scratch) {
-            note(scratch, LoaderFault::DotDot);
-        }
-        if load(&raw const scratch.bare) != 0 {
-            // `lib/x.so`: relative to the working directory.
-            note(scratch, LoaderFault::Relative);
-        }
-        store(&raw mut scratch.component, 0);
-        store(&raw mut scratch.dots, 0);
-    } else {
-        store(&raw mut scratch.component, load(&raw const scratch.component) + 1);
-        if byte == b'.' {
-            store(&raw mut scratch.dots, load(&raw const scratch.dots) + 1);
+        store(&raw mut scratch.slash, 1);
+        if window & 0xff_ffff == SLASH_DOT_DOT {
+            store(&raw mut scratch.marks, load(&raw const scratch.marks) | MARK_DOT_DOT);
         }
     }
+    store(&raw mut scratch.window, (window << 8) | u32::from(byte));
     Ok(())
 }
 
-/// Notes `fault` for the entry being scanned, unless one is noted already.
+/// Ends the entry being scanned in value `index` (at a separator, or at the value's end when
+/// `last`) and checks it. A refused entry stays in the key (and `len`): the event names it.
 #[inline(always)]
-fn note(scratch: &mut LoaderScratch, fault: LoaderFault) {
-    if load(&raw const scratch.pending) == 0 {
-        store(&raw mut scratch.pending, fault as u32 + 1);
-    }
-}
-
-/// The component just ended is `..`.
-#[inline(always)]
-fn dot_dot(scratch: &LoaderScratch) -> bool {
-    load(&raw const scratch.component) == 2 && load(&raw const scratch.dots) == 2
-}
-
-/// Ends the entry being scanned (at a separator, or at the value's end when `last`) and checks it.
-#[inline(always)]
-fn end_entry(scratch: &mut LoaderScratch, var: u32, last: bool) -> Result<(), LoaderFault> {
-    // The entry stays in the key (and `len`) when it is refused: the event names it.
+fn end_entry(scratch: &mut LoaderScratch, index: u32, last: bool) -> Result<(), LoaderFault> {
+    let var = scratch.vars.get(index as usize & (MAX_LOADER_VARS - 1)).copied().unwrap_or(0);
+    let dir = searched(var);
     let len = load(&raw const scratch.len);
     let entries = load(&raw const scratch.entries);
     store(&raw mut scratch.entries, entries + 1);
     if len == 0 {
         // An empty search-path entry is the working directory; an empty value sets nothing.
         let empty_value = last && entries == 0;
-        return if searched(var) && !empty_value { Err(LoaderFault::Relative) } else { Ok(()) };
+        return if dir && !empty_value { Err(LoaderFault::Relative) } else { Ok(()) };
     }
-    if dot_dot(scratch) {
-        note(scratch, LoaderFault::DotDot);
+    // `add_byte` kept `len` below this; the test tells the verifier.
+    let at = len as usize & 0xff;
+    if at + 2 >= LOADER_PATH_LEN {
+        return Err(LoaderFault::TooLong);
     }
-    match load(&raw const scratch.pending) {
-        0 => {}
-        1 => return Err(LoaderFault::NotAllowed),
-        2 => return Err(LoaderFault::Relative),
-        3 => return Err(LoaderFault::DotDot),
-        _ => return Err(LoaderFault::Expansion),
+    let marks = load(&raw const scratch.marks);
+    if marks & MARK_EXPANSION != 0 {
+        return Err(LoaderFault::Expansion);
     }
-    if load(&raw const scratch.bare) != 0 {
-        // A library name: searched in the library path, which is checked itself.
-        store(&raw mut scratch.len, 0);
+    if marks & MARK_DOT_DOT != 0 || load(&raw const scratch.window) & 0xff_ffff == SLASH_DOT_DOT {
+        return Err(LoaderFault::DotDot);
+    }
+    if scratch.key.data.path[0] != b'/' {
+        // A library name alone is searched in the library path, which is checked itself; a search
+        // path entry, or a name with a `/`, is relative to the working directory.
+        if dir || load(&raw const scratch.slash) != 0 {
+            return Err(LoaderFault::Relative);
+        }
+        start_entry(scratch);
         return Ok(());
     }
-    let mut at = len as usize & 0xff;
-    if searched(var) {
-        // A directory: stored prefixes end with `/`.
-        if let Some(slot) = scratch.key.data.path.get_mut(at) {
-            *slot = b'/';
-        }
-        at += 1;
-    }
+    // A directory: stored prefixes end with `/`. A file: matched with its NUL.
     if let Some(slot) = scratch.key.data.path.get_mut(at) {
+        *slot = if dir { b'/' } else { 0 };
+    }
+    if let Some(slot) = scratch.key.data.path.get_mut(at + 1) {
         *slot = 0;
     }
-    #[expect(clippy::cast_possible_truncation, reason = "at < LOADER_PATH_LEN")]
-    let bits = 32 + 8 * (at as u32 + 1);
+    let end = at + usize::from(dir);
+    #[expect(clippy::cast_possible_truncation, reason = "end < LOADER_PATH_LEN")]
+    let bits = 32 + 8 * (end as u32 + 1);
     scratch.key.prefix_len = bits;
-    // The key stays in map memory: on the stack it would take 260 of its 512 bytes.
-    // An exec rule's deny is stored as 0: the longest prefix decides, as the nearest rule does.
+    // The key stays in map memory: on the stack it would take 260 of its 512 bytes. An exec rule's
+    // deny is stored as 0: the longest prefix decides, as the nearest rule does.
     if LOADER_PATHS.get(&scratch.key).is_none_or(|allowed| *allowed == 0) {
         return Err(LoaderFault::NotAllowed);
     }
-    store(&raw mut scratch.len, 0);
+    start_entry(scratch);
     Ok(())
 }
 
