@@ -201,10 +201,8 @@ fn loader_record(event: &Guard, clock: &Clock) -> Record {
         LoaderFault::Relative => format!("names `{entry}`, a relative path"),
         LoaderFault::DotDot => format!("names `{entry}`, a path with a `..` component"),
         LoaderFault::Expansion => format!("names `{entry}`, which the loader would expand (`$`)"),
-        LoaderFault::TooLong => "is longer than the kernel checks".to_string(),
-        LoaderFault::TooMany => {
-            "is one variable or environment string too many for the kernel to check".to_string()
-        }
+        LoaderFault::TooLong => format!("has an entry longer than the kernel checks (`{entry}…`)"),
+        LoaderFault::TooMany => "has more entries than the kernel checks".to_string(),
         LoaderFault::Unreadable => "could not be read".to_string(),
     };
     let audit = event.decision == Decision::AuditDenied;
@@ -223,7 +221,15 @@ fn loader_record(event: &Guard, clock: &Clock) -> Record {
         action: Some(GuardHook::LoaderEnv.as_str()),
         decision: Some(event.decision.as_str()),
         rule_id: Some("loader_env".into()),
-        reason: Some(format!("the program's environment sets {variable}, which {why}: {outcome}")),
+        reason: Some(if variable == LoaderVar::Environment.as_str() {
+            let why = match fault {
+                LoaderFault::TooMany => "has more loader variables or strings than the kernel checks",
+                _ => "could not be read",
+            };
+            format!("the program's environment {why}: {outcome}")
+        } else {
+            format!("the program's environment sets {variable}, which {why}: {outcome}")
+        }),
         mode: Some(if audit { "audit" } else { "enforce" }),
         detail: Some(serde_json::Value::Object(detail)),
         policy_generation: Some(event.generation),

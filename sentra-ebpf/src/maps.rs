@@ -120,7 +120,10 @@ pub struct LoaderScratch {
     pub buf: [u8; LOADER_ENV_CHUNK],
     /// The entry being checked, as a `LOADER_PATHS` key.
     pub key: Key<LoaderPath>,
+    /// Also where the word-wise scans of the key's path read past its end (`exec/loader.rs`).
     pub pad: u32,
+    /// User addresses of the environment strings that open like a loader variable.
+    pub candidates: [u64; MAX_CANDIDATES],
     /// User addresses of the variables' values, and which [`sentra_common::event::LoaderVar`] each is.
     pub values: [u64; MAX_LOADER_VARS],
     pub vars: [u32; MAX_LOADER_VARS],
@@ -128,20 +131,20 @@ pub struct LoaderScratch {
     pub found: u32,
     /// The environment string being read starts a variable (it is not the rest of a long one).
     pub at_start: u32,
-    /// The variable the string sets, handed back through memory (`exec/loader.rs` `find`).
-    pub kind: u32,
-    /// Which value is being scanned, and where in `buf`.
+    /// How many of `candidates` are filled.
+    pub candidates_found: u32,
+    /// Which value is being checked, where its next entry starts, and how many of its entries ended.
     pub var: u32,
     pub pos: u32,
-    /// The entry being scanned: its length; whether it has a `/`; what it holds that is refused
-    /// (`exec/loader.rs` `MARK_*`); its last three bytes (a `/` before its first); and how many
-    /// entries of the value ended before it.
-    pub len: u32,
-    pub slash: u32,
-    pub marks: u32,
-    pub window: u32,
     pub entries: u32,
+    /// The length of the entry in the key (the event names it), and what its scan found.
+    pub len: u32,
+    pub marks: u32,
 }
+
+/// How many environment strings opening with `LD` or `GC` (`LoaderScratch::candidates`) the
+/// environment may hold.
+pub const MAX_CANDIDATES: usize = 8;
 
 /// `[0]`: this CPU's [`LoaderScratch`].
 #[map]

@@ -24,20 +24,20 @@ use aya_ebpf::{
 };
 use sentra_common::{
     event::{Decision, EventKind, GuardEvent, GuardHook, LoaderFault, LoaderVar, ProbeSite},
-    exec::{LOADER_ENV_CHUNK, LOADER_PATH_LEN, MAX_ENV_READS, MAX_LOADER_VARS},
+    exec::{LOADER_ENV_CHUNK, LOADER_PATH_LEN, MAX_ENV_READS, MAX_LOADER_VARS, NAME_LEN},
     settings::{Mode, stats},
 };
 
 use crate::{
     kernel,
-    maps::{ACTIVE_GENERATION, EVENTS, LOADER_PATHS, LOADER_SCRATCH, LoaderScratch, count, submit_flags},
+    maps::{
+        ACTIVE_GENERATION, EVENTS, LOADER_PATHS, LOADER_SCRATCH, LoaderScratch, MAX_CANDIDATES, count,
+        submit_flags,
+    },
     task,
 };
 
 const SIGKILL: u32 = 9;
-
-/// Bytes of all the variables' values together that are scanned; a longer total is refused.
-const MAX_VALUE_STEPS: u32 = 256;
 
 /// What was refused: the variable and why.
 type Fault = (LoaderVar, LoaderFault);
@@ -111,74 +111,104 @@ fn store(at: *mut u32, value: u32) {
 }
 
 /// Records where each loader variable's value starts (`values`, `vars`, `found`), reading the
-/// environment one string (or [`LOADER_ENV_CHUNK`] bytes of a long one) at a time.
+/// environment one string (or [`LOADER_ENV_CHUNK`] bytes of a long one) at a time. The loop only
+/// notes the strings that open with `LD` or `GC` (the verifier walks it once per read, so it does
+/// as little as it can); they are classified after it.
 #[inline(always)]
 fn find(scratch: &mut LoaderScratch, start: u64, end: u64) -> Result<(), Fault> {
     store(&raw mut scratch.found, 0);
+    store(&raw mut scratch.candidates_found, 0);
     store(&raw mut scratch.at_start, 1);
     let mut cursor = start;
     let mut reads: u32 = 0;
-    while reads < MAX_ENV_READS {
-        if cursor >= end {
-            return Ok(());
-        }
+    while reads < MAX_ENV_READS && cursor < end {
         // SAFETY: bpf_probe_read_user_str checks the address.
         let Ok(read) = (unsafe { bpf_probe_read_user_str_bytes(cursor as *const u8, &mut scratch.buf) })
         else {
             return Err((LoaderVar::Environment, LoaderFault::Unreadable));
         };
         let len = read.len();
-        // The variable found (`LoaderVar`, and the length of its `NAME=` above it) goes through map
-        // memory: what follows then sees one unknown value, not each match's constants, which
-        // would multiply the states the verifier walks per string.
-        let kind = if load(&raw const scratch.at_start) != 0 { variable(&scratch.buf) } else { NO_VARIABLE };
-        store(&raw mut scratch.kind, kind);
-        let kind = load(&raw const scratch.kind);
+        let opening = u16::from_le_bytes([scratch.buf[0], scratch.buf[1]]);
+        if load(&raw const scratch.at_start) != 0
+            && (opening == u16::from_le_bytes(*b"LD") || opening == u16::from_le_bytes(*b"GC"))
+        {
+            let n = load(&raw const scratch.candidates_found) as usize;
+            if n >= MAX_CANDIDATES {
+                return Err((LoaderVar::Environment, LoaderFault::TooMany));
+            }
+            scratch.candidates[n] = cursor;
+            #[expect(clippy::cast_possible_truncation, reason = "n < MAX_CANDIDATES")]
+            store(&raw mut scratch.candidates_found, n as u32 + 1);
+        }
+        // A read that filled the buffer ended inside the string: the next one continues it.
+        let whole = u32::from(len + 1 < LOADER_ENV_CHUNK);
+        store(&raw mut scratch.at_start, whole);
+        cursor += len as u64 + u64::from(whole);
+        reads += 1;
+    }
+    if cursor < end {
+        return Err((LoaderVar::Environment, LoaderFault::TooMany));
+    }
+    let mut c = 0;
+    while c < MAX_CANDIDATES {
+        if c >= load(&raw const scratch.candidates_found) as usize {
+            break;
+        }
+        let at = scratch.candidates[c];
+        // SAFETY: bpf_probe_read_user_str checks the address.
+        if unsafe { bpf_probe_read_user_str_bytes(at as *const u8, &mut scratch.buf) }.is_err() {
+            return Err((LoaderVar::Environment, LoaderFault::Unreadable));
+        }
+        let kind = variable(&scratch.buf);
         if kind != NO_VARIABLE {
             let found = load(&raw const scratch.found) as usize;
             if found >= MAX_LOADER_VARS {
                 return Err((LoaderVar::Environment, LoaderFault::TooMany));
             }
-            scratch.values[found] = cursor + u64::from(kind >> 8);
+            scratch.values[found] = at + u64::from(kind >> 8);
             scratch.vars[found] = kind & 0xff;
             #[expect(clippy::cast_possible_truncation, reason = "found < MAX_LOADER_VARS")]
             store(&raw mut scratch.found, found as u32 + 1);
         }
-        // A read that filled the buffer ended inside the string: the next one continues it.
-        if len + 1 >= LOADER_ENV_CHUNK {
-            store(&raw mut scratch.at_start, 0);
-            cursor += len as u64;
-        } else {
-            store(&raw mut scratch.at_start, 1);
-            cursor += len as u64 + 1;
-        }
-        reads += 1;
+        c += 1;
     }
-    if cursor < end { Err((LoaderVar::Environment, LoaderFault::TooMany)) } else { Ok(()) }
+    Ok(())
 }
 
 /// What [`variable`] returns for a string that sets no loader variable.
 const NO_VARIABLE: u32 = u32::MAX;
 
 /// The loader variable the string in `buf` sets (`LoaderVar`), with the length of its `NAME=` in the
-/// bits above 8; [`NO_VARIABLE`] for any other. A string ends at its NUL, so a shorter one never
-/// matches a longer name's `=` (bytes after the NUL are not compared unless everything before them
-/// matched).
+/// bits above 8; [`NO_VARIABLE`] for any other. The first eight bytes name the candidate, and the `=`
+/// must follow its name: a string ends at its NUL, so a shorter one never matches (bytes after the
+/// NUL are not looked at unless everything before them matched).
 #[inline(always)]
 fn variable(buf: &[u8; LOADER_ENV_CHUNK]) -> u32 {
-    // SAFETY: the buffer holds at least 16 bytes.
-    let head = unsafe { core::ptr::read_unaligned(buf.as_ptr().cast::<u64>()) };
-    // SAFETY: as above.
-    let tail = unsafe { core::ptr::read_unaligned(buf.as_ptr().add(8).cast::<u64>()) };
-    let word = |s: &[u8; 8]| u64::from_le_bytes(*s);
-    if head == word(b"LD_PRELO") && tail & 0xff_ffff == u64::from_le_bytes(*b"AD=\0\0\0\0\0") {
-        LoaderVar::Preload as u32 | 11 << 8
-    } else if head == word(b"LD_AUDIT") && tail & 0xff == u64::from(b'=') {
-        LoaderVar::Audit as u32 | 9 << 8
-    } else if head == word(b"LD_LIBRA") && tail == word(b"RY_PATH=") {
-        LoaderVar::LibraryPath as u32 | 16 << 8
-    } else if head == word(b"GCONV_PA") && tail & 0xff_ffff == u64::from_le_bytes(*b"TH=\0\0\0\0\0") {
-        LoaderVar::GconvPath as u32 | 11 << 8
+    #[expect(
+        clippy::cast_ptr_alignment,
+        reason = "`buf` starts the scratch slot, aligned for its u64 fields"
+    )]
+    // SAFETY: as the expectation says; eight bytes of the buffer.
+    let head = unsafe { core::ptr::read(buf.as_ptr().cast::<u64>()) };
+    let (var, name_len): (LoaderVar, u32) = if head == u64::from_le_bytes(*b"LD_PRELO") {
+        (LoaderVar::Preload, 10)
+    } else if head == u64::from_le_bytes(*b"LD_AUDIT") {
+        (LoaderVar::Audit, 8)
+    } else if head == u64::from_le_bytes(*b"LD_LIBRA") {
+        (LoaderVar::LibraryPath, 15)
+    } else if head == u64::from_le_bytes(*b"GCONV_PA") {
+        (LoaderVar::GconvPath, 10)
+    } else {
+        return NO_VARIABLE;
+    };
+    let rest_matches = match var {
+        LoaderVar::Preload => buf[8] == b'A' && buf[9] == b'D',
+        LoaderVar::LibraryPath => buf[8..15] == *b"RY_PATH",
+        LoaderVar::GconvPath => buf[8] == b'T' && buf[9] == b'H',
+        _ => true,
+    };
+    if rest_matches && buf[name_len as usize] == b'=' {
+        var as u32 | ((name_len + 1) << 8)
     } else {
         NO_VARIABLE
     }
@@ -202,142 +232,176 @@ fn var_at(scratch: &LoaderScratch, index: u32) -> LoaderVar {
     }
 }
 
-/// Marks of an entry: a `$`, a `..` component.
-const MARK_EXPANSION: u32 = 1;
-const MARK_DOT_DOT: u32 = 2;
-/// `/..` as the last three bytes of an entry's window (the oldest byte highest).
-const SLASH_DOT_DOT: u32 = (b'/' as u32) << 16 | (b'.' as u32) << 8 | b'.' as u32;
+/// Every byte set: a word of eight bytes.
+const ONES: u64 = 0x0101_0101_0101_0101;
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+/// Words read to find an entry's end (the key's path, and the padding after it).
+const ENTRY_WORDS: usize = LOADER_PATH_LEN.div_ceil(8);
+/// Longest rest of a value read into the key: room stays for a `/` and the NUL after an entry.
+const MAX_REST: usize = LOADER_PATH_LEN - 3;
+/// What [`scan_entry`] found, as bits of `LoaderScratch::marks`.
+const ENTRY_LAST: u32 = 1;
+const ENTRY_SLASH: u32 = 2;
+const ENTRY_DOLLAR: u32 = 4;
+const ENTRY_DOT_DOT: u32 = 8;
 
-/// Starts an entry: nothing read yet, as if after a `/` (so that a leading `..` is a component).
+/// `0x80` in each byte of `word` equal to `byte`, `0` in the others (exact: no borrow between bytes).
 #[inline(always)]
-fn start_entry(scratch: &mut LoaderScratch) {
-    store(&raw mut scratch.len, 0);
-    store(&raw mut scratch.slash, 0);
-    store(&raw mut scratch.marks, 0);
-    store(&raw mut scratch.window, u32::from(b'/'));
+const fn bytes_equal(word: u64, byte: u8) -> u64 {
+    let x = word ^ (ONES * byte as u64);
+    !(((x & LOW7) + LOW7) | x | LOW7)
 }
 
-/// Reads value `index` into `buf` and starts its scan.
+/// The word of the key's path at byte `at` (which may run into the padding after it).
 #[inline(always)]
-fn read_value(scratch: &mut LoaderScratch, index: u32) -> Result<(), LoaderFault> {
-    let at = scratch.values.get(index as usize & (MAX_LOADER_VARS - 1)).copied().unwrap_or(0);
-    start_entry(scratch);
-    // SAFETY: bpf_probe_read_user_str checks the address.
-    let len = unsafe { bpf_probe_read_user_str_bytes(at as *const u8, &mut scratch.buf) }
-        .map_err(|_| LoaderFault::Unreadable)?
-        .len();
-    if len + 1 >= LOADER_ENV_CHUNK {
-        return Err(LoaderFault::TooLong);
+fn word_at(scratch: &LoaderScratch, at: usize) -> u64 {
+    let base = (&raw const scratch.key.data.path).cast::<u8>();
+    // SAFETY: `at` + 8 stays within the path and the `pad` after it (callers bound `at`), all
+    // inside this CPU's scratch slot; the read needs no alignment.
+    unsafe { core::ptr::read_unaligned(base.add(at).cast::<u64>()) }
+}
+
+/// Scans the entry at the start of the key's path (the rest of a value, NUL-terminated), a word at
+/// a time so that the verifier walks no branch per byte, into `len` (where the separator or NUL
+/// ending it is) and `marks` (`ENTRY_*`). glibc splits `LD_PRELOAD` at spaces and colons,
+/// `LD_LIBRARY_PATH` at colons and semicolons, `LD_AUDIT` and `GCONV_PATH` at colons: splitting every
+/// value at all of them sees each entry the loader sees (and perhaps more, never fewer). Both go
+/// through map memory: what follows sees one unknown value, not one per word the loop left at.
+#[inline(always)]
+fn scan_entry(scratch: &mut LoaderScratch) {
+    let mut len = LOADER_PATH_LEN as u64;
+    let mut marks = 0;
+    let (mut slash, mut dollar, mut dot_dot) = (0, 0, 0);
+    // The `/` and `.` bits of the word before, for a `/..` across two words.
+    let (mut prev_slash, mut prev_dot) = (0, 0);
+    let mut i = 0;
+    while i < ENTRY_WORDS {
+        let word = word_at(scratch, i * 8);
+        let nul = bytes_equal(word, 0);
+        let end = nul
+            | bytes_equal(word, b':')
+            | bytes_equal(word, b';')
+            | bytes_equal(word, b' ')
+            | bytes_equal(word, b'\t');
+        // The bytes before the first end in this word (all of them when it has none).
+        let lowest = end & end.wrapping_neg();
+        let before = if end == 0 { u64::MAX } else { lowest.wrapping_sub(1) };
+        let slashes = bytes_equal(word, b'/') & before;
+        let dots = bytes_equal(word, b'.') & before;
+        slash |= slashes;
+        dollar |= bytes_equal(word, b'$') & before;
+        // `/..` starting at byte m: in this word, or at byte 6 or 7 of the one before.
+        dot_dot |= slashes & (dots >> 8) & (dots >> 16);
+        dot_dot |= (prev_slash >> 56) & dots & (dots >> 8) & 0x80;
+        dot_dot |= (prev_slash >> 48) & (prev_dot >> 56) & dots & 0x80;
+        prev_slash = slashes;
+        prev_dot = dots;
+        if end != 0 {
+            // `lowest` is 0x80 << 8j for the end's byte j in the word: j from a multiplication.
+            let j = (lowest >> 7).wrapping_mul(0x0001_0203_0405_0607) >> 56;
+            len = i as u64 * 8 + j;
+            if nul & lowest != 0 {
+                marks |= ENTRY_LAST;
+            }
+            break;
+        }
+        i += 1;
     }
-    store(&raw mut scratch.var, index);
-    store(&raw mut scratch.pos, 0);
-    store(&raw mut scratch.entries, 0);
-    Ok(())
+    if slash != 0 {
+        marks |= ENTRY_SLASH;
+    }
+    if dollar != 0 {
+        marks |= ENTRY_DOLLAR;
+    }
+    if dot_dot != 0 {
+        marks |= ENTRY_DOT_DOT;
+    }
+    #[expect(clippy::cast_possible_truncation, reason = "len <= LOADER_PATH_LEN")]
+    store(&raw mut scratch.len, len as u32);
+    store(&raw mut scratch.marks, marks);
 }
 
-/// Checks every entry of every value found, byte by byte, one loop for all of them. The loop's
-/// state lives in map memory and its body branches little: older verifiers walk each iteration.
+/// The most entries of all the values together that are checked; more are refused.
+const MAX_ENTRIES: u32 = 8;
+
+/// Checks every entry of every value found: each is read into the key (the rest of its value from
+/// where it starts), scanned, and looked up.
 #[inline(always)]
 fn scan(scratch: &mut LoaderScratch, generation: u32) -> Option<Fault> {
-    if let Err(fault) = read_value(scratch, 0) {
-        return Some((var_at(scratch, 0), fault));
-    }
     scratch.key.data.generation = generation;
+    store(&raw mut scratch.var, 0);
+    store(&raw mut scratch.pos, 0);
+    store(&raw mut scratch.entries, 0);
     let mut step: u32 = 0;
-    while step < MAX_VALUE_STEPS {
+    while step < MAX_ENTRIES {
         step += 1;
-        let pos = load(&raw const scratch.pos) as usize & (LOADER_ENV_CHUNK - 1);
-        let byte = scratch.buf.get(pos).copied().unwrap_or(0);
-        #[expect(clippy::cast_possible_truncation, reason = "pos < LOADER_ENV_CHUNK")]
-        store(&raw mut scratch.pos, pos as u32 + 1);
-        // glibc splits LD_PRELOAD at spaces and colons, LD_LIBRARY_PATH at colons and semicolons,
-        // LD_AUDIT and GCONV_PATH at colons: splitting every value at all of them sees each entry the
-        // loader sees (and perhaps more, never fewer).
-        if byte == 0 || byte == b':' || byte == b';' || byte == b' ' || byte == b'\t' {
-            let index = load(&raw const scratch.var);
-            if let Err(fault) = end_entry(scratch, index, byte == 0) {
-                return Some((var_at(scratch, index), fault));
-            }
-            if byte == 0 {
+        let index = load(&raw const scratch.var);
+        let var = var_at(scratch, index);
+        match check_entry(scratch, index) {
+            Err(fault) => return Some((var, fault)),
+            Ok(false) => {}
+            Ok(true) => {
+                // The value ended: the next one, if any.
                 let next = index + 1;
                 if next >= load(&raw const scratch.found) {
                     return None;
                 }
-                if let Err(fault) = read_value(scratch, next) {
-                    return Some((var_at(scratch, next), fault));
-                }
+                store(&raw mut scratch.var, next);
+                store(&raw mut scratch.pos, 0);
+                store(&raw mut scratch.entries, 0);
             }
-        } else if let Err(fault) = add_byte(scratch, byte) {
-            return Some((var_at(scratch, load(&raw const scratch.var)), fault));
         }
     }
-    Some((var_at(scratch, load(&raw const scratch.var)), LoaderFault::TooLong))
+    Some((var_at(scratch, load(&raw const scratch.var)), LoaderFault::TooMany))
 }
 
-/// Adds `byte` to the entry being scanned (into the key), marking what is checked when it ends, so
-/// that the event names the whole entry; only an entry too long to hold is refused at once.
+/// Reads, scans and judges the next entry of value `index`; whether it was the value's last.
 #[inline(always)]
-fn add_byte(scratch: &mut LoaderScratch, byte: u8) -> Result<(), LoaderFault> {
-    let len = load(&raw const scratch.len);
-    // Room is kept for a `/` and the NUL.
-    let at = len as usize & 0xff;
-    if at + 3 >= LOADER_PATH_LEN {
-        return Err(LoaderFault::TooLong);
-    }
-    if let Some(slot) = scratch.key.data.path.get_mut(at) {
-        *slot = byte;
-    }
-    store(&raw mut scratch.len, len + 1);
-    let window = load(&raw const scratch.window);
-    if byte == b'$' {
-        store(&raw mut scratch.marks, load(&raw const scratch.marks) | MARK_EXPANSION);
-    }
-    if byte == b'/' {
-        store(&raw mut scratch.slash, 1);
-        if window & 0xff_ffff == SLASH_DOT_DOT {
-            store(&raw mut scratch.marks, load(&raw const scratch.marks) | MARK_DOT_DOT);
-        }
-    }
-    store(&raw mut scratch.window, (window << 8) | u32::from(byte));
-    Ok(())
-}
-
-/// Ends the entry being scanned in value `index` (at a separator, or at the value's end when
-/// `last`) and checks it. A refused entry stays in the key (and `len`): the event names it.
-#[inline(always)]
-fn end_entry(scratch: &mut LoaderScratch, index: u32, last: bool) -> Result<(), LoaderFault> {
+fn check_entry(scratch: &mut LoaderScratch, index: u32) -> Result<bool, LoaderFault> {
     let var = scratch.vars.get(index as usize & (MAX_LOADER_VARS - 1)).copied().unwrap_or(0);
     let dir = searched(var);
+    let value = scratch.values.get(index as usize & (MAX_LOADER_VARS - 1)).copied().unwrap_or(0);
+    let pos = load(&raw const scratch.pos);
+    store(&raw mut scratch.len, 0);
+    // The rest of the value from the entry on; cut short where the path ends, which matters only
+    // when the entry reaches the cut (it is then too long).
+    // SAFETY: bpf_probe_read_user_str checks the address.
+    unsafe {
+        bpf_probe_read_user_str_bytes((value + u64::from(pos)) as *const u8, &mut scratch.key.data.path)
+    }
+    .map_err(|_| LoaderFault::Unreadable)?;
+    scan_entry(scratch);
     let len = load(&raw const scratch.len);
+    let marks = load(&raw const scratch.marks);
+    let last = marks & ENTRY_LAST != 0;
+    if len as usize >= MAX_REST {
+        store(&raw mut scratch.len, len.min(NAME_SHOWN));
+        return Err(LoaderFault::TooLong);
+    }
+    store(&raw mut scratch.pos, pos + len + 1);
     let entries = load(&raw const scratch.entries);
     store(&raw mut scratch.entries, entries + 1);
     if len == 0 {
         // An empty search-path entry is the working directory; an empty value sets nothing.
         let empty_value = last && entries == 0;
-        return if dir && !empty_value { Err(LoaderFault::Relative) } else { Ok(()) };
+        return if dir && !empty_value { Err(LoaderFault::Relative) } else { Ok(last) };
     }
-    // `add_byte` kept `len` below this; the test tells the verifier.
-    let at = len as usize & 0xff;
-    if at + 2 >= LOADER_PATH_LEN {
-        return Err(LoaderFault::TooLong);
-    }
-    let marks = load(&raw const scratch.marks);
-    if marks & MARK_EXPANSION != 0 {
+    if marks & ENTRY_DOLLAR != 0 {
         return Err(LoaderFault::Expansion);
     }
-    if marks & MARK_DOT_DOT != 0 || load(&raw const scratch.window) & 0xff_ffff == SLASH_DOT_DOT {
+    if marks & ENTRY_DOT_DOT != 0 {
         return Err(LoaderFault::DotDot);
     }
     if scratch.key.data.path[0] != b'/' {
         // A library name alone is searched in the library path, which is checked itself; a search
         // path entry, or a name with a `/`, is relative to the working directory.
-        if dir || load(&raw const scratch.slash) != 0 {
-            return Err(LoaderFault::Relative);
-        }
-        start_entry(scratch);
-        return Ok(());
+        return if dir || marks & ENTRY_SLASH != 0 { Err(LoaderFault::Relative) } else { Ok(last) };
     }
-    // A directory: stored prefixes end with `/`. A file: matched with its NUL.
+    // A directory: stored prefixes end with `/`. A file: matched with its NUL. (`len` < MAX_REST.)
+    let at = len as usize & 0xff;
+    if at + 2 >= LOADER_PATH_LEN {
+        return Err(LoaderFault::TooLong);
+    }
     if let Some(slot) = scratch.key.data.path.get_mut(at) {
         *slot = if dir { b'/' } else { 0 };
     }
@@ -353,9 +417,12 @@ fn end_entry(scratch: &mut LoaderScratch, index: u32, last: bool) -> Result<(), 
     if LOADER_PATHS.get(&scratch.key).is_none_or(|allowed| *allowed == 0) {
         return Err(LoaderFault::NotAllowed);
     }
-    start_entry(scratch);
-    Ok(())
+    Ok(last)
 }
+
+/// How much of a refused entry the event shows (its `name` holds this many bytes and a NUL).
+#[expect(clippy::cast_possible_truncation, reason = "NAME_LEN is 64")]
+const NAME_SHOWN: u32 = NAME_LEN as u32 - 1;
 
 /// Writes the refusal's event: the entry at fault (as far as it was read) in `name`.
 #[inline(always)]
