@@ -239,6 +239,50 @@ wire_enum! {
         /// The `path_*` hooks and `file_open` (trusted execution, policy: follows the mode): a change
         /// to a file or directory the exec policy allows to run (W^X); `detail` is a [`FileOp`].
         ExecWrite = 13 => "exec_write",
+        /// `tp_btf/sched_process_exec` (`signal` backend, policy: follows the mode): the new image's
+        /// environment has a dynamic-loader variable naming code outside what `exec.libraries` and the
+        /// exec rules allow; `detail`
+        /// is a [`LoaderVar`], `target` a [`LoaderFault`], `name` the entry at fault (cut to fit),
+        /// the executed file in `dev`/`ino`. Enforced by killing the task before its first
+        /// instruction.
+        LoaderEnv = 14 => "loader_env",
+    }
+}
+
+wire_enum! {
+    /// Which dynamic-loader variable a [`GuardHook::LoaderEnv`] refusal found (glibc `elf/rtld.c`
+    /// `process_envvars`, `iconv/gconv_conf.c`).
+    LoaderVar: "loader variable" {
+        /// `LD_PRELOAD`: libraries loaded into the program before its own.
+        Preload = 0 => "LD_PRELOAD",
+        /// `LD_AUDIT`: auditing libraries the loader runs.
+        Audit = 1 => "LD_AUDIT",
+        /// `LD_LIBRARY_PATH`: directories searched before the system's.
+        LibraryPath = 2 => "LD_LIBRARY_PATH",
+        /// `GCONV_PATH`: directories `iconv` loads its conversion modules from.
+        GconvPath = 3 => "GCONV_PATH",
+        /// None in particular: the environment as a whole (see [`LoaderFault::TooMany`]).
+        Environment = 4 => "environment",
+    }
+}
+
+wire_enum! {
+    /// Why a dynamic-loader variable's entry was refused.
+    LoaderFault: "loader fault" {
+        /// The entry is a path neither `exec.libraries` nor an exec rule allows.
+        NotAllowed = 0 => "not_allowed",
+        /// A relative path (or, in a search path, an empty entry: the working directory).
+        Relative = 1 => "relative",
+        /// A `..` component, which could leave an allowed directory.
+        DotDot = 2 => "dot_dot",
+        /// A `$` (the loader expands `$ORIGIN`, `$LIB`, `$PLATFORM`).
+        Expansion = 3 => "expansion",
+        /// The entry or the variable is longer than the kernel checks.
+        TooLong = 4 => "too_long",
+        /// More loader variables, or more environment strings, than the kernel checks.
+        TooMany = 5 => "too_many",
+        /// The environment could not be read.
+        Unreadable = 6 => "unreadable",
     }
 }
 

@@ -33,6 +33,34 @@ pub const MAX_DISPATCH: u32 = 4;
 /// Longest argument the kernel reads to find an applet's name (the bytes after the last `/`).
 pub const APPLET_ARG_LEN: usize = 256;
 
+/// Longest entry of a dynamic-loader variable the kernel checks, with its terminating NUL, and the
+/// size of the path in [`LoaderPath`]: with the generation, the 256 bytes an LPM trie key holds at
+/// most (`kernel/bpf/lpm_trie.c` `LPM_DATA_SIZE_MAX`).
+pub const LOADER_PATH_LEN: usize = 252;
+/// How many dynamic-loader variables one environment may carry for the kernel to check them all.
+pub const MAX_LOADER_VARS: usize = 4;
+/// How many strings of an environment the kernel reads looking for them (each at most
+/// [`LOADER_ENV_CHUNK`] bytes at a time); an environment with more is refused.
+pub const MAX_ENV_READS: u32 = 256;
+/// Bytes read from the environment at a time (and the longest variable value checked).
+pub const LOADER_ENV_CHUNK: usize = 2048;
+
+/// Data of a `LOADER_PATHS` key (an LPM trie: the longest stored prefix of a looked-up key wins): the
+/// generation, whose 32 bits every stored prefix includes, then a path. A directory is stored with its
+/// trailing `/` and covers everything below it; a file is stored with its NUL and covers itself only.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoaderPath {
+    pub generation: u32,
+    pub path: [u8; LOADER_PATH_LEN],
+}
+
+impl Default for LoaderPath {
+    fn default() -> Self {
+        Self { generation: 0, path: [0; LOADER_PATH_LEN] }
+    }
+}
+
 /// Key of `EXEC_INODE_RULES` and `EXEC_DIR_RULES`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

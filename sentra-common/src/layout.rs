@@ -6,7 +6,7 @@ use core::mem::{offset_of, size_of};
 
 use crate::{
     event::{EventHeader, ExecEvent, GuardEvent, NetEvent},
-    exec::{AppletKey, GovernedCgroup, InodeKey, MultiCall, NameKey, RuleValue},
+    exec::{AppletKey, GovernedCgroup, InodeKey, LoaderPath, MultiCall, NameKey, RuleValue},
     net::{CIDR_KEY_HEADER_BITS, CidrKey, DnsOrigin, HostKey, NetAllow, NetSettings, PortRange},
     offsets::KernelOffsets,
     settings::{ActiveGeneration, Settings},
@@ -42,12 +42,13 @@ const _: () = assert!(size_of::<RuleValue>() == 8);
 const _: () = assert!(size_of::<AppletKey>() == 72);
 const _: () = assert!(offset_of!(AppletKey, name) == 8);
 const _: () = assert!(size_of::<MultiCall>() == 24);
+const _: () = assert!(size_of::<LoaderPath>() == 256);
 const _: () = assert!(offset_of!(MultiCall, stem_len) == 16);
 const _: () = assert!(size_of::<GovernedCgroup>() == 8);
 const _: () = assert!(offset_of!(GovernedCgroup, net_profile) == 4);
 const _: () = assert!(size_of::<Settings>() == 16);
 const _: () = assert!(size_of::<ActiveGeneration>() == 8);
-const _: () = assert!(size_of::<KernelOffsets>() == 39 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 41 * 4);
 
 // Network maps: the trie's prefix covers generation and family before the address.
 const _: () = assert!(size_of::<CidrKey>() == 24);

@@ -32,9 +32,14 @@ pub mod map {
     pub const EXEC_APPLETS: &str = "EXEC_APPLETS";
     /// Per-CPU scratch space for reading an applet's argument.
     pub const APPLET_SCRATCH: &str = "APPLET_SCRATCH";
+    /// Path prefixes (per generation) the dynamic loader's variables may name on the `signal` backend:
+    /// `exec.libraries` and the exec rules' paths, as text.
+    pub const LOADER_PATHS: &str = "LOADER_PATHS";
+    /// Per-CPU scratch space for reading the new image's environment.
+    pub const LOADER_SCRATCH: &str = "LOADER_SCRATCH";
 
     /// Every map of the object.
-    pub const ALL: [&str; 20] = [
+    pub const ALL: [&str; 22] = [
         EVENTS,
         STATS,
         GOVERNED,
@@ -55,6 +60,8 @@ pub mod map {
         EXEC_MULTICALL,
         EXEC_APPLETS,
         APPLET_SCRATCH,
+        LOADER_PATHS,
+        LOADER_SCRATCH,
     ];
 }
 
@@ -67,6 +74,9 @@ pub mod program {
     /// `tp_btf/sched_process_exec` on both backends: a multi-call binary's applet (its arguments are
     /// final only here).
     pub const EXEC_APPLET: &str = "exec_applet";
+    /// `tp_btf/sched_process_exec` on the `signal` backend: the dynamic loader's variables
+    /// (`LD_PRELOAD`, …) in the new image's environment may name only `exec.libraries`.
+    pub const EXEC_LOADER_ENV: &str = "exec_loader_env";
     /// `syscalls/sys_enter_execve`: records `argv` for the `lsm` backend's event.
     pub const EXECVE_ENTER: &str = "execve_enter";
     /// `syscalls/sys_enter_execveat`: as [`EXECVE_ENTER`].
@@ -143,10 +153,11 @@ pub mod program {
         [NET_CONNECT4, NET_CONNECT6, NET_SENDMSG4, NET_SENDMSG6, NET_RECVMSG4, NET_RECVMSG6];
 
     /// Every program of the object.
-    pub const ALL: [&str; 38] = [
+    pub const ALL: [&str; 39] = [
         EXEC_LSM,
         EXEC_SIGNAL,
         EXEC_APPLET,
+        EXEC_LOADER_ENV,
         EXECVE_ENTER,
         EXECVEAT_ENTER,
         NET_LSM_CONNECT,

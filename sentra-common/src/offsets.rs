@@ -86,6 +86,11 @@ pub struct KernelOffsets {
     /// (before Linux 5.14, which added it to `bpf_tracing_func_proto`): they walk the cgroup's
     /// parents through the members above instead. Set by userspace from a load-time probe.
     pub cgroup_parent_walk: u32,
+    /// `struct mm_struct::env_start` (the new image's environment: the signal backend's check of the
+    /// dynamic loader's variables)
+    pub mm_env_start: u32,
+    /// `struct mm_struct::env_end`
+    pub mm_env_end: u32,
     /// Non-zero once filled by userspace; probes refuse to decide on zeroed offsets.
     pub valid: u32,
 }

@@ -2,7 +2,7 @@
 
 use crate::{
     event::{EventHeader, ExecEvent},
-    exec::{AppletKey, GovernedCgroup, InodeKey, MultiCall, NameKey, RuleValue},
+    exec::{AppletKey, GovernedCgroup, InodeKey, LoaderPath, MultiCall, NameKey, RuleValue},
     offsets::KernelOffsets,
     settings::{ActiveGeneration, Settings},
 };
@@ -18,6 +18,8 @@ unsafe impl aya::Pod for RuleValue {}
 unsafe impl aya::Pod for AppletKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for MultiCall {}
+// SAFETY: as above.
+unsafe impl aya::Pod for LoaderPath {}
 // SAFETY: as above.
 unsafe impl aya::Pod for GovernedCgroup {}
 // SAFETY: as above.

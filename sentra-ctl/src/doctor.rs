@@ -85,17 +85,7 @@ pub fn run(probe_backends: bool) -> Vec<Check> {
         Some(lsm) => lsm.ok,
         None => lsm_list.split(',').any(|m| m.trim() == "bpf"),
     };
-    // Informational: which self-protection holds on this kernel (never a failure by itself).
-    checks.push(Check {
-        name: "self-protection",
-        ok: true,
-        detail: if lsm_active {
-            "lsm backend: governed tasks, root included, cannot use bpf(2), load modules or kexec, reboot, signal or trace the controller, open raw/packet sockets, write cgroup/bpffs/sysfs/securityfs/tracefs files or Sentra's own files; sysctl writes are refused on both backends".into()
-        } else {
-            "signal backend only: sysctl writes are refused in the kernel; the rest (bpf(2), module loading, signals to the controller, writes to Sentra's files, dlopen of writable files) is stopped only by running the agent unprivileged under the launcher's seccomp profile (sentra-ctl launch)".into()
-        },
-        fix: None,
-    });
+    checks.extend(protections(lsm_active));
     checks.push(check(
         "cgroup2",
         match cgroup::cgroup2_root() {
@@ -125,6 +115,35 @@ pub fn run(probe_backends: bool) -> Vec<Check> {
     }
     checks.extend(probed);
     checks
+}
+
+/// Informational lines (never failures by themselves): what holds on this kernel against a governed
+/// task, with the `lsm` backend or without it.
+fn protections(lsm_active: bool) -> [Check; 2] {
+    [
+        // Informational: which self-protection holds on this kernel (never a failure by itself).
+        Check {
+            name: "self-protection",
+            ok: true,
+            detail: if lsm_active {
+                "lsm backend: governed tasks, root included, cannot use bpf(2), load modules or kexec, reboot, signal or trace the controller, open raw/packet sockets, write cgroup/bpffs/sysfs/securityfs/tracefs files or Sentra's own files; sysctl writes are refused on both backends".into()
+            } else {
+                "signal backend only: sysctl writes are refused in the kernel; the rest (bpf(2), module loading, signals to the controller, writes to Sentra's files, dlopen of writable files) is stopped only by running the agent unprivileged under the launcher's seccomp profile (sentra-ctl launch)".into()
+            },
+            fix: None,
+        },
+        // Informational: how code other than the allowed programs is kept from running.
+        Check {
+            name: "trusted-execution",
+            ok: true,
+            detail: if lsm_active {
+                "lsm backend: executable mappings only from files the exec rules or exec.libraries allow (LD_PRELOAD, dlopen, ld.so of a denied program fail with EPERM); nothing an exec rule allows can be written; no mounts".into()
+            } else {
+                "signal backend: a program whose LD_PRELOAD, LD_AUDIT, LD_LIBRARY_PATH or GCONV_PATH names code neither exec.libraries nor an exec rule allows is killed before its first instruction; dlopen of a file the agent wrote and writes into allowed directories are stopped only by running the agent unprivileged (sentra-ctl launch)".into()
+            },
+            fix: None,
+        },
+    ]
 }
 
 /// Loads and attaches each backend for real (needs root).

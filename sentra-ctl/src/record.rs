@@ -1,7 +1,7 @@
 //! Turning kernel events into audit records.
 
 use sentra_common::{
-    event::{Decision, FileOp, Filesystem, GuardHook, MountOp},
+    event::{Decision, FileOp, Filesystem, GuardHook, LoaderFault, LoaderVar, MountOp},
     net::{NET_RULE_DEFAULT, NET_RULE_DNS_NETNS, NET_RULE_INTERNAL_ERROR, NET_RULE_UNKNOWN_PROFILE},
 };
 
@@ -185,6 +185,58 @@ fn trusted_record(
     }
 }
 
+/// A program killed (`signal` backend) because its environment points the dynamic loader at code
+/// neither `exec.libraries` nor an exec rule allows: follows the policy's mode, as an exec denial does.
+fn loader_record(event: &Guard, clock: &Clock) -> Record {
+    let variable = LoaderVar::try_from(event.detail).map_or("a loader variable", LoaderVar::as_str);
+    let fault = LoaderFault::try_from(event.target).unwrap_or(LoaderFault::NotAllowed);
+    let entry = event.file.as_ref().map(|f| f.name.clone()).unwrap_or_default();
+    let why = match fault {
+        LoaderFault::NotAllowed => {
+            format!("names `{entry}`, which neither exec.libraries nor an exec rule allows")
+        }
+        LoaderFault::Relative if entry.is_empty() => {
+            "has an empty entry, which the loader takes as the working directory".to_string()
+        }
+        LoaderFault::Relative => format!("names `{entry}`, a relative path"),
+        LoaderFault::DotDot => format!("names `{entry}`, a path with a `..` component"),
+        LoaderFault::Expansion => format!("names `{entry}`, which the loader would expand (`$`)"),
+        LoaderFault::TooLong => format!("has an entry longer than the kernel checks (`{entry}…`)"),
+        LoaderFault::TooMany => "has more entries than the kernel checks".to_string(),
+        LoaderFault::Unreadable => "could not be read".to_string(),
+    };
+    let audit = event.decision == Decision::AuditDenied;
+    let outcome = if audit {
+        "it would have been killed before its first instruction (audit mode)"
+    } else {
+        "it was killed before its first instruction"
+    };
+    let mut detail = serde_json::Map::new();
+    detail.insert("variable".into(), variable.into());
+    detail.insert("fault".into(), fault.as_str().into());
+    if !entry.is_empty() {
+        detail.insert("entry".into(), entry.into());
+    }
+    Record {
+        action: Some(GuardHook::LoaderEnv.as_str()),
+        decision: Some(event.decision.as_str()),
+        rule_id: Some("loader_env".into()),
+        reason: Some(if variable == LoaderVar::Environment.as_str() {
+            let why = match fault {
+                LoaderFault::TooMany => "has more loader variables or strings than the kernel checks",
+                _ => "could not be read",
+            };
+            format!("the program's environment {why}: {outcome}")
+        } else {
+            format!("the program's environment sets {variable}, which {why}: {outcome}")
+        }),
+        mode: Some(if audit { "audit" } else { "enforce" }),
+        detail: Some(serde_json::Value::Object(detail)),
+        policy_generation: Some(event.generation),
+        ..from_header("guard", &event.header, clock)
+    }
+}
+
 /// Name of an IP protocol number as the audit log writes it.
 #[must_use]
 pub fn protocol_name(protocol: u32) -> String {
@@ -324,6 +376,9 @@ pub fn guard_record(event: &Guard, rules: &RuleTable, clock: &Clock) -> Record {
     if matches!(event.hook, GuardHook::ExecMap | GuardHook::ExecWrite) {
         return trusted_record(event, rules, detail, clock);
     }
+    if event.hook == GuardHook::LoaderEnv {
+        return loader_record(event, clock);
+    }
     let reason = match event.hook {
         GuardHook::Bpf => {
             let command = bpf_command(event.detail);
@@ -377,8 +432,8 @@ pub fn guard_record(event: &Guard, rules: &RuleTable, clock: &Clock) -> Record {
             detail.insert("operand".into(), op.into());
             format!("governed tasks may not change the mount tree ({op})")
         }
-        // Answered by `trusted_record` above.
-        GuardHook::ExecMap | GuardHook::ExecWrite => String::new(),
+        // Answered by `trusted_record` and `loader_record` above.
+        GuardHook::ExecMap | GuardHook::ExecWrite | GuardHook::LoaderEnv => String::new(),
     };
     Record {
         action: Some(event.hook.as_str()),

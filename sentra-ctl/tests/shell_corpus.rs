@@ -32,8 +32,10 @@ fn corpus() -> Vec<Case> {
             let mut fields = l.splitn(3, '\t');
             let verdict = fields.next().expect("verdict");
             let rule = fields.next().expect("rule").to_string();
-            let command =
-                fields.next().unwrap_or_else(|| panic!("line {}: no command", i + 1)).replace('⏎', "\n")
+            let command = fields
+                .next()
+                .unwrap_or_else(|| panic!("line {}: no command", i + 1))
+                .replace('⏎', "\n")
                 .replace('␍', "\r")
                 .replace('␌', "\x0c");
             assert!(verdict == "allow" || verdict == "deny", "line {}: bad verdict {verdict}", i + 1);

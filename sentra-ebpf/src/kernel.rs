@@ -44,6 +44,8 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     cgroup_parent: 0,
     css_cgroup: 0,
     cgroup_parent_walk: 0,
+    mm_env_start: 0,
+    mm_env_end: 0,
     valid: 0,
 };
 sentra_common::same_name!(sentra_common::names::KERNEL_OFFSETS, KERNEL_OFFSETS);

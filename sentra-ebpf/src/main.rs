@@ -2,7 +2,8 @@
 //!
 //! - `exec_lsm` (`lsm/bprm_check_security`): the `lsm` backend; a denied exec fails with `EPERM`.
 //! - `exec_signal` (`tp_btf/sched_process_exec`): the `signal` backend, for kernels without BPF LSM;
-//!   a denied task gets `SIGKILL` before the new image runs.
+//!   a denied task gets `SIGKILL` before the new image runs; `exec_loader_env` (same hook, `signal`
+//!   backend) kills an image whose environment points the dynamic loader outside `exec.libraries`.
 //! - `execve_enter` / `execveat_enter` (syscall tracepoints): remember `argv` for the LSM backend, which
 //!   decides while the caller's memory is still mapped.
 //!

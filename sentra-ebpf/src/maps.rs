@@ -3,10 +3,13 @@
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 use sentra_common::{
-    exec::{APPLET_ARG_LEN, AppletKey, FileKey, GovernedCgroup, InodeKey, MultiCall, NameKey, RuleValue},
+    exec::{
+        APPLET_ARG_LEN, AppletKey, FileKey, GovernedCgroup, InodeKey, LOADER_ENV_CHUNK, LoaderPath,
+        MAX_LOADER_VARS, MultiCall, NameKey, RuleValue,
+    },
     settings::{ActiveGeneration, GENERATIONS, Settings, stats},
 };
 
@@ -101,6 +104,52 @@ pub struct AppletScratch {
 #[map]
 pub static APPLET_SCRATCH: PerCpuArray<AppletScratch> = PerCpuArray::with_max_entries(1, 0);
 sentra_common::same_name!(sentra_common::names::map::APPLET_SCRATCH, APPLET_SCRATCH);
+
+/// `exec.libraries` and the exec rules' paths as text, per generation (→ 1 allowed, 0 denied): what
+/// the dynamic loader's variables may name on the `signal` backend (`exec/loader.rs`).
+#[map]
+pub static LOADER_PATHS: LpmTrie<LoaderPath, u32> = LpmTrie::with_max_entries(4096, BPF_F_NO_PREALLOC);
+sentra_common::same_name!(sentra_common::names::map::LOADER_PATHS, LOADER_PATHS);
+
+/// Where `exec/loader.rs` reads the environment and builds its keys (too large for the stack), and the
+/// scan's state, kept in map memory: in registers, each of its values would be a verifier state of
+/// its own (as `AppletScratch::base`).
+#[repr(C)]
+pub struct LoaderScratch {
+    /// One environment string (or a piece of a long one); then each variable's value in turn.
+    pub buf: [u8; LOADER_ENV_CHUNK],
+    /// The entry being checked, as a `LOADER_PATHS` key.
+    pub key: Key<LoaderPath>,
+    /// Also where the word-wise scans of the key's path read past its end (`exec/loader.rs`).
+    pub pad: u32,
+    /// User addresses of the environment strings that open like a loader variable.
+    pub candidates: [u64; MAX_CANDIDATES],
+    /// User addresses of the variables' values, and which [`sentra_common::event::LoaderVar`] each is.
+    pub values: [u64; MAX_LOADER_VARS],
+    pub vars: [u32; MAX_LOADER_VARS],
+    /// How many of `values` are filled.
+    pub found: u32,
+    /// The environment string being read starts a variable (it is not the rest of a long one).
+    pub at_start: u32,
+    /// How many of `candidates` are filled.
+    pub candidates_found: u32,
+    /// Which value is being checked, where its next entry starts, and how many of its entries ended.
+    pub var: u32,
+    pub pos: u32,
+    pub entries: u32,
+    /// The length of the entry in the key (the event names it), and what its scan found.
+    pub len: u32,
+    pub marks: u32,
+}
+
+/// How many environment strings opening with `LD` or `GC` (`LoaderScratch::candidates`) the
+/// environment may hold.
+pub const MAX_CANDIDATES: usize = 8;
+
+/// `[0]`: this CPU's [`LoaderScratch`].
+#[map]
+pub static LOADER_SCRATCH: PerCpuArray<LoaderScratch> = PerCpuArray::with_max_entries(1, 0);
+sentra_common::same_name!(sentra_common::names::map::LOADER_SCRATCH, LOADER_SCRATCH);
 
 /// Ring-buffer backlog (bytes waiting) above which even a routine event wakes the controller.
 const WAKEUP_BACKLOG: u64 = 512 << 10;

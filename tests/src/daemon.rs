@@ -53,6 +53,8 @@ impl<'a> TestDaemon<'a> {
             Some(ns) => ns.command(sentra_ctl()),
             None => Command::new(sentra_ctl()),
         };
+        // As `crate::ctl_command`.
+        cmd.env_remove("LD_LIBRARY_PATH");
         cmd.env("SENTRA_RUN_DIR", self.run_dir()).env("SENTRA_PIN_ROOT", &self.pin_root);
         cmd
     }

@@ -32,6 +32,16 @@ pub fn sentra_ctl() -> PathBuf {
     path
 }
 
+/// A command running `sentra-ctl`, without `LD_LIBRARY_PATH`: `cargo test` points it at its own build
+/// directories for the test binaries, and the programs a test governs would inherit it, where the
+/// `signal` backend kills a program whose loader is told to look outside what the policy allows.
+#[must_use]
+pub fn ctl_command() -> Command {
+    let mut cmd = Command::new(sentra_ctl());
+    cmd.env_remove("LD_LIBRARY_PATH");
+    cmd
+}
+
 /// The backend the tests ask for (`$SENTRA_TEST_BACKEND`, default `auto`).
 #[must_use]
 pub fn requested_backend() -> String {
@@ -89,7 +99,7 @@ impl Run {
 /// `sentra-ctl run --policy POLICY --audit-log AUDIT --backend (requested) -- COMMAND…`, to be run.
 #[must_use]
 pub fn run_command<S: AsRef<std::ffi::OsStr>>(policy: &Path, audit: &Path, command: &[S]) -> Command {
-    let mut cmd = Command::new(sentra_ctl());
+    let mut cmd = ctl_command();
     cmd.arg("run").arg("--policy").arg(policy).arg("--audit-log").arg(audit);
     cmd.arg("--backend").arg(requested_backend()).arg("--").args(command);
     cmd

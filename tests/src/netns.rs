@@ -144,6 +144,8 @@ impl NetNs {
         std::fs::set_permissions(&policy_path, std::fs::Permissions::from_mode(0o644)).expect("chmod policy");
         let audit = dir.join(format!("net-audit-{n}.jsonl"));
         let mut cmd = self.command(sentra_ctl());
+        // As `crate::ctl_command`.
+        cmd.env_remove("LD_LIBRARY_PATH");
         cmd.arg("run")
             .arg("--policy")
             .arg(&policy_path)

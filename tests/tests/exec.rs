@@ -126,7 +126,7 @@ fn process_outside_the_cgroup_is_unaffected() {
     let policy = scene.path().join("outside.yaml");
     std::fs::write(&policy, scene.policy("enforce", "deny")).expect("policy");
     std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let mut governed = Command::new(sentra_tests::sentra_ctl())
+    let mut governed = sentra_tests::ctl_command()
         .args(["run", "--policy", s(&policy), "--audit-log", s(&scene.path().join("outside.jsonl"))])
         .args(["--backend", &sentra_tests::requested_backend(), "--", FIXTURE, "sleep", "3"])
         .spawn()
@@ -331,7 +331,7 @@ fn a_multicall_binary_runs_only_the_applets_the_policy_allows_by_name() {
     // `policy check` says what allowing a multi-call binary means.
     let strict_path = dir.path().join("strict.yaml");
     std::fs::write(&strict_path, &strict).expect("policy");
-    let check = Command::new(sentra_tests::sentra_ctl())
+    let check = sentra_tests::ctl_command()
         .args(["policy", "check"])
         .arg(&strict_path)
         .output()

@@ -386,7 +386,7 @@ fn net_audit_mode_answers_every_name_and_policy_learn_allows_what_was_used() {
     std::fs::write(&log, lines.join("\n") + "\n").expect("write the log");
     let base = scene.dir.path().join("learn-base.yaml");
     std::fs::write(&base, &policy).expect("write the base");
-    let out = std::process::Command::new(sentra_tests::sentra_ctl())
+    let out = sentra_tests::ctl_command()
         .args(["policy", "learn", "--from"])
         .arg(&log)
         .arg("--base")

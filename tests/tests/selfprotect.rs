@@ -554,7 +554,7 @@ fn records_of_one_line_form_one_tree(s: &Scene, denied: &Path) {
     }
 
     let audit = |args: &[&str]| {
-        let out = std::process::Command::new(sentra_ctl())
+        let out = sentra_tests::ctl_command()
             .arg("audit")
             .arg("--file")
             .arg(s.daemon.audit())
@@ -581,7 +581,7 @@ fn records_of_one_line_form_one_tree(s: &Scene, denied: &Path) {
         "{session:#?}"
     );
     assert!(session.iter().any(|r| r["layer"] == "shell"), "{session:#?}");
-    let pending = std::process::Command::new(sentra_ctl())
+    let pending = sentra_tests::ctl_command()
         .arg("pending")
         .arg("--file")
         .arg(s.daemon.audit())
@@ -1420,4 +1420,136 @@ fn an_approved_refusal_is_allowed_at_once_and_lapses_by_itself() {
         assert!(Instant::now() < deadline, "the temporary allow never lapsed");
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// The dynamic loader's variables on the `signal` backend: a program whose `LD_PRELOAD`, `LD_AUDIT`,
+/// `LD_LIBRARY_PATH` or `GCONV_PATH` names code outside `exec.libraries` (a file the agent wrote, a
+/// relative path, an empty search-path entry, `..`, `$ORIGIN`) is killed before its first instruction,
+/// with a `loader_env` record naming the variable, the fault and the entry; the system's libraries,
+/// bare library names and ordinary variables run. Found after a long variable too (the environment is
+/// read in pieces). In audit mode the same program runs and the refusal is recorded. On the `lsm`
+/// backend the mapping itself is refused (`exec_map`, in the test above) and nothing is killed.
+/// A program's environment, and the refusal expected: variable, fault, entry.
+type LoaderCase = (Vec<String>, Option<(&'static str, &'static str, String)>);
+
+#[test]
+#[expect(clippy::too_many_lines, reason = "one scene: the cases, their records, audit mode")]
+fn the_dynamic_loader_cannot_be_pointed_at_code_outside_the_libraries() {
+    let dir = tempfile::Builder::new().prefix("sentra-ldenv-").tempdir_in("/tmp").expect("dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let allowed = dir.path().join("allowed");
+    let plain = dir.path().join("plain");
+    std::fs::create_dir_all(&plain).expect("plain");
+    let fixture = allowed.join("fixture");
+    install(Path::new(FIXTURE), &fixture);
+    let library = plain.join("x.so");
+    std::fs::write(&library, "not a library\n").expect("x.so");
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
+    let libc_path = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.contains("/libc.so"))
+        .expect("libc in this process")
+        .to_string();
+    let libc_dir = Path::new(&libc_path).parent().expect("libc's directory").display().to_string();
+    let audit = dir.path().join("audit.jsonl");
+    let write_policy = |mode: &str| {
+        let policy = dir.path().join(format!("{mode}.yaml"));
+        let text = format!(
+            "version: \"2.0\"\nmode: {mode}\ndefault: deny\nexec:\n  default: deny\n  allow:\n    - {{ id: agent_dir, dir: {} }}\n    - {{ id: env, path: /usr/bin/env }}\n",
+            allowed.display()
+        );
+        std::fs::write(&policy, text).expect("policy");
+        std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        policy
+    };
+    let long = format!("NOTES={}", "n".repeat(5000));
+    let plain_text = plain.display().to_string();
+    let library_text = library.display().to_string();
+    let cases: Vec<LoaderCase> = vec![
+        (
+            vec![format!("LD_PRELOAD={library_text}")],
+            Some(("LD_PRELOAD", "not_allowed", library_text.clone())),
+        ),
+        (
+            vec![long.clone(), format!("LD_PRELOAD={library_text}")],
+            Some(("LD_PRELOAD", "not_allowed", library_text.clone())),
+        ),
+        (
+            vec![format!("LD_PRELOAD=libm.so.6 {library_text}")],
+            Some(("LD_PRELOAD", "not_allowed", library_text.clone())),
+        ),
+        (vec![format!("LD_AUDIT={library_text}")], Some(("LD_AUDIT", "not_allowed", library_text.clone()))),
+        (vec!["LD_AUDIT=$ORIGIN/x.so".into()], Some(("LD_AUDIT", "expansion", "$ORIGIN/x.so".into()))),
+        (
+            vec![format!("LD_LIBRARY_PATH={libc_dir}:{plain_text}")],
+            Some(("LD_LIBRARY_PATH", "not_allowed", plain_text.clone())),
+        ),
+        (vec![format!("LD_LIBRARY_PATH={libc_dir}::")], Some(("LD_LIBRARY_PATH", "relative", String::new()))),
+        (vec!["LD_LIBRARY_PATH=lib".into()], Some(("LD_LIBRARY_PATH", "relative", "lib".into()))),
+        (
+            vec![format!("LD_LIBRARY_PATH={libc_dir}/../../../tmp")],
+            Some(("LD_LIBRARY_PATH", "dot_dot", format!("{libc_dir}/../../../tmp"))),
+        ),
+        (vec![format!("GCONV_PATH={plain_text}")], Some(("GCONV_PATH", "not_allowed", plain_text.clone()))),
+        // What runs.
+        (vec![format!("LD_PRELOAD={libc_path}")], None),
+        (vec!["LD_PRELOAD=libm.so.6".into()], None),
+        (vec![format!("LD_LIBRARY_PATH={libc_dir}:/usr/lib")], None),
+        (
+            vec!["LD_LIBRARY_PATH=".into(), long, "LD_PRELOADX=/tmp/x".into(), "XLD_PRELOAD=/tmp/x".into()],
+            None,
+        ),
+    ];
+    let mut command: Vec<String> = vec![fixture.display().to_string(), "each".into()];
+    for (i, (env, _)) in cases.iter().enumerate() {
+        if i > 0 {
+            command.push("--".into());
+        }
+        command.extend(["env".into(), "/usr/bin/env".into()]);
+        command.extend(env.iter().cloned());
+        command.extend([fixture.display().to_string(), "sys".into()]);
+    }
+    let run = |policy: &Path| -> (String, Vec<Value>) {
+        let _ = std::fs::remove_file(&audit);
+        let out = sentra_tests::run_command(policy, &audit, &command)
+            .current_dir(dir.path())
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{out:?}");
+        (stdout(&out), read_records(&audit))
+    };
+    let (text, records) = run(&write_policy("enforce"));
+    let outcomes: Vec<&str> = text.lines().filter_map(|l| l.split_once(' ').map(|(_, o)| o)).collect();
+    assert_eq!(outcomes.len(), cases.len(), "{text}");
+    let start = records.iter().find(|r| r["event"] == "controller_start").expect("start record");
+    let loader: Vec<&Value> = records.iter().filter(|r| r["action"] == "loader_env").collect();
+    if start["backend"] == "lsm" {
+        assert!(outcomes.iter().all(|o| *o == "exit=0"), "{text}");
+        assert!(loader.is_empty(), "{loader:?}");
+        return;
+    }
+    for ((env, expected), outcome) in cases.iter().zip(&outcomes) {
+        match expected {
+            None => assert_eq!(*outcome, "exit=0", "{env:?} should run: {text}"),
+            Some(_) => assert_eq!(*outcome, "signal=9", "{env:?} should be killed: {text}"),
+        }
+    }
+    let refused: Vec<_> = cases.iter().filter_map(|(_, e)| e.as_ref()).collect();
+    assert_eq!(loader.len(), refused.len(), "{loader:?}");
+    for (record, (variable, fault, entry)) in loader.iter().zip(&refused) {
+        assert_eq!(record["decision"], "denied", "{record}");
+        assert_eq!(record["rule_id"], "loader_env", "{record}");
+        assert_eq!(record["detail"]["variable"], *variable, "{record}");
+        assert_eq!(record["detail"]["fault"], *fault, "{record}");
+        assert_eq!(record["detail"]["entry"].as_str().unwrap_or_default(), entry.as_str(), "{record}");
+        assert!(record["reason"].as_str().is_some_and(|r| r.contains(variable)), "{record}");
+    }
+
+    // Audit mode: every program runs, each refusal recorded as such.
+    let (text, records) = run(&write_policy("audit"));
+    assert!(text.lines().all(|l| l.ends_with("exit=0")), "{text}");
+    let audited =
+        records.iter().filter(|r| r["action"] == "loader_env" && r["decision"] == "auditonly").count();
+    assert_eq!(audited, refused.len(), "{records:?}");
 }

@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use sentra_common::names::map::EVENTS;
+use sentra_common::{event::GuardHook, names::map::EVENTS};
 use tokio::io::unix::AsyncFd;
 
 use super::generations::Generations;
@@ -127,17 +127,26 @@ impl Events {
                             record::guard_record(guard, generations.exec(guard.generation), &self.clock)
                         }
                     };
-                    if let Event::Exec(exec) = &event
+                    // The shell is told of exec denials, and of programs killed for their loader
+                    // variables (named by their comm: the file is gone with its task).
+                    let denied = match &event {
+                        Event::Exec(exec) => Some((&exec.header, record.executable.clone())),
+                        Event::Guard(guard) if guard.hook == GuardHook::LoaderEnv => {
+                            Some((&guard.header, Some(guard.header.comm.clone())))
+                        }
+                        _ => None,
+                    };
+                    if let Some((header, file)) = denied
                         && record.decision == Some("denied")
                     {
                         if self.recent.len() == RECENT_DENIALS {
                             self.recent.pop_front();
                         }
                         self.recent.push_back(Recent {
-                            boot_ns: exec.header.boot_ns,
-                            cgroup_id: exec.header.cgroup_id,
+                            boot_ns: header.boot_ns,
+                            cgroup_id: header.cgroup_id,
                             denial: record::KernelDenial {
-                                file: record.executable.clone().unwrap_or_default(),
+                                file: file.unwrap_or_default(),
                                 rule_id: record.rule_id.clone().unwrap_or_default(),
                                 reason: record.reason.clone(),
                                 backend: record.backend.unwrap_or_default().to_string(),

@@ -251,9 +251,11 @@ fn lsm(ebpf: &mut Ebpf, btf: &Btf, links: &mut Vec<(String, OwnedLink)>) -> Resu
     Ok(())
 }
 
-/// Attaches the `signal` backend: `exec_signal` on `tp_btf/sched_process_exec`.
+/// Attaches the `signal` backend: `exec_signal` and `exec_loader_env` on `tp_btf/sched_process_exec`.
 fn signal(ebpf: &mut Ebpf, btf: &Btf, links: &mut Vec<(String, OwnedLink)>) -> Result<(), KernelError> {
-    on_exec(ebpf, btf, program::EXEC_SIGNAL, links)
+    on_exec(ebpf, btf, program::EXEC_SIGNAL, links)?;
+    // Without `lsm/mmap_file`, the loader's variables are what can be checked (exec/loader.rs).
+    on_exec(ebpf, btf, program::EXEC_LOADER_ENV, links)
 }
 
 /// Attaches the program `name` to `tp_btf/sched_process_exec`.

@@ -2,13 +2,19 @@
 
 use std::collections::BTreeMap;
 
-use aya::maps::{Array, HashMap, MapData};
+use aya::maps::{
+    Array, HashMap, MapData,
+    lpm_trie::{Key, LpmTrie},
+};
 use sentra_common::{
     event::{PROBE_SITES, ProbeSite},
-    exec::{AppletKey, FileKey, GovernedCgroup, InodeKey, MultiCall, NameKey, RuleValue},
+    exec::{
+        AppletKey, FileKey, GovernedCgroup, InodeKey, LOADER_PATH_LEN, LoaderPath, MultiCall, NameKey,
+        RuleValue,
+    },
     names::map::{
         ACTIVE_GENERATION, EXEC_APPLETS, EXEC_DIR_RULES, EXEC_INODE_RULES, EXEC_LIBRARIES, EXEC_MULTICALL,
-        EXEC_NAME_RULES, GOVERNED, PROTECTED, PROTECTED_FILES, SETTINGS, STATS,
+        EXEC_NAME_RULES, GOVERNED, LOADER_PATHS, PROTECTED, PROTECTED_FILES, SETTINGS, STATS,
     },
     settings::{ActiveGeneration, Backend, GENERATIONS, Settings, stats},
 };
@@ -117,6 +123,14 @@ pub fn write_generation<S: MapStore + ?Sized>(
     let library: Vec<(InodeKey, u32)> =
         compiled.library.iter().map(|id| (inode_key(generation, *id), 1)).collect();
     super::batch::update(ebpf, EXEC_LIBRARIES, &library)?;
+    {
+        let mut trie: LpmTrie<&mut MapData, LoaderPath, u32> = typed_mut(ebpf, LOADER_PATHS)?;
+        for (path, allow) in &compiled.loader_paths {
+            if let Some(key) = loader_key(generation, path) {
+                trie.insert(&key, u32::from(*allow), 0).map_err(map_err(LOADER_PATHS))?;
+            }
+        }
+    }
     let multicall: Vec<(InodeKey, MultiCall)> = compiled
         .table
         .multicall
@@ -164,6 +178,11 @@ pub fn clear_generation<S: MapStore + ?Sized>(
         super::batch::delete(ebpf, EXEC_NAME_RULES, &name)?;
         let library: Vec<InodeKey> = compiled.library.iter().map(|id| inode_key(generation, *id)).collect();
         super::batch::delete(ebpf, EXEC_LIBRARIES, &library)?;
+        let mut trie: LpmTrie<&mut MapData, LoaderPath, u32> = typed_mut(ebpf, LOADER_PATHS)?;
+        for key in compiled.loader_paths.iter().filter_map(|(path, _)| loader_key(generation, path)) {
+            // A key already gone (a write interrupted midway) is what deleting it would achieve.
+            let _ = trie.remove(&key);
+        }
         let multicall: Vec<InodeKey> =
             compiled.table.multicall.iter().map(|b| multicall_key(generation, b)).collect();
         super::batch::delete(ebpf, EXEC_MULTICALL, &multicall)?;
@@ -175,6 +194,12 @@ pub fn clear_generation<S: MapStore + ?Sized>(
         sweep::<InodeKey, RuleValue, S>(ebpf, EXEC_DIR_RULES, generation, |k| k.generation)?;
         sweep::<NameKey, RuleValue, S>(ebpf, EXEC_NAME_RULES, generation, |k| k.generation)?;
         sweep::<InodeKey, u32, S>(ebpf, EXEC_LIBRARIES, generation, |k| k.generation)?;
+        let mut trie: LpmTrie<&mut MapData, LoaderPath, u32> = typed_mut(ebpf, LOADER_PATHS)?;
+        let stale: Vec<Key<LoaderPath>> =
+            trie.keys().filter_map(Result::ok).filter(|k| k.data().generation == generation).collect();
+        for key in stale {
+            trie.remove(&key).map_err(map_err(LOADER_PATHS))?;
+        }
         sweep::<InodeKey, MultiCall, S>(ebpf, EXEC_MULTICALL, generation, |k| k.generation)?;
         sweep::<AppletKey, RuleValue, S>(ebpf, EXEC_APPLETS, generation, |k| k.generation)?;
     }
@@ -193,6 +218,23 @@ fn sweep<K: aya::Pod, V: aya::Pod, S: MapStore + ?Sized>(
     let stale: Vec<K> =
         map.keys().filter_map(Result::ok).filter(|k| generation_of(k) == generation).collect();
     super::batch::delete(ebpf, name, &stale)
+}
+
+/// The `LOADER_PATHS` key of a loader path (a directory ends with `/` and covers what is below it; a
+/// file is matched with its NUL, exactly); `None` for a path too long for the key, which is then left
+/// out: an allowed one allows nothing there, a denied one is covered by its directory's entry or the
+/// default (a deny too long to store under an allowed directory is the one case that widens; no
+/// file name reaches 250 bytes in practice).
+fn loader_key(generation: u32, path: &str) -> Option<Key<LoaderPath>> {
+    let bytes = path.as_bytes();
+    let stored = if path.ends_with('/') { bytes.len() } else { bytes.len() + 1 };
+    if stored > LOADER_PATH_LEN || bytes.contains(&0) {
+        return None;
+    }
+    let mut data = LoaderPath { generation, ..LoaderPath::default() };
+    data.path[..bytes.len()].copy_from_slice(bytes);
+    let bits = u32::try_from(32 + 8 * stored).ok()?;
+    Some(Key::new(bits, data))
 }
 
 const fn inode_key(generation: u32, id: FileId) -> InodeKey {

@@ -36,6 +36,8 @@ pub fn read(raw: &[u8]) -> Result<KernelOffsets, KernelError> {
         task_mm: lookup.offset("task_struct", &["mm"])?,
         mm_arg_start: lookup.offset("mm_struct", &["arg_start"])?,
         mm_arg_end: lookup.offset("mm_struct", &["arg_end"])?,
+        mm_env_start: lookup.offset("mm_struct", &["env_start"])?,
+        mm_env_end: lookup.offset("mm_struct", &["env_end"])?,
         binprm_argc: lookup.offset("linux_binprm", &["argc"])?,
         mm_exe_file: lookup.offset("mm_struct", &["exe_file"])?,
         socket_type: lookup.offset("socket", &["type"])?,

@@ -4,7 +4,7 @@
 //! to), files and directories identified by (device, inode) as the kernel knows them.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     os::unix::fs::MetadataExt as _,
     path::{Component, Path, PathBuf},
     rc::Rc,
@@ -58,6 +58,11 @@ pub struct CompiledExec {
     pub dir: Vec<(FileId, RuleValue)>,
     /// `exec.libraries` (or its default): files and directories executable code may be mapped from.
     pub library: Vec<FileId>,
+    /// What executable code may be mapped from, as text, for the `signal` backend's check of the
+    /// dynamic loader's variables: `exec.libraries` and the exec rules' files and directories (a
+    /// directory with a trailing `/`; each as listed and as resolved; `/` when the default allows),
+    /// each with whether it is allowed (an exec rule's deny decides over a library entry).
+    pub loader_paths: Vec<(String, bool)>,
     /// The exec rule covering each program name, for the applets of the multi-call binaries in
     /// `table.multicall` (only when there are any).
     pub applet: Vec<([u8; NAME_LEN], RuleValue)>,
@@ -359,6 +364,7 @@ fn compile_with(policy: &Policy, full: bool) -> Result<CompiledExec, PolicyError
         names: multicall::Names::default(),
         allowed_files: Vec::new(),
         dir_rules: Vec::new(),
+        loader_paths: BTreeMap::new(),
     };
     compiler.out.table.default = section.default.or(policy.model.default);
     let named: Vec<&Path> = section
@@ -382,8 +388,12 @@ fn compile_with(policy: &Policy, full: bool) -> Result<CompiledExec, PolicyError
     compiler.libraries(section.libraries.as_deref())?;
     if full {
         compiler.applets();
+        if compiler.out.table.default_effect() == Effect::Allow {
+            compiler.loader_path(Path::new("/"), true, true);
+        }
     }
     let mut out = compiler.out;
+    out.loader_paths = compiler.loader_paths.into_iter().collect();
     out.inode =
         CompiledExec::merge_duplicates(std::mem::take(&mut out.inode), &out.table.rules, &mut out.warnings);
     out.name =
@@ -414,6 +424,8 @@ struct Compiler<'p> {
     allowed_files: Vec<(String, Resolved, RuleValue, &'p str)>,
     /// `dir:` rules: the directory, the rule, its id.
     dir_rules: Vec<(PathBuf, RuleValue, &'p str)>,
+    /// [`CompiledExec::loader_paths`], while they are gathered.
+    loader_paths: BTreeMap<String, bool>,
 }
 
 /// Where the system keeps shared libraries (and the dynamic loader, which the kernel maps for every
@@ -524,6 +536,20 @@ impl<'p> Compiler<'p> {
         }
     }
 
+    /// Adds `path` (a directory when `dir`) to the loader paths, as given and as resolved; a deny of
+    /// either text stays a deny.
+    fn loader_path(&mut self, path: &Path, dir: bool, allow: bool) {
+        let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        for text in [path, canonical.as_path()] {
+            let mut text = text.to_string_lossy().into_owned();
+            if dir && !text.ends_with('/') {
+                text.push('/');
+            }
+            let entry = self.loader_paths.entry(text).or_insert(allow);
+            *entry &= allow;
+        }
+    }
+
     /// `exec.libraries`, or the default when the policy has none.
     fn libraries(&mut self, listed: Option<&[String]>) -> Result<(), PolicyError> {
         let policy = self.policy;
@@ -555,11 +581,12 @@ impl<'p> Compiler<'p> {
         }
         let mut seen = HashSet::new();
         for (index, path) in targets {
-            match file_id(&path) {
-                Ok(id) => {
-                    if seen.insert(id) {
-                        self.out.library.push(id);
+            match std::fs::metadata(&path) {
+                Ok(meta) => {
+                    if seen.insert(FileId::of(&meta)) {
+                        self.out.library.push(FileId::of(&meta));
                     }
+                    self.loader_path(&path, meta.is_dir(), true);
                 }
                 Err(err) => {
                     if let Some(i) = index {
@@ -647,6 +674,7 @@ impl<'p> Compiler<'p> {
     }
 
     /// One `exec.allow` or `exec.deny` entry.
+    #[expect(clippy::too_many_lines, reason = "one entry's targets, each checked and turned into its keys")]
     fn entry(&mut self, at: &At<'_>, entry: &'p ExecEntry, effect: Effect) -> Result<(), PolicyError> {
         let policy = self.policy;
         if !self.seen.insert(&entry.id) {
@@ -670,6 +698,8 @@ impl<'p> Compiler<'p> {
         let given_name = self.program_name(entry, kind, effect, value);
         let targets = targets_of(policy, at, &self.search, entry, kind, effect)?;
         let out = &mut self.out;
+        // What the loader may be pointed at (`loader_path`), added once `out` is no longer borrowed.
+        let mut loader: Vec<(PathBuf, bool)> = Vec::new();
         if targets.is_empty() {
             return unresolved(policy, at, entry, effect, out, "not found in exec.path");
         }
@@ -703,6 +733,7 @@ impl<'p> Compiler<'p> {
                 if effect == Effect::Allow {
                     self.program_dirs.push(resolved.path.clone());
                 }
+                loader.push((target.clone(), true));
                 self.dir_rules.push((resolved.path.clone(), value, &entry.id));
                 out.dir.push((id, value));
                 continue;
@@ -732,6 +763,7 @@ impl<'p> Compiler<'p> {
             if effect == Effect::Allow && self.full {
                 allow_warnings(entry, kind, &resolved, out);
             }
+            loader.push((target.clone(), false));
             if effect == Effect::Allow {
                 self.program_dirs.push(parent.canonical.clone());
                 if kind == Target::Path
@@ -742,6 +774,11 @@ impl<'p> Compiler<'p> {
             } else {
                 // Follow the binary through hard links.
                 out.inode.push((id, value));
+            }
+        }
+        if self.full {
+            for (path, dir) in loader {
+                self.loader_path(&path, dir, effect == Effect::Allow);
             }
         }
         Ok(())

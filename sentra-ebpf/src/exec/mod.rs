@@ -3,6 +3,7 @@
 mod applet;
 mod args;
 pub mod decide;
+mod loader;
 mod lsm;
 mod signal;
 

@@ -94,7 +94,7 @@ fn main() -> anyhow::Result<()> {
     // are measured).
     for (label, policy) in [("10_rules", &small), ("10000_rules", &large)] {
         let audit = policy.with_extension("jsonl");
-        let mut cmd = Command::new(sentra_tests::sentra_ctl());
+        let mut cmd = sentra_tests::ctl_command();
         cmd.args(["run", "--policy", s(policy), "--audit-log", s(&audit), "--backend", &backend, "--"])
             .args([fixture, "bench-held", &n.to_string(), s(&tool), "exit", "0"]);
         let (programs, _) =
@@ -235,9 +235,8 @@ fn governed(
     n: u32,
     tool: &Path,
 ) -> anyhow::Result<(f64, (u64, u64), u64)> {
-    let ctl = sentra_tests::sentra_ctl();
     let audit = policy.with_extension("jsonl");
-    let mut child = Command::new(ctl)
+    let mut child = sentra_tests::ctl_command()
         .args(["run", "--policy", s(policy), "--audit-log", s(&audit), "--backend", backend, "--"])
         .args([fixture, "bench", &n.to_string(), s(tool), "exit", "0"])
         .stdout(Stdio::piped())
