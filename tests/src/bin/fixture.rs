@@ -47,12 +47,22 @@ fn outcome(command: &mut Command) -> String {
     }
 }
 
-/// `each`: every `ARGV0 PATH ARGS…` group (separated by `--`) in turn.
+/// `each`: every `[NAME=VALUE…] ARGV0 PATH ARGS…` group (separated by `--`) in turn, each with the
+/// assignments added to its environment.
 fn each(args: &[String]) -> ExitCode {
     use std::os::unix::process::CommandExt as _;
     for (i, group) in args.split(|a| a == "--").enumerate() {
+        let assignments = group.iter().take_while(|a| a.contains('=') && !a.starts_with('/')).count();
+        let (assignments, group) = group.split_at(assignments);
         let [argv0, path, rest @ ..] = group else { return ExitCode::from(2) };
-        println!("{i} {}", outcome(Command::new(path).arg0(argv0).args(rest)));
+        let mut command = Command::new(path);
+        command.arg0(argv0).args(rest);
+        for assignment in assignments {
+            if let Some((name, value)) = assignment.split_once('=') {
+                command.env(name, value);
+            }
+        }
+        println!("{i} {}", outcome(&mut command));
     }
     ExitCode::SUCCESS
 }
