@@ -1495,7 +1495,7 @@ fn the_dynamic_loader_cannot_be_pointed_at_code_outside_the_libraries() {
         // What runs.
         (vec![format!("LD_PRELOAD={libc_path}")], None),
         (vec!["LD_PRELOAD=libm.so.6".into()], None),
-        (vec![format!("LD_LIBRARY_PATH={libc_dir}:/usr/lib")], None),
+        (vec![format!("LD_LIBRARY_PATH={libc_dir}:{libc_dir}/")], None),
         (
             vec!["LD_LIBRARY_PATH=".into(), long, "LD_PRELOADX=/tmp/x".into(), "XLD_PRELOAD=/tmp/x".into()],
             None,
