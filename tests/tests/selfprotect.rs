@@ -1020,13 +1020,7 @@ fn a_governed_root_task_cannot_run_code_around_the_exec_rules() {
     install(Path::new(FIXTURE), &fixture);
     let victim = allowed.join("victim");
     install(Path::new(FIXTURE), &victim);
-    let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
-    let libc_path = maps
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .find(|p| p.contains("/libc.so"))
-        .expect("libc in this process")
-        .to_string();
+    let libc_path = libc_in_this_process();
     let copied = plain.join("x.so");
     std::fs::copy(&libc_path, &copied).expect("copy libc");
     let loader = ["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"]
@@ -1036,16 +1030,8 @@ fn a_governed_root_task_cannot_run_code_around_the_exec_rules() {
     let scratch = plain.join("scratch");
     std::fs::write(&scratch, "x").expect("scratch");
     let audit = dir.path().join("audit.jsonl");
-    let write_policy = |mode: &str| {
-        let policy = dir.path().join(format!("{mode}.yaml"));
-        let text = format!(
-            "version: \"2.0\"\nmode: {mode}\ndefault: deny\nexec:\n  default: deny\n  allow:\n    - {{ id: agent_dir, dir: {} }}\n    - {{ id: loader, path: {loader} }}\n",
-            allowed.display()
-        );
-        std::fs::write(&policy, text).expect("policy");
-        std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        policy
-    };
+    let loader_rule = format!("    - {{ id: loader, path: {loader} }}\n");
+    let write_policy = |mode: &str| agent_dir_policy(dir.path(), mode, &allowed, &loader_rule);
     let run = |policy: &Path, args: &[&str]| -> (String, Vec<Value>) {
         let _ = std::fs::remove_file(&audit);
         let mut command: Vec<&str> = vec![fixture.to_str().expect("utf-8")];
@@ -1433,7 +1419,6 @@ fn an_approved_refusal_is_allowed_at_once_and_lapses_by_itself() {
 type LoaderCase = (Vec<String>, Option<(&'static str, &'static str, String)>);
 
 #[test]
-#[expect(clippy::too_many_lines, reason = "one scene: the cases, their records, audit mode")]
 fn the_dynamic_loader_cannot_be_pointed_at_code_outside_the_libraries() {
     let dir = tempfile::Builder::new().prefix("sentra-ldenv-").tempdir_in("/tmp").expect("dir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -1444,25 +1429,10 @@ fn the_dynamic_loader_cannot_be_pointed_at_code_outside_the_libraries() {
     install(Path::new(FIXTURE), &fixture);
     let library = plain.join("x.so");
     std::fs::write(&library, "not a library\n").expect("x.so");
-    let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
-    let libc_path = maps
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .find(|p| p.contains("/libc.so"))
-        .expect("libc in this process")
-        .to_string();
+    let libc_path = libc_in_this_process();
     let libc_dir = Path::new(&libc_path).parent().expect("libc's directory").display().to_string();
     let audit = dir.path().join("audit.jsonl");
-    let write_policy = |mode: &str| {
-        let policy = dir.path().join(format!("{mode}.yaml"));
-        let text = format!(
-            "version: \"2.0\"\nmode: {mode}\ndefault: deny\nexec:\n  default: deny\n  allow:\n    - {{ id: agent_dir, dir: {} }}\n",
-            allowed.display()
-        );
-        std::fs::write(&policy, text).expect("policy");
-        std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        policy
-    };
+    let write_policy = |mode: &str| agent_dir_policy(dir.path(), mode, &allowed, "");
     let long = format!("NOTES={}", "n".repeat(5000));
     let plain_text = plain.display().to_string();
     let library_text = library.display().to_string();
@@ -1551,4 +1521,27 @@ fn the_dynamic_loader_cannot_be_pointed_at_code_outside_the_libraries() {
     let audited =
         records.iter().filter(|r| r["action"] == "loader_env" && r["decision"] == "auditonly").count();
     assert_eq!(audited, refused.len(), "{records:?}");
+}
+
+/// The C library this process maps (its path as the loader found it).
+fn libc_in_this_process() -> String {
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
+    maps.lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.contains("/libc.so"))
+        .expect("libc in this process")
+        .to_string()
+}
+
+/// `DIR/MODE.yaml`: default deny, the exec rule `agent_dir` allowing `allowed`, then `more_rules`
+/// (lines of the exec allow list).
+fn agent_dir_policy(dir: &Path, mode: &str, allowed: &Path, more_rules: &str) -> PathBuf {
+    let policy = dir.join(format!("{mode}.yaml"));
+    let text = format!(
+        "version: \"2.0\"\nmode: {mode}\ndefault: deny\nexec:\n  default: deny\n  allow:\n    - {{ id: agent_dir, dir: {} }}\n{more_rules}",
+        allowed.display()
+    );
+    std::fs::write(&policy, text).expect("policy");
+    std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    policy
 }
