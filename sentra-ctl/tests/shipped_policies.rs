@@ -24,7 +24,10 @@ fn shipped_policies_enforce_in_the_kernel() {
         assert!(Path::new(denied).exists(), "{denied} is not on this machine: pick another denied program");
         let audit = scratch.path().join(format!("{policy}.jsonl"));
         let script = format!("{denied} --version > /dev/null 2>&1 && echo DENIED-PROGRAM-RAN; {allowed}");
+        // Without cargo's LD_LIBRARY_PATH (its build directories): the signal backend kills a
+        // governed program whose loader is pointed outside what the policy allows.
         let out = Command::new(env!("CARGO_BIN_EXE_sentra-ctl"))
+            .env_remove("LD_LIBRARY_PATH")
             .args(["run", "--backend", &backend, "--policy"])
             .arg(dir.join(policy))
             .arg("--audit-log")
