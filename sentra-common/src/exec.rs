@@ -42,7 +42,7 @@ pub const MAX_LOADER_VARS: usize = 4;
 /// How many strings of an environment the kernel reads looking for them (each at most
 /// [`LOADER_ENV_CHUNK`] bytes at a time); an environment with more is refused.
 pub const MAX_ENV_READS: u32 = 256;
-/// Bytes read from the environment at a time (and the longest variable value checked).
+/// Bytes read from the environment at a time (a longer string takes several reads).
 pub const LOADER_ENV_CHUNK: usize = 2048;
 
 /// Data of a `LOADER_PATHS` key (an LPM trie: the longest stored prefix of a looked-up key wins): the
