@@ -5,11 +5,13 @@
 use crate::{exec::NAME_LEN, wire_enum};
 
 /// Version of the event layout; bump on any change to these structs.
-pub const EVENT_VERSION: u32 = 4;
+pub const EVENT_VERSION: u32 = 5;
 /// Arguments captured per exec (`argv[0]` included).
 pub const MAX_ARGS: usize = 8;
 /// Bytes captured per argument, including the terminating NUL.
 pub const ARG_LEN: usize = 128;
+/// Bytes of [`ExecEvent::args`]: with [`flags::ARGS_PACKED`], of the argument area as it is.
+pub const ARGS_AREA: usize = MAX_ARGS * ARG_LEN;
 /// Path components captured per exec, innermost first.
 pub const MAX_PATH_COMPONENTS: usize = 16;
 /// Length of a task's `comm` (`TASK_COMM_LEN`, include/linux/sched.h).
@@ -79,7 +81,8 @@ pub const PROBE_SITES: u32 = 15;
 
 /// Flags in [`ExecEvent::flags`].
 pub mod flags {
-    /// More than `MAX_ARGS` arguments, or one longer than `ARG_LEN`.
+    /// More than `MAX_ARGS` arguments, or one longer than `ARG_LEN`; with [`ARGS_PACKED`], an
+    /// argument area longer than [`super::ARGS_AREA`].
     pub const ARGS_TRUNCATED: u32 = 1 << 0;
     /// The path has more than `MAX_PATH_COMPONENTS` components, or one longer than `NAME_LEN`.
     pub const PATH_TRUNCATED: u32 = 1 << 1;
@@ -90,6 +93,10 @@ pub mod flags {
     /// A multi-call binary ran as an applet, and the applet's name decided: the argument at
     /// `applet_arg` names it (its part after the last `/`).
     pub const APPLET: u32 = 1 << 4;
+    /// `args` holds the new image's argument area as it lies in memory (`mm->arg_start..arg_end`:
+    /// the arguments one after another, each ending with a NUL), its first `args_len` bytes: one
+    /// read instead of one per argument.
+    pub const ARGS_PACKED: u32 = 1 << 5;
 }
 
 /// The fixed header of every event.
@@ -148,10 +155,12 @@ pub struct ExecEvent {
     pub probe_site: u32,
     /// With [`flags::APPLET`]: the index of the argument that named the applet.
     pub applet_arg: u32,
-    pub pad: u32,
+    /// With [`flags::ARGS_PACKED`]: how many bytes of `args` hold the argument area.
+    pub args_len: u32,
     /// Path components of the executed file, innermost (the file name) first, each NUL-terminated.
     pub path: [[u8; NAME_LEN]; MAX_PATH_COMPONENTS],
-    /// The first arguments, each NUL-terminated.
+    /// The first arguments, each NUL-terminated in a slot of its own; with [`flags::ARGS_PACKED`],
+    /// one after another.
     pub args: [[u8; ARG_LEN]; MAX_ARGS],
 }
 

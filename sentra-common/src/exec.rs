@@ -10,6 +10,27 @@
 //! Device numbers are the kernel's internal `dev_t` (`MAJOR << 20 | MINOR`, `include/linux/kdev_t.h`),
 //! which userspace derives from `stat`'s `st_dev`.
 
+/// How many entries each per-generation exec map holds (`max_entries`), for both generations
+/// together: a policy whose compiled tables do not fit half of each (the old generation stays in
+/// the maps until the new one is active) is refused when it is compiled, not by the kernel's
+/// `ENOSPC` halfway through a load.
+pub mod capacity {
+    /// `EXEC_INODE_RULES`.
+    pub const INODE_RULES: u32 = 32768;
+    /// `EXEC_NAME_RULES`.
+    pub const NAME_RULES: u32 = 65536;
+    /// `EXEC_DIR_RULES`.
+    pub const DIR_RULES: u32 = 32768;
+    /// `EXEC_LIBRARIES`.
+    pub const LIBRARIES: u32 = 8192;
+    /// `EXEC_MULTICALL`.
+    pub const MULTICALL: u32 = 1024;
+    /// `EXEC_APPLETS`.
+    pub const APPLETS: u32 = 16384;
+    /// `LOADER_PATHS`.
+    pub const LOADER_PATHS: u32 = 16384;
+}
+
 /// Longest file-name component matched by a name rule, including the terminating NUL.
 pub const NAME_LEN: usize = 64;
 /// Deepest directory nesting walked when looking for directory rules.

@@ -8,7 +8,7 @@ use aya_ebpf::{
 use sentra_common::{
     exec::{
         APPLET_ARG_LEN, AppletKey, FileKey, GovernedCgroup, InodeKey, LOADER_ENV_CHUNK, LoaderPath,
-        MAX_LOADER_VARS, MultiCall, NameKey, RuleValue,
+        MAX_LOADER_VARS, MultiCall, NameKey, RuleValue, capacity,
     },
     settings::{ActiveGeneration, GENERATIONS, Settings, stats},
 };
@@ -41,17 +41,19 @@ sentra_common::same_name!(sentra_common::names::map::SETTINGS, SETTINGS);
 /// Rules on a file's own (device, inode).
 #[map]
 pub static EXEC_INODE_RULES: HashMap<InodeKey, RuleValue> =
-    HashMap::with_max_entries(32768, BPF_F_NO_PREALLOC);
+    HashMap::with_max_entries(capacity::INODE_RULES, BPF_F_NO_PREALLOC);
 sentra_common::same_name!(sentra_common::names::map::EXEC_INODE_RULES, EXEC_INODE_RULES);
 
 /// Rules on (parent directory, name): exact paths.
 #[map]
-pub static EXEC_NAME_RULES: HashMap<NameKey, RuleValue> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+pub static EXEC_NAME_RULES: HashMap<NameKey, RuleValue> =
+    HashMap::with_max_entries(capacity::NAME_RULES, BPF_F_NO_PREALLOC);
 sentra_common::same_name!(sentra_common::names::map::EXEC_NAME_RULES, EXEC_NAME_RULES);
 
 /// Rules on a directory: prefixes.
 #[map]
-pub static EXEC_DIR_RULES: HashMap<InodeKey, RuleValue> = HashMap::with_max_entries(32768, BPF_F_NO_PREALLOC);
+pub static EXEC_DIR_RULES: HashMap<InodeKey, RuleValue> =
+    HashMap::with_max_entries(capacity::DIR_RULES, BPF_F_NO_PREALLOC);
 sentra_common::same_name!(sentra_common::names::map::EXEC_DIR_RULES, EXEC_DIR_RULES);
 
 /// `argv` pointer of each governed thread inside `execve`/`execveat`, keyed by `pid_tgid`.
@@ -73,17 +75,20 @@ sentra_common::same_name!(sentra_common::names::map::PROTECTED_FILES, PROTECTED_
 /// `exec.libraries`: files and directories (keyed with their generation) from which governed tasks
 /// may map executable code although the exec policy does not allow them as programs (→ 1).
 #[map]
-pub static EXEC_LIBRARIES: HashMap<InodeKey, u32> = HashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
+pub static EXEC_LIBRARIES: HashMap<InodeKey, u32> =
+    HashMap::with_max_entries(capacity::LIBRARIES, BPF_F_NO_PREALLOC);
 sentra_common::same_name!(sentra_common::names::map::EXEC_LIBRARIES, EXEC_LIBRARIES);
 
 /// Multi-call binaries (keyed with their generation): a run of one is decided by its applet's name.
 #[map]
-pub static EXEC_MULTICALL: HashMap<InodeKey, MultiCall> = HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
+pub static EXEC_MULTICALL: HashMap<InodeKey, MultiCall> =
+    HashMap::with_max_entries(capacity::MULTICALL, BPF_F_NO_PREALLOC);
 sentra_common::same_name!(sentra_common::names::map::EXEC_MULTICALL, EXEC_MULTICALL);
 
 /// The exec rule covering each program name, for applets of multi-call binaries.
 #[map]
-pub static EXEC_APPLETS: HashMap<AppletKey, RuleValue> = HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
+pub static EXEC_APPLETS: HashMap<AppletKey, RuleValue> =
+    HashMap::with_max_entries(capacity::APPLETS, BPF_F_NO_PREALLOC);
 sentra_common::same_name!(sentra_common::names::map::EXEC_APPLETS, EXEC_APPLETS);
 
 /// Where an argument is read to find an applet's name, and the key it becomes (together too large for
@@ -108,7 +113,8 @@ sentra_common::same_name!(sentra_common::names::map::APPLET_SCRATCH, APPLET_SCRA
 /// `exec.libraries` and the exec rules' paths as text, per generation (→ 1 allowed, 0 denied): what
 /// the dynamic loader's variables may name on the `signal` backend (`exec/loader.rs`).
 #[map]
-pub static LOADER_PATHS: LpmTrie<LoaderPath, u32> = LpmTrie::with_max_entries(4096, BPF_F_NO_PREALLOC);
+pub static LOADER_PATHS: LpmTrie<LoaderPath, u32> =
+    LpmTrie::with_max_entries(capacity::LOADER_PATHS, BPF_F_NO_PREALLOC);
 sentra_common::same_name!(sentra_common::names::map::LOADER_PATHS, LOADER_PATHS);
 
 /// Where `exec/loader.rs` reads the environment and builds its keys (too large for the stack), and the

@@ -277,11 +277,16 @@ fn decode_exec(event: &ExecEvent) -> Result<Exec, DecodeError> {
     if path_truncated {
         path.insert(0, '…');
     }
+    let passed = usize::try_from(event.argc).unwrap_or(usize::MAX);
+    let mut args_truncated = event.flags & flags::ARGS_TRUNCATED != 0;
     let args = if event.flags & flags::ARGS_UNAVAILABLE != 0 {
         Vec::new()
+    } else if event.flags & flags::ARGS_PACKED != 0 {
+        let captured = packed_args(event, passed);
+        args_truncated |= captured.len() < passed;
+        captured
     } else {
-        let captured = usize::try_from(event.argc).unwrap_or(usize::MAX).min(event.args.len());
-        event.args[..captured].iter().map(|a| c_string(a)).collect()
+        event.args[..passed.min(event.args.len())].iter().map(|a| c_string(a)).collect()
     };
     let applet = (event.flags & flags::APPLET != 0).then(|| Applet::of(&args, event.applet_arg));
     Ok(Exec {
@@ -296,14 +301,44 @@ fn decode_exec(event: &ExecEvent) -> Result<Exec, DecodeError> {
         ino: event.ino,
         argc: event.argc,
         args,
-        args_truncated: event.flags & flags::ARGS_TRUNCATED != 0,
+        args_truncated,
         applet,
     })
+}
+
+/// The arguments of a [`flags::ARGS_PACKED`] event: its argument area split at each NUL, at most
+/// `argc` of them; an area cut short ends with the part of an argument it holds.
+fn packed_args(event: &ExecEvent, argc: usize) -> Vec<String> {
+    let area = event.args.as_flattened();
+    let len = usize::try_from(event.args_len).unwrap_or(usize::MAX).min(area.len());
+    let area = &area[..len];
+    let area = area.strip_suffix(&[0]).unwrap_or(area);
+    if area.is_empty() {
+        return Vec::new();
+    }
+    area.split(|&b| b == 0).take(argc).map(|arg| String::from_utf8_lossy(arg).into_owned()).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::Applet;
+
+    #[test]
+    fn a_packed_argument_area_is_split_as_the_kernel_laid_it_out() {
+        // SAFETY: every field of ExecEvent is an integer or an array of them.
+        let mut event: sentra_common::event::ExecEvent = unsafe { std::mem::zeroed() };
+        let area = b"ls\0-l\0\0/tmp\0";
+        event.args.as_flattened_mut()[..area.len()].copy_from_slice(area);
+        event.args_len = u32::try_from(area.len()).expect("len");
+        assert_eq!(super::packed_args(&event, 9), ["ls", "-l", "", "/tmp"], "an empty argument stays");
+        assert_eq!(super::packed_args(&event, 2), ["ls", "-l"], "no more than argc");
+        event.args_len = 5;
+        assert_eq!(super::packed_args(&event, 4), ["ls", "-l"], "an area cut within an argument");
+        event.args_len = 0;
+        assert!(super::packed_args(&event, 4).is_empty());
+        event.args_len = u32::MAX;
+        assert_eq!(super::packed_args(&event, 4).len(), 4, "a length past the area is the area");
+    }
 
     #[test]
     fn an_applet_is_named_as_the_kernel_reads_it() {

@@ -120,6 +120,41 @@ impl RuleTable {
 }
 
 impl CompiledExec {
+    /// Refuses a policy whose tables do not fit the kernel's maps: each holds two generations, the
+    /// active one and the one being loaded ([`sentra_common::exec::capacity`]).
+    fn check_capacity(&self, policy: &Policy) -> Result<(), PolicyError> {
+        use sentra_common::{exec::capacity, settings::GENERATIONS};
+        let tables = [
+            (
+                "exec",
+                "inode rules (programs named by `path:` or found by `name:`)",
+                self.inode.len(),
+                capacity::INODE_RULES,
+            ),
+            ("exec", "name rules (exact paths)", self.name.len(), capacity::NAME_RULES),
+            ("exec", "directory rules", self.dir.len(), capacity::DIR_RULES),
+            ("exec.libraries", "library files and directories", self.library.len(), capacity::LIBRARIES),
+            ("exec", "multi-call binaries", self.table.multicall.len(), capacity::MULTICALL),
+            ("exec", "applet names", self.applet.len(), capacity::APPLETS),
+            (
+                "exec",
+                "loader paths (`exec.libraries` and the rules' paths, as text)",
+                self.loader_paths.len(),
+                capacity::LOADER_PATHS,
+            ),
+        ];
+        for (at, what, len, capacity) in tables {
+            let fits = usize::try_from(capacity / GENERATIONS).unwrap_or(usize::MAX);
+            if len > fits {
+                return Err(policy.error_at(
+                    at,
+                    format!("the exec section compiles to {len} {what}; the kernel's table holds {fits} per policy"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Two rules on the same key with the same effect are merely redundant (the first keeps it); an
     /// allow and a deny on the same key conflict: the deny wins, and it is reported. One pass with an
     /// index: looking each key up in the list so far would be quadratic in the rule count.
@@ -393,14 +428,41 @@ fn compile_with(policy: &Policy, full: bool) -> Result<CompiledExec, PolicyError
         }
     }
     let mut out = compiler.out;
-    out.loader_paths = compiler.loader_paths.into_iter().collect();
+    out.loader_paths = minimal_loader_paths(compiler.loader_paths);
     out.inode =
         CompiledExec::merge_duplicates(std::mem::take(&mut out.inode), &out.table.rules, &mut out.warnings);
     out.name =
         CompiledExec::merge_duplicates(std::mem::take(&mut out.name), &out.table.rules, &mut out.warnings);
     out.dir =
         CompiledExec::merge_duplicates(std::mem::take(&mut out.dir), &out.table.rules, &mut out.warnings);
+    out.check_capacity(policy)?;
     Ok(out)
+}
+
+/// The loader paths without those the kernel's longest-prefix lookup does not need: an entry is left
+/// out when its effect is what its nearest kept ancestor directory gives anyway (or, with none, the
+/// deny a lookup that finds nothing gets). Exact: a lookup that would have found a left-out entry
+/// finds that ancestor instead, since every shorter stored prefix of the looked-up path is a prefix
+/// of the entry too. A policy allowing thousands of programs in one directory that the default
+/// libraries allow whole thus stores that directory once.
+fn minimal_loader_paths(paths: BTreeMap<String, bool>) -> Vec<(String, bool)> {
+    // In sorted order a directory comes before everything below it, and all of that comes next to
+    // it: the kept ancestors of an entry are a stack.
+    let mut ancestors: Vec<(String, bool)> = Vec::new();
+    let mut kept = Vec::new();
+    for (path, allow) in paths {
+        while ancestors.last().is_some_and(|(dir, _)| !path.starts_with(dir.as_str())) {
+            ancestors.pop();
+        }
+        if ancestors.last().is_some_and(|&(_, inherited)| inherited) == allow {
+            continue;
+        }
+        if path.ends_with('/') {
+            ancestors.push((path.clone(), allow));
+        }
+        kept.push((path, allow));
+    }
+    kept
 }
 
 /// One compilation: the policy, where program names are looked up, the file lookups, the rule ids
@@ -1286,5 +1348,123 @@ mod explain_tests {
         assert_eq!(explain("other/link").rule.as_deref(), Some("denied"), "symlink resolved");
         let other = explain("other/tool");
         assert_eq!((other.rule, other.effect), (None, Effect::Deny));
+    }
+}
+
+#[cfg(test)]
+mod loader_path_tests {
+    use std::collections::BTreeMap;
+
+    use super::minimal_loader_paths;
+
+    /// The kernel's lookup: the longest stored directory prefix, or the file itself; nothing: denied.
+    fn lookup(stored: &[(String, bool)], path: &str) -> bool {
+        stored
+            .iter()
+            .filter(
+                |(entry, _)| {
+                    if entry.ends_with('/') { path.starts_with(entry.as_str()) } else { entry == path }
+                },
+            )
+            .max_by_key(|(entry, _)| entry.len())
+            .is_some_and(|&(_, allow)| allow)
+    }
+
+    #[test]
+    fn left_out_loader_paths_change_no_lookup() {
+        let entries = [
+            ("/", false),
+            ("/usr/", true),
+            ("/usr/lib/", true),
+            ("/usr/lib/x86_64-linux-gnu/", true),
+            ("/usr/lib/evil/", false),
+            ("/usr/lib/evil/ok.so", true),
+            ("/usr/lib/evil/sub/", false),
+            ("/usr/lib/evil/sub/deeper/", true),
+            ("/usr/libexec/", false),
+            ("/usr/bin/python3", true),
+            ("/opt/tools/", true),
+            ("/opt/tools/a", true),
+            ("/opt/tools/b", false),
+            ("/opt/toolsx", true),
+            ("/srv/a", false),
+        ];
+        let all: Vec<(String, bool)> = entries.iter().map(|&(p, a)| (p.to_string(), a)).collect();
+        let kept = minimal_loader_paths(all.iter().cloned().collect::<BTreeMap<_, _>>());
+        let kept_names: Vec<&str> = kept.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            kept_names,
+            [
+                "/opt/tools/",
+                "/opt/tools/b",
+                "/opt/toolsx",
+                "/usr/",
+                "/usr/lib/evil/",
+                "/usr/lib/evil/ok.so",
+                "/usr/lib/evil/sub/deeper/",
+                "/usr/libexec/"
+            ]
+        );
+        let probes = [
+            "/",
+            "/etc/passwd",
+            "/usr/",
+            "/usr/x",
+            "/usr/lib/libc.so.6",
+            "/usr/lib/x86_64-linux-gnu/libm.so",
+            "/usr/lib/evil/x.so",
+            "/usr/lib/evil/ok.so",
+            "/usr/lib/evil/ok.so.1",
+            "/usr/lib/evil/sub/x",
+            "/usr/lib/evil/sub/deeper/x",
+            "/usr/libexec/x",
+            "/usr/libexecx",
+            "/usr/bin/python3",
+            "/opt/tools/a",
+            "/opt/tools/b",
+            "/opt/tools/c",
+            "/opt/toolsx",
+            "/opt/toolsy",
+            "/srv/a",
+            "/srv/b",
+        ];
+        for probe in probes {
+            assert_eq!(lookup(&kept, probe), lookup(&all, probe), "{probe}");
+        }
+    }
+
+    #[test]
+    fn thousands_of_programs_in_an_allowed_directory_store_it_once() {
+        let mut paths = BTreeMap::from([("/opt/bench/".to_string(), true)]);
+        for i in 0..10_000 {
+            paths.insert(format!("/opt/bench/tool{i}"), true);
+        }
+        assert_eq!(minimal_loader_paths(paths), [("/opt/bench/".to_string(), true)]);
+    }
+}
+
+#[cfg(test)]
+mod capacity_tests {
+    use std::{fmt::Write as _, path::Path};
+
+    use super::{Policy, PolicyError, compile};
+
+    #[test]
+    fn a_policy_larger_than_the_kernels_tables_is_refused_when_compiled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut text = String::from("# too many libraries\nexec:\n  default: deny\n  libraries:\n");
+        for i in 0..4097 {
+            let lib = dir.path().join(format!("lib{i}"));
+            std::fs::create_dir(&lib).expect("mkdir");
+            let _ = writeln!(text, "    - {}", lib.display());
+        }
+        let policy = Policy::parse(Path::new("p.yaml"), &text).expect("policy");
+        let Err(PolicyError::Invalid(err)) = compile(&policy) else { panic!("compiled") };
+        assert!(err.message.contains("4097 library files and directories;"), "{}", err.message);
+        assert!(err.message.contains("holds 4096 per policy"), "{}", err.message);
+        assert_eq!((err.line, err.column), (5, 5), "the list: {err:?}");
+        text = text.replacen(&format!("    - {}\n", dir.path().join("lib0").display()), "", 1);
+        let policy = Policy::parse(Path::new("p.yaml"), &text).expect("policy");
+        assert_eq!(compile(&policy).expect("fits").library.len(), 4096);
     }
 }

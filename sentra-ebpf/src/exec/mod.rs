@@ -62,7 +62,7 @@ pub fn govern(bprm: u64, args: ArgSource) -> Action {
         event.dev = 0;
         event.ino = 0;
         event.applet_arg = 0;
-        event.pad = 0;
+        event.args_len = 0;
         let verdict = settle(
             settings.and_then(|s| decide::decide(bprm, off, active.generation, &s, Some(&mut *event))),
         );
@@ -110,7 +110,7 @@ pub fn govern_applet(bprm: u64) -> Action {
         event.dev = dev;
         event.ino = ino;
         event.applet_arg = arg;
-        event.pad = 0;
+        event.args_len = 0;
         finish(event, bprm, off, active, (decision, settings.mode, &verdict), ArgSource::NewImage);
         entry.submit(crate::maps::submit_flags(true));
     } else {
