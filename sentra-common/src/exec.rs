@@ -28,7 +28,7 @@ pub mod capacity {
     /// `EXEC_APPLETS`.
     pub const APPLETS: u32 = 16384;
     /// `LOADER_PATHS`.
-    pub const LOADER_PATHS: u32 = 16384;
+    pub const LOADER_PATHS: u32 = 32768;
 }
 
 /// Longest file-name component matched by a name rule, including the terminating NUL.
