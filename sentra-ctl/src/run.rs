@@ -9,6 +9,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use nix::sys::signal::Signal;
+use sentra_common::settings::{Backend, Mode};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
@@ -41,6 +42,13 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
     let signals = Signals::new()?;
     let prepared = prepare_policy(&options.policy)?;
     prepared.log_warnings();
+    // What the kernel's check of the dynamic loader's variables (signal backend) will make of the
+    // environment the command inherits: judged now, while the policy's loader paths are at hand.
+    let inherited: Vec<_> = std::env::vars_os().collect();
+    let loader_refusal = crate::policy::loader_env::refusal(
+        inherited.iter().map(|(name, value)| (name.as_os_str(), value.as_os_str())),
+        &prepared.exec.loader_paths,
+    );
     let root = cgroup::cgroup2_root()?;
     let relative = PathBuf::from(format!("{}/run-{}", cgroup::GOVERNED_PARENT, std::process::id()));
     let group = Cgroup::create(&root, &relative)?;
@@ -72,7 +80,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
         tracing::warn!("protecting the controller: {}", crate::describe(&err));
     }
     let [(_, group)] = cgroups;
-    let governed = govern(&mut session, group, &options.command, signals).await;
+    let governed = match refuse_loader_env(&session, loader_refusal.as_ref(), &options.policy) {
+        Ok(()) => govern(&mut session, group, &options.command, signals).await,
+        Err(err) => Err(err),
+    };
     // Whatever happened, the command's cgroup is gone by now (`govern` and the Cgroup's drop kill
     // it): the pins go, and the reaper is told there is nothing left to do.
     if let Err(err) = pin::remove(&pin_root) {
@@ -80,6 +91,30 @@ pub async fn run(options: RunOptions) -> anyhow::Result<i32> {
     }
     reaper.finished();
     governed
+}
+
+/// Refuses to start the command when the `signal` backend's kernel would kill every program it
+/// starts for its environment's dynamic-loader variables (`LD_PRELOAD`, `LD_LIBRARY_PATH`, …): one
+/// clear error instead of a killed program and a record per exec. In audit mode, a warning. The `lsm`
+/// backend judges the files actually mapped, not the variables: nothing to say in advance.
+fn refuse_loader_env(
+    session: &Session,
+    refusal: Option<&crate::policy::loader_env::Refusal>,
+    policy: &Path,
+) -> anyhow::Result<()> {
+    let Some(refusal) = refusal else { return Ok(()) };
+    if session.backend != Backend::Signal {
+        return Ok(());
+    }
+    let what = format!(
+        "the environment this command would start with points the dynamic loader at code {} does not let programs load ({refusal}); on the signal backend the kernel kills every program started with it",
+        policy.display()
+    );
+    if session.policy.mode == Mode::Audit {
+        tracing::warn!("{what} (audit mode: it would only be recorded)");
+        return Ok(());
+    }
+    bail!("{what}. Unset the variable, or allow the directory in exec.libraries")
 }
 
 /// Runs the command in `group` until it exits, forwarding signals; kills what it leaves behind and

@@ -1493,6 +1493,13 @@ fn the_dynamic_loader_cannot_be_pointed_at_code_outside_the_libraries() {
     assert_eq!(outcomes.len(), cases.len(), "{text}");
     let start = records.iter().find(|r| r["event"] == "controller_start").expect("start record");
     let loader: Vec<&Value> = records.iter().filter(|r| r["action"] == "loader_env").collect();
+    run_refuses_what_the_kernel_would(
+        &write_policy("enforce"),
+        &audit,
+        &fixture,
+        &library_text,
+        start["backend"] == "lsm",
+    );
     if start["backend"] == "lsm" {
         assert!(outcomes.iter().all(|o| *o == "exit=0"), "{text}");
         assert!(loader.is_empty(), "{loader:?}");
@@ -1506,13 +1513,8 @@ fn the_dynamic_loader_cannot_be_pointed_at_code_outside_the_libraries() {
     }
     let refused: Vec<_> = cases.iter().filter_map(|(_, e)| e.as_ref()).collect();
     assert_eq!(loader.len(), refused.len(), "{loader:?}");
-    for (record, (variable, fault, entry)) in loader.iter().zip(&refused) {
-        assert_eq!(record["decision"], "denied", "{record}");
-        assert_eq!(record["rule_id"], "loader_env", "{record}");
-        assert_eq!(record["detail"]["variable"], *variable, "{record}");
-        assert_eq!(record["detail"]["fault"], *fault, "{record}");
-        assert_eq!(record["detail"]["entry"].as_str().unwrap_or_default(), entry.as_str(), "{record}");
-        assert!(record["reason"].as_str().is_some_and(|r| r.contains(variable)), "{record}");
+    for (record, expected) in loader.iter().zip(&refused) {
+        assert_loader_record(record, expected);
     }
 
     // Audit mode: every program runs, each refusal recorded as such.
@@ -1521,6 +1523,38 @@ fn the_dynamic_loader_cannot_be_pointed_at_code_outside_the_libraries() {
     let audited =
         records.iter().filter(|r| r["action"] == "loader_env" && r["decision"] == "auditonly").count();
     assert_eq!(audited, refused.len(), "{records:?}");
+}
+
+/// A `loader_env` refusal's record names the variable, the fault and the whole entry.
+fn assert_loader_record(record: &Value, (variable, fault, entry): &(&str, &str, String)) {
+    assert_eq!(record["decision"], "denied", "{record}");
+    assert_eq!(record["rule_id"], "loader_env", "{record}");
+    assert_eq!(record["detail"]["variable"], *variable, "{record}");
+    assert_eq!(record["detail"]["fault"], *fault, "{record}");
+    assert_eq!(record["detail"]["entry"].as_str().unwrap_or_default(), entry.as_str(), "{record}");
+    assert!(record["reason"].as_str().is_some_and(|r| r.contains(variable)), "{record}");
+}
+
+/// `run` itself, handed an environment the signal backend's kernel would refuse (`LD_PRELOAD` of
+/// `library`), refuses to start `fixture` and says which variable and entry; the lsm backend judges
+/// the mapped files instead, and the command runs.
+fn run_refuses_what_the_kernel_would(policy: &Path, audit: &Path, fixture: &Path, library: &str, lsm: bool) {
+    let marker = fixture.with_file_name("started");
+    let out = sentra_tests::run_command(
+        policy,
+        audit,
+        &[fixture.display().to_string(), "sys".into(), format!("create:{}", marker.display())],
+    )
+    .env("LD_PRELOAD", library)
+    .output()
+    .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    if lsm {
+        assert!(out.status.success() && marker.exists(), "{out:?}");
+    } else {
+        assert!(!out.status.success() && !marker.exists(), "started: {out:?}");
+        assert!(err.contains(&format!("LD_PRELOAD: `{library}`")) && err.contains("exec.libraries"), "{err}");
+    }
 }
 
 /// The C library this process maps (its path as the loader found it).

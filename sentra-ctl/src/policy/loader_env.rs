@@ -171,6 +171,9 @@ mod tests {
             .collect()
     }
 
+    /// An environment, and what is expected of it.
+    type Case<'a> = (&'a [(&'a str, &'a str)], LoaderVar, &'a str, LoaderFault);
+
     fn judge(env: &[(&str, &str)]) -> Option<(LoaderVar, String, LoaderFault)> {
         refusal(env.iter().map(|(n, v)| (OsStr::new(n), OsStr::new(v))), &paths())
             .map(|r| (r.variable, r.entry, r.fault))
@@ -190,13 +193,23 @@ mod tests {
         for env in ok {
             assert_eq!(judge(env), None, "{env:?}");
         }
-        let refused: &[(&[(&str, &str)], LoaderVar, &str, LoaderFault)] = &[
+        let refused: &[Case<'_>] = &[
             (&[("LD_PRELOAD", "/tmp/x.so")], LoaderVar::Preload, "/tmp/x.so", LoaderFault::NotAllowed),
-            (&[("LD_PRELOAD", "libm.so.6:/usr/lib/evil/x.so")], LoaderVar::Preload, "/usr/lib/evil/x.so", LoaderFault::NotAllowed),
+            (
+                &[("LD_PRELOAD", "libm.so.6:/usr/lib/evil/x.so")],
+                LoaderVar::Preload,
+                "/usr/lib/evil/x.so",
+                LoaderFault::NotAllowed,
+            ),
             (&[("LD_AUDIT", "$ORIGIN/x.so")], LoaderVar::Audit, "$ORIGIN/x.so", LoaderFault::Expansion),
             (&[("LD_LIBRARY_PATH", "/usr/lib::/usr/lib")], LoaderVar::LibraryPath, "", LoaderFault::Relative),
             (&[("LD_LIBRARY_PATH", "lib")], LoaderVar::LibraryPath, "lib", LoaderFault::Relative),
-            (&[("LD_LIBRARY_PATH", "/usr/lib/../../tmp")], LoaderVar::LibraryPath, "/usr/lib/../../tmp", LoaderFault::DotDot),
+            (
+                &[("LD_LIBRARY_PATH", "/usr/lib/../../tmp")],
+                LoaderVar::LibraryPath,
+                "/usr/lib/../../tmp",
+                LoaderFault::DotDot,
+            ),
             (&[("GCONV_PATH", "/tmp/gconv")], LoaderVar::GconvPath, "/tmp/gconv", LoaderFault::NotAllowed),
             (&[("LD_PRELOAD", "./x.so")], LoaderVar::Preload, "./x.so", LoaderFault::Relative),
             (&[("LD_PRELOAD", "a b c d e f g h i")], LoaderVar::Preload, "i", LoaderFault::TooMany),

@@ -6,6 +6,7 @@ pub mod email;
 pub mod exact;
 pub mod exec;
 pub mod learn;
+pub mod loader_env;
 pub mod locate;
 pub mod model;
 pub mod multicall;
