@@ -1539,7 +1539,9 @@ fn assert_loader_record(record: &Value, (variable, fault, entry): &(&str, &str, 
 /// `library`), refuses to start `fixture` and says which variable and entry; the lsm backend judges
 /// the mapped files instead, and the command runs.
 fn run_refuses_what_the_kernel_would(policy: &Path, audit: &Path, fixture: &Path, library: &str, lsm: bool) {
-    let marker = fixture.with_file_name("started");
+    // Beside the allowed directory, not in it: the lsm backend keeps governed tasks from writing
+    // where programs may run from.
+    let marker = fixture.parent().and_then(Path::parent).expect("the scene's directory").join("started");
     let out = sentra_tests::run_command(
         policy,
         audit,
@@ -1551,6 +1553,7 @@ fn run_refuses_what_the_kernel_would(policy: &Path, audit: &Path, fixture: &Path
     let err = String::from_utf8_lossy(&out.stderr);
     if lsm {
         assert!(out.status.success() && marker.exists(), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("errno=0"), "{out:?}");
     } else {
         assert!(!out.status.success() && !marker.exists(), "started: {out:?}");
         assert!(err.contains(&format!("LD_PRELOAD: `{library}`")) && err.contains("exec.libraries"), "{err}");
