@@ -60,6 +60,15 @@ pub const APPLET_ARG_LEN: usize = 256;
 pub const LOADER_PATH_LEN: usize = 252;
 /// How many dynamic-loader variables one environment may carry for the kernel to check them all.
 pub const MAX_LOADER_VARS: usize = 4;
+/// How many environment strings opening with `LD` or `GC` the kernel notes before it classifies
+/// them; an environment with more is refused.
+pub const MAX_LOADER_CANDIDATES: usize = 8;
+/// How many entries of all the loader variables' values together the kernel checks; more are
+/// refused.
+pub const MAX_LOADER_ENTRIES: u32 = 8;
+/// Longest entry of a loader variable the kernel checks (what it reads of a value into the key):
+/// room stays in [`LoaderPath::path`] for a `/` and the NUL after it.
+pub const MAX_LOADER_ENTRY: usize = LOADER_PATH_LEN - 3;
 /// How many strings of an environment the kernel reads looking for them (each at most
 /// [`LOADER_ENV_CHUNK`] bytes at a time); an environment with more is refused.
 pub const MAX_ENV_READS: u32 = 256;

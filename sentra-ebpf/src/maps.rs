@@ -8,7 +8,7 @@ use aya_ebpf::{
 use sentra_common::{
     exec::{
         APPLET_ARG_LEN, AppletKey, FileKey, GovernedCgroup, InodeKey, LOADER_ENV_CHUNK, LoaderPath,
-        MAX_LOADER_VARS, MultiCall, NameKey, RuleValue, capacity,
+        MAX_LOADER_CANDIDATES, MAX_LOADER_VARS, MultiCall, NameKey, RuleValue, capacity,
     },
     settings::{ActiveGeneration, GENERATIONS, Settings, stats},
 };
@@ -129,7 +129,7 @@ pub struct LoaderScratch {
     /// Also where the word-wise scans of the key's path read past its end (`exec/loader.rs`).
     pub pad: u32,
     /// User addresses of the environment strings that open like a loader variable.
-    pub candidates: [u64; MAX_CANDIDATES],
+    pub candidates: [u64; MAX_LOADER_CANDIDATES],
     /// User addresses of the variables' values, and which [`sentra_common::event::LoaderVar`] each is.
     pub values: [u64; MAX_LOADER_VARS],
     pub vars: [u32; MAX_LOADER_VARS],
@@ -147,10 +147,6 @@ pub struct LoaderScratch {
     pub len: u32,
     pub marks: u32,
 }
-
-/// How many environment strings opening with `LD` or `GC` (`LoaderScratch::candidates`) the
-/// environment may hold.
-pub const MAX_CANDIDATES: usize = 8;
 
 /// `[0]`: this CPU's [`LoaderScratch`].
 #[map]

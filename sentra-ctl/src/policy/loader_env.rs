@@ -1,23 +1,18 @@
 //! The dynamic loader's variables of an environment about to be handed to a governed program, judged
 //! as the `signal` backend's kernel check judges them at each exec (`sentra-ebpf/src/exec/loader.rs`)
-//! and as the `lsm` backend's mapping hook would refuse what they name. `run` and `launch` look
-//! before they start anything: an environment the kernel would refuse kills every program the agent
+//! and as the `lsm` backend's mapping hook would refuse what they name. `run` looks before it
+//! starts its command: an environment the kernel would refuse kills every program the agent
 //! starts, one record at a time, where one clear refusal up front says what to change.
 
 use std::ffi::OsStr;
 
 use sentra_common::{
     event::{LoaderFault, LoaderVar},
-    exec::{LOADER_ENV_CHUNK, LOADER_PATH_LEN, MAX_ENV_READS, MAX_LOADER_VARS},
+    exec::{
+        LOADER_ENV_CHUNK, MAX_ENV_READS, MAX_LOADER_CANDIDATES, MAX_LOADER_ENTRIES, MAX_LOADER_ENTRY,
+        MAX_LOADER_VARS,
+    },
 };
-
-/// Strings opening with `LD` or `GC` the kernel notes before it classifies them
-/// (`sentra-ebpf/src/maps.rs` `MAX_CANDIDATES`).
-const MAX_CANDIDATES: usize = 8;
-/// Entries of all the values together the kernel checks (`loader.rs` `MAX_ENTRIES`).
-const MAX_ENTRIES: usize = 8;
-/// Longest entry the kernel checks (`loader.rs` `MAX_REST`): room stays for a `/` and the NUL.
-const MAX_REST: usize = LOADER_PATH_LEN - 3;
 
 /// One refusal: which variable, which of its entries (empty when the environment as a whole is at
 /// fault), and why.
@@ -47,15 +42,11 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// The variable a `NAME` sets, if it is one the kernel checks.
+/// The variable a `NAME` sets, if it is one the kernel checks (their wire names are theirs).
 fn variable(name: &[u8]) -> Option<LoaderVar> {
-    match name {
-        b"LD_PRELOAD" => Some(LoaderVar::Preload),
-        b"LD_AUDIT" => Some(LoaderVar::Audit),
-        b"LD_LIBRARY_PATH" => Some(LoaderVar::LibraryPath),
-        b"GCONV_PATH" => Some(LoaderVar::GconvPath),
-        _ => None,
-    }
+    [LoaderVar::Preload, LoaderVar::Audit, LoaderVar::LibraryPath, LoaderVar::GconvPath]
+        .into_iter()
+        .find(|var| var.as_str().as_bytes() == name)
 }
 
 /// The first refusal the kernel would make of `env` under `paths` (a compiled policy's
@@ -76,7 +67,7 @@ pub fn refusal<'a>(
         reads += (name.len() + 1 + value.len()) / (LOADER_ENV_CHUNK - 1) + 1;
         if name.starts_with(b"LD") || name.starts_with(b"GC") {
             candidates += 1;
-            if candidates > MAX_CANDIDATES {
+            if candidates > MAX_LOADER_CANDIDATES {
                 return whole(LoaderFault::TooMany);
             }
             if let Some(var) = variable(name) {
@@ -101,10 +92,10 @@ pub fn refusal<'a>(
             let refuse = |fault| {
                 Some(Refusal { variable: var, entry: String::from_utf8_lossy(entry).into_owned(), fault })
             };
-            if entries > MAX_ENTRIES {
+            if entries > MAX_LOADER_ENTRIES {
                 return refuse(LoaderFault::TooMany);
             }
-            if entry.len() >= MAX_REST {
+            if entry.len() >= MAX_LOADER_ENTRY {
                 return refuse(LoaderFault::TooLong);
             }
             if let Some(fault) = judge(entry, dir, i == 0 && i == last, paths) {

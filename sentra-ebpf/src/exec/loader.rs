@@ -24,16 +24,16 @@ use aya_ebpf::{
 };
 use sentra_common::{
     event::{Decision, EventKind, GuardEvent, GuardHook, LoaderFault, LoaderVar, ProbeSite},
-    exec::{LOADER_ENV_CHUNK, LOADER_PATH_LEN, MAX_ENV_READS, MAX_LOADER_VARS, NAME_LEN},
+    exec::{
+        LOADER_ENV_CHUNK, LOADER_PATH_LEN, MAX_ENV_READS, MAX_LOADER_CANDIDATES, MAX_LOADER_ENTRIES,
+        MAX_LOADER_ENTRY, MAX_LOADER_VARS, NAME_LEN,
+    },
     settings::{Mode, stats},
 };
 
 use crate::{
     kernel,
-    maps::{
-        ACTIVE_GENERATION, EVENTS, LOADER_PATHS, LOADER_SCRATCH, LoaderScratch, MAX_CANDIDATES, count,
-        submit_flags,
-    },
+    maps::{ACTIVE_GENERATION, EVENTS, LOADER_PATHS, LOADER_SCRATCH, LoaderScratch, count, submit_flags},
     task,
 };
 
@@ -133,11 +133,11 @@ fn find(scratch: &mut LoaderScratch, start: u64, end: u64) -> Result<(), Fault> 
             && (opening == u16::from_le_bytes(*b"LD") || opening == u16::from_le_bytes(*b"GC"))
         {
             let n = load(&raw const scratch.candidates_found) as usize;
-            if n >= MAX_CANDIDATES {
+            if n >= MAX_LOADER_CANDIDATES {
                 return Err((LoaderVar::Environment, LoaderFault::TooMany));
             }
             scratch.candidates[n] = cursor;
-            #[expect(clippy::cast_possible_truncation, reason = "n < MAX_CANDIDATES")]
+            #[expect(clippy::cast_possible_truncation, reason = "n < MAX_LOADER_CANDIDATES")]
             store(&raw mut scratch.candidates_found, n as u32 + 1);
         }
         // A read that filled the buffer ended inside the string: the next one continues it.
@@ -150,7 +150,7 @@ fn find(scratch: &mut LoaderScratch, start: u64, end: u64) -> Result<(), Fault> 
         return Err((LoaderVar::Environment, LoaderFault::TooMany));
     }
     let mut c = 0;
-    while c < MAX_CANDIDATES {
+    while c < MAX_LOADER_CANDIDATES {
         if c >= load(&raw const scratch.candidates_found) as usize {
             break;
         }
@@ -237,8 +237,6 @@ const ONES: u64 = 0x0101_0101_0101_0101;
 const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
 /// Words read to find an entry's end (the key's path, and the padding after it).
 const ENTRY_WORDS: usize = LOADER_PATH_LEN.div_ceil(8);
-/// Longest rest of a value read into the key: room stays for a `/` and the NUL after an entry.
-const MAX_REST: usize = LOADER_PATH_LEN - 3;
 /// What [`scan_entry`] found, as bits of `LoaderScratch::marks`.
 const ENTRY_LAST: u32 = 1;
 const ENTRY_SLASH: u32 = 2;
@@ -321,9 +319,6 @@ fn scan_entry(scratch: &mut LoaderScratch) {
     store(&raw mut scratch.marks, marks);
 }
 
-/// The most entries of all the values together that are checked; more are refused.
-const MAX_ENTRIES: u32 = 8;
-
 /// Checks every entry of every value found: each is read into the key (the rest of its value from
 /// where it starts), scanned, and looked up.
 #[inline(always)]
@@ -333,7 +328,7 @@ fn scan(scratch: &mut LoaderScratch, generation: u32) -> Option<Fault> {
     store(&raw mut scratch.pos, 0);
     store(&raw mut scratch.entries, 0);
     let mut step: u32 = 0;
-    while step < MAX_ENTRIES {
+    while step < MAX_LOADER_ENTRIES {
         step += 1;
         let index = load(&raw const scratch.var);
         let var = var_at(scratch, index);
@@ -374,7 +369,7 @@ fn check_entry(scratch: &mut LoaderScratch, index: u32) -> Result<bool, LoaderFa
     let len = load(&raw const scratch.len);
     let marks = load(&raw const scratch.marks);
     let last = marks & ENTRY_LAST != 0;
-    if len as usize >= MAX_REST {
+    if len as usize >= MAX_LOADER_ENTRY {
         store(&raw mut scratch.len, len.min(NAME_SHOWN));
         return Err(LoaderFault::TooLong);
     }
@@ -397,7 +392,7 @@ fn check_entry(scratch: &mut LoaderScratch, index: u32) -> Result<bool, LoaderFa
         // path entry, or a name with a `/`, is relative to the working directory.
         return if dir || marks & ENTRY_SLASH != 0 { Err(LoaderFault::Relative) } else { Ok(last) };
     }
-    // A directory: stored prefixes end with `/`. A file: matched with its NUL. (`len` < MAX_REST.)
+    // A directory: stored prefixes end with `/`. A file: matched with its NUL. (`len` < MAX_LOADER_ENTRY.)
     let at = len as usize & 0xff;
     if at + 2 >= LOADER_PATH_LEN {
         return Err(LoaderFault::TooLong);
